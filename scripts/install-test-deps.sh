@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Debian packages the tests and benchmarks use as real peers. Installs what is
+# missing when running as root (CI); otherwise says what to install.
+set -euo pipefail
+declare -A need=(
+  [dig]=bind9-dnsutils
+  [kdig]=knot-dnsutils
+  [knotd]=knot
+  [unbound]=unbound
+  [dnsperf]=dnsperf
+  [sqlite3]=sqlite3
+)
+missing=()
+for bin in "${!need[@]}"; do
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing+=("${need[$bin]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The packages' own services are not wanted: tests start private instances.
+  for svc in unbound knot; do
+    if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+  done
+else
+  echo "warning: missing Debian packages (tests needing them will be skipped): ${missing[*]}" >&2
+  echo "         install with: sudo apt-get install ${missing[*]}" >&2
+fi

@@ -1,0 +1,1 @@
+"""Pure DNS helpers: no I/O, no event loop."""

@@ -1,0 +1,1 @@
+"""The DNS service: listeners, query pipeline, cache, upstreams, ACL, events."""

@@ -1,0 +1,176 @@
+"""Query events: a bounded in-memory queue on the DNS path, drained by a writer thread.
+
+The DNS path only appends a tuple to a deque (or counts a drop when the queue
+is full); it never waits for the store. The writer thread wakes every
+``flush_interval`` seconds, turns events into rows and writes them in one
+transaction, and prunes rows older than the retention.
+
+Event tuple layout (kept positional for speed on the hot path):
+  (ts, client, key, rcode, answer, latency_us, upstream, cache_hit, tcp)
+where *key* is the cache key: lowercased wire qname + qtype/qclass + flags byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from mamori.dnsutil import wire
+from mamori.store.base import QueryLogStore, QueryRow
+
+log = logging.getLogger(__name__)
+
+Event = tuple[float, str, bytes, int, str, int, str, bool, bool]
+DRAIN_MAX = 50_000
+PRUNE_EVERY = 3600.0
+
+
+class EventQueue:
+    """Bounded FIFO of events; ``dropped`` counts what did not fit."""
+
+    __slots__ = ("dropped", "items", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.items: deque[Event] = deque()
+        self.limit = limit
+        self.dropped = 0
+
+    def put(self, ev: Event) -> None:
+        if len(self.items) < self.limit:
+            self.items.append(ev)
+        else:
+            self.dropped += 1
+
+    def drain(self, max_items: int = DRAIN_MAX) -> list[Event]:
+        out: list[Event] = []
+        pop = self.items.popleft
+        try:
+            for _ in range(min(len(self.items), max_items)):
+                out.append(pop())
+        except IndexError:
+            pass
+        return out
+
+
+def to_row(ev: Event) -> QueryRow:
+    ts, client, key, rcode, answer, latency_us, upstream, hit, tcp = ev
+    qname = wire.name_to_text(key[:-5])
+    qtype = (key[-5] << 8) | key[-4]
+    return QueryRow(
+        ts, client, qname, qtype, rcode, answer, latency_us, upstream, hit, "tcp" if tcp else "udp"
+    )
+
+
+class EventWriter(threading.Thread):
+    """Background writer: source -> rows -> store, batched, with retention."""
+
+    def __init__(
+        self,
+        source: Callable[[float], list[Event]],
+        store: QueryLogStore,
+        flush_interval: float,
+        retention_days: int,
+    ) -> None:
+        super().__init__(name="mamori-event-writer", daemon=True)
+        self.source = source
+        self.store = store
+        self.flush_interval = flush_interval
+        self.retention_days = retention_days
+        self.written = 0
+        self.failed = 0
+        self._stop_flag = threading.Event()
+        self._last_prune = 0.0
+
+    def run(self) -> None:
+        while not self._stop_flag.is_set():
+            self.flush(self.source(self.flush_interval))
+            self._maybe_prune()
+        # Final drain: everything still queued when we were asked to stop.
+        while batch := self.source(0.0):
+            self.flush(batch)
+
+    def flush(self, batch: list[Event]) -> None:
+        if not batch:
+            return
+        try:
+            self.store.write_queries([to_row(ev) for ev in batch])
+            self.written += len(batch)
+        except Exception as e:  # disk full, locked...: lose this batch, keep serving
+            self.failed += len(batch)
+            log.error("query log: could not write %d events: %s", len(batch), e)
+
+    def _maybe_prune(self) -> None:
+        now = time.time()
+        if not self.retention_days or now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        try:
+            n = self.store.prune_queries(now - self.retention_days * 86400)
+            if n:
+                log.info("query log: pruned %d rows older than %d days", n, self.retention_days)
+        except Exception as e:
+            log.error("query log: prune failed: %s", e)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop_flag.set()
+        self.join(timeout)
+
+
+def deque_source(q: EventQueue, stop: threading.Event | None = None) -> Callable[[float], list[Event]]:
+    """Source for an in-process queue: sleep, then drain (batches, not a busy loop)."""
+    wake = stop or threading.Event()
+
+    def source(timeout: float) -> list[Event]:
+        if timeout:
+            wake.wait(timeout)
+        return q.drain()
+
+    return source
+
+
+def mp_source(mpq: Any) -> Callable[[float], list[Event]]:
+    """Source for event batches sent by worker processes over a multiprocessing queue."""
+
+    def source(timeout: float) -> list[Event]:
+        out: list[Event] = []
+        try:
+            out.extend(mpq.get(timeout=timeout) if timeout else mpq.get_nowait())
+            while len(out) < DRAIN_MAX:
+                out.extend(mpq.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    return source
+
+
+class EventForwarder(threading.Thread):
+    """In a worker process: move event batches from the local queue to the parent."""
+
+    def __init__(self, q: EventQueue, mpq: Any, interval: float) -> None:
+        super().__init__(name="mamori-event-forwarder", daemon=True)
+        self.q = q
+        self.mpq = mpq
+        self.interval = interval
+        self._stop_flag = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_flag.wait(self.interval):
+            self._send()
+        self._send()
+
+    def _send(self) -> None:
+        while batch := self.q.drain():
+            try:
+                self.mpq.put_nowait(batch)
+            except queue.Full:
+                self.q.dropped += len(batch)
+
+    def stop(self) -> None:
+        self._stop_flag.set()
+        self.join(5.0)

@@ -1,0 +1,353 @@
+"""The query pipeline: the one place that decides the order of stages for a query.
+
+``Pipeline.handle`` is called for every query (UDP datagram or TCP message).
+It returns the answer bytes when it can answer at once (cache hit, errors),
+or None after scheduling the slow path (upstream), which replies through the
+transport's ``reply`` callback. Stages, in order:
+
+1. client record: ACL (REFUSED outside ``allow``) and UDP rate limit
+2. header + question + OPT, hand-parsed; malformed -> FORMERR or drop
+3. (policy pre-check: the RPZ engine plugs in here)
+4. cache: fresh hit -> patch ID/flags/TTLs, send             [fast path]
+5. miss / expired -> upstream (coalesced per key), cache, send
+   upstream failure -> stale answer (RFC 8767) or SERVFAIL
+6. event -> bounded queue (never blocks; drops are counted)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mamori.config import Config
+from mamori.dnsutil import wire
+from mamori.resolver.acl import ClientTable
+from mamori.resolver.cache import Cache, Entry, UpstreamAnswerError, entry_from_response
+from mamori.resolver.events import EventQueue
+from mamori.resolver.upstream import UpstreamError, UpstreamPool
+
+log = logging.getLogger(__name__)
+
+Reply = Callable[[bytes, Any], None]
+
+_OPT = struct.Struct("!BHHBBHH")  # root, type, payload, ext-rcode, version, flags, rdlen
+_PLAIN_Q = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QD=1 AN=0 NS=0 AR=0
+_EDNS_Q = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # QD=1 AN=0 NS=0 AR=1
+_BITS = (b"\x00", b"\x01", b"\x02", b"\x03")  # cache-key byte: DO<<1 | CD
+_TYPE_XFR = (b"\x00\xfb", b"\x00\xfc")  # IXFR, AXFR
+_CLASS_IN = b"\x00\x01"
+MAX_UDP_QUERY = 4096
+STALE_CLIENT_TIMER = 1.8  # RFC 8767 section 5: answer stale after this long
+
+
+class Stats:
+    """Counters of the DNS service (read by the stats log line and, later, /metrics)."""
+
+    __slots__ = (
+        "cache_hits",
+        "cache_misses",
+        "dropped_malformed",
+        "formerr",
+        "notimp",
+        "queries",
+        "ratelimited",
+        "refused",
+        "servfail",
+        "stale_answers",
+        "truncated",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, events: EventQueue) -> None:
+        self.events = events
+        self.stats = Stats()
+        self.cache = Cache(cfg.cache.max_entries, cfg.cache.max_bytes)
+        self.pool = UpstreamPool(cfg.upstream)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.inflight: dict[bytes, asyncio.Task[tuple[Entry, str] | None]] = {}
+        self.configure(cfg)
+
+    def configure(self, cfg: Config) -> None:
+        """Apply (re)loadable settings; called at start and on SIGHUP."""
+        s, c = cfg.server, cfg.cache
+        self.cfg = cfg
+        self.clients = ClientTable(s.allow, s.rate_burst)
+        self.rate = s.rate_limit
+        self.burst = s.rate_burst
+        self.rate_action = s.rate_limit_action
+        self.max_udp = s.max_udp_size
+        self.log_queries = cfg.store.query_log
+        self.opt_plain = wire.build_opt(self.max_udp, False)
+        self.opt_do = wire.build_opt(self.max_udp, True)
+        self.cache.resize(c.max_entries, c.max_bytes)
+        if cfg.upstream != self.pool.cfg:
+            old = self.pool
+            self.pool = UpstreamPool(cfg.upstream)
+            old.close()
+
+    # ------------------------------------------------------------------ hot path
+    def handle(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> bytes | None:
+        now = time.time()
+        self.stats.queries += 1
+        ip = addr[0]
+
+        # Stage 1: client record -> ACL, then UDP rate limit (token bucket).
+        cl = self.clients.clients.get(ip)
+        if cl is None:
+            cl = self.clients.lookup(ip, now)
+        if not cl.allowed:
+            self.stats.refused += 1
+            return self._error(data, wire.REFUSED, ip, now, tcp, wire.EDE_PROHIBITED)
+        if self.rate and not tcp:
+            tokens = cl.tokens + (now - cl.last) * self.rate
+            cl.last = now
+            if tokens > self.burst:
+                tokens = self.burst
+            if tokens < 1.0:
+                cl.tokens = tokens
+                self.stats.ratelimited += 1
+                return self._ratelimited(data)
+            cl.tokens = tokens - 1.0
+
+        # Stage 2: header + question + OPT (hand-written parser, no dnspython).
+        n = len(data)
+        if n < 12 or (n > MAX_UDP_QUERY and not tcp) or data[2] & 0x80:
+            self.stats.dropped_malformed += 1  # too short, oversize, or a response
+            return None
+        counts = data[4:12]
+        if data[2] & 0x78 or (counts != _PLAIN_Q and counts != _EDNS_Q):
+            return self._unusual(data, ip, now, tcp)
+        try:
+            nend = wire.scan_name(data, 12)
+        except wire.WireError:
+            return self._error(data, wire.FORMERR, ip, now, tcp)
+        qend = nend + 4
+        if qend > n:
+            return self._error(data, wire.FORMERR, ip, now, tcp)
+        cd = 1 if data[3] & 0x10 else 0
+        if data[11]:
+            if qend + 11 > n:
+                return self._error(data, wire.FORMERR, ip, now, tcp)
+            root, otype, payload, _ext, version, oflags, rdlen = _OPT.unpack_from(data, qend)
+            if root or otype != 41 or qend + 11 + rdlen != n:
+                return self._error(data, wire.FORMERR, ip, now, tcp)
+            if version:
+                return self._error(data, wire.BADVERS, ip, now, tcp)
+            do = 1 if oflags & 0x8000 else 0
+            limit = 65535 if tcp else min(max(payload, 512), self.max_udp)
+            opt = self.opt_do if do else self.opt_plain
+        else:
+            if qend != n:
+                return self._error(data, wire.FORMERR, ip, now, tcp)
+            do = 0
+            limit = 65535 if tcp else 512
+            opt = b""
+        qtc = data[nend:qend]
+        if qtc[2:] != _CLASS_IN or qtc[:2] in _TYPE_XFR:
+            # Meta queries (zone transfers) and other classes are not forwarded.
+            return self._error(data, wire.REFUSED, ip, now, tcp, wire.EDE_PROHIBITED)
+        key = data[12:nend].lower() + qtc + _BITS[do << 1 | cd]
+
+        # Stage 3: policy pre-check (client IP, QNAME) -- the RPZ engine plugs in here.
+
+        # Stage 4: cache (fresh hit -> answer from wire bytes).
+        cache = self.cache.data
+        entry = cache.get(key)
+        if entry is not None:
+            if now < entry.expires:
+                cache.move_to_end(key)
+                self.stats.cache_hits += 1
+                age = int(now - entry.born)
+                body = entry.rendered if age == entry.rendered_age else entry.render(age)
+                if opt:
+                    resp = (
+                        data[:2] + entry.flags[data[2] & 1] + entry.counts_edns
+                        + data[12:qend] + body + opt
+                    )
+                else:
+                    resp = data[:2] + entry.flags[data[2] & 1] + entry.counts + data[12:qend] + body
+                if len(resp) > limit:
+                    resp = self._fit(entry, data, qend, body, opt, limit)
+                if self.log_queries:
+                    self.events.put((now, ip, key, entry.rcode, entry.summary, 0, "", True, tcp))
+                return resp
+            if now < entry.retry_after and now < entry.stale_until:
+                # RFC 8767 failure-recheck timer: upstreams failed recently, answer stale.
+                return self._stale(entry, data, qend, opt, limit, key, ip, now, tcp)
+
+        # Stage 5: upstream (slow path, asynchronous).
+        self.stats.cache_misses += 1
+        stale = entry if entry is not None and now < entry.stale_until else None
+        task = asyncio.get_running_loop().create_task(
+            self._miss(data, addr, reply, tcp, key, qend, opt, limit, do, cd, now, stale)
+        )
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return None
+
+    # ----------------------------------------------------------------- slow path
+    async def _miss(
+        self,
+        data: bytes,
+        addr: Any,
+        reply: Reply,
+        tcp: bool,
+        key: bytes,
+        qend: int,
+        opt: bytes,
+        limit: int,
+        do: int,
+        cd: int,
+        now: float,
+        stale: Entry | None,
+    ) -> None:
+        ip = addr[0]
+        fetch = self.inflight.get(key)
+        if fetch is None:
+            fetch = asyncio.get_running_loop().create_task(self._fetch(key, do, cd, stale))
+            self.inflight[key] = fetch
+            fetch.add_done_callback(lambda _t: self.inflight.pop(key, None))
+        serve_stale = self.cfg.cache.serve_stale and stale is not None
+        if serve_stale:
+            done, _ = await asyncio.wait({fetch}, timeout=STALE_CLIENT_TIMER)
+            result = fetch.result() if done else None
+        else:
+            result = await asyncio.shield(fetch)
+        if result is None or (serve_stale and result[0].rcode == wire.SERVFAIL):
+            if serve_stale:
+                assert stale is not None
+                stale.retry_after = time.time() + self.cfg.cache.stale_refresh_interval
+                resp = self._stale(stale, data, qend, opt, limit, key, ip, now, tcp)
+            else:
+                self.stats.servfail += 1
+                resp = self._error(data, wire.SERVFAIL, ip, now, tcp, wire.EDE_NO_REACHABLE_AUTHORITY)
+            reply(resp, addr)
+            return
+        entry, upstream = result
+        age = int(time.time() - entry.born)
+        body = entry.render(age)
+        counts = entry.counts_edns if opt else entry.counts
+        resp = data[:2] + entry.flags[data[2] & 1] + counts + data[12:qend] + body + opt
+        if len(resp) > limit:
+            resp = self._fit(entry, data, qend, body, opt, limit)
+        if entry.rcode == wire.SERVFAIL:
+            self.stats.servfail += 1
+        if self.log_queries:
+            latency = int((time.time() - now) * 1e6)
+            self.events.put((now, ip, key, entry.rcode, entry.summary, latency, upstream, False, tcp))
+        reply(resp, addr)
+
+    async def _fetch(
+        self, key: bytes, do: int, cd: int, stale: Entry | None
+    ) -> tuple[Entry, str] | None:
+        """Ask the upstreams; cache a usable answer. None when every upstream failed."""
+        question = key[:-1]
+        flags = wire.RD | (wire.CD if cd else 0)
+        c = self.cfg.cache
+        try:
+            resp, up = await self.pool.resolve(question, flags, bool(do))
+            entry, lifetime = entry_from_response(
+                resp, question, time.time(), c.min_ttl, c.max_ttl, c.max_negative_ttl,
+                c.stale_max_age if c.serve_stale else 0, keep_ad=bool(do),
+            )
+        except (UpstreamError, UpstreamAnswerError) as e:
+            log.debug("resolution of %s failed: %s", wire.name_to_text(key[:-5]), e)
+            return None
+        except Exception:  # a bug must cost one SERVFAIL, never the service
+            log.exception("resolution of %s failed", wire.name_to_text(key[:-5]))
+            return None
+        if lifetime > 0:
+            self.cache.put(key, entry)
+        return entry, up.name
+
+    # ------------------------------------------------------------ special answers
+    def _fit(self, entry: Entry, data: bytes, qend: int, body: bytes, opt: bytes, limit: int) -> bytes:
+        """Make an answer fit *limit*: drop the additional section, else TC=1 (RFC 2181 9)."""
+        counts = entry.counts_short_edns if opt else entry.counts_short
+        short = data[:2] + entry.flags[data[2] & 1] + counts + data[12:qend] + body[: entry.an_ns_len] + opt
+        if len(short) <= limit:
+            return short
+        self.stats.truncated += 1
+        flags = struct.unpack("!H", entry.flags[data[2] & 1])[0] | wire.TC
+        return (
+            data[:2] + struct.pack("!HHHHH", flags, 1, 0, 0, 1 if opt else 0) + data[12:qend] + opt
+        )
+
+    def _stale(
+        self, entry: Entry, data: bytes, qend: int, opt: bytes, limit: int,
+        key: bytes, ip: str, now: float, tcp: bool,
+    ) -> bytes:
+        """An expired entry served with a short TTL and EDE 3 (RFC 8767, RFC 8914)."""
+        self.stats.stale_answers += 1
+        body = entry.render_fixed(self.cfg.cache.stale_answer_ttl)
+        if opt:
+            opt = wire.build_opt(self.max_udp, opt is self.opt_do, wire.EDE_STALE_ANSWER)
+        counts = entry.counts_edns if opt else entry.counts
+        resp = data[:2] + entry.flags[data[2] & 1] + counts + data[12:qend] + body + opt
+        if len(resp) > limit:
+            resp = self._fit(entry, data, qend, body, opt, limit)
+        if self.log_queries:
+            self.events.put((now, ip, key, entry.rcode, "stale:" + entry.summary, 0, "", True, tcp))
+        return resp
+
+    def _ratelimited(self, data: bytes) -> bytes | None:
+        if self.rate_action == "drop" or len(data) < 12:
+            return None
+        try:
+            qend = wire.scan_name(data, 12) + 4 if data[4:6] == b"\x00\x01" else 0
+        except wire.WireError:
+            qend = 0
+        qend = qend if qend <= len(data) else 0
+        if self.rate_action == "truncate":
+            return wire.error_response(data, wire.NOERROR, qend, tc=True)
+        return wire.error_response(data, wire.REFUSED, qend)
+
+    def _unusual(self, data: bytes, ip: str, now: float, tcp: bool) -> bytes | None:
+        """Opcode other than QUERY, or section counts other than one question (+ OPT)."""
+        opcode = (data[2] >> 3) & 0xF
+        if opcode != 0:
+            self.stats.notimp += 1
+            return self._error(data, wire.NOTIMP, ip, now, tcp)
+        return self._error(data, wire.FORMERR, ip, now, tcp)
+
+    def _error(
+        self, data: bytes, rcode: int, ip: str, now: float, tcp: bool, ede: int | None = None
+    ) -> bytes:
+        """An error answer echoing as much of the query as parses; logged as an event."""
+        if rcode == wire.FORMERR:
+            self.stats.formerr += 1
+        qend = 0
+        opt = b""
+        key = b"\x00\x00\x00\x00\x00\x00"
+        if data[4:6] == b"\x00\x01":
+            try:
+                nend = wire.scan_name(data, 12)
+                if nend + 4 <= len(data):
+                    qend = nend + 4
+                    key = data[12:nend].lower() + data[nend:qend] + b"\x00"
+                    if data[10:12] == b"\x00\x01":
+                        edns, _ = wire.parse_opt(data, qend)
+                        if rcode == wire.BADVERS:
+                            opt = wire.build_opt_ext(self.max_udp, edns.do, wire.BADVERS >> 4)
+                        else:
+                            opt = wire.build_opt(self.max_udp, edns.do, ede)
+            except wire.WireError:
+                pass
+        if self.log_queries:
+            self.events.put((now, ip, key, rcode, "", 0, "", False, tcp))
+        return wire.error_response(data, rcode & 0xF, qend, opt)
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,158 @@
+"""UDP and TCP listeners feeding the pipeline (asyncio protocols, run on uvloop)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import struct
+from typing import Any, cast
+
+from mamori.config import Endpoint
+from mamori.errors import StartupError
+from mamori.resolver.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+UDP_RCVBUF = 4 * 1024 * 1024
+_LEN = struct.Struct("!H")
+
+
+class UdpServer(asyncio.DatagramProtocol):
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.handle = pipeline.handle
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop: not a subclass
+        self.sendto = self.transport.sendto
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        resp = self.handle(data, addr, self.reply, False)
+        if resp is not None:
+            self.sendto(resp, addr)
+
+    def reply(self, resp: bytes, addr: Any) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.sendto(resp, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp socket error: %s", exc)
+
+
+class TcpConnection(asyncio.Protocol):
+    """One client connection: length-prefixed messages, pipelined (RFC 7766)."""
+
+    def __init__(self, server: TcpListener) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None
+        self.buf = b""
+        self.idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop: not a subclass
+        self.peer = self.transport.get_extra_info("peername")
+        srv = self.server
+        if len(srv.connections) >= srv.max_connections:
+            self.transport.abort()
+            return
+        srv.connections.add(self)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        loop = asyncio.get_running_loop()
+        self.idle = loop.call_later(self.server.idle_timeout, self._timeout)
+
+    def _timeout(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._arm()
+        buf = self.buf + data
+        handle = self.server.pipeline.handle
+        while len(buf) >= 2:
+            (ln,) = _LEN.unpack_from(buf)
+            if len(buf) < 2 + ln:
+                break
+            msg, buf = buf[2 : 2 + ln], buf[2 + ln :]
+            resp = handle(msg, self.peer, self.reply, True)
+            if resp is not None:
+                self.reply(resp, self.peer)
+        self.buf = buf
+
+    def reply(self, resp: bytes, _addr: Any) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(_LEN.pack(len(resp)) + resp)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        self.server.connections.discard(self)
+        self.transport = None
+
+
+class TcpListener:
+    def __init__(self, pipeline: Pipeline, idle_timeout: float, max_connections: int) -> None:
+        self.pipeline = pipeline
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.connections: set[TcpConnection] = set()
+
+    def factory(self) -> TcpConnection:
+        return TcpConnection(self)
+
+
+def bind_socket(ep: Endpoint, kind: int, reuse_port: bool) -> socket.socket:
+    """Create and bind a listening socket; fail with a clear message when taken."""
+    family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
+    proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+    sock = socket.socket(family, kind)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if kind == socket.SOCK_DGRAM:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            except OSError:
+                pass
+        sock.bind((ep.host, ep.port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            msg = "address already in use (another DNS server running?)"
+        elif e.errno == errno.EACCES:
+            msg = "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        elif e.errno == errno.EADDRNOTAVAIL:
+            msg = "address not available on this host"
+        else:
+            msg = e.strerror or str(e)
+        raise StartupError(f"cannot listen on {ep}/{proto}: {msg}") from e
+    return sock
+
+
+def bind_all(listen: tuple[Endpoint, ...], tcp: bool, reuse_port: bool) -> list[socket.socket]:
+    """Bind every listen address (UDP, and TCP when enabled); all or nothing."""
+    socks: list[socket.socket] = []
+    try:
+        for ep in listen:
+            socks.append(bind_socket(ep, socket.SOCK_DGRAM, reuse_port))
+            if tcp:
+                socks.append(bind_socket(ep, socket.SOCK_STREAM, reuse_port))
+    except StartupError:
+        for s in socks:
+            s.close()
+        raise
+    return socks

@@ -1,0 +1,245 @@
+"""Service lifecycle: bind, serve, reload on SIGHUP, drain and stop on SIGTERM.
+
+One process (``workers = 1``) runs the DNS loop on uvloop and a writer thread
+for query events. With ``workers = N`` the parent binds N sets of sockets with
+SO_REUSEPORT (so a taken port fails fast, before anything starts), forks N
+worker processes that each serve one set, and itself only writes the events
+the workers send it: the store keeps a single writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import uvloop
+
+from mamori import config as config_mod
+from mamori.config import Config
+from mamori.errors import ConfigError
+from mamori.resolver.events import (
+    EventForwarder,
+    EventQueue,
+    EventWriter,
+    deque_source,
+    mp_source,
+)
+from mamori.resolver.pipeline import Pipeline
+from mamori.resolver.server import TcpListener, UdpServer, bind_all
+from mamori.store.base import QueryLogStore
+
+log = logging.getLogger(__name__)
+
+DRAIN_GRACE = 3.0
+HOUSEKEEPING_EVERY = 60.0
+
+
+class DnsService:
+    """The listeners and the pipeline inside one event loop."""
+
+    def __init__(self, cfg: Config, events: EventQueue, socks: list[socket.socket]) -> None:
+        self.cfg = cfg
+        self.events = events
+        self.socks = socks
+        self.pipeline = Pipeline(cfg, events)
+        self.tcp = TcpListener(
+            self.pipeline, cfg.server.tcp_idle_timeout, cfg.server.tcp_max_connections
+        )
+        self.transports: list[asyncio.BaseTransport] = []
+        self.servers: list[asyncio.AbstractServer] = []
+        self.stopped = asyncio.Event()
+        self._house: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self.socks:
+            if sock.type == socket.SOCK_DGRAM:
+                tr, _ = await loop.create_datagram_endpoint(
+                    lambda: UdpServer(self.pipeline), sock=sock
+                )
+                self.transports.append(tr)
+            else:
+                self.servers.append(await loop.create_server(self.tcp.factory, sock=sock))
+        self._house = loop.create_task(self._housekeeping())
+
+    def reload(self, cfg: Config) -> None:
+        if cfg.server.listen != self.cfg.server.listen or cfg.server.tcp != self.cfg.server.tcp:
+            log.warning("reload: listen/tcp changes take effect after a restart")
+        if cfg.server.workers != self.cfg.server.workers:
+            log.warning("reload: workers changes take effect after a restart")
+        self.pipeline.configure(cfg)
+        self.tcp.idle_timeout = cfg.server.tcp_idle_timeout
+        self.tcp.max_connections = cfg.server.tcp_max_connections
+        self.events.limit = cfg.store.queue_size
+        self.cfg = cfg
+        log.info("configuration reloaded from %s", cfg.path)
+
+    async def _housekeeping(self) -> None:
+        interval = self.cfg.server.stats_interval
+        last_stats = time.monotonic()
+        while True:
+            await asyncio.sleep(min(HOUSEKEEPING_EVERY, interval or HOUSEKEEPING_EVERY))
+            self.pipeline.cache.purge_stale(time.time())
+            interval = self.cfg.server.stats_interval
+            if interval and time.monotonic() - last_stats >= interval:
+                last_stats = time.monotonic()
+                self.log_stats()
+
+    def log_stats(self) -> None:
+        s = self.pipeline.stats.as_dict()
+        c = self.pipeline.cache
+        ups = ", ".join(
+            f"{u.name} q={u.queries} err={u.errors} srtt={u.srtt * 1000:.1f}ms"
+            for u in self.pipeline.pool.upstreams
+        )
+        log.info(
+            "stats: %s cache_entries=%d cache_bytes=%d events_dropped=%d upstreams: %s",
+            " ".join(f"{k}={v}" for k, v in s.items()),
+            len(c), c.bytes, self.events.dropped, ups,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight queries finish (bounded), close upstreams."""
+        if self._house is not None:
+            self._house.cancel()
+        for tr in self.transports:
+            tr.close()
+        for srv in self.servers:
+            srv.close()
+        pending = set(self.pipeline.tasks)
+        if pending:
+            await asyncio.wait(pending, timeout=DRAIN_GRACE)
+        for conn in list(self.tcp.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        self.pipeline.close()
+        self.log_stats()
+        self.stopped.set()
+
+
+def _reload_config(path: str, current: Config) -> Config | None:
+    try:
+        return config_mod.load(path)
+    except ConfigError as e:
+        log.error("reload refused, keeping the running configuration: %s", e)
+        return None
+
+
+def _install_signals(
+    loop: asyncio.AbstractEventLoop, on_stop: Callable[[], None], on_reload: Callable[[], None]
+) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+
+
+def serve_loop(
+    cfg: Config, socks: list[socket.socket], events: EventQueue, ready: Callable[[], None]
+) -> None:
+    """Run one DNS event loop until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+
+    async def main() -> None:
+        svc = DnsService(cfg, events, socks)
+        await svc.start()
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+
+        def reload() -> None:
+            new = _reload_config(str(cfg.path), svc.cfg)
+            if new is not None:
+                svc.reload(new)
+
+        _install_signals(loop, stopping.set, reload)
+        ready()
+        await stopping.wait()
+        log.info("stopping: draining in-flight queries")
+        await svc.stop()
+
+    uvloop.run(main())
+
+
+def run(cfg: Config, store: QueryLogStore) -> None:
+    """Serve until stopped. Sockets are bound first: a taken port fails fast."""
+    workers = cfg.server.workers
+    if workers == 1:
+        socks = bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=False)
+        events = EventQueue(cfg.store.queue_size)
+        writer = EventWriter(
+            deque_source(events), store, cfg.store.flush_interval, cfg.store.query_log_days
+        )
+        writer.start()
+        try:
+            serve_loop(cfg, socks, events, lambda: _announce(cfg, 1))
+        finally:
+            writer.stop()
+            if events.dropped:
+                log.warning("query log: %d events dropped (queue full)", events.dropped)
+        return
+    _run_workers(cfg, store)
+
+
+def _announce(cfg: Config, workers: int) -> None:
+    addrs = ", ".join(str(e) for e in cfg.server.listen)
+    ups = ", ".join(str(u) for u in cfg.upstream.servers)
+    log.info(
+        "mamori serving DNS on %s (udp%s, %d worker%s); upstreams: %s",
+        addrs, "+tcp" if cfg.server.tcp else "", workers, "s" if workers > 1 else "", ups,
+    )
+
+
+def _worker_main(cfg: Config, socks: list[socket.socket], mpq: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what matters
+    events = EventQueue(cfg.store.queue_size)
+    fwd = EventForwarder(events, mpq, cfg.store.flush_interval)
+    fwd.start()
+    try:
+        serve_loop(cfg, socks, events, lambda: None)
+    finally:
+        fwd.stop()
+
+
+def _run_workers(cfg: Config, store: QueryLogStore) -> None:
+    n = cfg.server.workers
+    sets = [bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=True) for _ in range(n)]
+    ctx = multiprocessing.get_context("fork")
+    mpq = ctx.Queue(maxsize=256)
+    procs = []
+    for socks in sets:
+        p = ctx.Process(target=_worker_main, args=(cfg, socks, mpq), daemon=False)
+        p.start()
+        procs.append(p)
+    for socks in sets:
+        for s in socks:
+            s.close()  # the children hold their own copies
+    writer = EventWriter(mp_source(mpq), store, cfg.store.flush_interval, cfg.store.query_log_days)
+    writer.start()
+    _announce(cfg, n)
+    stop = threading.Event()
+
+    def forward(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            if _reload_config(str(cfg.path), cfg) is None:
+                return  # keep workers on the running config; the error is logged
+        else:
+            stop.set()
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signum if signum != signal.SIGINT else signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    while not stop.is_set() and any(p.is_alive() for p in procs):
+        stop.wait(0.5)
+    for p in procs:
+        p.join(DRAIN_GRACE + 5)
+        if p.is_alive():
+            p.kill()
+    writer.stop()

@@ -1,0 +1,240 @@
+"""Forwarding to upstream resolvers: UDP with TCP fallback on TC=1, or TCP only.
+
+Each upstream keeps a smoothed RTT and a consecutive-failure count. Queries go
+to the healthy upstream with the lowest smoothed RTT first and fail over to the
+next on timeout, network error, SERVFAIL or REFUSED. After ``down_after``
+consecutive failures an upstream is marked down for ``down_for`` seconds and is
+tried only when every other one has failed too.
+
+Spoofing resistance: UDP queries leave from a small pool of connected sockets
+per upstream (kernel-chosen random ports), each retired after a few hundred
+queries, with a random 16-bit ID; a reply must match ID and question.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+import time
+from typing import cast
+
+from mamori.config import UpstreamConfig, UpstreamServer
+from mamori.dnsutil import wire
+
+log = logging.getLogger(__name__)
+
+_HDR = struct.Struct("!HHHHHH")
+CHANNELS_PER_UPSTREAM = 4
+QUERIES_PER_CHANNEL = 500
+EDNS_PAYLOAD = 1232
+
+
+class UpstreamError(Exception):
+    """No usable answer from any upstream."""
+
+
+class _UdpChannel(asyncio.DatagramProtocol):
+    """One connected UDP socket with its outstanding queries by ID."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+        self.used = 0
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop: not a subclass
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) < 12:
+            return
+        qid = (data[0] << 8) | data[1]
+        item = self.pending.get(qid)
+        if item is None:
+            return
+        question, fut = item
+        if data[12 : 12 + len(question)].lower() != question or fut.done():
+            return  # not the answer to our question: ignore (spoofing defence)
+        del self.pending[qid]
+        fut.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: fail everything outstanding at once.
+        for _, fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionRefusedError(str(exc)))
+        self.pending.clear()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        for _, fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("socket closed"))
+        self.pending.clear()
+
+    def close_when_idle(self) -> None:
+        if not self.pending and self.transport is not None:
+            self.transport.close()
+
+
+class Upstream:
+    """One upstream server with health state."""
+
+    def __init__(self, server: UpstreamServer, cfg: UpstreamConfig) -> None:
+        self.server = server
+        self.name = str(server.endpoint)
+        self.cfg = cfg
+        self.srtt = 0.0  # 0 = never measured yet
+        self.fails = 0
+        self.down_until = 0.0
+        self.queries = 0
+        self.errors = 0
+        self.tcp_fallbacks = 0
+        self._channels: list[_UdpChannel] = []
+        self._rr = 0
+
+    # -- health -------------------------------------------------------------
+    def is_up(self, now: float) -> bool:
+        return self.down_until <= now
+
+    def record_success(self, rtt: float) -> None:
+        self.srtt = rtt if self.srtt == 0.0 else 0.7 * self.srtt + 0.3 * rtt
+        if self.fails >= self.cfg.down_after:
+            log.info("upstream %s is answering again", self.name)
+        self.fails = 0
+        self.down_until = 0.0
+
+    def record_failure(self, now: float, reason: str) -> None:
+        self.errors += 1
+        self.fails += 1
+        self.srtt = max(self.srtt, 0.05) * 2 + self.cfg.timeout
+        if self.fails == self.cfg.down_after:
+            log.warning("upstream %s marked down for %.0fs: %s", self.name, self.cfg.down_for, reason)
+        if self.fails >= self.cfg.down_after:
+            self.down_until = now + self.cfg.down_for
+
+    # -- transport ----------------------------------------------------------
+    async def query(self, question: bytes, flags: int, do: bool) -> bytes:
+        """Send one query; return the raw answer (TCP retry on TC=1)."""
+        self.queries += 1
+        opt = wire.build_opt(EDNS_PAYLOAD, do)
+        if self.server.transport == "tcp":
+            return await self._query_tcp(question, flags, opt)
+        resp = await self._query_udp(question, flags, opt)
+        if resp[2] & 0x02:  # TC
+            self.tcp_fallbacks += 1
+            return await self._query_tcp(question, flags, opt)
+        return resp
+
+    async def _channel(self) -> _UdpChannel:
+        chans = self._channels
+        for ch in list(chans):
+            if ch.closed or ch.used >= QUERIES_PER_CHANNEL:
+                chans.remove(ch)
+                ch.close_when_idle()
+        if len(chans) < CHANNELS_PER_UPSTREAM:
+            loop = asyncio.get_running_loop()
+            ep = self.server.endpoint
+            _, proto = await loop.create_datagram_endpoint(
+                _UdpChannel, remote_addr=(ep.host, ep.port)
+            )
+            chans.append(proto)
+            return proto
+        self._rr = (self._rr + 1) % len(chans)
+        return chans[self._rr]
+
+    async def _query_udp(self, question: bytes, flags: int, opt: bytes) -> bytes:
+        ch = await self._channel()
+        ch.used += 1
+        qid = secrets.randbits(16)
+        while qid in ch.pending:
+            qid = secrets.randbits(16)
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        ch.pending[qid] = (question, fut)
+        assert ch.transport is not None
+        ch.transport.sendto(wire.build_query(qid, question[:-4], question[-4:], flags, opt))
+        try:
+            async with asyncio.timeout(self.cfg.timeout):
+                return await fut
+        finally:
+            ch.pending.pop(qid, None)
+            if ch.used >= QUERIES_PER_CHANNEL:
+                ch.close_when_idle()
+
+    async def _query_tcp(self, question: bytes, flags: int, opt: bytes) -> bytes:
+        ep = self.server.endpoint
+        qid = secrets.randbits(16)
+        msg = wire.build_query(qid, question[:-4], question[-4:], flags, opt)
+        async with asyncio.timeout(self.cfg.timeout):
+            reader, writer = await asyncio.open_connection(ep.host, ep.port)
+            try:
+                writer.write(struct.pack("!H", len(msg)) + msg)
+                while True:
+                    (ln,) = struct.unpack("!H", await reader.readexactly(2))
+                    resp = await reader.readexactly(ln)
+                    if (
+                        len(resp) >= 12
+                        and (resp[0] << 8 | resp[1]) == qid
+                        and resp[12 : 12 + len(question)].lower() == question
+                    ):
+                        return resp
+            finally:
+                writer.close()
+
+    def close(self) -> None:
+        for ch in self._channels:
+            if ch.transport is not None:
+                ch.transport.close()
+        self._channels.clear()
+
+
+class UpstreamPool:
+    """Chooses among upstreams by health and RTT, with failover."""
+
+    def __init__(self, cfg: UpstreamConfig) -> None:
+        self.cfg = cfg
+        self.upstreams = [Upstream(s, cfg) for s in cfg.servers]
+
+    def order(self, now: float) -> list[Upstream]:
+        up = sorted((u for u in self.upstreams if u.is_up(now)), key=lambda u: u.srtt)
+        down = sorted((u for u in self.upstreams if not u.is_up(now)), key=lambda u: u.down_until)
+        return up + down
+
+    async def resolve(self, question: bytes, flags: int, do: bool) -> tuple[bytes, Upstream]:
+        """Ask upstreams in order until one answers usefully; raise UpstreamError."""
+        order = self.order(time.monotonic())
+        last_reason = "no upstream"
+        fallback: tuple[bytes, Upstream] | None = None
+        for attempt in range(max(self.cfg.attempts, 1)):
+            up = order[attempt % len(order)]
+            t0 = time.monotonic()
+            try:
+                resp = await up.query(question, flags, do)
+            except TimeoutError:
+                last_reason = f"{up.name}: timeout after {self.cfg.timeout:g}s"
+                up.record_failure(time.monotonic(), "timeout")
+                continue
+            except (OSError, EOFError, asyncio.IncompleteReadError) as e:
+                last_reason = f"{up.name}: {e.__class__.__name__}: {e}"
+                up.record_failure(time.monotonic(), str(e) or e.__class__.__name__)
+                continue
+            rcode = resp[3] & 0x0F
+            if rcode in (wire.SERVFAIL, wire.REFUSED):
+                # The server is alive but gave no answer: try another one.
+                up.record_success(time.monotonic() - t0)
+                last_reason = f"{up.name}: rcode {rcode}"
+                fallback = fallback or (resp, up)
+                if len(order) > 1:
+                    continue
+                return resp, up
+            up.record_success(time.monotonic() - t0)
+            return resp, up
+        if fallback is not None:
+            return fallback
+        raise UpstreamError(last_reason)
+
+    def close(self) -> None:
+        for u in self.upstreams:
+            u.close()

@@ -1,0 +1,1 @@
+"""Storage backends behind small Protocols (store.base); SQLite is the embedded default."""

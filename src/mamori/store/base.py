@@ -1,0 +1,30 @@
+"""Protocols at the storage seam; the resolver depends only on these."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+
+class QueryRow(NamedTuple):
+    """One answered query as stored in the query log."""
+
+    ts: float  # UNIX time the query arrived
+    client: str  # client IP address
+    qname: str  # presentation form, lowercase, with trailing dot
+    qtype: int
+    rcode: int
+    answer: str  # short answer summary ("A 192.0.2.1;A 192.0.2.2")
+    latency_us: int  # time spent waiting for resolution; 0 for cache hits
+    upstream: str  # upstream that answered, "" for cache hits and local answers
+    cache_hit: bool
+    transport: str  # "udp" or "tcp"
+
+
+class QueryLogStore(Protocol):
+    def write_queries(self, rows: list[QueryRow]) -> None:
+        """Append rows in one transaction."""
+
+    def prune_queries(self, before: float) -> int:
+        """Delete rows older than *before* (UNIX time); return how many."""
+
+    def close(self) -> None: ...

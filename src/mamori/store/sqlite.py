@@ -1,0 +1,87 @@
+"""SQLite store: one file, WAL journal, one writer thread, batched transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from mamori.errors import StoreError
+from mamori.store.base import QueryRow
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS = {
+    1: """
+    CREATE TABLE query_log (
+        id          INTEGER PRIMARY KEY,
+        ts          REAL    NOT NULL,
+        client      TEXT    NOT NULL,
+        qname       TEXT    NOT NULL,
+        qtype       INTEGER NOT NULL,
+        rcode       INTEGER NOT NULL,
+        answer      TEXT    NOT NULL DEFAULT '',
+        latency_us  INTEGER NOT NULL DEFAULT 0,
+        upstream    TEXT    NOT NULL DEFAULT '',
+        cache_hit   INTEGER NOT NULL DEFAULT 0,
+        transport   TEXT    NOT NULL DEFAULT 'udp'
+    );
+    CREATE INDEX query_log_ts ON query_log (ts);
+    """,
+}
+
+
+class SQLiteStore:
+    """The embedded store. Not shared across threads: the writer owns it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"{path}: cannot open store: {e}") from e
+        self._lock = threading.Lock()
+
+    def _migrate(self) -> None:
+        (version,) = self.db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this mamori ({SCHEMA_VERSION})"
+            )
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            self.db.executescript(
+                f"BEGIN; {_MIGRATIONS[v]} PRAGMA user_version = {v}; COMMIT;"
+            )
+
+    def write_queries(self, rows: list[QueryRow]) -> None:
+        with self._lock:
+            self.db.execute("BEGIN")
+            try:
+                self.db.executemany(
+                    "INSERT INTO query_log (ts, client, qname, qtype, rcode, answer, latency_us,"
+                    " upstream, cache_hit, transport) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def prune_queries(self, before: float) -> int:
+        with self._lock:
+            cur = self.db.execute("DELETE FROM query_log WHERE ts < ?", (before,))
+            return cur.rowcount
+
+    def count_queries(self) -> int:
+        with self._lock:
+            (n,) = self.db.execute("SELECT COUNT(*) FROM query_log").fetchone()
+            return int(n)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
