@@ -133,7 +133,9 @@ def loads(text: str, path: Path, resolv_conf: str = SYSTEM_RESOLV_CONF) -> Confi
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
         line = int(m.group(1)) if m else None
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+        if line is None and "at end of document" in str(e):
+            line = max(len(text.splitlines()), 1)
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
         raise ConfigError(str(path), line, "", f"TOML syntax error: {msg}") from e
     ctx = _Ctx(str(path), text, path.parent)
     sections: dict[str, Any] = {}

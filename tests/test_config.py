@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mamori import config
+from mamori.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(tmp_path: Path, text: str, resolv: str = "") -> config.Config:
+    p = tmp_path / "m.toml"
+    p.write_text(text)
+    rc = tmp_path / "resolv.conf"
+    rc.write_text(resolv)
+    return config.load(p, resolv_conf=str(rc))
+
+
+def test_defaults_and_relative_store_path(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[upstream]\nservers = ["127.0.0.1:5300"]\n[store]\npath = "x.db"\n')
+    assert cfg.server.listen[0] == config.Endpoint("127.0.0.1", 53)
+    assert cfg.server.allow == ("127.0.0.0/8", "::1/128")
+    assert cfg.upstream.servers[0].endpoint == config.Endpoint("127.0.0.1", 5300)
+    assert cfg.store.path == tmp_path / "x.db"
+
+
+def test_listen_and_upstream_forms(tmp_path: Path) -> None:
+    cfg = _load(
+        tmp_path,
+        '[server]\nlisten = ["127.0.0.1:5353", "[::1]:5353", "::1"]\n'
+        '[upstream]\nservers = ["tcp://[::1]:5300", "127.0.0.2"]\n[cache]\nmax_bytes = "64M"\n',
+    )
+    assert [str(e) for e in cfg.server.listen] == ["127.0.0.1:5353", "[::1]:5353", "[::1]:53"]
+    assert [str(u) for u in cfg.upstream.servers] == ["tcp://[::1]:5300", "udp://127.0.0.2:53"]
+    assert cfg.cache.max_bytes == 64 * 1024 * 1024
+
+
+def test_system_upstream_reads_the_given_resolv_conf(tmp_path: Path) -> None:
+    cfg = _load(
+        tmp_path,
+        '[upstream]\nservers = ["system"]\n',
+        resolv="# comment\nnameserver 127.0.0.53\nnameserver ::1\nsearch x\n",
+    )
+    assert [str(u.endpoint) for u in cfg.upstream.servers] == ["127.0.0.53:53", "[::1]:53"]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "words"),
+    [
+        ('[server]\nlisten = ["127.0.0.1:53"]\nworkers = 0\n', 3, "server.workers", "between"),
+        ('[server]\n\nallow = ["10.0.0.0/33"]\n', 3, "server.allow", "not an IP prefix"),
+        ("[server]\nbogus = 1\n", 2, "server.bogus", "unknown key"),
+        ("[srever]\nlisten = 1\n", 1, "srever", "unknown section"),
+        ('[upstream]\nservers = ["dns.google"]\n', 2, "upstream.servers", "not an IP address"),
+        ('[cache]\nmin_ttl = 100\nmax_ttl = 10\n', 2, "cache.min_ttl", "larger"),
+        ('[server]\nrate_limit_action = "maybe"\n', 2, "server.rate_limit_action", "one of"),
+    ],
+)
+def test_errors_name_file_line_and_key(
+    tmp_path: Path, text: str, line: int, key: str, words: str
+) -> None:
+    if "upstream" not in text:
+        text += '[upstream]\nservers = ["127.0.0.1"]\n'
+    with pytest.raises(ConfigError) as ei:
+        _load(tmp_path, text)
+    e = ei.value
+    assert (e.line, e.key) == (line, key)
+    assert str(e).startswith(f"{tmp_path / 'm.toml'}:{line}: {key}: ")
+    assert words in str(e)
+
+
+def test_toml_syntax_error_has_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as ei:
+        _load(tmp_path, '[server]\nlisten = ["127.0.0.1"\n')
+    assert ei.value.line is not None and "TOML syntax error" in str(ei.value)
+
+
+def test_missing_upstreams_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no upstream servers"):
+        _load(tmp_path, "[server]\nworkers = 1\n")
+
+
+def test_check_command_exit_codes(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[upstream]\nservers = ["127.0.0.1:5300"]\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[upstream]\nservers = ["127.0.0.1:5300"]\ntimeout = "soon"\n')
+    ok = subprocess.run([sys.executable, "-m", "mamori", "check", "--config", str(good)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    ko = subprocess.run([sys.executable, "-m", "mamori", "check", "--config", str(bad)],
+                        capture_output=True, text=True)
+    assert ko.returncode != 0
+    assert f"{bad}:3: upstream.timeout: must be a number" in ko.stderr
+
+
+def test_example_config_loads() -> None:
+    rc = REPO / "tests" / "data" / "resolv.conf"
+    cfg = config.load(REPO / "examples" / "mamori.toml", resolv_conf=str(rc))
+    assert cfg.server.listen == (config.Endpoint("127.0.0.1", 5353),)
