@@ -56,7 +56,7 @@ def test_system_upstream_reads_the_given_resolv_conf(tmp_path: Path) -> None:
         ("[server]\nbogus = 1\n", 2, "server.bogus", "unknown key"),
         ("[srever]\nlisten = 1\n", 1, "srever", "unknown section"),
         ('[upstream]\nservers = ["dns.google"]\n', 2, "upstream.servers", "not an IP address"),
-        ('[cache]\nmin_ttl = 100\nmax_ttl = 10\n', 2, "cache.min_ttl", "larger"),
+        ("[cache]\nmin_ttl = 100\nmax_ttl = 10\n", 2, "cache.min_ttl", "larger"),
         ('[server]\nrate_limit_action = "maybe"\n', 2, "server.rate_limit_action", "one of"),
     ],
 )
@@ -89,11 +89,17 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
     good.write_text('[upstream]\nservers = ["127.0.0.1:5300"]\n')
     bad = tmp_path / "bad.toml"
     bad.write_text('[upstream]\nservers = ["127.0.0.1:5300"]\ntimeout = "soon"\n')
-    ok = subprocess.run([sys.executable, "-m", "mamori", "check", "--config", str(good)],
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "mamori", "check", "--config", str(good)],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0 and "OK" in ok.stdout
-    ko = subprocess.run([sys.executable, "-m", "mamori", "check", "--config", str(bad)],
-                        capture_output=True, text=True)
+    ko = subprocess.run(
+        [sys.executable, "-m", "mamori", "check", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert ko.returncode != 0
     assert f"{bad}:3: upstream.timeout: must be a number" in ko.stderr
 

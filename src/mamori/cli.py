@@ -34,8 +34,13 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="TOML configuration file.")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file.",
+)
 def serve(config_path: str) -> None:
     """Run the DNS firewall in the foreground (SIGTERM stops, SIGHUP reloads)."""
     from mamori.resolver import service
@@ -63,8 +68,13 @@ def serve(config_path: str) -> None:
 
 
 @cli.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="TOML configuration file.")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file.",
+)
 def check(config_path: str) -> None:
     """Validate a configuration file; exit non-zero naming file, line and key."""
     try:

@@ -194,20 +194,20 @@ def _convert(ctx: _Ctx, section: str, key: str, raw: Any, resolv_conf: str) -> A
         raise ctx.error(section, key, "unknown key")
     try:
         return conv(raw, ctx, resolv_conf)
-    except _Invalid as e:
+    except _InvalidError as e:
         raise ctx.error(section, key, str(e)) from None
 
 
-class _Invalid(Exception):
+class _InvalidError(Exception):
     pass
 
 
 def _int(lo: int, hi: int) -> Any:
     def conv(raw: Any, _ctx: _Ctx, _rc: str) -> int:
         if isinstance(raw, bool) or not isinstance(raw, int):
-            raise _Invalid(f"must be an integer, got {raw!r}")
+            raise _InvalidError(f"must be an integer, got {raw!r}")
         if not lo <= raw <= hi:
-            raise _Invalid(f"must be between {lo} and {hi}, got {raw}")
+            raise _InvalidError(f"must be between {lo} and {hi}, got {raw}")
         return raw
 
     return conv
@@ -216,9 +216,9 @@ def _int(lo: int, hi: int) -> Any:
 def _float(lo: float, hi: float) -> Any:
     def conv(raw: Any, _ctx: _Ctx, _rc: str) -> float:
         if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise _Invalid(f"must be a number, got {raw!r}")
+            raise _InvalidError(f"must be a number, got {raw!r}")
         if not lo <= raw <= hi:
-            raise _Invalid(f"must be between {lo} and {hi}, got {raw}")
+            raise _InvalidError(f"must be between {lo} and {hi}, got {raw}")
         return float(raw)
 
     return conv
@@ -226,14 +226,14 @@ def _float(lo: float, hi: float) -> Any:
 
 def _bool(raw: Any, _ctx: _Ctx, _rc: str) -> bool:
     if not isinstance(raw, bool):
-        raise _Invalid(f"must be true or false, got {raw!r}")
+        raise _InvalidError(f"must be true or false, got {raw!r}")
     return raw
 
 
 def _choice(*choices: str) -> Any:
     def conv(raw: Any, _ctx: _Ctx, _rc: str) -> str:
         if raw not in choices:
-            raise _Invalid(f"must be one of {', '.join(choices)}; got {raw!r}")
+            raise _InvalidError(f"must be one of {', '.join(choices)}; got {raw!r}")
         return str(raw)
 
     return conv
@@ -249,7 +249,7 @@ def _size(raw: Any, _ctx: _Ctx, _rc: str) -> int:
             mult = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[(m.group(2) or "")[:1].upper()]
             if int(m.group(1)) > 0:
                 return int(m.group(1)) * mult
-    raise _Invalid(f"must be a positive size like 134217728 or \"128M\", got {raw!r}")
+    raise _InvalidError(f'must be a positive size like 134217728 or "128M", got {raw!r}')
 
 
 def parse_endpoint(text: str, default_port: int) -> Endpoint:
@@ -259,46 +259,50 @@ def parse_endpoint(text: str, default_port: int) -> Endpoint:
     if text.startswith("["):
         m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
         if not m:
-            raise _Invalid(f"bad address {text!r} (use [IPv6]:port)")
+            raise _InvalidError(f"bad address {text!r} (use [IPv6]:port)")
         host = m.group(1)
         port = int(m.group(2)) if m.group(2) else default_port
     elif text.count(":") == 1:
         host, _, p = text.partition(":")
         if not p.isdigit():
-            raise _Invalid(f"bad port in {text!r}")
+            raise _InvalidError(f"bad port in {text!r}")
         port = int(p)
     try:
         addr = ipaddress.ip_address(host.split("%")[0])
     except ValueError:
-        raise _Invalid(f"{host!r} is not an IP address (host names are not resolved)") from None
+        raise _InvalidError(
+            f"{host!r} is not an IP address (host names are not resolved)"
+        ) from None
     if not 0 < port < 65536:
-        raise _Invalid(f"port out of range in {text!r}")
+        raise _InvalidError(f"port out of range in {text!r}")
     return Endpoint(str(addr), port)
 
 
 def _endpoints(raw: Any, _ctx: _Ctx, _rc: str) -> tuple[Endpoint, ...]:
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
-        raise _Invalid('must be an address or a non-empty list of addresses, e.g. ["127.0.0.1:53"]')
+        raise _InvalidError(
+            'must be an address or a non-empty list of addresses, e.g. ["127.0.0.1:53"]'
+        )
     return tuple(parse_endpoint(x, 53) for x in items)
 
 
 def _endpoint(raw: Any, _ctx: _Ctx, _rc: str) -> Endpoint:
     if not isinstance(raw, str):
-        raise _Invalid('must be an address like "127.0.0.1:8053"')
+        raise _InvalidError('must be an address like "127.0.0.1:8053"')
     return parse_endpoint(raw, 8053)
 
 
 def _networks(raw: Any, _ctx: _Ctx, _rc: str) -> tuple[str, ...]:
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-        raise _Invalid('must be a list of prefixes, e.g. ["192.168.0.0/16", "::1"]')
+        raise _InvalidError('must be a list of prefixes, e.g. ["192.168.0.0/16", "::1"]')
     out = []
     for x in items:
         try:
             out.append(str(ipaddress.ip_network(x.strip(), strict=False)))
         except ValueError:
-            raise _Invalid(f"{x!r} is not an IP prefix") from None
+            raise _InvalidError(f"{x!r} is not an IP prefix") from None
     return tuple(out)
 
 
@@ -316,7 +320,7 @@ def read_resolv_conf(path: str) -> list[str]:
 def _upstreams(raw: Any, _ctx: _Ctx, resolv_conf: str) -> tuple[UpstreamServer, ...]:
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
-        raise _Invalid('must be a non-empty list, e.g. ["127.0.0.1:53", "tcp://[::1]:53"]')
+        raise _InvalidError('must be a non-empty list, e.g. ["127.0.0.1:53", "tcp://[::1]:53"]')
     out: list[UpstreamServer] = []
     for item in items:
         transport = "udp"
@@ -324,14 +328,16 @@ def _upstreams(raw: Any, _ctx: _Ctx, resolv_conf: str) -> tuple[UpstreamServer, 
         if "://" in text:
             transport, _, text = text.partition("://")
             if transport not in ("udp", "tcp"):
-                raise _Invalid(f"unknown transport {transport!r} in {item!r} (udp or tcp)")
+                raise _InvalidError(f"unknown transport {transport!r} in {item!r} (udp or tcp)")
         if text == "system":
             try:
                 addrs = read_resolv_conf(resolv_conf)
             except OSError as e:
-                raise _Invalid(f'"system" but {resolv_conf} cannot be read: {e.strerror}') from e
+                raise _InvalidError(
+                    f'"system" but {resolv_conf} cannot be read: {e.strerror}'
+                ) from e
             if not addrs:
-                raise _Invalid(f'"system" but {resolv_conf} lists no nameserver')
+                raise _InvalidError(f'"system" but {resolv_conf} lists no nameserver')
             out.extend(UpstreamServer(parse_endpoint(a, 53), transport) for a in addrs)
             continue
         out.append(UpstreamServer(parse_endpoint(text, 53), transport))
@@ -340,7 +346,7 @@ def _upstreams(raw: Any, _ctx: _Ctx, resolv_conf: str) -> tuple[UpstreamServer, 
 
 def _path(raw: Any, ctx: _Ctx, _rc: str) -> Path:
     if not isinstance(raw, str) or not raw:
-        raise _Invalid("must be a file path")
+        raise _InvalidError("must be a file path")
     p = Path(raw).expanduser()
     return p if p.is_absolute() else (ctx.base / p)
 

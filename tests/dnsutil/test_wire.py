@@ -31,8 +31,18 @@ def test_scan_name_rejects_compression_and_overruns() -> None:
     with pytest.raises(wire.WireError):
         wire.scan_name(b"\x05ab", 0)
     with pytest.raises(wire.WireError):
-        wire.scan_name(b"\x3f" + b"a" * 63 + b"\x3f" + b"a" * 63 + b"\x3f" + b"a" * 63
-                       + b"\x3f" + b"a" * 63 + b"\x00", 0)  # 257 octets
+        wire.scan_name(
+            b"\x3f"
+            + b"a" * 63
+            + b"\x3f"
+            + b"a" * 63
+            + b"\x3f"
+            + b"a" * 63
+            + b"\x3f"
+            + b"a" * 63
+            + b"\x00",
+            0,
+        )  # 257 octets
 
 
 def test_parse_opt_reads_payload_version_and_do() -> None:
@@ -64,6 +74,10 @@ def test_walk_records_finds_every_ttl_like_dnspython() -> None:
     qend, refs = wire.walk_records(data)
     assert qend == len(q.question[0].name.to_wire()) + 16
     assert [(x.section, x.rtype, x.ttl) for x in refs] == [
-        (1, 5, 123), (1, 1, 456), (1, 1, 456), (2, 2, 789), (3, 41, 0)
+        (1, 5, 123),
+        (1, 1, 456),
+        (1, 1, 456),
+        (2, 2, 789),
+        (3, 41, 0),
     ]
     assert refs[-1].end == len(data)

@@ -26,9 +26,7 @@ def knot(tmp_path: Path) -> Iterator[Knot]:
 
 def _canon(m: dns.message.Message) -> tuple[int, list[str], list[str]]:
     def section(rrsets: list[dns.rrset.RRset]) -> list[str]:
-        return sorted(
-            f"{r.name} {r.rdtype} {rd.to_text()}" for r in rrsets for rd in r
-        )
+        return sorted(f"{r.name} {r.rdtype} {rd.to_text()}" for r in rrsets for rd in r)
 
     return m.rcode(), section(m.answer), section(m.authority)
 
@@ -50,7 +48,9 @@ def test_answers_match_knot(tmp_path: Path, knot: Knot, name: str, rtype: str) -
     m = MamoriProcess(tmp_path, [f"127.0.0.1:{knot.port}"]).start()
     try:
         direct = dns.query.udp(
-            dns.message.make_query(name, rtype, use_edns=0), "127.0.0.1", port=knot.port,
+            dns.message.make_query(name, rtype, use_edns=0),
+            "127.0.0.1",
+            port=knot.port,
             timeout=3,
         )
         for _ in range(2):  # miss, then cache hit

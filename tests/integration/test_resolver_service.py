@@ -195,9 +195,7 @@ def test_client_outside_allow_is_refused(mamori: MamoriProcess, auth: AuthServer
 
 
 def test_rate_limit_engages(tmp_path: Path, auth: AuthServer) -> None:
-    m = MamoriProcess(
-        tmp_path, [f"127.0.0.1:{auth.port}"], rate_limit=5, rate_burst=5
-    ).start()
+    m = MamoriProcess(tmp_path, [f"127.0.0.1:{auth.port}"], rate_limit=5, rate_burst=5).start()
     try:
         codes = [m.query("www.example.test").rcode() for _ in range(30)]
         assert codes[:5] == [dns.rcode.NOERROR] * 5

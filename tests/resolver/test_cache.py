@@ -12,8 +12,9 @@ def _question(name: str, rtype: str = "A") -> bytes:
     return q[12:].lower()
 
 
-def _response(name: str, *rrsets: tuple[str, int, str, str], section: str = "answer",
-              rcode: int = 0) -> bytes:
+def _response(
+    name: str, *rrsets: tuple[str, int, str, str], section: str = "answer", rcode: int = 0
+) -> bytes:
     q = dns.message.make_query(name, "A", use_edns=0)
     r = dns.message.make_response(q)
     r.set_rcode(rcode)
@@ -29,8 +30,11 @@ def _entry(resp: bytes, name: str, now: float = 1000.0, **kw: int) -> tuple[obje
 
 
 def test_positive_lifetime_is_min_ttl_and_opt_is_stripped() -> None:
-    resp = _response("a.example.", ("a.example.", 300, "CNAME", "b.example."),
-                     ("b.example.", 60, "A", "192.0.2.1"))
+    resp = _response(
+        "a.example.",
+        ("a.example.", 300, "CNAME", "b.example."),
+        ("b.example.", 60, "A", "192.0.2.1"),
+    )
     entry, life = _entry(resp, "a.example.")
     assert life == 60
     assert entry.counts == b"\x00\x01\x00\x02\x00\x00\x00\x00"  # type: ignore[attr-defined]
@@ -103,5 +107,7 @@ def test_wire_rcode_constants_match_dnspython() -> None:
     import dns.rcode
 
     assert (wire.NXDOMAIN, wire.SERVFAIL, wire.REFUSED) == (
-        dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL, dns.rcode.REFUSED
+        dns.rcode.NXDOMAIN,
+        dns.rcode.SERVFAIL,
+        dns.rcode.REFUSED,
     )

@@ -76,8 +76,14 @@ class MamoriProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def query(
-        self, name: str, rdtype: str = "A", tcp: bool = False, source: str | None = None,
-        host: str = "127.0.0.1", timeout: float = 3.0, **make: object,
+        self,
+        name: str,
+        rdtype: str = "A",
+        tcp: bool = False,
+        source: str | None = None,
+        host: str = "127.0.0.1",
+        timeout: float = 3.0,
+        **make: object,
     ) -> dns.message.Message:
         q = dns.message.make_query(name, rdtype, **make)  # type: ignore[arg-type]
         if tcp:

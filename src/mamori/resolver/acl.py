@@ -31,11 +31,11 @@ class ClientTable:
 
     def is_allowed(self, ip: str) -> bool:
         try:
-            addr = ipaddress.ip_address(ip.split("%")[0])
+            addr = ipaddress.ip_address(ip.split("%", maxsplit=1)[0])
         except ValueError:
             return False
-        if addr.version == 6 and addr.ipv4_mapped is not None:  # type: ignore[union-attr]
-            addr = addr.ipv4_mapped  # type: ignore[union-attr]
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
         nets = self.v4 if addr.version == 4 else self.v6
         return any(addr in n for n in nets)
 

@@ -45,12 +45,12 @@ class Entry:
         "rcode",
         "rendered",
         "rendered_age",
+        "retry_after",
         "size",
         "stale_until",
         "summary",
         "ttl_offsets",
         "ttls",
-        "retry_after",
     )
 
     def __init__(

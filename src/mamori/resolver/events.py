@@ -121,7 +121,9 @@ class EventWriter(threading.Thread):
         self.join(timeout)
 
 
-def deque_source(q: EventQueue, stop: threading.Event | None = None) -> Callable[[float], list[Event]]:
+def deque_source(
+    q: EventQueue, stop: threading.Event | None = None
+) -> Callable[[float], list[Event]]:
     """Source for an in-process queue: sleep, then drain (batches, not a busy loop)."""
     wake = stop or threading.Event()
 

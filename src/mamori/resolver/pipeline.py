@@ -37,6 +37,7 @@ Reply = Callable[[bytes, Any], None]
 _OPT = struct.Struct("!BHHBBHH")  # root, type, payload, ext-rcode, version, flags, rdlen
 _PLAIN_Q = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QD=1 AN=0 NS=0 AR=0
 _EDNS_Q = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # QD=1 AN=0 NS=0 AR=1
+_PLAIN_OR_EDNS_Q = (_PLAIN_Q, _EDNS_Q)
 _BITS = (b"\x00", b"\x01", b"\x02", b"\x03")  # cache-key byte: DO<<1 | CD
 _TYPE_XFR = (b"\x00\xfb", b"\x00\xfc")  # IXFR, AXFR
 _CLASS_IN = b"\x00\x01"
@@ -62,8 +63,17 @@ class Stats:
     )
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.queries = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.stale_answers = 0
+        self.refused = 0
+        self.ratelimited = 0
+        self.formerr = 0
+        self.notimp = 0
+        self.servfail = 0
+        self.truncated = 0
+        self.dropped_malformed = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -113,8 +123,7 @@ class Pipeline:
         if self.rate and not tcp:
             tokens = cl.tokens + (now - cl.last) * self.rate
             cl.last = now
-            if tokens > self.burst:
-                tokens = self.burst
+            tokens = min(tokens, self.burst)
             if tokens < 1.0:
                 cl.tokens = tokens
                 self.stats.ratelimited += 1
@@ -127,7 +136,7 @@ class Pipeline:
             self.stats.dropped_malformed += 1  # too short, oversize, or a response
             return None
         counts = data[4:12]
-        if data[2] & 0x78 or (counts != _PLAIN_Q and counts != _EDNS_Q):
+        if data[2] & 0x78 or counts not in _PLAIN_OR_EDNS_Q:
             return self._unusual(data, ip, now, tcp)
         try:
             nend = wire.scan_name(data, 12)
@@ -173,8 +182,12 @@ class Pipeline:
                 body = entry.rendered if age == entry.rendered_age else entry.render(age)
                 if opt:
                     resp = (
-                        data[:2] + entry.flags[data[2] & 1] + entry.counts_edns
-                        + data[12:qend] + body + opt
+                        data[:2]
+                        + entry.flags[data[2] & 1]
+                        + entry.counts_edns
+                        + data[12:qend]
+                        + body
+                        + opt
                     )
                 else:
                     resp = data[:2] + entry.flags[data[2] & 1] + entry.counts + data[12:qend] + body
@@ -232,7 +245,9 @@ class Pipeline:
                 resp = self._stale(stale, data, qend, opt, limit, key, ip, now, tcp)
             else:
                 self.stats.servfail += 1
-                resp = self._error(data, wire.SERVFAIL, ip, now, tcp, wire.EDE_NO_REACHABLE_AUTHORITY)
+                resp = self._error(
+                    data, wire.SERVFAIL, ip, now, tcp, wire.EDE_NO_REACHABLE_AUTHORITY
+                )
             reply(resp, addr)
             return
         entry, upstream = result
@@ -246,7 +261,9 @@ class Pipeline:
             self.stats.servfail += 1
         if self.log_queries:
             latency = int((time.time() - now) * 1e6)
-            self.events.put((now, ip, key, entry.rcode, entry.summary, latency, upstream, False, tcp))
+            self.events.put(
+                (now, ip, key, entry.rcode, entry.summary, latency, upstream, False, tcp)
+            )
         reply(resp, addr)
 
     async def _fetch(
@@ -259,8 +276,14 @@ class Pipeline:
         try:
             resp, up = await self.pool.resolve(question, flags, bool(do))
             entry, lifetime = entry_from_response(
-                resp, question, time.time(), c.min_ttl, c.max_ttl, c.max_negative_ttl,
-                c.stale_max_age if c.serve_stale else 0, keep_ad=bool(do),
+                resp,
+                question,
+                time.time(),
+                c.min_ttl,
+                c.max_ttl,
+                c.max_negative_ttl,
+                c.stale_max_age if c.serve_stale else 0,
+                keep_ad=bool(do),
             )
         except (UpstreamError, UpstreamAnswerError) as e:
             log.debug("resolution of %s failed: %s", wire.name_to_text(key[:-5]), e)
@@ -273,10 +296,19 @@ class Pipeline:
         return entry, up.name
 
     # ------------------------------------------------------------ special answers
-    def _fit(self, entry: Entry, data: bytes, qend: int, body: bytes, opt: bytes, limit: int) -> bytes:
+    def _fit(
+        self, entry: Entry, data: bytes, qend: int, body: bytes, opt: bytes, limit: int
+    ) -> bytes:
         """Make an answer fit *limit*: drop the additional section, else TC=1 (RFC 2181 9)."""
         counts = entry.counts_short_edns if opt else entry.counts_short
-        short = data[:2] + entry.flags[data[2] & 1] + counts + data[12:qend] + body[: entry.an_ns_len] + opt
+        short = (
+            data[:2]
+            + entry.flags[data[2] & 1]
+            + counts
+            + data[12:qend]
+            + body[: entry.an_ns_len]
+            + opt
+        )
         if len(short) <= limit:
             return short
         self.stats.truncated += 1
@@ -286,8 +318,16 @@ class Pipeline:
         )
 
     def _stale(
-        self, entry: Entry, data: bytes, qend: int, opt: bytes, limit: int,
-        key: bytes, ip: str, now: float, tcp: bool,
+        self,
+        entry: Entry,
+        data: bytes,
+        qend: int,
+        opt: bytes,
+        limit: int,
+        key: bytes,
+        ip: str,
+        now: float,
+        tcp: bool,
     ) -> bytes:
         """An expired entry served with a short TTL and EDE 3 (RFC 8767, RFC 8914)."""
         self.stats.stale_answers += 1

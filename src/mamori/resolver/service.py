@@ -103,7 +103,10 @@ class DnsService:
         log.info(
             "stats: %s cache_entries=%d cache_bytes=%d events_dropped=%d upstreams: %s",
             " ".join(f"{k}={v}" for k, v in s.items()),
-            len(c), c.bytes, self.events.dropped, ups,
+            len(c),
+            c.bytes,
+            self.events.dropped,
+            ups,
         )
 
     async def stop(self) -> None:
@@ -191,7 +194,11 @@ def _announce(cfg: Config, workers: int) -> None:
     ups = ", ".join(str(u) for u in cfg.upstream.servers)
     log.info(
         "mamori serving DNS on %s (udp%s, %d worker%s); upstreams: %s",
-        addrs, "+tcp" if cfg.server.tcp else "", workers, "s" if workers > 1 else "", ups,
+        addrs,
+        "+tcp" if cfg.server.tcp else "",
+        workers,
+        "s" if workers > 1 else "",
+        ups,
     )
 
 

@@ -111,7 +111,9 @@ class Upstream:
         self.fails += 1
         self.srtt = max(self.srtt, 0.05) * 2 + self.cfg.timeout
         if self.fails == self.cfg.down_after:
-            log.warning("upstream %s marked down for %.0fs: %s", self.name, self.cfg.down_for, reason)
+            log.warning(
+                "upstream %s marked down for %.0fs: %s", self.name, self.cfg.down_for, reason
+            )
         if self.fails >= self.cfg.down_after:
             self.down_until = now + self.cfg.down_for
 

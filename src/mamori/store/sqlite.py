@@ -51,12 +51,11 @@ class SQLiteStore:
         (version,) = self.db.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path}: schema version {version} is newer than this mamori ({SCHEMA_VERSION})"
+                f"{self.path}: schema version {version} is newer than"
+                f" this mamori supports ({SCHEMA_VERSION})"
             )
         for v in range(version + 1, SCHEMA_VERSION + 1):
-            self.db.executescript(
-                f"BEGIN; {_MIGRATIONS[v]} PRAGMA user_version = {v}; COMMIT;"
-            )
+            self.db.executescript(f"BEGIN; {_MIGRATIONS[v]} PRAGMA user_version = {v}; COMMIT;")
 
     def write_queries(self, rows: list[QueryRow]) -> None:
         with self._lock:
