@@ -96,6 +96,9 @@ def skip_name(data: bytes, offset: int) -> int:
         i += ln + 1
 
 
+_PLAIN_LABEL_BYTES = b"-_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
 def name_to_text(wire: bytes) -> str:
     """Presentation form of an uncompressed wire name (escapes per RFC 4343)."""
     labels: list[str] = []
@@ -105,7 +108,10 @@ def name_to_text(wire: bytes) -> str:
         if ln == 0:
             break
         raw = wire[i + 1 : i + 1 + ln]
-        labels.append("".join(_escape(b) for b in raw))
+        if raw.translate(None, _PLAIN_LABEL_BYTES):
+            labels.append("".join(_escape(b) for b in raw))
+        else:  # letters, digits, '-' and '_' only: no escaping needed
+            labels.append(raw.decode("ascii"))
         i += ln + 1
     return ".".join(labels) + "." if labels else "."
 

@@ -57,10 +57,22 @@ class EventQueue:
         return out
 
 
-def to_row(ev: Event) -> QueryRow:
+NAME_MEMO_MAX = 100_000
+
+
+def question_text(key: bytes, memo: dict[bytes, tuple[str, int]]) -> tuple[str, int]:
+    """(qname text, qtype) of a cache key, memoised: most logged names repeat."""
+    q = memo.get(key)
+    if q is None:
+        if len(memo) >= NAME_MEMO_MAX:
+            memo.clear()
+        q = memo[key] = (wire.name_to_text(key[:-5]), (key[-5] << 8) | key[-4])
+    return q
+
+
+def to_row(ev: Event, memo: dict[bytes, tuple[str, int]] | None = None) -> QueryRow:
     ts, client, key, rcode, answer, latency_us, upstream, hit, tcp = ev
-    qname = wire.name_to_text(key[:-5])
-    qtype = (key[-5] << 8) | key[-4]
+    qname, qtype = question_text(key, {} if memo is None else memo)
     return QueryRow(
         ts, client, qname, qtype, rcode, answer, latency_us, upstream, hit, "tcp" if tcp else "udp"
     )
@@ -85,6 +97,7 @@ class EventWriter(threading.Thread):
         self.failed = 0
         self._stop_flag = threading.Event()
         self._last_prune = 0.0
+        self._names: dict[bytes, tuple[str, int]] = {}
 
     def run(self) -> None:
         while not self._stop_flag.is_set():
@@ -98,7 +111,25 @@ class EventWriter(threading.Thread):
         if not batch:
             return
         try:
-            self.store.write_queries([to_row(ev) for ev in batch])
+            memo = self._names
+            rows = []
+            for ts, client, key, rcode, answer, latency, upstream, hit, tcp in batch:
+                qname, qtype = question_text(key, memo)
+                rows.append(
+                    (
+                        ts,
+                        client,
+                        qname,
+                        qtype,
+                        rcode,
+                        answer,
+                        latency,
+                        upstream,
+                        hit,
+                        "tcp" if tcp else "udp",
+                    )
+                )
+            self.store.write_queries(rows)
             self.written += len(batch)
         except Exception as e:  # disk full, locked...: lose this batch, keep serving
             self.failed += len(batch)

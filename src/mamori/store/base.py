@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 
@@ -20,9 +21,12 @@ class QueryRow(NamedTuple):
     transport: str  # "udp" or "tcp"
 
 
+QueryRowTuple = tuple[float, str, str, int, int, str, int, str, bool, str]
+
+
 class QueryLogStore(Protocol):
-    def write_queries(self, rows: list[QueryRow]) -> None:
-        """Append rows in one transaction."""
+    def write_queries(self, rows: Sequence[QueryRowTuple]) -> None:
+        """Append rows (QueryRow or plain tuples in the same field order) in one transaction."""
 
     def prune_queries(self, before: float) -> int:
         """Delete rows older than *before* (UNIX time); return how many."""

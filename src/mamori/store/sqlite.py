@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from mamori.errors import StoreError
-from mamori.store.base import QueryRow
+from mamori.store.base import QueryRowTuple
 
 SCHEMA_VERSION = 1
 
@@ -57,7 +58,7 @@ class SQLiteStore:
         for v in range(version + 1, SCHEMA_VERSION + 1):
             self.db.executescript(f"BEGIN; {_MIGRATIONS[v]} PRAGMA user_version = {v}; COMMIT;")
 
-    def write_queries(self, rows: list[QueryRow]) -> None:
+    def write_queries(self, rows: Sequence[QueryRowTuple]) -> None:
         with self._lock:
             self.db.execute("BEGIN")
             try:
