@@ -13,6 +13,7 @@ where *key* is the cache key: lowercased wire qname + qtype/qclass + flags byte.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -58,6 +59,19 @@ class EventQueue:
 
 
 NAME_MEMO_MAX = 100_000
+WRITER_NICE = 10
+
+
+def lower_thread_priority() -> None:
+    """Make the calling thread yield the CPU to the DNS loop (Linux per-thread nice).
+
+    When the DNS loop and the writer share a core, a writer busy inside SQLite
+    (GIL released, CPU busy) would otherwise delay answers by a scheduler slice.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+    except (OSError, AttributeError):  # not Linux, or not permitted: run as is
+        pass
 
 
 def question_text(key: bytes, memo: dict[bytes, tuple[str, int]]) -> tuple[str, int]:
@@ -100,6 +114,7 @@ class EventWriter(threading.Thread):
         self._names: dict[bytes, tuple[str, int]] = {}
 
     def run(self) -> None:
+        lower_thread_priority()
         while not self._stop_flag.is_set():
             self.flush(self.source(self.flush_interval))
             self._maybe_prune()
@@ -193,6 +208,7 @@ class EventForwarder(threading.Thread):
         self._stop_flag = threading.Event()
 
     def run(self) -> None:
+        lower_thread_priority()
         while not self._stop_flag.wait(self.interval):
             self._send()
         self._send()

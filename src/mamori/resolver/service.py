@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 
 DRAIN_GRACE = 3.0
 HOUSEKEEPING_EVERY = 60.0
+# The event writer thread shares the GIL with the DNS loop; by default a thread
+# asking for the GIL may wait 5 ms, which shows up as DNS tail latency. 0.5 ms
+# keeps p99 low; switches only happen when both threads want to run.
+GIL_SWITCH_INTERVAL = 0.0005
 
 
 class DnsService:
@@ -148,6 +153,8 @@ def serve_loop(
     cfg: Config, socks: list[socket.socket], events: EventQueue, ready: Callable[[], None]
 ) -> None:
     """Run one DNS event loop until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
     async def main() -> None:
         svc = DnsService(cfg, events, socks)
