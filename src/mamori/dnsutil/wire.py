@@ -126,7 +126,12 @@ def _escape(b: int) -> str:
 
 def text_to_name(text: str) -> bytes:
     """Wire form of a presentation name (ASCII, no escapes beyond \\DDD and \\X)."""
-    text = text.rstrip(".") if text != "." else ""
+    if text == ".":
+        text = ""
+    elif text.endswith("."):
+        backslashes = len(text[:-1]) - len(text[:-1].rstrip("\\"))
+        if backslashes % 2 == 0:  # the final dot is not escaped: it is the root
+            text = text[:-1]
     out = bytearray()
     if text:
         for label in _split_labels(text):

@@ -12,6 +12,7 @@ where *key* is the cache key: lowercased wire qname + qtype/qclass + flags byte.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -68,10 +69,8 @@ def lower_thread_priority() -> None:
     When the DNS loop and the writer share a core, a writer busy inside SQLite
     (GIL released, CPU busy) would otherwise delay answers by a scheduler slice.
     """
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux / not permitted
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
-    except (OSError, AttributeError):  # not Linux, or not permitted: run as is
-        pass
 
 
 def question_text(key: bytes, memo: dict[bytes, tuple[str, int]]) -> tuple[str, int]:
