@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/mamori.toml
 
-.PHONY: run test venv test-deps lint check bench clean
+.PHONY: run test venv test-deps lint bench clean demo-upstream
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ venv: $(STAMP)
 
 run: venv
 	$(VENV)/bin/mamori serve --config $(CONFIG)
+
+# A local authoritative upstream (Debian's knotd) for trying mamori offline.
+demo-upstream:
+	sed 's|@DIR@|$(CURDIR)/examples/offline|' examples/offline/knot.conf.in > /tmp/mamori-demo-knot.conf
+	mkdir -p /tmp/mamori-demo-knot
+	knotd -c /tmp/mamori-demo-knot.conf
 
 test-deps:
 	./scripts/install-test-deps.sh
