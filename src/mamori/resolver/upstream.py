@@ -109,7 +109,8 @@ class Upstream:
     def record_failure(self, now: float, reason: str) -> None:
         self.errors += 1
         self.fails += 1
-        self.srtt = max(self.srtt, 0.05) * 2 + self.cfg.timeout
+        # Penalise, but keep it bounded so a recovered server can win back quickly.
+        self.srtt = min(max(self.srtt, 0.05) * 2 + self.cfg.timeout, 10 * self.cfg.timeout)
         if self.fails == self.cfg.down_after:
             log.warning(
                 "upstream %s marked down for %.0fs: %s", self.name, self.cfg.down_for, reason
