@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import NoReturn
 
 import click
 
@@ -22,9 +23,26 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _fail(e: Exception) -> None:
+def _fail(e: Exception) -> NoReturn:
     click.echo(f"mamori: error: {e}", err=True)
     sys.exit(2)
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file.",
+)
+
+
+def _load_config(path: str) -> config_mod.Config:
+    """Load a config or exit 2 with the file:line: key: message error."""
+    try:
+        return config_mod.load(path)
+    except MamoriError as e:
+        _fail(e)
 
 
 @click.group()
@@ -34,23 +52,13 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="TOML configuration file.",
-)
+@config_option
 def serve(config_path: str) -> None:
     """Run the DNS firewall in the foreground (SIGTERM stops, SIGHUP reloads)."""
     from mamori.resolver import service
     from mamori.store.sqlite import SQLiteStore
 
-    try:
-        cfg = config_mod.load(config_path)
-    except MamoriError as e:
-        _fail(e)
-        return
+    cfg = _load_config(config_path)
     _setup_logging(cfg.log.level)
     if cfg.web.enabled:
         log.warning("[web] enabled: the web console is not part of this version yet; ignored")
@@ -58,7 +66,6 @@ def serve(config_path: str) -> None:
         store = SQLiteStore(cfg.store.path)
     except MamoriError as e:
         _fail(e)
-        return
     try:
         service.run(cfg, store)
     except MamoriError as e:
@@ -68,20 +75,10 @@ def serve(config_path: str) -> None:
 
 
 @cli.command()
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="TOML configuration file.",
-)
+@config_option
 def check(config_path: str) -> None:
     """Validate a configuration file; exit non-zero naming file, line and key."""
-    try:
-        cfg = config_mod.load(config_path)
-    except MamoriError as e:
-        _fail(e)
-        return
+    cfg = _load_config(config_path)
     s = cfg.server
     click.echo(f"{config_path}: OK")
     click.echo(f"  listen:    {', '.join(str(e) for e in s.listen)} (udp{'+tcp' if s.tcp else ''})")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mamori.dnsutil import wire
-from mamori.store.base import QueryLogStore, QueryRow
+from mamori.store.base import QueryLogStore
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +81,6 @@ def question_text(key: bytes, memo: dict[bytes, tuple[str, int]]) -> tuple[str, 
             memo.clear()
         q = memo[key] = (wire.name_to_text(key[:-5]), (key[-5] << 8) | key[-4])
     return q
-
-
-def to_row(ev: Event, memo: dict[bytes, tuple[str, int]] | None = None) -> QueryRow:
-    ts, client, key, rcode, answer, latency_us, upstream, hit, tcp = ev
-    qname, qtype = question_text(key, {} if memo is None else memo)
-    return QueryRow(
-        ts, client, qname, qtype, rcode, answer, latency_us, upstream, hit, "tcp" if tcp else "udp"
-    )
 
 
 class EventWriter(threading.Thread):
@@ -166,15 +158,12 @@ class EventWriter(threading.Thread):
         self.join(timeout)
 
 
-def deque_source(
-    q: EventQueue, stop: threading.Event | None = None
-) -> Callable[[float], list[Event]]:
+def deque_source(q: EventQueue) -> Callable[[float], list[Event]]:
     """Source for an in-process queue: sleep, then drain (batches, not a busy loop)."""
-    wake = stop or threading.Event()
 
     def source(timeout: float) -> list[Event]:
         if timeout:
-            wake.wait(timeout)
+            time.sleep(timeout)  # stop() may wait up to one interval; that is fine
         return q.drain()
 
     return source

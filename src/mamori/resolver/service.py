@@ -133,7 +133,7 @@ class DnsService:
         self.stopped.set()
 
 
-def _reload_config(path: str, current: Config) -> Config | None:
+def _reload_config(path: str) -> Config | None:
     try:
         return config_mod.load(path)
     except ConfigError as e:
@@ -163,7 +163,7 @@ def serve_loop(
         stopping = asyncio.Event()
 
         def reload() -> None:
-            new = _reload_config(str(cfg.path), svc.cfg)
+            new = _reload_config(str(cfg.path))
             if new is not None:
                 svc.reload(new)
 
@@ -240,7 +240,7 @@ def _run_workers(cfg: Config, store: QueryLogStore) -> None:
 
     def forward(signum: int, _frame: Any) -> None:
         if signum == signal.SIGHUP:
-            if _reload_config(str(cfg.path), cfg) is None:
+            if _reload_config(str(cfg.path)) is None:
                 return  # keep workers on the running config; the error is logged
         else:
             stop.set()

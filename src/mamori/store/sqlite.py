@@ -77,11 +77,6 @@ class SQLiteStore:
             cur = self.db.execute("DELETE FROM query_log WHERE ts < ?", (before,))
             return cur.rowcount
 
-    def count_queries(self) -> int:
-        with self._lock:
-            (n,) = self.db.execute("SELECT COUNT(*) FROM query_log").fetchone()
-            return int(n)
-
     def close(self) -> None:
         with self._lock:
             self.db.close()
