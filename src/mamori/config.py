@@ -97,6 +97,18 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class RpzConfig:
+    """One ``[[rpz]]`` policy zone; zones apply in the order they are listed."""
+
+    name: str = ""
+    file: Path | None = None
+    policy: str = "given"
+    log: bool = True
+    max_policy_ttl: int = 0
+    on_error: str = "refuse"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -105,6 +117,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     web: WebConfig = field(default_factory=WebConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    rpz: tuple[RpzConfig, ...] = ()
 
 
 _SECTIONS: dict[str, type] = {
@@ -140,6 +153,9 @@ def loads(text: str, path: Path, resolv_conf: str = SYSTEM_RESOLV_CONF) -> Confi
     ctx = _Ctx(str(path), text, path.parent)
     sections: dict[str, Any] = {}
     for name, value in doc.items():
+        if name == "rpz":
+            sections["rpz"] = _build_rpz(ctx, value)
+            continue
         if name not in _SECTIONS:
             raise ConfigError(str(path), ctx.line(name, None), name, "unknown section")
         if not isinstance(value, dict):
@@ -156,25 +172,31 @@ class _Ctx:
         self.lines = text.splitlines()
         self.base = base
 
-    def line(self, section: str | None, key: str | None) -> int | None:
-        """Best-effort line of ``key`` inside ``[section]`` (or of the section header)."""
+    def line(self, section: str | None, key: str | None, index: int = 0) -> int | None:
+        """Best-effort line of ``key`` inside ``[section]`` (or of the section header).
+
+        *index* selects the n-th ``[[section]]`` of an array of tables.
+        """
         current: str | None = None
+        seen = -1
         header = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?")
         for no, raw in enumerate(self.lines, 1):
             m = header.match(raw)
             if m:
                 current = m.group(1)
-                if key is None and current == section:
+                if current == section:
+                    seen += 1
+                if key is None and current == section and seen == index:
                     return no
                 continue
-            if key is not None and current == section:
+            if key is not None and current == section and seen == index:
                 km = re.match(r'^\s*"?([A-Za-z0-9_-]+)"?\s*=', raw)
                 if km and km.group(1) == key:
                     return no
         return None
 
-    def error(self, section: str, key: str, message: str) -> ConfigError:
-        return ConfigError(self.path, self.line(section, key), f"{section}.{key}", message)
+    def error(self, section: str, key: str, message: str, index: int = 0) -> ConfigError:
+        return ConfigError(self.path, self.line(section, key, index), f"{section}.{key}", message)
 
 
 def _build(ctx: _Ctx, section: str, cls: type, table: dict[str, Any], resolv_conf: str) -> Any:
@@ -186,6 +208,50 @@ def _build(ctx: _Ctx, section: str, cls: type, table: dict[str, Any], resolv_con
             raise ctx.error(section, key, f"unknown key (known keys: {known})")
         kwargs[key] = _convert(ctx, section, key, raw, resolv_conf)
     return cls(**kwargs)
+
+
+def _build_rpz(ctx: _Ctx, value: Any) -> tuple[RpzConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(
+            ctx.path, ctx.line(None, "rpz"), "rpz", "use [[rpz]] (one table per zone)"
+        )
+    fields = {f.name for f in dataclasses.fields(RpzConfig)}
+    out: list[RpzConfig] = []
+    names: set[str] = set()
+    for i, table in enumerate(value):
+        kwargs: dict[str, Any] = {}
+        for key, raw in table.items():
+            if key not in fields:
+                known = ", ".join(sorted(fields))
+                raise ctx.error("rpz", key, f"unknown key (known keys: {known})", i)
+            conv = _CONVERTERS[("rpz", key)]
+            try:
+                kwargs[key] = conv(raw, ctx, "")
+            except _InvalidError as e:
+                raise ctx.error("rpz", key, str(e), i) from None
+        rpz = RpzConfig(**kwargs)
+        if not rpz.name:
+            raise ConfigError(ctx.path, ctx.line("rpz", None, i), "rpz.name", "missing zone name")
+        if rpz.file is None:
+            raise ConfigError(ctx.path, ctx.line("rpz", None, i), "rpz.file", "missing zone file")
+        if rpz.name in names:
+            raise ctx.error("rpz", "name", f"zone {rpz.name} is listed twice", i)
+        names.add(rpz.name)
+        out.append(rpz)
+    return tuple(out)
+
+
+def _zone_name(raw: Any, _ctx: _Ctx, _rc: str) -> str:
+    if not isinstance(raw, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+\.?", raw) or ".." in raw:
+        raise _InvalidError(f'must be a zone name like "rpz.example.", got {raw!r}')
+    return raw.lower().rstrip(".") + "."
+
+
+def _rpz_policy(raw: Any, _ctx: _Ctx, _rc: str) -> str:
+    choices = ("given", "disabled", "passthru", "drop", "tcp-only", "nxdomain", "nodata")
+    if isinstance(raw, str) and (raw in choices or re.fullmatch(r"cname:[A-Za-z0-9_.*-]+", raw)):
+        return raw
+    raise _InvalidError(f"must be one of {', '.join(choices)} or cname:TARGET; got {raw!r}")
 
 
 def _convert(ctx: _Ctx, section: str, key: str, raw: Any, resolv_conf: str) -> Any:
@@ -385,6 +451,12 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
     ("web", "enabled"): _bool,
     ("web", "listen"): _endpoint,
     ("log", "level"): _choice("debug", "info", "warning", "error"),
+    ("rpz", "name"): _zone_name,
+    ("rpz", "file"): _path,
+    ("rpz", "policy"): _rpz_policy,
+    ("rpz", "log"): _bool,
+    ("rpz", "max_policy_ttl"): _int(0, 604_800),
+    ("rpz", "on_error"): _choice("refuse", "skip"),
 }
 
 

@@ -30,6 +30,7 @@ def test_writer_batches_events_into_wal_sqlite(tmp_path: Path) -> None:
                 "127.0.0.1:53",
                 False,
                 i % 2 == 1,
+                None,
             )
         )
     w.stop()
@@ -46,8 +47,23 @@ def test_writer_batches_events_into_wal_sqlite(tmp_path: Path) -> None:
 def test_retention_prunes_old_rows(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "q.db")
     now = time.time()
-    old = (now - 8 * 86400, "192.0.2.1", "old.example.", 1, 0, "", 0, "", False, "udp")
-    new = (now - 60, "192.0.2.1", "new.example.", 1, 0, "", 0, "", False, "udp")
+    old = (
+        now - 8 * 86400,
+        "192.0.2.1",
+        "old.example.",
+        1,
+        0,
+        "",
+        0,
+        "",
+        False,
+        "udp",
+        "",
+        "",
+        "",
+        "",
+    )
+    new = (now - 60, "192.0.2.1", "new.example.", 1, 0, "", 0, "", False, "udp", "", "", "", "")
     store.write_queries([old, new])
     w = EventWriter(lambda _t: [], store, 0.01, retention_days=7)
     w._maybe_prune()

@@ -41,6 +41,7 @@ OPT_EDE = 15
 
 # Extended DNS Error info-codes used by the resolver (RFC 8914 section 4).
 EDE_STALE_ANSWER = 3
+EDE_BLOCKED = 15
 EDE_PROHIBITED = 18
 EDE_NO_REACHABLE_AUTHORITY = 22
 EDE_NETWORK_ERROR = 23

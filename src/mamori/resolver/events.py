@@ -6,8 +6,10 @@ is full); it never waits for the store. The writer thread wakes every
 transaction, and prunes rows older than the retention.
 
 Event tuple layout (kept positional for speed on the hot path):
-  (ts, client, key, rcode, answer, latency_us, upstream, cache_hit, tcp)
-where *key* is the cache key: lowercased wire qname + qtype/qclass + flags byte.
+  (ts, client, key, rcode, answer, latency_us, upstream, cache_hit, tcp, hit)
+where *key* is the cache key: lowercased wire qname + qtype/qclass + flags byte,
+rcode -1 means no answer was sent (policy DROP), and *hit* is None or the
+policy rewrite. The writer also prints policy hits as BIND-style log lines.
 """
 
 from __future__ import annotations
@@ -22,12 +24,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import dns.rdatatype
+
 from mamori.dnsutil import wire
 from mamori.store.base import QueryLogStore
 
 log = logging.getLogger(__name__)
+rpz_log = logging.getLogger("mamori.rpz")
 
-Event = tuple[float, str, bytes, int, str, int, str, bool, bool]
+# Policy hit: (zone, rule name, trigger, action, write a BIND-style log line?)
+Hit = tuple[str, str, str, str, bool]
+Event = tuple[float, str, bytes, int, str, int, str, bool, bool, Hit | None]
 DRAIN_MAX = 50_000
 PRUNE_EVERY = 3600.0
 
@@ -57,6 +64,13 @@ class EventQueue:
         except IndexError:
             pass
         return out
+
+
+def _type_text(qtype: int) -> str:
+    try:
+        return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype))
+    except ValueError:
+        return f"TYPE{qtype}"
 
 
 NAME_MEMO_MAX = 100_000
@@ -119,8 +133,22 @@ class EventWriter(threading.Thread):
         try:
             memo = self._names
             rows = []
-            for ts, client, key, rcode, answer, latency, upstream, hit, tcp in batch:
+            for ts, client, key, rcode, answer, latency, upstream, cached, tcp, hit in batch:
                 qname, qtype = question_text(key, memo)
+                zone = rule = trigger = action = ""
+                if hit is not None:
+                    zone, rule, trigger, action, log_line = hit
+                    if log_line:
+                        rpz_log.info(
+                            "client %s (%s): rpz %s %s rewrite %s/%s/IN via %s",
+                            client,
+                            qname.rstrip("."),
+                            trigger,
+                            action,
+                            qname.rstrip("."),
+                            _type_text(qtype),
+                            rule,
+                        )
                 rows.append(
                     (
                         ts,
@@ -131,8 +159,12 @@ class EventWriter(threading.Thread):
                         answer,
                         latency,
                         upstream,
-                        hit,
+                        cached,
                         "tcp" if tcp else "udp",
+                        zone,
+                        rule,
+                        trigger,
+                        action,
                     )
                 )
             self.store.write_queries(rows)

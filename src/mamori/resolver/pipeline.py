@@ -26,9 +26,12 @@ from typing import Any
 
 from mamori.config import Config
 from mamori.dnsutil import wire
+from mamori.policy.engine import Policy
+from mamori.policy.model import Action, Match
 from mamori.resolver.acl import ClientTable
 from mamori.resolver.cache import Cache, Entry, UpstreamAnswerError, entry_from_response
-from mamori.resolver.events import EventQueue
+from mamori.resolver.events import EventQueue, Hit
+from mamori.resolver.policy_stage import PolicyAnswers
 from mamori.resolver.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -81,8 +84,9 @@ class Stats:
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, events: EventQueue) -> None:
+    def __init__(self, cfg: Config, events: EventQueue, policy: Policy | None = None) -> None:
         self.events = events
+        self.set_policy(policy)
         self.stats = Stats()
         self.cache = Cache(cfg.cache.max_entries, cfg.cache.max_bytes)
         # Bound methods cached for the hot path (one attribute lookup instead of three).
@@ -107,11 +111,20 @@ class Pipeline:
         self.log_queries = cfg.store.query_log
         self.opt_plain = wire.build_opt(self.max_udp, False)
         self.opt_do = wire.build_opt(self.max_udp, True)
+        self.opt_blocked = (
+            wire.build_opt(self.max_udp, False, wire.EDE_BLOCKED),
+            wire.build_opt(self.max_udp, True, wire.EDE_BLOCKED),
+        )
         self.cache.resize(c.max_entries, c.max_bytes)
         if cfg.upstream != self.pool.cfg:
             old = self.pool
             self.pool = UpstreamPool(cfg.upstream)
             old.close()
+
+    def set_policy(self, policy: Policy | None) -> None:
+        """Swap in a whole new policy (built beside the old one)."""
+        self.policy = policy
+        self.answers = PolicyAnswers(policy) if policy is not None else None
 
     # ------------------------------------------------------------------ hot path
     def handle(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> bytes | None:
@@ -181,7 +194,26 @@ class Pipeline:
             return self._error(data, wire.REFUSED, ip, now, tcp, wire.EDE_PROHIBITED)
         key = data[12:nend].lower() + qtc + _BITS[do << 1 | cd]
 
-        # Stage 3: policy pre-check (client IP, QNAME) -- the RPZ engine plugs in here.
+        # Stage 3: policy pre-check (Client-IP, QNAME): index probes, no parsing.
+        hit: Hit | None = None
+        policy = self.policy
+        if policy is not None:
+            match, disabled = policy.check_query(ip, key[:-5])
+            if disabled:
+                for m in disabled:  # "disabled" zones: log what they would have done
+                    self._event(now, ip, key, -1, "", 0, tcp, self._hit(m, "disabled"))
+            if match is not None:
+                action = match.action
+                hit = self._hit(match)
+                if action is Action.DROP:
+                    self._event(now, ip, key, -1, "rpz drop", 0, tcp, hit)
+                    return None
+                if action is Action.TCP_ONLY:
+                    if not tcp:
+                        self._event(now, ip, key, wire.NOERROR, "rpz tcp-only", 0, tcp, hit)
+                        return wire.error_response(data, wire.NOERROR, qend, opt, tc=True)
+                elif action is not Action.PASSTHRU:
+                    return self._rewrite(match, hit, data, qend, opt, do, limit, key, ip, now, tcp)
 
         # Stage 4: cache (fresh hit -> answer from wire bytes).
         entry = self._cache_get(key)
@@ -204,23 +236,23 @@ class Pipeline:
                     resp = data[:2] + entry.flags[data[2] & 1] + entry.counts + data[12:qend] + body
                 if len(resp) > limit:
                     resp = self._fit(entry, data, qend, body, opt, limit)
-                if self.log_queries:
+                if self.log_queries or hit is not None:
                     if len(self._event_items) < self.events.limit:
                         self._event_items.append(
-                            (now, ip, key, entry.rcode, entry.summary, 0, "", True, tcp)
+                            (now, ip, key, entry.rcode, entry.summary, 0, "", True, tcp, hit)
                         )
                     else:
                         self.events.dropped += 1
                 return resp
             if now < entry.retry_after and now < entry.stale_until:
                 # RFC 8767 failure-recheck timer: upstreams failed recently, answer stale.
-                return self._stale(entry, data, qend, opt, limit, key, ip, now, tcp)
+                return self._stale(entry, data, qend, opt, limit, key, ip, now, tcp, hit)
 
         # Stage 5: upstream (slow path, asynchronous).
         self.stats.cache_misses += 1
         stale = entry if entry is not None and now < entry.stale_until else None
         task = asyncio.get_running_loop().create_task(
-            self._miss(data, addr, reply, tcp, key, qend, opt, limit, do, cd, now, stale)
+            self._miss(data, addr, reply, tcp, key, qend, opt, limit, do, cd, now, stale, hit)
         )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -241,6 +273,7 @@ class Pipeline:
         cd: int,
         now: float,
         stale: Entry | None,
+        hit: Hit | None,
     ) -> None:
         ip = addr[0]
         fetch = self.inflight.get(key)
@@ -258,7 +291,7 @@ class Pipeline:
             if serve_stale:
                 assert stale is not None
                 stale.retry_after = time.time() + self.cfg.cache.stale_refresh_interval
-                resp = self._stale(stale, data, qend, opt, limit, key, ip, now, tcp)
+                resp = self._stale(stale, data, qend, opt, limit, key, ip, now, tcp, hit)
             else:
                 self.stats.servfail += 1
                 resp = self._error(
@@ -275,11 +308,8 @@ class Pipeline:
             resp = self._fit(entry, data, qend, body, opt, limit)
         if entry.rcode == wire.SERVFAIL:
             self.stats.servfail += 1
-        if self.log_queries:
-            latency = int((time.time() - now) * 1e6)
-            self.events.put(
-                (now, ip, key, entry.rcode, entry.summary, latency, upstream, False, tcp)
-            )
+        latency = int((time.time() - now) * 1e6)
+        self._event(now, ip, key, entry.rcode, entry.summary, latency, tcp, hit, upstream)
         reply(resp, addr)
 
     async def _fetch(
@@ -344,6 +374,7 @@ class Pipeline:
         ip: str,
         now: float,
         tcp: bool,
+        hit: Hit | None = None,
     ) -> bytes:
         """An expired entry served with a short TTL and EDE 3 (RFC 8767, RFC 8914)."""
         self.stats.stale_answers += 1
@@ -354,8 +385,7 @@ class Pipeline:
         resp = data[:2] + entry.flags[data[2] & 1] + counts + data[12:qend] + body + opt
         if len(resp) > limit:
             resp = self._fit(entry, data, qend, body, opt, limit)
-        if self.log_queries:
-            self.events.put((now, ip, key, entry.rcode, "stale:" + entry.summary, 0, "", True, tcp))
+        self._event(now, ip, key, entry.rcode, "stale:" + entry.summary, 0, tcp, hit, "", True)
         return resp
 
     def _ratelimited(self, data: bytes) -> bytes | None:
@@ -401,9 +431,59 @@ class Pipeline:
                             opt = wire.build_opt(self.max_udp, edns.do, ede)
             except wire.WireError:
                 pass
-        if self.log_queries:
-            self.events.put((now, ip, key, rcode, "", 0, "", False, tcp))
+        self._event(now, ip, key, rcode, "", 0, tcp, None)
         return wire.error_response(data, rcode & 0xF, qend, opt)
+
+    def _rewrite(
+        self,
+        match: Match,
+        hit: Hit,
+        data: bytes,
+        qend: int,
+        opt: bytes,
+        do: int,
+        limit: int,
+        key: bytes,
+        ip: str,
+        now: float,
+        tcp: bool,
+    ) -> bytes:
+        """A policy answer (NXDOMAIN, NODATA, Local-Data), memoised as wire bytes."""
+        assert self.answers is not None
+        entry = self.answers.get(match, key, now)
+        if opt:
+            opt = self.opt_blocked[do]  # EDE 15 Blocked (RFC 8914)
+        body = entry.render(int(now - entry.born))
+        counts = entry.counts_edns if opt else entry.counts
+        resp = data[:2] + entry.flags[data[2] & 1] + counts + data[12:qend] + body + opt
+        if len(resp) > limit:
+            resp = self._fit(entry, data, qend, body, opt, limit)
+        self._event(now, ip, key, entry.rcode, entry.summary, 0, tcp, hit)
+        return resp
+
+    def _event(
+        self,
+        now: float,
+        ip: str,
+        key: bytes,
+        rcode: int,
+        answer: str,
+        latency: int,
+        tcp: bool,
+        hit: Hit | None,
+        upstream: str = "",
+        cache_hit: bool = False,
+    ) -> None:
+        """Queue an event (slow paths; the cache-hit path inlines this)."""
+        if self.log_queries or hit is not None:
+            self.events.put((now, ip, key, rcode, answer, latency, upstream, cache_hit, tcp, hit))
 
     def close(self) -> None:
         self.pool.close()
+
+    def _hit(self, m: Match, action: str | None = None) -> Hit:
+        """Policy-hit fields of an event: zone, rule, trigger, action, text-log it?"""
+        r = m.rule
+        assert self.policy is not None
+        log_line = self.policy.settings[r.zone_index].log
+        return (r.zone, r.rule_name, r.trigger.label, action or m.action.value, log_line)

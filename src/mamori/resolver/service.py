@@ -26,6 +26,7 @@ import uvloop
 from mamori import config as config_mod
 from mamori.config import Config
 from mamori.errors import ConfigError
+from mamori.policy.engine import Policy
 from mamori.resolver.events import (
     EventForwarder,
     EventQueue,
@@ -34,6 +35,7 @@ from mamori.resolver.events import (
     mp_source,
 )
 from mamori.resolver.pipeline import Pipeline
+from mamori.resolver.policy_stage import load_policy
 from mamori.resolver.server import TcpListener, UdpServer, bind_all
 from mamori.store.base import QueryLogStore
 
@@ -50,11 +52,17 @@ GIL_SWITCH_INTERVAL = 0.0005
 class DnsService:
     """The listeners and the pipeline inside one event loop."""
 
-    def __init__(self, cfg: Config, events: EventQueue, socks: list[socket.socket]) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        events: EventQueue,
+        socks: list[socket.socket],
+        policy: Policy | None = None,
+    ) -> None:
         self.cfg = cfg
         self.events = events
         self.socks = socks
-        self.pipeline = Pipeline(cfg, events)
+        self.pipeline = Pipeline(cfg, events, policy)
         self.tcp = TcpListener(
             self.pipeline, cfg.server.tcp_idle_timeout, cfg.server.tcp_max_connections
         )
@@ -150,22 +158,36 @@ def _install_signals(
 
 
 def serve_loop(
-    cfg: Config, socks: list[socket.socket], events: EventQueue, ready: Callable[[], None]
+    cfg: Config,
+    socks: list[socket.socket],
+    events: EventQueue,
+    ready: Callable[[], None],
+    policy: Policy | None = None,
 ) -> None:
-    """Run one DNS event loop until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+    """Run one DNS event loop until SIGTERM/SIGINT; SIGHUP reloads config and zones."""
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
     async def main() -> None:
-        svc = DnsService(cfg, events, socks)
+        svc = DnsService(cfg, events, socks, policy)
         await svc.start()
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
+        reloading: set[asyncio.Task[None]] = set()
+
+        async def reload_async() -> None:
+            new = _reload_config(str(cfg.path))
+            if new is None:
+                return
+            # Zones are parsed in a thread: the loop keeps answering with the old policy.
+            pol = await loop.run_in_executor(None, load_policy, new.rpz, svc.pipeline.policy, False)
+            svc.reload(new)
+            svc.pipeline.set_policy(pol)
 
         def reload() -> None:
-            new = _reload_config(str(cfg.path))
-            if new is not None:
-                svc.reload(new)
+            task = loop.create_task(reload_async())
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
 
         _install_signals(loop, stopping.set, reload)
         ready()
@@ -178,6 +200,7 @@ def serve_loop(
 
 def run(cfg: Config, store: QueryLogStore) -> None:
     """Serve until stopped. Sockets are bound first: a taken port fails fast."""
+    policy = load_policy(cfg.rpz, None, strict=True)
     workers = cfg.server.workers
     if workers == 1:
         socks = bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=False)
@@ -187,13 +210,13 @@ def run(cfg: Config, store: QueryLogStore) -> None:
         )
         writer.start()
         try:
-            serve_loop(cfg, socks, events, lambda: _announce(cfg, 1))
+            serve_loop(cfg, socks, events, lambda: _announce(cfg, 1), policy)
         finally:
             writer.stop()
             if events.dropped:
                 log.warning("query log: %d events dropped (queue full)", events.dropped)
         return
-    _run_workers(cfg, store)
+    _run_workers(cfg, store, policy)
 
 
 def _announce(cfg: Config, workers: int) -> None:
@@ -209,25 +232,25 @@ def _announce(cfg: Config, workers: int) -> None:
     )
 
 
-def _worker_main(cfg: Config, socks: list[socket.socket], mpq: Any) -> None:
+def _worker_main(cfg: Config, socks: list[socket.socket], mpq: Any, policy: Policy | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what matters
     events = EventQueue(cfg.store.queue_size)
     fwd = EventForwarder(events, mpq, cfg.store.flush_interval)
     fwd.start()
     try:
-        serve_loop(cfg, socks, events, lambda: None)
+        serve_loop(cfg, socks, events, lambda: None, policy)
     finally:
         fwd.stop()
 
 
-def _run_workers(cfg: Config, store: QueryLogStore) -> None:
+def _run_workers(cfg: Config, store: QueryLogStore, policy: Policy | None) -> None:
     n = cfg.server.workers
     sets = [bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=True) for _ in range(n)]
     ctx = multiprocessing.get_context("fork")
     mpq = ctx.Queue(maxsize=256)
     procs = []
     for socks in sets:
-        p = ctx.Process(target=_worker_main, args=(cfg, socks, mpq), daemon=False)
+        p = ctx.Process(target=_worker_main, args=(cfg, socks, mpq, policy), daemon=False)
         p.start()
         procs.append(p)
     for socks in sets:

@@ -13,15 +13,19 @@ class QueryRow(NamedTuple):
     client: str  # client IP address
     qname: str  # presentation form, lowercase, with trailing dot
     qtype: int
-    rcode: int
+    rcode: int  # -1: no answer sent (policy DROP)
     answer: str  # short answer summary ("A 192.0.2.1;A 192.0.2.2")
     latency_us: int  # time spent waiting for resolution; 0 for cache hits
     upstream: str  # upstream that answered, "" for cache hits and local answers
     cache_hit: bool
     transport: str  # "udp" or "tcp"
+    policy_zone: str  # RPZ zone that rewrote the answer ("" when none)
+    policy_rule: str  # matched rule as BIND names it: owner.zone
+    policy_trigger: str  # QNAME, CLIENT-IP, ...
+    policy_action: str  # NXDOMAIN, NODATA, Local-Data, DROP, TCP-ONLY, PASSTHRU, disabled
 
 
-QueryRowTuple = tuple[float, str, str, int, int, str, int, str, bool, str]
+QueryRowTuple = tuple[float, str, str, int, int, str, int, str, bool, str, str, str, str, str]
 
 
 class QueryLogStore(Protocol):

@@ -10,7 +10,7 @@ from pathlib import Path
 from mamori.errors import StoreError
 from mamori.store.base import QueryRowTuple
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS = {
     1: """
@@ -28,6 +28,12 @@ _MIGRATIONS = {
         transport   TEXT    NOT NULL DEFAULT 'udp'
     );
     CREATE INDEX query_log_ts ON query_log (ts);
+    """,
+    2: """
+    ALTER TABLE query_log ADD COLUMN policy_zone TEXT NOT NULL DEFAULT '';
+    ALTER TABLE query_log ADD COLUMN policy_rule TEXT NOT NULL DEFAULT '';
+    ALTER TABLE query_log ADD COLUMN policy_trigger TEXT NOT NULL DEFAULT '';
+    ALTER TABLE query_log ADD COLUMN policy_action TEXT NOT NULL DEFAULT '';
     """,
 }
 
@@ -64,7 +70,8 @@ class SQLiteStore:
             try:
                 self.db.executemany(
                     "INSERT INTO query_log (ts, client, qname, qtype, rcode, answer, latency_us,"
-                    " upstream, cache_hit, transport) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    " upstream, cache_hit, transport, policy_zone, policy_rule, policy_trigger,"
+                    " policy_action) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
             except BaseException:

@@ -1,0 +1,171 @@
+"""Compiled policy: every zone's rules in indexes built whole and swapped whole.
+
+Query-time checks (this module covers the triggers known before resolution):
+
+* zones in configured order, the first zone with a match wins;
+* inside a zone, Client-IP beats QNAME (BIND 9 ARM precedence);
+* QNAME: an exact owner beats a wildcard, a closer wildcard beats a farther one;
+  ``*.example`` matches names below ``example`` but not ``example`` itself;
+* Client-IP: longest prefix wins inside a zone;
+* PASSTHRU stops evaluation of later zones;
+* a zone with policy ``disabled`` only logs what it would have done, and
+  evaluation continues with the next zone.
+
+Names are handled as lowercased uncompressed wire bytes (the resolver's cache
+key prefix), so a QNAME probe is a dict lookup with no parsing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+
+from mamori.policy.model import Action, LocalRecord, Match, Rule, Trigger
+from mamori.policy.zone import LoadedZone
+
+OVERRIDES = ("given", "disabled", "passthru", "drop", "tcp-only", "nxdomain", "nodata")
+
+
+@dataclass(frozen=True)
+class ZoneSettings:
+    name: str
+    policy: str = "given"  # one of OVERRIDES or "cname:TARGET"
+    log: bool = True
+    max_policy_ttl: int = 0  # 0 = TTLs of the zone as given
+
+
+_OVERRIDE_ACTION = {
+    "passthru": Action.PASSTHRU,
+    "drop": Action.DROP,
+    "tcp-only": Action.TCP_ONLY,
+    "nxdomain": Action.NXDOMAIN,
+    "nodata": Action.NODATA,
+}
+
+
+class _IpIndex:
+    """Longest-prefix match for one zone: {prefixlen: {network int: rule}}."""
+
+    def __init__(self, items: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Rule]]):
+        self.v4: dict[int, dict[int, Rule]] = {}
+        self.v6: dict[int, dict[int, Rule]] = {}
+        for net, rule in items:
+            table = self.v4 if net.version == 4 else self.v6
+            table.setdefault(net.prefixlen, {})[int(net.network_address)] = rule
+        self.v4_lens = sorted(self.v4, reverse=True)
+        self.v6_lens = sorted(self.v6, reverse=True)
+
+    def lookup(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Rule | None:
+        value = int(addr)
+        if addr.version == 4:
+            bits, table, lens = 32, self.v4, self.v4_lens
+        else:
+            bits, table, lens = 128, self.v6, self.v6_lens
+        for plen in lens:
+            mask = ((1 << plen) - 1) << (bits - plen)
+            rule = table[plen].get(value & mask)
+            if rule is not None:
+                return rule
+        return None
+
+
+class Policy:
+    """All policy zones, ready to answer "does this query match?"."""
+
+    def __init__(self, zones: list[LoadedZone], settings: list[ZoneSettings], version: int) -> None:
+        self.version = version
+        self.zones = zones
+        self.settings = settings
+        self.soa = [z.soa for z in zones]
+        self.exact: dict[bytes, list[Rule]] = {}
+        self.wild: dict[bytes, list[Rule]] = {}
+        self.client_ip: list[_IpIndex | None] = []
+        for z in zones:
+            for rule in z.rules:
+                if rule.trigger is not Trigger.QNAME:
+                    continue
+                index = self.wild if rule.wildcard else self.exact
+                index.setdefault(rule.match_key, []).append(rule)
+            items = z.ip_rules.get(Trigger.CLIENT_IP, [])
+            self.client_ip.append(_IpIndex(items) if items else None)
+        self.has_client_ip = any(x is not None for x in self.client_ip)
+        self.rule_count = sum(len(z.rules) for z in zones)
+        self._client_memo: dict[str, list[Rule | None]] = {}
+
+    def __len__(self) -> int:
+        return self.rule_count
+
+    # ----------------------------------------------------------------- checks
+    def check_query(self, client: str, qname: bytes) -> tuple[Match | None, list[Match]]:
+        """First effective match for a query, and the disabled zones' matches before it.
+
+        *qname* is the lowercased wire name.
+        """
+        per_zone = self._qname_candidates(qname)
+        clients = self._client_candidates(client) if self.has_client_ip else None
+        if not per_zone and not clients:
+            return None, []
+        logged: list[Match] = []
+        for zi in range(len(self.zones)):
+            rule = clients[zi] if clients else None  # Client-IP beats QNAME in one zone
+            if rule is None:
+                rule = per_zone.get(zi)
+            if rule is None:
+                continue
+            match = self._apply_override(rule)
+            if match.disabled:
+                logged.append(match)
+                continue
+            return match, logged
+        return None, logged
+
+    def _qname_candidates(self, qname: bytes) -> dict[int, Rule]:
+        """Per zone index, its best QNAME rule (exact, else the closest wildcard)."""
+        found: dict[int, Rule] = {}
+        for rule in self.exact.get(qname, ()):
+            found.setdefault(rule.zone_index, rule)
+        if not self.wild:
+            return found
+        i = 0
+        while qname[i]:  # walk to each parent: *.parent matches
+            i += qname[i] + 1
+            for rule in self.wild.get(qname[i:], ()):
+                found.setdefault(rule.zone_index, rule)
+        return found
+
+    def _client_candidates(self, client: str) -> list[Rule | None]:
+        hit = self._client_memo.get(client)
+        if hit is None:
+            if len(self._client_memo) > 100_000:
+                self._client_memo.clear()
+            try:
+                addr = ipaddress.ip_address(client.split("%", maxsplit=1)[0])
+            except ValueError:
+                return [None] * len(self.zones)
+            if addr.version == 6 and addr.ipv4_mapped is not None:
+                addr = addr.ipv4_mapped
+            hit = [idx.lookup(addr) if idx else None for idx in self.client_ip]
+            self._client_memo[client] = hit
+        return hit
+
+    def _apply_override(self, rule: Rule) -> Match:
+        policy = self.settings[rule.zone_index].policy
+        if policy == "given":
+            return Match(rule, rule.action)
+        if policy == "disabled":
+            return Match(rule, rule.action, disabled=True)
+        if policy.startswith("cname:"):
+            return Match(rule, Action.LOCAL_DATA)
+        return Match(rule, _OVERRIDE_ACTION[policy])
+
+    def override_cname(self, zone_index: int) -> LocalRecord | None:
+        """The CNAME record of a ``cname:TARGET`` zone policy."""
+        policy = self.settings[zone_index].policy
+        if not policy.startswith("cname:"):
+            return None
+        rd = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.CNAME, policy[6:])
+        return LocalRecord(dns.rdatatype.CNAME, 300, rd)

@@ -1,0 +1,65 @@
+"""RPZ values: triggers, actions, rules (draft-vixie-dnsop-dns-rpz, BIND 9 ARM)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import dns.rdata
+
+
+class Trigger(enum.IntEnum):
+    """Trigger kinds; the value is the precedence inside one zone (lower wins)."""
+
+    CLIENT_IP = 0
+    QNAME = 1
+    RESPONSE_IP = 2
+    NSDNAME = 3
+    NSIP = 4
+
+    @property
+    def label(self) -> str:
+        return {0: "CLIENT-IP", 1: "QNAME", 2: "IP", 3: "NSDNAME", 4: "NSIP"}[self.value]
+
+
+class Action(enum.Enum):
+    NXDOMAIN = "NXDOMAIN"
+    NODATA = "NODATA"
+    PASSTHRU = "PASSTHRU"
+    DROP = "DROP"
+    TCP_ONLY = "TCP-ONLY"
+    LOCAL_DATA = "Local-Data"  # includes CNAME redirects / walled gardens
+
+
+@dataclass(frozen=True)
+class LocalRecord:
+    """One record of a Local-Data rule (owner is the query name when served)."""
+
+    rdtype: int
+    ttl: int
+    rdata: dns.rdata.Rdata
+
+
+@dataclass(frozen=True)
+class Rule:
+    zone: str  # policy zone name, e.g. "rpz.example."
+    zone_index: int  # position in the configured order (lower wins)
+    trigger: Trigger
+    owner: str  # the rule's owner name relative to the zone, e.g. "*.bad.example"
+    action: Action
+    records: tuple[LocalRecord, ...] = ()
+    wildcard: bool = False
+    # QNAME/NSDNAME: lowercased wire name matched (for a wildcard, the name below the "*")
+    match_key: bytes = b""
+
+    @property
+    def rule_name(self) -> str:
+        """Owner as BIND logs it: ``bad.example.rpz.example``."""
+        return f"{self.owner}.{self.zone.rstrip('.')}"
+
+
+@dataclass(frozen=True)
+class Match:
+    rule: Rule
+    action: Action  # after the zone's policy override
+    disabled: bool = False  # policy "disabled": log only

@@ -1,0 +1,194 @@
+"""RPZ master files -> rules.
+
+Zone files are RFC 1035 master files ($ORIGIN, $TTL, $INCLUDE, escapes, mixed
+case), parsed with dnspython. Each owner name below the apex is one rule; the
+trigger comes from its suffix (``rpz-client-ip``, ``rpz-ip``, ``rpz-nsdname``,
+``rpz-nsip``, otherwise QNAME), the action from its records.
+
+A bad record is an error naming file:line. With ``on_error = "refuse"`` the
+whole zone is refused (the caller keeps the previous version serving); with
+``"skip"`` the bad line is reported and left out, and the rest loads.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.exception
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.zone
+
+from mamori.policy.model import Action, LocalRecord, Rule, Trigger
+
+MAX_SKIPPED = 1000
+_IP_SUFFIX = {
+    "rpz-client-ip": Trigger.CLIENT_IP,
+    "rpz-ip": Trigger.RESPONSE_IP,
+    "rpz-nsip": Trigger.NSIP,
+}
+_SPECIAL_TARGETS = {
+    ".": Action.NXDOMAIN,
+    "*.": Action.NODATA,
+    "rpz-passthru.": Action.PASSTHRU,
+    "rpz-drop.": Action.DROP,
+    "rpz-tcp-only.": Action.TCP_ONLY,
+}
+
+
+class ZoneError(ValueError):
+    """A policy zone that cannot be used; the message names file:line."""
+
+
+@dataclass
+class LoadedZone:
+    name: str
+    rules: list[Rule]
+    soa: LocalRecord | None
+    serial: int
+    skipped: list[str] = field(default_factory=list)  # "file:line: reason" per skipped record
+    ip_rules: dict[Trigger, list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Rule]]] = (
+        field(default_factory=dict)
+    )
+
+
+def load(path: Path, origin: str, zone_index: int, on_error: str = "refuse") -> LoadedZone:
+    """Read a policy zone file; raise ZoneError (file:line: reason)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ZoneError(f"{path}: cannot read: {e}") from e
+    skipped: list[str] = []
+    lines = text.splitlines()
+    for _ in range(MAX_SKIPPED + 1):
+        try:
+            zone = dns.zone.from_text(
+                "\n".join(lines) + "\n",
+                origin=origin,
+                relativize=False,
+                filename=str(path),
+                allow_include=True,
+                check_origin=True,
+            )
+            break
+        except (dns.exception.DNSException, ValueError) as e:
+            msg = str(e)
+            m = re.match(rf"{re.escape(str(path))}:(\d+): ", msg)
+            if on_error != "skip" or not m:
+                raise ZoneError(_with_file(msg, path)) from e
+            line = int(m.group(1))
+            skipped.append(msg)
+            lines[line - 1] = ";" + lines[line - 1]  # leave it out and try again
+    else:
+        raise ZoneError(f"{path}: more than {MAX_SKIPPED} bad records")
+    return _rules(zone, origin, zone_index, skipped, str(path), on_error)
+
+
+def _with_file(msg: str, path: Path) -> str:
+    return msg if msg.startswith(str(path)) else f"{path}: {msg}"
+
+
+def _rules(
+    zone: dns.zone.Zone,
+    origin: str,
+    zone_index: int,
+    skipped: list[str],
+    fname: str,
+    on_error: str,
+) -> LoadedZone:
+    apex = dns.name.from_text(origin)
+    soa_rds = zone.get_rdataset(apex, dns.rdatatype.SOA)
+    soa = LocalRecord(dns.rdatatype.SOA, soa_rds.ttl, soa_rds[0]) if soa_rds else None
+    serial = soa_rds[0].serial if soa_rds else 0
+    out = LoadedZone(apex.to_text(), [], soa, serial, skipped)
+    for name, node in zone.nodes.items():
+        if name == apex:
+            continue
+        rel = name.relativize(apex)
+        labels = [lb.decode("ascii", "backslashreplace").lower() for lb in rel.labels]
+        try:
+            rule, net = _rule(out.name, zone_index, rel, labels, node)
+        except ValueError as e:
+            reason = f"{fname}: {rel.to_text()}: {e}"
+            if on_error != "skip":
+                raise ZoneError(reason) from None
+            out.skipped.append(reason)
+            continue
+        if rule is None:
+            continue
+        out.rules.append(rule)
+        if net is not None:
+            out.ip_rules.setdefault(rule.trigger, []).append((net, rule))
+    return out
+
+
+def _rule(
+    zone: str, zone_index: int, rel: dns.name.Name, labels: list[str], node: dns.node.Node
+) -> tuple[Rule | None, ipaddress.IPv4Network | ipaddress.IPv6Network | None]:
+    owner = rel.to_text()
+    trigger = Trigger.QNAME
+    net = None
+    if labels[-1] in _IP_SUFFIX:
+        trigger = _IP_SUFFIX[labels[-1]]
+        net = parse_ip_trigger(labels[:-1])
+    elif labels[-1] == "rpz-nsdname":
+        trigger = Trigger.NSDNAME
+    action, records = _action(node, owner)
+    if action is None:
+        return None, None
+    wildcard = labels[0] == "*"
+    key = b""
+    if trigger in (Trigger.QNAME, Trigger.NSDNAME):
+        base = rel.labels[1:] if wildcard else rel.labels
+        if trigger is Trigger.NSDNAME:
+            base = base[:-1]  # drop the rpz-nsdname label
+        key = dns.name.Name([*base, b""]).to_wire().lower()  # type: ignore[union-attr]
+    return Rule(zone, zone_index, trigger, owner, action, records, wildcard, key), net
+
+
+def _action(node: dns.node.Node, owner: str) -> tuple[Action | None, tuple[LocalRecord, ...]]:
+    records: list[LocalRecord] = []
+    for rds in node.rdatasets:
+        if rds.rdclass != dns.rdataclass.IN:
+            continue
+        if rds.rdtype == dns.rdatatype.CNAME:
+            target = rds[0].target.to_text().lower()
+            if target in _SPECIAL_TARGETS:
+                return _SPECIAL_TARGETS[target], ()
+            if target.rstrip(".") == owner.lower().rstrip("."):
+                return Action.PASSTHRU, ()  # legacy passthru: CNAME to itself
+            return Action.LOCAL_DATA, (LocalRecord(rds.rdtype, rds.ttl, rds[0]),)
+        records.extend(LocalRecord(rds.rdtype, rds.ttl, rd) for rd in rds)
+    if not records:
+        return None, ()
+    return Action.LOCAL_DATA, tuple(records)
+
+
+def parse_ip_trigger(labels: list[str]) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``24.0.0.0.127`` -> 127.0.0.0/24; ``128.1.zz.db8.2001`` -> 2001:db8::1/128."""
+    if len(labels) < 2 or not labels[0].isdigit():
+        raise ValueError("IP trigger needs prefixlength.address labels")
+    prefix = int(labels[0])
+    words = list(reversed(labels[1:]))
+    if len(words) == 4 and all(w.isdigit() for w in words):
+        text = ".".join(words)
+        if not 1 <= prefix <= 32:
+            raise ValueError(f"IPv4 prefix length {prefix} out of range")
+    else:
+        if words.count("zz") > 1:
+            raise ValueError("more than one 'zz' in an IPv6 trigger")
+        text = ":".join("" if w == "zz" else w for w in words)
+        if words[0] == "zz":
+            text = ":" + text
+        if words[-1] == "zz":
+            text = text + ":"
+        if not 1 <= prefix <= 128:
+            raise ValueError(f"IPv6 prefix length {prefix} out of range")
+    try:
+        return ipaddress.ip_network(f"{text}/{prefix}", strict=True)
+    except ValueError as e:
+        raise ValueError(f"bad IP trigger {'.'.join(labels)}: {e}") from None
