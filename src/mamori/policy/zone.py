@@ -62,30 +62,103 @@ def load(path: Path, origin: str, zone_index: int, on_error: str = "refuse") -> 
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ZoneError(f"{path}: cannot read: {e}") from e
-    skipped: list[str] = []
     lines = text.splitlines()
+    spans = record_spans(lines)
+    skipped: list[str] = []
+    zone: dns.zone.Zone | None = None
     for _ in range(MAX_SKIPPED + 1):
-        try:
-            zone = dns.zone.from_text(
-                "\n".join(lines) + "\n",
-                origin=origin,
-                relativize=False,
-                filename=str(path),
-                allow_include=True,
-                check_origin=True,
-            )
+        result = _parse(lines, origin, path)
+        if isinstance(result, dns.zone.Zone):
+            zone = result
             break
-        except (dns.exception.DNSException, ValueError) as e:
-            msg = str(e)
-            m = re.match(rf"{re.escape(str(path))}:(\d+): ", msg)
-            if on_error != "skip" or not m:
-                raise ZoneError(_with_file(msg, path)) from e
-            line = int(m.group(1))
-            skipped.append(msg)
-            lines[line - 1] = ";" + lines[line - 1]  # leave it out and try again
-    else:
+        line, msg = result
+        span = _culprit(lines, spans, line, origin, path)
+        where = f"{path}:{span[0] + 1}" if span else f"{path}:{line}"
+        reason = f"{where}: {msg}"
+        if on_error != "skip" or span is None:
+            raise ZoneError(reason)
+        skipped.append(reason)
+        for i in range(span[0], span[1] + 1):
+            lines[i] = ";" + lines[i]  # leave the record out and parse again
+    if zone is None:
         raise ZoneError(f"{path}: more than {MAX_SKIPPED} bad records")
     return _rules(zone, origin, zone_index, skipped, str(path), on_error)
+
+
+def _parse(lines: list[str], origin: str, path: Path) -> dns.zone.Zone | tuple[int, str]:
+    """The zone, or (reported line, message) of the first error."""
+    try:
+        return dns.zone.from_text(
+            "\n".join(lines) + "\n",
+            origin=origin,
+            relativize=False,
+            filename=str(path),
+            allow_include=True,
+            check_origin=True,
+        )
+    except (dns.exception.DNSException, ValueError) as e:
+        m = re.match(rf"{re.escape(str(path))}:(\d+): (.*)", str(e), re.DOTALL)
+        if not m:
+            return 0, str(e)
+        return int(m.group(1)), m.group(2)
+
+
+def _culprit(
+    lines: list[str], spans: list[tuple[int, int]], line: int, origin: str, path: Path
+) -> tuple[int, int] | None:
+    """The record span (0-based first, last line) an error at *line* belongs to.
+
+    dnspython reports rdata errors after consuming the newline (one line late)
+    and owner/type errors on the line itself: the record ending just before
+    *line* is the culprit if leaving it out lets parsing get past *line*.
+    """
+    if line <= 0:
+        return None
+    before = next((sp for sp in reversed(spans) if sp[1] == line - 2), None)
+    here = next((sp for sp in spans if sp[0] <= line - 1 <= sp[1]), None)
+    if before is not None:
+        trial = list(lines)
+        for i in range(before[0], before[1] + 1):
+            trial[i] = ";" + trial[i]
+        result = _parse(trial, origin, path)
+        if isinstance(result, dns.zone.Zone) or result[0] > line:
+            return before
+    return here or before
+
+
+def record_spans(lines: list[str]) -> list[tuple[int, int]]:
+    """0-based (first, last) line of each record or directive, honouring ( ), quotes, ;."""
+    spans: list[tuple[int, int]] = []
+    depth = 0
+    start = None
+    for no, raw in enumerate(lines):
+        code = _strip_comment(raw)
+        if start is None:
+            if not code.strip():
+                continue
+            start = no
+        depth += code.count("(") - code.count(")")
+        if depth <= 0:
+            spans.append((start, no))
+            start, depth = None, 0
+    if start is not None:
+        spans.append((start, len(lines) - 1))
+    return spans
+
+
+def _strip_comment(line: str) -> str:
+    quoted = False
+    escaped = False
+    for i, c in enumerate(line):
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == '"':
+            quoted = not quoted
+        elif c == ";" and not quoted:
+            return line[:i]
+    return line
 
 
 def _with_file(msg: str, path: Path) -> str:

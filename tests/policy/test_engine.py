@@ -1,0 +1,207 @@
+"""RPZ evaluation: triggers, actions, precedence (BIND 9 semantics)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dns.name
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mamori.policy import engine, zone
+from mamori.policy.model import Action, Trigger
+
+BASIC = Path(__file__).resolve().parents[3] / "shared/data/rpz/pdns/pdns/basic.rpz"
+SOA = "@ SOA ns.example. host.example. 1 3600 600 86400 60\n@ NS ns.example.\n"
+
+
+def _zone(tmp_path: Path, name: str, body: str, index: int = 0) -> zone.LoadedZone:
+    f = tmp_path / f"{name}zone"
+    f.write_text("$TTL 300\n" + SOA + body)
+    return zone.load(f, name, index)
+
+
+def _policy(*zones: zone.LoadedZone, policies: tuple[str, ...] = ()) -> engine.Policy:
+    settings_ = [
+        engine.ZoneSettings(z.name, policies[i] if i < len(policies) else "given")
+        for i, z in enumerate(zones)
+    ]
+    return engine.Policy(list(zones), settings_, 1)
+
+
+def _check(p: engine.Policy, qname: str, client: str = "192.0.2.1") -> tuple[str, str] | None:
+    m, _ = p.check_query(client, dns.name.from_text(qname).to_wire().lower())
+    return (m.action.value, m.rule.owner) if m else None
+
+
+@pytest.fixture
+def basic() -> engine.Policy:
+    if not BASIC.exists():
+        pytest.skip("shared data not present")
+    z = zone.load(BASIC, "domain.example.com.", 0)
+    return _policy(z)
+
+
+@pytest.mark.parametrize(
+    ("qname", "expected"),
+    [
+        ("nxdomain.org", ("NXDOMAIN", "nxdomain.org")),
+        ("a.b.nxdomain.org", ("NXDOMAIN", "*.nxdomain.org")),
+        ("mail.nxdomain.org", ("PASSTHRU", "mail.nxdomain.org")),  # exact beats wildcard
+        ("example.net", ("DROP", "example.net")),
+        ("www.example.net", ("DROP", "*.example.net")),
+        ("truncate.org", ("TCP-ONLY", "truncate.org")),
+        ("local-a.org", ("Local-Data", "local-a.org")),
+        ("x.local.org", ("Local-Data", "*.local.org")),
+        ("good.com", None),
+        ("org", None),
+    ],
+)
+def test_powerdns_basic_rpz_qname_rules(basic: engine.Policy, qname: str, expected: object) -> None:
+    assert _check(basic, qname) == expected
+
+
+def test_client_ip_beats_qname_in_the_same_zone(basic: engine.Policy) -> None:
+    # 24.0.0.0.127.rpz-client-ip CNAME rpz-drop. covers 127.0.0.0/24
+    assert _check(basic, "good.com", client="127.0.0.9") == ("DROP", "24.0.0.0.127.rpz-client-ip")
+    assert _check(basic, "nxdomain.org", client="127.0.0.9") == (
+        "DROP",
+        "24.0.0.0.127.rpz-client-ip",
+    )
+    assert _check(basic, "good.com", client="10.0.0.1") == ("TCP-ONLY", "32.1.0.0.10.rpz-client-ip")
+    assert _check(basic, "good.com", client="10.0.0.2") is None
+
+
+def test_wildcard_does_not_match_apex(tmp_path: Path) -> None:
+    p = _policy(_zone(tmp_path, "rpz.test.", "*.bad.example CNAME .\n"))
+    assert _check(p, "bad.example") is None
+    assert _check(p, "x.bad.example") == ("NXDOMAIN", "*.bad.example")
+
+
+def test_closer_wildcard_beats_farther_one(tmp_path: Path) -> None:
+    p = _policy(_zone(tmp_path, "rpz.test.", "*.example CNAME .\n*.sub.example CNAME *.\n"))
+    assert _check(p, "a.sub.example") == ("NODATA", "*.sub.example")
+    assert _check(p, "a.other.example") == ("NXDOMAIN", "*.example")
+
+
+def test_first_zone_wins_and_passthru_stops_later_zones(tmp_path: Path) -> None:
+    allow = _zone(tmp_path, "allow.test.", "ok.example CNAME rpz-passthru.\n", 0)
+    block = _zone(tmp_path, "block.test.", "*.example CNAME .\nok.example CNAME .\n", 1)
+    p = _policy(allow, block)
+    assert _check(p, "ok.example") == ("PASSTHRU", "ok.example")
+    assert _check(p, "bad.example") == ("NXDOMAIN", "*.example")
+
+
+def test_zone_order_beats_trigger_precedence(tmp_path: Path) -> None:
+    first = _zone(tmp_path, "first.test.", "bad.example CNAME *.\n", 0)
+    second = _zone(tmp_path, "second.test.", "32.1.2.0.192.rpz-client-ip CNAME rpz-drop.\n", 1)
+    p = _policy(first, second)
+    assert _check(p, "bad.example", client="192.0.2.1") == ("NODATA", "bad.example")
+    assert _check(p, "good.example", client="192.0.2.1") == ("DROP", "32.1.2.0.192.rpz-client-ip")
+
+
+def test_longest_client_prefix_wins_ipv4_and_ipv6(tmp_path: Path) -> None:
+    p = _policy(
+        _zone(
+            tmp_path,
+            "rpz.test.",
+            "8.0.0.0.10.rpz-client-ip CNAME .\n"
+            "24.0.1.0.10.rpz-client-ip CNAME rpz-passthru.\n"
+            "48.zz.db8.2001.rpz-client-ip CNAME rpz-drop.\n"
+            "128.1.zz.db8.2001.rpz-client-ip CNAME *.\n",
+        )
+    )
+    assert _check(p, "a.example", client="10.9.9.9")[0] == "NXDOMAIN"  # type: ignore[index]
+    assert _check(p, "a.example", client="10.0.1.7")[0] == "PASSTHRU"  # type: ignore[index]
+    assert _check(p, "a.example", client="2001:db8::5")[0] == "DROP"  # type: ignore[index]
+    assert _check(p, "a.example", client="2001:db8::1")[0] == "NODATA"  # type: ignore[index]
+    assert _check(p, "a.example", client="::ffff:10.1.1.1")[0] == "NXDOMAIN"  # type: ignore[index]
+
+
+def test_policy_override_and_disabled(tmp_path: Path) -> None:
+    log_only = _zone(tmp_path, "logonly.test.", "bad.example CNAME .\n", 0)
+    forced = _zone(tmp_path, "forced.test.", "bad.example A 192.0.2.1\n", 1)
+    p = _policy(log_only, forced, policies=("disabled", "nxdomain"))
+    m, disabled = p.check_query("192.0.2.1", dns.name.from_text("bad.example").to_wire())
+    assert [d.rule.zone for d in disabled] == ["logonly.test."]
+    assert m is not None and m.action is Action.NXDOMAIN and m.rule.zone == "forced.test."
+
+
+def test_zone_reports_file_and_line_of_a_bad_record(tmp_path: Path) -> None:
+    f = tmp_path / "bad.zone"
+    f.write_text("$TTL 300\n" + SOA + "ok.example CNAME .\nbroken.example A 999.1.1.1\n")
+    with pytest.raises(zone.ZoneError, match=rf"{f}:5"):
+        zone.load(f, "rpz.test.", 0)
+    z = zone.load(f, "rpz.test.", 0, on_error="skip")
+    assert [r.owner for r in z.rules] == ["ok.example"]
+    assert z.skipped and f"{f}:5" in z.skipped[0]
+
+
+def test_skip_mode_finds_each_bad_record(tmp_path: Path) -> None:
+    f = tmp_path / "mixed.zone"
+    f.write_text(
+        "$TTL 300\n"
+        + SOA  # lines 1-3
+        + "a.example CNAME .\n"  # 4
+        + "bad1.example A 999.1.1.1\n"  # 5: rdata error (reported late by dnspython)
+        + "b.example CNAME .\n"  # 6
+        + "bad..two A 192.0.2.1\n"  # 7: owner error
+        + 'bad3.example TXT ( "x"\n'  # 8-9: a valid multi-line record
+        + '  "y" )\n'
+        + "bad4.example BOGUS x\n"  # 10: unknown type
+        + "c.example CNAME *.\n"  # 11
+    )
+    z = zone.load(f, "rpz.test.", 0, on_error="skip")
+    assert sorted(r.owner for r in z.rules) == [
+        "a.example",
+        "b.example",
+        "bad3.example",
+        "c.example",
+    ]
+    assert [r.split(": ")[0] for r in z.skipped] == [f"{f}:5", f"{f}:7", f"{f}:10"]
+
+
+def test_ip_trigger_encodings() -> None:
+    assert str(zone.parse_ip_trigger(["24", "0", "2", "0", "192"])) == "192.0.2.0/24"
+    assert str(zone.parse_ip_trigger(["128", "1", "zz", "db8", "2001"])) == "2001:db8::1/128"
+    assert str(zone.parse_ip_trigger(["32", "zz", "2001"])) == "2001::/32"
+    with pytest.raises(ValueError):
+        zone.parse_ip_trigger(["24", "1", "2", "0", "192"])  # host bits set
+
+
+def test_triggers_are_classified(tmp_path: Path) -> None:
+    z = _zone(
+        tmp_path,
+        "rpz.test.",
+        "a.example CNAME .\n32.1.2.0.192.rpz-ip CNAME .\nns.example.rpz-nsdname CNAME .\n"
+        "32.1.2.0.192.rpz-nsip CNAME .\n32.1.2.0.192.rpz-client-ip CNAME .\n",
+    )
+    assert sorted(r.trigger.name for r in z.rules) == sorted(t.name for t in Trigger)
+
+
+labels = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
+names = st.lists(labels, min_size=1, max_size=4).map(".".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(names, st.booleans()), min_size=1, max_size=30), names)
+def test_index_agrees_with_naive_matcher(rules: list[tuple[str, bool]], qname: str) -> None:
+    import tempfile
+
+    body = "".join(f"{'*.' if w else ''}{n} CNAME .\n" for n, w in dict(rules).items())
+    with tempfile.TemporaryDirectory() as d:
+        p = _policy(_zone(Path(d), "rpz.test.", body))
+    got = _check(p, qname)
+    # Naive reference: exact owner, else the longest wildcard base strictly above qname.
+    owners = {("*." if w else "") + n for n, w in dict(rules).items()}
+    expect = None
+    if qname in owners:
+        expect = qname
+    else:
+        parts = qname.split(".")
+        for i in range(1, len(parts)):
+            if "*." + ".".join(parts[i:]) in owners:
+                expect = "*." + ".".join(parts[i:])
+                break
+    assert got == (("NXDOMAIN", expect) if expect else None)
