@@ -1,0 +1,159 @@
+"""RPZ end to end through `mamori serve`: actions, precedence, hit log, reload."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from tests.integration.test_resolver_service import ZONE, addresses
+from tests.support.authserver import AuthServer
+from tests.support.mamori_proc import MamoriProcess
+
+pytestmark = pytest.mark.integration
+
+POLICY = """$TTL 60
+@ SOA ns.rpz.local. hostmaster.rpz.local. 7 3600 600 86400 30
+@ NS ns.rpz.local.
+bad.example.test        CNAME .
+*.bad.example.test      CNAME .
+nodata.example.test     CNAME *.
+drop.example.test       CNAME rpz-drop.
+tcp.example.test        CNAME rpz-tcp-only.
+www.example.test        CNAME rpz-passthru.
+local.example.test      A 192.0.2.200
+garden.example.test     CNAME *.walled.example.
+32.2.0.0.127.rpz-client-ip CNAME .
+"""
+
+
+@pytest.fixture
+def auth() -> Iterator[AuthServer]:
+    with AuthServer(ZONE, "example.test.") as srv:
+        yield srv
+
+
+def _start(tmp_path: Path, auth: AuthServer, policy: str = POLICY, **kw: object) -> MamoriProcess:
+    zone_file = tmp_path / "local.rpz"
+    zone_file.write_text(policy)
+    extra = f'[[rpz]]\nname = "rpz.local"\nfile = "{zone_file}"\n'
+    return MamoriProcess(
+        tmp_path, [f"127.0.0.1:{auth.port}"], extra=extra, allow=["127.0.0.0/8"], **kw
+    )
+
+
+@pytest.fixture
+def mamori(tmp_path: Path, auth: AuthServer) -> Iterator[MamoriProcess]:
+    m = _start(tmp_path, auth).start()
+    yield m
+    assert m.stop() == 0, m.stderr()
+
+
+def _ede(r: dns.message.Message) -> list[int]:
+    return [o.code for o in r.options if o.otype == dns.edns.EDE]
+
+
+def test_nxdomain_with_policy_soa_and_ede(mamori: MamoriProcess, auth: AuthServer) -> None:
+    for name in ("bad.example.test", "deep.sub.bad.example.test"):
+        r = mamori.query(name, use_edns=0)
+        assert r.rcode() == dns.rcode.NXDOMAIN
+        assert r.authority[0].name.to_text() == "rpz.local."
+        assert r.authority[0].rdtype == dns.rdatatype.SOA and r.authority[0].ttl <= 30
+        assert _ede(r) == [15]  # Blocked
+    assert not auth.log, "a QNAME-blocked name never reaches the upstream"
+
+
+def test_nodata_local_data_and_walled_garden(mamori: MamoriProcess) -> None:
+    nodata = mamori.query("nodata.example.test")
+    assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer
+    local = mamori.query("local.example.test")
+    assert addresses(local) == {"192.0.2.200"}
+    other_type = mamori.query("local.example.test", "AAAA")
+    assert other_type.rcode() == dns.rcode.NOERROR and not other_type.answer
+    garden = mamori.query("garden.example.test")
+    assert garden.answer[0].rdtype == dns.rdatatype.CNAME
+    assert garden.answer[0][0].target.to_text() == "garden.example.test.walled.example."
+
+
+def test_drop_tcp_only_and_passthru(mamori: MamoriProcess, auth: AuthServer) -> None:
+    with pytest.raises(dns.exception.Timeout):
+        mamori.query("drop.example.test", timeout=1)
+    udp = mamori.query("tcp.example.test")
+    assert udp.flags & dns.flags.TC and not udp.answer
+    tcp = mamori.query("tcp.example.test", tcp=True)
+    assert tcp.rcode() == dns.rcode.NXDOMAIN  # answered normally over TCP (upstream says so)
+    assert addresses(mamori.query("www.example.test")) == {"192.0.2.1", "192.0.2.2"}
+
+
+def test_client_ip_trigger(mamori: MamoriProcess) -> None:
+    r = mamori.query("www.example.test", source="127.0.0.2")
+    assert r.rcode() == dns.rcode.NXDOMAIN
+    assert mamori.query("www.example.test").rcode() == dns.rcode.NOERROR
+
+
+def test_hits_are_logged_in_sqlite_and_bind_format(mamori: MamoriProcess) -> None:
+    mamori.query("x.bad.example.test")
+    mamori.query("local.example.test")
+    mamori.query("www.example.test")
+    assert mamori.stop() == 0
+    rows = (
+        sqlite3.connect(mamori.db)
+        .execute(
+            "SELECT qname, rcode, policy_zone, policy_rule, policy_trigger, policy_action"
+            " FROM query_log ORDER BY id"
+        )
+        .fetchall()
+    )
+    assert rows[0] == (
+        "x.bad.example.test.",
+        3,
+        "rpz.local.",
+        "*.bad.example.test.rpz.local",
+        "QNAME",
+        "NXDOMAIN",
+    )
+    assert rows[1][5] == "Local-Data"
+    assert rows[2][2:] == ("rpz.local.", "www.example.test.rpz.local", "QNAME", "PASSTHRU")
+    assert (
+        "rpz QNAME NXDOMAIN rewrite x.bad.example.test/A/IN via *.bad.example.test.rpz.local"
+        in mamori.stderr()
+    )
+
+
+def test_sighup_reloads_zone_and_broken_zone_keeps_previous(mamori: MamoriProcess) -> None:
+    zone_file = mamori.tmp / "local.rpz"
+    assert mamori.query("new.example.test").rcode() == dns.rcode.NXDOMAIN  # upstream NXDOMAIN
+    zone_file.write_text(POLICY + "new.example.test A 192.0.2.123\n")
+    mamori.signal(signal.SIGHUP)
+    _wait_for(mamori, "rules loaded", 2)
+    assert addresses(mamori.query("new.example.test")) == {"192.0.2.123"}
+    zone_file.write_text(POLICY + "broken.example.test A 999.0.0.1\n")
+    mamori.signal(signal.SIGHUP)
+    _wait_for(mamori, "previous version serving", 1)
+    assert addresses(mamori.query("new.example.test")) == {"192.0.2.123"}
+    assert "local.rpz:13" in mamori.stderr()
+
+
+def test_broken_zone_at_startup_fails_with_file_and_line(tmp_path: Path, auth: AuthServer) -> None:
+    m = _start(tmp_path, auth, POLICY + "oops.example.test A 1.2.3\n")
+    m.start(wait=False)
+    assert m.proc is not None and m.proc.wait(10) != 0
+    m.stop()
+    assert f"{tmp_path / 'local.rpz'}:13" in m.stderr()
+
+
+def _wait_for(m: MamoriProcess, text: str, count: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while m.stderr().count(text) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert m.stderr().count(text) >= count, m.stderr()
