@@ -85,6 +85,20 @@ def check(config_path: str) -> None:
     click.echo(f"  allow:     {', '.join(s.allow)}")
     click.echo(f"  upstreams: {', '.join(str(u) for u in cfg.upstream.servers)}")
     click.echo(f"  store:     {cfg.store.path}")
+    from mamori.resolver.policy_stage import load_policy
+
+    try:
+        policy = load_policy(cfg.rpz, None, strict=True)
+    except MamoriError as e:
+        _fail(e)
+    for z, st in zip(
+        policy.zones if policy else [], policy.settings if policy else [], strict=True
+    ):
+        skipped = f", {len(z.skipped)} bad records skipped" if z.skipped else ""
+        click.echo(
+            f"  rpz:       {z.name} serial {z.serial}, {len(z.rules)} rules, policy {st.policy}"
+            f"{skipped}"
+        )
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ import dns.rdatatype
 from mamori.policy.model import Action, LocalRecord, Match, Rule, Trigger
 from mamori.policy.zone import LoadedZone
 
+_NO_MATCH: tuple[None, list[Match]] = (None, [])
 OVERRIDES = ("given", "disabled", "passthru", "drop", "tcp-only", "nxdomain", "nodata")
 
 
@@ -48,18 +49,18 @@ _OVERRIDE_ACTION = {
 
 
 class _IpIndex:
-    """Longest-prefix match for one zone: {prefixlen: {network int: rule}}."""
+    """Longest-prefix match for one zone: {prefixlen: {network int: match}}."""
 
-    def __init__(self, items: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Rule]]):
-        self.v4: dict[int, dict[int, Rule]] = {}
-        self.v6: dict[int, dict[int, Rule]] = {}
-        for net, rule in items:
+    def __init__(self, items: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Match]]):
+        self.v4: dict[int, dict[int, Match]] = {}
+        self.v6: dict[int, dict[int, Match]] = {}
+        for net, match in items:
             table = self.v4 if net.version == 4 else self.v6
-            table.setdefault(net.prefixlen, {})[int(net.network_address)] = rule
+            table.setdefault(net.prefixlen, {})[int(net.network_address)] = match
         self.v4_lens = sorted(self.v4, reverse=True)
         self.v6_lens = sorted(self.v6, reverse=True)
 
-    def lookup(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Rule | None:
+    def lookup(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Match | None:
         value = int(addr)
         if addr.version == 4:
             bits, table, lens = 32, self.v4, self.v4_lens
@@ -67,9 +68,9 @@ class _IpIndex:
             bits, table, lens = 128, self.v6, self.v6_lens
         for plen in lens:
             mask = ((1 << plen) - 1) << (bits - plen)
-            rule = table[plen].get(value & mask)
-            if rule is not None:
-                return rule
+            match = table[plen].get(value & mask)
+            if match is not None:
+                return match
         return None
 
 
@@ -81,20 +82,22 @@ class Policy:
         self.zones = zones
         self.settings = settings
         self.soa = [z.soa for z in zones]
-        self.exact: dict[bytes, list[Rule]] = {}
-        self.wild: dict[bytes, list[Rule]] = {}
+        # Indexes hold Match objects (override applied) built once here, not per query.
+        self.exact: dict[bytes, list[Match]] = {}
+        self.wild: dict[bytes, list[Match]] = {}
         self.client_ip: list[_IpIndex | None] = []
         for z in zones:
+            matches = {id(rule): self._match(rule) for rule in z.rules}
             for rule in z.rules:
                 if rule.trigger is not Trigger.QNAME:
                     continue
                 index = self.wild if rule.wildcard else self.exact
-                index.setdefault(rule.match_key, []).append(rule)
-            items = z.ip_rules.get(Trigger.CLIENT_IP, [])
+                index.setdefault(rule.match_key, []).append(matches[id(rule)])
+            items = [(net, matches[id(r)]) for net, r in z.ip_rules.get(Trigger.CLIENT_IP, [])]
             self.client_ip.append(_IpIndex(items) if items else None)
         self.has_client_ip = any(x is not None for x in self.client_ip)
         self.rule_count = sum(len(z.rules) for z in zones)
-        self._client_memo: dict[str, list[Rule | None]] = {}
+        self._client_memo: dict[str, list[Match | None]] = {}
 
     def __len__(self) -> int:
         return self.rule_count
@@ -107,37 +110,44 @@ class Policy:
         """
         per_zone = self._qname_candidates(qname)
         clients = self._client_candidates(client) if self.has_client_ip else None
-        if not per_zone and not clients:
-            return None, []
+        if per_zone is None and (clients is None or not any(clients)):
+            return _NO_MATCH
         logged: list[Match] = []
         for zi in range(len(self.zones)):
-            rule = clients[zi] if clients else None  # Client-IP beats QNAME in one zone
-            if rule is None:
-                rule = per_zone.get(zi)
-            if rule is None:
+            match = clients[zi] if clients else None  # Client-IP beats QNAME in one zone
+            if match is None and per_zone is not None:
+                match = per_zone.get(zi)
+            if match is None:
                 continue
-            match = self._apply_override(rule)
             if match.disabled:
                 logged.append(match)
                 continue
             return match, logged
         return None, logged
 
-    def _qname_candidates(self, qname: bytes) -> dict[int, Rule]:
-        """Per zone index, its best QNAME rule (exact, else the closest wildcard)."""
-        found: dict[int, Rule] = {}
-        for rule in self.exact.get(qname, ()):
-            found.setdefault(rule.zone_index, rule)
-        if not self.wild:
+    def _qname_candidates(self, qname: bytes) -> dict[int, Match] | None:
+        """Per zone index, its best QNAME match (exact, else the closest wildcard)."""
+        found: dict[int, Match] | None = None
+        exact = self.exact.get(qname)
+        if exact is not None:
+            found = {}
+            for m in exact:
+                found.setdefault(m.rule.zone_index, m)
+        wild = self.wild
+        if not wild:
             return found
         i = 0
         while qname[i]:  # walk to each parent: *.parent matches
             i += qname[i] + 1
-            for rule in self.wild.get(qname[i:], ()):
-                found.setdefault(rule.zone_index, rule)
+            matches = wild.get(qname[i:])
+            if matches is not None:
+                if found is None:
+                    found = {}
+                for m in matches:
+                    found.setdefault(m.rule.zone_index, m)
         return found
 
-    def _client_candidates(self, client: str) -> list[Rule | None]:
+    def _client_candidates(self, client: str) -> list[Match | None]:
         hit = self._client_memo.get(client)
         if hit is None:
             if len(self._client_memo) > 100_000:
@@ -152,15 +162,16 @@ class Policy:
             self._client_memo[client] = hit
         return hit
 
-    def _apply_override(self, rule: Rule) -> Match:
-        policy = self.settings[rule.zone_index].policy
+    def _match(self, rule: Rule) -> Match:
+        st = self.settings[rule.zone_index]
+        policy = st.policy
         if policy == "given":
-            return Match(rule, rule.action)
+            return Match(rule, rule.action, log=st.log)
         if policy == "disabled":
-            return Match(rule, rule.action, disabled=True)
+            return Match(rule, rule.action, disabled=True, log=st.log)
         if policy.startswith("cname:"):
-            return Match(rule, Action.LOCAL_DATA)
-        return Match(rule, _OVERRIDE_ACTION[policy])
+            return Match(rule, Action.LOCAL_DATA, log=st.log)
+        return Match(rule, _OVERRIDE_ACTION[policy], log=st.log)
 
     def override_cname(self, zone_index: int) -> LocalRecord | None:
         """The CNAME record of a ``cname:TARGET`` zone policy."""

@@ -60,6 +60,16 @@ class Rule:
 
 @dataclass(frozen=True)
 class Match:
+    """A rule with its zone's policy override applied; built once per rule at load."""
+
     rule: Rule
     action: Action  # after the zone's policy override
     disabled: bool = False  # policy "disabled": log only
+    log: bool = True  # the zone's `log` setting (BIND-style text line)
+
+    @property
+    def hit(self) -> tuple[str, str, str, str, bool]:
+        """Fields of a hit-log event: zone, rule, trigger, action, text-log it?"""
+        r = self.rule
+        action = "disabled" if self.disabled else self.action.value
+        return (r.zone, r.rule_name, r.trigger.label, action, self.log)

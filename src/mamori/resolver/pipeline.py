@@ -201,10 +201,10 @@ class Pipeline:
             match, disabled = policy.check_query(ip, key[:-5])
             if disabled:
                 for m in disabled:  # "disabled" zones: log what they would have done
-                    self._event(now, ip, key, -1, "", 0, tcp, self._hit(m, "disabled"))
+                    self._event(now, ip, key, -1, "", 0, tcp, m.hit)
             if match is not None:
                 action = match.action
-                hit = self._hit(match)
+                hit = match.hit
                 if action is Action.DROP:
                     self._event(now, ip, key, -1, "rpz drop", 0, tcp, hit)
                     return None
@@ -453,7 +453,8 @@ class Pipeline:
         entry = self.answers.get(match, key, now)
         if opt:
             opt = self.opt_blocked[do]  # EDE 15 Blocked (RFC 8914)
-        body = entry.render(int(now - entry.born))
+        age = int(now - entry.born)
+        body = entry.rendered if age == entry.rendered_age else entry.render(age)
         counts = entry.counts_edns if opt else entry.counts
         resp = data[:2] + entry.flags[data[2] & 1] + counts + data[12:qend] + body + opt
         if len(resp) > limit:
@@ -480,10 +481,3 @@ class Pipeline:
 
     def close(self) -> None:
         self.pool.close()
-
-    def _hit(self, m: Match, action: str | None = None) -> Hit:
-        """Policy-hit fields of an event: zone, rule, trigger, action, text-log it?"""
-        r = m.rule
-        assert self.policy is not None
-        log_line = self.policy.settings[r.zone_index].log
-        return (r.zone, r.rule_name, r.trigger.label, action or m.action.value, log_line)

@@ -92,10 +92,10 @@ class PolicyAnswers:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self.entries: dict[tuple[bytes, int, Action], Entry] = {}
+        self.entries: dict[tuple[bytes, int], Entry] = {}
 
     def get(self, match: Match, key: bytes, now: float) -> Entry:
-        memo_key = (key, id(match.rule), match.action)
+        memo_key = (key, id(match))
         entry = self.entries.get(memo_key)
         if entry is None or now >= entry.expires:
             if len(self.entries) >= MAX_ANSWERS:
