@@ -96,7 +96,7 @@ def check(config_path: str) -> None:
     ):
         skipped = f", {len(z.skipped)} bad records skipped" if z.skipped else ""
         click.echo(
-            f"  rpz:       {z.name} serial {z.serial}, {len(z.rules)} rules, policy {st.policy}"
+            f"  rpz:       {z.name} serial {z.serial}, {z.rule_count} rules, policy {st.policy}"
             f"{skipped}"
         )
 

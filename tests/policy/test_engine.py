@@ -19,7 +19,7 @@ SOA = "@ SOA ns.example. host.example. 1 3600 600 86400 60\n@ NS ns.example.\n"
 def _zone(tmp_path: Path, name: str, body: str, index: int = 0) -> zone.LoadedZone:
     f = tmp_path / f"{name}zone"
     f.write_text("$TTL 300\n" + SOA + body)
-    return zone.load(f, name, index)
+    return zone.load(f, name)
 
 
 def _policy(*zones: zone.LoadedZone, policies: tuple[str, ...] = ()) -> engine.Policy:
@@ -39,7 +39,7 @@ def _check(p: engine.Policy, qname: str, client: str = "192.0.2.1") -> tuple[str
 def basic() -> engine.Policy:
     if not BASIC.exists():
         pytest.skip("shared data not present")
-    z = zone.load(BASIC, "domain.example.com.", 0)
+    z = zone.load(BASIC, "domain.example.com.")
     return _policy(z)
 
 
@@ -132,9 +132,9 @@ def test_zone_reports_file_and_line_of_a_bad_record(tmp_path: Path) -> None:
     f = tmp_path / "bad.zone"
     f.write_text("$TTL 300\n" + SOA + "ok.example CNAME .\nbroken.example A 999.1.1.1\n")
     with pytest.raises(zone.ZoneError, match=rf"{f}:5"):
-        zone.load(f, "rpz.test.", 0)
-    z = zone.load(f, "rpz.test.", 0, on_error="skip")
-    assert [r.owner for r in z.rules] == ["ok.example"]
+        zone.load(f, "rpz.test.")
+    z = zone.load(f, "rpz.test.", on_error="skip")
+    assert [r.owner for r in z.rules()] == ["ok.example"]
     assert z.skipped and f"{f}:5" in z.skipped[0]
 
 
@@ -152,8 +152,8 @@ def test_skip_mode_finds_each_bad_record(tmp_path: Path) -> None:
         + "bad4.example BOGUS x\n"  # 10: unknown type
         + "c.example CNAME *.\n"  # 11
     )
-    z = zone.load(f, "rpz.test.", 0, on_error="skip")
-    assert sorted(r.owner for r in z.rules) == [
+    z = zone.load(f, "rpz.test.", on_error="skip")
+    assert sorted(r.owner for r in z.rules()) == [
         "a.example",
         "b.example",
         "bad3.example",
@@ -177,7 +177,7 @@ def test_triggers_are_classified(tmp_path: Path) -> None:
         "a.example CNAME .\n32.1.2.0.192.rpz-ip CNAME .\nns.example.rpz-nsdname CNAME .\n"
         "32.1.2.0.192.rpz-nsip CNAME .\n32.1.2.0.192.rpz-client-ip CNAME .\n",
     )
-    assert sorted(r.trigger.name for r in z.rules) == sorted(t.name for t in Trigger)
+    assert sorted(r.trigger.name for r in z.rules()) == sorted(t.name for t in Trigger)
 
 
 labels = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
@@ -205,3 +205,58 @@ def test_index_agrees_with_naive_matcher(rules: list[tuple[str, bool]], qname: s
                 expect = "*." + ".".join(parts[i:])
                 break
     assert got == (("NXDOMAIN", expect) if expect else None)
+
+
+FEEDS = Path(__file__).resolve().parents[3] / "shared/data/feeds"
+
+
+@pytest.mark.parametrize(
+    ("path", "origin"),
+    [
+        (BASIC, "domain.example.com."),
+        (FEEDS / "urlhaus-filter/urlhaus-filter-rpz.conf", "urlhaus.rpz."),
+    ],
+)
+def test_fast_loader_agrees_with_dnspython(path: Path, origin: str) -> None:
+    if not path.exists():
+        pytest.skip("shared data not present")
+    from mamori.policy import fastload
+
+    text = path.read_text()
+    fast = fastload.load_lines(text.splitlines(), origin, path, "refuse")
+    slow = zone.load_with_dnspython(text, origin, path, "refuse")
+
+    def view(z: zone.LoadedZone) -> set[tuple[str, str, str, tuple[str, ...]]]:
+        return {
+            (
+                r.owner,
+                r.trigger.name,
+                r.action.value,
+                tuple(sorted(x.rdata.to_text() for x in r.records)),
+            )
+            for r in z.rules()
+        }
+
+    assert view(fast) == view(slow)
+    assert fast.serial == slow.serial and fast.rule_count == slow.rule_count
+    assert fast.soa is not None and slow.soa is not None
+    assert fast.soa.rdata == slow.soa.rdata
+
+
+def test_urlhaus_feed_counts_and_samples() -> None:
+    path = FEEDS / "urlhaus-filter/urlhaus-filter-rpz.conf"
+    if not path.exists():
+        pytest.skip("shared data not present")
+    z = zone.load(path, "urlhaus.rpz.")
+    lines = [ln for ln in path.read_text().splitlines() if ln.endswith(" CNAME .")]
+    assert z.rule_count == len(lines) > 100
+    p = _policy(z)
+    first = lines[0].split()[0]
+    assert _check(p, first) == ("NXDOMAIN", first)
+    assert _check(p, "not-listed.example") is None
+
+
+def test_fast_loader_hands_unusual_files_to_dnspython(tmp_path: Path) -> None:
+    z = _zone(tmp_path, "rpz.test.", 'txt.example TXT "quoted; text"\nesc\\.dot.example CNAME .\n')
+    owners = sorted(r.owner for r in z.rules())
+    assert owners == ["esc\\.dot.example", "txt.example"]

@@ -12,11 +12,13 @@ Query-time checks (this module covers the triggers known before resolution):
   evaluation continues with the next zone.
 
 Names are handled as lowercased uncompressed wire bytes (the resolver's cache
-key prefix), so a QNAME probe is a dict lookup with no parsing.
+key prefix), so a QNAME probe is a dict lookup with no parsing. Rule and
+Match objects for QNAME rules are built on the first hit and memoised.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 
@@ -82,22 +84,17 @@ class Policy:
         self.zones = zones
         self.settings = settings
         self.soa = [z.soa for z in zones]
-        # Indexes hold Match objects (override applied) built once here, not per query.
-        self.exact: dict[bytes, list[Match]] = {}
-        self.wild: dict[bytes, list[Match]] = {}
         self.client_ip: list[_IpIndex | None] = []
-        for z in zones:
-            matches = {id(rule): self._match(rule) for rule in z.rules}
-            for rule in z.rules:
-                if rule.trigger is not Trigger.QNAME:
-                    continue
-                index = self.wild if rule.wildcard else self.exact
-                index.setdefault(rule.match_key, []).append(matches[id(rule)])
-            items = [(net, matches[id(r)]) for net, r in z.ip_rules.get(Trigger.CLIENT_IP, [])]
+        for zi, z in enumerate(zones):
+            items = [
+                (net, self._match(dataclasses.replace(r, zone_index=zi)))
+                for net, r in z.ip_rules.get(Trigger.CLIENT_IP, [])
+            ]
             self.client_ip.append(_IpIndex(items) if items else None)
         self.has_client_ip = any(x is not None for x in self.client_ip)
-        self.rule_count = sum(len(z.rules) for z in zones)
+        self.rule_count = sum(z.rule_count for z in zones)
         self._client_memo: dict[str, list[Match | None]] = {}
+        self._qname_memo: dict[tuple[int, bytes, bool], Match] = {}
 
     def __len__(self) -> int:
         return self.rule_count
@@ -108,44 +105,39 @@ class Policy:
 
         *qname* is the lowercased wire name.
         """
-        per_zone = self._qname_candidates(qname)
         clients = self._client_candidates(client) if self.has_client_ip else None
-        if per_zone is None and (clients is None or not any(clients)):
-            return _NO_MATCH
-        logged: list[Match] = []
-        for zi in range(len(self.zones)):
+        logged: list[Match] | None = None
+        for zi, z in enumerate(self.zones):
             match = clients[zi] if clients else None  # Client-IP beats QNAME in one zone
-            if match is None and per_zone is not None:
-                match = per_zone.get(zi)
             if match is None:
-                continue
+                code = z.exact.get(qname)
+                if code is not None:
+                    match = self._qname_match(zi, qname, False, code)
+                elif z.wild:
+                    i = 0
+                    while qname[i]:  # each parent: "*.parent" matches; closest first
+                        i += qname[i] + 1
+                        code = z.wild.get(qname[i:])
+                        if code is not None:
+                            match = self._qname_match(zi, qname[i:], True, code)
+                            break
+                if match is None:
+                    continue
             if match.disabled:
-                logged.append(match)
+                logged = [*(logged or []), match]
                 continue
-            return match, logged
-        return None, logged
+            return match, logged or []
+        return (None, logged) if logged else _NO_MATCH
 
-    def _qname_candidates(self, qname: bytes) -> dict[int, Match] | None:
-        """Per zone index, its best QNAME match (exact, else the closest wildcard)."""
-        found: dict[int, Match] | None = None
-        exact = self.exact.get(qname)
-        if exact is not None:
-            found = {}
-            for m in exact:
-                found.setdefault(m.rule.zone_index, m)
-        wild = self.wild
-        if not wild:
-            return found
-        i = 0
-        while qname[i]:  # walk to each parent: *.parent matches
-            i += qname[i] + 1
-            matches = wild.get(qname[i:])
-            if matches is not None:
-                if found is None:
-                    found = {}
-                for m in matches:
-                    found.setdefault(m.rule.zone_index, m)
-        return found
+    def _qname_match(self, zi: int, key: bytes, wildcard: bool, code: int) -> Match:
+        memo_key = (zi, key, wildcard)
+        match = self._qname_memo.get(memo_key)
+        if match is None:
+            if len(self._qname_memo) > 100_000:
+                self._qname_memo.clear()
+            rule = dataclasses.replace(self.zones[zi].rule_for(key, wildcard, code), zone_index=zi)
+            match = self._qname_memo[memo_key] = self._match(rule)
+        return match
 
     def _client_candidates(self, client: str) -> list[Match | None]:
         hit = self._client_memo.get(client)

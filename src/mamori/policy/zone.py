@@ -23,6 +23,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.zone
 
+from mamori.dnsutil import wire
 from mamori.policy.model import Action, LocalRecord, Rule, Trigger
 
 MAX_SKIPPED = 1000
@@ -44,24 +45,93 @@ class ZoneError(ValueError):
     """A policy zone that cannot be used; the message names file:line."""
 
 
+# Compact codes of QNAME rules: simple actions need no object per rule.
+SIMPLE_CODES = {
+    Action.NXDOMAIN: 0,
+    Action.NODATA: 1,
+    Action.PASSTHRU: 2,
+    Action.DROP: 3,
+    Action.TCP_ONLY: 4,
+}
+CODE_ACTIONS = {code: action for action, code in SIMPLE_CODES.items()}
+COMPLEX_BASE = 8  # code >= 8: index + 8 into LoadedZone.complex (Local-Data rules)
+
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass
 class LoadedZone:
+    """One policy zone in compact form.
+
+    QNAME rules live in two dicts keyed by lowercased wire names (for a
+    wildcard, the name below the ``*``) whose values are small ints; only
+    Local-Data rules and the rarer trigger kinds keep a ``Rule`` object.
+    """
+
     name: str
-    rules: list[Rule]
-    soa: LocalRecord | None
-    serial: int
+    soa: LocalRecord | None = None
+    serial: int = 0
+    exact: dict[bytes, int] = field(default_factory=dict)
+    wild: dict[bytes, int] = field(default_factory=dict)
+    complex: list[Rule] = field(default_factory=list)
+    other: list[Rule] = field(default_factory=list)  # Client-IP, Response-IP, NSDNAME, NSIP
+    ip_rules: dict[Trigger, list[tuple[Net, Rule]]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # "file:line: reason" per skipped record
-    ip_rules: dict[Trigger, list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Rule]]] = (
-        field(default_factory=dict)
-    )
+
+    @property
+    def rule_count(self) -> int:
+        return len(self.exact) + len(self.wild) + len(self.other)
+
+    def add(self, rule: Rule, net: Net | None = None) -> None:
+        if rule.trigger is Trigger.QNAME:
+            code = SIMPLE_CODES.get(rule.action)
+            if code is None or rule.records:
+                code = COMPLEX_BASE + len(self.complex)
+                self.complex.append(rule)
+            (self.wild if rule.wildcard else self.exact)[rule.match_key] = code
+            return
+        self.other.append(rule)
+        if net is not None:
+            self.ip_rules.setdefault(rule.trigger, []).append((net, rule))
+
+    def rule_for(self, key: bytes, wildcard: bool, code: int) -> Rule:
+        """The Rule behind a compact QNAME entry (built on a hit, not at load)."""
+        if code >= COMPLEX_BASE:
+            return self.complex[code - COMPLEX_BASE]
+        text = wire.name_to_text(key)
+        owner = text.rstrip(".") if text != "." else ""
+        if wildcard:
+            owner = f"*.{owner}" if owner else "*"
+        return Rule(self.name, 0, Trigger.QNAME, owner, CODE_ACTIONS[code], (), wildcard, key)
+
+    def rules(self) -> list[Rule]:
+        """Every rule as an object (tests, diagnostics; not for big zones)."""
+        out = [self.rule_for(k, False, c) for k, c in self.exact.items()]
+        out += [self.rule_for(k, True, c) for k, c in self.wild.items()]
+        return out + self.other
 
 
-def load(path: Path, origin: str, zone_index: int, on_error: str = "refuse") -> LoadedZone:
-    """Read a policy zone file; raise ZoneError (file:line: reason)."""
+def load(path: Path, origin: str, on_error: str = "refuse") -> LoadedZone:
+    """Read a policy zone file; raise ZoneError (file:line: reason).
+
+    Files made of one-line records (what feeds and most local zones are) go
+    through the fast line loader; anything else through dnspython's parser.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ZoneError(f"{path}: cannot read: {e}") from e
+    from mamori.policy import fastload
+
+    try:
+        return fastload.load_lines(text.splitlines(), origin, path, on_error)
+    except fastload.NeedsFullParser:
+        pass
+    return load_with_dnspython(text, origin, path, on_error)
+
+
+def load_with_dnspython(text: str, origin: str, path: Path, on_error: str) -> LoadedZone:
+    """The general loader: every master-file feature dnspython knows."""
     lines = text.splitlines()
     spans = record_spans(lines)
     skipped: list[str] = []
@@ -82,7 +152,7 @@ def load(path: Path, origin: str, zone_index: int, on_error: str = "refuse") -> 
             lines[i] = ";" + lines[i]  # leave the record out and parse again
     if zone is None:
         raise ZoneError(f"{path}: more than {MAX_SKIPPED} bad records")
-    return _rules(zone, origin, zone_index, skipped, str(path), on_error)
+    return _rules(zone, origin, skipped, str(path), on_error)
 
 
 def _parse(lines: list[str], origin: str, path: Path) -> dns.zone.Zone | tuple[int, str]:
@@ -166,43 +236,41 @@ def _with_file(msg: str, path: Path) -> str:
 
 
 def _rules(
-    zone: dns.zone.Zone,
-    origin: str,
-    zone_index: int,
-    skipped: list[str],
-    fname: str,
-    on_error: str,
+    zone: dns.zone.Zone, origin: str, skipped: list[str], fname: str, on_error: str
 ) -> LoadedZone:
     apex = dns.name.from_text(origin)
     soa_rds = zone.get_rdataset(apex, dns.rdatatype.SOA)
     soa = LocalRecord(dns.rdatatype.SOA, soa_rds.ttl, soa_rds[0]) if soa_rds else None
     serial = soa_rds[0].serial if soa_rds else 0
-    out = LoadedZone(apex.to_text(), [], soa, serial, skipped)
+    out = LoadedZone(apex.to_text(), soa, serial, skipped=skipped)
     for name, node in zone.nodes.items():
         if name == apex:
             continue
         rel = name.relativize(apex)
         labels = [lb.decode("ascii", "backslashreplace").lower() for lb in rel.labels]
+        action, records = _action(node, rel.to_text())
+        if action is None:
+            continue
         try:
-            rule, net = _rule(out.name, zone_index, rel, labels, node)
+            rule, net = make_rule(out.name, rel, labels, action, records)
         except ValueError as e:
             reason = f"{fname}: {rel.to_text()}: {e}"
             if on_error != "skip":
                 raise ZoneError(reason) from None
             out.skipped.append(reason)
             continue
-        if rule is None:
-            continue
-        out.rules.append(rule)
-        if net is not None:
-            out.ip_rules.setdefault(rule.trigger, []).append((net, rule))
+        out.add(rule, net)
     return out
 
 
-def _rule(
-    zone: str, zone_index: int, rel: dns.name.Name, labels: list[str], node: dns.node.Node
-) -> tuple[Rule | None, ipaddress.IPv4Network | ipaddress.IPv6Network | None]:
-    owner = rel.to_text()
+def make_rule(
+    zone: str,
+    rel: dns.name.Name,
+    labels: list[str],
+    action: Action,
+    records: tuple[LocalRecord, ...],
+) -> tuple[Rule, Net | None]:
+    """A rule from its owner (relative to the zone) and action; ValueError if invalid."""
     trigger = Trigger.QNAME
     net = None
     if labels[-1] in _IP_SUFFIX:
@@ -210,9 +278,6 @@ def _rule(
         net = parse_ip_trigger(labels[:-1])
     elif labels[-1] == "rpz-nsdname":
         trigger = Trigger.NSDNAME
-    action, records = _action(node, owner)
-    if action is None:
-        return None, None
     wildcard = labels[0] == "*"
     key = b""
     if trigger in (Trigger.QNAME, Trigger.NSDNAME):
@@ -220,7 +285,7 @@ def _rule(
         if trigger is Trigger.NSDNAME:
             base = base[:-1]  # drop the rpz-nsdname label
         key = dns.name.Name([*base, b""]).to_wire().lower()  # type: ignore[union-attr]
-    return Rule(zone, zone_index, trigger, owner, action, records, wildcard, key), net
+    return Rule(zone, 0, trigger, rel.to_text(), action, records, wildcard, key), net
 
 
 def _action(node: dns.node.Node, owner: str) -> tuple[Action | None, tuple[LocalRecord, ...]]:

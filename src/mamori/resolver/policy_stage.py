@@ -9,7 +9,6 @@ policy version, so a repeated blocked query costs what a cache hit costs.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
@@ -48,11 +47,11 @@ def load_policy(
     old = {z.name: z for z in previous.zones} if previous else {}
     loaded: list[LoadedZone] = []
     settings: list[ZoneSettings] = []
-    for i, rpz in enumerate(zones):
+    for rpz in zones:
         assert rpz.file is not None
         t0 = time.monotonic()
         try:
-            z = zone_mod.load(rpz.file, rpz.name, i, rpz.on_error)
+            z = zone_mod.load(rpz.file, rpz.name, rpz.on_error)
         except ZoneError as e:
             if strict or rpz.name not in old:
                 if strict:
@@ -60,7 +59,7 @@ def load_policy(
                 log.error("policy zone %s refused, not applied: %s", rpz.name, e)
                 continue
             log.error("policy zone %s reload refused, previous version serving: %s", rpz.name, e)
-            z = _renumber(old[rpz.name], i)
+            z = old[rpz.name]
         else:
             for reason in z.skipped:
                 log.warning("policy zone %s: skipped bad record: %s", rpz.name, reason)
@@ -68,23 +67,13 @@ def load_policy(
                 "policy zone %s serial %d: %d rules loaded in %.2fs",
                 rpz.name,
                 z.serial,
-                len(z.rules),
+                z.rule_count,
                 time.monotonic() - t0,
             )
         loaded.append(z)
         settings.append(ZoneSettings(rpz.name, rpz.policy, rpz.log, rpz.max_policy_ttl))
     version = (previous.version + 1) if previous else 1
     return Policy(loaded, settings, version)
-
-
-def _renumber(z: LoadedZone, index: int) -> LoadedZone:
-    """A previously loaded zone at a new position in the order."""
-    if not z.rules or z.rules[0].zone_index == index:
-        return z
-    rules = [dataclasses.replace(r, zone_index=index) for r in z.rules]
-    by_id = {id(o): n for o, n in zip(z.rules, rules, strict=True)}
-    ip_rules = {t: [(net, by_id[id(r)]) for net, r in items] for t, items in z.ip_rules.items()}
-    return LoadedZone(z.name, rules, z.soa, z.serial, list(z.skipped), ip_rules)
 
 
 class PolicyAnswers:

@@ -8,9 +8,11 @@ import errno
 import logging
 import socket
 import struct
+import time
 from typing import Any, cast
 
 from mamori.config import Endpoint
+from mamori.dnsutil import wire
 from mamori.errors import StartupError
 from mamori.resolver.pipeline import Pipeline
 
@@ -30,7 +32,10 @@ class UdpServer(asyncio.DatagramProtocol):
         self.sendto = self.transport.sendto
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        resp = self.handle(data, addr, self.reply, False)
+        try:
+            resp = self.handle(data, addr, self.reply, False)
+        except Exception:
+            resp = internal_error(data)
         if resp is not None:
             self.sendto(resp, addr)
 
@@ -81,7 +86,10 @@ class TcpConnection(asyncio.Protocol):
             if len(buf) < 2 + ln:
                 break
             msg, buf = buf[2 : 2 + ln], buf[2 + ln :]
-            resp = handle(msg, self.peer, self.reply, True)
+            try:
+                resp = handle(msg, self.peer, self.reply, True)
+            except Exception:
+                resp = internal_error(msg)
             if resp is not None:
                 self.reply(resp, self.peer)
         self.buf = buf
@@ -107,6 +115,24 @@ class TcpListener:
 
     def factory(self) -> TcpConnection:
         return TcpConnection(self)
+
+
+_last_internal_error = 0.0
+
+
+def internal_error(data: bytes) -> bytes | None:
+    """A bug in the pipeline costs this query a SERVFAIL, never the service.
+
+    Logged with its traceback at most once a minute.
+    """
+    global _last_internal_error
+    now = time.monotonic()
+    if now - _last_internal_error > 60:
+        _last_internal_error = now
+        log.exception("internal error while answering a query (answered SERVFAIL)")
+    if len(data) < 12:
+        return None
+    return wire.error_response(data, wire.SERVFAIL)
 
 
 def bind_socket(ep: Endpoint, kind: int, reuse_port: bool) -> socket.socket:
