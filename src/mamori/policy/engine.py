@@ -92,6 +92,11 @@ class Policy:
             ]
             self.client_ip.append(_IpIndex(items) if items else None)
         self.has_client_ip = any(x is not None for x in self.client_ip)
+        # The decision depends on the query name only: no Client-IP rules, no
+        # log-only zones. The resolver may then memoise it per name.
+        self.by_name_only = not self.has_client_ip and all(
+            st.policy != "disabled" for st in settings
+        )
         self.rule_count = sum(z.rule_count for z in zones)
         self._client_memo: dict[str, list[Match | None]] = {}
         self._qname_memo: dict[tuple[int, bytes, bool], Match] = {}

@@ -16,6 +16,7 @@ uses dnspython for the whole file, so both loaders accept the same files.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import dns.exception
@@ -26,7 +27,7 @@ import dns.rdatatype
 import dns.ttl
 
 from mamori.policy.model import Action, LocalRecord
-from mamori.policy.zone import _SPECIAL_TARGETS, LoadedZone, ZoneError, make_rule
+from mamori.policy.zone import _SPECIAL_TARGETS, SIMPLE_CODES, LoadedZone, ZoneError, make_rule
 
 _TTL_RE = re.compile(r"^(\d+[smhdwSMHDW]?)+$")
 _CLASSES = {"IN", "CH", "HS", "CS"}
@@ -40,20 +41,18 @@ class _BadRecord(ValueError):  # noqa: N818 - reported as file:line
     pass
 
 
-def load_lines(lines: list[str], origin: str, path: Path, on_error: str) -> LoadedZone:
+def load_lines(lines: Iterable[str], origin: str, path: Path, on_error: str) -> LoadedZone:
+    """Load from lines (a list, or an open file: streamed, nothing kept per line)."""
     apex = dns.name.from_text(origin)
     zone_text = apex.to_text().lower()
     out = LoadedZone(zone_text)
     default_ttl: int | None = None
     last_owner: str | None = None
     pending: dict[str, list[LocalRecord]] = {}  # owner -> Local-Data records
-    simple_owners: set[str] = set()
-    n = len(lines)
-    i = 0
-    while i < n:
-        raw = lines[i]
-        lineno = i + 1
-        i += 1
+    it = iter(lines)
+    lineno = 0
+    for raw in it:
+        lineno += 1
         if '"' in raw or "\\" in raw:
             raise NeedsFullParser
         line = raw.split(";", 1)[0]
@@ -66,9 +65,13 @@ def load_lines(lines: list[str], origin: str, path: Path, on_error: str) -> Load
             if "(" in line:
                 if not re.search(r"\bSOA\b", line, re.IGNORECASE):
                     raise NeedsFullParser
-                while ")" not in line and i < n:  # the SOA spans lines
-                    line += " " + lines[i].split(";", 1)[0]
-                    i += 1
+                start = lineno
+                while ")" not in line:  # the SOA spans lines
+                    nxt = next(it, None)
+                    if nxt is None:
+                        raise _BadRecord(f"unbalanced parenthesis (opened on line {start})")
+                    lineno += 1
+                    line += " " + nxt.split(";", 1)[0]
                 line = line.replace("(", " ").replace(")", " ")
             tokens = line.split()
             if line[0] in " \t":
@@ -82,7 +85,7 @@ def load_lines(lines: list[str], origin: str, path: Path, on_error: str) -> Load
             if owner == "":
                 _apex_record(out, rtype, rdata, ttl, apex)
                 continue
-            _record(out, owner, rtype, rdata, ttl, apex, pending, simple_owners)
+            _record(out, owner, rtype, rdata, ttl, apex, pending)
         except _BadRecord as e:
             reason = f"{path}:{lineno}: {e}"
             if on_error != "skip":
@@ -129,7 +132,7 @@ def _fields(tokens: list[str], default_ttl: int | None) -> tuple[int, str, list[
             if tokens[0].upper() != "IN":
                 raise _BadRecord(f"class {tokens[0]} in a policy zone")
             tokens.pop(0)
-        elif tokens and _TTL_RE.match(tokens[0]):
+        elif tokens and tokens[0][:1].isdigit() and _TTL_RE.match(tokens[0]):
             try:
                 ttl = int(dns.ttl.from_text(tokens.pop(0)))
             except dns.exception.DNSException as e:
@@ -171,26 +174,58 @@ def _record(
     ttl: int,
     apex: dns.name.Name,
     pending: dict[str, list[LocalRecord]],
-    simple_owners: set[str],
 ) -> None:
     if rtype == "CNAME" and len(rdata) == 1:
         target = rdata[0].lower()
         action = _SPECIAL_TARGETS.get(target)
-        if action is None and target.rstrip(".") in (
-            owner,
-            f"{owner}.{apex.to_text().lower()}".rstrip("."),
-        ):
+        if action is None and target.rstrip(".") in (owner, f"{owner}.{out.name}".rstrip(".")):
             action = Action.PASSTHRU  # legacy passthru: CNAME to the name itself
         if action is not None:
-            if owner in pending or owner in simple_owners:
+            if owner in pending:
                 raise _BadRecord(f"{owner}: CNAME and other data")
-            simple_owners.add(owner)
-            _add(out, owner, action, (), None, "refuse")
+            qkey = _qname_key(owner)
+            if qkey is None:  # other trigger kinds, or unusual labels: the general path
+                _add(out, owner, action, (), None, "refuse")
+            else:  # the bulk of a feed: straight into the index, no objects
+                key, wildcard = qkey
+                (out.wild if wildcard else out.exact)[key] = SIMPLE_CODES[action]
             return
-    if owner in simple_owners:
+    qkey = _qname_key(owner)
+    if qkey is not None and qkey[0] in (out.wild if qkey[1] else out.exact):
         raise _BadRecord(f"{owner}: CNAME and other data")
     rd = _rdata(rtype, rdata, apex)
     pending.setdefault(owner, []).append(LocalRecord(rd.rdtype, ttl, rd))
+
+
+_TRIGGER_SUFFIXES = ("rpz-client-ip", "rpz-ip", "rpz-nsdname", "rpz-nsip")
+
+
+def _qname_key(owner: str) -> tuple[bytes, bool] | None:
+    """(wire key, wildcard) of a plain QNAME owner; None for anything else."""
+    try:
+        raw = owner.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    parts = raw.split(b".")
+    if parts[-1].decode() in _TRIGGER_SUFFIXES:
+        return None
+    wildcard = parts[0] == b"*"
+    if wildcard:
+        parts = parts[1:]
+        if parts == [b""]:
+            return b"\x00", True  # "*" alone: the root wildcard
+    if b"*" in raw[2 if wildcard else 0 :]:
+        return None
+    out = bytearray()
+    for p in parts:
+        if not 0 < len(p) < 64:
+            return None  # empty or long label: let the general path report it
+        out.append(len(p))
+        out += p
+    out.append(0)
+    if len(out) > 255:
+        return None
+    return bytes(out), wildcard
 
 
 def _add(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.rdata
 
@@ -60,16 +60,16 @@ class Rule:
 
 @dataclass(frozen=True)
 class Match:
-    """A rule with its zone's policy override applied; built once per rule at load."""
+    """A rule with its zone's policy override applied; built once per rule (or first hit)."""
 
     rule: Rule
     action: Action  # after the zone's policy override
     disabled: bool = False  # policy "disabled": log only
     log: bool = True  # the zone's `log` setting (BIND-style text line)
+    # Fields of a hit-log event: zone, rule, trigger, action, text-log it? (computed once)
+    hit: tuple[str, str, str, str, bool] = field(init=False, compare=False)
 
-    @property
-    def hit(self) -> tuple[str, str, str, str, bool]:
-        """Fields of a hit-log event: zone, rule, trigger, action, text-log it?"""
+    def __post_init__(self) -> None:
         r = self.rule
         action = "disabled" if self.disabled else self.action.value
-        return (r.zone, r.rule_name, r.trigger.label, action, self.log)
+        object.__setattr__(self, "hit", (r.zone, r.rule_name, r.trigger.label, action, self.log))

@@ -117,16 +117,19 @@ def load(path: Path, origin: str, on_error: str = "refuse") -> LoadedZone:
     Files made of one-line records (what feeds and most local zones are) go
     through the fast line loader; anything else through dnspython's parser.
     """
+    from mamori.policy import fastload
+
+    try:
+        with path.open(encoding="utf-8") as f:
+            return fastload.load_lines(f, origin, path, on_error)
+    except fastload.NeedsFullParser:
+        pass
+    except (OSError, UnicodeDecodeError) as e:
+        raise ZoneError(f"{path}: cannot read: {e}") from e
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ZoneError(f"{path}: cannot read: {e}") from e
-    from mamori.policy import fastload
-
-    try:
-        return fastload.load_lines(text.splitlines(), origin, path, on_error)
-    except fastload.NeedsFullParser:
-        pass
     return load_with_dnspython(text, origin, path, on_error)
 
 

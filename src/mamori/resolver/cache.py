@@ -42,6 +42,7 @@ class Entry:
         "counts_short_edns",
         "expires",
         "flags",
+        "policy_version",
         "rcode",
         "rendered",
         "rendered_age",
@@ -87,6 +88,7 @@ class Entry:
         self.rendered_age = 0
         self.size = len(body) + ENTRY_OVERHEAD
         self.retry_after = 0.0  # serve-stale: do not ask upstream again before this time
+        self.policy_version = 0  # policy version under which no rule matched this key
 
     def render(self, age: int) -> bytes:
         """Body with every TTL decreased by *age* seconds (floored at 0)."""

@@ -46,6 +46,7 @@ _BITS = (b"\x00", b"\x01", b"\x02", b"\x03")  # cache-key byte: DO<<1 | CD
 _TYPE_XFR = (b"\x00\xfb", b"\x00\xfc")  # IXFR, AXFR
 _CLASS_IN = b"\x00\x01"
 MAX_UDP_QUERY = 4096
+MAX_REWRITE_MEMO = 100_000
 STALE_CLIENT_TIMER = 1.8  # RFC 8767 section 5: answer stale after this long
 
 
@@ -61,6 +62,7 @@ class Stats:
         "queries",
         "ratelimited",
         "refused",
+        "rewrites",
         "servfail",
         "stale_answers",
         "truncated",
@@ -71,6 +73,7 @@ class Stats:
         self.cache_hits = 0
         self.cache_misses = 0
         self.stale_answers = 0
+        self.rewrites = 0
         self.refused = 0
         self.ratelimited = 0
         self.formerr = 0
@@ -125,6 +128,8 @@ class Pipeline:
         """Swap in a whole new policy (built beside the old one)."""
         self.policy = policy
         self.answers = PolicyAnswers(policy) if policy is not None else None
+        # key -> (rewrite, synthesised answer), for by-name-only policies
+        self._rewrites: dict[bytes, tuple[Match, Entry]] = {}
 
     # ------------------------------------------------------------------ hot path
     def handle(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> bytes | None:
@@ -195,32 +200,51 @@ class Pipeline:
         key = data[12:nend].lower() + qtc + _BITS[do << 1 | cd]
 
         # Stage 3: policy pre-check (Client-IP, QNAME): index probes, no parsing.
+        # When the decision depends on the name only (policy.by_name_only), it is
+        # memoised: on the cache entry ("no rule", per policy version) and, for
+        # rewrites, per key; a new policy version invalidates both at once.
         hit: Hit | None = None
+        rewritten = False
+        entry = self._cache_get(key)
         policy = self.policy
-        if policy is not None:
-            match, disabled = policy.check_query(ip, key[:-5])
-            if disabled:
+        if policy is not None and (entry is None or entry.policy_version != policy.version):
+            rewrite = self._rewrites.get(key) if policy.by_name_only else None
+            if rewrite is not None and now < rewrite[1].expires:
+                # Memoised rewrite: its synthesised entry is served like a cache hit below.
+                match, entry = rewrite
+                hit = match.hit
+                rewritten = True
+                if opt:
+                    opt = self.opt_blocked[do]  # EDE 15 Blocked (RFC 8914)
+            else:
+                found, disabled = policy.check_query(ip, key[:-5])
                 for m in disabled:  # "disabled" zones: log what they would have done
                     self._event(now, ip, key, -1, "", 0, tcp, m.hit)
-            if match is not None:
-                action = match.action
-                hit = match.hit
-                if action is Action.DROP:
-                    self._event(now, ip, key, -1, "rpz drop", 0, tcp, hit)
-                    return None
-                if action is Action.TCP_ONLY:
-                    if not tcp:
-                        self._event(now, ip, key, wire.NOERROR, "rpz tcp-only", 0, tcp, hit)
-                        return wire.error_response(data, wire.NOERROR, qend, opt, tc=True)
-                elif action is not Action.PASSTHRU:
-                    return self._rewrite(match, hit, data, qend, opt, do, limit, key, ip, now, tcp)
+                if found is not None:
+                    action = found.action
+                    hit = found.hit
+                    if action is Action.DROP:
+                        self._event(now, ip, key, -1, "rpz drop", 0, tcp, hit)
+                        return None
+                    if action is Action.TCP_ONLY:
+                        if not tcp:
+                            self._event(now, ip, key, wire.NOERROR, "rpz tcp-only", 0, tcp, hit)
+                            return wire.error_response(data, wire.NOERROR, qend, opt, tc=True)
+                    elif action is not Action.PASSTHRU:
+                        return self._rewrite(
+                            found, hit, data, qend, opt, do, limit, key, ip, now, tcp
+                        )
+                elif entry is not None and policy.by_name_only:
+                    entry.policy_version = policy.version  # checked: no rule for this name
 
         # Stage 4: cache (fresh hit -> answer from wire bytes).
-        entry = self._cache_get(key)
         if entry is not None:
             if now < entry.expires:
-                self._cache_touch(key)
-                self.stats.cache_hits += 1
+                if rewritten:
+                    self.stats.rewrites += 1
+                else:
+                    self._cache_touch(key)
+                    self.stats.cache_hits += 1
                 age = int(now - entry.born)
                 body = entry.rendered if age == entry.rendered_age else entry.render(age)
                 if opt:
@@ -449,8 +473,13 @@ class Pipeline:
         tcp: bool,
     ) -> bytes:
         """A policy answer (NXDOMAIN, NODATA, Local-Data), memoised as wire bytes."""
-        assert self.answers is not None
+        assert self.answers is not None and self.policy is not None
+        self.stats.rewrites += 1
         entry = self.answers.get(match, key, now)
+        if self.policy.by_name_only:
+            if len(self._rewrites) >= MAX_REWRITE_MEMO:
+                self._rewrites.clear()
+            self._rewrites[key] = (match, entry)
         if opt:
             opt = self.opt_blocked[do]  # EDE 15 Blocked (RFC 8914)
         age = int(now - entry.born)
