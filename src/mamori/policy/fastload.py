@@ -16,7 +16,7 @@ uses dnspython for the whole file, so both loaders accept the same files.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from pathlib import Path
 
 import dns.exception
@@ -41,8 +41,31 @@ class _BadRecord(ValueError):  # noqa: N818 - reported as file:line
     pass
 
 
+STEP_LINES = 500  # lines parsed between two yields of load_steps (~1 ms)
+
+
 def load_lines(lines: Iterable[str], origin: str, path: Path, on_error: str) -> LoadedZone:
     """Load from lines (a list, or an open file: streamed, nothing kept per line)."""
+    return run_steps(load_steps(lines, origin, path, on_error))
+
+
+def run_steps(steps: Generator[None, None, LoadedZone]) -> LoadedZone:
+    """Drive a step-wise load to the end in one go (startup, `mamori check`)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def load_steps(
+    lines: Iterable[str], origin: str, path: Path, on_error: str
+) -> Generator[None, None, LoadedZone]:
+    """The loader as a generator: yields every STEP_LINES lines, returns the zone.
+
+    A running service drives it from its event loop with a pause at every
+    yield, so queries keep being answered while a big zone loads.
+    """
     apex = dns.name.from_text(origin)
     zone_text = apex.to_text().lower()
     out = LoadedZone(zone_text)
@@ -53,6 +76,8 @@ def load_lines(lines: Iterable[str], origin: str, path: Path, on_error: str) -> 
     lineno = 0
     for raw in it:
         lineno += 1
+        if not lineno % STEP_LINES:
+            yield
         if '"' in raw or "\\" in raw:
             raise NeedsFullParser
         line = raw.split(";", 1)[0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import dns.zone
 
 from mamori.dnsutil import wire
 from mamori.policy.model import Action, LocalRecord, Rule, Trigger
+from mamori.policy.shards import ShardedIndex
 
 MAX_SKIPPED = 1000
 _IP_SUFFIX = {
@@ -63,7 +65,7 @@ Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 class LoadedZone:
     """One policy zone in compact form.
 
-    QNAME rules live in two dicts keyed by lowercased wire names (for a
+    QNAME rules live in two sharded dicts keyed by lowercased wire names (for a
     wildcard, the name below the ``*``) whose values are small ints; only
     Local-Data rules and the rarer trigger kinds keep a ``Rule`` object.
     """
@@ -71,8 +73,8 @@ class LoadedZone:
     name: str
     soa: LocalRecord | None = None
     serial: int = 0
-    exact: dict[bytes, int] = field(default_factory=dict)
-    wild: dict[bytes, int] = field(default_factory=dict)
+    exact: ShardedIndex = field(default_factory=ShardedIndex)
+    wild: ShardedIndex = field(default_factory=ShardedIndex)
     complex: list[Rule] = field(default_factory=list)
     other: list[Rule] = field(default_factory=list)  # Client-IP, Response-IP, NSDNAME, NSIP
     ip_rules: dict[Trigger, list[tuple[Net, Rule]]] = field(default_factory=dict)
@@ -119,9 +121,19 @@ def load(path: Path, origin: str, on_error: str = "refuse") -> LoadedZone:
     """
     from mamori.policy import fastload
 
+    return fastload.run_steps(load_steps(path, origin, on_error))
+
+
+def load_steps(path: Path, origin: str, on_error: str) -> Generator[None, None, LoadedZone]:
+    """``load`` as a generator that yields now and then (see fastload.load_steps).
+
+    The dnspython fallback for unusual files runs in one go, without yields.
+    """
+    from mamori.policy import fastload
+
     try:
         with path.open(encoding="utf-8") as f:
-            return fastload.load_lines(f, origin, path, on_error)
+            return (yield from fastload.load_steps(f, origin, path, on_error))
     except fastload.NeedsFullParser:
         pass
     except (OSError, UnicodeDecodeError) as e:

@@ -9,8 +9,11 @@ policy version, so a repeated blocked query costs what a cache hit costs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import struct
 import time
+from collections.abc import Generator
 
 import dns.flags
 import dns.message
@@ -21,6 +24,7 @@ import dns.rdatatype
 import dns.rrset
 
 from mamori.config import RpzConfig
+from mamori.dnsutil import wire
 from mamori.errors import StartupError
 from mamori.policy import zone as zone_mod
 from mamori.policy.engine import Policy, ZoneSettings
@@ -37,11 +41,23 @@ FOREVER = 7 * 86400
 def load_policy(
     zones: tuple[RpzConfig, ...], previous: Policy | None, strict: bool
 ) -> Policy | None:
-    """Build the policy of *zones*; None when no zone is configured.
+    """Build the policy of *zones* in one go; None when no zone is configured.
 
     *strict* (startup): a zone that fails raises StartupError. Otherwise the
     zone's previous version is kept and the error logged.
     """
+    steps = load_policy_steps(zones, previous, strict)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def load_policy_steps(
+    zones: tuple[RpzConfig, ...], previous: Policy | None, strict: bool = False
+) -> Generator[None, None, Policy | None]:
+    """``load_policy`` as a generator yielding every few thousand zone lines."""
     if not zones:
         return None
     old = {z.name: z for z in previous.zones} if previous else {}
@@ -51,11 +67,11 @@ def load_policy(
         assert rpz.file is not None
         t0 = time.monotonic()
         try:
-            z = zone_mod.load(rpz.file, rpz.name, rpz.on_error)
+            z = yield from zone_mod.load_steps(rpz.file, rpz.name, rpz.on_error)
         except ZoneError as e:
-            if strict or rpz.name not in old:
-                if strict:
-                    raise StartupError(f"policy zone {rpz.name} refused: {e}") from e
+            if strict:
+                raise StartupError(f"policy zone {rpz.name} refused: {e}") from e
+            if rpz.name not in old:
                 log.error("policy zone %s refused, not applied: %s", rpz.name, e)
                 continue
             log.error("policy zone %s reload refused, previous version serving: %s", rpz.name, e)
@@ -76,14 +92,65 @@ def load_policy(
     return Policy(loaded, settings, version)
 
 
+async def run_steps_async(steps: Generator[None, None, Policy | None]) -> Policy | None:
+    """Drive a step-wise load from the event loop, letting queries through at each step."""
+    count = 0
+    longest = 0.0
+    longest_at = 0
+    try:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            finally:
+                took = time.perf_counter() - t0
+                if took > longest:
+                    longest, longest_at = took, count
+                count += 1
+            await asyncio.sleep(0)
+    finally:
+        log.debug(
+            "policy load: %d steps, longest %.1f ms (step %d)", count, longest * 1000, longest_at
+        )
+
+
+async def dispose(old: Policy | None, new: Policy | None) -> None:
+    """Free the indexes of replaced zones one shard per loop turn.
+
+    Dropping a million-entry index in one go would hold the loop for a
+    noticeable time; a shard (~1/64 of it) is freed in well under a millisecond.
+    """
+    if old is None:
+        return
+    keep = {id(z) for z in new.zones} if new is not None else set()
+    for z in old.zones:
+        if id(z) in keep:
+            continue
+        for index in (z.exact, z.wild):
+            for shard in index.shards:
+                shard.clear()
+                await asyncio.sleep(0)
+
+
 class PolicyAnswers:
     """Memo of synthesised answers for one policy version."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.entries: dict[tuple[bytes, int], Entry] = {}
+        self.shared: dict[tuple[int, Action], Entry] = {}
 
     def get(self, match: Match, key: bytes, now: float) -> Entry:
+        rule = match.rule
+        if match.action in (Action.NXDOMAIN, Action.NODATA):
+            # Same body for every name: the policy zone's SOA, uncompressed.
+            tkey = (rule.zone_index, match.action)
+            shared = self.shared.get(tkey)
+            if shared is None or now >= shared.expires:
+                shared = self.shared[tkey] = self._negative(match, now)
+            return shared
         memo_key = (key, id(match))
         entry = self.entries.get(memo_key)
         if entry is None or now >= entry.expires:
@@ -91,6 +158,40 @@ class PolicyAnswers:
                 self.entries.clear()
             entry = self.entries[memo_key] = self._synthesise(match, key, now)
         return entry
+
+    def _negative(self, match: Match, now: float) -> Entry:
+        """NXDOMAIN / NODATA answer body shared by all names of a zone (add-soa)."""
+        zi = match.rule.zone_index
+        soa = self.policy.soa[zi]
+        cap = self.policy.settings[zi].max_policy_ttl or FOREVER
+        rcode = wire.NXDOMAIN if match.action is Action.NXDOMAIN else wire.NOERROR
+        body = b""
+        ttl_offsets: list[int] = []
+        ttls: list[int] = []
+        if soa is not None:
+            owner = _wire(dns.name.from_text(self.policy.zones[zi].name).to_wire())
+            rdata = _wire(soa.rdata.to_wire())  # no compression: valid after any question
+            minimum: int = soa.rdata.minimum  # type: ignore[attr-defined]
+            ttl = min(soa.ttl, minimum, cap)
+            body = (
+                owner + struct.pack("!HHIH", wire.TYPE_SOA, wire.CLASS_IN, ttl, len(rdata)) + rdata
+            )
+            ttl_offsets, ttls = [len(owner) + 4], [ttl]
+        lifetime = ttls[0] if ttls else 60
+        flags = wire.QR | wire.RA | rcode
+        return Entry(
+            body,
+            ttl_offsets,
+            ttls,
+            flags,
+            (0, 1 if ttls else 0, 0),
+            len(body),
+            now,
+            lifetime,
+            0,
+            rcode,
+            f"rpz {match.action.value}",
+        )
 
     def _synthesise(self, match: Match, key: bytes, now: float) -> Entry:
         rule = match.rule
@@ -144,6 +245,12 @@ class PolicyAnswers:
         entry, _ = entry_from_response(wire, key[:-1], now, 0, cap, cap, 0, keep_ad=False)
         entry.summary = f"rpz {action.value} via {rule.rule_name}"
         return entry
+
+
+def _wire(data: bytes | None) -> bytes:
+    """dnspython's to_wire() without a file returns bytes (typed as optional)."""
+    assert data is not None
+    return data
 
 
 def _substitute(cname: LocalRecord, qname: dns.name.Name) -> dns.name.Name | None:

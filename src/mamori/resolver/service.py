@@ -10,6 +10,7 @@ the workers send it: the store keeps a single writer.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -35,7 +36,12 @@ from mamori.resolver.events import (
     mp_source,
 )
 from mamori.resolver.pipeline import Pipeline
-from mamori.resolver.policy_stage import load_policy
+from mamori.resolver.policy_stage import (
+    dispose,
+    load_policy,
+    load_policy_steps,
+    run_steps_async,
+)
 from mamori.resolver.server import TcpListener, UdpServer, bind_all
 from mamori.store.base import QueryLogStore
 
@@ -179,10 +185,14 @@ def serve_loop(
             new = _reload_config(str(cfg.path))
             if new is None:
                 return
-            # Zones are parsed in a thread: the loop keeps answering with the old policy.
-            pol = await loop.run_in_executor(None, load_policy, new.rpz, svc.pipeline.policy, False)
+            # Zones are parsed step by step on this loop (a parser thread would
+            # hold the GIL against it): queries keep flowing with the old policy.
+            old = svc.pipeline.policy
+            pol = await run_steps_async(load_policy_steps(new.rpz, old))
             svc.reload(new)
             svc.pipeline.set_policy(pol)
+            await dispose(old, pol)
+            gc.freeze()  # the new indexes are long-lived: keep them out of full collections
 
         def reload() -> None:
             task = loop.create_task(reload_async())
@@ -190,6 +200,9 @@ def serve_loop(
             task.add_done_callback(reloading.discard)
 
         _install_signals(loop, stopping.set, reload)
+        # Policy indexes and settings are long-lived: move them out of the cyclic
+        # GC's way, so full collections do not walk millions of entries.
+        gc.freeze()
         ready()
         await stopping.wait()
         log.info("stopping: draining in-flight queries")
