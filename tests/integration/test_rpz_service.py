@@ -157,3 +157,11 @@ def _wait_for(m: MamoriProcess, text: str, count: int, timeout: float = 10) -> N
     while m.stderr().count(text) < count and time.monotonic() < deadline:
         time.sleep(0.05)
     assert m.stderr().count(text) >= count, m.stderr()
+
+
+def test_deleted_zone_file_on_reload_keeps_previous_version(mamori: MamoriProcess) -> None:
+    (mamori.tmp / "local.rpz").unlink()
+    mamori.signal(signal.SIGHUP)
+    _wait_for(mamori, "previous version serving", 1)
+    assert "cannot read" in mamori.stderr()
+    assert mamori.query("bad.example.test").rcode() == dns.rcode.NXDOMAIN

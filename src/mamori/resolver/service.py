@@ -185,14 +185,17 @@ def serve_loop(
             new = _reload_config(str(cfg.path))
             if new is None:
                 return
-            # Zones are parsed step by step on this loop (a parser thread would
-            # hold the GIL against it): queries keep flowing with the old policy.
-            old = svc.pipeline.policy
-            pol = await run_steps_async(load_policy_steps(new.rpz, old))
-            svc.reload(new)
-            svc.pipeline.set_policy(pol)
-            await dispose(old, pol)
-            gc.freeze()  # the new indexes are long-lived: keep them out of full collections
+            try:
+                # Zones are parsed step by step on this loop (a parser thread would
+                # hold the GIL against it): queries keep flowing with the old policy.
+                old = svc.pipeline.policy
+                pol = await run_steps_async(load_policy_steps(new.rpz, old))
+                svc.reload(new)
+                svc.pipeline.set_policy(pol)
+                await dispose(old, pol)
+                gc.freeze()  # the new indexes are long-lived: keep them out of full collections
+            except Exception:
+                log.exception("reload failed, keeping the running configuration")
 
         def reload() -> None:
             task = loop.create_task(reload_async())
