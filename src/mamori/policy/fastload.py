@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Generator, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import dns.exception
 import dns.name
@@ -41,6 +42,7 @@ class _BadRecord(ValueError):  # noqa: N818 - reported as file:line
     pass
 
 
+T = TypeVar("T")
 STEP_LINES = 250  # lines parsed between two yields of load_steps (~0.5 ms)
 
 
@@ -49,7 +51,7 @@ def load_lines(lines: Iterable[str], origin: str, path: Path, on_error: str) -> 
     return run_steps(load_steps(lines, origin, path, on_error))
 
 
-def run_steps(steps: Generator[None, None, LoadedZone]) -> LoadedZone:
+def run_steps(steps: Generator[None, None, T]) -> T:
     """Drive a step-wise load to the end in one go (startup, `mamori check`)."""
     while True:
         try:

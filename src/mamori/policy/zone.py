@@ -246,10 +246,6 @@ def _strip_comment(line: str) -> str:
     return line
 
 
-def _with_file(msg: str, path: Path) -> str:
-    return msg if msg.startswith(str(path)) else f"{path}: {msg}"
-
-
 def _rules(
     zone: dns.zone.Zone, origin: str, skipped: list[str], fname: str, on_error: str
 ) -> LoadedZone:

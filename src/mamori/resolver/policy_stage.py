@@ -28,6 +28,7 @@ from mamori.dnsutil import wire
 from mamori.errors import StartupError
 from mamori.policy import zone as zone_mod
 from mamori.policy.engine import Policy, ZoneSettings
+from mamori.policy.fastload import run_steps
 from mamori.policy.model import Action, LocalRecord, Match
 from mamori.policy.zone import LoadedZone, ZoneError
 from mamori.resolver.cache import Entry, entry_from_response
@@ -46,12 +47,7 @@ def load_policy(
     *strict* (startup): a zone that fails raises StartupError. Otherwise the
     zone's previous version is kept and the error logged.
     """
-    steps = load_policy_steps(zones, previous, strict)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+    return run_steps(load_policy_steps(zones, previous, strict))
 
 
 def load_policy_steps(
