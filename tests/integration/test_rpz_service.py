@@ -34,7 +34,10 @@ www.example.test        CNAME rpz-passthru.
 local.example.test      A 192.0.2.200
 garden.example.test     CNAME *.walled.example.
 32.2.0.0.127.rpz-client-ip CNAME .
+32.25.2.0.192.rpz-ip    CNAME .
 """
+
+BAD_LINE = len(POLICY.splitlines()) + 1  # a record appended to POLICY is on this line
 
 
 @pytest.fixture
@@ -141,7 +144,7 @@ def test_sighup_reloads_zone_and_broken_zone_keeps_previous(mamori: MamoriProces
     mamori.signal(signal.SIGHUP)
     _wait_for(mamori, "previous version serving", 1)
     assert addresses(mamori.query("new.example.test")) == {"192.0.2.123"}
-    assert "local.rpz:13" in mamori.stderr()
+    assert f"local.rpz:{BAD_LINE}" in mamori.stderr()
 
 
 def test_broken_zone_at_startup_fails_with_file_and_line(tmp_path: Path, auth: AuthServer) -> None:
@@ -149,7 +152,7 @@ def test_broken_zone_at_startup_fails_with_file_and_line(tmp_path: Path, auth: A
     m.start(wait=False)
     assert m.proc is not None and m.proc.wait(10) != 0
     m.stop()
-    assert f"{tmp_path / 'local.rpz'}:13" in m.stderr()
+    assert f"{tmp_path / 'local.rpz'}:{BAD_LINE}" in m.stderr()
 
 
 def _wait_for(m: MamoriProcess, text: str, count: int, timeout: float = 10) -> None:
@@ -165,3 +168,26 @@ def test_deleted_zone_file_on_reload_keeps_previous_version(mamori: MamoriProces
     _wait_for(mamori, "previous version serving", 1)
     assert "cannot read" in mamori.stderr()
     assert mamori.query("bad.example.test").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_response_ip_on_upstream_and_cached_answers(
+    mamori: MamoriProcess, auth: AuthServer
+) -> None:
+    # mx1.example.test A 192.0.2.25 at the upstream; 32.25.2.0.192.rpz-ip CNAME .
+    for _ in range(2):  # first from the upstream, then from the cache
+        r = mamori.query("mx1.example.test", use_edns=0)
+        assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
+        assert _ede(r) == [15]
+    assert ("udp", "mx1.example.test.", 1) in auth.log, "Response-IP needs the answer first"
+    mx = mamori.query("mail.example.test", "MX")  # an MX answer carries no address: untouched
+    assert mx.rcode() == dns.rcode.NOERROR and mx.answer
+    assert mamori.stop() == 0
+    rows = (
+        sqlite3.connect(mamori.db)
+        .execute(
+            "SELECT policy_trigger, policy_rule, policy_action FROM query_log"
+            " WHERE qname = 'mx1.example.test.'"
+        )
+        .fetchall()
+    )
+    assert rows == [("IP", "32.25.2.0.192.rpz-ip.rpz.local", "NXDOMAIN")] * 2

@@ -83,6 +83,7 @@ def _ask(
         ("drop.example.test", "A", False),  # DROP
         ("tcp.example.test", "A", False),  # TCP-only over UDP: TC=1
         ("missing.example.test", "A", False),  # not listed, upstream NXDOMAIN
+        ("mx1.example.test", "A", False),  # Response-IP: answer address listed
     ],
 )
 def test_same_answers_as_unbound(peers: tuple[int, int], name: str, rtype: str, tcp: bool) -> None:

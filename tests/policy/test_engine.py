@@ -260,3 +260,45 @@ def test_fast_loader_hands_unusual_files_to_dnspython(tmp_path: Path) -> None:
     z = _zone(tmp_path, "rpz.test.", 'txt.example TXT "quoted; text"\nesc\\.dot.example CNAME .\n')
     owners = sorted(r.owner for r in z.rules())
     assert owners == ["esc\\.dot.example", "txt.example"]
+
+
+def _addrs(*ips: str) -> tuple[tuple[int, int], ...]:
+    import ipaddress
+
+    return tuple((ipaddress.ip_address(i).version, int(ipaddress.ip_address(i))) for i in ips)
+
+
+def test_response_ip_longest_prefix_then_smallest_network(tmp_path: Path) -> None:
+    p = _policy(
+        _zone(
+            tmp_path,
+            "rpz.test.",
+            "16.0.0.2.192.rpz-ip CNAME .\n"  # 192.2.0.0/16
+            "24.0.2.0.192.rpz-ip CNAME *.\n"  # 192.0.2.0/24
+            "32.9.2.0.192.rpz-ip CNAME rpz-drop.\n"  # 192.0.2.9/32
+            "24.0.3.0.192.rpz-ip CNAME rpz-passthru.\n"  # 192.0.3.0/24
+            "64.zz.db8.2001.rpz-ip CNAME .\n",  # 2001:db8::/64
+        )
+    )
+
+    def action(*ips: str) -> str | None:
+        m, _ = p.check_response(_addrs(*ips))
+        return m.action.value if m else None
+
+    assert action("192.0.2.1") == "NODATA"
+    assert action("192.0.2.1", "192.0.2.9") == "DROP"  # the longest prefix of any address
+    assert action("192.0.3.7", "192.0.2.1") == "NODATA"  # same length: smaller network wins
+    assert action("192.2.200.1") == "NXDOMAIN"
+    assert action("2001:db8::77") == "NXDOMAIN"
+    assert action("198.51.100.1") is None
+    assert p.check_response(()) == (None, [])
+
+
+def test_response_ip_zone_order_and_disabled(tmp_path: Path) -> None:
+    first = _zone(tmp_path, "first.test.", "24.0.2.0.192.rpz-ip CNAME .\n", 0)
+    second = _zone(tmp_path, "second.test.", "32.1.2.0.192.rpz-ip CNAME *.\n", 1)
+    m, _ = _policy(first, second).check_response(_addrs("192.0.2.1"))
+    assert m is not None and m.rule.zone == "first.test."  # zone order beats prefix length
+    m, logged = _policy(first, second, policies=("disabled",)).check_response(_addrs("192.0.2.1"))
+    assert [x.rule.zone for x in logged] == ["first.test."]
+    assert m is not None and m.action is Action.NODATA

@@ -63,16 +63,20 @@ class _IpIndex:
         self.v6_lens = sorted(self.v6, reverse=True)
 
     def lookup(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Match | None:
-        value = int(addr)
-        if addr.version == 4:
+        found = self.longest(addr.version, int(addr))
+        return found[2] if found else None
+
+    def longest(self, version: int, value: int) -> tuple[int, int, Match] | None:
+        """(prefix length, network, match) of the longest prefix containing *value*."""
+        if version == 4:
             bits, table, lens = 32, self.v4, self.v4_lens
         else:
             bits, table, lens = 128, self.v6, self.v6_lens
         for plen in lens:
-            mask = ((1 << plen) - 1) << (bits - plen)
-            match = table[plen].get(value & mask)
+            network = value & (((1 << plen) - 1) << (bits - plen))
+            match = table[plen].get(network)
             if match is not None:
-                return match
+                return plen, network, match
         return None
 
 
@@ -85,13 +89,20 @@ class Policy:
         self.settings = settings
         self.soa = [z.soa for z in zones]
         self.client_ip: list[_IpIndex | None] = []
+        self.response_ip: list[_IpIndex | None] = []
         for zi, z in enumerate(zones):
             items = [
                 (net, self._match(dataclasses.replace(r, zone_index=zi)))
                 for net, r in z.ip_rules.get(Trigger.CLIENT_IP, [])
             ]
             self.client_ip.append(_IpIndex(items) if items else None)
+            resp = [
+                (net, self._match(dataclasses.replace(r, zone_index=zi)))
+                for net, r in z.ip_rules.get(Trigger.RESPONSE_IP, [])
+            ]
+            self.response_ip.append(_IpIndex(resp) if resp else None)
         self.has_client_ip = any(x is not None for x in self.client_ip)
+        self.has_response_ip = any(x is not None for x in self.response_ip)
         # The decision depends on the query name only: no Client-IP rules, no
         # log-only zones. The resolver may then memoise it per name.
         self.by_name_only = not self.has_client_ip and all(
@@ -133,6 +144,34 @@ class Policy:
                 continue
             return match, logged or []
         return (None, logged) if logged else _NO_MATCH
+
+    def check_response(
+        self, addrs: tuple[tuple[int, int], ...]
+    ) -> tuple[Match | None, list[Match]]:
+        """Response-IP: the first zone whose rpz-ip rules contain an answer address.
+
+        *addrs* are (IP version, address as int) of the A/AAAA records of an
+        answer. In a zone the longest prefix wins, then the smallest network.
+        Returns the effective match and the disabled zones' matches before it.
+        """
+        if not addrs or not self.has_response_ip:
+            return _NO_MATCH
+        logged: list[Match] = []
+        for idx in self.response_ip:
+            if idx is None:
+                continue
+            best: tuple[int, int, Match] | None = None
+            for version, value in addrs:
+                found = idx.longest(version, value)
+                if found and (best is None or (found[0], -found[1]) > (best[0], -best[1])):
+                    best = found
+            if best is None:
+                continue
+            if best[2].disabled:
+                logged.append(best[2])
+                continue
+            return best[2], logged
+        return None, logged
 
     def _qname_match(self, zi: int, key: bytes, wildcard: bool, code: int) -> Match:
         memo_key = (zi, key, wildcard)

@@ -14,6 +14,7 @@ Serve-stale (RFC 8767): expired entries are kept up to stale_max_age.
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from collections import OrderedDict
 
@@ -23,6 +24,7 @@ import dns.rcode
 import dns.rdatatype
 
 from mamori.dnsutil import wire
+from mamori.policy.model import Match
 
 _PACK_I = struct.Struct("!I").pack_into
 _HDR = struct.Struct("!HHHHHH")
@@ -33,6 +35,7 @@ class Entry:
     """One cached answer."""
 
     __slots__ = (
+        "addrs",
         "an_ns_len",
         "body",
         "born",
@@ -47,6 +50,7 @@ class Entry:
         "rendered",
         "rendered_age",
         "retry_after",
+        "rewrite",
         "size",
         "stale_until",
         "summary",
@@ -89,6 +93,8 @@ class Entry:
         self.size = len(body) + ENTRY_OVERHEAD
         self.retry_after = 0.0  # serve-stale: do not ask upstream again before this time
         self.policy_version = 0  # policy version under which no rule matched this key
+        self.addrs: tuple[tuple[int, int], ...] = ()  # (version, int) of answer A/AAAA
+        self.rewrite: tuple[int, Match] | None = None  # (policy version, Response-IP match)
 
     def render(self, age: int) -> bytes:
         """Body with every TTL decreased by *age* seconds (floored at 0)."""
@@ -168,6 +174,12 @@ def entry_from_response(
         stale_max_age,
         rcode,
         _summary(msg),
+    )
+    entry.addrs = tuple(
+        (4 if rrset.rdtype == dns.rdatatype.A else 6, int(ipaddress.ip_address(rd.address)))
+        for rrset in msg.answer
+        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
+        for rd in rrset
     )
     return entry, lifetime
 

@@ -234,6 +234,18 @@ class Pipeline:
                         return self._rewrite(
                             found, hit, data, qend, opt, do, limit, key, ip, now, tcp
                         )
+                elif entry is not None and now < entry.expires and policy.has_response_ip:
+                    # Response-IP on the cached answer (memoised on the entry).
+                    rmatch = self._response_match(entry, policy, now, ip, key, tcp)
+                    if rmatch is None:
+                        if policy.by_name_only:
+                            entry.policy_version = policy.version  # checked: no rule applies
+                    elif self._rewrites_response(rmatch, tcp):
+                        return self._apply_response_match(
+                            rmatch, data, qend, opt, do, limit, key, ip, now, tcp
+                        )
+                    else:
+                        hit = rmatch.hit  # PASSTHRU: the cached answer, logged as a hit
                 elif entry is not None and policy.by_name_only:
                     entry.policy_version = policy.version  # checked: no rule for this name
 
@@ -324,6 +336,18 @@ class Pipeline:
             reply(resp, addr)
             return
         entry, upstream = result
+        policy = self.policy
+        if hit is None and policy is not None and policy.has_response_ip:
+            rmatch = self._response_match(entry, policy, now, ip, key, tcp)
+            if rmatch is not None and self._rewrites_response(rmatch, tcp):
+                rewritten = self._apply_response_match(
+                    rmatch, data, qend, opt, do, limit, key, ip, now, tcp
+                )
+                if rewritten is not None:
+                    reply(rewritten, addr)
+                return
+            if rmatch is not None:
+                hit = rmatch.hit  # PASSTHRU: the upstream answer, logged as a hit
         age = int(time.time() - entry.born)
         body = entry.render(age)
         counts = entry.counts_edns if opt else entry.counts
@@ -458,6 +482,53 @@ class Pipeline:
         self._event(now, ip, key, rcode, "", 0, tcp, None)
         return wire.error_response(data, rcode & 0xF, qend, opt)
 
+    @staticmethod
+    def _rewrites_response(match: Match, tcp: bool) -> bool:
+        """Does this Response-IP match replace the answer (rather than let it through)?"""
+        action = match.action
+        return not (action is Action.PASSTHRU or (action is Action.TCP_ONLY and tcp))
+
+    def _response_match(
+        self, entry: Entry, policy: Policy, now: float, ip: str, key: bytes, tcp: bool
+    ) -> Match | None:
+        """Response-IP rule matching the answer's addresses, memoised on the entry."""
+        memo = entry.rewrite
+        if memo is not None and memo[0] == policy.version:
+            return memo[1]
+        match, disabled = policy.check_response(entry.addrs)
+        for m in disabled:
+            self._event(now, ip, key, -1, "", 0, tcp, m.hit)
+        if match is not None:
+            entry.rewrite = (policy.version, match)
+        return match
+
+    def _apply_response_match(
+        self,
+        match: Match,
+        data: bytes,
+        qend: int,
+        opt: bytes,
+        do: int,
+        limit: int,
+        key: bytes,
+        ip: str,
+        now: float,
+        tcp: bool,
+    ) -> bytes | None:
+        """The answer of a rewriting Response-IP match; None = send nothing (DROP).
+
+        Callers serve the normal answer themselves for PASSTHRU (and TCP-only
+        over TCP): see ``_rewrites_response``.
+        """
+        action, hit = match.action, match.hit
+        if action is Action.DROP:
+            self._event(now, ip, key, -1, "rpz drop", 0, tcp, hit)
+            return None
+        if action is Action.TCP_ONLY and not tcp:
+            self._event(now, ip, key, wire.NOERROR, "rpz tcp-only", 0, tcp, hit)
+            return wire.error_response(data, wire.NOERROR, qend, opt, tc=True)
+        return self._rewrite(match, hit, data, qend, opt, do, limit, key, ip, now, tcp, memo=False)
+
     def _rewrite(
         self,
         match: Match,
@@ -471,12 +542,13 @@ class Pipeline:
         ip: str,
         now: float,
         tcp: bool,
+        memo: bool = True,
     ) -> bytes:
         """A policy answer (NXDOMAIN, NODATA, Local-Data), memoised as wire bytes."""
         assert self.answers is not None and self.policy is not None
         self.stats.rewrites += 1
         entry = self.answers.get(match, key, now)
-        if self.policy.by_name_only:
+        if memo and self.policy.by_name_only:  # QNAME rewrites depend on the name only
             if len(self._rewrites) >= MAX_REWRITE_MEMO:
                 self._rewrites.clear()
             self._rewrites[key] = (match, entry)
