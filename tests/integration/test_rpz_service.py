@@ -35,6 +35,9 @@ local.example.test      A 192.0.2.200
 garden.example.test     CNAME *.walled.example.
 32.2.0.0.127.rpz-client-ip CNAME .
 32.25.2.0.192.rpz-ip    CNAME .
+follow.example.test     CNAME www.example.test.
+hop.example.test        CNAME local.example.test.
+tobad.example.test      CNAME bad.example.test.
 """
 
 BAD_LINE = len(POLICY.splitlines()) + 1  # a record appended to POLICY is on this line
@@ -86,6 +89,7 @@ def test_nodata_local_data_and_walled_garden(mamori: MamoriProcess) -> None:
     garden = mamori.query("garden.example.test")
     assert garden.answer[0].rdtype == dns.rdatatype.CNAME
     assert garden.answer[0][0].target.to_text() == "garden.example.test.walled.example."
+    assert garden.rcode() == dns.rcode.SERVFAIL  # the garden is unreachable in this test
 
 
 def test_drop_tcp_only_and_passthru(mamori: MamoriProcess, auth: AuthServer) -> None:
@@ -191,3 +195,18 @@ def test_response_ip_on_upstream_and_cached_answers(
         .fetchall()
     )
     assert rows == [("IP", "32.25.2.0.192.rpz-ip.rpz.local", "NXDOMAIN")] * 2
+
+
+def test_policy_cname_is_followed_and_rechecked(mamori: MamoriProcess) -> None:
+    r = mamori.query("follow.example.test", use_edns=0)  # target resolved upstream
+    assert r.answer[0].rdtype == dns.rdatatype.CNAME
+    assert addresses(r) == {"192.0.2.1", "192.0.2.2"}
+    assert _ede(r) == [15]
+    hop = mamori.query("hop.example.test")  # target rewritten by Local-Data
+    assert [a.rdtype for a in hop.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
+    assert addresses(hop) == {"192.0.2.200"}
+    blocked = mamori.query("tobad.example.test")  # target blocked: NXDOMAIN after the CNAME
+    assert blocked.rcode() == dns.rcode.NXDOMAIN
+    assert blocked.answer[0][0].target.to_text() == "bad.example.test."
+    cname_only = mamori.query("follow.example.test", "CNAME")  # asked for the CNAME itself
+    assert [a.rdtype for a in cname_only.answer] == [dns.rdatatype.CNAME]

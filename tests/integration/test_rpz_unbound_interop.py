@@ -84,6 +84,8 @@ def _ask(
         ("tcp.example.test", "A", False),  # TCP-only over UDP: TC=1
         ("missing.example.test", "A", False),  # not listed, upstream NXDOMAIN
         ("mx1.example.test", "A", False),  # Response-IP: answer address listed
+        ("follow.example.test", "A", False),  # policy CNAME, followed upstream
+        ("tobad.example.test", "A", False),  # policy CNAME to a blocked name
     ],
 )
 def test_same_answers_as_unbound(peers: tuple[int, int], name: str, rtype: str, tcp: bool) -> None:
@@ -98,3 +100,16 @@ def test_client_ip_trigger_same_as_unbound(peers: tuple[int, int], name: str) ->
     ours = _ask(m_port, name, "A", source="127.0.0.2")
     assert ours == _ask(ub_port, name, "A", source="127.0.0.2")
     assert ours[0] == dns.rcode.NXDOMAIN
+
+
+def test_policy_cname_target_is_rechecked_unlike_unbound(peers: tuple[int, int]) -> None:
+    """Known difference: mamori applies the policy to a policy CNAME's target
+    (hop -> local.example.test, itself Local-Data 192.0.2.200); Unbound asks
+    the upstream for the target, which does not have it (NXDOMAIN)."""
+    ub_port, m_port = peers
+    ours = _ask(m_port, "hop.example.test", "A")
+    theirs = _ask(ub_port, "hop.example.test", "A")
+    assert ours[0] == dns.rcode.NOERROR
+    assert "local.example.test. 1 192.0.2.200" in ours[2]  # type: ignore[operator]
+    assert theirs[0] == dns.rcode.NXDOMAIN
+    assert theirs[2] == ["hop.example.test. 5 local.example.test."]

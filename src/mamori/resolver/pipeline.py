@@ -32,6 +32,7 @@ from mamori.resolver.acl import ClientTable
 from mamori.resolver.answers import SpecialAnswers, Stats
 from mamori.resolver.cache import Cache, Entry, UpstreamAnswerError, entry_from_response
 from mamori.resolver.events import EventQueue, Hit
+from mamori.resolver.follow import FollowCname
 from mamori.resolver.policy_stage import PolicyAnswers
 from mamori.resolver.upstream import UpstreamError, UpstreamPool
 
@@ -51,7 +52,7 @@ MAX_REWRITE_MEMO = 100_000
 STALE_CLIENT_TIMER = 1.8  # RFC 8767 section 5: answer stale after this long
 
 
-class Pipeline(SpecialAnswers):
+class Pipeline(SpecialAnswers, FollowCname):
     def __init__(self, cfg: Config, events: EventQueue, policy: Policy | None = None) -> None:
         self.events = events
         self.set_policy(policy)
@@ -197,7 +198,19 @@ class Pipeline(SpecialAnswers):
                             return wire.error_response(data, wire.NOERROR, qend, opt, tc=True)
                     elif action is not Action.PASSTHRU:
                         return self._rewrite(
-                            found, hit, data, qend, opt, do, limit, key, ip, now, tcp
+                            found,
+                            hit,
+                            data,
+                            qend,
+                            opt,
+                            do,
+                            limit,
+                            key,
+                            ip,
+                            now,
+                            tcp,
+                            addr=addr,
+                            reply=reply,
                         )
                 elif entry is not None and now < entry.expires and policy.has_response_ip:
                     # Response-IP on the cached answer (memoised on the entry).
@@ -207,7 +220,7 @@ class Pipeline(SpecialAnswers):
                             entry.policy_version = policy.version  # checked: no rule applies
                     elif self._rewrites_response(rmatch, tcp):
                         return self._apply_response_match(
-                            rmatch, data, qend, opt, do, limit, key, ip, now, tcp
+                            rmatch, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply
                         )
                     else:
                         hit = rmatch.hit  # PASSTHRU: the cached answer, logged as a hit
@@ -306,7 +319,7 @@ class Pipeline(SpecialAnswers):
             rmatch = self._response_match(entry, policy, now, ip, key, tcp)
             if rmatch is not None and self._rewrites_response(rmatch, tcp):
                 rewritten = self._apply_response_match(
-                    rmatch, data, qend, opt, do, limit, key, ip, now, tcp
+                    rmatch, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply
                 )
                 if rewritten is not None:
                     reply(rewritten, addr)
@@ -387,6 +400,8 @@ class Pipeline(SpecialAnswers):
         ip: str,
         now: float,
         tcp: bool,
+        addr: Any = None,
+        reply: Reply | None = None,
     ) -> bytes | None:
         """The answer of a rewriting Response-IP match; None = send nothing (DROP).
 
@@ -400,7 +415,22 @@ class Pipeline(SpecialAnswers):
         if action is Action.TCP_ONLY and not tcp:
             self._event(now, ip, key, wire.NOERROR, "rpz tcp-only", 0, tcp, hit)
             return wire.error_response(data, wire.NOERROR, qend, opt, tc=True)
-        return self._rewrite(match, hit, data, qend, opt, do, limit, key, ip, now, tcp, memo=False)
+        return self._rewrite(
+            match,
+            hit,
+            data,
+            qend,
+            opt,
+            do,
+            limit,
+            key,
+            ip,
+            now,
+            tcp,
+            memo=False,
+            addr=addr,
+            reply=reply,
+        )
 
     def _rewrite(
         self,
@@ -416,10 +446,23 @@ class Pipeline(SpecialAnswers):
         now: float,
         tcp: bool,
         memo: bool = True,
-    ) -> bytes:
-        """A policy answer (NXDOMAIN, NODATA, Local-Data), memoised as wire bytes."""
+        addr: Any = None,
+        reply: Reply | None = None,
+    ) -> bytes | None:
+        """A policy answer (NXDOMAIN, NODATA, Local-Data), memoised as wire bytes.
+
+        A CNAME rewrite is followed asynchronously (answered through *reply*).
+        """
         assert self.answers is not None and self.policy is not None
         self.stats.rewrites += 1
+        target = self.answers.cname_target(match, key)
+        if target is not None and key[-5:-3] != b"\x00\x05" and reply is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._follow(match, target, key, data, addr, reply, qend, do, limit, ip, now, tcp)
+            )
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return None
         entry = self.answers.get(match, key, now)
         if memo and self.policy.by_name_only:  # QNAME rewrites depend on the name only
             if len(self._rewrites) >= MAX_REWRITE_MEMO:

@@ -155,6 +155,18 @@ class PolicyAnswers:
             entry = self.entries[memo_key] = self._synthesise(match, key, now)
         return entry
 
+    def cname_target(self, match: Match, key: bytes) -> dns.name.Name | None:
+        """Where a Local-Data CNAME rewrite of *key* points (None: not a CNAME rewrite)."""
+        if match.action is not Action.LOCAL_DATA:
+            return None
+        rule = match.rule
+        override = self.policy.override_cname(rule.zone_index)
+        records = (override,) if override is not None else rule.records
+        cname = next((x for x in records if x.rdtype == dns.rdatatype.CNAME), None)
+        if cname is None:
+            return None
+        return _substitute(cname, dns.name.from_wire(key[:-5], 0)[0])
+
     def _negative(self, match: Match, now: float) -> Entry:
         """NXDOMAIN / NODATA answer body shared by all names of a zone (add-soa)."""
         zi = match.rule.zone_index
