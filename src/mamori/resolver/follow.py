@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dns.edns
 import dns.exception
@@ -43,23 +43,25 @@ class FollowCname:
     cache: Cache
     max_udp: int
 
-    async def _fetch(
-        self, key: bytes, do: int, cd: int, stale: Entry | None
-    ) -> tuple[Entry, str] | None: ...
+    if TYPE_CHECKING:  # provided by Pipeline; declared here for the type checker only
 
-    def _event(
-        self,
-        now: float,
-        ip: str,
-        key: bytes,
-        rcode: int,
-        answer: str,
-        latency: int,
-        tcp: bool,
-        hit: Hit | None,
-        upstream: str = "",
-        cache_hit: bool = False,
-    ) -> None: ...
+        async def _fetch(
+            self, key: bytes, do: int, cd: int, stale: Entry | None
+        ) -> tuple[Entry, str] | None: ...
+
+        def _event(
+            self,
+            now: float,
+            ip: str,
+            key: bytes,
+            rcode: int,
+            answer: str,
+            latency: int,
+            tcp: bool,
+            hit: Hit | None,
+            upstream: str = "",
+            cache_hit: bool = False,
+        ) -> None: ...
 
     async def _follow(
         self,
