@@ -187,19 +187,20 @@ class Pipeline(SpecialAnswers, FollowCname):
                 for m in disabled:  # "disabled" zones: log what they would have done
                     self._event(now, ip, key, -1, "", 0, tcp, m.hit)
                 if found is not None:
-                    action = found.action
                     hit = found.hit
-                    if action is Action.DROP:
-                        self._event(now, ip, key, -1, "rpz drop", 0, tcp, hit)
-                        return None
-                    if action is Action.TCP_ONLY:
-                        if not tcp:
-                            self._event(now, ip, key, wire.NOERROR, "rpz tcp-only", 0, tcp, hit)
-                            return wire.error_response(data, wire.NOERROR, qend, opt, tc=True)
-                    elif action is not Action.PASSTHRU:
-                        return self._rewrite(
-                            found,
-                            hit,
+                    if self._rewrites_response(found, tcp):
+                        return self._apply_match(
+                            found, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply
+                        )
+                elif entry is not None and now < entry.expires and policy.has_response_ip:
+                    # Response-IP on the cached answer (memoised on the entry).
+                    rmatch = self._response_match(entry, policy, now, ip, key, tcp)
+                    if rmatch is None:
+                        if policy.by_name_only:
+                            entry.policy_version = policy.version  # checked: no rule applies
+                    elif self._rewrites_response(rmatch, tcp):
+                        return self._apply_match(
+                            rmatch,
                             data,
                             qend,
                             opt,
@@ -209,18 +210,9 @@ class Pipeline(SpecialAnswers, FollowCname):
                             ip,
                             now,
                             tcp,
-                            addr=addr,
-                            reply=reply,
-                        )
-                elif entry is not None and now < entry.expires and policy.has_response_ip:
-                    # Response-IP on the cached answer (memoised on the entry).
-                    rmatch = self._response_match(entry, policy, now, ip, key, tcp)
-                    if rmatch is None:
-                        if policy.by_name_only:
-                            entry.policy_version = policy.version  # checked: no rule applies
-                    elif self._rewrites_response(rmatch, tcp):
-                        return self._apply_response_match(
-                            rmatch, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply
+                            addr,
+                            reply,
+                            memo=False,
                         )
                     else:
                         hit = rmatch.hit  # PASSTHRU: the cached answer, logged as a hit
@@ -318,8 +310,20 @@ class Pipeline(SpecialAnswers, FollowCname):
         if hit is None and policy is not None and policy.has_response_ip:
             rmatch = self._response_match(entry, policy, now, ip, key, tcp)
             if rmatch is not None and self._rewrites_response(rmatch, tcp):
-                rewritten = self._apply_response_match(
-                    rmatch, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply
+                rewritten = self._apply_match(
+                    rmatch,
+                    data,
+                    qend,
+                    opt,
+                    do,
+                    limit,
+                    key,
+                    ip,
+                    now,
+                    tcp,
+                    addr,
+                    reply,
+                    memo=False,
                 )
                 if rewritten is not None:
                     reply(rewritten, addr)
@@ -388,7 +392,7 @@ class Pipeline(SpecialAnswers, FollowCname):
             entry.rewrite = (policy.version, match)
         return match
 
-    def _apply_response_match(
+    def _apply_match(
         self,
         match: Match,
         data: bytes,
@@ -402,8 +406,12 @@ class Pipeline(SpecialAnswers, FollowCname):
         tcp: bool,
         addr: Any = None,
         reply: Reply | None = None,
+        memo: bool = True,
     ) -> bytes | None:
-        """The answer of a rewriting Response-IP match; None = send nothing (DROP).
+        """The answer of a rewriting match; None = nothing to send now (DROP, or followed).
+
+        *memo*: remember the rewrite by name (QNAME matches, not Response-IP ones,
+        which depend on the answer's addresses).
 
         Callers serve the normal answer themselves for PASSTHRU (and TCP-only
         over TCP): see ``_rewrites_response``.
@@ -427,7 +435,7 @@ class Pipeline(SpecialAnswers, FollowCname):
             ip,
             now,
             tcp,
-            memo=False,
+            memo=memo,
             addr=addr,
             reply=reply,
         )
