@@ -97,6 +97,14 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    """``[policy]``: settings shared by all policy zones (BIND's response-policy options)."""
+
+    min_ns_dots: int = 1  # NSDNAME/NSIP: skip delegation points with fewer dots (TLDs)
+    watch_interval: float = 5.0  # seconds between zone file change checks; 0 = off
+
+
+@dataclass(frozen=True)
 class RpzConfig:
     """One ``[[rpz]]`` policy zone; zones apply in the order they are listed."""
 
@@ -106,6 +114,9 @@ class RpzConfig:
     log: bool = True
     max_policy_ttl: int = 0
     on_error: str = "refuse"
+    recursive_only: bool = False
+    nsdname_enable: bool = True
+    nsip_enable: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     web: WebConfig = field(default_factory=WebConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     rpz: tuple[RpzConfig, ...] = ()
 
 
@@ -127,6 +139,7 @@ _SECTIONS: dict[str, type] = {
     "store": StoreConfig,
     "web": WebConfig,
     "log": LogConfig,
+    "policy": PolicyConfig,
 }
 
 
@@ -457,6 +470,11 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
     ("rpz", "log"): _bool,
     ("rpz", "max_policy_ttl"): _int(0, 604_800),
     ("rpz", "on_error"): _choice("refuse", "skip"),
+    ("rpz", "recursive_only"): _bool,
+    ("rpz", "nsdname_enable"): _bool,
+    ("rpz", "nsip_enable"): _bool,
+    ("policy", "min_ns_dots"): _int(0, 127),
+    ("policy", "watch_interval"): _float(0, 86_400),
 }
 
 

@@ -27,6 +27,7 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdatatype
 import pytest
 
 from tests.support import rpl
@@ -46,13 +47,7 @@ SKIPPED = {
     "rpz_cname_tag.rpl": "Unbound tags (no equivalent)",
     "rpz_clientip_passthru_dns64.rpl": "DNS64 module (not a mamori feature)",
     "rpz_val_block.rpl": "DNSSEC validator module",
-    "rpz_nsdname.rpl": "NSDNAME trigger not implemented yet",
-    "rpz_nsdname_override.rpl": "NSDNAME trigger not implemented yet",
-    "rpz_nsip.rpl": "NSIP trigger not implemented yet",
-    "rpz_nsip_override.rpl": "NSIP trigger not implemented yet",
     "rpz_signal_nxdomain_ra.rpl": "Unbound-specific option rpz-signal-nxdomain-ra",
-    "rpz_cname_handle.rpl": "CNAME following (not implemented yet); its answers also depend"
-    " on which delegated server is asked, which a single forwarding upstream cannot mimic",
     "rpz_qname_override.rpl": "zones without SOA, NS and TTLs (Unbound accepts them; mamori,"
     " like BIND, refuses such zone files)",
 }
@@ -60,14 +55,10 @@ SKIPPED = {
 # (scenario, CHECK_ANSWER step): why mamori answers differently.
 CHAIN = "names after an upstream CNAME are not checked against QNAME rules yet"
 KNOWN: dict[tuple[str, int], str] = {
-    ("rpz_cname_wild.rpl", 20): CHAIN,
-    ("rpz_cname_wild.rpl", 40): "NSDNAME trigger not implemented yet",
-    ("rpz_qname.rpl", 101): CHAIN,
     ("rpz_qname.rpl", 11): "two CNAMEs at one owner (a CNAME . / a CNAME *.): dnspython keeps the"
     " last (NODATA), Unbound the first (NXDOMAIN)",
     ("rpz_qname.rpl", 71): "x.b.a with rules *.a and b.a: mamori applies *.a (closest wildcard);"
     " Unbound uses DNS closest-encloser semantics, where the node b.a hides *.a",
-    ("rpz_qtype_cname.rpl", 21): "NSIP trigger not implemented yet",
 }
 
 
@@ -81,22 +72,28 @@ class ScriptedUpstream:
     def answer(self, wire: bytes) -> bytes | None:
         q = dns.message.from_wire(wire)
         qname, qtype = q.question[0].name, q.question[0].rdtype
-        for e in self.entries:
-            ename, etype = e.question()
-            if ename == qname and ("qtype" not in e.match or etype == qtype):
-                r = dns.message.make_response(q)
-                r.flags &= ~dns.flags.AA
-                for f in e.flags:
-                    if f in ("AA", "TC"):
-                        r.flags |= dns.flags.from_text(f)
-                r.set_rcode(dns.rcode.from_text(e.rcode))
-                for name, section in (
-                    ("ANSWER", r.answer),
-                    ("AUTHORITY", r.authority),
-                    ("ADDITIONAL", r.additional),
-                ):
-                    section.extend(e.sections.get(name, []))
-                return r.to_wire()
+        matching = [
+            e
+            for e in self.entries
+            if e.question()[0] == qname and ("qtype" not in e.match or e.question()[1] == qtype)
+        ]
+        # A forwarder's upstream resolves: prefer a final answer to a referral
+        # from a parent zone's server (both can match one question in a scenario).
+        matching.sort(key=lambda e: 0 if _final(e, qname, qtype) else 1)
+        for e in matching[:1]:
+            r = dns.message.make_response(q)
+            r.flags &= ~dns.flags.AA
+            for f in e.flags:
+                if f in ("AA", "TC"):
+                    r.flags |= dns.flags.from_text(f)
+            r.set_rcode(dns.rcode.from_text(e.rcode))
+            for name, section in (
+                ("ANSWER", r.answer),
+                ("AUTHORITY", r.authority),
+                ("ADDITIONAL", r.additional),
+            ):
+                section.extend(e.sections.get(name, []))
+            return r.to_wire()
         r = dns.message.make_response(q)
         r.set_rcode(dns.rcode.REFUSED)
         return r.to_wire()
@@ -140,6 +137,18 @@ class ScriptedUpstream:
         for srv in self.servers:
             srv.shutdown()
             srv.server_close()
+
+
+def _final(e: rpl.Entry, qname: dns.name.Name, qtype: int) -> bool:
+    """Is this entry an answer (data, CNAME, negative) rather than a referral?"""
+    if e.rcode != "NOERROR" or e.sections.get("ANSWER"):
+        return True
+    auth = e.sections.get("AUTHORITY", [])
+    if any(r.rdtype == dns.rdatatype.SOA for r in auth):
+        return True
+    return qtype == dns.rdatatype.NS and any(
+        r.rdtype == dns.rdatatype.NS and r.name == qname for r in auth
+    )
 
 
 def _policy(options: dict[str, str]) -> str:

@@ -166,6 +166,8 @@ def _rr(line: str, question: bool) -> dns.rrset.RRset:
     rdtype = dns.rdatatype.from_text(tokens.pop(0))
     rrset = dns.rrset.RRset(name, dns.rdataclass.IN, rdtype)
     if not question:
-        rd = dns.rdata.from_text(dns.rdataclass.IN, rdtype, " ".join(tokens))
+        rd = dns.rdata.from_text(
+            dns.rdataclass.IN, rdtype, " ".join(tokens), origin=dns.name.root, relativize=False
+        )
         rrset.add(rd, ttl)
     return rrset

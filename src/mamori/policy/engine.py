@@ -1,9 +1,13 @@
 """Compiled policy: every zone's rules in indexes built whole and swapped whole.
 
-Query-time checks (this module covers the triggers known before resolution):
+Checks before resolution (``check_query``: Client-IP, QNAME) and after it
+(``check_late``: Response-IP, NSDNAME, NSIP, which need the answer or the
+name servers of the queried name's zone):
 
 * zones in configured order, the first zone with a match wins;
-* inside a zone, Client-IP beats QNAME (BIND 9 ARM precedence);
+* inside a zone, Client-IP > QNAME > Response-IP > NSDNAME > NSIP (BIND 9 ARM);
+  so a QNAME match in zone k is final at once only when no zone before k has
+  Response-IP, NSDNAME or NSIP rules (``late_before``);
 * QNAME: an exact owner beats a wildcard, a closer wildcard beats a farther one;
   ``*.example`` matches names below ``example`` but not ``example`` itself;
 * Client-IP: longest prefix wins inside a zone;
@@ -22,6 +26,7 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass
 
+import dns.name
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
@@ -39,6 +44,9 @@ class ZoneSettings:
     policy: str = "given"  # one of OVERRIDES or "cname:TARGET"
     log: bool = True
     max_policy_ttl: int = 0  # 0 = TTLs of the zone as given
+    recursive_only: bool = False  # True: rules do not apply to RD=0 queries
+    nsdname_enable: bool = True
+    nsip_enable: bool = True
 
 
 _OVERRIDE_ACTION = {
@@ -80,6 +88,36 @@ class _IpIndex:
         return None
 
 
+def _best(idx: _IpIndex, addrs: tuple[tuple[int, int], ...]) -> Match | None:
+    """The match of the longest prefix containing one of *addrs* (then smallest network)."""
+    best: tuple[int, int, Match] | None = None
+    for version, value in addrs:
+        found = idx.longest(version, value)
+        if found and (best is None or (found[0], -found[1]) > (best[0], -best[1])):
+            best = found
+    return best[2] if best else None
+
+
+class _NameIndex:
+    """NSDNAME rules of one zone: exact and wildcard name server names."""
+
+    def __init__(self) -> None:
+        self.exact: dict[bytes, Match] = {}
+        self.wild: dict[bytes, Match] = {}
+
+    def lookup(self, name: bytes) -> Match | None:
+        match = self.exact.get(name)
+        if match is not None or not self.wild:
+            return match
+        i = 0
+        while name[i]:  # closest "*.parent" first; "*.x" does not match "x"
+            i += name[i] + 1
+            match = self.wild.get(name[i:])
+            if match is not None:
+                return match
+        return None
+
+
 class Policy:
     """All policy zones, ready to answer "does this query match?"."""
 
@@ -90,6 +128,8 @@ class Policy:
         self.soa = [z.soa for z in zones]
         self.client_ip: list[_IpIndex | None] = []
         self.response_ip: list[_IpIndex | None] = []
+        self.nsip: list[_IpIndex | None] = []
+        self.nsdname: list[_NameIndex | None] = []
         for zi, z in enumerate(zones):
             items = [
                 (net, self._match(dataclasses.replace(r, zone_index=zi)))
@@ -101,6 +141,28 @@ class Policy:
                 for net, r in z.ip_rules.get(Trigger.RESPONSE_IP, [])
             ]
             self.response_ip.append(_IpIndex(resp) if resp else None)
+            st = settings[zi]
+            nsip = [
+                (net, self._match(dataclasses.replace(r, zone_index=zi)))
+                for net, r in z.ip_rules.get(Trigger.NSIP, [])
+            ]
+            self.nsip.append(_IpIndex(nsip) if nsip and st.nsip_enable else None)
+            nsd = _NameIndex()
+            for r in z.other:
+                if r.trigger is Trigger.NSDNAME and st.nsdname_enable:
+                    table = nsd.wild if r.wildcard else nsd.exact
+                    table[r.match_key] = self._match(dataclasses.replace(r, zone_index=zi))
+            self.nsdname.append(nsd if nsd.exact or nsd.wild else None)
+        n = len(zones)
+        # First zone with a Response-IP / NS trigger (n: none), and with an NS trigger.
+        self.first_late = next(
+            (i for i in range(n) if self.response_ip[i] or self.nsip[i] or self.nsdname[i]), n
+        )
+        self.first_ns = next((i for i in range(n) if self.nsip[i] or self.nsdname[i]), n)
+        self.nzones = n
+        self.has_ns = self.first_ns < n
+        self.recursive_only = tuple(st.recursive_only for st in settings)
+        self.has_recursive_only = any(self.recursive_only)
         self.has_client_ip = any(x is not None for x in self.client_ip)
         self.has_response_ip = any(x is not None for x in self.response_ip)
         # The decision depends on the query name only: no Client-IP rules, no
@@ -108,6 +170,7 @@ class Policy:
         self.by_name_only = not self.has_client_ip and all(
             st.policy != "disabled" for st in settings
         )
+        self.hits = [0] * n  # rewrites per zone (counted by the resolver)
         self.rule_count = sum(z.rule_count for z in zones)
         self._client_memo: dict[str, list[Match | None]] = {}
         self._qname_memo: dict[tuple[int, bytes, bool], Match] = {}
@@ -116,14 +179,21 @@ class Policy:
         return self.rule_count
 
     # ----------------------------------------------------------------- checks
-    def check_query(self, client: str, qname: bytes) -> tuple[Match | None, list[Match]]:
+    def check_query(
+        self, client: str | None, qname: bytes, rd: bool = True
+    ) -> tuple[Match | None, list[Match]]:
         """First effective match for a query, and the disabled zones' matches before it.
 
-        *qname* is the lowercased wire name.
+        *qname* is the lowercased wire name; *client* None checks QNAME rules
+        only (names later in a CNAME chain). With *rd* False (an RD=0 query)
+        zones set to ``recursive_only`` are left out.
         """
-        clients = self._client_candidates(client) if self.has_client_ip else None
+        clients = self._client_candidates(client) if self.has_client_ip and client else None
         logged: list[Match] | None = None
+        skip = None if rd or not self.has_recursive_only else self.recursive_only
         for zi, z in enumerate(self.zones):
+            if skip and skip[zi]:
+                continue
             match = clients[zi] if clients else None  # Client-IP beats QNAME in one zone
             if match is None:
                 code = z.exact.get(qname)
@@ -145,33 +215,64 @@ class Policy:
             return match, logged or []
         return (None, logged) if logged else _NO_MATCH
 
+    def late_before(self, limit: int) -> bool:
+        """Could a Response-IP/NSDNAME/NSIP rule in a zone before *limit* apply?"""
+        return self.first_late < limit
+
+    def needs_ns(self, limit: int) -> bool:
+        """Is the NS data of the name needed to decide for zones before *limit*?"""
+        return self.first_ns < limit
+
+    def check_late(
+        self,
+        addrs: tuple[tuple[int, int], ...],
+        ns_names: tuple[bytes, ...],
+        ns_addrs: tuple[tuple[int, int], ...],
+        limit: int,
+        rd: bool = True,
+    ) -> tuple[Match | None, list[Match]]:
+        """Response-IP, NSDNAME, NSIP in zones before *limit*, in zone order.
+
+        *addrs*: (IP version, int) of the answer's A/AAAA records; *ns_names*:
+        lowercased wire names of the name servers of the name's zone and its
+        parent zones; *ns_addrs*: their addresses. Inside a zone Response-IP
+        beats NSDNAME beats NSIP; for IP triggers the longest prefix wins, then
+        the smallest network. Returns the effective match and the disabled
+        zones' matches met before it.
+        """
+        logged: list[Match] = []
+        skip = None if rd or not self.has_recursive_only else self.recursive_only
+        for zi in range(self.first_late, min(limit, self.nzones)):
+            if skip and skip[zi]:
+                continue
+            match = None
+            idx = self.response_ip[zi]
+            if idx is not None and addrs:
+                match = _best(idx, addrs)
+            nsd = self.nsdname[zi]
+            if match is None and nsd is not None:
+                for name in ns_names:
+                    match = nsd.lookup(name)
+                    if match is not None:
+                        break
+            nsip = self.nsip[zi]
+            if match is None and nsip is not None and ns_addrs:
+                match = _best(nsip, ns_addrs)
+            if match is None:
+                continue
+            if match.disabled:
+                logged.append(match)
+                continue
+            return match, logged
+        return None, logged
+
     def check_response(
         self, addrs: tuple[tuple[int, int], ...]
     ) -> tuple[Match | None, list[Match]]:
-        """Response-IP: the first zone whose rpz-ip rules contain an answer address.
-
-        *addrs* are (IP version, address as int) of the A/AAAA records of an
-        answer. In a zone the longest prefix wins, then the smallest network.
-        Returns the effective match and the disabled zones' matches before it.
-        """
-        if not addrs or not self.has_response_ip:
+        """Response-IP only, all zones (the answer's addresses, no NS data)."""
+        if not addrs or self.first_late >= self.nzones:
             return _NO_MATCH
-        logged: list[Match] = []
-        for idx in self.response_ip:
-            if idx is None:
-                continue
-            best: tuple[int, int, Match] | None = None
-            for version, value in addrs:
-                found = idx.longest(version, value)
-                if found and (best is None or (found[0], -found[1]) > (best[0], -best[1])):
-                    best = found
-            if best is None:
-                continue
-            if best[2].disabled:
-                logged.append(best[2])
-                continue
-            return best[2], logged
-        return None, logged
+        return self.check_late(addrs, (), (), self.nzones)
 
     def _qname_match(self, zi: int, key: bytes, wildcard: bool, code: int) -> Match:
         memo_key = (zi, key, wildcard)
@@ -214,5 +315,11 @@ class Policy:
         policy = self.settings[zone_index].policy
         if not policy.startswith("cname:"):
             return None
-        rd = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.CNAME, policy[6:])
+        rd = dns.rdata.from_text(
+            dns.rdataclass.IN,
+            dns.rdatatype.CNAME,
+            policy[6:],
+            origin=dns.name.root,
+            relativize=False,
+        )
         return LocalRecord(dns.rdatatype.CNAME, 300, rd)

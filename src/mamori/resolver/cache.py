@@ -37,8 +37,10 @@ class Entry:
     __slots__ = (
         "addrs",
         "an_ns_len",
+        "auth_ns",
         "body",
         "born",
+        "chain",
         "counts",
         "counts_edns",
         "counts_short",
@@ -94,7 +96,14 @@ class Entry:
         self.retry_after = 0.0  # serve-stale: do not ask upstream again before this time
         self.policy_version = 0  # policy version under which no rule matched this key
         self.addrs: tuple[tuple[int, int], ...] = ()  # (version, int) of answer A/AAAA
-        self.rewrite: tuple[int, Match] | None = None  # (policy version, Response-IP match)
+        # CNAME targets in the answer, in chain order (lowercased wire names)
+        self.chain: tuple[bytes, ...] = ()
+        # NS records in the authority section (the zone of the answer's last name)
+        # and their glue: (NS names as lowercased wire, (version, int) addresses)
+        self.auth_ns: tuple[tuple[bytes, ...], tuple[tuple[int, int], ...]] | None = None
+        # Memo of the policy decision made after resolution (Response-IP, NSDNAME,
+        # NSIP, names in the CNAME chain): (policy version, zone limit, decision)
+        self.rewrite: tuple[int, int, tuple[Match, int] | None] | None = None
 
     def render(self, age: int) -> bytes:
         """Body with every TTL decreased by *age* seconds (floored at 0)."""
@@ -181,7 +190,48 @@ def entry_from_response(
         if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
         for rd in rrset
     )
+    entry.chain = _chain(msg, question[:-4])
+    entry.auth_ns = _auth_ns(msg)
     return entry, lifetime
+
+
+def _auth_ns(
+    msg: dns.message.Message,
+) -> tuple[tuple[bytes, ...], tuple[tuple[int, int], ...]] | None:
+    """NS names in the authority section with the addresses of their glue."""
+    targets = [
+        rd.target for rrset in msg.authority if rrset.rdtype == dns.rdatatype.NS for rd in rrset
+    ]
+    if not targets:
+        return None
+    wanted = set(targets)
+    addrs = tuple(
+        (4 if rrset.rdtype == dns.rdatatype.A else 6, int(ipaddress.ip_address(rd.address)))
+        for rrset in msg.additional
+        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and rrset.name in wanted
+        for rd in rrset
+    )
+    return tuple(t.to_wire().lower() for t in targets), addrs
+
+
+MAX_CHAIN_NAMES = 16
+
+
+def _chain(msg: dns.message.Message, qname: bytes) -> tuple[bytes, ...]:
+    """Targets of the CNAMEs leading from *qname* through the answer section."""
+    cnames = {
+        rrset.name.to_wire().lower(): rrset[0].target.to_wire().lower()  # type: ignore[union-attr]
+        for rrset in msg.answer
+        if rrset.rdtype == dns.rdatatype.CNAME and len(rrset)
+    }
+    out: list[bytes] = []
+    name = qname
+    while name in cnames and len(out) < MAX_CHAIN_NAMES:
+        name = cnames[name]
+        if name in out:
+            break  # a loop
+        out.append(name)
+    return tuple(out)
 
 
 def _ttls(

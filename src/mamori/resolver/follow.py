@@ -78,19 +78,85 @@ class FollowCname:
         now: float,
         tcp: bool,
     ) -> None:
+        """Answer a policy CNAME on the query name: the CNAME, then its target's answer."""
+        assert self.answers is not None
         try:
-            resp = await self._follow_answer(match, target, key, data, qend, do, limit, ip)
+            entry = self.answers.get(match, key, time.time())
         except Exception:  # a bug costs this query a SERVFAIL, never the service
-            log.exception("following policy CNAME for %s failed", target)
-            resp = wire.error_response(data, wire.SERVFAIL, qend)
-        rcode = resp[3] & 0xF
-        self._event(now, ip, key, rcode, f"rpz CNAME {target}", 0, tcp, match.hit)
-        reply(resp, addr)
+            log.exception("policy answer for %s failed", target)
+            reply(wire.error_response(data, wire.SERVFAIL, qend), addr)
+            return
+        ttl = entry.ttls[0] if entry.ttls else 0
+        qname = dns.name.from_wire(key, 0)[0]
+        prefix = [dns.rrset.from_text(qname, ttl, "IN", "CNAME", target.to_text())]
+        await self._chain_reply(
+            prefix, target, None, match, key, data, addr, reply, qend, do, limit, ip, now, tcp
+        )
 
-    async def _follow_answer(
+    async def _follow_chain(
         self,
         match: Match,
-        target: dns.name.Name,
+        pos: int,
+        upstream: Entry,
+        key: bytes,
+        data: bytes,
+        addr: Any,
+        reply: Reply,
+        qend: int,
+        do: int,
+        limit: int,
+        ip: str,
+        now: float,
+        tcp: bool,
+    ) -> None:
+        """Answer a match on the *pos*-th CNAME target of an upstream answer.
+
+        The upstream's CNAMEs up to that name are kept; the policy answers the rest.
+        """
+        msg = _message(upstream, key, time.time())
+        names = [key[:-5], *upstream.chain[: pos - 1]]
+        owners = {dns.name.from_wire(n, 0)[0] for n in names}
+        prefix = [
+            rrset
+            for rrset in msg.answer
+            if rrset.rdtype == dns.rdatatype.CNAME and rrset.name in owners
+        ]
+        name = dns.name.from_wire(upstream.chain[pos - 1], 0)[0]
+        await self._chain_reply(
+            prefix, name, match, match, key, data, addr, reply, qend, do, limit, ip, now, tcp
+        )
+
+    async def _chain_reply(
+        self,
+        prefix: list[dns.rrset.RRset],
+        name: dns.name.Name,
+        first: Match | None,
+        match: Match,
+        key: bytes,
+        data: bytes,
+        addr: Any,
+        reply: Reply,
+        qend: int,
+        do: int,
+        limit: int,
+        ip: str,
+        now: float,
+        tcp: bool,
+    ) -> None:
+        try:
+            resp = await self._chain_answer(prefix, name, first, key, data, qend, do, limit, ip)
+        except Exception:  # a bug costs this query a SERVFAIL, never the service
+            log.exception("policy answer for %s failed", name)
+            resp = wire.error_response(data, wire.SERVFAIL, qend)
+        rcode = resp[3] & 0xF
+        self._event(now, ip, key, rcode, f"rpz via {name}", 0, tcp, match.hit)
+        reply(resp, addr)
+
+    async def _chain_answer(
+        self,
+        prefix: list[dns.rrset.RRset],
+        name: dns.name.Name,
+        first: Match | None,
         key: bytes,
         data: bytes,
         qend: int,
@@ -98,22 +164,24 @@ class FollowCname:
         limit: int,
         ip: str,
     ) -> bytes:
+        """*prefix* (CNAMEs), then the answers for *name* and the names it leads to.
+
+        *first*: the policy match that applies to *name* (None: check it).
+        """
         query = dns.message.from_wire(data, ignore_trailing=True)
-        qname = query.question[0].name
         resp = dns.message.make_response(query)
         resp.flags |= dns.flags.RA
-        answers: list[dns.rrset.RRset] = []
-        assert self.answers is not None
-        entry = self.answers.get(match, key, time.time())
-        ttl = entry.ttls[0] if entry.ttls else 0
-        answers.append(dns.rrset.from_text(qname, ttl, "IN", "CNAME", target.to_text()))
-        name = target
+        answers: list[dns.rrset.RRset] = list(prefix)
         rcode = dns.rcode.NOERROR
         authority: list[dns.rrset.RRset] = []  # the last step's, kept for negative answers
         final_empty = False
         for _ in range(MAX_CHAIN):
             tkey = name.to_wire().lower() + key[-5:]  # type: ignore[union-attr]
-            step = await self._resolve_for_chain(tkey, ip, do)
+            if first is not None:
+                step = self._policy_step(first, tkey)
+                first = None
+            else:
+                step = await self._resolve_for_chain(tkey, ip, do)
             if step is None:
                 rcode = dns.rcode.SERVFAIL
                 break
@@ -144,6 +212,17 @@ class FollowCname:
         except dns.exception.TooBig:
             return wire.error_response(data, wire.NOERROR, qend, tc=True)
 
+    def _policy_step(
+        self, match: Match, tkey: bytes
+    ) -> tuple[dns.message.Message, dns.name.Name | None] | None:
+        """The policy's own answer for *tkey* under *match*; None for DROP."""
+        assert self.answers is not None
+        if match.action is Action.DROP:
+            return None
+        now = time.time()
+        further = self.answers.cname_target(match, tkey)
+        return _message(self.answers.get(match, tkey, now), tkey, now), further
+
     async def _resolve_for_chain(
         self, tkey: bytes, ip: str, do: int
     ) -> tuple[dns.message.Message, dns.name.Name | None] | None:
@@ -153,10 +232,7 @@ class FollowCname:
         if policy is not None and answers is not None:
             match, _ = policy.check_query(ip, tkey[:-5])
             if match is not None and match.action not in (Action.PASSTHRU, Action.TCP_ONLY):
-                if match.action is Action.DROP:
-                    return None
-                further = answers.cname_target(match, tkey)
-                return _message(answers.get(match, tkey, now), tkey, now), further
+                return self._policy_step(match, tkey)
         cached = self.cache.data.get(tkey)
         if cached is not None and now < cached.expires:
             return _message(cached, tkey, now), None

@@ -7,7 +7,8 @@ transport's ``reply`` callback. Stages, in order:
 
 1. client record: ACL (REFUSED outside ``allow``) and UDP rate limit
 2. header + question + OPT, hand-parsed; malformed -> FORMERR or drop
-3. (policy pre-check: the RPZ engine plugs in here)
+3. policy pre-check (Client-IP, QNAME); answer-dependent triggers are
+   decided on the cached entry or after resolution (late.py, apply.py)
 4. cache: fresh hit -> patch ID/flags/TTLs, send             [fast path]
 5. miss / expired -> upstream (coalesced per key), cache, send
    upstream failure -> stale answer (RFC 8767) or SERVFAIL
@@ -20,19 +21,19 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from time import time as _time
 from typing import Any
 
 from mamori.config import Config
 from mamori.dnsutil import wire
 from mamori.policy.engine import Policy
-from mamori.policy.model import Action, Match
+from mamori.policy.model import Match
 from mamori.resolver.acl import ClientTable
-from mamori.resolver.answers import SpecialAnswers, Stats
+from mamori.resolver.answers import Stats
+from mamori.resolver.apply import PENDING, ApplyPolicy
 from mamori.resolver.cache import Cache, Entry, UpstreamAnswerError, entry_from_response
 from mamori.resolver.events import EventQueue, Hit
-from mamori.resolver.follow import FollowCname
 from mamori.resolver.policy_stage import PolicyAnswers
 from mamori.resolver.upstream import UpstreamError, UpstreamPool
 
@@ -48,11 +49,10 @@ _BITS = (b"\x00", b"\x01", b"\x02", b"\x03")  # cache-key byte: DO<<1 | CD
 _TYPE_XFR = (b"\x00\xfb", b"\x00\xfc")  # IXFR, AXFR
 _CLASS_IN = b"\x00\x01"
 MAX_UDP_QUERY = 4096
-MAX_REWRITE_MEMO = 100_000
 STALE_CLIENT_TIMER = 1.8  # RFC 8767 section 5: answer stale after this long
 
 
-class Pipeline(SpecialAnswers, FollowCname):
+class Pipeline(ApplyPolicy):
     def __init__(self, cfg: Config, events: EventQueue, policy: Policy | None = None) -> None:
         self.events = events
         self.set_policy(policy)
@@ -78,6 +78,9 @@ class Pipeline(SpecialAnswers, FollowCname):
         self.rate_action = s.rate_limit_action
         self.max_udp = s.max_udp_size
         self.log_queries = cfg.store.query_log
+        if getattr(self, "min_ns_dots", None) != cfg.policy.min_ns_dots:
+            self.ns_cache = {}  # NS data is gathered down to min_ns_dots
+        self.min_ns_dots = cfg.policy.min_ns_dots
         self.opt_plain = wire.build_opt(self.max_udp, False)
         self.opt_do = wire.build_opt(self.max_udp, True)
         self.opt_blocked = (
@@ -169,12 +172,18 @@ class Pipeline(SpecialAnswers, FollowCname):
         # When the decision depends on the name only (policy.by_name_only), it is
         # memoised: on the cache entry ("no rule", per policy version) and, for
         # rewrites, per key; a new policy version invalidates both at once.
+        # Triggers that need the answer (Response-IP, NSDNAME, NSIP, CNAME chain
+        # names) are decided on the cached entry, or after resolution (_miss).
         hit: Hit | None = None
         rewritten = False
+        undecided = False
+        found: Match | None = None
         entry = self._cache_get(key)
         policy = self.policy
         if policy is not None and (entry is None or entry.policy_version != policy.version):
-            rewrite = self._rewrites.get(key) if policy.by_name_only else None
+            rd = data[2] & 1 == 1
+            memo_ok = policy.by_name_only and (rd or not policy.has_recursive_only)
+            rewrite = self._rewrites.get(key) if memo_ok else None
             if rewrite is not None and now < rewrite[1].expires:
                 # Memoised rewrite: its synthesised entry is served like a cache hit below.
                 match, entry = rewrite
@@ -183,24 +192,14 @@ class Pipeline(SpecialAnswers, FollowCname):
                 if opt:
                     opt = self.opt_blocked[do]  # EDE 15 Blocked (RFC 8914)
             else:
-                found, disabled = policy.check_query(ip, key[:-5])
+                found, disabled = policy.check_query(ip, key[:-5], rd)
                 for m in disabled:  # "disabled" zones: log what they would have done
                     self._event(now, ip, key, -1, "", 0, tcp, m.hit)
-                if found is not None:
-                    hit = found.hit
+                if found is not None and not policy.late_before(found.rule.zone_index):
+                    hit = found.hit  # final: no earlier zone has answer-dependent triggers
                     if self._rewrites_response(found, tcp):
                         return self._apply_match(
-                            found, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply
-                        )
-                elif entry is not None and now < entry.expires and policy.has_response_ip:
-                    # Response-IP on the cached answer (memoised on the entry).
-                    rmatch = self._response_match(entry, policy, now, ip, key, tcp)
-                    if rmatch is None:
-                        if policy.by_name_only:
-                            entry.policy_version = policy.version  # checked: no rule applies
-                    elif self._rewrites_response(rmatch, tcp):
-                        return self._apply_match(
-                            rmatch,
+                            found,
                             data,
                             qend,
                             opt,
@@ -212,12 +211,53 @@ class Pipeline(SpecialAnswers, FollowCname):
                             tcp,
                             addr,
                             reply,
-                            memo=False,
+                            memo_ok,
                         )
+                elif entry is not None and now < entry.expires:
+                    decision = self._entry_decision(entry, policy, ip, key, found, rd, tcp, now)
+                    if decision is None:
+                        if memo_ok:
+                            entry.policy_version = policy.version  # checked: no rule applies
+                    elif decision == PENDING:  # NS data needed: decide asynchronously
+                        self._spawn(
+                            self._answer(
+                                entry,
+                                "",
+                                data,
+                                addr,
+                                reply,
+                                tcp,
+                                key,
+                                qend,
+                                opt,
+                                limit,
+                                do,
+                                now,
+                                found,
+                            )
+                        )
+                        return None
                     else:
-                        hit = rmatch.hit  # PASSTHRU: the cached answer, logged as a hit
-                elif entry is not None and policy.by_name_only:
-                    entry.policy_version = policy.version  # checked: no rule for this name
+                        assert not isinstance(decision, str)
+                        hit = decision[0].hit
+                        if self._rewrites_response(decision[0], tcp):
+                            return self._apply_decision(
+                                decision,
+                                entry,
+                                data,
+                                qend,
+                                opt,
+                                do,
+                                limit,
+                                key,
+                                ip,
+                                now,
+                                tcp,
+                                addr,
+                                reply,
+                            )
+                else:
+                    undecided = True  # decided when the answer is there
 
         # Stage 4: cache (fresh hit -> answer from wire bytes).
         if entry is not None:
@@ -252,17 +292,40 @@ class Pipeline(SpecialAnswers, FollowCname):
                 return resp
             if now < entry.retry_after and now < entry.stale_until:
                 # RFC 8767 failure-recheck timer: upstreams failed recently, answer stale.
+                if undecided:
+                    return self._stale_decided(
+                        entry, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply, found
+                    )
                 return self._stale(entry, data, qend, opt, limit, key, ip, now, tcp, hit)
 
         # Stage 5: upstream (slow path, asynchronous).
         self.stats.cache_misses += 1
         stale = entry if entry is not None and now < entry.stale_until else None
-        task = asyncio.get_running_loop().create_task(
-            self._miss(data, addr, reply, tcp, key, qend, opt, limit, do, cd, now, stale, hit)
+        self._spawn(
+            self._miss(
+                data,
+                addr,
+                reply,
+                tcp,
+                key,
+                qend,
+                opt,
+                limit,
+                do,
+                cd,
+                now,
+                stale,
+                hit,
+                undecided,
+                found,
+            )
         )
+        return None
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        return None
 
     # ----------------------------------------------------------------- slow path
     async def _miss(
@@ -280,6 +343,8 @@ class Pipeline(SpecialAnswers, FollowCname):
         now: float,
         stale: Entry | None,
         hit: Hit | None,
+        undecided: bool,
+        found: Match | None,
     ) -> None:
         ip = addr[0]
         fetch = self.inflight.get(key)
@@ -297,39 +362,89 @@ class Pipeline(SpecialAnswers, FollowCname):
             if serve_stale:
                 assert stale is not None
                 stale.retry_after = time.time() + self.cfg.cache.stale_refresh_interval
-                resp = self._stale(stale, data, qend, opt, limit, key, ip, now, tcp, hit)
+                if undecided:
+                    resp = self._stale_decided(
+                        stale, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply, found
+                    )
+                else:
+                    resp = self._stale(stale, data, qend, opt, limit, key, ip, now, tcp, hit)
+            elif undecided and found is not None and self._rewrites_response(found, tcp):
+                # No answer to check other triggers against: the QNAME match stands.
+                resp = self._apply_match(
+                    found, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply, False
+                )
             else:
                 self.stats.servfail += 1
                 resp = self._error(
                     data, wire.SERVFAIL, ip, now, tcp, wire.EDE_NO_REACHABLE_AUTHORITY
                 )
-            reply(resp, addr)
+            if resp is not None:
+                reply(resp, addr)
             return
         entry, upstream = result
+        if not undecided:
+            self._send(entry, upstream, data, addr, reply, tcp, key, qend, opt, limit, now, hit)
+            return
+        await self._answer(
+            entry, upstream, data, addr, reply, tcp, key, qend, opt, limit, do, now, found
+        )
+
+    async def _answer(
+        self,
+        entry: Entry,
+        upstream: str,
+        data: bytes,
+        addr: Any,
+        reply: Reply,
+        tcp: bool,
+        key: bytes,
+        qend: int,
+        opt: bytes,
+        limit: int,
+        do: int,
+        now: float,
+        found: Match | None,
+    ) -> None:
+        """Decide the answer-dependent triggers on *entry*, then answer."""
+        ip = addr[0]
         policy = self.policy
-        if hit is None and policy is not None and policy.has_response_ip:
-            rmatch = self._response_match(entry, policy, now, ip, key, tcp)
-            if rmatch is not None and self._rewrites_response(rmatch, tcp):
-                rewritten = self._apply_match(
-                    rmatch,
-                    data,
-                    qend,
-                    opt,
-                    do,
-                    limit,
-                    key,
-                    ip,
-                    now,
-                    tcp,
-                    addr,
-                    reply,
-                    memo=False,
-                )
-                if rewritten is not None:
-                    reply(rewritten, addr)
-                return
-            if rmatch is not None:
-                hit = rmatch.hit  # PASSTHRU: the upstream answer, logged as a hit
+        hit = found.hit if found is not None else None
+        if policy is not None:
+            rd = data[2] & 1 == 1
+            if found is not None:  # again: the policy may have been reloaded meanwhile
+                found = policy.check_query(ip, key[:-5], rd)[0]
+            decision = await self._decide_entry_async(entry, policy, ip, key, found, rd, tcp, now)
+            if decision is None:
+                hit = None
+                if policy.by_name_only and (rd or not policy.has_recursive_only):
+                    entry.policy_version = policy.version  # checked: no rule applies
+            else:
+                hit = decision[0].hit
+                if self._rewrites_response(decision[0], tcp):
+                    resp = self._apply_decision(
+                        decision, entry, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply
+                    )
+                    if resp is not None:
+                        reply(resp, addr)
+                    return
+        self._send(entry, upstream, data, addr, reply, tcp, key, qend, opt, limit, now, hit)
+
+    def _send(
+        self,
+        entry: Entry,
+        upstream: str,
+        data: bytes,
+        addr: Any,
+        reply: Reply,
+        tcp: bool,
+        key: bytes,
+        qend: int,
+        opt: bytes,
+        limit: int,
+        now: float,
+        hit: Hit | None,
+    ) -> None:
+        """Send an upstream (or cached) answer as it is."""
         age = int(time.time() - entry.born)
         body = entry.render(age)
         counts = entry.counts_edns if opt else entry.counts
@@ -339,8 +454,44 @@ class Pipeline(SpecialAnswers, FollowCname):
         if entry.rcode == wire.SERVFAIL:
             self.stats.servfail += 1
         latency = int((time.time() - now) * 1e6)
-        self._event(now, ip, key, entry.rcode, entry.summary, latency, tcp, hit, upstream)
+        self._event(
+            now, addr[0], key, entry.rcode, entry.summary, latency, tcp, hit, upstream, not upstream
+        )
         reply(resp, addr)
+
+    def _stale_decided(
+        self,
+        entry: Entry,
+        data: bytes,
+        qend: int,
+        opt: bytes,
+        do: int,
+        limit: int,
+        key: bytes,
+        ip: str,
+        now: float,
+        tcp: bool,
+        addr: Any,
+        reply: Reply,
+        found: Match | None,
+    ) -> bytes | None:
+        """A stale answer with the policy decided on it (NS data as far as cached)."""
+        policy = self.policy
+        hit = found.hit if found is not None else None
+        if policy is not None:
+            rd = data[2] & 1 == 1
+            decision = self._entry_decision(
+                entry, policy, ip, key, found, rd, tcp, now, missing_ns_ok=True
+            )
+            if decision is not None and not isinstance(decision, str):
+                hit = decision[0].hit
+                if self._rewrites_response(decision[0], tcp):
+                    return self._apply_decision(
+                        decision, entry, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply
+                    )
+            elif decision is None:
+                hit = None
+        return self._stale(entry, data, qend, opt, limit, key, ip, now, tcp, hit)
 
     async def _fetch(
         self, key: bytes, do: int, cd: int, stale: Entry | None
@@ -370,122 +521,6 @@ class Pipeline(SpecialAnswers, FollowCname):
         if lifetime > 0:
             self.cache.put(key, entry)
         return entry, up.name
-
-    # ------------------------------------------------------------ policy answers
-    @staticmethod
-    def _rewrites_response(match: Match, tcp: bool) -> bool:
-        """Does this Response-IP match replace the answer (rather than let it through)?"""
-        action = match.action
-        return not (action is Action.PASSTHRU or (action is Action.TCP_ONLY and tcp))
-
-    def _response_match(
-        self, entry: Entry, policy: Policy, now: float, ip: str, key: bytes, tcp: bool
-    ) -> Match | None:
-        """Response-IP rule matching the answer's addresses, memoised on the entry."""
-        memo = entry.rewrite
-        if memo is not None and memo[0] == policy.version:
-            return memo[1]
-        match, disabled = policy.check_response(entry.addrs)
-        for m in disabled:
-            self._event(now, ip, key, -1, "", 0, tcp, m.hit)
-        if match is not None:
-            entry.rewrite = (policy.version, match)
-        return match
-
-    def _apply_match(
-        self,
-        match: Match,
-        data: bytes,
-        qend: int,
-        opt: bytes,
-        do: int,
-        limit: int,
-        key: bytes,
-        ip: str,
-        now: float,
-        tcp: bool,
-        addr: Any = None,
-        reply: Reply | None = None,
-        memo: bool = True,
-    ) -> bytes | None:
-        """The answer of a rewriting match; None = nothing to send now (DROP, or followed).
-
-        *memo*: remember the rewrite by name (QNAME matches, not Response-IP ones,
-        which depend on the answer's addresses).
-
-        Callers serve the normal answer themselves for PASSTHRU (and TCP-only
-        over TCP): see ``_rewrites_response``.
-        """
-        action, hit = match.action, match.hit
-        if action is Action.DROP:
-            self._event(now, ip, key, -1, "rpz drop", 0, tcp, hit)
-            return None
-        if action is Action.TCP_ONLY and not tcp:
-            self._event(now, ip, key, wire.NOERROR, "rpz tcp-only", 0, tcp, hit)
-            return wire.error_response(data, wire.NOERROR, qend, opt, tc=True)
-        return self._rewrite(
-            match,
-            hit,
-            data,
-            qend,
-            opt,
-            do,
-            limit,
-            key,
-            ip,
-            now,
-            tcp,
-            memo=memo,
-            addr=addr,
-            reply=reply,
-        )
-
-    def _rewrite(
-        self,
-        match: Match,
-        hit: Hit,
-        data: bytes,
-        qend: int,
-        opt: bytes,
-        do: int,
-        limit: int,
-        key: bytes,
-        ip: str,
-        now: float,
-        tcp: bool,
-        memo: bool = True,
-        addr: Any = None,
-        reply: Reply | None = None,
-    ) -> bytes | None:
-        """A policy answer (NXDOMAIN, NODATA, Local-Data), memoised as wire bytes.
-
-        A CNAME rewrite is followed asynchronously (answered through *reply*).
-        """
-        assert self.answers is not None and self.policy is not None
-        self.stats.rewrites += 1
-        target = self.answers.cname_target(match, key)
-        if target is not None and key[-5:-3] != b"\x00\x05" and reply is not None:
-            task = asyncio.get_running_loop().create_task(
-                self._follow(match, target, key, data, addr, reply, qend, do, limit, ip, now, tcp)
-            )
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-            return None
-        entry = self.answers.get(match, key, now)
-        if memo and self.policy.by_name_only:  # QNAME rewrites depend on the name only
-            if len(self._rewrites) >= MAX_REWRITE_MEMO:
-                self._rewrites.clear()
-            self._rewrites[key] = (match, entry)
-        if opt:
-            opt = self.opt_blocked[do]  # EDE 15 Blocked (RFC 8914)
-        age = int(now - entry.born)
-        body = entry.rendered if age == entry.rendered_age else entry.render(age)
-        counts = entry.counts_edns if opt else entry.counts
-        resp = data[:2] + entry.flags[data[2] & 1] + counts + data[12:qend] + body + opt
-        if len(resp) > limit:
-            resp = self._fit(entry, data, qend, body, opt, limit)
-        self._event(now, ip, key, entry.rcode, entry.summary, 0, tcp, hit)
-        return resp
 
     def close(self) -> None:
         self.pool.close()

@@ -83,7 +83,17 @@ def load_policy_steps(
                 time.monotonic() - t0,
             )
         loaded.append(z)
-        settings.append(ZoneSettings(rpz.name, rpz.policy, rpz.log, rpz.max_policy_ttl))
+        settings.append(
+            ZoneSettings(
+                rpz.name,
+                rpz.policy,
+                rpz.log,
+                rpz.max_policy_ttl,
+                rpz.recursive_only,
+                rpz.nsdname_enable,
+                rpz.nsip_enable,
+            )
+        )
     version = (previous.version + 1) if previous else 1
     return Policy(loaded, settings, version)
 
