@@ -101,5 +101,36 @@ def check(config_path: str) -> None:
         )
 
 
+@cli.group()
+def zones() -> None:
+    """Policy zones: hit counters (and, later, transfer status)."""
+
+
+@zones.command("hits")
+@config_option
+def zones_hits(config_path: str) -> None:
+    """Per-zone policy hit counters from the store (zone, trigger, action, hits)."""
+    import time
+
+    from mamori.store.sqlite import SQLiteStore
+
+    cfg = _load_config(config_path)
+    try:
+        store = SQLiteStore(cfg.store.path)
+    except MamoriError as e:
+        _fail(e)
+    try:
+        rows = store.policy_hits()
+    finally:
+        store.close()
+    if not rows:
+        click.echo("no policy hits recorded")
+        return
+    click.echo(f"{'ZONE':<28} {'TRIGGER':<10} {'ACTION':<11} {'HITS':>10}  LAST HIT (UTC)")
+    for zone, trigger, action, hits, _first, last in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last))
+        click.echo(f"{zone:<28} {trigger:<10} {action:<11} {hits:>10}  {when}")
+
+
 def main() -> None:
     cli()

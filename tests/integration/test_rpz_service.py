@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,6 +137,19 @@ def test_hits_are_logged_in_sqlite_and_bind_format(mamori: MamoriProcess) -> Non
         "rpz QNAME NXDOMAIN rewrite x.bad.example.test/A/IN via *.bad.example.test.rpz.local"
         in mamori.stderr()
     )
+    assert "policy hits since start: rpz.local. 3" in mamori.stderr()
+    out = subprocess.run(
+        [sys.executable, "-m", "mamori", "zones", "hits", "--config", str(mamori.config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    counters = {tuple(line.split()[:4]) for line in out.splitlines()[1:]}
+    assert counters == {
+        ("rpz.local.", "QNAME", "NXDOMAIN", "1"),
+        ("rpz.local.", "QNAME", "Local-Data", "1"),
+        ("rpz.local.", "QNAME", "PASSTHRU", "1"),
+    }
 
 
 def test_sighup_reloads_zone_and_broken_zone_keeps_previous(mamori: MamoriProcess) -> None:

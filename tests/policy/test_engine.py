@@ -302,3 +302,89 @@ def test_response_ip_zone_order_and_disabled(tmp_path: Path) -> None:
     m, logged = _policy(first, second, policies=("disabled",)).check_response(_addrs("192.0.2.1"))
     assert [x.rule.zone for x in logged] == ["first.test."]
     assert m is not None and m.action is Action.NODATA
+
+
+# ------------------------------------------------- Response-IP, NSDNAME, NSIP
+def _w(name: str) -> bytes:
+    return dns.name.from_text(name).to_wire().lower()
+
+
+def _ip(text: str) -> tuple[int, int]:
+    import ipaddress
+
+    a = ipaddress.ip_address(text)
+    return a.version, int(a)
+
+
+LATE = """ns1.evil.test.rpz-nsdname CNAME .
+*.bulletproof.test.rpz-nsdname CNAME *.
+32.9.113.0.203.rpz-nsip CNAME rpz-drop.
+24.0.113.0.203.rpz-nsip CNAME .
+32.20.2.0.192.rpz-ip CNAME rpz-tcp-only.
+"""
+
+
+def test_nsdname_exact_and_wildcard(tmp_path: Path) -> None:
+    p = _policy(_zone(tmp_path, "late.", LATE))
+    m, _ = p.check_late((), (_w("ns1.evil.test"),), (), p.nzones)
+    assert m is not None and m.rule.trigger is Trigger.NSDNAME and m.action is Action.NXDOMAIN
+    m, _ = p.check_late((), (_w("a.ns.bulletproof.test"),), (), p.nzones)
+    assert m is not None and m.action is Action.NODATA and m.rule.owner.startswith("*.")
+    # "*.bulletproof.test" does not match bulletproof.test itself
+    assert p.check_late((), (_w("bulletproof.test"),), (), p.nzones)[0] is None
+    assert p.check_late((), (_w("ns1.good.test"),), (), p.nzones)[0] is None
+
+
+def test_nsip_longest_prefix_wins(tmp_path: Path) -> None:
+    p = _policy(_zone(tmp_path, "late.", LATE))
+    m, _ = p.check_late((), (), (_ip("203.0.113.9"),), p.nzones)
+    assert m is not None and m.rule.trigger is Trigger.NSIP and m.action is Action.DROP
+    m, _ = p.check_late((), (), (_ip("203.0.113.10"),), p.nzones)
+    assert m is not None and m.action is Action.NXDOMAIN
+
+
+def test_precedence_inside_a_zone_response_ip_nsdname_nsip(tmp_path: Path) -> None:
+    p = _policy(_zone(tmp_path, "late.", LATE))
+    ns, nsip, addrs = (_w("ns1.evil.test"),), (_ip("203.0.113.9"),), (_ip("192.0.2.20"),)
+    assert p.check_late(addrs, ns, nsip, p.nzones)[0].rule.trigger is Trigger.RESPONSE_IP  # type: ignore[union-attr]
+    assert p.check_late((), ns, nsip, p.nzones)[0].rule.trigger is Trigger.NSDNAME  # type: ignore[union-attr]
+
+
+def test_zone_order_decides_across_trigger_kinds(tmp_path: Path) -> None:
+    allow = _zone(tmp_path, "allow.", "ns1.evil.test.rpz-nsdname CNAME rpz-passthru.\n")
+    block = _zone(tmp_path, "block.", "www.evil.test CNAME .\n")
+    p = _policy(allow, block)
+    found, _ = p.check_query("192.0.2.1", _w("www.evil.test"))
+    assert found is not None and found.rule.zone == "block."
+    # An earlier zone has NS triggers: the QNAME match of zone 1 is not final ...
+    assert p.late_before(found.rule.zone_index) and p.needs_ns(found.rule.zone_index)
+    # ... and the earlier zone's NSDNAME PASSTHRU wins once the NS names are known.
+    m, _ = p.check_late((), (_w("ns1.evil.test"),), (), found.rule.zone_index)
+    assert m is not None and m.action is Action.PASSTHRU and m.rule.zone == "allow."
+    reverse = _policy(block, allow)
+    found, _ = reverse.check_query("192.0.2.1", _w("www.evil.test"))
+    assert found is not None and not reverse.late_before(found.rule.zone_index)
+
+
+def test_disabled_zone_logs_late_matches_and_continues(tmp_path: Path) -> None:
+    first = _zone(tmp_path, "first.", "ns1.evil.test.rpz-nsdname CNAME .\n")
+    second = _zone(tmp_path, "second.", "ns1.evil.test.rpz-nsdname CNAME *.\n")
+    p = _policy(first, second, policies=("disabled", "given"))
+    m, logged = p.check_late((), (_w("ns1.evil.test"),), (), p.nzones)
+    assert m is not None and m.rule.zone == "second." and m.action is Action.NODATA
+    assert [x.rule.zone for x in logged] == ["first."]
+
+
+def test_nsdname_and_nsip_can_be_switched_off_per_zone(tmp_path: Path) -> None:
+    z = _zone(tmp_path, "late.", LATE)
+    st_ = engine.ZoneSettings("late.", nsdname_enable=False, nsip_enable=False)
+    p = engine.Policy([z], [st_], 1)
+    assert not p.has_ns
+    assert p.check_late((), (_w("ns1.evil.test"),), (_ip("203.0.113.9"),), 1)[0] is None
+
+
+def test_recursive_only_zones_skip_rd0_queries(tmp_path: Path) -> None:
+    z = _zone(tmp_path, "ro.", "bad.test CNAME .\n")
+    p = engine.Policy([z], [engine.ZoneSettings("ro.", recursive_only=True)], 1)
+    assert p.check_query("192.0.2.1", _w("bad.test"), rd=True)[0] is not None
+    assert p.check_query("192.0.2.1", _w("bad.test"), rd=False)[0] is None

@@ -85,3 +85,19 @@ def test_unwritable_store_path_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StoreError, match="cannot open store"):
         SQLiteStore(blocker / "sub" / "q.db")
+
+
+def test_policy_hit_counters_add_up_across_batches(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "q.db")
+    q = EventQueue(100)
+    w = EventWriter(deque_source(q), store, 0.01, 7)
+    w.start()
+    hit = ("rpz.local.", "bad.test.rpz.local", "QNAME", "NXDOMAIN", False)
+    for i in range(5):
+        q.put((1000.0 + i, "192.0.2.1", KEY, 3, "", 0, "", True, False, hit))
+        time.sleep(0.03)  # several batches
+    q.put((2000.0, "192.0.2.1", KEY, 0, "", 0, "", True, False, None))
+    w.stop()
+    assert store.policy_hits() == [("rpz.local.", "QNAME", "NXDOMAIN", 5, 1000.0, 1004.0)]
+    assert w.zone_hits == {"rpz.local.": 5}
+    store.close()

@@ -117,6 +117,7 @@ class EventWriter(threading.Thread):
         self._stop_flag = threading.Event()
         self._last_prune = 0.0
         self._names: dict[bytes, tuple[str, int]] = {}
+        self.zone_hits: dict[str, int] = {}  # policy hits per zone since start
 
     def run(self) -> None:
         lower_thread_priority()
@@ -133,11 +134,18 @@ class EventWriter(threading.Thread):
         try:
             memo = self._names
             rows = []
+            counts: dict[tuple[str, str, str], list[float]] = {}
             for ts, client, key, rcode, answer, latency, upstream, cached, tcp, hit in batch:
                 qname, qtype = question_text(key, memo)
                 zone = rule = trigger = action = ""
                 if hit is not None:
                     zone, rule, trigger, action, log_line = hit
+                    c = counts.get((zone, trigger, action))
+                    if c is None:
+                        counts[(zone, trigger, action)] = [1, ts, ts]
+                    else:
+                        c[0] += 1
+                        c[2] = max(c[2], ts)
                     if log_line:
                         rpz_log.info(
                             "client %s (%s): rpz %s %s rewrite %s/%s/IN via %s",
@@ -169,6 +177,15 @@ class EventWriter(threading.Thread):
                 )
             self.store.write_queries(rows)
             self.written += len(batch)
+            if counts:
+                self.store.add_policy_hits(
+                    [
+                        (z, t, a, int(n), first, last)
+                        for (z, t, a), (n, first, last) in counts.items()
+                    ]
+                )
+                for (z, _t, _a), (n, _f, _l) in counts.items():
+                    self.zone_hits[z] = self.zone_hits.get(z, 0) + int(n)
         except Exception as e:  # disk full, locked...: lose this batch, keep serving
             self.failed += len(batch)
             log.error("query log: could not write %d events: %s", len(batch), e)
@@ -188,6 +205,11 @@ class EventWriter(threading.Thread):
     def stop(self, timeout: float = 10.0) -> None:
         self._stop_flag.set()
         self.join(timeout)
+        if self.zone_hits:
+            log.info(
+                "policy hits since start: %s",
+                ", ".join(f"{z} {n}" for z, n in sorted(self.zone_hits.items())),
+            )
 
 
 def deque_source(q: EventQueue) -> Callable[[float], list[Event]]:

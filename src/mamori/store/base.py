@@ -25,12 +25,21 @@ class QueryRow(NamedTuple):
     policy_action: str  # NXDOMAIN, NODATA, Local-Data, DROP, TCP-ONLY, PASSTHRU, disabled
 
 
+# Policy hit counter: (zone, trigger, action, hits, first hit, last hit UNIX time)
+HitCount = tuple[str, str, str, int, float, float]
+
 QueryRowTuple = tuple[float, str, str, int, int, str, int, str, bool, str, str, str, str, str]
 
 
 class QueryLogStore(Protocol):
     def write_queries(self, rows: Sequence[QueryRowTuple]) -> None:
         """Append rows (QueryRow or plain tuples in the same field order) in one transaction."""
+
+    def add_policy_hits(self, counts: Sequence[HitCount]) -> None:
+        """Add to the per-zone hit counters (kept whatever the query log retention)."""
+
+    def policy_hits(self) -> list[HitCount]:
+        """All hit counters, by zone."""
 
     def prune_queries(self, before: float) -> int:
         """Delete rows older than *before* (UNIX time); return how many."""

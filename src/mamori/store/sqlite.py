@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mamori.errors import StoreError
-from mamori.store.base import QueryRowTuple
+from mamori.store.base import HitCount, QueryRowTuple
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS = {
     1: """
@@ -34,6 +34,17 @@ _MIGRATIONS = {
     ALTER TABLE query_log ADD COLUMN policy_rule TEXT NOT NULL DEFAULT '';
     ALTER TABLE query_log ADD COLUMN policy_trigger TEXT NOT NULL DEFAULT '';
     ALTER TABLE query_log ADD COLUMN policy_action TEXT NOT NULL DEFAULT '';
+    """,
+    3: """
+    CREATE TABLE policy_hits (
+        zone        TEXT    NOT NULL,
+        trigger     TEXT    NOT NULL,
+        action      TEXT    NOT NULL,
+        hits        INTEGER NOT NULL,
+        first_hit   REAL    NOT NULL,
+        last_hit    REAL    NOT NULL,
+        PRIMARY KEY (zone, trigger, action)
+    ) WITHOUT ROWID;
     """,
 }
 
@@ -78,6 +89,30 @@ class SQLiteStore:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
+
+    def add_policy_hits(self, counts: Sequence[HitCount]) -> None:
+        with self._lock:
+            self.db.execute("BEGIN")
+            try:
+                self.db.executemany(
+                    "INSERT INTO policy_hits (zone, trigger, action, hits, first_hit, last_hit)"
+                    " VALUES (?,?,?,?,?,?) ON CONFLICT (zone, trigger, action) DO UPDATE SET"
+                    " hits = hits + excluded.hits,"
+                    " first_hit = min(first_hit, excluded.first_hit),"
+                    " last_hit = max(last_hit, excluded.last_hit)",
+                    counts,
+                )
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def policy_hits(self) -> list[HitCount]:
+        with self._lock:
+            return self.db.execute(
+                "SELECT zone, trigger, action, hits, first_hit, last_hit FROM policy_hits"
+                " ORDER BY zone, hits DESC"
+            ).fetchall()
 
     def prune_queries(self, before: float) -> int:
         with self._lock:
