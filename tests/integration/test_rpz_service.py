@@ -225,3 +225,22 @@ def test_policy_cname_is_followed_and_rechecked(mamori: MamoriProcess) -> None:
     assert blocked.answer[0][0].target.to_text() == "bad.example.test."
     cname_only = mamori.query("follow.example.test", "CNAME")  # asked for the CNAME itself
     assert [a.rdtype for a in cname_only.answer] == [dns.rdatatype.CNAME]
+
+
+def test_zone_file_change_is_picked_up_without_sighup(tmp_path: Path, auth: AuthServer) -> None:
+    zone_file = tmp_path / "local.rpz"
+    zone_file.write_text(POLICY)
+    extra = f'[policy]\nwatch_interval = 0.2\n[[rpz]]\nname = "rpz.local"\nfile = "{zone_file}"\n'
+    m = MamoriProcess(tmp_path, [f"127.0.0.1:{auth.port}"], extra=extra).start()
+    try:
+        assert m.query("new.example.test").rcode() == dns.rcode.NXDOMAIN  # upstream NXDOMAIN
+        zone_file.write_text(POLICY + "new.example.test A 192.0.2.123\n")
+        _wait_for(m, "policy zone file changed", 1)
+        _wait_for(m, "rules loaded", 2)
+        assert addresses(m.query("new.example.test")) == {"192.0.2.123"}
+        # A broken edit is refused; the previous version keeps serving.
+        zone_file.write_text(POLICY + "broken.example.test A 999.0.0.1\n")
+        _wait_for(m, "previous version serving", 1)
+        assert addresses(m.query("new.example.test")) == {"192.0.2.123"}
+    finally:
+        assert m.stop() == 0, m.stderr()

@@ -1,5 +1,7 @@
 """Service lifecycle: bind, serve, reload on SIGHUP, drain and stop on SIGTERM.
 
+Policy zones are also reloaded when their files change (watch.py).
+
 One process (``workers = 1``) runs the DNS loop on uvloop and a writer thread
 for query events. With ``workers = N`` the parent binds N sets of sockets with
 SO_REUSEPORT (so a taken port fails fast, before anything starts), forks N
@@ -43,6 +45,7 @@ from mamori.resolver.policy_stage import (
     run_steps_async,
 )
 from mamori.resolver.server import TcpListener, UdpServer, bind_all
+from mamori.resolver.watch import watch_zone_files
 from mamori.store.base import QueryLogStore
 
 log = logging.getLogger(__name__)
@@ -181,21 +184,32 @@ def serve_loop(
         stopping = asyncio.Event()
         reloading: set[asyncio.Task[None]] = set()
 
+        lock = asyncio.Lock()  # one reload at a time (SIGHUP or a zone file change)
+
+        async def swap_policy(new: Config) -> None:
+            # Zones are parsed step by step on this loop (a parser thread would
+            # hold the GIL against it): queries keep flowing with the old policy.
+            old = svc.pipeline.policy
+            pol = await run_steps_async(load_policy_steps(new.rpz, old))
+            if new is not svc.cfg:
+                svc.reload(new)
+            svc.pipeline.set_policy(pol)
+            await dispose(old, pol)
+            gc.freeze()  # the new indexes are long-lived: keep them out of full collections
+
         async def reload_async() -> None:
             new = _reload_config(str(cfg.path))
             if new is None:
                 return
-            try:
-                # Zones are parsed step by step on this loop (a parser thread would
-                # hold the GIL against it): queries keep flowing with the old policy.
-                old = svc.pipeline.policy
-                pol = await run_steps_async(load_policy_steps(new.rpz, old))
-                svc.reload(new)
-                svc.pipeline.set_policy(pol)
-                await dispose(old, pol)
-                gc.freeze()  # the new indexes are long-lived: keep them out of full collections
-            except Exception:
-                log.exception("reload failed, keeping the running configuration")
+            async with lock:
+                try:
+                    await swap_policy(new)
+                except Exception:
+                    log.exception("reload failed, keeping the running configuration")
+
+        async def reload_zones() -> None:
+            async with lock:
+                await swap_policy(svc.cfg)
 
         def reload() -> None:
             task = loop.create_task(reload_async())
@@ -203,12 +217,14 @@ def serve_loop(
             task.add_done_callback(reloading.discard)
 
         _install_signals(loop, stopping.set, reload)
+        watcher = loop.create_task(watch_zone_files(lambda: svc.cfg, reload_zones))
         # Policy indexes and settings are long-lived: move them out of the cyclic
         # GC's way, so full collections do not walk millions of entries.
         gc.freeze()
         ready()
         await stopping.wait()
         log.info("stopping: draining in-flight queries")
+        watcher.cancel()
         await svc.stop()
 
     uvloop.run(main())
