@@ -9,6 +9,7 @@ declare -A need=(
   [unbound]=unbound
   [dnsperf]=dnsperf
   [sqlite3]=sqlite3
+  [ip]=iproute2
 )
 missing=()
 for bin in "${!need[@]}"; do

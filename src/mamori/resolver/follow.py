@@ -230,7 +230,8 @@ class FollowCname:
         policy, answers = self.policy, self.answers
         now = time.time()
         if policy is not None and answers is not None:
-            match, _ = policy.check_query(ip, tkey[:-5])
+            # Client-IP is checked once per query (BIND: DNS_RPZ_DONE_CLIENT_IP).
+            match, _ = policy.check_query(None, tkey[:-5])
             if match is not None and match.action not in (Action.PASSTHRU, Action.TCP_ONLY):
                 return self._policy_step(match, tkey)
         cached = self.cache.data.get(tkey)
