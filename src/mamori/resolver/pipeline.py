@@ -298,7 +298,10 @@ class Pipeline(ApplyPolicy):
                     )
                 return self._stale(entry, data, qend, opt, limit, key, ip, now, tcp, hit)
 
-        # Stage 5: upstream (slow path, asynchronous).
+        # Stage 5: upstream (slow path, asynchronous). A fresh answer is always
+        # checked, even if the expired entry had been (its data may differ now).
+        if policy is not None and hit is None:
+            undecided = True
         self.stats.cache_misses += 1
         stale = entry if entry is not None and now < entry.stale_until else None
         self._spawn(
