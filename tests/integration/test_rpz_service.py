@@ -15,6 +15,7 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rdata
 import dns.rdatatype
 import pytest
 
@@ -242,5 +243,23 @@ def test_zone_file_change_is_picked_up_without_sighup(tmp_path: Path, auth: Auth
         zone_file.write_text(POLICY + "broken.example.test A 999.0.0.1\n")
         _wait_for(m, "previous version serving", 1)
         assert addresses(m.query("new.example.test")) == {"192.0.2.123"}
+    finally:
+        assert m.stop() == 0, m.stderr()
+
+
+def test_refreshed_answer_is_checked_again(tmp_path: Path, auth: AuthServer) -> None:
+    # short.example.test has TTL 2: cached clean, then the upstream data changes
+    # to a listed address; the refreshed answer is blocked. (No Client-IP rule
+    # in this zone, so "no rule" is memoised on the cached entry.)
+    head = "\n".join(POLICY.splitlines()[:3])
+    m = _start(tmp_path, auth, head + "\n32.25.2.0.192.rpz-ip CNAME .\n").start()
+    try:
+        assert addresses(m.query("short.example.test")) == {"192.0.2.9"}
+        assert addresses(m.query("short.example.test")) == {"192.0.2.9"}  # from the cache
+        rds = auth.zone.find_rdataset("short.example.test.", "A")
+        rds.clear()
+        rds.add(dns.rdata.from_text("IN", "A", "192.0.2.25"), 2)
+        time.sleep(2.5)
+        assert m.query("short.example.test").rcode() == dns.rcode.NXDOMAIN
     finally:
         assert m.stop() == 0, m.stderr()
