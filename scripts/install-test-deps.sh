@@ -10,6 +10,7 @@ declare -A need=(
   [dnsperf]=dnsperf
   [sqlite3]=sqlite3
   [ip]=iproute2
+  [named]=bind9
 )
 missing=()
 for bin in "${!need[@]}"; do
@@ -22,7 +23,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   # The packages' own services are not wanted: tests start private instances.
-  for svc in unbound knot; do
+  for svc in unbound knot named; do
     if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
   done
 else

@@ -105,6 +105,21 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class TsigSpec:
+    """A TSIG key: ``name:algorithm:base64secret`` in the config."""
+
+    name: str
+    algorithm: str  # hmac-sha256, hmac-sha1, hmac-sha512, ...
+    secret: str  # base64
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.algorithm})"  # never the secret
+
+
+TSIG_ALGORITHMS = ("hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
+
+
+@dataclass(frozen=True)
 class RpzConfig:
     """One ``[[rpz]]`` policy zone; zones apply in the order they are listed."""
 
@@ -117,6 +132,10 @@ class RpzConfig:
     recursive_only: bool = False
     nsdname_enable: bool = True
     nsip_enable: bool = True
+    # Zone transfer (secondary): primaries to AXFR/IXFR from; `file` then holds the copy.
+    primary: tuple[Endpoint, ...] = ()
+    tsig: TsigSpec | None = None
+    on_expire: str = "stop"  # an expired transferred zone: "stop" applying it, or "keep"
 
 
 @dataclass(frozen=True)
@@ -176,7 +195,14 @@ def loads(text: str, path: Path, resolv_conf: str = SYSTEM_RESOLV_CONF) -> Confi
         sections[name] = _build(ctx, name, _SECTIONS[name], value, resolv_conf)
     cfg = Config(path=path, **sections)
     _cross_checks(ctx, cfg)
-    return cfg
+    zones_dir = cfg.store.path.parent / "zones"
+    rpz = tuple(
+        dataclasses.replace(z, file=zones_dir / f"{z.name.rstrip('.')}.zone")
+        if z.file is None
+        else z
+        for z in cfg.rpz
+    )
+    return dataclasses.replace(cfg, rpz=rpz)
 
 
 class _Ctx:
@@ -245,8 +271,15 @@ def _build_rpz(ctx: _Ctx, value: Any) -> tuple[RpzConfig, ...]:
         rpz = RpzConfig(**kwargs)
         if not rpz.name:
             raise ConfigError(ctx.path, ctx.line("rpz", None, i), "rpz.name", "missing zone name")
-        if rpz.file is None:
-            raise ConfigError(ctx.path, ctx.line("rpz", None, i), "rpz.file", "missing zone file")
+        if rpz.file is None and not rpz.primary:
+            raise ConfigError(
+                ctx.path,
+                ctx.line("rpz", None, i),
+                "rpz.file",
+                "missing zone file (or primary = ... to transfer the zone)",
+            )
+        if rpz.tsig is not None and not rpz.primary:
+            raise ctx.error("rpz", "tsig", "a TSIG key needs primary = ...", i)
         if rpz.name in names:
             raise ctx.error("rpz", "name", f"zone {rpz.name} is listed twice", i)
         names.add(rpz.name)
@@ -423,6 +456,33 @@ def _upstreams(raw: Any, _ctx: _Ctx, resolv_conf: str) -> tuple[UpstreamServer, 
     return tuple(out)
 
 
+def _primaries(raw: Any, _ctx: _Ctx, _rc: str) -> tuple[Endpoint, ...]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+        raise _InvalidError('must be "HOST[:PORT]" or a list of them')
+    return tuple(parse_endpoint(i, 53) for i in items)
+
+
+def _tsig(raw: Any, _ctx: _Ctx, _rc: str) -> TsigSpec:
+    import base64
+    import binascii
+
+    if not isinstance(raw, str) or raw.count(":") < 2:
+        raise _InvalidError('must be "name:algorithm:base64secret"')
+    name, alg, secret = raw.split(":", 2)
+    alg = alg.lower()
+    if not name:
+        raise _InvalidError("the key name is empty")
+    if alg not in TSIG_ALGORITHMS:
+        raise _InvalidError(f"unknown algorithm {alg!r} (known: {', '.join(TSIG_ALGORITHMS)})")
+    try:
+        if not base64.b64decode(secret, validate=True):
+            raise ValueError
+    except (binascii.Error, ValueError):
+        raise _InvalidError("the secret is not base64") from None
+    return TsigSpec(name.rstrip(".") + ".", alg, secret)
+
+
 def _path(raw: Any, ctx: _Ctx, _rc: str) -> Path:
     if not isinstance(raw, str) or not raw:
         raise _InvalidError("must be a file path")
@@ -473,6 +533,9 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
     ("rpz", "recursive_only"): _bool,
     ("rpz", "nsdname_enable"): _bool,
     ("rpz", "nsip_enable"): _bool,
+    ("rpz", "primary"): _primaries,
+    ("rpz", "tsig"): _tsig,
+    ("rpz", "on_expire"): _choice("stop", "keep"),
     ("policy", "min_ns_dots"): _int(0, 127),
     ("policy", "watch_interval"): _float(0, 86_400),
 }

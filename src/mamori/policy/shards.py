@@ -29,6 +29,9 @@ class ShardedIndex:
     def __setitem__(self, key: bytes, code: int) -> None:
         self.shards[hash(key) & _MASK][key] = code
 
+    def pop(self, key: bytes) -> int | None:
+        return self.shards[hash(key) & _MASK].pop(key, None)
+
     def __contains__(self, key: bytes) -> bool:
         return key in self.shards[hash(key) & _MASK]
 

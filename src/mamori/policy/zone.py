@@ -300,18 +300,27 @@ def make_rule(
 
 
 def _action(node: dns.node.Node, owner: str) -> tuple[Action | None, tuple[LocalRecord, ...]]:
-    records: list[LocalRecord] = []
-    for rds in node.rdatasets:
-        if rds.rdclass != dns.rdataclass.IN:
-            continue
-        if rds.rdtype == dns.rdatatype.CNAME:
-            target = rds[0].target.to_text().lower()
+    records = [
+        LocalRecord(rds.rdtype, rds.ttl, rd)
+        for rds in node.rdatasets
+        if rds.rdclass == dns.rdataclass.IN
+        for rd in rds
+    ]
+    return action_of(records, owner)
+
+
+def action_of(
+    records: list[LocalRecord], owner: str
+) -> tuple[Action | None, tuple[LocalRecord, ...]]:
+    """The action of an owner's records (None: no records, no rule)."""
+    for r in records:
+        if r.rdtype == dns.rdatatype.CNAME:
+            target = r.rdata.target.to_text().lower()  # type: ignore[attr-defined]
             if target in _SPECIAL_TARGETS:
                 return _SPECIAL_TARGETS[target], ()
             if target.rstrip(".") == owner.lower().rstrip("."):
                 return Action.PASSTHRU, ()  # legacy passthru: CNAME to itself
-            return Action.LOCAL_DATA, (LocalRecord(rds.rdtype, rds.ttl, rds[0]),)
-        records.extend(LocalRecord(rds.rdtype, rds.ttl, rd) for rd in rds)
+            return Action.LOCAL_DATA, (r,)
     if not records:
         return None, ()
     return Action.LOCAL_DATA, tuple(records)

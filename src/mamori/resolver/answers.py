@@ -5,6 +5,7 @@ stale data, rate-limit replies, and the query event itself. A mixin of
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from mamori.config import Config
 from mamori.dnsutil import wire
@@ -58,6 +59,7 @@ class SpecialAnswers:
     opt_do: bytes
     rate_action: str
     log_queries: bool
+    notify_handler: Callable[[bytes, str], bytes | None] | None
 
     def _fit(
         self, entry: Entry, data: bytes, qend: int, body: bytes, opt: bytes, limit: int
@@ -120,6 +122,8 @@ class SpecialAnswers:
     def _unusual(self, data: bytes, ip: str, now: float, tcp: bool) -> bytes | None:
         """Opcode other than QUERY, or section counts other than one question (+ OPT)."""
         opcode = (data[2] >> 3) & 0xF
+        if opcode == 4 and self.notify_handler is not None:  # NOTIFY for a transferred zone
+            return self.notify_handler(data, ip)
         if opcode != 0:
             self.stats.notimp += 1
             return self._error(data, wire.NOTIMP, ip, now, tcp)

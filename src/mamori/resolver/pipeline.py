@@ -55,6 +55,7 @@ STALE_CLIENT_TIMER = 1.8  # RFC 8767 section 5: answer stale after this long
 class Pipeline(ApplyPolicy):
     def __init__(self, cfg: Config, events: EventQueue, policy: Policy | None = None) -> None:
         self.events = events
+        self.notify_handler = None
         self.set_policy(policy)
         self.stats = Stats()
         self.cache = Cache(cfg.cache.max_entries, cfg.cache.max_bytes)
@@ -111,6 +112,8 @@ class Pipeline(ApplyPolicy):
         if cl is None:
             cl = self.clients.lookup(ip, now)
         if not cl.allowed:
+            if self.notify_handler is not None and len(data) > 3 and (data[2] >> 3) & 0xF == 4:
+                return self.notify_handler(data, ip)  # primaries need not be clients
             self.stats.refused += 1
             return self._error(data, wire.REFUSED, ip, now, tcp, wire.EDE_PROHIBITED)
         if self.rate and not tcp:

@@ -63,7 +63,7 @@ def load_policy_steps(
         assert rpz.file is not None
         t0 = time.monotonic()
         try:
-            z = yield from zone_mod.load_steps(rpz.file, rpz.name, rpz.on_error)
+            z = yield from load_zone_steps(rpz)
         except ZoneError as e:
             if strict:
                 raise StartupError(f"policy zone {rpz.name} refused: {e}") from e
@@ -83,19 +83,45 @@ def load_policy_steps(
                 time.monotonic() - t0,
             )
         loaded.append(z)
-        settings.append(
-            ZoneSettings(
-                rpz.name,
-                rpz.policy,
-                rpz.log,
-                rpz.max_policy_ttl,
-                rpz.recursive_only,
-                rpz.nsdname_enable,
-                rpz.nsip_enable,
-            )
-        )
+        settings.append(zone_settings(rpz))
     version = (previous.version + 1) if previous else 1
     return Policy(loaded, settings, version)
+
+
+def zone_settings(rpz: RpzConfig) -> ZoneSettings:
+    return ZoneSettings(
+        rpz.name,
+        rpz.policy,
+        rpz.log,
+        rpz.max_policy_ttl,
+        rpz.recursive_only,
+        rpz.nsdname_enable,
+        rpz.nsip_enable,
+    )
+
+
+def load_zone_steps(rpz: RpzConfig) -> Generator[None, None, LoadedZone]:
+    """One zone from its file; a transferred zone also replays its IXFR journal.
+
+    A transferred zone with no copy on disk yet loads empty (no rules, no SOA)
+    until its first transfer.
+    """
+    assert rpz.file is not None
+    if rpz.primary and not rpz.file.exists():
+        return LoadedZone(rpz.name)
+    z = yield from zone_mod.load_steps(rpz.file, rpz.name, rpz.on_error)
+    if rpz.primary:
+        from mamori.policy import delta
+        from mamori.xfr import zonefile
+
+        for d in zonefile.read_journal(rpz.file):
+            if d.old == z.serial:
+                try:
+                    delta.apply(z, d.deleted, d.added)
+                except ValueError as e:
+                    raise ZoneError(f"{rpz.file}.jnl: serial {d.old} -> {d.new}: {e}") from e
+            yield
+    return z
 
 
 async def run_steps_async(steps: Generator[None, None, Policy | None]) -> Policy | None:

@@ -46,6 +46,7 @@ from mamori.resolver.policy_stage import (
 )
 from mamori.resolver.server import TcpListener, UdpServer, bind_all
 from mamori.resolver.watch import watch_zone_files
+from mamori.resolver.zones import Subscriptions
 from mamori.store.base import QueryLogStore
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ def serve_loop(
             async with lock:
                 try:
                     await swap_policy(new)
+                    subs.sync()
                 except Exception:
                     log.exception("reload failed, keeping the running configuration")
 
@@ -218,6 +220,8 @@ def serve_loop(
 
         _install_signals(loop, stopping.set, reload)
         watcher = loop.create_task(watch_zone_files(lambda: svc.cfg, reload_zones))
+        subs = Subscriptions(svc.pipeline, lambda: svc.cfg)
+        subs.sync()  # transferred zones: start the secondaries
         # Policy indexes and settings are long-lived: move them out of the cyclic
         # GC's way, so full collections do not walk millions of entries.
         gc.freeze()
@@ -225,6 +229,7 @@ def serve_loop(
         await stopping.wait()
         log.info("stopping: draining in-flight queries")
         watcher.cancel()
+        subs.stop()
         await svc.stop()
 
     uvloop.run(main())

@@ -35,7 +35,8 @@ def signature(paths: list[Path]) -> Signature:
 
 
 def zone_files(cfg: Config) -> list[Path]:
-    return [z.file for z in cfg.rpz if z.file is not None]
+    # Transferred zones are written by mamori itself (and reloaded by it).
+    return [z.file for z in cfg.rpz if z.file is not None and not z.primary]
 
 
 async def watch_zone_files(

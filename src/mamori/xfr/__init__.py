@@ -1,0 +1,1 @@
+"""Zone transfer: secondary (AXFR/IXFR/NOTIFY/TSIG client) and, later, primary."""
