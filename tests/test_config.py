@@ -108,3 +108,50 @@ def test_example_config_loads() -> None:
     rc = REPO / "tests" / "data" / "resolv.conf"
     cfg = config.load(REPO / "examples" / "mamori.toml", resolv_conf=str(rc))
     assert cfg.server.listen == (config.Endpoint("127.0.0.1", 5353),)
+
+
+UP = '[upstream]\nservers = ["127.0.0.1:5300"]\n[store]\npath = "db/m.db"\n'
+
+
+def test_transferred_zone_config_and_default_copy_path(tmp_path: Path) -> None:
+    cfg = _load(
+        tmp_path,
+        UP + '[[rpz]]\nname = "rpz.example"\nprimary = ["192.0.2.53", "[2001:db8::53]:5300"]\n'
+        'tsig = "xfr-key:HMAC-SHA256:c2VjcmV0LXNlY3JldC1zZWNyZXQ="\n',
+    )
+    z = cfg.rpz[0]
+    assert [str(p) for p in z.primary] == ["192.0.2.53:53", "[2001:db8::53]:5300"]
+    assert z.tsig == config.TsigSpec("xfr-key.", "hmac-sha256", "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
+    assert "c2Vj" not in str(z.tsig)  # the secret never shows in logs
+    assert z.file == tmp_path / "db" / "zones" / "rpz.example.zone"
+    assert z.on_expire == "stop"
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "message"),
+    [
+        ('tsig = "k:hmac-md4:c2VjcmV0"', "rpz.tsig", "unknown algorithm"),
+        ('tsig = "k:hmac-sha256:not base64!"', "rpz.tsig", "not base64"),
+        ('tsig = "only-a-name"', "rpz.tsig", "name:algorithm:base64secret"),
+        ('primary = "ns.example.com"', "rpz.primary", "not an IP address"),
+        ('on_expire = "maybe"', "rpz.on_expire", "must be one of"),
+    ],
+)
+def test_transfer_settings_errors_name_file_line_key(
+    tmp_path: Path, body: str, key: str, message: str
+) -> None:
+    text = UP + f'[[rpz]]\nname = "rpz.example"\nprimary = "192.0.2.53"\n{body}\n'
+    if body.startswith("primary"):
+        text = UP + f'[[rpz]]\nname = "rpz.example"\n{body}\n'
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, text)
+    assert key in str(e.value) and message in str(e.value)
+    line = text.splitlines().index(body) + 1
+    assert f"m.toml:{line}: {key}:" in str(e.value)
+
+
+def test_tsig_without_primary_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"rpz\.tsig: a TSIG key needs primary"):
+        _load(
+            tmp_path, UP + '[[rpz]]\nname = "z"\nfile = "z.rpz"\ntsig = "k:hmac-sha256:c2VjcmV0"\n'
+        )

@@ -103,7 +103,39 @@ def check(config_path: str) -> None:
 
 @cli.group()
 def zones() -> None:
-    """Policy zones: hit counters (and, later, transfer status)."""
+    """Policy zones: transfer status, hit counters."""
+
+
+@zones.command("status")
+@config_option
+def zones_status(config_path: str) -> None:
+    """Per zone: source, serial, rules, last transfer and result, next refresh."""
+    import json
+    import time
+
+    from mamori.xfr.secondary import status_path
+
+    cfg = _load_config(config_path)
+
+    def when(ts: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z" if ts else "-"
+
+    for rpz in cfg.rpz:
+        assert rpz.file is not None
+        if not rpz.primary:
+            click.echo(f"{rpz.name}  file {rpz.file}")
+            continue
+        click.echo(f"{rpz.name}  secondary of {', '.join(str(p) for p in rpz.primary)}")
+        sp = status_path(rpz.file)
+        if not sp.exists():
+            click.echo("  no status yet (mamori serve has not run with this zone)")
+            continue
+        st = json.loads(sp.read_text())
+        state = "EXPIRED" if st["expired"] else ("loaded" if st["loaded"] else "not loaded")
+        click.echo(f"  state:         {state}, serial {st['serial']}, {st['rules']} rules")
+        click.echo(f"  last transfer: {when(st['last_transfer'])}")
+        click.echo(f"  last check:    {when(st['last_check'])}: {st['last_result']}")
+        click.echo(f"  next refresh:  {when(st['next_refresh'])}")
 
 
 @zones.command("hits")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -124,7 +126,11 @@ def test_axfr_then_notify_and_ixfr_change_answers(
         err = m.stderr()
         assert "NOTIFY from 127.0.0.1" in err
         assert "IXFR from 127.0.0.1" in err and "serial 1 -> 2" in err
-        # The journal holds the delta; the status file says what happened.
+        # `mamori zones status` tells what happened.
+        assert _wait(lambda: "IXFR serial 1 -> 2" in _status_cli(m)), _status_cli(m)
+        out = _status_cli(m)
+        assert "secondary of 127.0.0.1" in out and "loaded, serial 2, 1 rules" in out
+        # The journal holds the delta.
         zfile = tmp_path / "m" / "zones" / "rpz.test.zone"
         assert "www.example.test." in (zfile.parent / "rpz.test.zone.jnl").read_text()
     finally:
@@ -137,6 +143,15 @@ def test_axfr_then_notify_and_ixfr_change_answers(
         assert "AXFR from" not in m2.stderr()
     finally:
         assert m2.stop() == 0, m2.stderr()
+
+
+def _status_cli(m: MamoriProcess) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "mamori", "zones", "status", "--config", str(m.config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def _status(m: MamoriProcess) -> str:
