@@ -136,6 +136,19 @@ class RpzConfig:
     primary: tuple[Endpoint, ...] = ()
     tsig: TsigSpec | None = None
     on_expire: str = "stop"  # an expired transferred zone: "stop" applying it, or "keep"
+    # Zone transfer (primary): serve this zone to other resolvers by AXFR/IXFR.
+    publish: bool = False
+    publish_keys: tuple[str, ...] = ()  # TSIG key names ([publish] keys) allowed; () = any
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """``[publish]``: serving policy zones (``[[rpz]] publish = true``) to secondaries."""
+
+    allow: tuple[str, ...] = ()  # networks that may transfer without TSIG
+    keys: tuple[TsigSpec, ...] = ()  # TSIG keys secondaries may sign with
+    notify: tuple[Endpoint, ...] = ()  # secondaries to NOTIFY when a zone changes
+    history: int = 20  # IXFR: versions kept per zone
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     log: LogConfig = field(default_factory=LogConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     rpz: tuple[RpzConfig, ...] = ()
 
 
@@ -159,6 +173,7 @@ _SECTIONS: dict[str, type] = {
     "web": WebConfig,
     "log": LogConfig,
     "policy": PolicyConfig,
+    "publish": PublishConfig,
 }
 
 
@@ -483,6 +498,24 @@ def _tsig(raw: Any, _ctx: _Ctx, _rc: str) -> TsigSpec:
     return TsigSpec(name.rstrip(".") + ".", alg, secret)
 
 
+def _tsig_list(raw: Any, ctx: _Ctx, rc: str) -> tuple[TsigSpec, ...]:
+    if not isinstance(raw, list):
+        raise _InvalidError('must be a list of "name:algorithm:base64secret"')
+    return tuple(_tsig(item, ctx, rc) for item in raw)
+
+
+def _notify_targets(raw: Any, _ctx: _Ctx, _rc: str) -> tuple[Endpoint, ...]:
+    if not isinstance(raw, list) or not all(isinstance(i, str) for i in raw):
+        raise _InvalidError('must be a list of "HOST[:PORT]"')
+    return tuple(parse_endpoint(i, 53) for i in raw)
+
+
+def _names(raw: Any, _ctx: _Ctx, _rc: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(i, str) and i for i in raw):
+        raise _InvalidError("must be a list of key names")
+    return tuple(i.rstrip(".") + "." for i in raw)
+
+
 def _path(raw: Any, ctx: _Ctx, _rc: str) -> Path:
     if not isinstance(raw, str) or not raw:
         raise _InvalidError("must be a file path")
@@ -536,6 +569,12 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
     ("rpz", "primary"): _primaries,
     ("rpz", "tsig"): _tsig,
     ("rpz", "on_expire"): _choice("stop", "keep"),
+    ("rpz", "publish"): _bool,
+    ("rpz", "publish_keys"): _names,
+    ("publish", "allow"): _networks,
+    ("publish", "keys"): _tsig_list,
+    ("publish", "notify"): _notify_targets,
+    ("publish", "history"): _int(0, 1000),
     ("policy", "min_ns_dots"): _int(0, 127),
     ("policy", "watch_interval"): _float(0, 86_400),
 }
@@ -553,3 +592,8 @@ def _cross_checks(ctx: _Ctx, cfg: Config) -> None:
         raise ctx.error("cache", "min_ttl", "is larger than cache.max_ttl")
     if cfg.server.rate_limit and cfg.server.rate_burst < 1:
         raise ctx.error("server", "rate_burst", "must be at least 1")
+    known = {k.name for k in cfg.publish.keys}
+    for i, z in enumerate(cfg.rpz):
+        for k in z.publish_keys:
+            if k not in known:
+                raise ctx.error("rpz", "publish_keys", f"key {k} is not in [publish] keys", i)

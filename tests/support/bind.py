@@ -22,6 +22,7 @@ class Bind:
         zones: str,
         keys: dict[str, tuple[str, str]] | None = None,
         options: str = "",
+        recursion: bool = False,
     ) -> None:
         """*zones*: named.conf zone statements (``DIR`` is replaced by the work dir);
         *keys*: name -> (algorithm, base64 secret)."""
@@ -32,6 +33,7 @@ class Bind:
         self.zones = zones.replace("DIR", str(self.dir))
         self.keys = keys or {}
         self.options = options
+        self.recursion = recursion
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,7 +53,12 @@ class Bind:
             f'  managed-keys-directory "{self.dir}";\n'
             f"  listen-on port {self.port} {{ 127.0.0.1; }};\n"
             "  listen-on-v6 { none; };\n"
-            "  recursion no;\n"
+            + (
+                "  recursion yes;\n  allow-recursion { 127.0.0.1; };\n"
+                if self.recursion
+                else "  recursion no;\n"
+            )
+            + ""
             "  dnssec-validation no;\n"
             "  notify-delay 0;\n"
             f"  {self.options}\n"

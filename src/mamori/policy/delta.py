@@ -43,10 +43,14 @@ def apply(zone: LoadedZone, deleted: list[RR], added: list[RR]) -> None:
         owners.setdefault(rr[0], ([], []))[1].append(rr)
     for owner, (dels, adds) in owners.items():
         if owner == apex:
+            gone = {rd for _n, _t, rd in dels if rd.rdtype == dns.rdatatype.NS}
+            zone.apex_ns = [r for r in zone.apex_ns if r.rdata not in gone]
             for _n, ttl, rd in adds:
                 if rd.rdtype == dns.rdatatype.SOA:
                     zone.soa = LocalRecord(dns.rdatatype.SOA, ttl, rd)
                     zone.serial = int(rd.serial)  # type: ignore[attr-defined]
+                elif rd.rdtype == dns.rdatatype.NS:
+                    zone.apex_ns.append(LocalRecord(dns.rdatatype.NS, ttl, rd))
             continue
         if not owner.is_subdomain(apex):
             continue  # out of zone: ignored, as when loading a file
@@ -66,6 +70,8 @@ def apply(zone: LoadedZone, deleted: list[RR], added: list[RR]) -> None:
         remove(zone, rel)
         action, records = action_of(current, rel.to_text())
         if action is not None:
+            if not records and zone.simple_ttl is None:
+                zone.simple_ttl = current[0].ttl
             labels = [lb.decode("ascii", "backslashreplace").lower() for lb in rel.labels]
             rule, net = make_rule(zone.name, rel, labels, action, records)
             zone.add(rule, net)

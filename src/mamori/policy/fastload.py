@@ -189,7 +189,9 @@ def _apex_record(
         rd = _rdata(rtype, rdata, apex)
         out.soa = LocalRecord(dns.rdatatype.SOA, ttl, rd)
         out.serial = rd.serial  # type: ignore[attr-defined]
-    elif rtype != "NS":
+    elif rtype == "NS":
+        out.apex_ns.append(LocalRecord(dns.rdatatype.NS, ttl, _rdata(rtype, rdata, apex)))
+    else:
         _rdata(rtype, rdata, apex)  # validated, otherwise ignored (as BIND does at the apex)
 
 
@@ -216,6 +218,8 @@ def _record(
             else:  # the bulk of a feed: straight into the index, no objects
                 key, wildcard = qkey
                 (out.wild if wildcard else out.exact)[key] = SIMPLE_CODES[action]
+                if out.simple_ttl is None:
+                    out.simple_ttl = ttl
             return
     qkey = _qname_key(owner)
     if qkey is not None and qkey[0] in (out.wild if qkey[1] else out.exact):

@@ -79,6 +79,9 @@ class LoadedZone:
     other: list[Rule] = field(default_factory=list)  # Client-IP, Response-IP, NSDNAME, NSIP
     ip_rules: dict[Trigger, list[tuple[Net, Rule]]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # "file:line: reason" per skipped record
+    apex_ns: list[LocalRecord] = field(default_factory=list)  # kept to publish the zone
+    # TTL of simple-action rules (the compact index keeps no TTL per rule): the first seen
+    simple_ttl: int | None = None
 
     @property
     def rule_count(self) -> int:
@@ -254,6 +257,9 @@ def _rules(
     soa = LocalRecord(dns.rdatatype.SOA, soa_rds.ttl, soa_rds[0]) if soa_rds else None
     serial = soa_rds[0].serial if soa_rds else 0
     out = LoadedZone(apex.to_text(), soa, serial, skipped=skipped)
+    ns_rds = zone.get_rdataset(apex, dns.rdatatype.NS)
+    if ns_rds is not None:
+        out.apex_ns = [LocalRecord(dns.rdatatype.NS, ns_rds.ttl, rd) for rd in ns_rds]
     for name, node in zone.nodes.items():
         if name == apex:
             continue
@@ -262,6 +268,8 @@ def _rules(
         action, records = _action(node, rel.to_text())
         if action is None:
             continue
+        if not records and out.simple_ttl is None and node.rdatasets:
+            out.simple_ttl = node.rdatasets[0].ttl
         try:
             rule, net = make_rule(out.name, rel, labels, action, records)
         except ValueError as e:

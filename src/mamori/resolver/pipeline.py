@@ -48,14 +48,34 @@ _PLAIN_OR_EDNS_Q = (_PLAIN_Q, _EDNS_Q)
 _BITS = (b"\x00", b"\x01", b"\x02", b"\x03")  # cache-key byte: DO<<1 | CD
 _TYPE_XFR = (b"\x00\xfb", b"\x00\xfc")  # IXFR, AXFR
 _CLASS_IN = b"\x00\x01"
+_SOA_NS = (b"\x00\x06", b"\x00\x02")
 MAX_UDP_QUERY = 4096
 STALE_CLIENT_TIMER = 1.8  # RFC 8767 section 5: answer stale after this long
+
+
+def _xfr_or_soa(data: bytes) -> bool:
+    """Is this a query for AXFR, IXFR or SOA (what a secondary asks its primary)?"""
+    try:
+        end = wire.scan_name(data, 12)
+    except wire.WireError:
+        return False
+    return data[4:6] == b"\x00\x01" and data[end : end + 2] in (
+        b"\x00\xfb",
+        b"\x00\xfc",
+        b"\x00\x06",
+    )
 
 
 class Pipeline(ApplyPolicy):
     def __init__(self, cfg: Config, events: EventQueue, policy: Policy | None = None) -> None:
         self.events = events
         self.notify_handler = None
+        # Zone publishing (xfr.primary): transfer requests and apex SOA/NS answers.
+        self.xfr_handler: Callable[[bytes, Any, Reply, bool], Coroutine[Any, Any, None]] | None = (
+            None
+        )
+        self.local_answer: Callable[[bytes, str], bytes | None] | None = None
+        self.policy_listeners: list[Callable[[Policy | None, Policy | None], None]] = []
         self.set_policy(policy)
         self.stats = Stats()
         self.cache = Cache(cfg.cache.max_entries, cfg.cache.max_bytes)
@@ -96,10 +116,13 @@ class Pipeline(ApplyPolicy):
 
     def set_policy(self, policy: Policy | None) -> None:
         """Swap in a whole new policy (built beside the old one)."""
+        old = getattr(self, "policy", None)
         self.policy = policy
         self.answers = PolicyAnswers(policy) if policy is not None else None
         # key -> (rewrite, synthesised answer), for by-name-only policies
         self._rewrites: dict[bytes, tuple[Match, Entry]] = {}
+        for listener in getattr(self, "policy_listeners", ()):
+            listener(old, policy)
 
     # ------------------------------------------------------------------ hot path
     def handle(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> bytes | None:
@@ -114,6 +137,8 @@ class Pipeline(ApplyPolicy):
         if not cl.allowed:
             if self.notify_handler is not None and len(data) > 3 and (data[2] >> 3) & 0xF == 4:
                 return self.notify_handler(data, ip)  # primaries need not be clients
+            if self.xfr_handler is not None and _xfr_or_soa(data):
+                return self._for_secondary(data, addr, reply, tcp)  # nor secondaries
             self.stats.refused += 1
             return self._error(data, wire.REFUSED, ip, now, tcp, wire.EDE_PROHIBITED)
         if self.rate and not tcp:
@@ -133,6 +158,8 @@ class Pipeline(ApplyPolicy):
             return None
         counts = data[4:12]
         if data[2] & 0x78 or counts not in _PLAIN_OR_EDNS_Q:
+            if self.xfr_handler is not None and not data[2] & 0x78 and _xfr_or_soa(data):
+                return self._for_secondary(data, addr, reply, tcp)  # EDNS + TSIG
             return self._unusual(data, ip, now, tcp)
         # The question name, inline (this is wire.scan_name without the call).
         nend = 12
@@ -153,6 +180,8 @@ class Pipeline(ApplyPolicy):
                 return self._error(data, wire.FORMERR, ip, now, tcp)
             root, otype, payload, _ext, version, oflags, rdlen = _OPT.unpack_from(data, qend)
             if root or otype != 41 or qend + 11 + rdlen != n:
+                if self.xfr_handler is not None and _xfr_or_soa(data):
+                    return self._for_secondary(data, addr, reply, tcp)  # TSIG-signed
                 return self._error(data, wire.FORMERR, ip, now, tcp)
             if version:
                 return self._error(data, wire.BADVERS, ip, now, tcp)
@@ -167,6 +196,9 @@ class Pipeline(ApplyPolicy):
             opt = b""
         qtc = data[nend:qend]
         if qtc[2:] != _CLASS_IN or qtc[:2] in _TYPE_XFR:
+            if self.xfr_handler is not None and qtc[:2] in _TYPE_XFR:
+                self._spawn(self.xfr_handler(data, addr, reply, tcp))  # published zones
+                return None
             # Meta queries (zone transfers) and other classes are not forwarded.
             return self._error(data, wire.REFUSED, ip, now, tcp, wire.EDE_PROHIBITED)
         key = data[12:nend].lower() + qtc + _BITS[do << 1 | cd]
@@ -305,6 +337,10 @@ class Pipeline(ApplyPolicy):
         # checked, even if the expired entry had been (its data may differ now).
         if policy is not None and hit is None:
             undecided = True
+        if self.local_answer is not None and qtc[:2] in _SOA_NS:
+            local = self.local_answer(data, ip)  # apex of a zone we publish
+            if local is not None:
+                return local
         self.stats.cache_misses += 1
         stale = entry if entry is not None and now < entry.stale_until else None
         self._spawn(
@@ -326,6 +362,16 @@ class Pipeline(ApplyPolicy):
                 found,
             )
         )
+        return None
+
+    def _for_secondary(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> bytes | None:
+        """A transfer or SOA request from outside ``allow``: the publisher decides."""
+        end = wire.scan_name(data, 12)  # parses: checked by _xfr_or_soa
+        if data[end : end + 2] == b"\x00\x06":
+            assert self.local_answer is not None
+            return self.local_answer(data, addr[0]) or wire.error_response(data, wire.REFUSED)
+        assert self.xfr_handler is not None
+        self._spawn(self.xfr_handler(data, addr, reply, tcp))
         return None
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -98,6 +98,13 @@ class TcpConnection(asyncio.Protocol):
         t = self.transport
         if t is not None and not t.is_closing():
             t.write(_LEN.pack(len(resp)) + resp)
+            if t.get_write_buffer_size():
+                self._arm()  # a long answer stream (zone transfer) is not idle
+
+    def backlog(self) -> int:
+        """Bytes waiting to be sent (zone transfers pause above a limit)."""
+        t = self.transport
+        return t.get_write_buffer_size() if t is not None else 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.idle is not None:

@@ -48,6 +48,7 @@ from mamori.resolver.server import TcpListener, UdpServer, bind_all
 from mamori.resolver.watch import watch_zone_files
 from mamori.resolver.zones import Subscriptions
 from mamori.store.base import QueryLogStore
+from mamori.xfr.primary import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,12 @@ class DnsService:
         self.stopped.set()
 
 
+def _wire_publisher(pipeline: Pipeline, publisher: Publisher) -> None:
+    """Route transfer requests and apex SOA queries to the publisher (if it has zones)."""
+    pipeline.xfr_handler = publisher.serve if publisher.active else None
+    pipeline.local_answer = publisher.soa_answer if publisher.active else None
+
+
 def _reload_config(path: str) -> Config | None:
     try:
         return config_mod.load(path)
@@ -204,7 +211,9 @@ def serve_loop(
                 return
             async with lock:
                 try:
+                    publisher.configure(new)
                     await swap_policy(new)
+                    _wire_publisher(svc.pipeline, publisher)
                     subs.sync()
                 except Exception:
                     log.exception("reload failed, keeping the running configuration")
@@ -220,7 +229,11 @@ def serve_loop(
 
         _install_signals(loop, stopping.set, reload)
         watcher = loop.create_task(watch_zone_files(lambda: svc.cfg, reload_zones))
-        subs = Subscriptions(svc.pipeline, lambda: svc.cfg)
+        publisher = Publisher(svc.cfg, svc.cfg.store.path.parent / "zones")
+        svc.pipeline.policy_listeners.append(publisher.on_policy)
+        publisher.on_policy(None, svc.pipeline.policy)
+        _wire_publisher(svc.pipeline, publisher)
+        subs = Subscriptions(svc.pipeline, lambda: svc.cfg, publisher)
         subs.sync()  # transferred zones: start the secondaries
         # Policy indexes and settings are long-lived: move them out of the cyclic
         # GC's way, so full collections do not walk millions of entries.

@@ -23,6 +23,8 @@ from mamori.policy.engine import Policy
 from mamori.policy.zone import LoadedZone
 from mamori.resolver.pipeline import Pipeline
 from mamori.resolver.policy_stage import load_zone_steps, zone_settings
+from mamori.xfr.client import Delta
+from mamori.xfr.primary import Publisher, versions_from_deltas
 from mamori.xfr.secondary import Subscription
 from mamori.xfr.tsig import keyring
 
@@ -30,8 +32,11 @@ log = logging.getLogger(__name__)
 
 
 class Subscriptions:
-    def __init__(self, pipeline: Pipeline, current: Callable[[], Config]) -> None:
+    def __init__(
+        self, pipeline: Pipeline, current: Callable[[], Config], publisher: Publisher | None = None
+    ) -> None:
         self.pipeline = pipeline
+        self.publisher = publisher
         self.current = current
         self.subs: dict[str, Subscription] = {}
         self._placeholders: set[str] = set()  # zones published as "not applied"
@@ -74,8 +79,16 @@ class Subscriptions:
                 return zone
             await asyncio.sleep(0)
 
-    def publish(self, name: str, zone: LoadedZone | None) -> None:
-        """A new policy version in configured zone order, with *zone* for *name*."""
+    def publish(
+        self, name: str, zone: LoadedZone | None, deltas: list[Delta] | None = None
+    ) -> None:
+        """A new policy version in configured zone order, with *zone* for *name*.
+
+        *deltas*: the IXFR differences just applied to *zone* in place (kept for
+        serving IXFR onwards when the zone is also published).
+        """
+        if deltas and self.publisher is not None:
+            self.publisher.record_deltas(name, versions_from_deltas(name, deltas))
         old = self.pipeline.policy
         held = {z.name: z for z in old.zones} if old is not None else {}
         if zone is None:

@@ -52,7 +52,9 @@ class ZoneHost(Protocol):
     async def load_file(self, rpz: RpzConfig) -> LoadedZone:
         """Load the zone's file (after an AXFR wrote it), step by step."""
 
-    def publish(self, name: str, zone: LoadedZone | None) -> None:
+    def publish(
+        self, name: str, zone: LoadedZone | None, deltas: list[client.Delta] | None = None
+    ) -> None:
         """Swap in a new policy version with *zone* (None: stop applying the zone)."""
 
 
@@ -247,7 +249,7 @@ class Subscription:
             delta.apply(zone, d.deleted, d.added)
         assert self.rpz.file is not None
         zonefile.append_journal(self.rpz.file, inc.deltas)
-        self.host.publish(self.rpz.name, zone)
+        self.host.publish(self.rpz.name, zone, inc.deltas)
 
     async def _apply_axfr(self, full: client.FullZone) -> None:
         assert self.rpz.file is not None

@@ -1,0 +1,493 @@
+"""Primary for policy zones: serve AXFR/IXFR to other resolvers, send NOTIFY.
+
+Zones with ``publish = true`` are served on mamori's own DNS listeners (TCP
+for transfers, as BIND does on port 53): AXFR (RFC 5936), IXFR (RFC 1995)
+from a bounded history of versions, SOA queries for the zone apex, TSIG
+(RFC 8945) on requests and every message of a response. Who may transfer:
+a secondary that signs with a key listed for the zone, or an address in
+``[publish] allow`` (Unbound cannot sign transfer requests).
+
+A new version of a published zone (reload, file change, transfer from our own
+primary) is compared with the previous one, the difference kept for IXFR,
+the serial raised if the zone changed without a higher serial, and NOTIFY sent
+to ``[publish] notify``. The published serial is stored next to the store so
+it never goes backwards across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import json
+import logging
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TSIG
+import dns.rrset
+import dns.tsig
+
+from mamori.config import Config, Endpoint, TsigSpec
+from mamori.policy.engine import Policy
+from mamori.policy.zone import LoadedZone
+from mamori.xfr import render
+from mamori.xfr.tsig import keyring
+
+log = logging.getLogger(__name__)
+
+MESSAGE_BYTES = 16_000  # records per AXFR/IXFR message: up to this size (BIND: ~16k)
+MAX_BACKLOG = 1 << 20  # pause streaming while this much waits in the socket buffer
+NOTIFY_TRIES = 5
+NOTIFY_INTERVAL = 2.0
+_HDR = struct.Struct("!HHHHHH")
+_AXFR, _IXFR = dns.rdatatype.AXFR, dns.rdatatype.IXFR
+
+Reply = Callable[[bytes, Any], None]
+
+
+@dataclass
+class Version:
+    """One step of the IXFR history: what changed from *old* to *new*."""
+
+    old: int
+    new: int
+    deleted: list[bytes]  # wire RRs, without the SOA
+    added: list[bytes]
+
+
+@dataclass
+class Published:
+    name: str
+    zone: LoadedZone
+    serial: int
+    keys: tuple[str, ...] = ()  # TSIG key names allowed for this zone (empty: any known key)
+    history: deque[Version] = field(default_factory=deque)
+    pending: list[Version] = field(default_factory=list)  # deltas handed in before a swap
+
+
+class Publisher:
+    def __init__(self, cfg: Config, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.zones: dict[str, Published] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.configure(cfg)
+
+    def configure(self, cfg: Config) -> None:
+        p = cfg.publish
+        self.cfg = cfg
+        self.allow = [ipaddress.ip_network(n, strict=False) for n in p.allow]
+        self.keys: dict[dns.name.Name, dns.tsig.Key] = {}
+        for spec in p.keys:
+            self.keys.update(keyring(spec)[0])
+        self.key_specs: dict[str, TsigSpec] = {k.name: k for k in p.keys}
+        self.notify_to: tuple[Endpoint, ...] = p.notify
+        self.history_len = p.history
+        self.wanted = {z.name: z for z in cfg.rpz if z.publish}
+        for name in list(self.zones):
+            if name not in self.wanted:
+                del self.zones[name]
+
+    @property
+    def active(self) -> bool:
+        return bool(self.wanted)
+
+    # ---------------------------------------------------------- new versions
+    def record_deltas(self, name: str, versions: list[Version]) -> None:
+        """Differences applied in place to a zone (IXFR received): kept for our IXFR."""
+        pub = self.zones.get(name)
+        if pub is not None:
+            pub.pending.extend(versions)
+
+    def on_policy(self, old: Policy | None, new: Policy | None) -> None:
+        """Called after every policy swap: publish changed zones, notify secondaries."""
+        if new is None:
+            return
+        for z in new.zones:
+            if z.name not in self.wanted or z.soa is None:
+                continue
+            pub = self.zones.get(z.name)
+            if pub is None:
+                serial = max(z.serial, self._stored_serial(z.name))
+                self.zones[z.name] = Published(z.name, z, serial, self.wanted[z.name].publish_keys)
+                self._store_serial(z.name, serial)
+                log.info("publishing zone %s serial %d", z.name, serial)
+                continue
+            self._new_version(pub, z)
+
+    def _new_version(self, pub: Published, z: LoadedZone) -> None:
+        pending, pub.pending = pub.pending, []
+        if z is pub.zone:  # changed in place (IXFR received): the deltas say what changed
+            if not pending and z.serial == pub.serial:
+                return
+            versions = pending
+            if not versions:
+                pub.history.clear()  # changed without known deltas: AXFR from now on
+        else:
+            d = _diff(pub.zone, z, pub.serial)
+            if not d.deleted and not d.added and _serial_le(z.serial, pub.serial):
+                pub.zone = z  # reloaded, nothing changed
+                return
+            versions = [d]
+        serial = z.serial
+        if _serial_le(serial, pub.serial):
+            serial = (pub.serial + 1) & 0xFFFFFFFF
+            log.warning(
+                "zone %s changed without a higher SOA serial (%d): published as serial %d",
+                pub.name,
+                z.serial,
+                serial,
+            )
+        if versions:  # the chain starts at what we published and ends at the new serial
+            versions[0].old = pub.serial
+            versions[-1].new = serial
+        pub.history.extend(versions)
+        while len(pub.history) > self.history_len:
+            pub.history.popleft()
+        old_serial = pub.serial
+        pub.zone, pub.serial = z, serial
+        self._store_serial(pub.name, serial)
+        log.info(
+            "zone %s published: serial %d -> %d (%d deleted, %d added)",
+            pub.name,
+            old_serial,
+            serial,
+            sum(len(v.deleted) for v in versions),
+            sum(len(v.added) for v in versions),
+        )
+        self._notify(pub)
+
+    # -------------------------------------------------------------- serial
+    def _state(self, name: str) -> Path:
+        return self.state_dir / f"{name.rstrip('.')}.published.json"
+
+    def _stored_serial(self, name: str) -> int:
+        try:
+            return int(json.loads(self._state(name).read_text())["serial"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def _store_serial(self, name: str, serial: int) -> None:
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self._state(name).with_suffix(".tmp")
+            tmp.write_text(json.dumps({"serial": serial, "time": time.time()}))
+            tmp.replace(self._state(name))
+        except OSError as e:
+            log.warning("zone %s: cannot store the published serial: %s", name, e)
+
+    # ------------------------------------------------------------- answers
+    def soa_answer(self, data: bytes, source: str) -> bytes | None:
+        """An authoritative SOA/NS answer for a published zone's apex (None: not ours).
+
+        A TSIG-signed question gets a signed answer (secondaries check the
+        serial with their transfer key).
+        """
+        try:
+            q = dns.message.from_wire(data, keyring=self.keys or None, ignore_trailing=True)
+        except (dns.tsig.BadSignature, dns.tsig.BadTime, dns.message.UnknownTSIGKey):
+            return _error(data, dns.rcode.NOTAUTH)
+        except (dns.exception.DNSException, ValueError):
+            return None
+        if len(q.question) != 1:
+            return None
+        pub = self.zones.get(q.question[0].name.to_text().lower())
+        qtype = q.question[0].rdtype
+        if pub is None or qtype not in (dns.rdatatype.SOA, dns.rdatatype.NS):
+            return None
+        if qtype == dns.rdatatype.NS:
+            recs = list(render.apex_ns_rrs(pub.zone))
+        else:
+            recs = [_with_serial(render.soa_rr(pub.zone), pub.serial)]
+        flags = dns.flags.QR | dns.flags.AA | (q.flags & dns.flags.RD)
+        qwire = data[12 : 12 + _question_len(data)]
+        msg = _HDR.pack(q.id, flags, 1, len(recs), 0, 0) + qwire + b"".join(recs)
+        key = self.keys.get(q.keyname) if q.had_tsig and q.keyname is not None else None
+        return _Signer(key, q.mac or b"").sign(msg)
+
+    async def serve(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> None:
+        """Answer an AXFR/IXFR request (several messages over TCP)."""
+        source = addr[0]
+        try:
+            q = dns.message.from_wire(data, keyring=self.keys or None, ignore_trailing=True)
+        except (dns.tsig.BadSignature, dns.tsig.BadTime, dns.message.UnknownTSIGKey) as e:
+            log.warning("transfer request from %s refused: TSIG %s", source, type(e).__name__)
+            reply(_error(data, dns.rcode.NOTAUTH), addr)
+            return
+        except (dns.exception.DNSException, ValueError):
+            reply(_error(data, dns.rcode.FORMERR), addr)
+            return
+        name = q.question[0].name.to_text().lower()
+        qtype = q.question[0].rdtype
+        pub = self.zones.get(name)
+        if pub is None:
+            reply(_error(data, dns.rcode.NOTAUTH), addr)
+            return
+        key = self._key_for(q, pub)
+        if key is None and not self._allowed(source):
+            log.warning("transfer of %s to %s refused (not allowed)", name, source)
+            reply(_error(data, dns.rcode.REFUSED), addr)
+            return
+        signer = _Signer(key, (q.mac or b"") if key is not None else b"")
+        client_serial = _client_serial(q) if qtype == _IXFR else None
+        if not tcp:
+            if qtype == _AXFR:
+                reply(_error(data, dns.rcode.REFUSED), addr)
+            else:  # IXFR over UDP: the SOA alone tells the client to use TCP
+                reply(self._messages(data, pub, [], signer)[0], addr)
+            return
+        if client_serial is not None and _serial_le(pub.serial, client_serial):
+            stream: Iterator[bytes] = iter(())
+            kind = "IXFR (up to date)"
+        else:
+            chain = self._chain(pub, client_serial) if client_serial is not None else None
+            if chain is not None:
+                stream, kind = self._ixfr_rrs(pub, chain), f"IXFR from {client_serial}"
+            else:
+                stream, kind = render.zone_rrs(pub.zone), "AXFR"
+        t0 = time.monotonic()
+        n = await self._stream(
+            data, pub, stream, signer, reply, addr, single_soa=kind.startswith("IXFR (up")
+        )
+        log.info(
+            "transfer of %s serial %d to %s: %s, %d records in %.2fs%s",
+            name,
+            pub.serial,
+            source,
+            kind,
+            n,
+            time.monotonic() - t0,
+            f", TSIG {key.name}" if key is not None else "",
+        )
+
+    def _key_for(self, q: dns.message.Message, pub: Published) -> dns.tsig.Key | None:
+        if not q.had_tsig or q.keyname is None:
+            return None
+        keyname = q.keyname.to_text()
+        if pub.keys and keyname not in pub.keys:
+            return None
+        return self.keys.get(q.keyname)
+
+    def _allowed(self, source: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(source.split("%", maxsplit=1)[0])
+        except ValueError:
+            return False
+        return any(addr in net for net in self.allow)
+
+    def _chain(self, pub: Published, serial: int) -> list[Version] | None:
+        """History steps from *serial* to the current one, if we still have them."""
+        steps = list(pub.history)
+        for i, v in enumerate(steps):
+            if v.old == serial:
+                chain = steps[i:]
+                if all(a.new == b.old for a, b in itertools.pairwise(chain)):
+                    return chain if chain[-1].new == pub.serial else None
+        return None
+
+    def _ixfr_rrs(self, pub: Published, chain: list[Version]) -> Iterator[bytes]:
+        soa = render.soa_rr(pub.zone)
+        for v in chain:
+            yield _with_serial(soa, v.old)
+            yield from v.deleted
+            yield _with_serial(soa, v.new)
+            yield from v.added
+
+    async def _stream(
+        self,
+        data: bytes,
+        pub: Published,
+        rrs: Iterator[bytes],
+        signer: _Signer,
+        reply: Reply,
+        addr: Any,
+        single_soa: bool = False,
+    ) -> int:
+        """SOA, the records, SOA: in messages of ~16 kB, yielding to the loop between them."""
+        soa = _with_serial(render.soa_rr(pub.zone), pub.serial)
+        conn = getattr(reply, "__self__", None)
+        backlog = getattr(conn, "backlog", None)
+        first = True
+        count = 0
+        batch: list[bytes] = [soa]
+        size = len(soa)
+        ended = single_soa
+        while True:
+            for rr in rrs:
+                batch.append(rr)
+                size += len(rr)
+                count += 1
+                if size >= MESSAGE_BYTES:
+                    break
+            else:
+                if not ended:
+                    batch.append(soa)
+                    ended = True
+            if batch:
+                reply(signer.sign(_message(data, batch, first)), addr)
+                first = False
+                batch, size = [], 0
+            if ended:
+                return count
+            await asyncio.sleep(0)  # let queries through between messages
+            while backlog is not None and backlog() > MAX_BACKLOG:
+                await asyncio.sleep(0.005)
+
+    def _messages(
+        self, data: bytes, pub: Published, rrs: list[bytes], signer: _Signer
+    ) -> list[bytes]:
+        soa = _with_serial(render.soa_rr(pub.zone), pub.serial)
+        return [signer.sign(_message(data, [soa, *rrs], True))]
+
+    # -------------------------------------------------------------- NOTIFY
+    def _notify(self, pub: Published) -> None:
+        for target in self.notify_to:
+            task = asyncio.get_running_loop().create_task(self._send_notify(pub, target))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _send_notify(self, pub: Published, target: Endpoint) -> None:
+        import dns.asyncquery
+
+        msg = dns.message.make_query(pub.name, dns.rdatatype.SOA)
+        msg.flags = dns.flags.AA  # (the opcode lives in the flags: set it after)
+        msg.set_opcode(dns.opcode.NOTIFY)
+        assert pub.zone.soa is not None  # the SOA with the serial, as BIND sends it
+        soa = pub.zone.soa.rdata.replace(serial=pub.serial)
+        msg.answer.append(dns.rrset.from_rdata(pub.name, pub.zone.soa.ttl, soa))
+        if pub.keys and pub.keys[0] in self.key_specs:
+            ring, name = keyring(self.key_specs[pub.keys[0]])
+            msg.use_tsig(ring, name)
+        for _ in range(NOTIFY_TRIES):
+            try:
+                r = await dns.asyncquery.udp(
+                    msg, target.host, port=target.port, timeout=NOTIFY_INTERVAL
+                )
+                if r.rcode() == dns.rcode.NOERROR:
+                    log.info("zone %s: NOTIFY sent to %s (serial %d)", pub.name, target, pub.serial)
+                else:
+                    rcode = dns.rcode.to_text(r.rcode())
+                    log.warning("zone %s: NOTIFY to %s answered %s", pub.name, target, rcode)
+                return
+            except (dns.exception.DNSException, OSError):
+                continue
+        log.warning("zone %s: no answer to NOTIFY from %s", pub.name, target)
+
+
+# ----------------------------------------------------------------- helpers
+class _Signer:
+    """TSIG for each message of a response (RFC 8945 5.3.1: chained MACs)."""
+
+    def __init__(self, key: dns.tsig.Key | None, request_mac: bytes) -> None:
+        self.key = key
+        self.mac = request_mac
+        self.ctx: Any = None
+
+    def sign(self, wire: bytes) -> bytes:
+        if self.key is None:
+            return wire
+        msg_id = struct.unpack_from("!H", wire)[0]
+        tsig = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
+            dns.rdataclass.ANY, dns.rdatatype.TSIG, self.key.algorithm, 0, 300, b"", msg_id, 0, b""
+        )
+        rd, self.ctx = dns.tsig.sign(  # type: ignore[no-untyped-call]
+            wire,
+            self.key,
+            tsig,
+            int(time.time()),
+            self.mac if self.ctx is None else None,
+            self.ctx,
+            True,
+        )
+        rdata: bytes = rd.to_wire()
+        owner = self.key.name.to_wire()
+        assert owner is not None
+        arcount = struct.unpack_from("!H", wire, 10)[0] + 1
+        return (
+            wire[:10]
+            + struct.pack("!H", arcount)
+            + wire[12:]
+            + owner
+            + struct.pack("!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rdata))
+            + rdata
+        )
+
+
+def _question_len(data: bytes) -> int:
+    i = 12
+    while data[i]:
+        i += data[i] + 1
+    return i + 1 + 4 - 12
+
+
+def _message(request: bytes, rrs: list[bytes], with_question: bool) -> bytes:
+    msg_id = struct.unpack_from("!H", request)[0]
+    flags = dns.flags.QR | dns.flags.AA
+    qwire = request[12 : 12 + _question_len(request)] if with_question else b""
+    return (
+        _HDR.pack(msg_id, flags, 1 if with_question else 0, len(rrs), 0, 0) + qwire + b"".join(rrs)
+    )
+
+
+def _error(request: bytes, rcode: int) -> bytes:
+    msg_id, qflags = struct.unpack_from("!HH", request)
+    flags = dns.flags.QR | (qflags & dns.flags.RD) | (qflags & 0x7800) | rcode
+    try:
+        qwire = request[12 : 12 + _question_len(request)]
+        return _HDR.pack(msg_id, flags, 1, 0, 0, 0) + qwire
+    except IndexError:
+        return _HDR.pack(msg_id, flags, 0, 0, 0, 0)
+
+
+def _with_serial(soa_rr: bytes, serial: int) -> bytes:
+    """The SOA RR with another serial (the serial is the 20 bytes before the end, first 4)."""
+    return soa_rr[:-20] + struct.pack("!I", serial) + soa_rr[-16:]
+
+
+def _client_serial(q: dns.message.Message) -> int | None:
+    for rrset in q.authority:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return int(rrset[0].serial)
+    return None
+
+
+def _serial_le(a: int, b: int) -> bool:
+    return a == b or ((b - a) % (1 << 32)) < (1 << 31)
+
+
+def versions_from_deltas(name: str, deltas: list[Any]) -> list[Version]:
+    """IXFR deltas received (client.Delta: RR tuples with SOAs) as history steps."""
+    origin = dns.name.from_text(name)
+    out = []
+    for d in deltas:
+        parts: list[list[bytes]] = [[], []]
+        for i, rrs in enumerate((d.deleted, d.added)):
+            for owner, ttl, rd in rrs:
+                if owner == origin and rd.rdtype == dns.rdatatype.SOA:
+                    continue
+                wire = owner.to_wire()
+                data = rd.to_wire()
+                parts[i].append(render.rr(wire.lower(), rd.rdtype, ttl, data))
+        out.append(Version(d.old, d.new, parts[0], parts[1]))
+    return out
+
+
+def _diff(old: LoadedZone, new: LoadedZone, old_serial: int) -> Version:
+    """What changed between two versions of a zone (record sets, SOA excluded)."""
+    before = set(render.zone_rrs(old))
+    after = set(render.zone_rrs(new))
+    return Version(old_serial, new.serial, sorted(before - after), sorted(after - before))
