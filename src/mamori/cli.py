@@ -106,6 +106,35 @@ def zones() -> None:
     """Policy zones: transfer status, hit counters."""
 
 
+@zones.command("serve")
+@config_option
+def zones_serve(config_path: str) -> None:
+    """Run only the primary: serve the zones with publish = true by AXFR/IXFR (no resolver).
+
+    Listens on [server] listen; SIGHUP reloads, zone file changes are picked up.
+    """
+    from mamori.resolver import service
+    from mamori.store.sqlite import SQLiteStore
+
+    try:
+        cfg = config_mod.load(config_path, resolver=False)
+    except MamoriError as e:
+        _fail(e)
+    _setup_logging(cfg.log.level)
+    if not any(z.publish for z in cfg.rpz):
+        _fail(MamoriError(f"{config_path}: no [[rpz]] zone has publish = true"))
+    try:
+        store = SQLiteStore(cfg.store.path)
+    except MamoriError as e:
+        _fail(e)
+    try:
+        service.run(cfg, store, primary_only=True)
+    except MamoriError as e:
+        _fail(e)
+    finally:
+        store.close()
+
+
 @zones.command("status")
 @config_option
 def zones_status(config_path: str) -> None:
@@ -115,13 +144,21 @@ def zones_status(config_path: str) -> None:
 
     from mamori.xfr.secondary import status_path
 
-    cfg = _load_config(config_path)
+    try:
+        cfg = config_mod.load(config_path, resolver=False)
+    except MamoriError as e:
+        _fail(e)
 
     def when(ts: float | None) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z" if ts else "-"
 
     for rpz in cfg.rpz:
         assert rpz.file is not None
+        if rpz.publish:
+            pub_file = cfg.store.path.parent / "zones" / f"{rpz.name.rstrip('.')}.published.json"
+            published = json.loads(pub_file.read_text()) if pub_file.exists() else None
+            serial = f"serial {published['serial']}" if published else "not published yet"
+            click.echo(f"{rpz.name}  published by AXFR/IXFR: {serial}")
         if not rpz.primary:
             click.echo(f"{rpz.name}  file {rpz.file}")
             continue

@@ -177,17 +177,20 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def load(path: str | Path, resolv_conf: str = SYSTEM_RESOLV_CONF) -> Config:
+def load(path: str | Path, resolv_conf: str = SYSTEM_RESOLV_CONF, resolver: bool = True) -> Config:
     """Read and validate a config file; raise ConfigError naming file/line/key."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(str(p), None, "", f"cannot read: {e.strerror}") from e
-    return loads(text, p, resolv_conf)
+    return loads(text, p, resolv_conf, resolver)
 
 
-def loads(text: str, path: Path, resolv_conf: str = SYSTEM_RESOLV_CONF) -> Config:
+def loads(
+    text: str, path: Path, resolv_conf: str = SYSTEM_RESOLV_CONF, resolver: bool = True
+) -> Config:
+    """Parse and validate; *resolver* False (``mamori zones serve``): no upstream needed."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -209,7 +212,7 @@ def loads(text: str, path: Path, resolv_conf: str = SYSTEM_RESOLV_CONF) -> Confi
             raise ConfigError(str(path), ctx.line(None, name), name, "must be a table")
         sections[name] = _build(ctx, name, _SECTIONS[name], value, resolv_conf)
     cfg = Config(path=path, **sections)
-    _cross_checks(ctx, cfg)
+    _cross_checks(ctx, cfg, resolver)
     zones_dir = cfg.store.path.parent / "zones"
     rpz = tuple(
         dataclasses.replace(z, file=zones_dir / f"{z.name.rstrip('.')}.zone")
@@ -580,8 +583,8 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
 }
 
 
-def _cross_checks(ctx: _Ctx, cfg: Config) -> None:
-    if not cfg.upstream.servers:
+def _cross_checks(ctx: _Ctx, cfg: Config, resolver: bool = True) -> None:
+    if resolver and not cfg.upstream.servers:
         raise ConfigError(
             ctx.path,
             ctx.line("upstream", None),

@@ -9,6 +9,8 @@ change of mamori's zone file through NOTIFY + IXFR.
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from tests.integration.test_resolver_service import ZONE
 from tests.support.authserver import AuthServer
 from tests.support.bind import Bind
 from tests.support.mamori_proc import MamoriProcess
+from tests.support.net import free_port
 from tests.support.unbound import Unbound
 
 pytestmark = pytest.mark.integration
@@ -172,3 +175,35 @@ def test_unknown_clients_and_wrong_keys_are_refused(tmp_path: Path, upstream: Au
         assert "refused (not allowed)" in m.stderr() and "TSIG" in m.stderr()
     finally:
         assert m.stop() == 0, m.stderr()
+
+
+def test_zones_serve_runs_the_primary_alone(tmp_path: Path) -> None:
+    zone = tmp_path / "rpz.test.zone"
+    zone.write_text(_rpz(7, "mx1.example.test CNAME .\n"))
+    port = free_port()
+    conf = tmp_path / "primary.toml"
+    conf.write_text(
+        f'[server]\nlisten = ["127.0.0.1:{port}"]\n[store]\npath = "{tmp_path / "p.db"}"\n'
+        '[publish]\nallow = ["127.0.0.1/32"]\n'
+        f'[[rpz]]\nname = "rpz.test"\nfile = "{zone}"\npublish = true\n'
+    )
+    err = (tmp_path / "primary.stderr").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mamori", "zones", "serve", "--config", str(conf)], stderr=err
+    )
+    try:
+        assert _wait(lambda: "serving zone transfers" in (tmp_path / "primary.stderr").read_text())
+        z = dns.zone.from_xfr(dns.query.xfr("127.0.0.1", "rpz.test", port=port))
+        assert z.get_rdataset("mx1.example.test", "CNAME") is not None
+        assert _rcode(port, "www.example.test") == dns.rcode.REFUSED  # no resolver here
+        status = subprocess.run(
+            [sys.executable, "-m", "mamori", "zones", "status", "--config", str(conf)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "published by AXFR/IXFR: serial 7" in status
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        err.close()

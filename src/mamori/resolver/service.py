@@ -37,7 +37,7 @@ from mamori.resolver.events import (
     deque_source,
     mp_source,
 )
-from mamori.resolver.pipeline import Pipeline
+from mamori.resolver.pipeline import Pipeline, PrimaryOnlyPipeline
 from mamori.resolver.policy_stage import (
     dispose,
     load_policy,
@@ -69,11 +69,13 @@ class DnsService:
         events: EventQueue,
         socks: list[socket.socket],
         policy: Policy | None = None,
+        primary_only: bool = False,
     ) -> None:
         self.cfg = cfg
         self.events = events
         self.socks = socks
-        self.pipeline = Pipeline(cfg, events, policy)
+        kind = PrimaryOnlyPipeline if primary_only else Pipeline
+        self.pipeline = kind(cfg, events, policy)
         self.tcp = TcpListener(
             self.pipeline, cfg.server.tcp_idle_timeout, cfg.server.tcp_max_connections
         )
@@ -158,9 +160,9 @@ def _wire_publisher(pipeline: Pipeline, publisher: Publisher) -> None:
     pipeline.local_answer = publisher.soa_answer if publisher.active else None
 
 
-def _reload_config(path: str) -> Config | None:
+def _reload_config(path: str, resolver: bool = True) -> Config | None:
     try:
-        return config_mod.load(path)
+        return config_mod.load(path, resolver=resolver)
     except ConfigError as e:
         log.error("reload refused, keeping the running configuration: %s", e)
         return None
@@ -180,13 +182,14 @@ def serve_loop(
     events: EventQueue,
     ready: Callable[[], None],
     policy: Policy | None = None,
+    primary_only: bool = False,
 ) -> None:
     """Run one DNS event loop until SIGTERM/SIGINT; SIGHUP reloads config and zones."""
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
     async def main() -> None:
-        svc = DnsService(cfg, events, socks, policy)
+        svc = DnsService(cfg, events, socks, policy, primary_only)
         await svc.start()
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
@@ -206,7 +209,7 @@ def serve_loop(
             gc.freeze()  # the new indexes are long-lived: keep them out of full collections
 
         async def reload_async() -> None:
-            new = _reload_config(str(cfg.path))
+            new = _reload_config(str(cfg.path), resolver=not primary_only)
             if new is None:
                 return
             async with lock:
@@ -248,10 +251,13 @@ def serve_loop(
     uvloop.run(main())
 
 
-def run(cfg: Config, store: QueryLogStore) -> None:
-    """Serve until stopped. Sockets are bound first: a taken port fails fast."""
+def run(cfg: Config, store: QueryLogStore, primary_only: bool = False) -> None:
+    """Serve until stopped. Sockets are bound first: a taken port fails fast.
+
+    *primary_only* (``mamori zones serve``): one process serving zone transfers only.
+    """
     policy = load_policy(cfg.rpz, None, strict=True)
-    workers = cfg.server.workers
+    workers = 1 if primary_only else cfg.server.workers
     if workers == 1:
         socks = bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=False)
         events = EventQueue(cfg.store.queue_size)
@@ -260,7 +266,9 @@ def run(cfg: Config, store: QueryLogStore) -> None:
         )
         writer.start()
         try:
-            serve_loop(cfg, socks, events, lambda: _announce(cfg, 1), policy)
+            serve_loop(
+                cfg, socks, events, lambda: _announce(cfg, 1, primary_only), policy, primary_only
+            )
         finally:
             writer.stop()
             if events.dropped:
@@ -269,8 +277,12 @@ def run(cfg: Config, store: QueryLogStore) -> None:
     _run_workers(cfg, store, policy)
 
 
-def _announce(cfg: Config, workers: int) -> None:
+def _announce(cfg: Config, workers: int, primary_only: bool = False) -> None:
     addrs = ", ".join(str(e) for e in cfg.server.listen)
+    if primary_only:
+        zones = ", ".join(z.name for z in cfg.rpz if z.publish) or "(none: set publish = true)"
+        log.info("mamori serving zone transfers on %s; zones: %s", addrs, zones)
+        return
     ups = ", ".join(str(u) for u in cfg.upstream.servers)
     log.info(
         "mamori serving DNS on %s (udp%s, %d worker%s); upstreams: %s",
