@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import dns.name
 import dns.rdata
 import pytest
@@ -23,11 +26,44 @@ def _rr(name: str, target: str = ".") -> RR:
     return dns.name.from_text(name), 60, rd
 
 
-def test_axfr_form_is_the_whole_zone() -> None:
-    rrs = [_soa(5), _rr("a.z."), _rr("b.z."), _soa(5)]
-    assert client._ended(rrs, 5, ixfr=False)
-    out = client._interpret(rrs, 5, P)
-    assert isinstance(out, client.FullZone) and out.serial == 5 and len(out.records) == 3
+def _soa_text(serial: int) -> tuple[str, int, int, str]:
+    return ("z.", 60, 6, f"ns.z. h.z. {serial} 60 30 600 30")
+
+
+def test_axfr_form_streams_to_the_spool_file(tmp_path: Path) -> None:
+    spool = tmp_path / "z.xfr"
+    st = client._Stream("z.", ixfr=False, spool=spool)
+    st.add([_soa_text(5), ("a.z.", 60, 5, ".")], P)  # one message
+    assert not st.done
+    st.add([("b.z.", 60, 1, "192.0.2.1"), _soa_text(5)], P)  # the closing SOA ends it
+    assert st.done
+    out = asyncio.run(st.result(P))
+    assert isinstance(out, client.FullZone) and out.serial == 5 and out.count == 3
+    lines = spool.read_text().splitlines()
+    assert lines[1] == "$ORIGIN z." and lines[2].startswith("z. 60 IN SOA ns.z. h.z. 5")
+    assert lines[3:] == ["a.z. 60 IN CNAME .", "b.z. 60 IN A 192.0.2.1"]
+
+
+def test_records_after_the_closing_soa_are_an_error(tmp_path: Path) -> None:
+    st = client._Stream("z.", ixfr=False, spool=tmp_path / "z.xfr")
+    st.add([_soa_text(5), _soa_text(5)], P)
+    with pytest.raises(client.TransferError, match="after the closing SOA"):
+        st.add([("a.z.", 60, 5, ".")], P)
+    st.discard()
+    assert not (tmp_path / "z.xfr").exists()
+
+
+def test_ixfr_stream_and_up_to_date(tmp_path: Path) -> None:
+    st = client._Stream("z.", ixfr=True, spool=tmp_path / "z.xfr")
+    st.add([_soa_text(3)], P)
+    assert st.up_to_date(3) and not st.up_to_date(2)
+    st.add(
+        [_soa_text(2), ("a.z.", 60, 5, "."), _soa_text(3), ("b.z.", 60, 5, "*."), _soa_text(3)], P
+    )
+    assert st.done
+    out = asyncio.run(st.result(P))
+    assert isinstance(out, client.Incremental) and [(d.old, d.new) for d in out.deltas] == [(2, 3)]
+    assert not (tmp_path / "z.xfr").exists()  # IXFR form: nothing spooled
 
 
 def test_ixfr_sequences_become_deltas_in_order() -> None:
@@ -37,8 +73,6 @@ def test_ixfr_sequences_become_deltas_in_order() -> None:
         _soa(2), _soa(3), _rr("c.z."),  # 2 -> 3: c added
         _soa(3),
     ]  # fmt: skip
-    assert not client._ended(rrs[:7], 3, ixfr=True)  # the SOA 3 opening the additions
-    assert client._ended(rrs, 3, ixfr=True)
     out = client._interpret(rrs, 3, P)
     assert isinstance(out, client.Incremental)
     assert [(d.old, d.new) for d in out.deltas] == [(1, 2), (2, 3)]

@@ -10,13 +10,16 @@ turn) and then swaps in a new Policy version, so memoised decisions go.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
 import dns.name
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
 from mamori.policy.model import Action, LocalRecord, Rule, Trigger
-from mamori.policy.zone import COMPLEX_BASE, LoadedZone, action_of, make_rule
+from mamori.policy.zone import COMPLEX_BASE, LoadedZone, Net, action_of, make_rule
 
 RR = tuple[dns.name.Name, int, dns.rdata.Rdata]
 
@@ -33,24 +36,43 @@ class DeltaError(ValueError):
     """A difference that does not fit the zone (e.g. deleting what is not there)."""
 
 
+STEP = 250  # owners planned per step (the loop answers queries between steps)
+
+
+@dataclass
+class Plan:
+    """The new state of every owner a delta touches, computed without changing the zone."""
+
+    apex: list[tuple[str, RR]] = field(default_factory=list)  # ("del"|"add", SOA/NS record)
+    owners: list[tuple[Rule, Rule | None, Net | None]] = field(default_factory=list)
+    simple_ttl: int | None = None
+
+
 def apply(zone: LoadedZone, deleted: list[RR], added: list[RR]) -> None:
     """Apply one IXFR difference sequence (SOA records included) to *zone*."""
+    steps = plan_steps(zone, deleted, added)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            commit(zone, done.value)
+            return
+
+
+def plan_steps(zone: LoadedZone, deleted: list[RR], added: list[RR]) -> Generator[None, None, Plan]:
+    """Plan a delta, yielding every STEP owners; ``commit`` then applies it at once."""
     apex = dns.name.from_text(zone.name)
     owners: dict[dns.name.Name, tuple[list[RR], list[RR]]] = {}
     for rr in deleted:
         owners.setdefault(rr[0], ([], []))[0].append(rr)
     for rr in added:
         owners.setdefault(rr[0], ([], []))[1].append(rr)
-    for owner, (dels, adds) in owners.items():
+    plan = Plan()
+    for n, (owner, (dels, adds)) in enumerate(owners.items()):
+        if n % STEP == STEP - 1:
+            yield
         if owner == apex:
-            gone = {rd for _n, _t, rd in dels if rd.rdtype == dns.rdatatype.NS}
-            zone.apex_ns = [r for r in zone.apex_ns if r.rdata not in gone]
-            for _n, ttl, rd in adds:
-                if rd.rdtype == dns.rdatatype.SOA:
-                    zone.soa = LocalRecord(dns.rdatatype.SOA, ttl, rd)
-                    zone.serial = int(rd.serial)  # type: ignore[attr-defined]
-                elif rd.rdtype == dns.rdatatype.NS:
-                    zone.apex_ns.append(LocalRecord(dns.rdatatype.NS, ttl, rd))
+            plan.apex += [("del", rr) for rr in dels] + [("add", rr) for rr in adds]
             continue
         if not owner.is_subdomain(apex):
             continue  # out of zone: ignored, as when loading a file
@@ -67,14 +89,46 @@ def apply(zone: LoadedZone, deleted: list[RR], added: list[RR]) -> None:
         for _n, ttl, rd in adds:
             current = [r for r in current if not (r.rdtype == rd.rdtype and r.rdata == rd)]
             current.append(LocalRecord(rd.rdtype, ttl, rd))
-        remove(zone, rel)
         action, records = action_of(current, rel.to_text())
+        new: Rule | None = None
+        net: Net | None = None
         if action is not None:
-            if not records and zone.simple_ttl is None:
-                zone.simple_ttl = current[0].ttl
+            if not records and plan.simple_ttl is None:
+                plan.simple_ttl = current[0].ttl
             labels = [lb.decode("ascii", "backslashreplace").lower() for lb in rel.labels]
-            rule, net = make_rule(zone.name, rel, labels, action, records)
-            zone.add(rule, net)
+            new, net = make_rule(zone.name, rel, labels, action, records)
+        plan.owners.append((_probe(zone, rel), new, net))
+    return plan
+
+
+def commit(zone: LoadedZone, plan: Plan) -> None:
+    """Apply a planned delta: index updates only (milliseconds for thousands of owners)."""
+    for op, (_n, ttl, rd) in plan.apex:
+        if rd.rdtype == dns.rdatatype.NS:
+            if op == "del":
+                zone.apex_ns = [r for r in zone.apex_ns if r.rdata != rd]
+            else:
+                zone.apex_ns.append(LocalRecord(dns.rdatatype.NS, ttl, rd))
+        elif rd.rdtype == dns.rdatatype.SOA and op == "add":
+            zone.soa = LocalRecord(dns.rdatatype.SOA, ttl, rd)
+            zone.serial = int(rd.serial)  # type: ignore[attr-defined]
+    others: set[str] = set()
+    for probe, _new, _net in plan.owners:
+        if probe.trigger is Trigger.QNAME:
+            code = (zone.wild if probe.wildcard else zone.exact).pop(probe.match_key)
+            if code is not None and code >= COMPLEX_BASE:
+                zone.complex[code - COMPLEX_BASE] = _TOMBSTONE
+        else:
+            others.add(probe.owner.lower())
+    if others:
+        zone.other[:] = [r for r in zone.other if r.owner.lower() not in others]
+        for trigger, items in zone.ip_rules.items():
+            zone.ip_rules[trigger] = [(n, r) for n, r in items if r.owner.lower() not in others]
+    for _probe_rule, new, net in plan.owners:
+        if new is not None:
+            zone.add(new, net)
+    if zone.simple_ttl is None:
+        zone.simple_ttl = plan.simple_ttl
 
 
 def _probe(zone: LoadedZone, rel: dns.name.Name) -> Rule:
@@ -103,20 +157,6 @@ def records_of(zone: LoadedZone, rel: dns.name.Name) -> list[LocalRecord]:
         return []
     rd = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.CNAME, target)
     return [LocalRecord(dns.rdatatype.CNAME, 0, rd)]
-
-
-def remove(zone: LoadedZone, rel: dns.name.Name) -> None:
-    """Take the owner's rule out of the zone's indexes (if it has one)."""
-    probe = _probe(zone, rel)
-    if probe.trigger is Trigger.QNAME:
-        code = (zone.wild if probe.wildcard else zone.exact).pop(probe.match_key)
-        if code is not None and code >= COMPLEX_BASE:
-            zone.complex[code - COMPLEX_BASE] = _TOMBSTONE
-        return
-    owner = probe.owner.lower()
-    zone.other[:] = [r for r in zone.other if r.owner.lower() != owner]
-    for trigger, items in zone.ip_rules.items():
-        zone.ip_rules[trigger] = [(n, r) for n, r in items if r.owner.lower() != owner]
 
 
 # A removed Local-Data rule's slot (codes are positions; the slot is not reused).

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import dns.asyncquery
 import dns.exception
@@ -26,6 +29,7 @@ import dns.rrset
 import dns.tsig
 
 from mamori.config import Endpoint, TsigSpec
+from mamori.xfr import wireparse
 from mamori.xfr.tsig import keyring
 
 RR = tuple[dns.name.Name, int, dns.rdata.Rdata]  # owner, TTL, rdata
@@ -39,10 +43,11 @@ class TransferError(Exception):
 
 @dataclass
 class FullZone:
-    """An AXFR (or an IXFR answered in AXFR form): every record, SOA first."""
+    """An AXFR (or an IXFR answered in AXFR form), written to a spool file as it came."""
 
     serial: int
-    records: list[RR]
+    path: Path  # master file: $ORIGIN, then one record per line, SOA first
+    count: int  # records (the closing SOA not counted)
 
 
 @dataclass
@@ -100,16 +105,26 @@ async def transfer(
     zone: dns.name.Name,
     serial: int | None,
     key: TsigSpec | None,
+    spool: Path | None = None,
 ) -> FullZone | Incremental | None:
-    """AXFR (serial None) or IXFR from *serial*; None when already up to date."""
+    """AXFR (serial None) or IXFR from *serial*; None when already up to date.
+
+    A zone coming in AXFR form is written to *spool* record by record.
+    """
     try:
-        return await asyncio.wait_for(_transfer(primary, zone, serial, key), MAX_TRANSFER_TIME)
+        return await asyncio.wait_for(
+            _transfer(primary, zone, serial, key, spool), MAX_TRANSFER_TIME
+        )
     except TimeoutError as e:
         raise TransferError(f"transfer from {primary} timed out") from e
 
 
 async def _transfer(
-    primary: Endpoint, zone: dns.name.Name, serial: int | None, key: TsigSpec | None
+    primary: Endpoint,
+    zone: dns.name.Name,
+    serial: int | None,
+    key: TsigSpec | None,
+    spool: Path | None,
 ) -> FullZone | Incremental | None:
     ixfr = serial is not None
     q = dns.message.make_query(zone, dns.rdatatype.IXFR if ixfr else dns.rdatatype.AXFR)
@@ -118,20 +133,21 @@ async def _transfer(
         q.authority.append(dns.rrset.from_rdata(zone, 0, soa))
     _signed(q, key)
     wire = q.to_wire()
+    tsig_key = keyring(key)[0][dns.name.from_text(key.name)] if key is not None else None
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(primary.host, primary.port), MESSAGE_TIMEOUT
         )
     except (OSError, TimeoutError) as e:
         raise TransferError(f"cannot connect to {primary}: {e}") from e
-    rrs: list[RR] = []
+    apex = zone.to_text().lower()
+    spool = spool or Path(f"/tmp/mamori-xfr-{id(q)}.zone")
+    stream = _Stream(apex, ixfr, spool)
     try:
         writer.write(struct.pack("!H", len(wire)) + wire)
         await writer.drain()
-        tsig_ctx = None
+        ctx = None
         first = True
-        soa_count = 0
-        final: int | None = None
         while True:
             try:
                 head = await asyncio.wait_for(reader.readexactly(2), MESSAGE_TIMEOUT)
@@ -140,72 +156,151 @@ async def _transfer(
                 )
             except asyncio.IncompleteReadError as e:
                 raise TransferError(
-                    f"{primary} closed the connection mid-transfer ({len(rrs)} records read)"
+                    f"{primary} closed the connection mid-transfer ({stream.count} records read)"
                 ) from e
             except TimeoutError as e:
-                raise TransferError(f"{primary} stopped sending ({len(rrs)} records read)") from e
+                raise TransferError(
+                    f"{primary} stopped sending ({stream.count} records read)"
+                ) from e
             try:
-                r = dns.message.from_wire(
-                    data,
-                    keyring=q.keyring,
-                    request_mac=q.mac,
-                    xfr=True,
-                    origin=None,
-                    tsig_ctx=tsig_ctx,
-                    multi=not first,
-                    one_rr_per_rrset=True,
-                )
+                parsed = wireparse.parse(data)
+                if tsig_key is not None:
+                    ctx = wireparse.verify_tsig(data, parsed, tsig_key, q.mac or b"", ctx, first)
             except dns.tsig.PeerError as e:
                 raise TransferError(f"TSIG error from {primary}: {e}") from e
-            except (dns.exception.DNSException, ValueError) as e:
+            except (dns.exception.DNSException, wireparse.WireFormatError, ValueError) as e:
                 raise TransferError(f"malformed transfer message from {primary}: {e}") from e
-            if not q.is_response(r, xfr_continuation=not first):
+            if parsed.msg_id != q.id or not parsed.flags & dns.flags.QR:
                 raise TransferError(f"{primary} sent a message that does not answer ours")
-            if first:
-                _check_reply(r, key, primary)
+            if parsed.rcode != dns.rcode.NOERROR:
+                rcode = dns.rcode.to_text(dns.rcode.Rcode(parsed.rcode))
+                raise TransferError(f"{primary} answered {rcode}")
+            if first and key is not None and parsed.tsig is None:
+                raise TransferError(f"{primary} answered without TSIG (key {key})")
             first = False
-            tsig_ctx = r.tsig_ctx
-            for rrset in r.answer:
-                for rd in rrset:
-                    rrs.append((rrset.name, rrset.ttl, rd))
-                    if rd.rdtype == dns.rdatatype.SOA and rrset.name == zone:
-                        soa_count += 1
-                        if final is None:
-                            final = int(rd.serial)
-            if not rrs or rrs[0][2].rdtype != dns.rdatatype.SOA:
-                raise TransferError(f"{primary}: transfer does not start with the zone's SOA")
-            up_to_date = final is not None and serial is not None and _serial_le(final, serial)
-            if ixfr and len(rrs) == 1 and up_to_date:
-                return None  # RFC 1995 4: one SOA = up to date
-            if len(rrs) > 1 and soa_count >= 2 and _ended(rrs, final, ixfr):
+            stream.add(parsed.records, primary)
+            if stream.up_to_date(serial):
+                stream.discard()
+                return None
+            if stream.done:
                 break
-        if key is not None and not r.had_tsig:
-            raise TransferError(f"{primary}: the last transfer message is not signed")
+            await asyncio.sleep(0)  # a long transfer must not hold the loop
+    except BaseException:
+        stream.discard()
+        raise
     finally:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-    assert final is not None
-    return _interpret(rrs, final, primary)
+    return await stream.result(primary)
 
 
-def _ended(rrs: list[RR], final: int | None, ixfr: bool) -> bool:
-    """Has the stream reached its closing SOA?"""
-    last = rrs[-1][2]
-    if last.rdtype != dns.rdatatype.SOA or int(last.serial) != final:  # type: ignore[attr-defined]
-        return False
-    if not ixfr or rrs[1][2].rdtype != dns.rdatatype.SOA:
-        return True  # AXFR form: SOA ... SOA
-    # IXFR form: SOA(new) [SOA(old) ... SOA(newer) ...]+ SOA(new): the closing SOA
-    # is the one that follows an addition block, i.e. the count of SOAs is even.
-    soas = sum(1 for r in rrs if r[2].rdtype == dns.rdatatype.SOA and r[0] == rrs[0][0])
-    return soas >= 4 and soas % 2 == 0
+class _Stream:
+    """The records of a transfer as they arrive: to the spool file (AXFR form) or memory."""
+
+    def __init__(self, apex: str, ixfr: bool, spool: Path) -> None:
+        self.apex = apex
+        self.ixfr = ixfr
+        self.spool = spool
+        self.form: str | None = None
+        self.pending: list[tuple[str, int, int, str]] = []
+        self.out: Any = None
+        self.count = 0
+        self.soas = 0
+        self.final: int | None = None
+        self.done = False
+
+    def add(self, records: list[tuple[str, int, int, str]], primary: Endpoint) -> None:
+        for rec in records:
+            if self.done:
+                raise TransferError(f"{primary}: records after the closing SOA")
+            owner, _ttl, rdtype, text = rec
+            is_soa = rdtype == wireparse.SOA and owner.lower() == self.apex
+            if self.count == 0 and not is_soa:
+                raise TransferError(f"{primary}: transfer does not start with the zone's SOA")
+            self.count += 1
+            if is_soa:
+                self.soas += 1
+                serial = int(text.split()[2])
+                if self.final is None:
+                    self.final = serial
+            if self.form is None and self.count == 2:
+                self.form = "ixfr" if self.ixfr and is_soa else "axfr"
+                if self.form == "axfr":
+                    self._open()
+            if self.form == "axfr":
+                if is_soa and self.soas >= 2:
+                    self.done = True  # the closing SOA
+                else:
+                    self.out.write(_line(rec))
+            else:
+                self.pending.append(rec)
+                if self.form == "ixfr" and is_soa and self.final == serial:
+                    # SOA(new) [SOA(old) ... SOA(newer) ...]+ SOA(new): even count ends it
+                    self.done = self.soas >= 4 and self.soas % 2 == 0
+
+    def up_to_date(self, serial: int | None) -> bool:
+        """One SOA, no more (RFC 1995 4): the client's serial is current."""
+        return (
+            self.ixfr
+            and self.count == 1
+            and self.final is not None
+            and serial is not None
+            and _serial_le(self.final, serial)
+        )
+
+    def _open(self) -> None:
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        self.out = self.spool.open("w", encoding="utf-8")
+        self.out.write(
+            f"; transferred copy of {self.apex}, written by mamori\n$ORIGIN {self.apex}\n"
+        )
+        for rec in self.pending:
+            self.out.write(_line(rec))
+        self.pending = []
+
+    def discard(self) -> None:
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+            self.spool.unlink(missing_ok=True)
+
+    async def result(self, primary: Endpoint) -> FullZone | Incremental:
+        assert self.final is not None
+        if self.form == "axfr":
+            self.out.flush()
+            os.fsync(self.out.fileno())
+            self.out.close()
+            self.out = None
+            return FullZone(self.final, self.spool, self.count - 1)
+        rrs = []
+        for i, rec in enumerate(self.pending):
+            rrs.append(_rr(rec))
+            if i % 500 == 499:
+                await asyncio.sleep(0)  # converting thousands of records: let queries in
+        return _interpret(rrs, self.final, primary)
 
 
-def _interpret(rrs: list[RR], final: int, primary: Endpoint) -> FullZone | Incremental:
+def _line(rec: tuple[str, int, int, str]) -> str:
+    owner, ttl, rdtype, text = rec
+    return f"{owner} {ttl} IN {wireparse.type_text(rdtype)} {text}\n"
+
+
+def _rr(rec: tuple[str, int, int, str]) -> RR:
+    owner, ttl, rdtype, text = rec
+    rd = dns.rdata.from_text(
+        dns.rdataclass.IN,
+        dns.rdatatype.RdataType(rdtype),
+        text,
+        origin=dns.name.root,
+        relativize=False,
+    )
+    return dns.name.from_text(owner), ttl, rd
+
+
+def _interpret(rrs: list[RR], final: int, primary: Endpoint) -> Incremental:
+    """An IXFR answer (RFC 1995 form) as deltas."""
     apex = rrs[0][0]
-    if rrs[1][2].rdtype != dns.rdatatype.SOA or rrs[1][0] != apex:
-        return FullZone(final, rrs[:-1])  # AXFR form
     deltas: list[Delta] = []
     body = rrs[1:-1]
     i = 0

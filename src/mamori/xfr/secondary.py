@@ -198,18 +198,20 @@ class Subscription:
                 self.host.publish(self.rpz.name, z)  # the primary vouches for our copy again
                 self._parked = None
             return f"up to date at serial {held} ({primary})"
-        result = await client.transfer(primary, self.origin, held, self.rpz.tsig)
+        result = await client.transfer(primary, self.origin, held, self.rpz.tsig, self._spool())
         if result is None:
             return f"up to date at serial {held} ({primary})"
         if isinstance(result, client.Incremental) and z is not None:
             try:
-                self._apply_ixfr(z, result)
+                await self._apply_ixfr(z, result)
             except Exception as e:  # the zone is reloaded from disk, then AXFR
                 log.error(
                     "zone %s: IXFR could not be applied (%s); full transfer", self.rpz.name, e
                 )
                 await self._reload_from_disk()
-                result = await client.transfer(primary, self.origin, None, self.rpz.tsig)
+                result = await client.transfer(
+                    primary, self.origin, None, self.rpz.tsig, self._spool()
+                )
                 assert result is not None
             else:
                 self.status.last_transfer = time.time()
@@ -224,7 +226,7 @@ class Subscription:
                 )
                 return f"IXFR serial {held} -> {result.serial} ({changes} changes, {primary})"
         if isinstance(result, client.Incremental):
-            result = await client.transfer(primary, self.origin, None, self.rpz.tsig)
+            result = await client.transfer(primary, self.origin, None, self.rpz.tsig, self._spool())
             assert isinstance(result, client.FullZone)
         assert isinstance(result, client.FullZone)
         await self._apply_axfr(result)
@@ -234,26 +236,39 @@ class Subscription:
             self.rpz.name,
             primary,
             result.serial,
-            len(result.records),
+            result.count,
         )
-        return f"AXFR serial {result.serial} ({len(result.records)} records, {primary})"
+        return f"AXFR serial {result.serial} ({result.count} records, {primary})"
 
-    def _apply_ixfr(self, zone: LoadedZone, inc: client.Incremental) -> None:
+    async def _apply_ixfr(self, zone: LoadedZone, inc: client.Incremental) -> None:
+        """Plan each delta step by step (queries flow), commit it at once, then publish."""
         from mamori.policy import delta
 
         if inc.deltas[0].old != zone.serial:
             raise client.TransferError(
                 f"IXFR starts at serial {inc.deltas[0].old}, we hold {zone.serial}"
             )
-        for d in inc.deltas:  # validated in order; one event-loop turn, no awaits
-            delta.apply(zone, d.deleted, d.added)
+        for d in inc.deltas:
+            steps = delta.plan_steps(zone, d.deleted, d.added)
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    plan = done.value
+                    break
+                await asyncio.sleep(0)
+            delta.commit(zone, plan)  # each commit is a whole version of the zone
         assert self.rpz.file is not None
         zonefile.append_journal(self.rpz.file, inc.deltas)
         self.host.publish(self.rpz.name, zone, inc.deltas)
 
+    def _spool(self) -> Path:
+        assert self.rpz.file is not None
+        return self.rpz.file.with_name(self.rpz.file.name + ".xfr")
+
     async def _apply_axfr(self, full: client.FullZone) -> None:
         assert self.rpz.file is not None
-        await asyncio.to_thread(zonefile.save_full, self.rpz.file, self.rpz.name, full.records)
+        zonefile.install(full.path, self.rpz.file)
         zone = await self.host.load_file(self.rpz)
         self._parked = None
         self.host.publish(self.rpz.name, zone)

@@ -44,6 +44,12 @@ def save_full(path: Path, origin: str, records: list[RR]) -> None:
     journal_path(path).unlink(missing_ok=True)
 
 
+def install(spool: Path, path: Path) -> None:
+    """Put a transferred zone (written and synced to *spool*) in place; drop the journal."""
+    os.replace(spool, path)
+    journal_path(path).unlink(missing_ok=True)
+
+
 def append_journal(path: Path, deltas: list[Delta]) -> None:
     with journal_path(path).open("a", encoding="utf-8") as f:
         for d in deltas:
