@@ -56,7 +56,9 @@ def notify_port() -> int:
 def bind(tmp_path: Path, notify_port: int) -> Iterator[Bind]:
     d = tmp_path / "bind"
     d.mkdir()
-    (d / "rpz.test.zone").write_text(_rpz(1, "mx1.example.test CNAME .\n"))
+    # Enough rules for a transfer of several messages (TSIG chained across them).
+    filler = "".join(f"filler-{i:05d}.example CNAME .\n" for i in range(3000))
+    (d / "rpz.test.zone").write_text(_rpz(1, "mx1.example.test CNAME .\n" + filler))
     zones = (
         'zone "rpz.test" { type primary; file "DIR/rpz.test.zone";'
         ' allow-transfer { key "xfr-key"; }; ixfr-from-differences yes; max-ixfr-ratio unlimited;'

@@ -82,6 +82,7 @@ class LoadedZone:
     apex_ns: list[LocalRecord] = field(default_factory=list)  # kept to publish the zone
     # TTL of simple-action rules (the compact index keeps no TTL per rule): the first seen
     simple_ttl: int | None = None
+    pins: int = 0  # holders besides the policy (the publisher diffing versions): not freed
 
     @property
     def rule_count(self) -> int:

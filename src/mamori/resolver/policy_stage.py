@@ -158,12 +158,17 @@ async def dispose(old: Policy | None, new: Policy | None) -> None:
         return
     keep = {id(z) for z in new.zones} if new is not None else set()
     for z in old.zones:
-        if id(z) in keep:
-            continue
-        for index in (z.exact, z.wild):
-            for shard in index.shards:
-                shard.clear()
-                await asyncio.sleep(0)
+        if id(z) in keep or z.pins:
+            continue  # still serving, or held by the publisher (which frees it later)
+        await free_zone(z)
+
+
+async def free_zone(z: LoadedZone) -> None:
+    """Clear a zone's index one shard per loop turn."""
+    for index in (z.exact, z.wild):
+        for shard in index.shards:
+            shard.clear()
+            await asyncio.sleep(0)
 
 
 class PolicyAnswers:

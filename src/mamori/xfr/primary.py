@@ -46,6 +46,7 @@ from mamori.config import Config, Endpoint, TsigSpec
 from mamori.policy.engine import Policy
 from mamori.policy.zone import LoadedZone
 from mamori.xfr import render
+from mamori.xfr.diff import Version, diff_steps
 from mamori.xfr.tsig import keyring
 
 log = logging.getLogger(__name__)
@@ -58,16 +59,6 @@ _HDR = struct.Struct("!HHHHHH")
 _AXFR, _IXFR = dns.rdatatype.AXFR, dns.rdatatype.IXFR
 
 Reply = Callable[[bytes, Any], None]
-
-
-@dataclass
-class Version:
-    """One step of the IXFR history: what changed from *old* to *new*."""
-
-    old: int
-    new: int
-    deleted: list[bytes]  # wire RRs, without the SOA
-    added: list[bytes]
 
 
 @dataclass
@@ -85,6 +76,7 @@ class Publisher:
         self.state_dir = state_dir
         self.zones: dict[str, Published] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
         self.configure(cfg)
 
     def configure(self, cfg: Config) -> None:
@@ -121,15 +113,36 @@ class Publisher:
             if z.name not in self.wanted or z.soa is None:
                 continue
             pub = self.zones.get(z.name)
+            z.pins += 1  # kept (not freed by the policy swap) until diffed and replaced
             if pub is None:
                 serial = max(z.serial, self._stored_serial(z.name))
                 self.zones[z.name] = Published(z.name, z, serial, self.wanted[z.name].publish_keys)
                 self._store_serial(z.name, serial)
                 log.info("publishing zone %s serial %d", z.name, serial)
                 continue
-            self._new_version(pub, z)
+            task = asyncio.get_running_loop().create_task(self._new_version(pub, z))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
-    def _new_version(self, pub: Published, z: LoadedZone) -> None:
+    async def _new_version(self, pub: Published, z: LoadedZone) -> None:
+        async with self._lock:  # versions are published in the order they came
+            before = pub.zone
+            try:
+                await self._publish(pub, z)
+            except Exception:  # a bug costs IXFR history, never the service
+                log.exception("zone %s: publishing the new version failed", pub.name)
+                pub.history.clear()
+                pub.zone = z
+            if before is not pub.zone:  # the previous version is no longer needed
+                before.pins -= 1
+                if not before.pins and before is not z:
+                    from mamori.resolver.policy_stage import free_zone
+
+                    await free_zone(before)
+            elif before is z and z.pins > 1:
+                z.pins -= 1  # the same object again (changed in place): one pin is enough
+
+    async def _publish(self, pub: Published, z: LoadedZone) -> None:
         pending, pub.pending = pub.pending, []
         if z is pub.zone:  # changed in place (IXFR received): the deltas say what changed
             if not pending and z.serial == pub.serial:
@@ -138,7 +151,14 @@ class Publisher:
             if not versions:
                 pub.history.clear()  # changed without known deltas: AXFR from now on
         else:
-            d = _diff(pub.zone, z, pub.serial)
+            steps = diff_steps(pub.zone, z, pub.serial)
+            while True:  # shard by shard, queries answered in between
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    d: Version = done.value
+                    break
+                await asyncio.sleep(0)
             if not d.deleted and not d.added and _serial_le(z.serial, pub.serial):
                 pub.zone = z  # reloaded, nothing changed
                 return
@@ -484,10 +504,3 @@ def versions_from_deltas(name: str, deltas: list[Any]) -> list[Version]:
                 parts[i].append(render.rr(wire.lower(), rd.rdtype, ttl, data))
         out.append(Version(d.old, d.new, parts[0], parts[1]))
     return out
-
-
-def _diff(old: LoadedZone, new: LoadedZone, old_serial: int) -> Version:
-    """What changed between two versions of a zone (record sets, SOA excluded)."""
-    before = set(render.zone_rrs(old))
-    after = set(render.zone_rrs(new))
-    return Version(old_serial, new.serial, sorted(before - after), sorted(after - before))

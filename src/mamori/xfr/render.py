@@ -46,27 +46,48 @@ def soa_rr(zone: LoadedZone) -> bytes:
     )
 
 
+class Renderer:
+    """Wire records of one zone's index entries (shared state computed once)."""
+
+    def __init__(self, zone: LoadedZone) -> None:
+        self.zone = zone
+        self.origin_name = dns.name.from_text(zone.name)
+        origin = self.origin_name.to_wire()
+        assert origin is not None
+        self.origin = origin
+        self.ttl = zone.simple_ttl if zone.simple_ttl is not None else DEFAULT_TTL
+        self.simple = {c: rr_tail(_CNAME, self.ttl, _TARGETS[a]) for c, a in CODE_ACTIONS.items()}
+
+    def entry(self, key: bytes, wild: bool, code: int) -> list[bytes]:
+        """The records of one QNAME index entry (key: wire name, below the ``*``)."""
+        owner = (b"\x01*" if wild else b"") + key[:-1] + self.origin
+        if code < COMPLEX_BASE:
+            return [owner + self.simple[code]]
+        rule = self.zone.complex[code - COMPLEX_BASE]
+        return list(_rule_rrs(owner, rule, self.ttl, self.origin_name))
+
+    def others(self) -> Iterator[bytes]:
+        """Records of the rules outside the QNAME index (IP and NS triggers)."""
+        for rule in self.zone.other:
+            owner = dns.name.from_text(rule.owner, origin=self.origin_name).to_wire()
+            assert owner is not None
+            yield from _rule_rrs(owner, rule, self.ttl, self.origin_name)
+
+
 def zone_rrs(zone: LoadedZone) -> Iterator[bytes]:
     """Every record of the zone except the SOA, as uncompressed wire RRs."""
-    origin_name = dns.name.from_text(zone.name)
-    origin = origin_name.to_wire()
-    assert origin is not None
-    ttl = zone.simple_ttl if zone.simple_ttl is not None else DEFAULT_TTL
-    simple = {code: rr_tail(_CNAME, ttl, _TARGETS[a]) for code, a in CODE_ACTIONS.items()}
+    r = Renderer(zone)
     yield from apex_ns_rrs(zone)
+    origin = r.origin
+    simple = r.simple
     for wild, index in ((False, zone.exact), (True, zone.wild)):
         prefix = b"\x01*" if wild else b""
         for key, code in index.items():
-            owner = prefix + key[:-1] + origin
             if code < COMPLEX_BASE:
-                yield owner + simple[code]
-                continue
-            rule = zone.complex[code - COMPLEX_BASE]
-            yield from _rule_rrs(owner, rule, ttl, origin_name)
-    for rule in zone.other:
-        other_owner = dns.name.from_text(rule.owner, origin=origin_name).to_wire()
-        assert other_owner is not None
-        yield from _rule_rrs(other_owner, rule, ttl, origin_name)
+                yield prefix + key[:-1] + origin + simple[code]  # the bulk: inline
+            else:
+                yield from r.entry(key, wild, code)
+    yield from r.others()
 
 
 def apex_ns_rrs(zone: LoadedZone) -> Iterator[bytes]:

@@ -1,0 +1,128 @@
+"""The publisher: versions and IXFR history, serial bumps, TSIG over multi-message AXFR."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import dns.tsigkeyring
+import pytest
+
+from mamori import config
+from mamori.policy import zone
+from mamori.policy.engine import Policy, ZoneSettings
+from mamori.xfr.primary import Publisher
+
+SECRET = base64.b64encode(b"k" * 32).decode()
+HEAD = "$TTL 60\n@ SOA ns.p.test. h.p.test. {serial} 60 30 600 30\n@ NS localhost.\n"
+
+
+def _zone(tmp: Path, serial: int, names: list[str], tag: str) -> zone.LoadedZone:
+    f = tmp / f"{tag}.zone"
+    f.write_text(HEAD.format(serial=serial) + "".join(f"{n} CNAME .\n" for n in names))
+    return zone.load(f, "p.test.")
+
+
+def _cfg(tmp: Path) -> config.Config:
+    text = (
+        f'[store]\npath = "{tmp}/m.db"\n'
+        f'[publish]\nallow = ["127.0.0.1/32"]\nkeys = ["k:hmac-sha256:{SECRET}"]\nhistory = 5\n'
+        f'[[rpz]]\nname = "p.test"\nfile = "{tmp}/x.zone"\npublish = true\n'
+    )
+    return config.loads(text, tmp / "m.toml", resolver=False)
+
+
+async def _publish(pub: Publisher, z: zone.LoadedZone, version: int) -> None:
+    pub.on_policy(None, Policy([z], [ZoneSettings("p.test.")], version))
+    await asyncio.gather(*pub.tasks)
+
+
+def test_versions_history_and_serial_bump(tmp_path: Path) -> None:
+    async def run() -> None:
+        pub = Publisher(_cfg(tmp_path), tmp_path / "state")
+        await _publish(pub, _zone(tmp_path, 1, ["a", "b"], "v1"), 1)
+        await _publish(pub, _zone(tmp_path, 2, ["a", "c"], "v2"), 2)
+        # Changed without a higher serial: published as 3.
+        await _publish(pub, _zone(tmp_path, 2, ["a", "c", "d"], "v3"), 3)
+        # Reloaded unchanged: no new version.
+        await _publish(pub, _zone(tmp_path, 2, ["a", "c", "d"], "v4"), 4)
+        p = pub.zones["p.test."]
+        assert p.serial == 3
+        assert [(v.old, v.new, len(v.deleted), len(v.added)) for v in p.history] == [
+            (1, 2, 1, 1),
+            (2, 3, 0, 1),
+        ]
+        chain = pub._chain(p, 1)
+        assert chain is not None and [v.new for v in chain] == [2, 3]
+        assert pub._chain(p, 0) is None  # not in the history: AXFR
+        # The published serial survives a restart.
+        again = Publisher(_cfg(tmp_path), tmp_path / "state")
+        await _publish(again, _zone(tmp_path, 2, ["a", "c", "d"], "v5"), 5)
+        assert again.zones["p.test."].serial == 3
+
+    asyncio.run(run())
+
+
+def test_tsig_signed_multi_message_axfr_verifies(tmp_path: Path) -> None:
+    names = [f"name-{i:05d}.example" for i in range(3000)]  # > 16 kB: several messages
+
+    async def run() -> list[bytes]:
+        pub = Publisher(_cfg(tmp_path), tmp_path / "state")
+        await _publish(pub, _zone(tmp_path, 7, names, "big"), 1)
+        out: list[bytes] = []
+        await pub.serve(wire, ("192.0.2.99", 5300), lambda m, _a: out.append(m), True)
+        return out
+
+    ring = dns.tsigkeyring.from_text({"k": ("hmac-sha256", SECRET)})
+    q = dns.message.make_query("p.test.", dns.rdatatype.AXFR)
+    q.use_tsig(ring, "k")
+    wire = q.to_wire()
+    messages = asyncio.run(run())
+    assert len(messages) > 2
+    ctx = None
+    count = 0
+    for m in messages:
+        r = dns.message.from_wire(
+            m, keyring=ring, request_mac=q.mac, xfr=True, tsig_ctx=ctx, multi=True
+        )
+        assert r.had_tsig and r.rcode() == dns.rcode.NOERROR
+        ctx = r.tsig_ctx
+        count += sum(len(rrset) for rrset in r.answer)
+    assert count == 3000 + 3  # rules, NS, SOA twice
+
+
+def test_unsigned_request_from_outside_allow_is_refused(tmp_path: Path) -> None:
+    async def run() -> list[bytes]:
+        pub = Publisher(_cfg(tmp_path), tmp_path / "state")
+        await _publish(pub, _zone(tmp_path, 1, ["a"], "v1"), 1)
+        out: list[bytes] = []
+        q = dns.message.make_query("p.test.", dns.rdatatype.AXFR)
+        await pub.serve(q.to_wire(), ("192.0.2.99", 5300), lambda m, _a: out.append(m), True)
+        return out
+
+    (answer,) = asyncio.run(run())
+    assert dns.message.from_wire(answer).rcode() == dns.rcode.REFUSED
+
+
+@pytest.mark.parametrize("serial", [1, 2])
+def test_ixfr_from_the_current_serial_is_one_soa(tmp_path: Path, serial: int) -> None:
+    async def run() -> list[bytes]:
+        pub = Publisher(_cfg(tmp_path), tmp_path / "state")
+        await _publish(pub, _zone(tmp_path, 2, ["a"], "v1"), 1)
+        q = dns.message.make_query("p.test.", dns.rdatatype.IXFR)
+        q.authority.append(dns.rrset.from_text("p.test.", 0, "IN", "SOA", f". . {serial} 0 0 0 0"))
+        out: list[bytes] = []
+        await pub.serve(q.to_wire(), ("127.0.0.1", 5300), lambda m, _a: out.append(m), True)
+        return out
+
+    messages = asyncio.run(run())
+    r = dns.message.from_wire(messages[0], xfr=True)
+    if serial == 2:  # up to date: the SOA alone
+        assert len(messages) == 1 and [x.rdtype for x in r.answer] == [dns.rdatatype.SOA]
+    else:  # serial 1 is not in the history: the whole zone (AXFR form)
+        assert sum(len(x) for x in r.answer) == 4
