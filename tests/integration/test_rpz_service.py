@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -261,5 +262,32 @@ def test_refreshed_answer_is_checked_again(tmp_path: Path, auth: AuthServer) -> 
         rds.add(dns.rdata.from_text("IN", "A", "192.0.2.25"), 2)
         time.sleep(2.5)
         assert m.query("short.example.test").rcode() == dns.rcode.NXDOMAIN
+    finally:
+        assert m.stop() == 0, m.stderr()
+
+
+def test_policy_swapped_during_resolution_decides_the_answer(
+    tmp_path: Path, auth: AuthServer
+) -> None:
+    # A query is in flight (slow upstream) when a reload adds a rule for its name:
+    # the answer, and the decision remembered with the cached entry, follow the
+    # new policy.
+    zone_file = tmp_path / "local.rpz"
+    head = "\n".join(POLICY.splitlines()[:3]) + "\n"
+    zone_file.write_text(head)
+    extra = f'[policy]\nwatch_interval = 0.1\n[[rpz]]\nname = "rpz.local"\nfile = "{zone_file}"\n'
+    m = MamoriProcess(tmp_path, [f"127.0.0.1:{auth.port}"], extra=extra, upstream_timeout=3).start()
+    try:
+        auth.delay = 1.5
+        result: list[dns.message.Message] = []
+        t = threading.Thread(target=lambda: result.append(m.query("mx1.example.test", timeout=5)))
+        t.start()
+        time.sleep(0.2)
+        zone_file.write_text(head + "mx1.example.test CNAME .\n")
+        _wait_for(m, "rules loaded", 2)
+        t.join(10)
+        auth.delay = 0.0
+        assert result and result[0].rcode() == dns.rcode.NXDOMAIN
+        assert m.query("mx1.example.test").rcode() == dns.rcode.NXDOMAIN  # from the cache
     finally:
         assert m.stop() == 0, m.stderr()

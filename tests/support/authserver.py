@@ -11,6 +11,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections import Counter
 
 import dns.flags
@@ -30,6 +31,7 @@ class AuthServer:
         self.host = host
         self.port = free_port(host)
         self.mode = "answer"  # answer | drop | servfail | refused
+        self.delay = 0.0  # seconds to wait before answering
         self.tc_names: set[str] = set()
         self.queries: Counter[str] = Counter()
         self.log: list[tuple[str, str, int]] = []
@@ -45,6 +47,8 @@ class AuthServer:
         self.log.append((transport, qname.to_text().lower(), qtype))
         if self.mode == "drop":
             return None
+        if self.delay:
+            time.sleep(self.delay)
         r = dns.message.make_response(q)
         r.flags |= dns.flags.AA
         if self.mode in ("servfail", "refused"):

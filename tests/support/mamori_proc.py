@@ -19,7 +19,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class MamoriProcess:
-    def __init__(self, tmp: Path, upstreams: list[str], extra: str = "", **server: object) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        upstreams: list[str],
+        extra: str = "",
+        upstream_timeout: float = 0.4,
+        **server: object,
+    ) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.db = tmp / "mamori.db"
@@ -36,7 +43,7 @@ class MamoriProcess:
         lines += [
             "[upstream]",
             f"servers = {_toml(upstreams)}",
-            "timeout = 0.4",
+            f"timeout = {upstream_timeout}",
             "attempts = 2",
             "[store]",
             f'path = "{self.db}"',

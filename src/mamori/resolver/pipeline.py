@@ -463,8 +463,9 @@ class Pipeline(ApplyPolicy):
         hit = found.hit if found is not None else None
         if policy is not None:
             rd = data[2] & 1 == 1
-            if found is not None:  # again: the policy may have been reloaded meanwhile
-                found = policy.check_query(ip, key[:-5], rd)[0]
+            # Again: the policy may have been swapped while we waited for the answer
+            # (a reload, a zone transfer): decide with the one now in force.
+            found = policy.check_query(ip, key[:-5], rd)[0]
             decision = await self._decide_entry_async(entry, policy, ip, key, found, rd, tcp, now)
             if decision is None:
                 hit = None

@@ -9,6 +9,7 @@ a new policy version into the pipeline whenever a zone changes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 
@@ -22,7 +23,7 @@ from mamori.config import Config, RpzConfig
 from mamori.policy.engine import Policy
 from mamori.policy.zone import LoadedZone
 from mamori.resolver.pipeline import Pipeline
-from mamori.resolver.policy_stage import load_zone_steps, zone_settings
+from mamori.resolver.policy_stage import dispose, load_zone_steps, zone_settings
 from mamori.xfr.client import Delta
 from mamori.xfr.primary import Publisher, versions_from_deltas
 from mamori.xfr.secondary import Subscription
@@ -40,6 +41,7 @@ class Subscriptions:
         self.current = current
         self.subs: dict[str, Subscription] = {}
         self._placeholders: set[str] = set()  # zones published as "not applied"
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ lifecycle
     def sync(self) -> None:
@@ -87,7 +89,7 @@ class Subscriptions:
         *deltas*: the IXFR differences just applied to *zone* in place (kept for
         serving IXFR onwards when the zone is also published).
         """
-        if deltas and self.publisher is not None:
+        if deltas and self.publisher is not None and name in self.publisher.zones:
             self.publisher.record_deltas(name, versions_from_deltas(name, deltas))
         old = self.pipeline.policy
         held = {z.name: z for z in old.zones} if old is not None else {}
@@ -103,7 +105,14 @@ class Subscriptions:
                 zones.append(held[rpz.name])
                 settings.append(zone_settings(rpz))
         version = (old.version + 1) if old is not None else 1
-        self.pipeline.set_policy(Policy(zones, settings, version))
+        new = Policy(zones, settings, version)
+        self.pipeline.set_policy(new)
+        if old is None or all(z is not zone for z in old.zones):
+            gc.freeze()  # a newly loaded index is long-lived: keep it out of full GC passes
+        # A replaced zone (after an AXFR) is freed shard by shard, not in one go.
+        task = asyncio.get_running_loop().create_task(dispose(old, new))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------- NOTIFY
     def on_notify(self, data: bytes, source: str) -> bytes | None:

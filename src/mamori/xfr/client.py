@@ -58,6 +58,9 @@ class Delta:
     new: int
     deleted: list[RR] = field(default_factory=list)
     added: list[RR] = field(default_factory=list)
+    # The same records as master-file lines, as received (for the journal)
+    deleted_text: list[str] = field(default_factory=list)
+    added_text: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -276,9 +279,9 @@ class _Stream:
         rrs = []
         for i, rec in enumerate(self.pending):
             rrs.append(_rr(rec))
-            if i % 500 == 499:
+            if i % 100 == 99:
                 await asyncio.sleep(0)  # converting thousands of records: let queries in
-        return _interpret(rrs, self.final, primary)
+        return _interpret(rrs, self.final, primary, [_line(rec) for rec in self.pending])
 
 
 def _line(rec: tuple[str, int, int, str]) -> str:
@@ -298,30 +301,37 @@ def _rr(rec: tuple[str, int, int, str]) -> RR:
     return dns.name.from_text(owner), ttl, rd
 
 
-def _interpret(rrs: list[RR], final: int, primary: Endpoint) -> Incremental:
-    """An IXFR answer (RFC 1995 form) as deltas."""
+def _interpret(
+    rrs: list[RR], final: int, primary: Endpoint, texts: list[str] | None = None
+) -> Incremental:
+    """An IXFR answer (RFC 1995 form) as deltas (*texts*: the records as lines)."""
     apex = rrs[0][0]
     deltas: list[Delta] = []
     body = rrs[1:-1]
+    lines = texts[1:-1] if texts is not None else None
     i = 0
     while i < len(body):
         name, _ttl, rd = body[i]
         if rd.rdtype != dns.rdatatype.SOA or name != apex:
             raise TransferError(f"{primary}: malformed IXFR (expected an SOA at record {i + 2})")
         delta = Delta(int(rd.serial), 0)  # type: ignore[attr-defined]
-        delta.deleted.append(body[i])
+        start = i
         i += 1
         while i < len(body) and not (body[i][2].rdtype == dns.rdatatype.SOA and body[i][0] == apex):
-            delta.deleted.append(body[i])
             i += 1
+        delta.deleted = body[start:i]
+        if lines is not None:
+            delta.deleted_text = lines[start:i]
         if i >= len(body):
             raise TransferError(f"{primary}: malformed IXFR (deletions without additions)")
         delta.new = int(body[i][2].serial)  # type: ignore[attr-defined]
-        delta.added.append(body[i])
+        start = i
         i += 1
         while i < len(body) and not (body[i][2].rdtype == dns.rdatatype.SOA and body[i][0] == apex):
-            delta.added.append(body[i])
             i += 1
+        delta.added = body[start:i]
+        if lines is not None:
+            delta.added_text = lines[start:i]
         deltas.append(delta)
     if not deltas or deltas[-1].new != final:
         raise TransferError(f"{primary}: malformed IXFR (does not end at serial {final})")

@@ -54,6 +54,10 @@ def append_journal(path: Path, deltas: list[Delta]) -> None:
     with journal_path(path).open("a", encoding="utf-8") as f:
         for d in deltas:
             f.write(f"; ixfr {d.old} {d.new}\n")
+            if d.deleted_text or d.added_text:  # the lines as received: no re-rendering
+                f.writelines(f"- {line}" for line in d.deleted_text)
+                f.writelines(f"+ {line}" for line in d.added_text)
+                continue
             f.writelines(f"- {rr_line(rr)}\n" for rr in d.deleted)
             f.writelines(f"+ {rr_line(rr)}\n" for rr in d.added)
         f.write("; end\n")  # a complete batch (a torn last batch is ignored)
