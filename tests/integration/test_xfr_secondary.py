@@ -7,6 +7,7 @@ becomes an IXFR delta, ``also-notify`` to mamori signed with the key).
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import struct
 import subprocess
@@ -244,3 +245,72 @@ def test_broken_transfer_keeps_the_stored_version(tmp_path: Path, upstream: Auth
             assert m.stop() == 0, m.stderr()
     finally:
         cut.close()
+
+
+class BadIxfrPrimary(CutPrimary):
+    """Answers IXFR with a complete but inconsistent sequence (5 -> 4, announced as 6)."""
+
+    def _tcp(self) -> None:
+        while not self.stopped:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                return
+            with conn:
+                n = struct.unpack("!H", conn.recv(2, socket.MSG_WAITALL))[0]
+                q = dns.message.from_wire(conn.recv(n, socket.MSG_WAITALL))
+                r = self._soa_answer(q)  # SOA(6)
+
+                def soa(serial: int) -> dns.rrset.RRset:
+                    text = f"ns.rpz.test. h.rpz.test. {serial} 2 1 600 30"
+                    return dns.rrset.from_text("rpz.test.", 60, "IN", "SOA", text)
+
+                www = dns.rrset.from_text("www.example.test.rpz.test.", 60, "IN", "CNAME", "*.")
+                r.answer += [soa(5), www, soa(4), www, soa(6)]
+                wire = r.to_wire()
+                conn.sendall(struct.pack("!H", len(wire)) + wire)
+
+
+def test_malformed_ixfr_keeps_the_stored_version(tmp_path: Path, upstream: AuthServer) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "rpz.test.zone").write_text(_rpz(5, "www.example.test CNAME *.\n"))
+    bad = BadIxfrPrimary(serial=6)
+    try:
+        m = _mamori(tmp_path, upstream, f"127.0.0.1:{bad.port}", None)
+        try:
+            assert _wait(lambda: "malformed" in m.stderr())
+            assert "refresh failed, previous version serving" in m.stderr()
+            r = m.query("www.example.test")
+            assert r.rcode() == dns.rcode.NOERROR and not r.answer  # still the stored NODATA rule
+        finally:
+            assert m.stop() == 0, m.stderr()
+    finally:
+        bad.close()
+
+
+@pytest.mark.parametrize(("on_expire", "applied"), [("stop", False), ("keep", True)])
+def test_expired_zone_stops_being_applied_unless_kept(
+    tmp_path: Path, upstream: AuthServer, on_expire: str, applied: bool
+) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    copy = zones / "rpz.test.zone"
+    # SOA expire 2 s; the copy on disk was last refreshed a minute ago.
+    copy.write_text(
+        "$TTL 60\n@ SOA ns.rpz.test. h.rpz.test. 5 1 1 2 30\n@ NS localhost.\n"
+        "www.example.test CNAME .\n"
+    )
+    old = time.time() - 60
+    os.utime(copy, (old, old))
+    dead = free_port()  # nothing listens there: every refresh fails
+    tmp_path.mkdir(exist_ok=True)
+    extra = f'[[rpz]]\nname = "rpz.test"\nprimary = "127.0.0.1:{dead}"\non_expire = "{on_expire}"\n'
+    m = MamoriProcess(tmp_path, [f"127.0.0.1:{upstream.port}"], extra=extra).start()
+    try:
+        assert _wait(lambda: "expired" in m.stderr())
+        blocked = _rcode(m, "www.example.test") == dns.rcode.NXDOMAIN
+        assert blocked is applied
+        assert ('"expired": true' in _status(m)) or _wait(lambda: '"expired": true' in _status(m))
+    finally:
+        assert m.stop() == 0, m.stderr()

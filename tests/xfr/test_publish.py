@@ -126,3 +126,27 @@ def test_ixfr_from_the_current_serial_is_one_soa(tmp_path: Path, serial: int) ->
         assert len(messages) == 1 and [x.rdtype for x in r.answer] == [dns.rdatatype.SOA]
     else:  # serial 1 is not in the history: the whole zone (AXFR form)
         assert sum(len(x) for x in r.answer) == 4
+
+
+def test_publish_keys_limit_which_keys_may_transfer(tmp_path: Path) -> None:
+    other = base64.b64encode(b"o" * 32).decode()
+    text = (
+        f'[store]\npath = "{tmp_path}/m.db"\n'
+        f'[publish]\nkeys = ["k:hmac-sha256:{SECRET}", "other:hmac-sha256:{other}"]\n'
+        f'[[rpz]]\nname = "p.test"\nfile = "{tmp_path}/x.zone"\npublish = true\n'
+        'publish_keys = ["other"]\n'
+    )
+    cfg = config.loads(text, tmp_path / "m.toml", resolver=False)
+
+    async def ask(keyname: str, secret: str) -> int:
+        pub = Publisher(cfg, tmp_path / "state")
+        await _publish(pub, _zone(tmp_path, 1, ["a"], "v1"), 1)
+        ring = dns.tsigkeyring.from_text({keyname: ("hmac-sha256", secret)})
+        q = dns.message.make_query("p.test.", dns.rdatatype.AXFR)
+        q.use_tsig(ring, keyname)
+        out: list[bytes] = []
+        await pub.serve(q.to_wire(), ("192.0.2.99", 5300), lambda m, _a: out.append(m), True)
+        return dns.message.from_wire(out[0], keyring=ring, request_mac=q.mac).rcode()
+
+    assert asyncio.run(ask("k", SECRET)) == dns.rcode.REFUSED  # a known key, not for this zone
+    assert asyncio.run(ask("other", other)) == dns.rcode.NOERROR

@@ -307,6 +307,12 @@ def _worker_main(cfg: Config, socks: list[socket.socket], mpq: Any, policy: Poli
 
 def _run_workers(cfg: Config, store: QueryLogStore, policy: Policy | None) -> None:
     n = cfg.server.workers
+    if any(z.primary or z.publish for z in cfg.rpz):
+        log.warning(
+            "workers = %d: each worker transfers and publishes zones on its own (N transfers,"
+            " N NOTIFYs); for zone transfer, prefer workers = 1 or `mamori zones serve`",
+            n,
+        )
     sets = [bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=True) for _ in range(n)]
     ctx = multiprocessing.get_context("fork")
     mpq = ctx.Queue(maxsize=256)

@@ -253,20 +253,23 @@ class Publisher:
             return
         name = q.question[0].name.to_text().lower()
         qtype = q.question[0].rdtype
+        # A validly signed request gets signed answers, errors included (RFC 8945).
+        valid = self.keys.get(q.keyname) if q.had_tsig and q.keyname is not None else None
+        error_signer = _Signer(valid, q.mac or b"")
         pub = self.zones.get(name)
         if pub is None:
-            reply(_error(data, dns.rcode.NOTAUTH), addr)
+            reply(error_signer.sign(_error(data, dns.rcode.NOTAUTH)), addr)
             return
         key = self._key_for(q, pub)
         if key is None and not self._allowed(source):
             log.warning("transfer of %s to %s refused (not allowed)", name, source)
-            reply(_error(data, dns.rcode.REFUSED), addr)
+            reply(error_signer.sign(_error(data, dns.rcode.REFUSED)), addr)
             return
         signer = _Signer(key, (q.mac or b"") if key is not None else b"")
         client_serial = _client_serial(q) if qtype == _IXFR else None
         if not tcp:
             if qtype == _AXFR:
-                reply(_error(data, dns.rcode.REFUSED), addr)
+                reply(error_signer.sign(_error(data, dns.rcode.REFUSED)), addr)
             else:  # IXFR over UDP: the SOA alone tells the client to use TCP
                 reply(self._messages(data, pub, [], signer)[0], addr)
             return
