@@ -314,3 +314,48 @@ def test_expired_zone_stops_being_applied_unless_kept(
         assert ('"expired": true' in _status(m)) or _wait(lambda: '"expired": true' in _status(m))
     finally:
         assert m.stop() == 0, m.stderr()
+
+
+def test_relay_bind_to_mamori_to_unbound_passes_ixfr_on(
+    tmp_path: Path, upstream: AuthServer, bind: Bind, notify_port: int
+) -> None:
+    from tests.support.unbound import Unbound
+
+    ub = Unbound(require_binary("unbound"), tmp_path / "unbound", upstream.port)
+    tmp_path.joinpath("m").mkdir()
+    extra = (
+        f'[publish]\nallow = ["127.0.0.1/32"]\nnotify = ["127.0.0.1:{ub.port}"]\n'
+        f'[[rpz]]\nname = "rpz.test"\nprimary = "127.0.0.1:{bind.port}"\n'
+        f'tsig = "xfr-key:hmac-sha256:{SECRET}"\npublish = true\n'
+    )
+    m = MamoriProcess(tmp_path / "m", [f"127.0.0.1:{upstream.port}"], extra=extra)
+    m.port = notify_port  # BIND notifies this port
+    m.config.write_text(_with_port(m.config.read_text(), notify_port))
+    m.start()
+    ub.extra = (
+        f'rpz:\n  name: "rpz.test."\n  primary: 127.0.0.1@{m.port}\n'
+        f'  zonefile: "{tmp_path / "unbound" / "rpz.test.zone"}"\n'
+    )
+    try:
+        ub.start()
+        try:
+            q = lambda name: _rcode_at(ub.port, name)  # noqa: E731
+            assert _wait(lambda: q("mx1.example.test") == dns.rcode.NXDOMAIN, 20)
+            (bind.dir / "rpz.test.zone").write_text(_rpz(2, "www.example.test CNAME .\n"))
+            bind.reload()
+            assert _wait(lambda: q("www.example.test") == dns.rcode.NXDOMAIN, 20), m.stderr()
+            assert q("mx1.example.test") == dns.rcode.NOERROR
+            err = m.stderr()
+            assert "IXFR from 127.0.0.1" in err  # mamori <- BIND
+            assert "to 127.0.0.1: IXFR from 1" in err  # mamori -> Unbound: the same delta
+        finally:
+            ub.stop()
+    finally:
+        assert m.stop() == 0, m.stderr()
+
+
+def _rcode_at(port: int, name: str) -> int:
+    import dns.query
+
+    r = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=3)
+    return int(r.rcode())

@@ -25,7 +25,7 @@ from mamori.policy.zone import LoadedZone
 from mamori.resolver.pipeline import Pipeline
 from mamori.resolver.policy_stage import dispose, load_zone_steps, zone_settings
 from mamori.xfr.client import Delta
-from mamori.xfr.primary import Publisher, versions_from_deltas
+from mamori.xfr.primary import Publisher
 from mamori.xfr.secondary import Subscription
 from mamori.xfr.tsig import keyring
 
@@ -90,7 +90,7 @@ class Subscriptions:
         serving IXFR onwards when the zone is also published).
         """
         if deltas and self.publisher is not None and name in self.publisher.zones:
-            self.publisher.record_deltas(name, versions_from_deltas(name, deltas))
+            self.publisher.record_deltas(name, deltas)
         old = self.pipeline.policy
         held = {z.name: z for z in old.zones} if old is not None else {}
         if zone is None:

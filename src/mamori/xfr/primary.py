@@ -24,7 +24,7 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ class Published:
     serial: int
     keys: tuple[str, ...] = ()  # TSIG key names allowed for this zone (empty: any known key)
     history: deque[Version] = field(default_factory=deque)
-    pending: list[Version] = field(default_factory=list)  # deltas handed in before a swap
+    pending: list[Any] = field(default_factory=list)  # IXFR deltas received (client.Delta)
 
 
 class Publisher:
@@ -99,11 +99,14 @@ class Publisher:
         return bool(self.wanted)
 
     # ---------------------------------------------------------- new versions
-    def record_deltas(self, name: str, versions: list[Version]) -> None:
-        """Differences applied in place to a zone (IXFR received): kept for our IXFR."""
+    def record_deltas(self, name: str, deltas: list[Any]) -> None:
+        """Differences applied in place to a zone (IXFR received): kept for our IXFR.
+
+        Converted to wire records later, step by step (``_publish``).
+        """
         pub = self.zones.get(name)
         if pub is not None:
-            pub.pending.extend(versions)
+            pub.pending.extend(deltas)
 
     def on_policy(self, old: Policy | None, new: Policy | None) -> None:
         """Called after every policy swap: publish changed zones, notify secondaries."""
@@ -147,7 +150,16 @@ class Publisher:
         if z is pub.zone:  # changed in place (IXFR received): the deltas say what changed
             if not pending and z.serial == pub.serial:
                 return
-            versions = pending
+            versions: list[Version] = []
+            for received in pending:  # to wire, a few hundred records per loop turn
+                vsteps = version_steps(pub.name, received)
+                while True:
+                    try:
+                        next(vsteps)
+                    except StopIteration as finished:
+                        versions.append(finished.value)
+                        break
+                    await asyncio.sleep(0)
             if not versions:
                 pub.history.clear()  # changed without known deltas: AXFR from now on
         else:
@@ -492,18 +504,18 @@ def _serial_le(a: int, b: int) -> bool:
     return a == b or ((b - a) % (1 << 32)) < (1 << 31)
 
 
-def versions_from_deltas(name: str, deltas: list[Any]) -> list[Version]:
-    """IXFR deltas received (client.Delta: RR tuples with SOAs) as history steps."""
+def version_steps(name: str, d: Any) -> Generator[None, None, Version]:
+    """A received IXFR delta (client.Delta: RR tuples with SOAs) as a history step."""
     origin = dns.name.from_text(name)
-    out = []
-    for d in deltas:
-        parts: list[list[bytes]] = [[], []]
-        for i, rrs in enumerate((d.deleted, d.added)):
-            for owner, ttl, rd in rrs:
-                if owner == origin and rd.rdtype == dns.rdatatype.SOA:
-                    continue
-                wire = owner.to_wire()
-                data = rd.to_wire()
-                parts[i].append(render.rr(wire.lower(), rd.rdtype, ttl, data))
-        out.append(Version(d.old, d.new, parts[0], parts[1]))
-    return out
+    parts: list[list[bytes]] = [[], []]
+    n = 0
+    for i, rrs in enumerate((d.deleted, d.added)):
+        for owner, ttl, rd in rrs:
+            if owner == origin and rd.rdtype == dns.rdatatype.SOA:
+                continue
+            wire = owner.to_wire()
+            parts[i].append(render.rr(wire.lower(), rd.rdtype, ttl, rd.to_wire()))
+            n += 1
+            if n % 200 == 0:
+                yield
+    return Version(d.old, d.new, parts[0], parts[1])
