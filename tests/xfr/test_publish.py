@@ -28,10 +28,10 @@ def _zone(tmp: Path, serial: int, names: list[str], tag: str) -> zone.LoadedZone
     return zone.load(f, "p.test.")
 
 
-def _cfg(tmp: Path) -> config.Config:
+def _cfg(tmp: Path, algorithm: str = "hmac-sha256") -> config.Config:
     text = (
         f'[store]\npath = "{tmp}/m.db"\n'
-        f'[publish]\nallow = ["127.0.0.1/32"]\nkeys = ["k:hmac-sha256:{SECRET}"]\nhistory = 5\n'
+        f'[publish]\nallow = ["127.0.0.1/32"]\nkeys = ["k:{algorithm}:{SECRET}"]\nhistory = 5\n'
         f'[[rpz]]\nname = "p.test"\nfile = "{tmp}/x.zone"\npublish = true\n'
     )
     return config.loads(text, tmp / "m.toml", resolver=False)
@@ -68,17 +68,18 @@ def test_versions_history_and_serial_bump(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_tsig_signed_multi_message_axfr_verifies(tmp_path: Path) -> None:
+@pytest.mark.parametrize("algorithm", ["hmac-sha256", "hmac-sha1", "hmac-sha512"])
+def test_tsig_signed_multi_message_axfr_verifies(tmp_path: Path, algorithm: str) -> None:
     names = [f"name-{i:05d}.example" for i in range(3000)]  # > 16 kB: several messages
 
     async def run() -> list[bytes]:
-        pub = Publisher(_cfg(tmp_path), tmp_path / "state")
+        pub = Publisher(_cfg(tmp_path, algorithm), tmp_path / "state")
         await _publish(pub, _zone(tmp_path, 7, names, "big"), 1)
         out: list[bytes] = []
         await pub.serve(wire, ("192.0.2.99", 5300), lambda m, _a: out.append(m), True)
         return out
 
-    ring = dns.tsigkeyring.from_text({"k": ("hmac-sha256", SECRET)})
+    ring = dns.tsigkeyring.from_text({"k": (algorithm, SECRET)})
     q = dns.message.make_query("p.test.", dns.rdatatype.AXFR)
     q.use_tsig(ring, "k")
     wire = q.to_wire()
