@@ -37,13 +37,14 @@ from mamori.resolver.events import (
     deque_source,
     mp_source,
 )
-from mamori.resolver.pipeline import Pipeline, PrimaryOnlyPipeline
+from mamori.resolver.pipeline import Pipeline
 from mamori.resolver.policy_stage import (
     dispose,
     load_policy,
     load_policy_steps,
     run_steps_async,
 )
+from mamori.resolver.primary_only import PrimaryOnlyPipeline
 from mamori.resolver.server import TcpListener, UdpServer, bind_all
 from mamori.resolver.watch import watch_zone_files
 from mamori.resolver.zones import Subscriptions
