@@ -47,6 +47,7 @@ from mamori.policy.engine import Policy
 from mamori.policy.zone import LoadedZone
 from mamori.xfr import render
 from mamori.xfr.diff import Version, diff_steps
+from mamori.xfr.messages import Signer, client_serial, error, message, question_len, with_serial
 from mamori.xfr.tsig import keyring
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ class Publisher:
         try:
             q = dns.message.from_wire(data, keyring=self.keys or None, ignore_trailing=True)
         except (dns.tsig.BadSignature, dns.tsig.BadTime, dns.message.UnknownTSIGKey):
-            return _error(data, dns.rcode.NOTAUTH)
+            return error(data, dns.rcode.NOTAUTH)
         except (dns.exception.DNSException, ValueError):
             return None
         if len(q.question) != 1:
@@ -244,12 +245,12 @@ class Publisher:
         if qtype == dns.rdatatype.NS:
             recs = list(render.apex_ns_rrs(pub.zone))
         else:
-            recs = [_with_serial(render.soa_rr(pub.zone), pub.serial)]
+            recs = [with_serial(render.soa_rr(pub.zone), pub.serial)]
         flags = dns.flags.QR | dns.flags.AA | (q.flags & dns.flags.RD)
-        qwire = data[12 : 12 + _question_len(data)]
+        qwire = data[12 : 12 + question_len(data)]
         msg = _HDR.pack(q.id, flags, 1, len(recs), 0, 0) + qwire + b"".join(recs)
         key = self.keys.get(q.keyname) if q.had_tsig and q.keyname is not None else None
-        return _Signer(key, q.mac or b"").sign(msg)
+        return Signer(key, q.mac or b"").sign(msg)
 
     async def serve(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> None:
         """Answer an AXFR/IXFR request (several messages over TCP)."""
@@ -258,40 +259,40 @@ class Publisher:
             q = dns.message.from_wire(data, keyring=self.keys or None, ignore_trailing=True)
         except (dns.tsig.BadSignature, dns.tsig.BadTime, dns.message.UnknownTSIGKey) as e:
             log.warning("transfer request from %s refused: TSIG %s", source, type(e).__name__)
-            reply(_error(data, dns.rcode.NOTAUTH), addr)
+            reply(error(data, dns.rcode.NOTAUTH), addr)
             return
         except (dns.exception.DNSException, ValueError):
-            reply(_error(data, dns.rcode.FORMERR), addr)
+            reply(error(data, dns.rcode.FORMERR), addr)
             return
         name = q.question[0].name.to_text().lower()
         qtype = q.question[0].rdtype
         # A validly signed request gets signed answers, errors included (RFC 8945).
         valid = self.keys.get(q.keyname) if q.had_tsig and q.keyname is not None else None
-        error_signer = _Signer(valid, q.mac or b"")
+        error_signer = Signer(valid, q.mac or b"")
         pub = self.zones.get(name)
         if pub is None:
-            reply(error_signer.sign(_error(data, dns.rcode.NOTAUTH)), addr)
+            reply(error_signer.sign(error(data, dns.rcode.NOTAUTH)), addr)
             return
         key = self._key_for(q, pub)
         if key is None and not self._allowed(source):
             log.warning("transfer of %s to %s refused (not allowed)", name, source)
-            reply(error_signer.sign(_error(data, dns.rcode.REFUSED)), addr)
+            reply(error_signer.sign(error(data, dns.rcode.REFUSED)), addr)
             return
-        signer = _Signer(key, (q.mac or b"") if key is not None else b"")
-        client_serial = _client_serial(q) if qtype == _IXFR else None
+        signer = Signer(key, (q.mac or b"") if key is not None else b"")
+        from_serial = client_serial(q) if qtype == _IXFR else None
         if not tcp:
             if qtype == _AXFR:
-                reply(error_signer.sign(_error(data, dns.rcode.REFUSED)), addr)
+                reply(error_signer.sign(error(data, dns.rcode.REFUSED)), addr)
             else:  # IXFR over UDP: the SOA alone tells the client to use TCP
                 reply(self._messages(data, pub, [], signer)[0], addr)
             return
-        if client_serial is not None and _serial_le(pub.serial, client_serial):
+        if from_serial is not None and _serial_le(pub.serial, from_serial):
             stream: Iterator[bytes] = iter(())
             kind = "IXFR (up to date)"
         else:
-            chain = self._chain(pub, client_serial) if client_serial is not None else None
+            chain = self._chain(pub, from_serial) if from_serial is not None else None
             if chain is not None:
-                stream, kind = self._ixfr_rrs(pub, chain), f"IXFR from {client_serial}"
+                stream, kind = self._ixfr_rrs(pub, chain), f"IXFR from {from_serial}"
             else:
                 stream, kind = render.zone_rrs(pub.zone), "AXFR"
         t0 = time.monotonic()
@@ -337,9 +338,9 @@ class Publisher:
     def _ixfr_rrs(self, pub: Published, chain: list[Version]) -> Iterator[bytes]:
         soa = render.soa_rr(pub.zone)
         for v in chain:
-            yield _with_serial(soa, v.old)
+            yield with_serial(soa, v.old)
             yield from v.deleted
-            yield _with_serial(soa, v.new)
+            yield with_serial(soa, v.new)
             yield from v.added
 
     async def _stream(
@@ -347,13 +348,13 @@ class Publisher:
         data: bytes,
         pub: Published,
         rrs: Iterator[bytes],
-        signer: _Signer,
+        signer: Signer,
         reply: Reply,
         addr: Any,
         single_soa: bool = False,
     ) -> int:
         """SOA, the records, SOA: in messages of ~16 kB, yielding to the loop between them."""
-        soa = _with_serial(render.soa_rr(pub.zone), pub.serial)
+        soa = with_serial(render.soa_rr(pub.zone), pub.serial)
         conn = getattr(reply, "__self__", None)
         backlog = getattr(conn, "backlog", None)
         first = True
@@ -373,7 +374,7 @@ class Publisher:
                     batch.append(soa)
                     ended = True
             if batch:
-                reply(signer.sign(_message(data, batch, first)), addr)
+                reply(signer.sign(message(data, batch, first)), addr)
                 first = False
                 batch, size = [], 0
             if ended:
@@ -383,10 +384,10 @@ class Publisher:
                 await asyncio.sleep(0.005)
 
     def _messages(
-        self, data: bytes, pub: Published, rrs: list[bytes], signer: _Signer
+        self, data: bytes, pub: Published, rrs: list[bytes], signer: Signer
     ) -> list[bytes]:
-        soa = _with_serial(render.soa_rr(pub.zone), pub.serial)
-        return [signer.sign(_message(data, [soa, *rrs], True))]
+        soa = with_serial(render.soa_rr(pub.zone), pub.serial)
+        return [signer.sign(message(data, [soa, *rrs], True))]
 
     # -------------------------------------------------------------- NOTIFY
     def _notify(self, pub: Published) -> None:
@@ -421,83 +422,6 @@ class Publisher:
             except (dns.exception.DNSException, OSError):
                 continue
         log.warning("zone %s: no answer to NOTIFY from %s", pub.name, target)
-
-
-# ----------------------------------------------------------------- helpers
-class _Signer:
-    """TSIG for each message of a response (RFC 8945 5.3.1: chained MACs)."""
-
-    def __init__(self, key: dns.tsig.Key | None, request_mac: bytes) -> None:
-        self.key = key
-        self.mac = request_mac
-        self.ctx: Any = None
-
-    def sign(self, wire: bytes) -> bytes:
-        if self.key is None:
-            return wire
-        msg_id = struct.unpack_from("!H", wire)[0]
-        tsig = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
-            dns.rdataclass.ANY, dns.rdatatype.TSIG, self.key.algorithm, 0, 300, b"", msg_id, 0, b""
-        )
-        rd, self.ctx = dns.tsig.sign(  # type: ignore[no-untyped-call]
-            wire,
-            self.key,
-            tsig,
-            int(time.time()),
-            self.mac if self.ctx is None else None,
-            self.ctx,
-            True,
-        )
-        rdata: bytes = rd.to_wire()
-        owner = self.key.name.to_wire()
-        assert owner is not None
-        arcount = struct.unpack_from("!H", wire, 10)[0] + 1
-        return (
-            wire[:10]
-            + struct.pack("!H", arcount)
-            + wire[12:]
-            + owner
-            + struct.pack("!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rdata))
-            + rdata
-        )
-
-
-def _question_len(data: bytes) -> int:
-    i = 12
-    while data[i]:
-        i += data[i] + 1
-    return i + 1 + 4 - 12
-
-
-def _message(request: bytes, rrs: list[bytes], with_question: bool) -> bytes:
-    msg_id = struct.unpack_from("!H", request)[0]
-    flags = dns.flags.QR | dns.flags.AA
-    qwire = request[12 : 12 + _question_len(request)] if with_question else b""
-    return (
-        _HDR.pack(msg_id, flags, 1 if with_question else 0, len(rrs), 0, 0) + qwire + b"".join(rrs)
-    )
-
-
-def _error(request: bytes, rcode: int) -> bytes:
-    msg_id, qflags = struct.unpack_from("!HH", request)
-    flags = dns.flags.QR | (qflags & dns.flags.RD) | (qflags & 0x7800) | rcode
-    try:
-        qwire = request[12 : 12 + _question_len(request)]
-        return _HDR.pack(msg_id, flags, 1, 0, 0, 0) + qwire
-    except IndexError:
-        return _HDR.pack(msg_id, flags, 0, 0, 0, 0)
-
-
-def _with_serial(soa_rr: bytes, serial: int) -> bytes:
-    """The SOA RR with another serial (the serial is the 20 bytes before the end, first 4)."""
-    return soa_rr[:-20] + struct.pack("!I", serial) + soa_rr[-16:]
-
-
-def _client_serial(q: dns.message.Message) -> int | None:
-    for rrset in q.authority:
-        if rrset.rdtype == dns.rdatatype.SOA:
-            return int(rrset[0].serial)
-    return None
 
 
 def _serial_le(a: int, b: int) -> bool:
