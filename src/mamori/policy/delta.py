@@ -18,6 +18,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
+from mamori import steps
 from mamori.policy.model import Action, LocalRecord, Rule, Trigger
 from mamori.policy.zone import COMPLEX_BASE, LoadedZone, Net, action_of, make_rule
 
@@ -50,15 +51,7 @@ class Plan:
 
 def apply(zone: LoadedZone, deleted: list[RR], added: list[RR]) -> None:
     """Apply one IXFR difference sequence (SOA records included) to *zone*."""
-    steps = plan_steps(zone, deleted, added)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            plan = done.value
-            break
-    for _ in commit_steps(zone, plan):
-        pass
+    steps.run(commit_steps(zone, steps.run(plan_steps(zone, deleted, added))))
 
 
 def plan_steps(zone: LoadedZone, deleted: list[RR], added: list[RR]) -> Generator[None, None, Plan]:
@@ -111,8 +104,7 @@ COMMIT_STEP = 1000  # owners switched per step (~1 ms)
 
 
 def commit(zone: LoadedZone, plan: Plan) -> None:
-    for _ in commit_steps(zone, plan):
-        pass
+    steps.run(commit_steps(zone, plan))
 
 
 def commit_steps(zone: LoadedZone, plan: Plan) -> Generator[None, None, None]:

@@ -27,6 +27,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.ttl
 
+from mamori import steps as steps_mod
 from mamori.policy.model import Action, LocalRecord
 from mamori.policy.zone import _SPECIAL_TARGETS, SIMPLE_CODES, LoadedZone, ZoneError, make_rule
 
@@ -48,16 +49,7 @@ STEP_LINES = 250  # lines parsed between two yields of load_steps (~0.5 ms)
 
 def load_lines(lines: Iterable[str], origin: str, path: Path, on_error: str) -> LoadedZone:
     """Load from lines (a list, or an open file: streamed, nothing kept per line)."""
-    return run_steps(load_steps(lines, origin, path, on_error))
-
-
-def run_steps(steps: Generator[None, None, T]) -> T:
-    """Drive a step-wise load to the end in one go (startup, `mamori check`)."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+    return steps_mod.run(load_steps(lines, origin, path, on_error))
 
 
 def load_steps(

@@ -27,6 +27,7 @@ import dns.zone
 from mamori.dnsutil import wire
 from mamori.policy.model import Action, LocalRecord, Rule, Trigger
 from mamori.policy.shards import ShardedIndex
+from mamori.steps import run
 
 MAX_SKIPPED = 1000
 _IP_SUFFIX = {
@@ -123,9 +124,8 @@ def load(path: Path, origin: str, on_error: str = "refuse") -> LoadedZone:
     Files made of one-line records (what feeds and most local zones are) go
     through the fast line loader; anything else through dnspython's parser.
     """
-    from mamori.policy import fastload
 
-    return fastload.run_steps(load_steps(path, origin, on_error))
+    return run(load_steps(path, origin, on_error))
 
 
 def load_steps(path: Path, origin: str, on_error: str) -> Generator[None, None, LoadedZone]:

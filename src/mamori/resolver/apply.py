@@ -22,6 +22,7 @@ from mamori.resolver.late import Decision, LatePolicy
 
 MAX_REWRITE_MEMO = 100_000
 PENDING = "pending"  # the decision needs NS data that is not cached yet
+_NO_ANSWER = (Action.DROP, Action.TCP_ONLY)
 
 
 class ApplyPolicy(SpecialAnswers, FollowCname, LatePolicy):
@@ -113,13 +114,8 @@ class ApplyPolicy(SpecialAnswers, FollowCname, LatePolicy):
             return self._apply_match(
                 match, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply, memo=False
             )
-        action, hit = match.action, match.hit
-        if action is Action.DROP:
-            self._event(now, ip, key, -1, "rpz drop", 0, tcp, hit)
-            return None
-        if action is Action.TCP_ONLY and not tcp:
-            self._event(now, ip, key, wire.NOERROR, "rpz tcp-only", 0, tcp, hit)
-            return wire.error_response(data, wire.NOERROR, qend, opt, tc=True)
+        if match.action in _NO_ANSWER and (match.action is Action.DROP or not tcp):
+            return self._drop_or_truncate(match, data, qend, opt, key, ip, now, tcp)
         self.stats.rewrites += 1
         task = asyncio.get_running_loop().create_task(
             self._follow_chain(
@@ -129,6 +125,24 @@ class ApplyPolicy(SpecialAnswers, FollowCname, LatePolicy):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return None
+
+    def _drop_or_truncate(
+        self,
+        match: Match,
+        data: bytes,
+        qend: int,
+        opt: bytes,
+        key: bytes,
+        ip: str,
+        now: float,
+        tcp: bool,
+    ) -> bytes | None:
+        """DROP: no answer at all; TCP-only over UDP: an empty answer with TC=1."""
+        if match.action is Action.DROP:
+            self._event(now, ip, key, -1, "rpz drop", 0, tcp, match.hit)
+            return None
+        self._event(now, ip, key, wire.NOERROR, "rpz tcp-only", 0, tcp, match.hit)
+        return wire.error_response(data, wire.NOERROR, qend, opt, tc=True)
 
     def _apply_match(
         self,
@@ -153,13 +167,9 @@ class ApplyPolicy(SpecialAnswers, FollowCname, LatePolicy):
         Callers serve the normal answer themselves for PASSTHRU (and TCP-only
         over TCP): see ``_rewrites_response``.
         """
-        action, hit = match.action, match.hit
-        if action is Action.DROP:
-            self._event(now, ip, key, -1, "rpz drop", 0, tcp, hit)
-            return None
-        if action is Action.TCP_ONLY and not tcp:
-            self._event(now, ip, key, wire.NOERROR, "rpz tcp-only", 0, tcp, hit)
-            return wire.error_response(data, wire.NOERROR, qend, opt, tc=True)
+        hit = match.hit
+        if match.action in _NO_ANSWER and (match.action is Action.DROP or not tcp):
+            return self._drop_or_truncate(match, data, qend, opt, key, ip, now, tcp)
         return self._rewrite(
             match, hit, data, qend, opt, do, limit, key, ip, now, tcp, memo, addr, reply
         )

@@ -28,10 +28,10 @@ from mamori.dnsutil import wire
 from mamori.errors import StartupError
 from mamori.policy import zone as zone_mod
 from mamori.policy.engine import Policy, ZoneSettings
-from mamori.policy.fastload import run_steps
 from mamori.policy.model import Action, LocalRecord, Match
 from mamori.policy.zone import LoadedZone, ZoneError
 from mamori.resolver.cache import Entry, entry_from_response
+from mamori.steps import drive, run
 
 log = logging.getLogger("mamori.rpz")
 
@@ -47,7 +47,7 @@ def load_policy(
     *strict* (startup): a zone that fails raises StartupError. Otherwise the
     zone's previous version is kept and the error logged.
     """
-    return run_steps(load_policy_steps(zones, previous, strict))
+    return run(load_policy_steps(zones, previous, strict))
 
 
 def load_policy_steps(
@@ -125,27 +125,8 @@ def load_zone_steps(rpz: RpzConfig) -> Generator[None, None, LoadedZone]:
 
 
 async def run_steps_async(steps: Generator[None, None, Policy | None]) -> Policy | None:
-    """Drive a step-wise load from the event loop, letting queries through at each step."""
-    count = 0
-    longest = 0.0
-    longest_at = 0
-    try:
-        while True:
-            t0 = time.perf_counter()
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            finally:
-                took = time.perf_counter() - t0
-                if took > longest:
-                    longest, longest_at = took, count
-                count += 1
-            await asyncio.sleep(0)
-    finally:
-        log.debug(
-            "policy load: %d steps, longest %.1f ms (step %d)", count, longest * 1000, longest_at
-        )
+    """Drive a step-wise policy load from the event loop (queries flow between steps)."""
+    return await drive(steps, "policy load")
 
 
 async def dispose(old: Policy | None, new: Policy | None) -> None:

@@ -24,6 +24,7 @@ from mamori.policy.engine import Policy
 from mamori.policy.zone import LoadedZone
 from mamori.resolver.pipeline import Pipeline
 from mamori.resolver.policy_stage import dispose, load_zone_steps, zone_settings
+from mamori.steps import drive
 from mamori.xfr.client import Delta
 from mamori.xfr.primary import Publisher
 from mamori.xfr.secondary import Subscription
@@ -72,14 +73,8 @@ class Subscriptions:
         return next((z for z in policy.zones if z.name == name and z.soa is not None), None)
 
     async def load_file(self, rpz: RpzConfig) -> LoadedZone:
-        steps = load_zone_steps(rpz)
-        while True:  # step by step on the loop, as a reload does
-            try:
-                next(steps)
-            except StopIteration as done:
-                zone: LoadedZone = done.value
-                return zone
-            await asyncio.sleep(0)
+        zone: LoadedZone = await drive(load_zone_steps(rpz), f"zone {rpz.name} load")
+        return zone
 
     def publish(
         self, name: str, zone: LoadedZone | None, deltas: list[Delta] | None = None

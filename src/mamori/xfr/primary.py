@@ -45,6 +45,7 @@ import dns.tsig
 from mamori.config import Config, Endpoint, TsigSpec
 from mamori.policy.engine import Policy
 from mamori.policy.zone import LoadedZone
+from mamori.steps import drive
 from mamori.xfr import render
 from mamori.xfr.diff import Version, diff_steps
 from mamori.xfr.messages import Signer, client_serial, error, message, question_len, with_serial
@@ -151,27 +152,13 @@ class Publisher:
         if z is pub.zone:  # changed in place (IXFR received): the deltas say what changed
             if not pending and z.serial == pub.serial:
                 return
-            versions: list[Version] = []
-            for received in pending:  # to wire, a few hundred records per loop turn
-                vsteps = version_steps(pub.name, received)
-                while True:
-                    try:
-                        next(vsteps)
-                    except StopIteration as finished:
-                        versions.append(finished.value)
-                        break
-                    await asyncio.sleep(0)
+            versions = [
+                await drive(version_steps(pub.name, received), "IXFR relay") for received in pending
+            ]
             if not versions:
                 pub.history.clear()  # changed without known deltas: AXFR from now on
         else:
-            steps = diff_steps(pub.zone, z, pub.serial)
-            while True:  # shard by shard, queries answered in between
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    d: Version = done.value
-                    break
-                await asyncio.sleep(0)
+            d = await drive(diff_steps(pub.zone, z, pub.serial), "zone diff")
             if not d.deleted and not d.added and _serial_le(z.serial, pub.serial):
                 pub.zone = z  # reloaded, nothing changed
                 return

@@ -34,6 +34,7 @@ import dns.name
 
 from mamori.config import RpzConfig
 from mamori.policy.zone import LoadedZone
+from mamori.steps import drive
 from mamori.xfr import client, zonefile
 
 log = logging.getLogger(__name__)
@@ -249,16 +250,8 @@ class Subscription:
                 f"IXFR starts at serial {inc.deltas[0].old}, we hold {zone.serial}"
             )
         for d in inc.deltas:
-            steps = delta.plan_steps(zone, d.deleted, d.added)
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    plan = done.value
-                    break
-                await asyncio.sleep(0)
-            for _ in delta.commit_steps(zone, plan):
-                await asyncio.sleep(0)
+            plan = await drive(delta.plan_steps(zone, d.deleted, d.added), "IXFR plan")
+            await drive(delta.commit_steps(zone, plan), "IXFR commit")
         assert self.rpz.file is not None
         self.host.publish(self.rpz.name, zone, inc.deltas)
         # Rendering and syncing 10k journal lines takes ~60 ms: not on the loop.
