@@ -11,8 +11,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.message
@@ -30,6 +29,7 @@ from tests.support.bind import Bind
 from tests.support.mamori_proc import MamoriProcess
 from tests.support.net import free_port
 from tests.support.unbound import Unbound
+from tests.support.wait import until as _wait
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +42,6 @@ def _rpz(serial: int, rules: str) -> str:
         f"@ SOA ns.rpz.test. hostmaster.rpz.test. {serial} 3600 60 86400 30\n"
         "@ NS localhost.\n" + rules
     )
-
-
-def _wait(cond: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return cond()
 
 
 def _rcode(port: int, name: str) -> int:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.message
@@ -27,6 +27,7 @@ from tests.support.authserver import AuthServer
 from tests.support.bind import Bind
 from tests.support.mamori_proc import MamoriProcess
 from tests.support.net import free_port
+from tests.support.wait import until as _wait
 
 pytestmark = pytest.mark.integration
 
@@ -98,15 +99,6 @@ def _with_port(conf: str, port: int) -> str:
         else:
             lines.append(line)
     return "\n".join(lines) + "\n"
-
-
-def _wait(cond: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return cond()
 
 
 def _rcode(m: MamoriProcess, name: str) -> int:
