@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import struct
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ async def _transfer(
     except (OSError, TimeoutError) as e:
         raise TransferError(f"cannot connect to {primary}: {e}") from e
     apex = zone.to_text().lower()
-    spool = spool or Path(f"/tmp/mamori-xfr-{id(q)}.zone")
+    spool = spool or Path(tempfile.gettempdir()) / f"mamori-xfr-{os.getpid()}-{q.id}.zone"
     stream = _Stream(apex, ixfr, spool)
     try:
         writer.write(struct.pack("!H", len(wire)) + wire)

@@ -32,7 +32,7 @@ from typing import Protocol
 
 import dns.name
 
-from mamori.config import RpzConfig
+from mamori.config import Endpoint, RpzConfig
 from mamori.policy.zone import LoadedZone
 from mamori.steps import drive
 from mamori.xfr import client, zonefile
@@ -187,10 +187,7 @@ class Subscription:
         log.error("zone %s: refresh failed, previous version serving: %s", self.rpz.name, errors)
         return False
 
-    async def _check_one(self, primary: object) -> str:
-        from mamori.config import Endpoint
-
-        assert isinstance(primary, Endpoint)
+    async def _check_one(self, primary: Endpoint) -> str:
         z = self.host.zone(self.rpz.name) if not self.status.expired else self._parked
         held = z.serial if z is not None and z.soa is not None else None
         serial = await client.soa_serial(primary, self.origin, self.rpz.tsig)
@@ -254,6 +251,7 @@ class Subscription:
             await drive(delta.commit_steps(zone, plan), "IXFR commit")
         assert self.rpz.file is not None
         self.host.publish(self.rpz.name, zone, inc.deltas)
+        self._parked = None
         # Rendering and syncing 10k journal lines takes ~60 ms: not on the loop.
         await asyncio.to_thread(zonefile.append_journal, self.rpz.file, inc.deltas)
 
