@@ -1,0 +1,260 @@
+"""Values in the configuration: addresses, keys, sizes, ranges, and their parsers.
+
+Each parser takes the raw TOML value (plus the parse context and the
+resolv.conf path, for the few that need them) and returns the typed value or
+raises ``InvalidValueError`` with a message; config.py adds file, line and key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A host:port pair; *host* is a literal IPv4 or IPv6 address."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class UpstreamServer:
+    endpoint: Endpoint
+    transport: str = "udp"  # "udp" (with TCP fallback on TC=1) or "tcp"
+
+    def __str__(self) -> str:
+        return f"{self.transport}://{self.endpoint}"
+
+
+@dataclass(frozen=True)
+class TsigSpec:
+    """A TSIG key: ``name:algorithm:base64secret`` in the config."""
+
+    name: str
+    algorithm: str  # hmac-sha256, hmac-sha1, hmac-sha512, ...
+    secret: str  # base64
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.algorithm})"  # never the secret
+
+
+TSIG_ALGORITHMS = ("hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
+
+
+class InvalidValueError(Exception):
+    pass
+
+
+def int_range(lo: int, hi: int) -> Any:
+    def conv(raw: Any, _ctx: Any, _rc: str) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise InvalidValueError(f"must be an integer, got {raw!r}")
+        if not lo <= raw <= hi:
+            raise InvalidValueError(f"must be between {lo} and {hi}, got {raw}")
+        return raw
+
+    return conv
+
+
+def float_range(lo: float, hi: float) -> Any:
+    def conv(raw: Any, _ctx: Any, _rc: str) -> float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise InvalidValueError(f"must be a number, got {raw!r}")
+        if not lo <= raw <= hi:
+            raise InvalidValueError(f"must be between {lo} and {hi}, got {raw}")
+        return float(raw)
+
+    return conv
+
+
+def boolean(raw: Any, _ctx: Any, _rc: str) -> bool:
+    if not isinstance(raw, bool):
+        raise InvalidValueError(f"must be true or false, got {raw!r}")
+    return raw
+
+
+def choice(*choices: str) -> Any:
+    def conv(raw: Any, _ctx: Any, _rc: str) -> str:
+        if raw not in choices:
+            raise InvalidValueError(f"must be one of {', '.join(choices)}; got {raw!r}")
+        return str(raw)
+
+    return conv
+
+
+def size(raw: Any, _ctx: Any, _rc: str) -> int:
+    """Bytes as an integer or a string with K/M/G suffix ("64M")."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        return raw
+    if isinstance(raw, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([KMG]i?B?)?\s*", raw, re.IGNORECASE)
+        if m:
+            mult = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[(m.group(2) or "")[:1].upper()]
+            if int(m.group(1)) > 0:
+                return int(m.group(1)) * mult
+    raise InvalidValueError(f'must be a positive size like 134217728 or "128M", got {raw!r}')
+
+
+def parse_endpoint(text: str, default_port: int) -> Endpoint:
+    """Parse ``1.2.3.4``, ``1.2.3.4:53``, ``::1``, ``[::1]:53``."""
+    text = text.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
+        if not m:
+            raise InvalidValueError(f"bad address {text!r} (use [IPv6]:port)")
+        host = m.group(1)
+        port = int(m.group(2)) if m.group(2) else default_port
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        if not p.isdigit():
+            raise InvalidValueError(f"bad port in {text!r}")
+        port = int(p)
+    try:
+        addr = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        raise InvalidValueError(
+            f"{host!r} is not an IP address (host names are not resolved)"
+        ) from None
+    if not 0 < port < 65536:
+        raise InvalidValueError(f"port out of range in {text!r}")
+    return Endpoint(str(addr), port)
+
+
+def endpoints(raw: Any, _ctx: Any, _rc: str) -> tuple[Endpoint, ...]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
+        raise InvalidValueError(
+            'must be an address or a non-empty list of addresses, e.g. ["127.0.0.1:53"]'
+        )
+    return tuple(parse_endpoint(x, 53) for x in items)
+
+
+def endpoint(raw: Any, _ctx: Any, _rc: str) -> Endpoint:
+    if not isinstance(raw, str):
+        raise InvalidValueError('must be an address like "127.0.0.1:8053"')
+    return parse_endpoint(raw, 8053)
+
+
+def networks(raw: Any, _ctx: Any, _rc: str) -> tuple[str, ...]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise InvalidValueError('must be a list of prefixes, e.g. ["192.168.0.0/16", "::1"]')
+    out = []
+    for x in items:
+        try:
+            out.append(str(ipaddress.ip_network(x.strip(), strict=False)))
+        except ValueError:
+            raise InvalidValueError(f"{x!r} is not an IP prefix") from None
+    return tuple(out)
+
+
+def read_resolv_conf(path: str) -> list[str]:
+    """Nameserver addresses listed in a resolv.conf file."""
+    servers = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                servers.append(parts[1].split("%")[0])
+    return servers
+
+
+def upstreams(raw: Any, _ctx: Any, resolv_conf: str) -> tuple[UpstreamServer, ...]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
+        raise InvalidValueError('must be a non-empty list, e.g. ["127.0.0.1:53", "tcp://[::1]:53"]')
+    out: list[UpstreamServer] = []
+    for item in items:
+        transport = "udp"
+        text = item.strip()
+        if "://" in text:
+            transport, _, text = text.partition("://")
+            if transport not in ("udp", "tcp"):
+                raise InvalidValueError(f"unknown transport {transport!r} in {item!r} (udp or tcp)")
+        if text == "system":
+            try:
+                addrs = read_resolv_conf(resolv_conf)
+            except OSError as e:
+                raise InvalidValueError(
+                    f'"system" but {resolv_conf} cannot be read: {e.strerror}'
+                ) from e
+            if not addrs:
+                raise InvalidValueError(f'"system" but {resolv_conf} lists no nameserver')
+            out.extend(UpstreamServer(parse_endpoint(a, 53), transport) for a in addrs)
+            continue
+        out.append(UpstreamServer(parse_endpoint(text, 53), transport))
+    return tuple(out)
+
+
+def primaries(raw: Any, _ctx: Any, _rc: str) -> tuple[Endpoint, ...]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+        raise InvalidValueError('must be "HOST[:PORT]" or a list of them')
+    return tuple(parse_endpoint(i, 53) for i in items)
+
+
+def tsig(raw: Any, _ctx: Any, _rc: str) -> TsigSpec:
+    import base64
+    import binascii
+
+    if not isinstance(raw, str) or raw.count(":") < 2:
+        raise InvalidValueError('must be "name:algorithm:base64secret"')
+    name, alg, secret = raw.split(":", 2)
+    alg = alg.lower()
+    if not name:
+        raise InvalidValueError("the key name is empty")
+    if alg not in TSIG_ALGORITHMS:
+        raise InvalidValueError(f"unknown algorithm {alg!r} (known: {', '.join(TSIG_ALGORITHMS)})")
+    try:
+        if not base64.b64decode(secret, validate=True):
+            raise ValueError
+    except (binascii.Error, ValueError):
+        raise InvalidValueError("the secret is not base64") from None
+    return TsigSpec(name.rstrip(".") + ".", alg, secret)
+
+
+def tsig_list(raw: Any, ctx: Any, rc: str) -> tuple[TsigSpec, ...]:
+    if not isinstance(raw, list):
+        raise InvalidValueError('must be a list of "name:algorithm:base64secret"')
+    return tuple(tsig(item, ctx, rc) for item in raw)
+
+
+def notify_targets(raw: Any, _ctx: Any, _rc: str) -> tuple[Endpoint, ...]:
+    if not isinstance(raw, list) or not all(isinstance(i, str) for i in raw):
+        raise InvalidValueError('must be a list of "HOST[:PORT]"')
+    return tuple(parse_endpoint(i, 53) for i in raw)
+
+
+def key_names(raw: Any, _ctx: Any, _rc: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(i, str) and i for i in raw):
+        raise InvalidValueError("must be a list of key names")
+    return tuple(i.rstrip(".") + "." for i in raw)
+
+
+def path(raw: Any, ctx: Any, _rc: str) -> Path:
+    if not isinstance(raw, str) or not raw:
+        raise InvalidValueError("must be a file path")
+    p = Path(raw).expanduser()
+    return p if p.is_absolute() else (ctx.base / p)
+
+
+def zone_name(raw: Any, _ctx: Any, _rc: str) -> str:
+    if not isinstance(raw, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+\.?", raw) or ".." in raw:
+        raise InvalidValueError(f'must be a zone name like "rpz.example.", got {raw!r}')
+    return raw.lower().rstrip(".") + "."
+
+
+def rpz_policy(raw: Any, _ctx: Any, _rc: str) -> str:
+    choices = ("given", "disabled", "passthru", "drop", "tcp-only", "nxdomain", "nodata")
+    if isinstance(raw, str) and (raw in choices or re.fullmatch(r"cname:[A-Za-z0-9_.*-]+", raw)):
+        return raw
+    raise InvalidValueError(f"must be one of {', '.join(choices)} or cname:TARGET; got {raw!r}")
