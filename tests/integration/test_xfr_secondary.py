@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -304,6 +305,11 @@ def test_expired_zone_stops_being_applied_unless_kept(
         blocked = _rcode(m, "www.example.test") == dns.rcode.NXDOMAIN
         assert blocked is applied
         assert ('"expired": true' in _status(m)) or _wait(lambda: '"expired": true' in _status(m))
+        # A reload (SIGHUP) reads the copy on disk again: still not applied while expired.
+        m.signal(signal.SIGHUP)
+        assert _wait(lambda: "configuration reloaded" in m.stderr())
+        blocked = _rcode(m, "www.example.test") == dns.rcode.NXDOMAIN
+        assert blocked is applied
     finally:
         assert m.stop() == 0, m.stderr()
 

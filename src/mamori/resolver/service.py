@@ -205,7 +205,12 @@ def serve_loop(
             pol = await run_steps_async(load_policy_steps(new.rpz, old))
             if new is not svc.cfg:
                 svc.reload(new)
+            publisher.configure(svc.cfg)
             svc.pipeline.set_policy(pol)
+            # In the same loop turn: routes for published zones, and transferred
+            # zones' state (an expired zone must not come back from its file).
+            _wire_publisher(svc.pipeline, publisher)
+            subs.sync()
             await dispose(old, pol)
             gc.freeze()  # the new indexes are long-lived: keep them out of full collections
 
@@ -215,10 +220,7 @@ def serve_loop(
                 return
             async with lock:
                 try:
-                    publisher.configure(new)
                     await swap_policy(new)
-                    _wire_publisher(svc.pipeline, publisher)
-                    subs.sync()
                 except Exception:
                     log.exception("reload failed, keeping the running configuration")
 

@@ -56,7 +56,22 @@ class Subscriptions:
                 sub = Subscription(rpz, self)
                 self.subs[name] = sub
                 sub.start()
+            else:
+                self._after_reload(self.subs[name])
         self.pipeline.notify_handler = self.on_notify if self.subs else None
+
+    def _after_reload(self, sub: Subscription) -> None:
+        """A reload loaded the zone's copy from disk: an expired zone stays off."""
+        name = sub.rpz.name
+        self._placeholders.discard(name)  # the reload replaced any placeholder
+        if sub.status.expired and sub.rpz.on_expire == "stop":
+            policy = self.pipeline.policy
+            loaded = next(
+                (z for z in (policy.zones if policy else []) if z.name == name and z.soa), None
+            )
+            if loaded is not None:
+                sub.park(loaded)
+                self.publish(name, None)
 
     def stop(self) -> None:
         for sub in self.subs.values():

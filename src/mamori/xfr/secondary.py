@@ -101,6 +101,10 @@ class Subscription:
         if self._task is not None:
             self._task.cancel()
 
+    def park(self, zone: LoadedZone) -> None:
+        """Hold the data of an expired zone (the host stops applying it)."""
+        self._parked = zone
+
     def notify(self, source: str) -> bool:
         """A NOTIFY for this zone from *source*: accepted from a primary only."""
         if source not in {p.host for p in self.rpz.primary}:
