@@ -155,3 +155,18 @@ def test_tsig_without_primary_is_refused(tmp_path: Path) -> None:
         _load(
             tmp_path, UP + '[[rpz]]\nname = "z"\nfile = "z.rpz"\ntsig = "k:hmac-sha256:c2VjcmV0"\n'
         )
+
+
+def test_check_lists_a_transferred_zone_not_yet_transferred(tmp_path: Path) -> None:
+    conf = tmp_path / "m.toml"
+    conf.write_text(UP + '[[rpz]]\nname = "feed.example"\nprimary = "192.0.2.53"\npublish = true\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "mamori", "check", "--config", str(conf)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert (
+        "rpz:       feed.example. serial 0, 0 rules, policy given,"
+        " from 192.0.2.53:53 (not transferred yet), published"
+    ) in out

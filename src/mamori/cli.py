@@ -92,12 +92,19 @@ def check(config_path: str) -> None:
     except MamoriError as e:
         _fail(e)
     for z, st in zip(
-        policy.zones if policy else [], policy.settings if policy else [], strict=True
+        policy.zones if policy is not None else [],
+        policy.settings if policy is not None else [],
+        strict=True,
     ):
         skipped = f", {len(z.skipped)} bad records skipped" if z.skipped else ""
+        rpz = next(r for r in cfg.rpz if r.name == z.name)
+        source = f", from {', '.join(str(p) for p in rpz.primary)}" if rpz.primary else ""
+        if rpz.primary and z.soa is None:
+            source += " (not transferred yet)"
+        published = ", published" if rpz.publish else ""
         click.echo(
             f"  rpz:       {z.name} serial {z.serial}, {z.rule_count} rules, policy {st.policy}"
-            f"{skipped}"
+            f"{skipped}{source}{published}"
         )
 
 

@@ -178,6 +178,9 @@ class Policy:
     def __len__(self) -> int:
         return self.rule_count
 
+    def __bool__(self) -> bool:
+        return True  # a policy with no rules (yet) is still a policy, not "no policy"
+
     # ----------------------------------------------------------------- checks
     def check_query(
         self, client: str | None, qname: bytes, rd: bool = True

@@ -56,7 +56,7 @@ def load_policy_steps(
     """``load_policy`` as a generator yielding every few thousand zone lines."""
     if not zones:
         return None
-    old = {z.name: z for z in previous.zones} if previous else {}
+    old = {z.name: z for z in previous.zones} if previous is not None else {}
     loaded: list[LoadedZone] = []
     settings: list[ZoneSettings] = []
     for rpz in zones:

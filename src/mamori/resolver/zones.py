@@ -67,7 +67,12 @@ class Subscriptions:
         if sub.status.expired and sub.rpz.on_expire == "stop":
             policy = self.pipeline.policy
             loaded = next(
-                (z for z in (policy.zones if policy else []) if z.name == name and z.soa), None
+                (
+                    z
+                    for z in (policy.zones if policy is not None else [])
+                    if z.name == name and z.soa
+                ),
+                None,
             )
             if loaded is not None:
                 sub.park(loaded)
