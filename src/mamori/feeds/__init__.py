@@ -1,0 +1,1 @@
+"""Threat feeds: parse, normalise, curate and publish datasets (work in progress)."""

@@ -1,0 +1,89 @@
+"""Normalising what feeds list: names to lowercase A-labels, URLs to hosts, IPs apart.
+
+A feed line's token becomes one ``Entry`` (a domain, a ``*.`` wildcard, an IP
+address or a CIDR network) or is rejected with a reason. Names are checked as
+DNS would (label and name lengths, letters/digits/hyphens/underscores) after
+IDNA (UTS 46) conversion, so ``Bücher.example`` and ``xn--bcher-kva.example``
+are the same entry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+import idna
+
+KINDS = ("domain", "wildcard", "ip", "cidr")
+_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+class RejectedError(ValueError):
+    """A token that is not a usable name or address; the message says why."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # one of KINDS
+    value: str  # "example.com" (wildcard: the name below "*."), "192.0.2.1", "192.0.2.0/24"
+
+
+def entry(token: str) -> Entry:
+    """The entry a feed token stands for, or RejectedError."""
+    text = token.strip().strip(".") if token.strip() not in (".", "") else ""
+    if not text:
+        raise RejectedError("empty")
+    if _URL.match(text):
+        text = url_host(text)
+    ip = _ip(text)
+    if ip is not None:
+        return ip
+    if text.startswith("*."):
+        return Entry("wildcard", name(text[2:]))
+    return Entry("domain", name(text))
+
+
+def url_host(url: str) -> str:
+    """``https://user@Host.example:8080/path?q`` -> ``Host.example``."""
+    rest = _URL.sub("", url, count=1)
+    host = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    host = host.rsplit("@", 1)[-1]
+    if host.startswith("["):  # [IPv6]:port
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def name(raw: str) -> str:
+    """A DNS name in lowercase A-labels, without the final dot; RejectedError if invalid."""
+    text = raw.strip().rstrip(".")
+    if not text:
+        raise RejectedError("empty name")
+    if not text.isascii():
+        try:
+            text = idna.encode(text, uts46=True).decode("ascii")
+        except idna.IDNAError as e:
+            raise RejectedError(f"not a valid internationalised name: {e}") from None
+    text = text.lower()
+    if len(text) > 253:
+        raise RejectedError("name longer than 253 characters")
+    labels = text.split(".")
+    if len(labels) < 2:
+        raise RejectedError("a single label (a TLD?) is not listed")
+    for label in labels:
+        if not _LABEL.match(label):
+            raise RejectedError(f"bad label {label!r}")
+    return text
+
+
+def _ip(text: str) -> Entry | None:
+    try:
+        if "/" in text:
+            net = ipaddress.ip_network(text, strict=False)
+            if net.num_addresses == 1:
+                return Entry("ip", str(net.network_address))
+            return Entry("cidr", str(net))
+        return Entry("ip", str(ipaddress.ip_address(text)))
+    except ValueError:
+        return None

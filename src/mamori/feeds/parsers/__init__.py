@@ -1,0 +1,30 @@
+"""Feed formats, one module each; ``parse(format, lines)`` picks the parser."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from mamori.feeds.parsers import adblock, bind, csvfeed, dnsmasq, domains, hosts, iplist, unbound
+from mamori.feeds.parsers.base import FeedError, ParseResult, check_budget
+
+PARSERS: dict[str, Callable[[Iterable[str]], ParseResult]] = {
+    "hosts": hosts.parse,
+    "domains": domains.parse,
+    "wildcards": domains.parse,
+    "adblock": adblock.parse,
+    "dnsmasq": dnsmasq.parse,
+    "unbound": unbound.parse,
+    "bind": bind.parse,
+    "csv": csvfeed.parse,
+    "ips": iplist.parse,
+}
+
+__all__ = ["PARSERS", "FeedError", "ParseResult", "check_budget", "parse"]
+
+
+def parse(fmt: str, lines: Iterable[str]) -> ParseResult:
+    try:
+        parser = PARSERS[fmt]
+    except KeyError:
+        raise FeedError(f"unknown feed format {fmt!r} (known: {', '.join(PARSERS)})") from None
+    return parser(lines)

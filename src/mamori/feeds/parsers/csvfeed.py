@@ -1,0 +1,41 @@
+"""CSV feeds (URLhaus and its Splunk lookup form): the host, domain or URL column.
+
+The first non-comment row is the header; the column used is the first of
+``host``, ``domain``, ``hostname``, ``url`` (case-insensitive). A URL is
+reduced to its host.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+
+from mamori.feeds.normalize import RejectedError, entry
+from mamori.feeds.parsers.base import ParseResult
+
+_COLUMNS = ("host", "domain", "hostname", "url")
+
+
+def parse(lines: Iterable[str]) -> ParseResult:
+    out = ParseResult()
+    numbered = ((no, line) for no, line in enumerate(lines, 1))
+    data = ((no, line) for no, line in numbered if line.strip() and not line.startswith("#"))
+    column: int | None = None
+    for no, line in data:
+        out.lines = no
+        row = next(csv.reader([line]))
+        if column is None:
+            header = [h.strip().lower() for h in row]
+            column = next((header.index(c) for c in _COLUMNS if c in header), None)
+            if column is None:
+                out.rejected.append((no, line, f"no {'/'.join(_COLUMNS)} column in the header"))
+                return out
+            continue
+        if column >= len(row):
+            out.rejected.append((no, line, "row shorter than the header"))
+            continue
+        try:
+            out.entries.append(entry(row[column]))
+        except RejectedError as r:
+            out.rejected.append((no, line, str(r)))
+    return out

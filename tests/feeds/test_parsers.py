@@ -1,0 +1,160 @@
+"""Feed parsers on the real lists in ../shared/data/feeds (URLhaus filter, CoinBlockerLists)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mamori.feeds import parsers
+from mamori.feeds.normalize import Entry, RejectedError, entry, name, url_host
+from mamori.feeds.parsers import FeedError, check_budget
+
+FEEDS = Path(__file__).resolve().parents[3] / "shared/data/feeds"
+URLHAUS = FEEDS / "urlhaus-filter"
+COIN = FEEDS / "CoinBlockerLists"
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.exists():
+        pytest.skip("shared data not present")
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _domains(result: parsers.ParseResult) -> set[str]:
+    return {e.value for e in result.entries if e.kind == "domain"}
+
+
+@pytest.fixture(scope="module")
+def urlhaus_domains() -> set[str]:
+    """The plain list's names: every other URLhaus format must give the same names."""
+    result = parsers.parse("domains", _lines(URLHAUS / "urlhaus-filter-domains.txt"))
+    check_budget(result, "domains")
+    return _domains(result)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "file"),
+    [
+        ("hosts", "urlhaus-filter-hosts.txt"),
+        ("unbound", "urlhaus-filter-unbound.conf"),
+        ("bind", "urlhaus-filter-bind.conf"),
+    ],
+)
+def test_urlhaus_formats_give_the_same_names(
+    fmt: str, file: str, urlhaus_domains: set[str]
+) -> None:
+    result = parsers.parse(fmt, _lines(URLHAUS / file))
+    check_budget(result, file)
+    assert _domains(result) == urlhaus_domains
+    assert len(urlhaus_domains) == 2689
+    assert not result.rejected, result.rejected[:3]
+
+
+def test_urlhaus_adguard_list_covers_the_names(urlhaus_domains: set[str]) -> None:
+    result = parsers.parse("adblock", _lines(URLHAUS / "urlhaus-filter-ag.txt"))
+    check_budget(result, "ag")
+    got = _domains(result)
+    # The AdGuard form lists every host of the snapshot's URLs: the names, plus 3
+    # hosts whose URLs the plain list leaves out.
+    assert urlhaus_domains <= got and len(got - urlhaus_domains) == 3
+    assert not result.rejected, result.rejected[:3]
+
+
+def test_subtree_formats_also_block_subdomains() -> None:
+    result = parsers.parse("unbound", _lines(URLHAUS / "urlhaus-filter-unbound.conf"))
+    assert Entry("wildcard", "0022a601.pphost.net") in result.entries
+    hosts = parsers.parse("hosts", _lines(URLHAUS / "urlhaus-filter-hosts.txt"))
+    assert not any(e.kind == "wildcard" for e in hosts.entries)  # hosts files are exact
+
+
+def test_urlhaus_plain_list_has_names_and_addresses(urlhaus_domains: set[str]) -> None:
+    result = parsers.parse("domains", _lines(URLHAUS / "urlhaus-filter-domains.txt"))
+    kinds = {e.kind for e in result.entries}
+    assert kinds == {"domain", "ip"}
+    assert Entry("ip", "1.0.209.238") in result.entries or any(
+        e.kind == "ip" for e in result.entries
+    )
+
+
+def test_ublock_list_skips_url_path_rules_but_keeps_names() -> None:
+    result = parsers.parse("adblock", _lines(URLHAUS / "urlhaus-filter.txt"))
+    assert len(result.skipped) > 100 and all("URL" in why for _n, _t, why in result.skipped)
+    assert "0022a601.pphost.net" in _domains(result)
+    assert not result.rejected, result.rejected[:3]
+
+
+def test_urlhaus_csv_host_column() -> None:
+    result = parsers.parse("csv", _lines(URLHAUS / "urlhaus-filter-splunk-online.csv"))
+    check_budget(result, "csv")
+    assert Entry("domain", "0022a601.pphost.net") in result.entries
+    assert len(result.entries) > 1000
+
+
+def test_coinblocker_hosts_domains_and_mining_ips() -> None:
+    hosts = parsers.parse("hosts", _lines(COIN / "hosts"))
+    listed = parsers.parse("domains", _lines(COIN / "list.txt"))
+    assert _domains(hosts) == _domains(listed)
+    assert "10k.suprnova.cc" in _domains(hosts)
+    ips = parsers.parse("ips", _lines(COIN / "MiningServerIPList.txt"))
+    check_budget(ips, "MiningServerIPList.txt")
+    assert ips.entries and all(e.kind in ("ip", "cidr") for e in ips.entries)
+
+
+def test_adblock_syntax() -> None:
+    result = parsers.parse(
+        "adblock",
+        [
+            "! comment",
+            "||evil.example^",
+            "||tracker.example^$third-party,important",
+            "@@||good.evil.example^",
+            "||shop.example^$domain=news.example",  # page-specific: not for DNS
+            "example.org##.banner",  # cosmetic
+            "||cdn.example/ads/*",  # URL path
+            "plain.example",
+        ],
+    )
+    assert set(result.entries) == {
+        Entry("domain", "evil.example"),
+        Entry("wildcard", "evil.example"),
+        Entry("domain", "tracker.example"),
+        Entry("wildcard", "tracker.example"),
+        Entry("domain", "plain.example"),
+    }
+    assert result.exceptions == [
+        Entry("domain", "good.evil.example"),
+        Entry("wildcard", "good.evil.example"),
+    ]
+    assert len(result.skipped) == 3
+
+
+def test_dnsmasq_lines() -> None:
+    result = parsers.parse(
+        "dnsmasq", ["address=/ads.example/0.0.0.0", "server=/a.example/b.example/", "bogus"]
+    )
+    assert _domains(result) == {"ads.example", "a.example", "b.example"}
+    assert [r[0] for r in result.rejected] == [3]
+
+
+def test_normalisation() -> None:
+    assert name("Bücher.Example.") == "xn--bcher-kva.example"
+    assert entry("HTTPS://User@Host.Example:8443/path?q=1") == Entry("domain", "host.example")
+    assert url_host("http://[2001:db8::1]:80/x") == "2001:db8::1"
+    assert entry("*.Evil.Example") == Entry("wildcard", "evil.example")
+    assert entry("192.0.2.0/24") == Entry("cidr", "192.0.2.0/24")
+    assert entry("192.0.2.7/32") == Entry("ip", "192.0.2.7")
+    for bad in ("com", "a..b", "-x.example", "x" * 64 + ".example", "ex ample.com"):
+        with pytest.raises(RejectedError):
+            entry(bad)
+
+
+def test_a_mostly_garbage_feed_is_refused_with_line_numbers() -> None:
+    result = parsers.parse("domains", ["good.example", "not a name", "also bad!", "???"])
+    with pytest.raises(FeedError, match=r"3 of 4 entries rejected .*line 2"):
+        check_budget(result, "feed.txt")
+    few_bad = parsers.parse("domains", [f"n{i}.example" for i in range(20)] + ["bad name"])
+    check_budget(few_bad, "feed.txt")  # 1 bad of 21: reported, the rest used
+    assert few_bad.rejected == [(21, "bad name", "more than one token on the line")]
+    with pytest.raises(FeedError, match="no usable entry"):
+        check_budget(parsers.parse("domains", ["# only comments"]), "empty.txt")
