@@ -208,5 +208,64 @@ def zones_hits(config_path: str) -> None:
         click.echo(f"{zone:<28} {trigger:<10} {action:<11} {hits:>10}  {when}")
 
 
+@cli.group()
+def feeds() -> None:
+    """Threat feeds: update them, list what they hold."""
+
+
+@feeds.command("update")
+@config_option
+@click.argument("names", nargs=-1)
+def feeds_update(config_path: str, names: tuple[str, ...]) -> None:
+    """Fetch, check and compile the feeds (all enabled ones, or NAMES).
+
+    A running `mamori serve` picks the compiled zones up by itself.
+    """
+    from mamori.feeds.parsers import FeedError
+    from mamori.feeds.update import update
+
+    cfg = _load_config(config_path)
+    _setup_logging("warning")
+    unknown = set(names) - {f.name for f in cfg.feeds}
+    if unknown:
+        _fail(MamoriError(f"unknown feed(s): {', '.join(sorted(unknown))}"))
+    failed = 0
+    for feed in cfg.feeds:
+        if (names and feed.name not in names) or (not names and not feed.enabled):
+            continue
+        try:
+            click.echo(update(feed, cfg.store).summary())
+        except FeedError as e:
+            failed += 1
+            click.echo(f"{feed.name}: refused, last good version kept: {e}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@feeds.command("list")
+@config_option
+def feeds_list(config_path: str) -> None:
+    """Each feed: format, source, compiled rules and serial, last update."""
+    import time
+
+    from mamori import config as cfgmod
+
+    cfg = _load_config(config_path)
+    for feed in cfg.feeds:
+        zone = cfgmod.feed_zone(feed, cfg.store)
+        assert zone.file is not None
+        source = feed.url or str(feed.path)
+        state = "disabled" if not feed.enabled else ("enforced" if feed.enforce else "not enforced")
+        if zone.file.exists():
+            text = zone.file.read_text(encoding="utf-8").splitlines()
+            serial = next((ln.split()[4] for ln in text if ln.startswith("@ SOA")), "?")
+            rules = sum(1 for ln in text if ln and not ln.startswith((";", "$", "@")))
+            when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(zone.file.stat().st_mtime))
+            compiled = f"{rules} rules, serial {serial}, updated {when}"
+        else:
+            compiled = "not compiled yet (mamori feeds update)"
+        click.echo(f"{feed.name} [{feed.category}, {feed.format}, {state}] {source}: {compiled}")
+
+
 def main() -> None:
     cli()

@@ -23,7 +23,10 @@ from mamori.configvalues import (
     choice,
     endpoint,
     endpoints,
+    feed_action,
+    feed_name,
     float_range,
+    http_url,
     int_range,
     key_names,
     networks,
@@ -141,6 +144,24 @@ class RpzConfig:
     # Zone transfer (primary): serve this zone to other resolvers by AXFR/IXFR.
     publish: bool = False
     publish_keys: tuple[str, ...] = ()  # TSIG key names ([publish] keys) allowed; () = any
+    feed: str = ""  # compiled from this [[feed]] (set by the loader, not in the file)
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    """One ``[[feed]]``: a threat list compiled into a policy zone (applied after [[rpz]])."""
+
+    name: str = ""
+    path: Path | None = None  # a local file ...
+    url: str = ""  # ... or an http(s) URL
+    format: str = ""  # hosts, domains, wildcards, adblock, dnsmasq, unbound, bind, csv, ips
+    category: str = "custom"
+    refresh: int = 3600  # seconds between updates while serving
+    enabled: bool = True
+    enforce: bool = True  # apply it as a policy zone in `mamori serve`
+    action: str = "nxdomain"  # nxdomain, nodata, or cname:TARGET (walled garden)
+    max_bad: float = 0.2  # refuse an update with more than this share of bad lines
+    allowlist: Path | None = None  # names never listed (one per line)
 
 
 @dataclass(frozen=True)
@@ -165,6 +186,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     rpz: tuple[RpzConfig, ...] = ()
+    feeds: tuple[FeedConfig, ...] = ()
 
 
 _SECTIONS: dict[str, type] = {
@@ -208,6 +230,9 @@ def loads(
         if name == "rpz":
             sections["rpz"] = _build_rpz(ctx, value)
             continue
+        if name == "feed":
+            sections["feeds"] = _build_feeds(ctx, value)
+            continue
         if name not in _SECTIONS:
             raise ConfigError(str(path), ctx.line(name, None), name, "unknown section")
         if not isinstance(value, dict):
@@ -222,7 +247,8 @@ def loads(
         else z
         for z in cfg.rpz
     )
-    return dataclasses.replace(cfg, rpz=rpz)
+    feeds = tuple(feed_zone(f, cfg.store) for f in cfg.feeds if f.enabled and f.enforce)
+    return dataclasses.replace(cfg, rpz=rpz + feeds)
 
 
 class _Ctx:
@@ -269,26 +295,58 @@ def _build(ctx: _Ctx, section: str, cls: type, table: dict[str, Any], resolv_con
     return cls(**kwargs)
 
 
-def _build_rpz(ctx: _Ctx, value: Any) -> tuple[RpzConfig, ...]:
+def _tables(ctx: _Ctx, value: Any, section: str, cls: type) -> list[Any]:
+    """``[[section]]`` tables as *cls* instances (keys checked and converted)."""
     if not isinstance(value, list):
         raise ConfigError(
-            ctx.path, ctx.line(None, "rpz"), "rpz", "use [[rpz]] (one table per zone)"
+            ctx.path, ctx.line(None, section), section, f"use [[{section}]] (one table each)"
         )
-    fields = {f.name for f in dataclasses.fields(RpzConfig)}
-    out: list[RpzConfig] = []
-    names: set[str] = set()
+    fields = {f.name for f in dataclasses.fields(cls)}
+    out = []
     for i, table in enumerate(value):
         kwargs: dict[str, Any] = {}
         for key, raw in table.items():
-            if key not in fields:
-                known = ", ".join(sorted(fields))
-                raise ctx.error("rpz", key, f"unknown key (known keys: {known})", i)
-            conv = _CONVERTERS[("rpz", key)]
+            if key not in fields or (section, key) not in _CONVERTERS:
+                known = ", ".join(sorted(k for s, k in _CONVERTERS if s == section))
+                raise ctx.error(section, key, f"unknown key (known keys: {known})", i)
             try:
-                kwargs[key] = conv(raw, ctx, "")
+                kwargs[key] = _CONVERTERS[(section, key)](raw, ctx, "")
             except InvalidValueError as e:
-                raise ctx.error("rpz", key, str(e), i) from None
-        rpz = RpzConfig(**kwargs)
+                raise ctx.error(section, key, str(e), i) from None
+        out.append(cls(**kwargs))
+    return out
+
+
+def _build_feeds(ctx: _Ctx, value: Any) -> tuple[FeedConfig, ...]:
+    out: list[FeedConfig] = []
+    for i, feed in enumerate(_tables(ctx, value, "feed", FeedConfig)):
+        where = ctx.line("feed", None, i)
+        if not feed.name:
+            raise ConfigError(ctx.path, where, "feed.name", "missing feed name")
+        if (feed.path is None) == (not feed.url):
+            raise ConfigError(ctx.path, where, "feed.path", "give exactly one of path or url")
+        if not feed.format:
+            raise ConfigError(ctx.path, where, "feed.format", "missing format")
+        if any(f.name == feed.name for f in out):
+            raise ctx.error("feed", "name", f"feed {feed.name} is listed twice", i)
+        out.append(feed)
+    return tuple(out)
+
+
+def feed_zone(feed: FeedConfig, cfg_store: StoreConfig) -> RpzConfig:
+    """The policy zone a feed is compiled into (applied after the [[rpz]] zones)."""
+    # The action is written into the rules (allow rules stay PASSTHRU): policy "given".
+    return RpzConfig(
+        name=f"{feed.name}.feeds.mamori.",
+        file=cfg_store.path.parent / "feeds" / f"{feed.name}.rpz",
+        feed=feed.name,
+    )
+
+
+def _build_rpz(ctx: _Ctx, value: Any) -> tuple[RpzConfig, ...]:
+    out: list[RpzConfig] = []
+    names: set[str] = set()
+    for i, rpz in enumerate(_tables(ctx, value, "rpz", RpzConfig)):
         if not rpz.name:
             raise ConfigError(ctx.path, ctx.line("rpz", None, i), "rpz.name", "missing zone name")
         if rpz.file is None and not rpz.primary:
@@ -369,6 +427,21 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
     ("publish", "keys"): tsig_list,
     ("publish", "notify"): notify_targets,
     ("publish", "history"): int_range(0, 1000),
+    ("feed", "name"): feed_name,
+    ("feed", "path"): path,
+    ("feed", "url"): http_url,
+    ("feed", "format"): choice(
+        "hosts", "domains", "wildcards", "adblock", "dnsmasq", "unbound", "bind", "csv", "ips"
+    ),
+    ("feed", "category"): choice(
+        "phishing", "botnet-cc", "malware", "cryptominer", "spam", "adware", "custom"
+    ),
+    ("feed", "refresh"): int_range(60, 7 * 86400),
+    ("feed", "enabled"): boolean,
+    ("feed", "enforce"): boolean,
+    ("feed", "action"): feed_action,
+    ("feed", "max_bad"): float_range(0, 1),
+    ("feed", "allowlist"): path,
     ("policy", "min_ns_dots"): int_range(0, 127),
     ("policy", "watch_interval"): float_range(0, 86_400),
 }

@@ -258,3 +258,23 @@ def rpz_policy(raw: Any, _ctx: Any, _rc: str) -> str:
     if isinstance(raw, str) and (raw in choices or re.fullmatch(r"cname:[A-Za-z0-9_.*-]+", raw)):
         return raw
     raise InvalidValueError(f"must be one of {', '.join(choices)} or cname:TARGET; got {raw!r}")
+
+
+def feed_name(raw: Any, _ctx: Any, _rc: str) -> str:
+    if not isinstance(raw, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", raw):
+        raise InvalidValueError("must be a short name: lowercase letters, digits, hyphens")
+    return raw
+
+
+def http_url(raw: Any, _ctx: Any, _rc: str) -> str:
+    if not isinstance(raw, str) or not re.match(r"^https?://[^/\s]+", raw):
+        raise InvalidValueError("must be an http:// or https:// URL")
+    return raw
+
+
+def feed_action(raw: Any, _ctx: Any, _rc: str) -> str:
+    if isinstance(raw, str) and (
+        raw in ("nxdomain", "nodata") or re.fullmatch(r"cname:[A-Za-z0-9_.*-]+", raw)
+    ):
+        return raw
+    raise InvalidValueError(f"must be nxdomain, nodata or cname:TARGET; got {raw!r}")

@@ -107,8 +107,8 @@ def load_zone_steps(rpz: RpzConfig) -> Generator[None, None, LoadedZone]:
     until its first transfer.
     """
     assert rpz.file is not None
-    if rpz.primary and not rpz.file.exists():
-        return LoadedZone(rpz.name)
+    if (rpz.primary or rpz.feed) and not rpz.file.exists():
+        return LoadedZone(rpz.name)  # not transferred / not compiled yet
     z = yield from zone_mod.load_steps(rpz.file, rpz.name, rpz.on_error)
     if rpz.primary:
         from mamori.policy import delta

@@ -29,6 +29,7 @@ import uvloop
 from mamori import config as config_mod
 from mamori.config import Config
 from mamori.errors import ConfigError
+from mamori.feeds.schedule import run_feeds
 from mamori.policy.engine import Policy
 from mamori.resolver.events import (
     EventForwarder,
@@ -184,8 +185,12 @@ def serve_loop(
     ready: Callable[[], None],
     policy: Policy | None = None,
     primary_only: bool = False,
+    update_feeds: bool = True,
 ) -> None:
-    """Run one DNS event loop until SIGTERM/SIGINT; SIGHUP reloads config and zones."""
+    """Run one DNS event loop until SIGTERM/SIGINT; SIGHUP reloads config and zones.
+
+    *update_feeds*: refresh the [[feed]] zones here (one process does it).
+    """
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
@@ -235,6 +240,7 @@ def serve_loop(
 
         _install_signals(loop, stopping.set, reload)
         watcher = loop.create_task(watch_zone_files(lambda: svc.cfg, reload_zones))
+        feeds = loop.create_task(run_feeds(lambda: svc.cfg)) if update_feeds else None
         publisher = Publisher(svc.cfg, svc.cfg.store.path.parent / "zones")
         svc.pipeline.policy_listeners.append(publisher.on_policy)
         publisher.on_policy(None, svc.pipeline.policy)
@@ -248,6 +254,8 @@ def serve_loop(
         await stopping.wait()
         log.info("stopping: draining in-flight queries")
         watcher.cancel()
+        if feeds is not None:
+            feeds.cancel()
         subs.stop()
         await svc.stop()
 
@@ -270,7 +278,13 @@ def run(cfg: Config, store: QueryLogStore, primary_only: bool = False) -> None:
         writer.start()
         try:
             serve_loop(
-                cfg, socks, events, lambda: _announce(cfg, 1, primary_only), policy, primary_only
+                cfg,
+                socks,
+                events,
+                lambda: _announce(cfg, 1, primary_only),
+                policy,
+                primary_only,
+                update_feeds=not primary_only,
             )
         finally:
             writer.stop()
@@ -303,13 +317,19 @@ def _worker_main(cfg: Config, socks: list[socket.socket], mpq: Any, policy: Poli
     fwd = EventForwarder(events, mpq, cfg.store.flush_interval)
     fwd.start()
     try:
-        serve_loop(cfg, socks, events, lambda: None, policy)
+        serve_loop(cfg, socks, events, lambda: None, policy, update_feeds=False)
     finally:
         fwd.stop()
 
 
 def _run_workers(cfg: Config, store: QueryLogStore, policy: Policy | None) -> None:
     n = cfg.server.workers
+    if cfg.feeds:
+        log.warning(
+            "workers = %d: [[feed]] zones are not refreshed automatically; run"
+            " `mamori feeds update --config FILE` (e.g. from cron): the workers reload them",
+            n,
+        )
     if any(z.primary or z.publish for z in cfg.rpz):
         log.warning(
             "workers = %d: each worker transfers and publishes zones on its own (N transfers,"

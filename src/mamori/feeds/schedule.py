@@ -1,0 +1,54 @@
+"""Feed updates inside `mamori serve`: each enabled feed every `refresh` seconds.
+
+An update runs in a thread (network and parsing); the compiled zone file it
+writes is picked up by the zone file watcher, which reloads the policy beside
+the running one. A feed whose compiled zone is missing (first start) or older
+than its refresh interval is updated at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mamori.config import Config, feed_zone
+from mamori.feeds.parsers import FeedError
+from mamori.feeds.update import update
+
+log = logging.getLogger(__name__)
+
+TICK = 5.0
+
+
+async def run_feeds(current: Callable[[], Config]) -> None:
+    last: dict[str, float] = {}
+    while True:
+        cfg = current()
+        for feed in cfg.feeds:
+            if not feed.enabled:
+                continue
+            zone = feed_zone(feed, cfg.store)
+            assert zone.file is not None
+            done = last.get(feed.name, _mtime(zone.file))
+            if time.time() < done + feed.refresh:
+                continue
+            last[feed.name] = time.time()
+            try:
+                result = await asyncio.to_thread(update, feed, cfg.store)
+            except FeedError as e:
+                log.error("feed %s refused, last good version kept: %s", feed.name, e)
+            except Exception:  # a bug costs this update, never the service
+                log.exception("feed %s: update failed", feed.name)
+            else:
+                log.info("feed %s", result.summary())
+        await asyncio.sleep(TICK)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0  # never compiled: due now
