@@ -431,7 +431,16 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
     ("feed", "path"): path,
     ("feed", "url"): http_url,
     ("feed", "format"): choice(
-        "hosts", "domains", "wildcards", "adblock", "dnsmasq", "unbound", "bind", "csv", "ips"
+        "hosts",
+        "domains",
+        "wildcards",
+        "adblock",
+        "dnsmasq",
+        "unbound",
+        "bind",
+        "csv",
+        "ips",
+        "rpz",
     ),
     ("feed", "category"): choice(
         "phishing", "botnet-cc", "malware", "cryptominer", "spam", "adware", "custom"

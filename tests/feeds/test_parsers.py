@@ -158,3 +158,24 @@ def test_a_mostly_garbage_feed_is_refused_with_line_numbers() -> None:
     assert few_bad.rejected == [(21, "bad name", "more than one token on the line")]
     with pytest.raises(FeedError, match="no usable entry"):
         check_budget(parsers.parse("domains", ["# only comments"]), "empty.txt")
+
+
+def test_rpz_feed_file(urlhaus_domains: set[str]) -> None:
+    result = parsers.parse("rpz", _lines(URLHAUS / "urlhaus-filter-rpz.conf"))
+    check_budget(result, "rpz")
+    assert _domains(result) == urlhaus_domains
+    mixed = parsers.parse(
+        "rpz",
+        [
+            "$TTL 60",
+            "@ SOA ns. h. 1 60 60 60 60",
+            "@ NS localhost.",
+            "*.evil.example CNAME .",
+            "ok.evil.example CNAME rpz-passthru.",
+            "24.0.2.0.192.rpz-ip CNAME .",
+            "32.1.2.0.192.rpz-client-ip CNAME .",
+        ],
+    )
+    assert set(mixed.entries) == {Entry("wildcard", "evil.example"), Entry("cidr", "192.0.2.0/24")}
+    assert mixed.exceptions == [Entry("domain", "ok.evil.example")]
+    assert [why for _n, _t, why in mixed.skipped] == ["CLIENT-IP trigger"]

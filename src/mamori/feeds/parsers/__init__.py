@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from mamori.feeds.parsers import adblock, bind, csvfeed, dnsmasq, domains, hosts, iplist, unbound
+from mamori.feeds.parsers import (
+    adblock,
+    bind,
+    csvfeed,
+    dnsmasq,
+    domains,
+    hosts,
+    iplist,
+    rpz,
+    unbound,
+)
 from mamori.feeds.parsers.base import FeedError, ParseResult, check_budget
 
 PARSERS: dict[str, Callable[[Iterable[str]], ParseResult]] = {
@@ -17,6 +27,7 @@ PARSERS: dict[str, Callable[[Iterable[str]], ParseResult]] = {
     "bind": bind.parse,
     "csv": csvfeed.parse,
     "ips": iplist.parse,
+    "rpz": rpz.parse,
 }
 
 __all__ = ["PARSERS", "FeedError", "ParseResult", "check_budget", "parse"]

@@ -1,0 +1,60 @@
+"""RPZ zone files as a feed (e.g. a provider's ``-rpz.conf``), read with the policy loader.
+
+QNAME rules become names (``*.`` rules wildcards), ``rpz-ip`` rules
+addresses and networks, PASSTHRU rules allow rules; the feed's own actions are
+replaced by the ``[[feed]] action``. Other trigger kinds (client IP, name
+servers) and Local-Data are skipped. Bad records count against the budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from mamori.feeds.normalize import Entry
+from mamori.feeds.parsers.base import ParseResult
+from mamori.policy import fastload
+from mamori.policy.model import Action, Trigger
+from mamori.policy.zone import ZoneError
+
+ORIGIN = "feed.invalid."  # the file's rules are read relative to its own $ORIGIN or this
+
+
+def parse(lines: Iterable[str]) -> ParseResult:
+    out = ParseResult()
+    text = list(lines)
+    out.lines = len(text)
+    try:
+        zone = fastload.load_lines(text, ORIGIN, Path("feed"), "skip")
+    except (ZoneError, fastload.NeedsFullParser) as e:
+        out.rejected.append((0, "", f"not a usable RPZ zone: {e}"))
+        return out
+    for reason in zone.skipped:
+        out.rejected.append((_line_of(reason), reason, reason))
+    for rule in zone.rules():
+        owner = rule.owner.lower()
+        if rule.trigger is Trigger.QNAME:
+            item = Entry("wildcard", owner[2:]) if rule.wildcard else Entry("domain", owner)
+        elif rule.trigger is Trigger.RESPONSE_IP:
+            net = next(
+                (n for n, r in zone.ip_rules.get(Trigger.RESPONSE_IP, []) if r is rule), None
+            )
+            if net is None:
+                continue
+            single = net.num_addresses == 1
+            item = Entry("ip", str(net.network_address)) if single else Entry("cidr", str(net))
+        else:
+            out.skipped.append((0, rule.owner, f"{rule.trigger.label} trigger"))
+            continue
+        if rule.action is Action.PASSTHRU:
+            out.exceptions.append(item)
+        elif rule.action is Action.LOCAL_DATA:
+            out.skipped.append((0, rule.owner, "Local-Data rule"))
+        else:
+            out.entries.append(item)
+    return out
+
+
+def _line_of(reason: str) -> int:
+    head = reason.split(":", 2)
+    return int(head[1]) if len(head) > 1 and head[1].isdigit() else 0
