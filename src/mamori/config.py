@@ -25,6 +25,7 @@ from mamori.configvalues import (
     endpoints,
     feed_action,
     feed_name,
+    feed_names,
     float_range,
     http_url,
     int_range,
@@ -165,6 +166,18 @@ class FeedConfig:
 
 
 @dataclass(frozen=True)
+class DnsblConfig:
+    """One ``[[dnsbl]]`` zone: an authoritative DNSBL answering from feeds' entries."""
+
+    zone: str = ""  # e.g. "bl.example.org."
+    listen: tuple[Endpoint, ...] = ()
+    feeds: tuple[str, ...] = ()  # [[feed]] names whose entries it lists
+    kind: str = "ip"  # "ip" (reversed-octet / nibble queries) or "domain"
+    lookup_url: str = ""  # TXT: "https://example.org/lookup?q={}" ({} = the query)
+    ttl: int = 900
+
+
+@dataclass(frozen=True)
 class PublishConfig:
     """``[publish]``: serving policy zones (``[[rpz]] publish = true``) to secondaries."""
 
@@ -187,6 +200,7 @@ class Config:
     publish: PublishConfig = field(default_factory=PublishConfig)
     rpz: tuple[RpzConfig, ...] = ()
     feeds: tuple[FeedConfig, ...] = ()
+    dnsbl: tuple[DnsblConfig, ...] = ()
 
 
 _SECTIONS: dict[str, type] = {
@@ -232,6 +246,9 @@ def loads(
             continue
         if name == "feed":
             sections["feeds"] = _build_feeds(ctx, value)
+            continue
+        if name == "dnsbl":
+            sections["dnsbl"] = _build_dnsbl(ctx, value)
             continue
         if name not in _SECTIONS:
             raise ConfigError(str(path), ctx.line(name, None), name, "unknown section")
@@ -330,6 +347,20 @@ def _build_feeds(ctx: _Ctx, value: Any) -> tuple[FeedConfig, ...]:
         if any(f.name == feed.name for f in out):
             raise ctx.error("feed", "name", f"feed {feed.name} is listed twice", i)
         out.append(feed)
+    return tuple(out)
+
+
+def _build_dnsbl(ctx: _Ctx, value: Any) -> tuple[DnsblConfig, ...]:
+    out: list[DnsblConfig] = []
+    for i, bl in enumerate(_tables(ctx, value, "dnsbl", DnsblConfig)):
+        where = ctx.line("dnsbl", None, i)
+        if not bl.zone:
+            raise ConfigError(ctx.path, where, "dnsbl.zone", "missing zone name")
+        if not bl.listen:
+            raise ConfigError(ctx.path, where, "dnsbl.listen", "missing listen address")
+        if not bl.feeds:
+            raise ConfigError(ctx.path, where, "dnsbl.feeds", "list the [[feed]] names to serve")
+        out.append(bl)
     return tuple(out)
 
 
@@ -451,6 +482,12 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
     ("feed", "action"): feed_action,
     ("feed", "max_bad"): float_range(0, 1),
     ("feed", "allowlist"): path,
+    ("dnsbl", "zone"): zone_name,
+    ("dnsbl", "listen"): endpoints,
+    ("dnsbl", "feeds"): feed_names,
+    ("dnsbl", "kind"): choice("ip", "domain"),
+    ("dnsbl", "lookup_url"): http_url,
+    ("dnsbl", "ttl"): int_range(0, 86400),
     ("policy", "min_ns_dots"): int_range(0, 127),
     ("policy", "watch_interval"): float_range(0, 86_400),
 }
@@ -468,6 +505,11 @@ def _cross_checks(ctx: _Ctx, cfg: Config, resolver: bool = True) -> None:
         raise ctx.error("cache", "min_ttl", "is larger than cache.max_ttl")
     if cfg.server.rate_limit and cfg.server.rate_burst < 1:
         raise ctx.error("server", "rate_burst", "must be at least 1")
+    feed_names_known = {f.name for f in cfg.feeds}
+    for i, bl in enumerate(cfg.dnsbl):
+        missing = [f for f in bl.feeds if f not in feed_names_known]
+        if missing:
+            raise ctx.error("dnsbl", "feeds", f"no [[feed]] named {', '.join(missing)}", i)
     known = {k.name for k in cfg.publish.keys}
     for i, z in enumerate(cfg.rpz):
         for k in z.publish_keys:

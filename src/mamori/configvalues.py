@@ -278,3 +278,9 @@ def feed_action(raw: Any, _ctx: Any, _rc: str) -> str:
     ):
         return raw
     raise InvalidValueError(f"must be nxdomain, nodata or cname:TARGET; got {raw!r}")
+
+
+def feed_names(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise InvalidValueError("must be a list of [[feed]] names")
+    return tuple(feed_name(x, ctx, rc) for x in raw)

@@ -18,6 +18,7 @@ from pathlib import Path
 from mamori.config import FeedConfig, StoreConfig, feed_zone
 from mamori.feeds import compile as compile_mod
 from mamori.feeds import guard, parsers
+from mamori.feeds.normalize import Entry
 from mamori.feeds.parsers import FeedError
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,20 @@ def fetch(feed: FeedConfig, cache: Path) -> tuple[list[str], str]:
     raise FeedError(f"feed {feed.name}: {feed.url} unreachable ({reason}) and no cached copy")
 
 
+def entries_path(feed: FeedConfig, store: StoreConfig) -> Path:
+    """The feed's accepted entries (for the DNSBL responder and exports)."""
+    return store.path.parent / "feeds" / f"{feed.name}.entries"
+
+
+def write_entries(path: Path, feed: FeedConfig, entries: list[Entry]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(f"# feed {feed.name} category {feed.category}\n")
+        f.writelines(f"{e.kind}\t{e.value}\n" for e in entries)
+    tmp.replace(path)
+
+
 def _cached(path: Path) -> list[str]:
     return path.read_bytes().decode("utf-8", errors="replace").splitlines()
 
@@ -120,6 +135,8 @@ def update(feed: FeedConfig, store: StoreConfig) -> UpdateResult:
     assert zone.file is not None
     lines_out = compile_mod.rules(entries, result.exceptions, target)
     out.serial, out.changed = compile_mod.write_zone(zone.file, zone.name, lines_out)
+    if out.changed or not entries_path(feed, store).exists():
+        write_entries(entries_path(feed, store), feed, entries)
     for no, _text, why in result.rejected[:20]:
         log.warning("feed %s: line %d rejected: %s", feed.name, no, why)
     for value, why in out.guarded[:20]:

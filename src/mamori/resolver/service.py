@@ -28,6 +28,7 @@ import uvloop
 
 from mamori import config as config_mod
 from mamori.config import Config
+from mamori.dnsbl.responder import start as dnsbl_start
 from mamori.errors import ConfigError
 from mamori.feeds.schedule import run_feeds
 from mamori.policy.engine import Policy
@@ -186,6 +187,7 @@ def serve_loop(
     policy: Policy | None = None,
     primary_only: bool = False,
     update_feeds: bool = True,
+    dnsbl_socks: list[list[socket.socket]] | None = None,
 ) -> None:
     """Run one DNS event loop until SIGTERM/SIGINT; SIGHUP reloads config and zones.
 
@@ -239,6 +241,7 @@ def serve_loop(
             task.add_done_callback(reloading.discard)
 
         _install_signals(loop, stopping.set, reload)
+        dnsbl_servers = await dnsbl_start(cfg, dnsbl_socks) if dnsbl_socks else []
         watcher = loop.create_task(watch_zone_files(lambda: svc.cfg, reload_zones))
         feeds = loop.create_task(run_feeds(lambda: svc.cfg)) if update_feeds else None
         publisher = Publisher(svc.cfg, svc.cfg.store.path.parent / "zones")
@@ -254,6 +257,8 @@ def serve_loop(
         await stopping.wait()
         log.info("stopping: draining in-flight queries")
         watcher.cancel()
+        for server in dnsbl_servers:
+            server.close()
         if feeds is not None:
             feeds.cancel()
         subs.stop()
@@ -271,6 +276,7 @@ def run(cfg: Config, store: QueryLogStore, primary_only: bool = False) -> None:
     workers = 1 if primary_only else cfg.server.workers
     if workers == 1:
         socks = bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=False)
+        dnsbl_socks = [] if primary_only else [bind_all(bl.listen, True, False) for bl in cfg.dnsbl]
         events = EventQueue(cfg.store.queue_size)
         writer = EventWriter(
             deque_source(events), store, cfg.store.flush_interval, cfg.store.query_log_days
@@ -285,6 +291,7 @@ def run(cfg: Config, store: QueryLogStore, primary_only: bool = False) -> None:
                 policy,
                 primary_only,
                 update_feeds=not primary_only,
+                dnsbl_socks=dnsbl_socks,
             )
         finally:
             writer.stop()
@@ -324,6 +331,8 @@ def _worker_main(cfg: Config, socks: list[socket.socket], mpq: Any, policy: Poli
 
 def _run_workers(cfg: Config, store: QueryLogStore, policy: Policy | None) -> None:
     n = cfg.server.workers
+    if cfg.dnsbl:
+        log.warning("workers = %d: [[dnsbl]] zones are served only with workers = 1", n)
     if cfg.feeds:
         log.warning(
             "workers = %d: [[feed]] zones are not refreshed automatically; run"

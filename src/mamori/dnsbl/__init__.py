@@ -1,0 +1,1 @@
+"""DNSBL: an authoritative DNS blocklist for mail servers, answering from feed entries."""

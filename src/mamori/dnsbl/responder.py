@@ -1,0 +1,201 @@
+"""The DNSBL responder: ``4.3.2.1.bl.example`` / nibbles / ``name.bl.example`` -> codes.
+
+Answers (authoritative, AA):
+
+* listed: ``A`` one return code per category (``data.IP_CODES`` / ``NAME_CODES``),
+  ``TXT`` the reason (categories, feeds) and the lookup URL;
+* not listed: NXDOMAIN with the zone's SOA (negative caching, RFC 2308);
+* RFC 5782 test points: ``2.0.0.127`` and ``::FFFF:7F00:2`` listed,
+  ``1.0.0.127`` and ``::FFFF:7F00:1`` not; ``test`` listed, ``invalid`` not;
+* a name asked of an IP list, or an address of a name list, or a key that
+  is neither: ``A 127.255.255.252`` (an error code, never a listing);
+* the apex: SOA and NS.
+
+Queries are parsed with dnspython: a DNSBL sees mail servers' lookups, a few
+per message, not a resolver's load.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from mamori.config import DnsblConfig
+from mamori.dnsbl import data as data_mod
+
+log = logging.getLogger(__name__)
+
+RELOAD_CHECK = 5.0  # seconds between checks of the entries files
+TEST_IPS = {
+    ipaddress.ip_address("127.0.0.2"): True,
+    ipaddress.ip_address("127.0.0.1"): False,
+    ipaddress.ip_address("::ffff:7f00:2"): True,
+    ipaddress.ip_address("::ffff:7f00:1"): False,
+}
+TEST_NAMES = {"test": True, "invalid": False}
+
+
+class Responder:
+    def __init__(self, cfg: DnsblConfig, entries: list[Path]) -> None:
+        self.cfg = cfg
+        self.zone = dns.name.from_text(cfg.zone)
+        self.entries = entries
+        self.data = data_mod.load(entries)
+        self.checked = time.monotonic()
+        self.queries = 0
+        self.listed = 0
+
+    def handle(self, wire: bytes, addr: Any, reply: Any, tcp: bool) -> bytes | None:
+        self.queries += 1
+        try:
+            q = dns.message.from_wire(wire)
+        except (dns.exception.DNSException, ValueError):
+            return None
+        if q.flags & dns.flags.QR or len(q.question) != 1:
+            return None
+        self._maybe_reload()
+        r = dns.message.make_response(q)
+        r.flags |= dns.flags.AA
+        r.flags &= ~dns.flags.RA
+        qname, qtype = q.question[0].name, q.question[0].rdtype
+        if not qname.is_subdomain(self.zone):
+            r.set_rcode(dns.rcode.REFUSED)
+            return r.to_wire()
+        key = qname.relativize(self.zone)
+        if key == dns.name.empty:
+            self._apex(r, qname, qtype)
+            return r.to_wire()
+        listing, reason, value = self._lookup(key)
+        if listing is None and reason is None:
+            r.set_rcode(dns.rcode.NXDOMAIN)
+            r.authority.append(self._soa())
+            return r.to_wire(max_size=65535 if tcp else 512)
+        self.listed += 1
+        codes = self._codes(listing) if listing is not None else [data_mod.WRONG_QUERY]
+        if qtype in (dns.rdatatype.A, dns.rdatatype.ANY):
+            r.answer.append(dns.rrset.from_text_list(qname, self.cfg.ttl, "IN", "A", codes))
+        if qtype in (dns.rdatatype.TXT, dns.rdatatype.ANY):
+            text = reason or self._reason(listing, value)
+            r.answer.append(
+                dns.rrset.from_text_list(qname, self.cfg.ttl, "IN", "TXT", [_quote(text)])
+            )
+        if not r.answer:  # another type for a listed key: NODATA
+            r.authority.append(self._soa())
+        return r.to_wire(max_size=65535 if tcp else 512)
+
+    # ---------------------------------------------------------------- lookups
+    def _lookup(self, key: dns.name.Name) -> tuple[data_mod.Listing | None, str | None, str]:
+        """(listing, error reason for a wrong query, the address or name asked about)."""
+        labels = [lb.decode("ascii", "replace").lower() for lb in key.labels]
+        ip = _ip_of(labels)
+        text = ".".join(labels)
+        if self.cfg.kind == "ip":
+            if ip is None:
+                wrong = "wrong query: this list holds IP addresses (reversed octets or nibbles)"
+                return None, wrong, text
+            if ip in TEST_IPS:
+                return (_test_listing() if TEST_IPS[ip] else None), None, str(ip)
+            return self.data.ip(ip), None, str(ip)
+        if ip is not None:
+            return None, "wrong query: this list holds domain names, not addresses", text
+        if text in TEST_NAMES:
+            return (_test_listing() if TEST_NAMES[text] else None), None, text
+        return self.data.name(text), None, text
+
+    def _codes(self, listing: data_mod.Listing) -> list[str]:
+        if "test" in listing.categories:
+            return ["127.0.0.2"]  # RFC 5782: the test point answers 127.0.0.2 in every list
+        table = data_mod.IP_CODES if self.cfg.kind == "ip" else data_mod.NAME_CODES
+        return sorted({table.get(c, table["custom"]) for c in listing.categories})
+
+    def _reason(self, listing: data_mod.Listing | None, value: str) -> str:
+        assert listing is not None
+        cats = ", ".join(sorted(listing.categories))
+        text = f"{value} listed by mamori: {cats} (feeds: {', '.join(sorted(listing.feeds))})"
+        if self.cfg.lookup_url:
+            text += "; see " + self.cfg.lookup_url.replace("{}", value)
+        return text
+
+    def _apex(self, r: dns.message.Message, qname: dns.name.Name, qtype: int) -> None:
+        if qtype in (dns.rdatatype.SOA, dns.rdatatype.ANY):
+            r.answer.append(self._soa())
+        if qtype in (dns.rdatatype.NS, dns.rdatatype.ANY):
+            r.answer.append(dns.rrset.from_text(qname, self.cfg.ttl, "IN", "NS", "localhost."))
+        if not r.answer:
+            r.authority.append(self._soa())
+
+    def _soa(self) -> dns.rrset.RRset:
+        serial = int(max((s[1] for s in self.data.signature), default=0) // 1_000_000_000)
+        text = f"localhost. hostmaster.localhost. {serial} 3600 600 86400 {min(self.cfg.ttl, 900)}"
+        return dns.rrset.from_text(self.zone, min(self.cfg.ttl, 900), "IN", "SOA", text)
+
+    def _maybe_reload(self) -> None:
+        now = time.monotonic()
+        if now - self.checked < RELOAD_CHECK:
+            return
+        self.checked = now
+        if data_mod.signature(self.entries) != self.data.signature:
+            try:
+                self.data = data_mod.load(self.entries)
+                log.info("dnsbl %s: entries reloaded", self.cfg.zone)
+            except (OSError, ValueError) as e:
+                log.error("dnsbl %s: reload failed, previous data serving: %s", self.cfg.zone, e)
+
+
+def _ip_of(labels: list[str]) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address of a reversed-octet (4 labels) or reversed-nibble (32 labels) key."""
+    try:
+        if len(labels) == 4 and all(lb.isdigit() for lb in labels):
+            return ipaddress.IPv4Address(".".join(reversed(labels)))
+        if len(labels) == 32 and all(len(lb) == 1 for lb in labels):
+            return ipaddress.IPv6Address(int("".join(reversed(labels)), 16))
+    except ValueError:
+        return None
+    return None
+
+
+def _test_listing() -> data_mod.Listing:
+    return data_mod.Listing({"test"}, {"RFC 5782 test point"})
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+async def start(cfg: Any, socks: list[Any]) -> list[Any]:
+    """Serve every [[dnsbl]] zone on its sockets (bound at startup); the servers."""
+    import asyncio
+    import socket as socket_mod
+
+    from mamori.feeds.update import entries_path
+    from mamori.resolver.server import TcpListener, UdpServer
+
+    loop = asyncio.get_running_loop()
+    out: list[Any] = []
+    feeds = {f.name: f for f in cfg.feeds}
+    for bl, zone_socks in zip(cfg.dnsbl, socks, strict=True):
+        responder = Responder(bl, [entries_path(feeds[n], cfg.store) for n in bl.feeds])
+        tcp = TcpListener(responder, 10.0, 1000)  # type: ignore[arg-type]
+        for sock in zone_socks:
+            if sock.type == socket_mod.SOCK_DGRAM:
+                tr, _ = await loop.create_datagram_endpoint(
+                    lambda r=responder: UdpServer(r),  # type: ignore[misc]
+                    sock=sock,
+                )
+                out.append(tr)
+            else:
+                out.append(await loop.create_server(tcp.factory, sock=sock))
+        log.info("dnsbl %s (%s list) on %s", bl.zone, bl.kind, ", ".join(str(e) for e in bl.listen))
+    return out
