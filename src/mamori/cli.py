@@ -222,7 +222,7 @@ def feeds_update(config_path: str, names: tuple[str, ...]) -> None:
     A running `mamori serve` picks the compiled zones up by itself.
     """
     from mamori.feeds.parsers import FeedError
-    from mamori.feeds.update import update
+    from mamori.feeds.sources import update
 
     cfg = _load_config(config_path)
     _setup_logging("warning")

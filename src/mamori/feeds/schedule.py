@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mamori.config import Config, feed_zone
 from mamori.feeds.parsers import FeedError
-from mamori.feeds.update import update
+from mamori.feeds.sources import update
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import uvloop
 
 from mamori import config as config_mod
 from mamori.config import Config
-from mamori.dnsbl.responder import start as dnsbl_start
 from mamori.errors import ConfigError
+from mamori.feeds.publish.dnsbl import start as dnsbl_start
 from mamori.feeds.schedule import run_feeds
 from mamori.policy.engine import Policy
 from mamori.resolver.events import (

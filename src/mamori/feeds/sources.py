@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mamori.config import FeedConfig, StoreConfig, feed_zone
-from mamori.feeds import compile as compile_mod
 from mamori.feeds import guard, parsers
 from mamori.feeds.normalize import Entry
 from mamori.feeds.parsers import FeedError
+from mamori.feeds.publish import rpz as rpz_out
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ def update(feed: FeedConfig, store: StoreConfig) -> UpdateResult:
         target = feed.action[6:].rstrip(".") + "."
     zone = feed_zone(feed, store)
     assert zone.file is not None
-    lines_out = compile_mod.rules(entries, result.exceptions, target)
-    out.serial, out.changed = compile_mod.write_zone(zone.file, zone.name, lines_out)
+    lines_out = rpz_out.rules(entries, result.exceptions, target)
+    out.serial, out.changed = rpz_out.write_zone(zone.file, zone.name, lines_out)
     if out.changed or not entries_path(feed, store).exists():
         write_entries(entries_path(feed, store), feed, entries)
     for no, _text, why in result.rejected[:20]:

@@ -33,7 +33,7 @@ import dns.rdatatype
 import dns.rrset
 
 from mamori.config import DnsblConfig
-from mamori.dnsbl import data as data_mod
+from mamori.feeds.publish import dnsbl_data as data_mod
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ async def start(cfg: Any, socks: list[Any]) -> list[Any]:
     import asyncio
     import socket as socket_mod
 
-    from mamori.feeds.update import entries_path
+    from mamori.feeds.sources import entries_path
     from mamori.resolver.server import TcpListener, UdpServer
 
     loop = asyncio.get_running_loop()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mamori.feeds import compile as compile_mod
 from mamori.feeds import guard
 from mamori.feeds.normalize import Entry
+from mamori.feeds.publish import rpz as rpz_out
 from mamori.policy import zone
 
 
@@ -18,7 +18,7 @@ from mamori.policy import zone
 def test_ip_owner_round_trips_through_the_rpz_ip_encoding(value: str) -> None:
     import ipaddress
 
-    owner = compile_mod.ip_owner(value)
+    owner = rpz_out.ip_owner(value)
     labels = owner.split(".")[:-1]
     net = zone.parse_ip_trigger(labels)
     assert net == ipaddress.ip_network(
@@ -28,7 +28,7 @@ def test_ip_owner_round_trips_through_the_rpz_ip_encoding(value: str) -> None:
 
 def test_zone_serial_moves_only_on_change(tmp_path: Path) -> None:
     f = tmp_path / "feed.rpz"
-    rules = compile_mod.rules(
+    rules = rpz_out.rules(
         [
             Entry("domain", "bad.example"),
             Entry("wildcard", "bad.example"),
@@ -37,10 +37,10 @@ def test_zone_serial_moves_only_on_change(tmp_path: Path) -> None:
         [Entry("domain", "ok.bad.example")],
         ".",
     )
-    assert compile_mod.write_zone(f, "x.feeds.mamori.", rules) == (1, True)
-    assert compile_mod.write_zone(f, "x.feeds.mamori.", rules) == (1, False)
+    assert rpz_out.write_zone(f, "x.feeds.mamori.", rules) == (1, True)
+    assert rpz_out.write_zone(f, "x.feeds.mamori.", rules) == (1, False)
     fewer = [r for r in rules if "rpz-ip" not in r]
-    assert compile_mod.write_zone(f, "x.feeds.mamori.", fewer) == (2, True)
+    assert rpz_out.write_zone(f, "x.feeds.mamori.", fewer) == (2, True)
     z = zone.load(f, "x.feeds.mamori.")
     assert z.serial == 2
     owners = {(r.owner, r.action.value) for r in z.rules()}

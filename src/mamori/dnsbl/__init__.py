@@ -1,1 +1,0 @@
-"""DNSBL: an authoritative DNS blocklist for mail servers, answering from feed entries."""

@@ -1,0 +1,1 @@
+"""Publishing feed data: as RPZ policy zones (rpz), as DNSBL zones (dnsbl)."""
