@@ -9,6 +9,7 @@ answers the rest from the policy (slow path, ``FollowCname._follow_chain``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 from mamori.dnsutil import wire
@@ -16,7 +17,6 @@ from mamori.policy.engine import Policy
 from mamori.policy.model import Action, Match
 from mamori.resolver.answers import SpecialAnswers
 from mamori.resolver.cache import Entry
-from mamori.resolver.events import Hit
 from mamori.resolver.follow import FollowCname
 from mamori.resolver.late import Decision, LatePolicy
 
@@ -31,6 +31,12 @@ class ApplyPolicy(SpecialAnswers, FollowCname, LatePolicy):
     tasks: set[asyncio.Task[None]]
     _rewrites: dict[bytes, tuple[Match, Entry]]
     opt_blocked: tuple[bytes, bytes]
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a slow-path coroutine, kept referenced until done (drained at stop)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     @staticmethod
     def _rewrites_response(match: Match, tcp: bool) -> bool:
@@ -60,12 +66,9 @@ class ApplyPolicy(SpecialAnswers, FollowCname, LatePolicy):
             if isinstance(result, bytes):
                 return PENDING
             decision, disabled = result
-            for m in disabled:  # "disabled" zones: log what they would have done
-                self._event(now, ip, key, -1, "", 0, tcp, m.hit)
-            # Memoise what overrides the pre-check (that part may depend on the client).
-            override = decision if decision is not None and decision[0] is not found else None
-            if not missing_ns_ok:
-                entry.rewrite = (policy.version, limit, override)
+            override = self._record(
+                entry, policy, found, decision, disabled, ip, key, tcp, now, not missing_ns_ok
+            )
         if override is not None:
             return override
         return (found, 0) if found is not None else None
@@ -85,12 +88,34 @@ class ApplyPolicy(SpecialAnswers, FollowCname, LatePolicy):
         if decision != PENDING:
             return decision  # type: ignore[return-value]
         result, disabled = await self._decide_async(policy, key, entry, found, rd)
-        for m in disabled:
-            self._event(now, ip, key, -1, "", 0, tcp, m.hit)
-        limit = found.rule.zone_index if found is not None else policy.nzones
-        override = result if result is not None and result[0] is not found else None
-        entry.rewrite = (policy.version, limit, override)
+        self._record(entry, policy, found, result, disabled, ip, key, tcp, now, True)
         return result
+
+    def _record(
+        self,
+        entry: Entry,
+        policy: Policy,
+        found: Match | None,
+        decision: Decision | None,
+        disabled: list[Match],
+        ip: str,
+        key: bytes,
+        tcp: bool,
+        now: float,
+        memo: bool,
+    ) -> Decision | None:
+        """Log the disabled zones' matches; memoise (and return) what overrides *found*.
+
+        Only the override is memoised on the entry: *found* itself may depend on
+        the client (Client-IP rules).
+        """
+        for m in disabled:  # "disabled" zones: log what they would have done
+            self._event(now, ip, key, -1, "", 0, tcp, m.hit)
+        override = decision if decision is not None and decision[0] is not found else None
+        if memo:
+            limit = found.rule.zone_index if found is not None else policy.nzones
+            entry.rewrite = (policy.version, limit, override)
+        return override
 
     def _apply_decision(
         self,
@@ -117,13 +142,11 @@ class ApplyPolicy(SpecialAnswers, FollowCname, LatePolicy):
         if match.action in _NO_ANSWER and (match.action is Action.DROP or not tcp):
             return self._drop_or_truncate(match, data, qend, opt, key, ip, now, tcp)
         self.stats.rewrites += 1
-        task = asyncio.get_running_loop().create_task(
+        self._spawn(
             self._follow_chain(
                 match, pos, entry, key, data, addr, reply, qend, do, limit, ip, now, tcp
             )
         )
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
         return None
 
     def _drop_or_truncate(
@@ -167,43 +190,17 @@ class ApplyPolicy(SpecialAnswers, FollowCname, LatePolicy):
         Callers serve the normal answer themselves for PASSTHRU (and TCP-only
         over TCP): see ``_rewrites_response``.
         """
-        hit = match.hit
         if match.action in _NO_ANSWER and (match.action is Action.DROP or not tcp):
             return self._drop_or_truncate(match, data, qend, opt, key, ip, now, tcp)
-        return self._rewrite(
-            match, hit, data, qend, opt, do, limit, key, ip, now, tcp, memo, addr, reply
-        )
-
-    def _rewrite(
-        self,
-        match: Match,
-        hit: Hit,
-        data: bytes,
-        qend: int,
-        opt: bytes,
-        do: int,
-        limit: int,
-        key: bytes,
-        ip: str,
-        now: float,
-        tcp: bool,
-        memo: bool = True,
-        addr: Any = None,
-        reply: Any = None,
-    ) -> bytes | None:
-        """A policy answer (NXDOMAIN, NODATA, Local-Data), memoised as wire bytes.
-
-        A CNAME rewrite is followed asynchronously (answered through *reply*).
-        """
+        # NXDOMAIN, NODATA, Local-Data: a synthesised answer, memoised as wire bytes;
+        # a CNAME rewrite is followed asynchronously (answered through *reply*).
         assert self.answers is not None and self.policy is not None
         self.stats.rewrites += 1
         target = self.answers.cname_target(match, key)
         if target is not None and key[-5:-3] != b"\x00\x05" and reply is not None:
-            task = asyncio.get_running_loop().create_task(
+            self._spawn(
                 self._follow(match, target, key, data, addr, reply, qend, do, limit, ip, now, tcp)
             )
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
             return None
         entry = self.answers.get(match, key, now)
         if memo and self.policy.by_name_only:  # QNAME rewrites depend on the name only
@@ -218,5 +215,5 @@ class ApplyPolicy(SpecialAnswers, FollowCname, LatePolicy):
         resp = data[:2] + entry.flags[data[2] & 1] + counts + data[12:qend] + body + opt
         if len(resp) > limit:
             resp = self._fit(entry, data, qend, body, opt, limit)
-        self._event(now, ip, key, entry.rcode, entry.summary, 0, tcp, hit)
+        self._event(now, ip, key, entry.rcode, entry.summary, 0, tcp, match.hit)
         return resp

@@ -373,10 +373,5 @@ class Pipeline(SlowPath):
         self._spawn(self.xfr_handler(data, addr, reply, tcp))
         return None
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
     def close(self) -> None:
         self.pool.close()
