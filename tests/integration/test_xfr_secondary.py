@@ -210,10 +210,13 @@ class CutPrimary:
             with conn:
                 n = struct.unpack("!H", conn.recv(2, socket.MSG_WAITALL))[0]
                 q = dns.message.from_wire(conn.recv(n, socket.MSG_WAITALL))
-                r = self._soa_answer(q)
-                r.answer.append(dns.rrset.from_text("x.rpz.test.", 60, "IN", "CNAME", "."))
-                wire = r.to_wire()
-                conn.sendall(struct.pack("!H", len(wire)) + wire)  # no closing SOA: cut
+                wire = self._transfer(q).to_wire()
+                conn.sendall(struct.pack("!H", len(wire)) + wire)
+
+    def _transfer(self, q: dns.message.Message) -> dns.message.Message:
+        r = self._soa_answer(q)
+        r.answer.append(dns.rrset.from_text("x.rpz.test.", 60, "IN", "CNAME", "."))
+        return r  # no closing SOA: the transfer is cut
 
     def close(self) -> None:
         self.stopped = True
@@ -243,25 +246,15 @@ def test_broken_transfer_keeps_the_stored_version(tmp_path: Path, upstream: Auth
 class BadIxfrPrimary(CutPrimary):
     """Answers IXFR with a complete but inconsistent sequence (5 -> 4, announced as 6)."""
 
-    def _tcp(self) -> None:
-        while not self.stopped:
-            try:
-                conn, _ = self.tcp.accept()
-            except OSError:
-                return
-            with conn:
-                n = struct.unpack("!H", conn.recv(2, socket.MSG_WAITALL))[0]
-                q = dns.message.from_wire(conn.recv(n, socket.MSG_WAITALL))
-                r = self._soa_answer(q)  # SOA(6)
+    def _transfer(self, q: dns.message.Message) -> dns.message.Message:
+        def soa(serial: int) -> dns.rrset.RRset:
+            text = f"ns.rpz.test. h.rpz.test. {serial} 2 1 600 30"
+            return dns.rrset.from_text("rpz.test.", 60, "IN", "SOA", text)
 
-                def soa(serial: int) -> dns.rrset.RRset:
-                    text = f"ns.rpz.test. h.rpz.test. {serial} 2 1 600 30"
-                    return dns.rrset.from_text("rpz.test.", 60, "IN", "SOA", text)
-
-                www = dns.rrset.from_text("www.example.test.rpz.test.", 60, "IN", "CNAME", "*.")
-                r.answer += [soa(5), www, soa(4), www, soa(6)]
-                wire = r.to_wire()
-                conn.sendall(struct.pack("!H", len(wire)) + wire)
+        r = self._soa_answer(q)  # SOA(6)
+        www = dns.rrset.from_text("www.example.test.rpz.test.", 60, "IN", "CNAME", "*.")
+        r.answer += [soa(5), www, soa(4), www, soa(6)]
+        return r
 
 
 def test_malformed_ixfr_keeps_the_stored_version(tmp_path: Path, upstream: AuthServer) -> None:
