@@ -3,46 +3,16 @@
 from __future__ import annotations
 
 import logging
-import sys
-from typing import NoReturn
 
 import click
 
 from mamori import __version__
 from mamori import config as config_mod
+from mamori.clifeeds import feeds
+from mamori.cliutil import _fail, _load_config, _setup_logging, config_option
 from mamori.errors import MamoriError
 
 log = logging.getLogger("mamori")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _fail(e: Exception) -> NoReturn:
-    click.echo(f"mamori: error: {e}", err=True)
-    sys.exit(2)
-
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="TOML configuration file.",
-)
-
-
-def _load_config(path: str) -> config_mod.Config:
-    """Load a config or exit 2 with the file:line: key: message error."""
-    try:
-        return config_mod.load(path)
-    except MamoriError as e:
-        _fail(e)
 
 
 @click.group()
@@ -91,11 +61,11 @@ def check(config_path: str) -> None:
         policy = load_policy(cfg.rpz, None, strict=True)
     except MamoriError as e:
         _fail(e)
-    for z, st in zip(
-        policy.zones if policy is not None else [],
-        policy.settings if policy is not None else [],
-        strict=True,
-    ):
+    zones = policy.all_zones if policy is not None else []
+    settings = policy.settings if policy is not None else []
+    applied = {z.name: st.policy for z, st in zip(zones, settings, strict=False)}
+    for z in zones:
+        how = f"policy {applied[z.name]}" if z.name in applied else "not applied"
         skipped = f", {len(z.skipped)} bad records skipped" if z.skipped else ""
         rpz = next(r for r in cfg.rpz if r.name == z.name)
         source = f", from {', '.join(str(p) for p in rpz.primary)}" if rpz.primary else ""
@@ -103,7 +73,7 @@ def check(config_path: str) -> None:
             source += " (not transferred yet)"
         published = ", published" if rpz.publish else ""
         click.echo(
-            f"  rpz:       {z.name} serial {z.serial}, {z.rule_count} rules, policy {st.policy}"
+            f"  rpz:       {z.name} serial {z.serial}, {z.rule_count} rules, {how}"
             f"{skipped}{source}{published}"
         )
 
@@ -208,63 +178,7 @@ def zones_hits(config_path: str) -> None:
         click.echo(f"{zone:<28} {trigger:<10} {action:<11} {hits:>10}  {when}")
 
 
-@cli.group()
-def feeds() -> None:
-    """Threat feeds: update them, list what they hold."""
-
-
-@feeds.command("update")
-@config_option
-@click.argument("names", nargs=-1)
-def feeds_update(config_path: str, names: tuple[str, ...]) -> None:
-    """Fetch, check and compile the feeds (all enabled ones, or NAMES).
-
-    A running `mamori serve` picks the compiled zones up by itself.
-    """
-    from mamori.feeds.parsers import FeedError
-    from mamori.feeds.sources import update
-
-    cfg = _load_config(config_path)
-    _setup_logging("warning")
-    unknown = set(names) - {f.name for f in cfg.feeds}
-    if unknown:
-        _fail(MamoriError(f"unknown feed(s): {', '.join(sorted(unknown))}"))
-    failed = 0
-    for feed in cfg.feeds:
-        if (names and feed.name not in names) or (not names and not feed.enabled):
-            continue
-        try:
-            click.echo(update(feed, cfg.store).summary())
-        except FeedError as e:
-            failed += 1
-            click.echo(f"{feed.name}: refused, last good version kept: {e}", err=True)
-    if failed:
-        sys.exit(1)
-
-
-@feeds.command("list")
-@config_option
-def feeds_list(config_path: str) -> None:
-    """Each feed: format, source, compiled rules and serial, last update."""
-    import time
-
-    from mamori import config as cfgmod
-
-    cfg = _load_config(config_path)
-    for feed in cfg.feeds:
-        zone = cfgmod.feed_zone(feed, cfg.store)
-        assert zone.file is not None
-        source = feed.url or str(feed.path)
-        state = "disabled" if not feed.enabled else ("enforced" if feed.enforce else "not enforced")
-        if zone.file.exists():
-            text = zone.file.read_text(encoding="utf-8").splitlines()
-            serial = next((ln.split()[4] for ln in text if ln.startswith("@ SOA")), "?")
-            rules = sum(1 for ln in text if ln and not ln.startswith((";", "$", "@")))
-            when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(zone.file.stat().st_mtime))
-            compiled = f"{rules} rules, serial {serial}, updated {when}"
-        else:
-            compiled = "not compiled yet (mamori feeds update)"
-        click.echo(f"{feed.name} [{feed.category}, {feed.format}, {state}] {source}: {compiled}")
+cli.add_command(feeds)
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mamori.configfeeds import CONVERTERS as FEED_CONVERTERS
+from mamori.configfeeds import DatasetConfig, DnsblConfig, FeedConfig, dataset_feeds
 from mamori.configvalues import (
     TSIG_ALGORITHMS,
     Endpoint,
@@ -23,11 +25,7 @@ from mamori.configvalues import (
     choice,
     endpoint,
     endpoints,
-    feed_action,
-    feed_name,
-    feed_names,
     float_range,
-    http_url,
     int_range,
     key_names,
     networks,
@@ -48,7 +46,10 @@ from mamori.errors import ConfigError
 __all__ = [
     "TSIG_ALGORITHMS",
     "Config",
+    "DatasetConfig",
+    "DnsblConfig",
     "Endpoint",
+    "FeedConfig",
     "TsigSpec",
     "UpstreamServer",
     "load",
@@ -145,36 +146,8 @@ class RpzConfig:
     # Zone transfer (primary): serve this zone to other resolvers by AXFR/IXFR.
     publish: bool = False
     publish_keys: tuple[str, ...] = ()  # TSIG key names ([publish] keys) allowed; () = any
-    feed: str = ""  # compiled from this [[feed]] (set by the loader, not in the file)
-
-
-@dataclass(frozen=True)
-class FeedConfig:
-    """One ``[[feed]]``: a threat list compiled into a policy zone (applied after [[rpz]])."""
-
-    name: str = ""
-    path: Path | None = None  # a local file ...
-    url: str = ""  # ... or an http(s) URL
-    format: str = ""  # hosts, domains, wildcards, adblock, dnsmasq, unbound, bind, csv, ips
-    category: str = "custom"
-    refresh: int = 3600  # seconds between updates while serving
-    enabled: bool = True
-    enforce: bool = True  # apply it as a policy zone in `mamori serve`
-    action: str = "nxdomain"  # nxdomain, nodata, or cname:TARGET (walled garden)
-    max_bad: float = 0.2  # refuse an update with more than this share of bad lines
-    allowlist: Path | None = None  # names never listed (one per line)
-
-
-@dataclass(frozen=True)
-class DnsblConfig:
-    """One ``[[dnsbl]]`` zone: an authoritative DNSBL answering from feeds' entries."""
-
-    zone: str = ""  # e.g. "bl.example.org."
-    listen: tuple[Endpoint, ...] = ()
-    feeds: tuple[str, ...] = ()  # [[feed]] names whose entries it lists
-    kind: str = "ip"  # "ip" (reversed-octet / nibble queries) or "domain"
-    lookup_url: str = ""  # TXT: "https://example.org/lookup?q={}" ({} = the query)
-    ttl: int = 900
+    feed: str = ""  # compiled from this [[feed]] or [[dataset]] (set by the loader)
+    apply: bool = True  # False: loaded only to be published (a feed with enforce = false)
 
 
 @dataclass(frozen=True)
@@ -200,6 +173,7 @@ class Config:
     publish: PublishConfig = field(default_factory=PublishConfig)
     rpz: tuple[RpzConfig, ...] = ()
     feeds: tuple[FeedConfig, ...] = ()
+    datasets: tuple[DatasetConfig, ...] = ()
     dnsbl: tuple[DnsblConfig, ...] = ()
 
 
@@ -250,6 +224,9 @@ def loads(
         if name == "dnsbl":
             sections["dnsbl"] = _build_dnsbl(ctx, value)
             continue
+        if name == "dataset":
+            sections["datasets"] = _build_datasets(ctx, value)
+            continue
         if name not in _SECTIONS:
             raise ConfigError(str(path), ctx.line(name, None), name, "unknown section")
         if not isinstance(value, dict):
@@ -264,8 +241,11 @@ def loads(
         else z
         for z in cfg.rpz
     )
-    feeds = tuple(feed_zone(f, cfg.store) for f in cfg.feeds if f.enabled and f.enforce)
-    return dataclasses.replace(cfg, rpz=rpz + feeds)
+    feeds = tuple(
+        feed_zone(f, cfg.store) for f in cfg.feeds if f.enabled and (f.enforce or f.publish)
+    )
+    datasets = tuple(dataset_zone(d, cfg.store) for d in cfg.datasets if d.enforce or d.publish)
+    return dataclasses.replace(cfg, rpz=rpz + feeds + datasets)
 
 
 class _Ctx:
@@ -350,6 +330,22 @@ def _build_feeds(ctx: _Ctx, value: Any) -> tuple[FeedConfig, ...]:
     return tuple(out)
 
 
+def _build_datasets(ctx: _Ctx, value: Any) -> tuple[DatasetConfig, ...]:
+    out: list[DatasetConfig] = []
+    for i, ds in enumerate(_tables(ctx, value, "dataset", DatasetConfig)):
+        where = ctx.line("dataset", None, i)
+        if not ds.name:
+            raise ConfigError(ctx.path, where, "dataset.name", "missing dataset name")
+        if not ds.feeds and not ds.categories:
+            raise ConfigError(
+                ctx.path, where, "dataset.feeds", "list feeds = [...] and/or categories = [...]"
+            )
+        if any(d.name == ds.name for d in out):
+            raise ctx.error("dataset", "name", f"dataset {ds.name} is listed twice", i)
+        out.append(ds)
+    return tuple(out)
+
+
 def _build_dnsbl(ctx: _Ctx, value: Any) -> tuple[DnsblConfig, ...]:
     out: list[DnsblConfig] = []
     for i, bl in enumerate(_tables(ctx, value, "dnsbl", DnsblConfig)):
@@ -365,12 +361,30 @@ def _build_dnsbl(ctx: _Ctx, value: Any) -> tuple[DnsblConfig, ...]:
 
 
 def feed_zone(feed: FeedConfig, cfg_store: StoreConfig) -> RpzConfig:
-    """The policy zone a feed is compiled into (applied after the [[rpz]] zones)."""
+    """The policy zone a feed is compiled into (applied after the [[rpz]] zones).
+
+    A feed that is published but not enforced is loaded only for the publisher.
+    """
     # The action is written into the rules (allow rules stay PASSTHRU): policy "given".
     return RpzConfig(
         name=f"{feed.name}.feeds.mamori.",
         file=cfg_store.path.parent / "feeds" / f"{feed.name}.rpz",
         feed=feed.name,
+        apply=feed.enforce,
+        publish=feed.publish,
+        publish_keys=feed.publish_keys,
+    )
+
+
+def dataset_zone(ds: DatasetConfig, cfg_store: StoreConfig) -> RpzConfig:
+    """The policy zone of a dataset (the union of its feeds), after the feeds' zones."""
+    return RpzConfig(
+        name=f"{ds.name}.datasets.mamori.",
+        file=cfg_store.path.parent / "feeds" / f"{ds.name}.dataset.rpz",
+        feed=ds.name,
+        apply=ds.enforce,
+        publish=ds.publish,
+        publish_keys=ds.publish_keys,
     )
 
 
@@ -458,36 +472,7 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
     ("publish", "keys"): tsig_list,
     ("publish", "notify"): notify_targets,
     ("publish", "history"): int_range(0, 1000),
-    ("feed", "name"): feed_name,
-    ("feed", "path"): path,
-    ("feed", "url"): http_url,
-    ("feed", "format"): choice(
-        "hosts",
-        "domains",
-        "wildcards",
-        "adblock",
-        "dnsmasq",
-        "unbound",
-        "bind",
-        "csv",
-        "ips",
-        "rpz",
-    ),
-    ("feed", "category"): choice(
-        "phishing", "botnet-cc", "malware", "cryptominer", "spam", "adware", "custom"
-    ),
-    ("feed", "refresh"): int_range(60, 7 * 86400),
-    ("feed", "enabled"): boolean,
-    ("feed", "enforce"): boolean,
-    ("feed", "action"): feed_action,
-    ("feed", "max_bad"): float_range(0, 1),
-    ("feed", "allowlist"): path,
-    ("dnsbl", "zone"): zone_name,
-    ("dnsbl", "listen"): endpoints,
-    ("dnsbl", "feeds"): feed_names,
-    ("dnsbl", "kind"): choice("ip", "domain"),
-    ("dnsbl", "lookup_url"): http_url,
-    ("dnsbl", "ttl"): int_range(0, 86400),
+    **FEED_CONVERTERS,
     ("policy", "min_ns_dots"): int_range(0, 127),
     ("policy", "watch_interval"): float_range(0, 86_400),
 }
@@ -506,6 +491,14 @@ def _cross_checks(ctx: _Ctx, cfg: Config, resolver: bool = True) -> None:
     if cfg.server.rate_limit and cfg.server.rate_burst < 1:
         raise ctx.error("server", "rate_burst", "must be at least 1")
     feed_names_known = {f.name for f in cfg.feeds}
+    for i, ds in enumerate(cfg.datasets):
+        missing = [f for f in ds.feeds if f not in feed_names_known]
+        if missing:
+            raise ctx.error("dataset", "feeds", f"no [[feed]] named {', '.join(missing)}", i)
+        if ds.name in feed_names_known:
+            raise ctx.error("dataset", "name", f"{ds.name} is also a [[feed]] name", i)
+        if not dataset_feeds(ds, cfg.feeds):
+            raise ctx.error("dataset", "feeds", "no enabled feed matches", i)
     for i, bl in enumerate(cfg.dnsbl):
         missing = [f for f in bl.feeds if f not in feed_names_known]
         if missing:
@@ -515,3 +508,13 @@ def _cross_checks(ctx: _Ctx, cfg: Config, resolver: bool = True) -> None:
         for k in z.publish_keys:
             if k not in known:
                 raise ctx.error("rpz", "publish_keys", f"key {k} is not in [publish] keys", i)
+    tables: tuple[tuple[str, tuple[FeedConfig | DatasetConfig, ...]], ...] = (
+        ("feed", cfg.feeds),
+        ("dataset", cfg.datasets),
+    )
+    for section, items in tables:
+        for i, t in enumerate(items):
+            for k in t.publish_keys:
+                if k not in known:
+                    msg = f"key {k} is not in [publish] keys"
+                    raise ctx.error(section, "publish_keys", msg, i)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import idna
 
@@ -24,13 +24,16 @@ class RejectedError(ValueError):
     """A token that is not a usable name or address; the message says why."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     kind: str  # one of KINDS
     value: str  # "example.com" (wildcard: the name below "*."), "192.0.2.1", "192.0.2.0/24"
+    # Provenance the source gives (not part of the entry's identity):
+    reason: str = field(default="", compare=False)  # e.g. "malware_download", an event title
+    reference: str = field(default="", compare=False)  # e.g. a URL or an indicator id
 
 
-def entry(token: str) -> Entry:
+def entry(token: str, reason: str = "", reference: str = "") -> Entry:
     """The entry a feed token stands for, or RejectedError."""
     text = token.strip().strip(".") if token.strip() not in (".", "") else ""
     if not text:
@@ -39,10 +42,10 @@ def entry(token: str) -> Entry:
         text = url_host(text)
     ip = _ip(text)
     if ip is not None:
-        return ip
+        return Entry(ip.kind, ip.value, reason, reference) if reason or reference else ip
     if text.startswith("*."):
-        return Entry("wildcard", name(text[2:]))
-    return Entry("domain", name(text))
+        return Entry("wildcard", name(text[2:]), reason, reference)
+    return Entry("domain", name(text), reason, reference)
 
 
 def url_host(url: str) -> str:

@@ -2,7 +2,8 @@
 
 An update runs in a thread (network and parsing); the compiled zone file it
 writes is picked up by the zone file watcher, which reloads the policy beside
-the running one. A feed whose compiled zone is missing (first start) or older
+the running one. The datasets uniting an updated feed are compiled after it
+(and all of them once at start). A feed whose compiled zone is missing (first start) or older
 than its refresh interval is updated at once.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from mamori.config import Config, feed_zone
 from mamori.feeds.parsers import FeedError
-from mamori.feeds.sources import update
+from mamori.feeds.sources import compile_datasets, update
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,10 @@ TICK = 5.0
 
 async def run_feeds(current: Callable[[], Config]) -> None:
     last: dict[str, float] = {}
+    first = True
     while True:
         cfg = current()
+        updated: set[str] = set()
         for feed in cfg.feeds:
             if not feed.enabled:
                 continue
@@ -44,6 +47,17 @@ async def run_feeds(current: Callable[[], Config]) -> None:
                 log.exception("feed %s: update failed", feed.name)
             else:
                 log.info("feed %s", result.summary())
+                updated.add(feed.name)
+        if updated or (first and cfg.datasets):
+            try:
+                for name, serial, changed, n in await asyncio.to_thread(
+                    compile_datasets, cfg, None if first else updated
+                ):
+                    if changed:
+                        log.info("dataset %s: %d entries, serial %d", name, n, serial)
+            except Exception:
+                log.exception("datasets: compiling failed (previous zones kept)")
+        first = False
         await asyncio.sleep(TICK)
 
 

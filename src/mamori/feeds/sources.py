@@ -12,18 +12,31 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mamori.config import FeedConfig, StoreConfig, feed_zone
-from mamori.feeds import guard, parsers
+from mamori.config import Config, FeedConfig, StoreConfig, dataset_zone, feed_zone
+from mamori.configfeeds import dataset_feeds
+from mamori.feeds import guard, parsers, remote
+from mamori.feeds.dataset import ALLOW, FeedDB, db_path
 from mamori.feeds.normalize import Entry
-from mamori.feeds.parsers import FeedError
+from mamori.feeds.parsers import FeedError, ParseResult
+from mamori.feeds.parsers import misp as misp_parser
+from mamori.feeds.parsers import stix as stix_parser
 from mamori.feeds.publish import rpz as rpz_out
 
 log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = 60
+
+
+# Progress of a long step: (what, done, total or None); the CLI draws a bar.
+Report = Callable[[str, int, int | None], None]
+
+
+def _quiet(_what: str, _done: int, _total: int | None) -> None:
+    pass
 
 
 @dataclass
@@ -35,15 +48,20 @@ class UpdateResult:
     rejected: list[tuple[int, str, str]] = field(default_factory=list)
     skipped: int = 0
     guarded: list[tuple[str, str]] = field(default_factory=list)  # value, reason
+    added: int = 0
+    removed: int = 0
+    lingering: int = 0  # left the source, listed until delist_after
     serial: int = 0
     changed: bool = False
 
     def summary(self) -> str:
         state = f"serial {self.serial}, {'changed' if self.changed else 'unchanged'}"
+        linger = f" ({self.lingering} until delist_after)" if self.lingering else ""
         return (
-            f"{self.feed}: {self.entries} entries, {self.exceptions} allow rules,"
-            f" {len(self.rejected)} rejected, {len(self.guarded)} refused by the guards,"
-            f" {self.skipped} not for DNS; {state} ({self.source})"
+            f"{self.feed}: {self.entries} entries{linger}, +{self.added} -{self.removed},"
+            f" {self.exceptions} allow rules, {len(self.rejected)} rejected,"
+            f" {len(self.guarded)} refused by the guards, {self.skipped} not for DNS;"
+            f" {state} ({self.source})"
         )
 
 
@@ -51,7 +69,7 @@ def cache_dir(store: StoreConfig) -> Path:
     return store.path.parent / "feeds" / "cache"
 
 
-def fetch(feed: FeedConfig, cache: Path) -> tuple[list[str], str]:
+def fetch(feed: FeedConfig, cache: Path, report: Report = _quiet) -> tuple[list[str], str]:
     """The feed's lines and where they came from."""
     if feed.path is not None:
         try:
@@ -69,7 +87,14 @@ def fetch(feed: FeedConfig, cache: Path) -> tuple[list[str], str]:
     request = urllib.request.Request(feed.url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as r:
-            body = r.read()
+            length = r.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            chunks, got = [], 0
+            while chunk := r.read(1 << 16):
+                chunks.append(chunk)
+                got += len(chunk)
+                report(f"download {feed.name}", got, total)
+            body = b"".join(chunks)
             cache.mkdir(parents=True, exist_ok=True)
             tmp = data.with_name(data.name + ".tmp")
             tmp.write_bytes(body)
@@ -112,11 +137,47 @@ def _cached(path: Path) -> list[str]:
     return path.read_bytes().decode("utf-8", errors="replace").splitlines()
 
 
-def update(feed: FeedConfig, store: StoreConfig) -> UpdateResult:
-    """One update of *feed*; FeedError leaves the last good compiled zone in place."""
+def read(feed: FeedConfig, cache: Path, report: Report = _quiet) -> tuple[ParseResult, str]:
+    """Fetch (or read) and parse the feed; FeedError when it cannot be used."""
+    if feed.format == "taxii":
+        objects, source = remote.taxii_objects(feed, cache)
+        return stix_parser.parse_objects(objects), source
+    if feed.format == "misp":
+        events, source = remote.misp_events(feed, cache)
+        return misp_parser.parse_events(events), source
+    lines, source = fetch(feed, cache, report)
+    total = len(lines)
+
+    def counted() -> Iterator[str]:
+        for i, line in enumerate(lines, 1):
+            if i % 50_000 == 0:
+                report(f"parse {feed.name}", i, total)
+            yield line
+        report(f"parse {feed.name}", total, total)
+
+    return parsers.parse(feed.format, counted()), source
+
+
+def update(
+    feed: FeedConfig, store: StoreConfig, report: Report = _quiet, now: int | None = None
+) -> UpdateResult:
+    """One update of *feed*; FeedError leaves the last good compiled zone in place.
+
+    The outcome (good or refused) is remembered with the feed's provenance.
+    """
+    with FeedDB(db_path(store.path)) as db:
+        try:
+            return _update(feed, store, db, report, now)
+        except FeedError as e:
+            db.log_update(feed.name, False, "", str(e), now=now)
+            raise
+
+
+def _update(
+    feed: FeedConfig, store: StoreConfig, db: FeedDB, report: Report, now: int | None
+) -> UpdateResult:
     out = UpdateResult(feed.name)
-    lines, out.source = fetch(feed, cache_dir(store))
-    result = parsers.parse(feed.format, lines)
+    result, out.source = read(feed, cache_dir(store), report)
     parsers.check_budget(result, f"feed {feed.name}", feed.max_bad)
     allow = guard.read_allowlist(feed.allowlist)
     entries = []
@@ -126,19 +187,45 @@ def update(feed: FeedConfig, store: StoreConfig) -> UpdateResult:
             entries.append(e)
         else:
             out.guarded.append((e.value, why))
-    out.entries, out.exceptions = len(entries), len(result.exceptions)
+    change = db.record(feed.name, entries, result.exceptions, feed.delist_after, now)
+    out.entries, out.exceptions = len(change.listed), len(change.allowed)
+    out.added, out.removed = len(change.added), len(change.removed)
+    out.lingering = len(change.listed) - len({(e.kind, e.value) for e in entries})
     out.rejected, out.skipped = result.rejected, len(result.skipped)
-    target = {"nxdomain": ".", "nodata": "*."}.get(feed.action)
-    if target is None:  # cname:TARGET, a walled garden
-        target = feed.action[6:].rstrip(".") + "."
     zone = feed_zone(feed, store)
     assert zone.file is not None
-    lines_out = rpz_out.rules(entries, result.exceptions, target)
+    lines_out = rpz_out.rules(change.listed, change.allowed, target(feed.action))
     out.serial, out.changed = rpz_out.write_zone(zone.file, zone.name, lines_out)
     if out.changed or not entries_path(feed, store).exists():
-        write_entries(entries_path(feed, store), feed, entries)
+        write_entries(entries_path(feed, store), feed, change.listed)
     for no, _text, why in result.rejected[:20]:
         log.warning("feed %s: line %d rejected: %s", feed.name, no, why)
     for value, why in out.guarded[:20]:
         log.warning("feed %s: %s not listed: %s", feed.name, value, why)
+    counts = (out.entries, out.added, out.removed, len(out.rejected), out.serial)
+    db.log_update(feed.name, True, out.source, out.summary(), counts, result.rejected, now)
+    return out
+
+
+def target(action: str) -> str:
+    """The CNAME target of an action: ``.`` NXDOMAIN, ``*.`` NODATA, else the garden."""
+    fixed = {"nxdomain": ".", "nodata": "*."}.get(action)
+    return fixed if fixed is not None else action[6:].rstrip(".") + "."
+
+
+def compile_datasets(cfg: Config, only: set[str] | None = None) -> list[tuple[str, int, bool, int]]:
+    """Rewrite the zones of the datasets (uniting feeds in *only*, or all):
+    (name, serial, changed, entries) each."""
+    out = []
+    with FeedDB(db_path(cfg.store.path)) as db:
+        for ds in cfg.datasets:
+            names = [f.name for f in dataset_feeds(ds, cfg.feeds)]
+            if only is not None and not only & set(names):
+                continue
+            entries, allowed = db.listed(names), db.listed(names, ALLOW)
+            zone = dataset_zone(ds, cfg.store)
+            assert zone.file is not None
+            lines = rpz_out.rules(entries, allowed, target(ds.action))
+            serial, changed = rpz_out.write_zone(zone.file, zone.name, lines)
+            out.append((ds.name, serial, changed, len(entries)))
     return out

@@ -121,9 +121,17 @@ class _NameIndex:
 class Policy:
     """All policy zones, ready to answer "does this query match?"."""
 
-    def __init__(self, zones: list[LoadedZone], settings: list[ZoneSettings], version: int) -> None:
+    def __init__(
+        self,
+        zones: list[LoadedZone],
+        settings: list[ZoneSettings],
+        version: int,
+        held: tuple[LoadedZone, ...] = (),
+    ) -> None:
         self.version = version
         self.zones = zones
+        # Zones loaded only to be published (not applied): the publisher's.
+        self.held = held
         self.settings = settings
         self.soa = [z.soa for z in zones]
         self.client_ip: list[_IpIndex | None] = []
@@ -174,6 +182,11 @@ class Policy:
         self.rule_count = sum(z.rule_count for z in zones)
         self._client_memo: dict[str, list[Match | None]] = {}
         self._qname_memo: dict[tuple[int, bytes, bool], Match] = {}
+
+    @property
+    def all_zones(self) -> list[LoadedZone]:
+        """The applied zones, then those only held for publishing."""
+        return [*self.zones, *self.held]
 
     def __len__(self) -> int:
         return self.rule_count

@@ -56,9 +56,10 @@ def load_policy_steps(
     """``load_policy`` as a generator yielding every few thousand zone lines."""
     if not zones:
         return None
-    old = {z.name: z for z in previous.zones} if previous is not None else {}
+    old = {z.name: z for z in previous.all_zones} if previous is not None else {}
     loaded: list[LoadedZone] = []
     settings: list[ZoneSettings] = []
+    held: list[LoadedZone] = []
     for rpz in zones:
         assert rpz.file is not None
         t0 = time.monotonic()
@@ -82,10 +83,13 @@ def load_policy_steps(
                 z.rule_count,
                 time.monotonic() - t0,
             )
+        if not rpz.apply:
+            held.append(z)
+            continue
         loaded.append(z)
         settings.append(zone_settings(rpz))
     version = (previous.version + 1) if previous else 1
-    return Policy(loaded, settings, version)
+    return Policy(loaded, settings, version, tuple(held))
 
 
 def zone_settings(rpz: RpzConfig) -> ZoneSettings:
@@ -137,8 +141,8 @@ async def dispose(old: Policy | None, new: Policy | None) -> None:
     """
     if old is None:
         return
-    keep = {id(z) for z in new.zones} if new is not None else set()
-    for z in old.zones:
+    keep = {id(z) for z in new.all_zones} if new is not None else set()
+    for z in old.all_zones:
         if id(z) in keep or z.pins:
             continue  # still serving, or held by the publisher (which frees it later)
         await free_zone(z)

@@ -69,7 +69,7 @@ class Subscriptions:
             loaded = next(
                 (
                     z
-                    for z in (policy.zones if policy is not None else [])
+                    for z in (policy.all_zones if policy is not None else [])
                     if z.name == name and z.soa
                 ),
                 None,
@@ -90,7 +90,7 @@ class Subscriptions:
         policy = self.pipeline.policy
         if policy is None:
             return None
-        return next((z for z in policy.zones if z.name == name and z.soa is not None), None)
+        return next((z for z in policy.all_zones if z.name == name and z.soa is not None), None)
 
     async def load_file(self, rpz: RpzConfig) -> LoadedZone:
         zone: LoadedZone = await drive(load_zone_steps(rpz), f"zone {rpz.name} load")
@@ -107,22 +107,24 @@ class Subscriptions:
         if deltas and self.publisher is not None and name in self.publisher.zones:
             self.publisher.record_deltas(name, deltas)
         old = self.pipeline.policy
-        held = {z.name: z for z in old.zones} if old is not None else {}
+        held = {z.name: z for z in old.all_zones} if old is not None else {}
         if zone is None:
             self._placeholders.add(name)
             zone = LoadedZone(name)
         else:
             self._placeholders.discard(name)
         held[name] = zone
-        zones, settings = [], []
+        zones, settings, only_held = [], [], []
         for rpz in self.current().rpz:
-            if rpz.name in held:
+            if rpz.name in held and not rpz.apply:
+                only_held.append(held[rpz.name])
+            elif rpz.name in held:
                 zones.append(held[rpz.name])
                 settings.append(zone_settings(rpz))
         version = (old.version + 1) if old is not None else 1
-        new = Policy(zones, settings, version)
+        new = Policy(zones, settings, version, tuple(only_held))
         self.pipeline.set_policy(new)
-        if old is None or all(z is not zone for z in old.zones):
+        if old is None or all(z is not zone for z in old.all_zones):
             gc.freeze()  # a newly loaded index is long-lived: keep it out of full GC passes
         # A replaced zone (after an AXFR) is freed shard by shard, not in one go.
         task = asyncio.get_running_loop().create_task(dispose(old, new))

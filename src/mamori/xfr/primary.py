@@ -114,7 +114,7 @@ class Publisher:
         """Called after every policy swap: publish changed zones, notify secondaries."""
         if new is None:
             return
-        for z in new.zones:
+        for z in new.all_zones:
             if z.name not in self.wanted or z.soa is None:
                 continue
             pub = self.zones.get(z.name)

@@ -1,0 +1,143 @@
+"""Config of the threat-dataset side: ``[[feed]]``, ``[[dataset]]``, ``[[dnsbl]]``.
+
+The value types and their converters; ``config.py`` builds and cross-checks
+the tables (it owns the file/line bookkeeping).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mamori.configvalues import (
+    Endpoint,
+    InvalidValueError,
+    boolean,
+    choice,
+    endpoints,
+    feed_action,
+    feed_name,
+    feed_names,
+    float_range,
+    http_url,
+    int_range,
+    key_names,
+    path,
+    zone_name,
+)
+
+FORMATS = (
+    "hosts",
+    "domains",
+    "wildcards",
+    "adblock",
+    "dnsmasq",
+    "unbound",
+    "bind",
+    "csv",
+    "ips",
+    "rpz",
+    "stix",
+    "taxii",
+    "misp",
+)
+CATEGORIES = ("phishing", "botnet-cc", "malware", "cryptominer", "spam", "adware", "custom")
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    """One ``[[feed]]``: a threat list compiled into a policy zone (applied after [[rpz]])."""
+
+    name: str = ""
+    path: Path | None = None  # a local file (misp: a directory with manifest.json) ...
+    url: str = ""  # ... or an http(s) URL (taxii: the collection URL)
+    format: str = ""  # one of FORMATS
+    category: str = "custom"
+    refresh: int = 3600  # seconds between updates while serving
+    enabled: bool = True
+    enforce: bool = True  # apply it as a policy zone in `mamori serve`
+    publish: bool = False  # serve its policy zone by AXFR/IXFR ([publish])
+    publish_keys: tuple[str, ...] = ()
+    action: str = "nxdomain"  # nxdomain, nodata, or cname:TARGET (walled garden)
+    max_bad: float = 0.2  # refuse an update with more than this share of bad lines
+    allowlist: Path | None = None  # names never listed (one per line)
+    delist_after: int = 0  # an entry gone from the source stays listed this long (seconds)
+    user: str = ""  # HTTP Basic credentials (TAXII servers, private feeds)
+    password: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One ``[[dataset]]``: the union of feeds (by name or category) as one policy zone."""
+
+    name: str = ""
+    feeds: tuple[str, ...] = ()  # [[feed]] names ...
+    categories: tuple[str, ...] = ()  # ... and/or every feed of these categories
+    action: str = "nxdomain"
+    enforce: bool = False  # apply it in `mamori serve` (feeds usually are already)
+    publish: bool = False
+    publish_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DnsblConfig:
+    """One ``[[dnsbl]]`` zone: an authoritative DNSBL answering from feeds' entries."""
+
+    zone: str = ""  # e.g. "bl.example.org."
+    listen: tuple[Endpoint, ...] = ()
+    feeds: tuple[str, ...] = ()  # [[feed]] names whose entries it lists
+    kind: str = "ip"  # "ip" (reversed-octet / nibble queries) or "domain"
+    lookup_url: str = ""  # TXT: "https://example.org/lookup?q={}" ({} = the query)
+    ttl: int = 900
+
+
+def _categories(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise InvalidValueError(f"must be a list of categories ({', '.join(CATEGORIES)})")
+    conv = choice(*CATEGORIES)
+    return tuple(conv(x, ctx, rc) for x in raw)
+
+
+def _text(raw: Any, _ctx: Any, _rc: str) -> str:
+    if not isinstance(raw, str):
+        raise InvalidValueError("must be a string")
+    return raw
+
+
+CONVERTERS: dict[tuple[str, str], Any] = {
+    ("feed", "name"): feed_name,
+    ("feed", "path"): path,
+    ("feed", "url"): http_url,
+    ("feed", "format"): choice(*FORMATS),
+    ("feed", "category"): choice(*CATEGORIES),
+    ("feed", "refresh"): int_range(60, 7 * 86400),
+    ("feed", "enabled"): boolean,
+    ("feed", "enforce"): boolean,
+    ("feed", "publish"): boolean,
+    ("feed", "publish_keys"): key_names,
+    ("feed", "action"): feed_action,
+    ("feed", "max_bad"): float_range(0, 1),
+    ("feed", "allowlist"): path,
+    ("feed", "delist_after"): int_range(0, 365 * 86400),
+    ("feed", "user"): _text,
+    ("feed", "password"): _text,
+    ("dataset", "name"): feed_name,
+    ("dataset", "feeds"): feed_names,
+    ("dataset", "categories"): _categories,
+    ("dataset", "action"): feed_action,
+    ("dataset", "enforce"): boolean,
+    ("dataset", "publish"): boolean,
+    ("dataset", "publish_keys"): key_names,
+    ("dnsbl", "zone"): zone_name,
+    ("dnsbl", "listen"): endpoints,
+    ("dnsbl", "feeds"): feed_names,
+    ("dnsbl", "kind"): choice("ip", "domain"),
+    ("dnsbl", "lookup_url"): http_url,
+    ("dnsbl", "ttl"): int_range(0, 86400),
+}
+
+
+def dataset_feeds(ds: DatasetConfig, feeds: tuple[FeedConfig, ...]) -> list[FeedConfig]:
+    """The enabled feeds a dataset unites, in config order."""
+    return [f for f in feeds if f.enabled and (f.name in ds.feeds or f.category in ds.categories)]

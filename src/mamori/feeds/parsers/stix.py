@@ -1,0 +1,131 @@
+"""STIX 2.1 bundles (and TAXII 2.1 collections' objects): network indicators.
+
+Only ``indicator`` objects count (an observed ``domain-name`` alone says
+nothing about malice). Their STIX patterns are parsed with the OASIS pattern
+grammar (``stix2-patterns``); the ``value`` of ``domain-name``, ``url``,
+``ipv4-addr`` and ``ipv6-addr`` comparisons (``=`` and ``IN``) become entries
+(``LIKE '%.name'`` a wildcard for the names below).
+An indicator whose pattern also needs non-network observables (a file hash,
+a process ...) is skipped: the name alone would not meet it. Revoked
+indicators and those past ``valid_until`` are skipped. The reason is the
+indicator's name (else its types); the reference is its first external
+reference URL, else its id. "Line" numbers are object positions (1-based).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from stix2patterns.exceptions import ParseException
+from stix2patterns.pattern import Pattern
+
+from mamori.feeds.normalize import RejectedError, entry
+from mamori.feeds.parsers.base import FeedError, ParseResult
+
+NETWORK = ("domain-name", "url", "ipv4-addr", "ipv6-addr")
+
+
+def parse(lines: Iterable[str]) -> ParseResult:
+    """A bundle (``{"type": "bundle", "objects": [...]}``), an envelope or a list."""
+    text = "\n".join(lines)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FeedError(f"not STIX JSON: line {e.lineno}: {e.msg}") from None
+    objects = doc.get("objects") if isinstance(doc, dict) else doc
+    if not isinstance(objects, list):
+        raise FeedError("not a STIX bundle: no objects list")
+    return parse_objects(objects)
+
+
+def parse_objects(objects: Iterable[Any], now: datetime | None = None) -> ParseResult:
+    out = ParseResult()
+    moment = now or datetime.now(UTC)
+    for no, obj in enumerate(objects, 1):
+        out.lines = no
+        if not isinstance(obj, dict) or "type" not in obj:
+            out.rejected.append((no, str(obj)[:200], "not a STIX object"))
+            continue
+        if obj["type"] != "indicator":
+            continue  # SDOs/SROs around the indicators: not entries
+        _indicator(out, no, obj, moment)
+    return out
+
+
+def _indicator(out: ParseResult, no: int, obj: dict[str, Any], now: datetime) -> None:
+    ident = str(obj.get("id", ""))
+    if obj.get("pattern_type", "stix") != "stix":
+        out.skipped.append((no, ident, f"pattern type {obj.get('pattern_type')}"))
+        return
+    if obj.get("revoked"):
+        out.skipped.append((no, ident, "revoked"))
+        return
+    until = _time(obj.get("valid_until"))
+    if until is not None and until <= now:
+        out.skipped.append((no, ident, f"expired (valid_until {obj['valid_until']})"))
+        return
+    pattern = obj.get("pattern")
+    if not isinstance(pattern, str):
+        out.rejected.append((no, ident, "indicator without a pattern"))
+        return
+    try:
+        comparisons = Pattern(pattern).inspect().comparisons
+    except ParseException as e:
+        out.rejected.append((no, pattern[:200], f"bad STIX pattern: {e}"))
+        return
+    others = [t for t in comparisons if t not in NETWORK]
+    if others:
+        out.skipped.append((no, ident, f"needs non-network observables ({', '.join(others)})"))
+        return
+    reason = str(obj.get("name") or ", ".join(obj.get("indicator_types", [])))
+    refs = [r.get("url") for r in obj.get("external_references", []) if isinstance(r, dict)]
+    reference = next((r for r in refs if r), ident)
+    for items in comparisons.values():
+        for path, op, literal in items:
+            values = _literals(literal)
+            like = values[0] if op == "LIKE" and len(values) == 1 else ""
+            if like.startswith("%.") and not any(c in like[2:] for c in "%_"):
+                values = ["*." + like[2:]]  # '%.example.com': the names below (a wildcard)
+            elif path != ["value"] or op not in ("=", "IN"):
+                out.skipped.append((no, ident, f"comparison {'.'.join(map(str, path))} {op}"))
+                continue
+            for value in values:
+                try:
+                    out.entries.append(entry(value, reason, reference))
+                except RejectedError as r:
+                    out.rejected.append((no, value, str(r)))
+
+
+def _literals(literal: str) -> list[str]:
+    """``'x'`` -> [x]; ``('a', 'b')`` -> [a, b] (quotes unescaped)."""
+    text = literal.strip()
+    if text.startswith("("):
+        text = text[1:-1]
+    out, cur, inside, i = [], [], False, 0
+    while i < len(text):
+        c = text[i]
+        if inside and c == "\\" and i + 1 < len(text):
+            cur.append(text[i + 1])
+            i += 2
+            continue
+        if c == "'":
+            if inside:
+                out.append("".join(cur))
+                cur = []
+            inside = not inside
+        elif inside:
+            cur.append(c)
+        i += 1
+    return out
+
+
+def _time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None

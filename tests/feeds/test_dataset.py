@@ -1,0 +1,148 @@
+"""Provenance per entry, expiry after delist_after, datasets as unions of feeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mamori import config
+from mamori.feeds.dataset import FeedDB, db_path
+from mamori.feeds.parsers import FeedError
+from mamori.feeds.sources import compile_datasets, update
+from mamori.policy import zone
+
+DAY = 86400
+T0 = 1_700_000_000
+
+
+def _cfg(tmp_path: Path, extra: str = "") -> config.Config:
+    text = f"""
+[upstream]
+servers = ["127.0.0.1:53"]
+[store]
+path = "{tmp_path / "store" / "mamori.sqlite"}"
+[[feed]]
+name = "phish"
+path = "phish.txt"
+format = "domains"
+category = "phishing"
+delist_after = {2 * DAY}
+[[feed]]
+name = "cc"
+path = "cc.csv"
+format = "csv"
+category = "botnet-cc"
+[[feed]]
+name = "miners"
+path = "miners.txt"
+format = "hosts"
+category = "cryptominer"
+enabled = false
+[[dataset]]
+name = "threats"
+categories = ["phishing", "botnet-cc"]
+publish = true
+{extra}
+"""
+    (tmp_path / "m.toml").write_text(text)
+    return config.load(tmp_path / "m.toml")
+
+
+def _rules(path: Path, origin: str) -> set[str]:
+    return {r.owner for r in zone.load(path, origin).rules()}
+
+
+def test_provenance_first_listed_last_seen_and_delisting(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    phish = cfg.feeds[0]
+    (tmp_path / "phish.txt").write_text("login-bank.example\nverify-acct.example\n")
+    r = update(phish, cfg.store, now=T0)
+    assert (r.entries, r.added, r.removed) == (2, 2, 0)
+    (tmp_path / "phish.txt").write_text("verify-acct.example\nnew-phish.example\n")
+    r = update(phish, cfg.store, now=T0 + DAY)
+    # login-bank left the source one day ago: still listed (delist_after = 2 days)
+    assert (r.entries, r.added, r.removed, r.lingering) == (3, 1, 0, 1)
+    with FeedDB(db_path(cfg.store.path)) as db:
+        (gone,) = db.provenance("login-bank.example")
+        assert gone.first_listed == T0 and gone.delisted == T0 + DAY and gone.listed
+        (kept,) = db.provenance("verify-acct.example")
+        assert kept.first_listed == T0 and kept.last_seen == T0 + DAY and kept.delisted is None
+    r = update(phish, cfg.store, now=T0 + 3 * DAY + 1)
+    assert (r.entries, r.added, r.removed) == (2, 0, 1)
+    zone_file = config.feed_zone(phish, cfg.store).file
+    assert zone_file is not None
+    assert _rules(zone_file, "phish.feeds.mamori.") == {"verify-acct.example", "new-phish.example"}
+    with FeedDB(db_path(cfg.store.path)) as db:
+        (gone,) = db.provenance("login-bank.example")
+        assert not gone.listed and gone.last_seen == T0 + DAY
+    # back in the source: listed again, first_listed kept
+    (tmp_path / "phish.txt").write_text("verify-acct.example\nlogin-bank.example\n")
+    r = update(phish, cfg.store, now=T0 + 4 * DAY)
+    assert r.added == 1
+    with FeedDB(db_path(cfg.store.path)) as db:
+        (back,) = db.provenance("login-bank.example")
+        assert back.listed and back.first_listed == T0 and back.delisted is None
+
+
+def test_reason_and_reference_come_from_the_csv_columns(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    (tmp_path / "cc.csv").write_text(
+        "id,dateadded,url,url_status,threat,tags,urlhaus_link\n"
+        '1,2026-11-01,http://c2.example/gate.php,online,botnet_cc,"Mozi",'
+        "https://urlhaus.abuse.ch/url/1/\n"
+    )
+    update(cfg.feeds[1], cfg.store, now=T0)
+    with FeedDB(db_path(cfg.store.path)) as db:
+        (p,) = db.provenance("c2.example")
+    assert (p.reason, p.reference) == ("botnet_cc", "https://urlhaus.abuse.ch/url/1/")
+
+
+def test_dataset_is_the_union_of_its_categories_feeds(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    (tmp_path / "phish.txt").write_text("login-bank.example\n*.phish-kit.example\n")
+    (tmp_path / "cc.csv").write_text("host\nc2.example\nlogin-bank.example\n198.51.100.7\n")
+    (tmp_path / "miners.txt").write_text("0.0.0.0 coin.example\n")
+    for feed in cfg.feeds:
+        if feed.enabled:
+            update(feed, cfg.store, now=T0)
+    [(name, serial, changed, n)] = compile_datasets(cfg)
+    assert (name, serial, changed, n) == ("threats", 1, True, 4)
+    ds_zone = next(z for z in cfg.rpz if z.name == "threats.datasets.mamori.")
+    assert ds_zone.publish and not ds_zone.apply
+    assert ds_zone.file is not None
+    assert _rules(ds_zone.file, ds_zone.name) == {
+        "login-bank.example",
+        "*.phish-kit.example",
+        "c2.example",
+        "32.7.100.51.198.rpz-ip",
+    }
+    assert compile_datasets(cfg)[0][1:3] == (1, False)  # nothing changed: same serial
+    assert compile_datasets(cfg, {"miners"}) == []  # not one of its feeds
+
+
+def test_a_refused_update_is_remembered_and_keeps_the_data(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    (tmp_path / "phish.txt").write_text("login-bank.example\n")
+    update(cfg.feeds[0], cfg.store, now=T0)
+    (tmp_path / "phish.txt").write_text("<html>\n<body>\nnot found\n</body>\n</html>\n")
+    with pytest.raises(FeedError):
+        update(cfg.feeds[0], cfg.store, now=T0 + 60)
+    with FeedDB(db_path(cfg.store.path)) as db:
+        (last, first) = db.updates("phish")
+        assert not last[1] and "no usable entry" in last[3] and first[1]
+        assert db.last_good("phish") == T0
+        assert db.counts("phish") == (1, 0)
+
+
+def test_dataset_config_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match=r"dataset\.feeds.*no \[\[feed\]\] named nope"):
+        _cfg(tmp_path, '[[dataset]]\nname = "x"\nfeeds = ["nope"]\n')
+    with pytest.raises(config.ConfigError, match=r"dataset\.feeds.*no enabled feed"):
+        _cfg(tmp_path, '[[dataset]]\nname = "x"\nfeeds = ["miners"]\n')
+    with pytest.raises(config.ConfigError, match=r"feed\.publish_keys.*not in \[publish\] keys"):
+        config.loads(
+            '[upstream]\nservers = ["127.0.0.1:53"]\n[[feed]]\nname = "a"\npath = "a"\n'
+            'format = "hosts"\npublish = true\npublish_keys = ["k1"]\n',
+            tmp_path / "x.toml",
+        )
