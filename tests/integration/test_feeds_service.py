@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,55 +12,13 @@ import pytest
 
 from tests.integration.test_resolver_service import ZONE
 from tests.support.authserver import AuthServer
+from tests.support.feedserver import FeedServer
 from tests.support.mamori_proc import MamoriProcess
-from tests.support.net import free_port
 from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
 
 COIN = Path(__file__).resolve().parents[3] / "shared/data/feeds/CoinBlockerLists"
-
-
-class FeedServer:
-    """Serves files from a directory with ETag / If-None-Match (304), like a feed host."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.requests: list[tuple[str, int]] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = outer.root / self.path.lstrip("/")
-                if not path.is_file():
-                    self.send_response(404)
-                    self.end_headers()
-                    outer.requests.append((self.path, 404))
-                    return
-                body = path.read_bytes()
-                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
-                if self.headers.get("If-None-Match") == etag:
-                    self.send_response(304)
-                    self.end_headers()
-                    outer.requests.append((self.path, 304))
-                    return
-                self.send_response(200)
-                self.send_header("ETag", etag)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                outer.requests.append((self.path, 200))
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from mamori.feeds.parsers import (
     hosts,
     iplist,
     rpz,
+    stix,
     unbound,
 )
 from mamori.feeds.parsers.base import FeedError, ParseResult, check_budget
@@ -28,7 +29,10 @@ PARSERS: dict[str, Callable[[Iterable[str]], ParseResult]] = {
     "csv": csvfeed.parse,
     "ips": iplist.parse,
     "rpz": rpz.parse,
+    "stix": stix.parse,
 }
+# "taxii" and "misp" are read by feeds.remote (not line by line), then parsed by
+# stix.parse_objects / misp.parse_events.
 
 __all__ = ["PARSERS", "FeedError", "ParseResult", "check_budget", "parse"]
 

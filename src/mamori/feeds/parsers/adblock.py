@@ -1,10 +1,11 @@
 """Adblock / AdGuard / uBlock network rules, as far as they mean something for DNS.
 
-``||example.com^`` blocks the name and its subdomains; ``@@||...^`` is an
-exception (allow). Options after ``$`` are ignored, except those that make
-a rule page-specific or not a block (``domain=``, ``badfilter``, ``redirect``...):
-such rules are skipped, as are cosmetic rules (``##``) and URL-path rules,
-which a DNS firewall cannot apply. A bare ``example.com`` line (uBlock's
+``||example.com^`` blocks the name and its subdomains, ``|example.com^``
+(AdGuard's exact form) the name alone; ``@@||...^`` is an exception (allow).
+Options after ``$`` are ignored, except those that make a rule page-specific
+or not a block (``domain=``, ``badfilter``, ``redirect``...): such rules are
+skipped, as are cosmetic rules (``##``) and URL-path rules, which a DNS
+firewall cannot apply. A bare ``example.com`` line (uBlock's
 simple form) blocks that name.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from mamori.feeds.normalize import RejectedError
 from mamori.feeds.parsers.base import ParseResult, SkipLineError, Tokens, run
 
-_RULE = re.compile(r"^(@@)?(\|\|)?([^\^$|/]+)\^?(?:\$(.*))?$")
+_RULE = re.compile(r"^(@@)?(\|\|?)?([^\^$|/]+)\^?(?:\$(.*))?$")
 _NOT_DNS_OPTIONS = (
     "domain=",
     "badfilter",
@@ -41,7 +42,7 @@ def _tokens(text: str) -> Tokens:
         raise SkipLineError("page-specific or non-blocking options")
     if "*" in host.strip("*."):
         raise SkipLineError("pattern with '*' inside the name")
-    return [(host, bool(exception), bool(anchored))]
+    return [(host, bool(exception), anchored == "||")]
 
 
 def parse(lines: Iterable[str]) -> ParseResult:

@@ -1,7 +1,8 @@
 """CSV feeds (URLhaus and its Splunk lookup form): the host, domain or URL column.
 
 The first non-comment row is the header; the column used is the first of
-``host``, ``domain``, ``hostname``, ``url`` (case-insensitive). A URL is
+``host``, ``domain``, ``hostname``, ``url``, ``value`` (case-insensitive;
+``value`` is what ``mamori feeds export --format csv`` writes). A URL is
 reduced to its host. Provenance comes from the ``threat`` / ``message`` /
 ``tags`` column (the reason) and ``urlhaus_link`` / ``reference`` / ``link``
 (the reference) when there are such columns.
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from mamori.feeds.normalize import RejectedError, entry
 from mamori.feeds.parsers.base import ParseResult
 
-_COLUMNS = ("host", "domain", "hostname", "url")
+_COLUMNS = ("host", "domain", "hostname", "url", "value")
 _REASON = ("threat", "message", "tags")
 _REFERENCE = ("urlhaus_link", "reference", "link")
 

@@ -15,7 +15,7 @@ from mamori.feeds.normalize import Entry
 from mamori.feeds.parsers.base import ParseResult
 from mamori.policy import fastload
 from mamori.policy.model import Action, Trigger
-from mamori.policy.zone import ZoneError
+from mamori.policy.zone import ZoneError, load_with_dnspython
 
 ORIGIN = "feed.invalid."  # the file's rules are read relative to its own $ORIGIN or this
 
@@ -24,9 +24,17 @@ def parse(lines: Iterable[str]) -> ParseResult:
     out = ParseResult()
     text = list(lines)
     out.lines = len(text)
+    origin = next(
+        (ln.split()[1] for ln in text[:50] if ln.startswith("$ORIGIN") and len(ln.split()) > 1),
+        ORIGIN,
+    )
+    origin = origin.rstrip(".") + "."
     try:
-        zone = fastload.load_lines(text, ORIGIN, Path("feed"), "skip")
-    except (ZoneError, fastload.NeedsFullParser) as e:
+        try:
+            zone = fastload.load_lines(text, origin, Path("feed"), "skip")
+        except fastload.NeedsFullParser:
+            zone = load_with_dnspython("\n".join(text), origin, Path("feed"), "skip")
+    except ZoneError as e:
         out.rejected.append((0, "", f"not a usable RPZ zone: {e}"))
         return out
     for reason in zone.skipped:

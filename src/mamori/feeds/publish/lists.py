@@ -94,7 +94,7 @@ def _csv(category: str, rows: Iterable[Provenance], out: TextIO) -> int:
     for e, prov in _merge(rows):
         w.writerow(
             [
-                e.value,
+                f"*.{e.value}" if e.kind == "wildcard" else e.value,
                 e.kind,
                 category,
                 " ".join(p.feed for p in prov),
@@ -144,9 +144,10 @@ def _stix(name: str, category: str, rows: Iterable[Provenance], out: TextIO) -> 
         else:
             kind = _STIX_TYPE[e.kind]
         value = e.value.replace("\\", "\\\\").replace("'", "\\'")
-        pattern = f"[{kind}:value = '{value}']"
-        if e.kind == "wildcard":
-            pattern += f" OR [{kind}:value LIKE '%.{value}']"
+        if e.kind == "wildcard":  # the names below, as the RPZ "*." rule
+            pattern = f"[{kind}:value LIKE '%.{value}']"
+        else:
+            pattern = f"[{kind}:value = '{value}']"
         first = _iso(min(p.first_listed for p in prov))
         reason = next((p.reason for p in prov if p.reason), "")
         ind: dict[str, object] = {
