@@ -81,6 +81,8 @@ def name(raw: str) -> str:
 
 
 def _ip(text: str) -> Entry | None:
+    if ":" not in text and not text[-1].isdigit():
+        return None  # a name (ends with a letter TLD): skip the costly failed parse
     try:
         if "/" in text:
             net = ipaddress.ip_network(text, strict=False)
