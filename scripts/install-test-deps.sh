@@ -11,6 +11,7 @@ declare -A need=(
   [sqlite3]=sqlite3
   [ip]=iproute2
   [named]=bind9
+  [rbldnsd]=rbldnsd
 )
 missing=()
 for bin in "${!need[@]}"; do
@@ -23,7 +24,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   # The packages' own services are not wanted: tests start private instances.
-  for svc in unbound knot named; do
+  for svc in unbound knot named rbldnsd; do
     if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
   done
 else
