@@ -11,14 +11,17 @@ Answers (authoritative, AA):
   is neither: ``A 127.255.255.252`` (an error code, never a listing);
 * the apex: SOA and NS.
 
-Queries are parsed with dnspython: a DNSBL sees mail servers' lookups, a few
-per message, not a resolver's load.
+The usual queries (A, TXT or ANY for a key below the zone, class IN, with or
+without EDNS) are parsed and answered on the wire without dnspython, as the
+resolver's fast path is; the apex, other opcodes and odd packets go through
+dnspython.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ import dns.rdatatype
 import dns.rrset
 
 from mamori.config import DnsblConfig
+from mamori.dnsutil import wire as w
 from mamori.feeds.publish import dnsbl_data as data_mod
 
 log = logging.getLogger(__name__)
@@ -45,12 +49,21 @@ TEST_IPS = {
     ipaddress.ip_address("::ffff:7f00:1"): False,
 }
 TEST_NAMES = {"test": True, "invalid": False}
+TEST_V4 = {0x7F000002: True, 0x7F000001: False}
+TYPE_A, TYPE_TXT, TYPE_ANY = 1, 16, 255
+_HDR = struct.Struct("!HHHHHH")
+_RR = struct.Struct("!HHIH")
+_QTC = struct.Struct("!HH")
+EDNS_PAYLOAD = 1232
 
 
 class Responder:
     def __init__(self, cfg: DnsblConfig, entries: list[Path]) -> None:
         self.cfg = cfg
         self.zone = dns.name.from_text(cfg.zone)
+        self.zone_wire = (self.zone.to_wire() or b"").lower()
+        self._soa_rdata: bytes | None = None
+        self._a_memo: dict[int, tuple[bytes, ...]] = {}  # id(listing) -> its A records
         self.entries = entries
         self.data = data_mod.load(entries)
         self.checked = time.monotonic()
@@ -59,13 +72,133 @@ class Responder:
 
     def handle(self, wire: bytes, addr: Any, reply: Any, tcp: bool) -> bytes | None:
         self.queries += 1
+        self._maybe_reload()
+        fast = self._fast(wire, tcp)
+        return fast if fast is not None else self._slow(wire, tcp)
+
+    # ------------------------------------------------------------ fast path
+    def _fast(self, data: bytes, tcp: bool) -> bytes | None:
+        """The common query answered on the wire; None: leave it to ``_slow``."""
+        if len(data) < 17 or data[2] & 0xF8 or data[3] & 0x0F:  # QR, opcode, rcode bits
+            return None
+        _id, _fl, qd, an, ns, ar = _HDR.unpack_from(data, 0)
+        if qd != 1 or an or ns or ar > 1:
+            return None
+        try:
+            qend = w.scan_name(data, 12)
+            if qend + 4 > len(data):
+                return None
+            qtype, qclass = _QTC.unpack_from(data, qend)
+            limit = 65535 if tcp else 512
+            opt = b""
+            if ar:
+                edns, end = w.parse_opt(data, qend + 4)
+                if edns.version or end != len(data):
+                    return None
+                opt = w.build_opt(EDNS_PAYLOAD, False)
+                limit = 65535 if tcp else min(edns.payload, EDNS_PAYLOAD)
+            elif qend + 4 != len(data):
+                return None
+        except w.WireError:
+            return None
+        if qclass != w.CLASS_IN or qtype not in (TYPE_A, TYPE_TXT, TYPE_ANY):
+            return None
+        qname = data[12:qend].lower()
+        cut = len(qname) - len(self.zone_wire)
+        if cut <= 0 or qname[cut:] != self.zone_wire or not self._at_label(qname, cut):
+            return None  # the apex, or not our zone
+        labels = []
+        i = 0
+        while i < cut:
+            ln = qname[i]
+            labels.append(qname[i + 1 : i + 1 + ln].decode("ascii", "replace"))
+            i += ln + 1
+        v4 = _v4_int(labels) if self.cfg.kind == "ip" else None
+        if v4 is not None:  # the common case: no ipaddress objects
+            if v4 in TEST_V4:
+                listing = _test_listing() if TEST_V4[v4] else None
+            else:
+                listing = self.data.ip_int(4, v4)
+            wrong, value = None, ".".join(reversed(labels))
+        else:
+            listing, wrong, value = self._lookup_labels(labels)
+        flags = w.QR | w.AA | (data[2] & 0x01) << 8  # RD copied
+        question = data[12 : qend + 4]
+        if listing is None and wrong is None:
+            soa = self._soa_rr(12 + cut)
+            return self._pack(data, flags | w.NXDOMAIN, question, [], [soa], opt, limit)
+        self.listed += 1
+        answers: list[bytes] = []
+        if qtype in (TYPE_A, TYPE_ANY):
+            answers.extend(self._a_rrs(listing))
+        if qtype in (TYPE_TXT, TYPE_ANY):
+            text = (wrong or self._reason(listing, value)).encode("utf-8")
+            chunks = b"".join(
+                bytes([len(text[j : j + 255])]) + text[j : j + 255]
+                for j in range(0, len(text), 255)
+            )
+            answers.append(b"\xc0\x0c" + _RR.pack(TYPE_TXT, 1, self.cfg.ttl, len(chunks)) + chunks)
+        return self._pack(data, flags, question, answers, [], opt, limit)
+
+    def _a_rrs(self, listing: data_mod.Listing | None) -> tuple[bytes, ...]:
+        """The A records of a listing's codes (memoised per listing until a reload)."""
+        key = id(listing) if listing is not None and "test" not in listing.categories else 0
+        rrs = self._a_memo.get(key) if key else None
+        if rrs is None:
+            codes = self._codes(listing) if listing is not None else [data_mod.WRONG_QUERY]
+            head = b"\xc0\x0c" + _RR.pack(TYPE_A, 1, self.cfg.ttl, 4)
+            rrs = tuple(head + _ip4(code) for code in codes)
+            if key:
+                self._a_memo[key] = rrs
+        return rrs
+
+    @staticmethod
+    def _at_label(qname: bytes, cut: int) -> bool:
+        i = 0
+        while i < cut:
+            i += qname[i] + 1
+        return i == cut
+
+    @staticmethod
+    def _pack(
+        data: bytes,
+        flags: int,
+        question: bytes,
+        answers: list[bytes],
+        authority: list[bytes],
+        opt: bytes,
+        limit: int,
+    ) -> bytes:
+        ar = 1 if opt else 0
+        out = (
+            data[:2]
+            + _HDR.pack(0, flags, 1, len(answers), len(authority), ar)[2:]
+            + question
+            + b"".join(answers)
+            + b"".join(authority)
+            + opt
+        )
+        if len(out) > limit:  # TC=1: the client retries over TCP
+            out = data[:2] + _HDR.pack(0, flags | w.TC, 1, 0, 0, ar)[2:] + question + opt
+        return out
+
+    def _soa_rr(self, owner_offset: int) -> bytes:
+        """The zone's SOA with its owner compressed to the zone name in the question."""
+        if self._soa_rdata is None:
+            soa = self._soa()
+            self._soa_rdata = soa[0].to_wire(origin=None)
+        ttl = min(self.cfg.ttl, 900)
+        rd = self._soa_rdata
+        return struct.pack("!H", 0xC000 | owner_offset) + _RR.pack(6, 1, ttl, len(rd)) + rd
+
+    # ------------------------------------------------------------ slow path
+    def _slow(self, wire: bytes, tcp: bool) -> bytes | None:
         try:
             q = dns.message.from_wire(wire)
         except (dns.exception.DNSException, ValueError):
             return None
         if q.flags & dns.flags.QR or len(q.question) != 1:
             return None
-        self._maybe_reload()
         r = dns.message.make_response(q)
         r.flags |= dns.flags.AA
         r.flags &= ~dns.flags.RA
@@ -97,8 +230,10 @@ class Responder:
 
     # ---------------------------------------------------------------- lookups
     def _lookup(self, key: dns.name.Name) -> tuple[data_mod.Listing | None, str | None, str]:
+        return self._lookup_labels([lb.decode("ascii", "replace").lower() for lb in key.labels])
+
+    def _lookup_labels(self, labels: list[str]) -> tuple[data_mod.Listing | None, str | None, str]:
         """(listing, error reason for a wrong query, the address or name asked about)."""
-        labels = [lb.decode("ascii", "replace").lower() for lb in key.labels]
         ip = _ip_of(labels)
         text = ".".join(labels)
         if self.cfg.kind == "ip":
@@ -149,6 +284,8 @@ class Responder:
         if data_mod.signature(self.entries) != self.data.signature:
             try:
                 self.data = data_mod.load(self.entries)
+                self._soa_rdata = None  # the serial follows the data
+                self._a_memo = {}
                 log.info("dnsbl %s: entries reloaded", self.cfg.zone)
             except (OSError, ValueError) as e:
                 log.error("dnsbl %s: reload failed, previous data serving: %s", self.cfg.zone, e)
@@ -164,6 +301,25 @@ def _ip_of(labels: list[str]) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
     except ValueError:
         return None
     return None
+
+
+def _v4_int(labels: list[str]) -> int | None:
+    """A reversed-octet key as an integer (None unless what IPv4Address accepts)."""
+    if len(labels) != 4:
+        return None
+    v = 0
+    for lb in reversed(labels):
+        if not lb.isdigit() or not lb.isascii() or (len(lb) > 1 and lb[0] == "0"):
+            return None
+        n = int(lb)
+        if n > 255:
+            return None
+        v = v << 8 | n
+    return v
+
+
+def _ip4(text: str) -> bytes:
+    return bytes(int(x) for x in text.split("."))
 
 
 def _test_listing() -> data_mod.Listing:

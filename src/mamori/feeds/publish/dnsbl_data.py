@@ -48,14 +48,19 @@ class Data:
     names: dict[str, Listing] = field(default_factory=dict)
     wild: dict[str, Listing] = field(default_factory=dict)
     signature: tuple[tuple[str, int, int], ...] = ()
+    # per IP version: the (version, prefix length) keys of nets, longest first
+    order: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
     def ip(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Listing | None:
-        bits = 32 if addr.version == 4 else 128
-        value = int(addr)
-        for key in sorted((k for k in self.nets if k[0] == addr.version), reverse=True):
+        return self.ip_int(addr.version, int(addr))
+
+    def ip_int(self, version: int, value: int) -> Listing | None:
+        """The listing covering an address (given as an integer), longest prefix first."""
+        bits = 32 if version == 4 else 128
+        for key in self.order.get(version, ()):
             plen = key[1]
             net = value & (((1 << plen) - 1) << (bits - plen)) if plen else 0
-            hit = self.nets[key].get((addr.version, net))
+            hit = self.nets[key].get((version, net))
             if hit is not None:
                 return hit
         return None
@@ -107,4 +112,6 @@ def load(paths: list[Path]) -> Data:
                 continue
             listing.categories.add(category)
             listing.feeds.add(feed)
+    for version in (4, 6):
+        data.order[version] = sorted((k for k in data.nets if k[0] == version), reverse=True)
     return data

@@ -1,0 +1,89 @@
+"""The DNSBL responder's wire fast path answers exactly what the dnspython path answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dns.message
+import pytest
+
+from mamori.configfeeds import DnsblConfig
+from mamori.feeds.publish.dnsbl import Responder
+
+
+def _responder(tmp_path: Path, kind: str) -> Responder:
+    ips = tmp_path / "ips.entries"
+    ips.write_text(
+        "# feed spam-ips category spam\nip\t198.51.100.7\n"
+        "cidr\t203.0.113.0/24\ncidr\t2001:db8::/32\n"
+    )
+    names = tmp_path / "names.entries"
+    names.write_text(
+        "# feed phish category phishing\ndomain\tphish.example\nwildcard\tbad.example\n"
+    )
+    cfg = DnsblConfig(
+        zone="bl.test." if kind == "ip" else "dbl.test.",
+        kind=kind,
+        lookup_url="https://bl.test/lookup?q={}",
+    )
+    return Responder(cfg, [ips if kind == "ip" else names])
+
+
+NIBBLES = ".".join(reversed("20010db8000000000000000000000001"))
+CASES = [
+    ("ip", "7.100.51.198.bl.test", "A"),
+    ("ip", "7.100.51.198.bl.test", "TXT"),
+    ("ip", "7.100.51.198.BL.Test", "ANY"),  # 0x20 case kept in the question
+    ("ip", "9.113.0.203.bl.test", "A"),
+    ("ip", "07.100.51.198.bl.test", "A"),  # leading zero: not an address, an error code
+    ("ip", "7.100.51.256.bl.test", "A"),
+    ("ip", "8.100.51.198.bl.test", "A"),  # not listed: NXDOMAIN + SOA
+    ("ip", "8.100.51.198.bl.test", "TXT"),
+    ("ip", "2.0.0.127.bl.test", "A"),
+    ("ip", "1.0.0.127.bl.test", "A"),
+    ("ip", f"{NIBBLES}.bl.test", "A"),
+    ("ip", "phish.example.bl.test", "A"),  # a name asked of an IP list: error code
+    ("ip", "phish.example.bl.test", "TXT"),
+    ("domain", "phish.example.dbl.test", "A"),
+    ("domain", "x.y.bad.example.dbl.test", "TXT"),
+    ("domain", "bad.example.dbl.test", "A"),  # "*." does not cover the name itself
+    ("domain", "test.dbl.test", "A"),
+    ("domain", "invalid.dbl.test", "A"),
+    ("domain", "7.100.51.198.dbl.test", "A"),
+]
+
+
+@pytest.mark.parametrize("edns", [False, True])
+@pytest.mark.parametrize(("kind", "qname", "qtype"), CASES)
+def test_fast_path_matches_the_dnspython_path(
+    tmp_path: Path, kind: str, qname: str, qtype: str, edns: bool
+) -> None:
+    r = _responder(tmp_path, kind)
+    q = (
+        dns.message.make_query(qname, qtype, use_edns=0, payload=4096)
+        if edns
+        else dns.message.make_query(qname, qtype, use_edns=False)
+    )
+    q.flags &= ~dns.flags.RD if qtype == "TXT" else 0xFFFF  # RD copied either way
+    data = q.to_wire()
+    fast = r._fast(data, False)
+    assert fast is not None
+    slow = r._slow(data, False)
+    assert slow is not None
+    a, b = dns.message.from_wire(fast), dns.message.from_wire(slow)
+    assert (a.id, a.flags, a.rcode()) == (b.id, b.flags, b.rcode())
+    assert a.question[0].name.to_text() == qname + "."  # the asker's case
+    assert (a.answer, a.authority) == (b.answer, b.authority)
+    assert a.edns == b.edns == (0 if edns else -1)
+    if edns:
+        assert a.payload == 1232
+
+
+def test_odd_queries_go_to_the_slow_path(tmp_path: Path) -> None:
+    r = _responder(tmp_path, "ip")
+    apex = dns.message.make_query("bl.test", "SOA").to_wire()
+    assert r._fast(apex, False) is None and r.handle(apex, None, None, False) is not None
+    other_type = dns.message.make_query("7.100.51.198.bl.test", "MX").to_wire()
+    assert r._fast(other_type, False) is None
+    short = b"\x00" * 11
+    assert r._fast(short, False) is None and r.handle(short, None, None, False) is None
