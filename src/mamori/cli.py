@@ -71,6 +71,8 @@ def check(config_path: str) -> None:
         source = f", from {', '.join(str(p) for p in rpz.primary)}" if rpz.primary else ""
         if rpz.primary and z.soa is None:
             source += " (not transferred yet)"
+        if rpz.feed and z.soa is None:
+            source += " (not fetched yet: mamori feeds update)"
         published = ", published" if rpz.publish else ""
         click.echo(
             f"  rpz:       {z.name} serial {z.serial}, {z.rule_count} rules, {how}"

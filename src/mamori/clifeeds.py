@@ -57,7 +57,7 @@ def feeds_update(config_path: str, names: tuple[str, ...]) -> None:
 
     A running `mamori serve` picks the compiled zones up by itself.
     """
-    from mamori.feeds.parsers import FeedError
+    from mamori.feeds.parsers import FeedError, FeedUnreachableError
     from mamori.feeds.sources import compile_datasets, update
 
     cfg = _load_config(config_path)
@@ -74,6 +74,9 @@ def feeds_update(config_path: str, names: tuple[str, ...]) -> None:
             try:
                 click.echo(update(feed, cfg.store, report).summary())  # type: ignore[arg-type]
                 done.add(feed.name)
+            except FeedUnreachableError as e:
+                failed += 1
+                click.echo(f"{feed.name}: not reachable, skipped: {e}", err=True)
             except FeedError as e:
                 failed += 1
                 click.echo(f"{feed.name}: refused, last good version kept: {e}", err=True)

@@ -14,6 +14,7 @@ from tests.integration.test_resolver_service import ZONE
 from tests.support.authserver import AuthServer
 from tests.support.feedserver import FeedServer
 from tests.support.mamori_proc import MamoriProcess
+from tests.support.net import free_port
 from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
@@ -98,3 +99,25 @@ def test_feed_is_enforced_and_a_garbage_update_keeps_the_last_good(
         assert m.query("10k.suprnova.cc").rcode() == dns.rcode.NXDOMAIN
     finally:
         assert m.stop() == 0, m.stderr()
+
+
+def test_unreachable_feeds_are_skipped_with_one_warning(
+    tmp_path: Path, upstream: AuthServer
+) -> None:
+    """As `make run` offline: the feeds cannot be fetched, the firewall serves anyway."""
+    closed = free_port()  # nothing listens there: connection refused, like no internet
+    extra = "".join(
+        f'[[feed]]\nname = "{n}"\nurl = "http://127.0.0.1:{closed}/{n}.txt"\nformat = "hosts"\n'
+        for n in ("one", "two")
+    )
+    m = MamoriProcess(tmp_path, [f"127.0.0.1:{upstream.port}"], extra=extra).start()
+    try:
+        assert until(lambda: "not reachable" in m.stderr(), 20)
+        assert m.query("www.example.test").rcode() == dns.rcode.NOERROR
+        lines = [ln for ln in m.stderr().splitlines() if "not reachable" in ln]
+        assert len(lines) == 1 and "2 feed(s)" in lines[0] and "WARNING" in lines[0], lines
+        assert "ERROR" not in m.stderr()
+    finally:
+        assert m.stop() == 0, m.stderr()
+    r = _update(m.config)
+    assert r.returncode == 1 and r.stderr.count("not reachable, skipped") == 2

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mamori.configfeeds import FeedConfig
-from mamori.feeds.parsers.base import FeedError
+from mamori.feeds.parsers.base import FeedError, FeedUnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ def taxii_objects(feed: FeedConfig, cache: Path) -> tuple[list[dict[str, Any]], 
                 fetched += 1
     except (TAXIIServiceException, OSError, ValueError) as e:
         if state["last"] is None:
+            if isinstance(e, OSError):  # connection-level: offline, DNS, refused
+                raise FeedUnreachableError(f"feed {feed.name}: TAXII {feed.url}: {e}") from e
             raise FeedError(f"feed {feed.name}: TAXII {feed.url}: {e}") from e
         log.warning("feed %s: TAXII %s failed (%s): using the cached copy", feed.name, feed.url, e)
         return list(objects.values()), f"cached copy ({e})"
@@ -118,7 +120,8 @@ def _get_json(feed: FeedConfig, name: str) -> Any:
     except urllib.error.HTTPError as e:
         raise FeedError(f"feed {feed.name}: {url}: HTTP {e.code}") from e
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise FeedError(f"feed {feed.name}: {url} unreachable ({getattr(e, 'reason', e)})") from e
+        why = getattr(e, "reason", e)
+        raise FeedUnreachableError(f"feed {feed.name}: {url} unreachable ({why})") from e
     except json.JSONDecodeError as e:
         raise FeedError(f"feed {feed.name}: {url}: bad JSON: {e}") from e
 

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mamori.config import Config, feed_zone
-from mamori.feeds.parsers import FeedError
+from mamori.feeds.parsers import FeedError, FeedUnreachableError
 from mamori.feeds.sources import compile_datasets, update
 
 log = logging.getLogger(__name__)
 
 TICK = 5.0
+RETRY_UNREACHABLE = 300.0  # a feed never fetched (offline at first start): next try
 
 
 async def run_feeds(current: Callable[[], Config]) -> None:
@@ -30,6 +31,7 @@ async def run_feeds(current: Callable[[], Config]) -> None:
     while True:
         cfg = current()
         updated: set[str] = set()
+        unreachable: list[str] = []
         for feed in cfg.feeds:
             if not feed.enabled:
                 continue
@@ -41,6 +43,9 @@ async def run_feeds(current: Callable[[], Config]) -> None:
             last[feed.name] = time.time()
             try:
                 result = await asyncio.to_thread(update, feed, cfg.store)
+            except FeedUnreachableError as e:
+                unreachable.append(str(e).removeprefix(f"feed {feed.name}: "))
+                last[feed.name] = time.time() - feed.refresh + min(feed.refresh, RETRY_UNREACHABLE)
             except FeedError as e:
                 log.error("feed %s refused, last good version kept: %s", feed.name, e)
             except Exception:  # a bug costs this update, never the service
@@ -48,6 +53,13 @@ async def run_feeds(current: Callable[[], Config]) -> None:
             else:
                 log.info("feed %s", result.summary())
                 updated.add(feed.name)
+        if unreachable:  # one line for all (typically: no internet access)
+            log.warning(
+                "%d feed(s) not reachable and never fetched, skipped (next try in %ds): %s",
+                len(unreachable),
+                RETRY_UNREACHABLE,
+                "; ".join(unreachable),
+            )
         if updated or (first and cfg.datasets):
             try:
                 for name, serial, changed, n in await asyncio.to_thread(

@@ -21,7 +21,7 @@ from mamori.configfeeds import dataset_feeds
 from mamori.feeds import guard, parsers, remote
 from mamori.feeds.dataset import ALLOW, FeedDB, db_path
 from mamori.feeds.normalize import Entry
-from mamori.feeds.parsers import FeedError, ParseResult
+from mamori.feeds.parsers import FeedError, FeedUnreachableError, ParseResult
 from mamori.feeds.parsers import misp as misp_parser
 from mamori.feeds.parsers import stix as stix_parser
 from mamori.feeds.publish import rpz as rpz_out
@@ -116,7 +116,9 @@ def fetch(feed: FeedConfig, cache: Path, report: Report = _quiet) -> tuple[list[
             "feed %s: %s unreachable (%s): using the cached copy", feed.name, feed.url, reason
         )
         return _cached(data), f"cached copy ({reason})"
-    raise FeedError(f"feed {feed.name}: {feed.url} unreachable ({reason}) and no cached copy")
+    raise FeedUnreachableError(
+        f"feed {feed.name}: {feed.url} unreachable ({reason}) and no cached copy"
+    )
 
 
 def entries_path(feed: FeedConfig, store: StoreConfig) -> Path:

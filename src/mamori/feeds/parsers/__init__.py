@@ -16,7 +16,7 @@ from mamori.feeds.parsers import (
     stix,
     unbound,
 )
-from mamori.feeds.parsers.base import FeedError, ParseResult, check_budget
+from mamori.feeds.parsers.base import FeedError, FeedUnreachableError, ParseResult, check_budget
 
 PARSERS: dict[str, Callable[[Iterable[str]], ParseResult]] = {
     "hosts": hosts.parse,
@@ -34,7 +34,14 @@ PARSERS: dict[str, Callable[[Iterable[str]], ParseResult]] = {
 # "taxii" and "misp" are read by feeds.remote (not line by line), then parsed by
 # stix.parse_objects / misp.parse_events.
 
-__all__ = ["PARSERS", "FeedError", "ParseResult", "check_budget", "parse"]
+__all__ = [
+    "PARSERS",
+    "FeedError",
+    "FeedUnreachableError",
+    "ParseResult",
+    "check_budget",
+    "parse",
+]
 
 
 def parse(fmt: str, lines: Iterable[str]) -> ParseResult:

@@ -15,6 +15,10 @@ class FeedError(ValueError):
     """A feed that cannot be used as a whole (the last good version stays)."""
 
 
+class FeedUnreachableError(FeedError):
+    """A remote feed that cannot be fetched and has no copy yet (offline?)."""
+
+
 @dataclass
 class ParseResult:
     entries: list[Entry] = field(default_factory=list)
