@@ -92,3 +92,32 @@ def test_domain_list_codes(dnsbl: tuple[MamoriProcess, int, int]) -> None:
     assert _ask(port, "good.example.dbl.test").rcode() == dns.rcode.NXDOMAIN
     apex = _ask(port, "dbl.test", "SOA")
     assert apex.answer and apex.flags & 0x0400  # AA
+
+
+def test_dig_sees_codes_and_txt(dnsbl: tuple[MamoriProcess, int, int]) -> None:
+    """What an admin checks by hand: dig (EDNS, as dig sends it by default)."""
+    import subprocess
+
+    from tests.conftest import require_binary
+
+    dig = require_binary("dig")
+    _m, ip_port, name_port = dnsbl
+
+    def short(port: int, name: str, rdtype: str) -> str:
+        cmd = [dig, "@127.0.0.1", "-p", str(port), name, rdtype, "+short", "+time=2", "+tries=1"]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert short(ip_port, "7.100.51.198.bl.test", "A") == "127.0.0.2"
+    txt = short(ip_port, "7.100.51.198.bl.test", "TXT")
+    assert txt.startswith('"198.51.100.7 listed by mamori: spam (feeds: spam-ips)')
+    assert short(ip_port, "8.100.51.198.bl.test", "A") == ""
+    assert short(name_port, "login.phish.example.dbl.test", "A") == ""
+    assert short(name_port, "phish.example.dbl.test", "A") == "127.0.1.4"
+    assert short(name_port, "x.bad.example.dbl.test", "TXT").startswith('"x.bad.example listed')
+    full = subprocess.run(
+        [dig, "@127.0.0.1", "-p", str(ip_port), "8.100.51.198.bl.test", "A", "+time=2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "status: NXDOMAIN" in full and "flags: qr aa" in full and "SOA" in full

@@ -18,9 +18,11 @@ import dns.rdatatype
 import dns.zone
 import pytest
 
+from tests.conftest import require_binary
 from tests.integration.test_resolver_service import ZONE
 from tests.support.authserver import AuthServer
 from tests.support.mamori_proc import MamoriProcess
+from tests.support.unbound import Unbound
 from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
@@ -103,5 +105,52 @@ def test_published_feed_goes_out_by_axfr_then_ixfr(tmp_path: Path, upstream: Aut
         }
         want = {x.lower() for x in [*gone, *new]}  # owners relative to the zone
         assert owners == want
+    finally:
+        assert m.stop() == 0, m.stderr()
+
+
+def test_unbound_secondary_blocks_a_coinblocker_name_from_the_published_dataset(
+    tmp_path: Path, upstream: AuthServer
+) -> None:
+    """The fleet case: mamori ingests the feed, Debian's Unbound transfers the dataset."""
+    binary = require_binary("unbound")
+    feed = tmp_path / "coin.txt"
+    feed.write_text("\n".join([*_names(), "mx1.example.test"]) + "\n")
+    ub = Unbound(binary, tmp_path / "unbound", upstream.port)
+    extra = (
+        f'[policy]\nwatch_interval = 0.2\n[publish]\nallow = ["127.0.0.1/32"]\n'
+        f'notify = ["127.0.0.1:{ub.port}"]\n'
+        f'[[feed]]\nname = "coin"\npath = "{feed}"\nformat = "domains"\n'
+        'category = "cryptominer"\nenforce = false\n'
+        '[[dataset]]\nname = "fleet"\ncategories = ["cryptominer"]\npublish = true\n'
+    )
+    m = MamoriProcess(tmp_path, [f"127.0.0.1:{upstream.port}"], extra=extra)
+    _update(m.config)
+    m.start()
+    ub.extra = (
+        f'rpz:\n  name: "fleet.datasets.mamori."\n  primary: 127.0.0.1@{m.port}\n'
+        f'  zonefile: "{tmp_path / "unbound" / "fleet.zone"}"\n'
+    )
+    try:
+        ub.start()
+        try:
+
+            def rcode(name: str) -> int:
+                q = dns.message.make_query(name, "A")
+                return int(dns.query.udp(q, "127.0.0.1", port=ub.port, timeout=3).rcode())
+
+            assert until(lambda: rcode("mx1.example.test") == dns.rcode.NXDOMAIN, 20)
+            assert rcode("www.example.test") == dns.rcode.NOERROR
+            coin = next(n for n in _names() if n.startswith("10k."))  # 10k.suprnova.cc
+            assert rcode(coin) == dns.rcode.NXDOMAIN
+            # mamori itself does not apply it (enforce = false on both)
+            assert m.query("mx1.example.test", "A").rcode() == dns.rcode.NOERROR
+            # the feed drops mx1: the update reaches Unbound (NOTIFY + IXFR)
+            feed.write_text("\n".join(_names()) + "\n")
+            _update(m.config)
+            assert until(lambda: rcode("mx1.example.test") == dns.rcode.NOERROR, 20)
+            assert rcode(coin) == dns.rcode.NXDOMAIN
+        finally:
+            ub.stop()
     finally:
         assert m.stop() == 0, m.stderr()

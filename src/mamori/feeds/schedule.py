@@ -1,28 +1,58 @@
 """Feed updates inside `mamori serve`: each enabled feed every `refresh` seconds.
 
-An update runs in a thread (network and parsing); the compiled zone file it
-writes is picked up by the zone file watcher, which reloads the policy beside
-the running one. The datasets uniting an updated feed are compiled after it
-(and all of them once at start). A feed whose compiled zone is missing (first start) or older
-than its refresh interval is updated at once.
+An update runs in a child process (``feeds/worker.py``: network, parsing and
+the provenance store stay off the DNS loop and out of the server's memory);
+the compiled zone file it writes is picked up by the zone file watcher, which
+reloads the policy beside the running one. The datasets uniting an updated
+feed are compiled after it (and all of them once at start). A feed whose
+compiled zone is missing (first start) or older than its refresh interval is
+updated at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mamori.config import Config, feed_zone
-from mamori.feeds.parsers import FeedError, FeedUnreachableError
-from mamori.feeds.sources import compile_datasets, update
 
 log = logging.getLogger(__name__)
 
 TICK = 5.0
 RETRY_UNREACHABLE = 300.0  # a feed never fetched (offline at first start): next try
+CHILD_TIMEOUT = 1800.0  # an update taking longer is stopped (and tried again later)
+
+
+async def run_child(cfg: Config, *names: str) -> dict[str, Any]:
+    """Run one worker; its JSON verdict (a crash or timeout: ok false)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mamori.feeds.worker",
+        str(cfg.path),
+        cfg.log.level,
+        *names,
+        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), CHILD_TIMEOUT)
+    except (TimeoutError, asyncio.CancelledError):
+        proc.kill()
+        await proc.wait()
+        raise
+    lines = out.decode("utf-8", "replace").strip().splitlines()
+    try:
+        verdict: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        verdict = {"ok": False, "unreachable": False, "error": f"worker exit {proc.returncode}"}
+    return verdict
 
 
 async def run_feeds(current: Callable[[], Config]) -> None:
@@ -42,17 +72,23 @@ async def run_feeds(current: Callable[[], Config]) -> None:
                 continue
             last[feed.name] = time.time()
             try:
-                result = await asyncio.to_thread(update, feed, cfg.store)
-            except FeedUnreachableError as e:
-                unreachable.append(str(e).removeprefix(f"feed {feed.name}: "))
-                last[feed.name] = time.time() - feed.refresh + min(feed.refresh, RETRY_UNREACHABLE)
-            except FeedError as e:
-                log.error("feed %s refused, last good version kept: %s", feed.name, e)
-            except Exception:  # a bug costs this update, never the service
+                verdict = await run_child(cfg, feed.name)
+            except TimeoutError:
+                log.error("feed %s: update took over %ds, stopped", feed.name, CHILD_TIMEOUT)
+                continue
+            except OSError:  # cannot start the worker: this update is lost, not the service
                 log.exception("feed %s: update failed", feed.name)
-            else:
-                log.info("feed %s", result.summary())
+                continue
+            if verdict["ok"]:
+                log.info("feed %s", verdict["summary"])
+                _log_datasets(verdict)
                 updated.add(feed.name)
+            elif verdict.get("unreachable"):
+                unreachable.append(str(verdict["error"]).removeprefix(f"feed {feed.name}: "))
+                last[feed.name] = time.time() - feed.refresh + min(feed.refresh, RETRY_UNREACHABLE)
+            else:
+                why = verdict["error"]
+                log.error("feed %s refused, last good version kept: %s", feed.name, why)
         if unreachable:  # one line for all (typically: no internet access)
             log.warning(
                 "%d feed(s) not reachable and never fetched, skipped (next try in %ds): %s",
@@ -60,17 +96,19 @@ async def run_feeds(current: Callable[[], Config]) -> None:
                 RETRY_UNREACHABLE,
                 "; ".join(unreachable),
             )
-        if updated or (first and cfg.datasets):
+        if first and cfg.datasets:  # at start: every dataset once
             try:
-                for name, serial, changed, n in await asyncio.to_thread(
-                    compile_datasets, cfg, None if first else updated
-                ):
-                    if changed:
-                        log.info("dataset %s: %d entries, serial %d", name, n, serial)
-            except Exception:
-                log.exception("datasets: compiling failed (previous zones kept)")
+                _log_datasets(await run_child(cfg))
+            except TimeoutError:
+                log.error("datasets: compiling took over %ds, stopped", CHILD_TIMEOUT)
         first = False
         await asyncio.sleep(TICK)
+
+
+def _log_datasets(verdict: dict[str, Any]) -> None:
+    for name, serial, changed, n in verdict.get("datasets", []):
+        if changed:
+            log.info("dataset %s: %d entries, serial %d", name, n, serial)
 
 
 def _mtime(path: Path) -> float:
