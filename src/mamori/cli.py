@@ -9,6 +9,7 @@ import click
 from mamori import __version__
 from mamori import config as config_mod
 from mamori.clifeeds import feeds
+from mamori.clipdns import pdns
 from mamori.cliutil import _fail, _load_config, _setup_logging, config_option
 from mamori.errors import MamoriError
 
@@ -181,6 +182,7 @@ def zones_hits(config_path: str) -> None:
 
 
 cli.add_command(feeds)
+cli.add_command(pdns)
 
 
 def main() -> None:

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from mamori.configfeeds import CONVERTERS as FEED_CONVERTERS
-from mamori.configfeeds import DatasetConfig, DnsblConfig, FeedConfig, dataset_feeds
+from mamori.configfeeds import (
+    DatasetConfig,
+    DnsblConfig,
+    FeedConfig,
+    PdnsConfig,
+    dataset_feeds,
+)
 from mamori.configvalues import (
     TSIG_ALGORITHMS,
     Endpoint,
@@ -50,6 +56,7 @@ __all__ = [
     "DnsblConfig",
     "Endpoint",
     "FeedConfig",
+    "PdnsConfig",
     "TsigSpec",
     "UpstreamServer",
     "load",
@@ -171,6 +178,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    pdns: PdnsConfig = field(default_factory=PdnsConfig)
     rpz: tuple[RpzConfig, ...] = ()
     feeds: tuple[FeedConfig, ...] = ()
     datasets: tuple[DatasetConfig, ...] = ()
@@ -186,6 +194,7 @@ _SECTIONS: dict[str, type] = {
     "log": LogConfig,
     "policy": PolicyConfig,
     "publish": PublishConfig,
+    "pdns": PdnsConfig,
 }
 
 
@@ -358,6 +367,11 @@ def _build_dnsbl(ctx: _Ctx, value: Any) -> tuple[DnsblConfig, ...]:
             raise ConfigError(ctx.path, where, "dnsbl.feeds", "list the [[feed]] names to serve")
         out.append(bl)
     return tuple(out)
+
+
+def pdns_path(cfg: Config) -> Path:
+    """The passive DNS store's file."""
+    return cfg.pdns.path or cfg.store.path.parent / "pdns.sqlite"
 
 
 def feed_zone(feed: FeedConfig, cfg_store: StoreConfig) -> RpzConfig:

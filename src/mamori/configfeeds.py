@@ -1,4 +1,4 @@
-"""Config of the threat-dataset side: ``[[feed]]``, ``[[dataset]]``, ``[[dnsbl]]``.
+"""Config of the data side: ``[[feed]]``, ``[[dataset]]``, ``[[dnsbl]]``, ``[pdns]``.
 
 The value types and their converters; ``config.py`` builds and cross-checks
 the tables (it owns the file/line bookkeeping).
@@ -92,6 +92,18 @@ class DnsblConfig:
     ttl: int = 900
 
 
+@dataclass(frozen=True)
+class PdnsConfig:
+    """``[pdns]``: passive DNS from the resolver's own upstream answers, and its store."""
+
+    enabled: bool = False  # record the answers mamori gets from its upstreams
+    path: Path | None = None  # SQLite file; default: pdns.sqlite beside [store] path
+    sensor: str = ""  # this sensor's id; default: the host name
+    nxdomain: bool = True  # keep NXDOMAIN observations (their own table)
+    flush_interval: float = 10.0  # seconds between batched writes
+    queue_size: int = 100_000  # answers waiting to be parsed (beyond: dropped, counted)
+
+
 def _categories(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or not raw:
         raise InvalidValueError(f"must be a list of categories ({', '.join(CATEGORIES)})")
@@ -129,6 +141,12 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("dataset", "enforce"): boolean,
     ("dataset", "publish"): boolean,
     ("dataset", "publish_keys"): key_names,
+    ("pdns", "enabled"): boolean,
+    ("pdns", "path"): path,
+    ("pdns", "sensor"): _text,
+    ("pdns", "nxdomain"): boolean,
+    ("pdns", "flush_interval"): float_range(0.1, 3600),
+    ("pdns", "queue_size"): int_range(1, 10_000_000),
     ("dnsbl", "zone"): zone_name,
     ("dnsbl", "listen"): endpoints,
     ("dnsbl", "feeds"): feed_names,

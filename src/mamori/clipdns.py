@@ -1,0 +1,210 @@
+"""``mamori pdns``: ingest captures, query the store (dnsdbq-like), brand keyword search."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from mamori import config as cfgmod
+from mamori.cliutil import _fail, _load_config, _setup_logging, config_option
+from mamori.errors import MamoriError
+from mamori.store.pdns_sqlite import PdnsSQLite
+
+
+@click.group()
+def pdns() -> None:
+    """Passive DNS: ingest packet captures, query what was resolved."""
+
+
+def _store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsSQLite:
+    path = cfgmod.pdns_path(cfg)
+    if readonly and not path.exists():
+        _fail(MamoriError(f"{path}: no passive DNS store yet (mamori pdns ingest, or [pdns])"))
+    return PdnsSQLite(path, readonly=readonly)
+
+
+@pdns.command("ingest")
+@config_option
+@click.option("--sensor", default="", help="Sensor id for these captures (default: pcap:HOST).")
+@click.option("--no-nxdomain", is_flag=True, help="Do not keep NXDOMAIN observations.")
+@click.argument("captures", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def pdns_ingest(
+    config_path: str, sensor: str, no_nxdomain: bool, captures: tuple[str, ...]
+) -> None:
+    """Read pcap/pcapng CAPTURES into the passive DNS store of the config."""
+    from mamori.clifeeds import _progress
+    from mamori.pdns.ingest import ingest
+    from mamori.pdns.sensors.pcap import CaptureError
+
+    cfg = _load_config(config_path)
+    _setup_logging("warning")
+    store = _store(cfg)
+    try:
+        with _progress() as report:
+            result = ingest(
+                [Path(c) for c in captures],
+                store,
+                sensor or f"pcap:{socket.gethostname()}",
+                report,  # type: ignore[arg-type]
+                keep_nxdomain=not no_nxdomain and cfg.pdns.nxdomain,
+            )
+    except (CaptureError, OSError) as e:
+        _fail(MamoriError(str(e)))
+    finally:
+        store.close()
+    click.echo(result.summary())
+
+
+@pdns.command("query")
+@config_option
+@click.option("-r", "rrset", help="NAME[/TYPE[/BAILIWICK]]; *.NAME below it, NAME.* to the right")
+@click.option("-n", "rdata_name", help="NAME[/TYPE]: records whose rdata is this name")
+@click.option("-i", "rdata_ip", help="IP, CIDR (a.b.c.d/24 or a.b.c.d,24) or LOW-HIGH")
+@click.option("-t", "rrtype", help="Only this rrtype (with -r, -n)")
+@click.option("-A", "after", help="Seen after: epoch, ISO date/time, or relative (1w2d)")
+@click.option("-B", "before", help="Seen before: same forms")
+@click.option("-c", "complete", is_flag=True, help="Complete fencing: whole life within -A/-B")
+@click.option("-l", "limit", default=10000, show_default=True, help="At most this many records")
+@click.option("-O", "offset", default=0, help="Skip this many records")
+@click.option("-k", "sort_key", type=click.Choice(["first", "last", "count", "name", "data"]))
+@click.option("-s", "ascending", is_flag=True, help="Sort ascending by -k")
+@click.option("-S", "descending", is_flag=True, help="Sort descending by -k")
+@click.option("-j", "as_json", is_flag=True, help="JSON lines (COF)")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV")
+def pdns_query(
+    config_path: str,
+    rrset: str | None,
+    rdata_name: str | None,
+    rdata_ip: str | None,
+    rrtype: str | None,
+    after: str | None,
+    before: str | None,
+    complete: bool,
+    limit: int,
+    offset: int,
+    sort_key: str | None,
+    ascending: bool,
+    descending: bool,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Look up the local store, as dnsdbq looks up DNSDB (exit 1: nothing found)."""
+    from mamori.pdns import formats, query
+    from mamori.pdns.model import type_code
+    from mamori.store.pdns_sqlite import Fences
+
+    given = [x for x in (rrset, rdata_name, rdata_ip) if x]
+    if len(given) != 1:
+        _fail(MamoriError("give exactly one of -r, -n, -i"))
+    cfg = _load_config(config_path)
+    try:
+        if rrset:
+            ask = query.parse_rrset(rrset)
+        elif rdata_name:
+            ask = query.parse_rdata_name(rdata_name)
+        else:
+            ask = query.parse_rdata_ip(rdata_ip or "")
+        if rrtype:
+            ask = query.Ask(ask.kind, ask.value, type_code(rrtype), ask.bailiwick)
+        a = formats.parse_time(after) if after else None
+        b = formats.parse_time(before) if before else None
+    except ValueError as e:
+        _fail(MamoriError(str(e)))
+    # dnsdbq: -A/-B keep records whose life overlaps the window; -c: within it
+    fences = (
+        Fences(first_after=a, last_before=b) if complete else Fences(last_after=a, first_before=b)
+    )
+    store = _store(cfg, readonly=True)
+    try:
+        records = query.run(store, ask, fences, limit, offset)
+    finally:
+        store.close()
+    if sort_key:
+        key = {
+            "first": lambda r: r.time_first,
+            "last": lambda r: r.time_last,
+            "count": lambda r: r.count,
+            "name": lambda r: r.rrname,
+            "data": lambda r: r.rdata,
+        }[sort_key]
+        records.sort(key=key, reverse=descending or not ascending)
+    if as_json:
+        for r in records:
+            click.echo(json.dumps(formats.cof(r)))
+    elif as_csv:
+        click.echo(formats.csv_text(records), nl=False)
+    elif records:
+        click.echo(formats.text(records), nl=False)
+    if not records:
+        click.echo(";; no results", err=True)
+        sys.exit(1)
+
+
+@pdns.command("search")
+@config_option
+@click.argument("keyword")
+@click.option("-l", "limit", default=1000, show_default=True, help="At most this many names")
+@click.option("-j", "as_json", is_flag=True, help="JSON lines")
+def pdns_search(config_path: str, keyword: str, limit: int, as_json: bool) -> None:
+    """Every observed name containing KEYWORD (brand look-alikes), by registrable domain."""
+    from publicsuffixlist import PublicSuffixList
+
+    from mamori.pdns.formats import iso
+    from mamori.store.pdns_sqlite import unicode_name
+
+    cfg = _load_config(config_path)
+    store = _store(cfg, readonly=True)
+    try:
+        try:
+            names = store.keyword(keyword, limit)
+        except ValueError as e:
+            _fail(MamoriError(str(e)))
+        seen = store.names_first_last(names)
+    finally:
+        store.close()
+    psl = PublicSuffixList()
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        base = psl.privatesuffix(name.rstrip(".")) or name.rstrip(".")
+        groups.setdefault(base, []).append(name)
+    for base in sorted(groups):
+        if as_json:
+            for name in sorted(groups[base]):
+                first, last, count = seen.get(name, (0, 0, 0))
+                doc = {"registrable": base, "rrname": name, "display": unicode_name(name),
+                       "time_first": first, "time_last": last, "count": count}  # fmt: skip
+                click.echo(json.dumps(doc, ensure_ascii=False))
+            continue
+        click.echo(f"{unicode_name(base + '.')}")
+        for name in sorted(groups[base]):
+            first, last, count = seen.get(name, (0, 0, 0))
+            shown = unicode_name(name)
+            extra = f" ({name})" if shown != name else ""
+            click.echo(f"  {shown}{extra}  first {iso(first)}  last {iso(last)}  count {count}")
+    if not names:
+        click.echo(f";; no observed name contains {keyword!r}", err=True)
+        sys.exit(1)
+
+
+@pdns.command("stats")
+@config_option
+def pdns_stats(config_path: str) -> None:
+    """Store size and sensors (observations, last seen)."""
+    from mamori.pdns.formats import iso
+
+    cfg = _load_config(config_path)
+    path = cfgmod.pdns_path(cfg)
+    store = _store(cfg, readonly=True)
+    try:
+        tuples, names = store.stats()
+        sensors = store.sensors()
+    finally:
+        store.close()
+    size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    click.echo(f"{path}: {tuples} tuples, {names} names, {size / 1e6:.1f} MB")
+    for sensor, n, last in sorted(sensors):
+        click.echo(f"  sensor {sensor}: {n} observations, last {iso(last)}")

@@ -1,0 +1,1 @@
+"""Passive DNS: observations from sensors, aggregated into (rrname, rrtype, rdata) tuples."""

@@ -1,0 +1,62 @@
+"""What an analyst asks, turned into store lookups (shared by the CLI and the APIs)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from mamori.pdns.model import type_code
+from mamori.store.pdns_sqlite import NO_FENCES, Fences, PdnsSQLite, Record, net_range
+
+
+@dataclass(frozen=True)
+class Ask:
+    kind: str  # "rrset", "rdata-name", "rdata-ip"
+    value: str  # name (with * wildcards), or address / CIDR / "lo-hi"
+    rrtype: int | None = None
+    bailiwick: str | None = None
+
+
+def parse_rrset(arg: str) -> Ask:
+    """``name[/type[/bailiwick]]`` (dnsdbq -r)."""
+    name, _, rest = arg.partition("/")
+    rtype, _, bw = rest.partition("/")
+    return Ask("rrset", name, _type(rtype), bw or None)
+
+
+def parse_rdata_name(arg: str) -> Ask:
+    """``name[/type]`` (dnsdbq -n)."""
+    name, _, rtype = arg.partition("/")
+    return Ask("rdata-name", name, _type(rtype))
+
+
+def parse_rdata_ip(arg: str) -> Ask:
+    """An address, ``addr/prefix`` or ``addr,prefix`` (DNSDB), or ``lo-hi``."""
+    value = arg.replace(",", "/")
+    if "-" in value:
+        lo, hi = value.split("-", 1)
+        net_range(lo, hi)  # validates
+    else:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"not an address, network or range: {arg!r}") from None
+    return Ask("rdata-ip", value)
+
+
+def _type(text: str) -> int | None:
+    if not text or text.upper() == "ANY":
+        return None
+    return type_code(text)
+
+
+def run(
+    store: PdnsSQLite, ask: Ask, fences: Fences = NO_FENCES, limit: int = 10000, offset: int = 0
+) -> list[Record]:
+    if ask.kind == "rrset":
+        return store.rrset(ask.value, ask.rrtype, ask.bailiwick, fences, limit, offset)
+    if ask.kind == "rdata-name":
+        return store.rdata_name(ask.value, ask.rrtype, fences, limit, offset)
+    lo_hi = ask.value.split("-", 1)
+    lo, hi = net_range(lo_hi[0], lo_hi[1] if len(lo_hi) == 2 else None)
+    return store.rdata_ip(lo, hi, fences, limit, offset)

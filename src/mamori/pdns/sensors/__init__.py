@@ -1,0 +1,1 @@
+"""Sensors: where observations come from (resolver tap, packet captures, dnstap)."""

@@ -1,0 +1,367 @@
+"""Passive DNS store on SQLite: aggregated tuples, built for an analyst's pivots.
+
+One row per (rrname, rrtype, rdata, bailiwick) with time_first, time_last and
+count. Secondary columns make each lookup an index range scan:
+
+* ``rrname`` (unique key prefix): exact name, and ``www.example.*`` as the
+  range [``www.example.``, ``www.example/``);
+* ``rname``, the labels reversed (``com.example.www.``): ``*.example.com``
+  as the range [``com.example.``, ``com.example/``);
+* ``rkey``, A/AAAA addresses as 16 bytes (IPv4 mapped into ``::ffff:0:0/96``):
+  an address, a CIDR network or a range as a BLOB range;
+* ``rdname``, the name inside CNAME/NS/PTR/DNAME/MX/SRV rdata;
+* ``names_fts``, an FTS5 trigram index over distinct names: keyword substring
+  search ("mizuho") without a table scan.
+
+One writer (batched upserts in a transaction, WAL), many readers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import idna
+
+from mamori.pdns.model import rdata_name
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rrset (
+    id INTEGER PRIMARY KEY,
+    rrname TEXT NOT NULL,
+    rrtype INTEGER NOT NULL,
+    rdata TEXT NOT NULL,
+    bailiwick TEXT NOT NULL DEFAULT '',
+    rname TEXT NOT NULL,
+    rkey BLOB,
+    rdname TEXT,
+    time_first INTEGER NOT NULL,
+    time_last INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    UNIQUE (rrname, rrtype, rdata, bailiwick)
+);
+CREATE INDEX IF NOT EXISTS rrset_rname ON rrset (rname);
+CREATE INDEX IF NOT EXISTS rrset_rkey ON rrset (rkey) WHERE rkey IS NOT NULL;
+CREATE INDEX IF NOT EXISTS rrset_rdname ON rrset (rdname) WHERE rdname IS NOT NULL;
+CREATE TABLE IF NOT EXISTS names (
+    id INTEGER PRIMARY KEY,
+    rrname TEXT NOT NULL UNIQUE,
+    uname TEXT NOT NULL  -- U-labels for IDN names (else the same as rrname)
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS names_fts USING fts5 (
+    rrname, uname, content='names', content_rowid='id', tokenize='trigram'
+);
+CREATE TRIGGER IF NOT EXISTS names_ai AFTER INSERT ON names BEGIN
+    INSERT INTO names_fts (rowid, rrname, uname) VALUES (new.id, new.rrname, new.uname);
+END;
+CREATE TABLE IF NOT EXISTS nxdomain (
+    rrname TEXT NOT NULL,
+    rrtype INTEGER NOT NULL,
+    time_first INTEGER NOT NULL,
+    time_last INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (rrname, rrtype)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sensors (
+    sensor TEXT PRIMARY KEY,
+    observations INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+_UPSERT = """
+INSERT INTO rrset (rrname, rrtype, rdata, bailiwick, rname, rkey, rdname,
+                   time_first, time_last, count)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (rrname, rrtype, rdata, bailiwick) DO UPDATE SET
+    time_first = min(time_first, excluded.time_first),
+    time_last = max(time_last, excluded.time_last),
+    count = count + excluded.count
+"""
+_UPSERT_NX = """
+INSERT INTO nxdomain VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (rrname, rrtype) DO UPDATE SET
+    time_first = min(time_first, excluded.time_first),
+    time_last = max(time_last, excluded.time_last),
+    count = count + excluded.count
+"""
+_UPSERT_SENSOR = """
+INSERT INTO sensors VALUES (?, ?, ?)
+ON CONFLICT (sensor) DO UPDATE SET
+    observations = observations + excluded.observations,
+    last_seen = max(last_seen, excluded.last_seen)
+"""
+
+# (rrname, rrtype, rdata, bailiwick) -> [time_first, time_last, count]
+Tuples = dict[tuple[str, int, str, str], list[int]]
+NxTuples = dict[tuple[str, int], list[int]]
+
+
+@dataclass(frozen=True)
+class Record:
+    rrname: str
+    rrtype: int
+    rdata: str
+    bailiwick: str
+    time_first: int
+    time_last: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Fences:
+    """DNSDB time fences (UNIX seconds; None: no fence)."""
+
+    first_before: int | None = None
+    first_after: int | None = None
+    last_before: int | None = None
+    last_after: int | None = None
+
+    def sql(self) -> tuple[str, list[int]]:
+        parts, args = [], []
+        for col, op, v in (
+            ("time_first", "<", self.first_before),
+            ("time_first", ">", self.first_after),
+            ("time_last", "<", self.last_before),
+            ("time_last", ">", self.last_after),
+        ):
+            if v is not None:
+                parts.append(f" AND {col} {op} ?")
+                args.append(v)
+        return "".join(parts), args
+
+
+NO_FENCES = Fences()
+
+
+def unicode_name(name: str) -> str:
+    """``xn--bcher-kva.example.`` -> ``bücher.example.`` (labels that do not decode stay)."""
+    if "xn--" not in name:
+        return name
+    return ".".join(_ulabel(label) for label in name.split("."))
+
+
+def _ulabel(label: str) -> str:
+    if not label.startswith("xn--"):
+        return label
+    try:
+        return str(idna.decode(label))
+    except (idna.IDNAError, UnicodeError):
+        return label
+
+
+def reverse_name(name: str) -> str:
+    """``www.example.com.`` -> ``com.example.www.``"""
+    labels = [x for x in name.split(".") if x]
+    return ".".join(reversed(labels)) + "."
+
+
+def ip_key(text: str) -> bytes | None:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if ip.version == 4:
+        return b"\x00" * 10 + b"\xff\xff" + ip.packed
+    return ip.packed
+
+
+def net_range(lo_text: str, hi_text: str | None = None) -> tuple[bytes, bytes]:
+    """An address, a CIDR network, or two addresses as a (low, high) rkey range."""
+    if hi_text is not None:
+        lo, hi = ip_key(lo_text), ip_key(hi_text)
+        if lo is None or hi is None:
+            raise ValueError(f"not an address range: {lo_text}-{hi_text}")
+        return lo, hi
+    net = ipaddress.ip_network(lo_text, strict=False)
+    first, last = ip_key(str(net.network_address)), ip_key(str(net.broadcast_address))
+    assert first is not None and last is not None
+    return first, last
+
+
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """Strings starting with *prefix*: [prefix, prefix with its last character + 1)."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class PdnsSQLite:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        self.lock = threading.Lock()
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        if not readonly:
+            self.db.executescript(_SCHEMA)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------- writing
+    def write(
+        self,
+        tuples: Tuples,
+        nx: NxTuples | None = None,
+        sensors: dict[str, tuple[int, int]] | None = None,
+    ) -> None:
+        """Upsert aggregated tuples (and NXDOMAIN tuples, sensor counts) in one transaction."""
+        rows = [
+            (name, rtype, rdata, bw, reverse_name(name), _rkey(rtype, rdata),
+             rdata_name(rtype, rdata), first, last, n)
+            for (name, rtype, rdata, bw), (first, last, n) in tuples.items()
+        ]  # fmt: skip
+        names = sorted({(k[0], unicode_name(k[0])) for k in tuples})
+        with self.lock, self.db:
+            self.db.executemany(_UPSERT, rows)
+            self.db.executemany("INSERT OR IGNORE INTO names (rrname, uname) VALUES (?, ?)", names)
+            if nx:
+                self.db.executemany(
+                    _UPSERT_NX, [(n, t, f, la, c) for (n, t), (f, la, c) in nx.items()]
+                )
+            if sensors:
+                self.db.executemany(
+                    _UPSERT_SENSOR, [(s, n, last) for s, (n, last) in sensors.items()]
+                )
+
+    # ------------------------------------------------------------- reading
+    def rrset(
+        self,
+        name: str,
+        rrtype: int | None = None,
+        bailiwick: str | None = None,
+        fences: Fences = NO_FENCES,
+        limit: int = 10000,
+        offset: int = 0,
+    ) -> list[Record]:
+        """By owner name: exact, ``*.example.com`` (below it) or ``www.example.*``."""
+        name = name.lower()
+        args: list[object]
+        if name.startswith("*."):
+            lo, hi = _prefix_range(reverse_name(name[2:]))
+            where, args = "rname >= ? AND rname < ? AND rname != ?", [lo, hi, lo]
+            # (a name's own rname is the prefix itself: "below" excludes it)
+        elif name.endswith(".*") or name.endswith(".*."):
+            lo, hi = _prefix_range(name[: name.rindex("*")])
+            where, args = "rrname >= ? AND rrname < ?", [lo, hi]
+        else:
+            where, args = "rrname = ?", [name if name.endswith(".") else name + "."]
+        return self._select(where, args, rrtype, bailiwick, fences, limit, offset)
+
+    def rdata_ip(
+        self, lo: bytes, hi: bytes, fences: Fences = NO_FENCES, limit: int = 10000, offset: int = 0
+    ) -> list[Record]:
+        return self._select("rkey BETWEEN ? AND ?", [lo, hi], None, None, fences, limit, offset)
+
+    def rdata_name(
+        self,
+        name: str,
+        rrtype: int | None = None,
+        fences: Fences = NO_FENCES,
+        limit: int = 10000,
+        offset: int = 0,
+    ) -> list[Record]:
+        """Records whose rdata names *name* (CNAME/NS/PTR/DNAME targets, MX, SRV)."""
+        name = name.lower()
+        args: list[object]
+        if name.startswith("*."):
+            # names below: rdname ends with ".example.com." (no index: a scan of rdname)
+            where, args = "rdname LIKE ? ESCAPE '\\'", ["%." + _like(name[2:].rstrip(".")) + "."]
+        else:
+            where, args = "rdname = ?", [name if name.endswith(".") else name + "."]
+        return self._select(where, args, rrtype, None, fences, limit, offset)
+
+    def keyword(self, word: str, limit: int = 1000) -> list[str]:
+        """Observed names containing *word* in their A-label or U-label form (3+ characters:
+        the trigram index)."""
+        word = word.lower()
+        if len(word) < 3:
+            raise ValueError("a keyword needs at least 3 characters")
+        phrase = '"' + word.replace('"', '""') + '"'
+        rows = self.db.execute(
+            "SELECT names.rrname FROM names_fts JOIN names ON names.id = names_fts.rowid"
+            " WHERE names_fts MATCH ? LIMIT ?",
+            (phrase, limit),
+        )
+        return [r[0] for r in rows]
+
+    def names_first_last(self, names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        """(time_first, time_last, count) over all types per name."""
+        out: dict[str, tuple[int, int, int]] = {}
+        for chunk in _chunks(list(names), 500):
+            marks = ",".join("?" * len(chunk))
+            for name, first, last, n in self.db.execute(
+                "SELECT rrname, min(time_first), max(time_last), sum(count) FROM rrset"
+                f" WHERE rrname IN ({marks}) GROUP BY rrname",
+                chunk,
+            ):
+                out[name] = (first, last, n)
+        return out
+
+    def nxdomain(self, name: str, limit: int = 1000) -> list[tuple[str, int, int, int, int]]:
+        return list(
+            self.db.execute(
+                "SELECT rrname, rrtype, time_first, time_last, count FROM nxdomain"
+                " WHERE rrname = ? LIMIT ?",
+                (name.lower().rstrip(".") + ".", limit),
+            )
+        )
+
+    def sensors(self) -> list[tuple[str, int, int]]:
+        return list(self.db.execute("SELECT sensor, observations, last_seen FROM sensors"))
+
+    def stats(self) -> tuple[int, int]:
+        """(tuples, distinct names)"""
+        t = self.db.execute("SELECT count(*) FROM rrset").fetchone()[0]
+        n = self.db.execute("SELECT count(*) FROM names").fetchone()[0]
+        return int(t), int(n)
+
+    def _select(
+        self,
+        where: str,
+        args: list[object],
+        rrtype: int | None,
+        bailiwick: str | None,
+        fences: Fences,
+        limit: int,
+        offset: int,
+    ) -> list[Record]:
+        if rrtype is not None:
+            where += " AND rrtype = ?"
+            args.append(rrtype)
+        if bailiwick is not None:
+            where += " AND bailiwick = ?"
+            args.append(bailiwick.lower().rstrip(".") + ".")
+        extra, fargs = fences.sql()
+        sql = (
+            "SELECT rrname, rrtype, rdata, bailiwick, time_first, time_last, count FROM rrset"
+            f" WHERE {where}{extra} ORDER BY time_last DESC, id LIMIT ? OFFSET ?"
+        )
+        rows = self.db.execute(sql, [*args, *fargs, limit, offset])
+        return [Record(*r) for r in rows]
+
+
+def _rkey(rrtype: int, rdata: str) -> bytes | None:
+    return ip_key(rdata) if rrtype in (1, 28) else None
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def records_by_name(records: Iterable[Record]) -> dict[str, list[Record]]:
+    out: dict[str, list[Record]] = {}
+    for r in records:
+        out.setdefault(r.rrname, []).append(r)
+    return out
