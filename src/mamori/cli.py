@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,10 @@ from mamori.clifeeds import feeds
 from mamori.clipdns import pdns
 from mamori.cliutil import _fail, _load_config, _setup_logging, config_option
 from mamori.errors import MamoriError
+
+if TYPE_CHECKING:
+    from mamori.pdns.sensors.resolver_tap import TapWriter
+    from mamori.resolver.events import AnswerTap
 
 log = logging.getLogger("mamori")
 
@@ -37,12 +42,40 @@ def serve(config_path: str) -> None:
         store = SQLiteStore(cfg.store.path)
     except MamoriError as e:
         _fail(e)
+    tap, tap_writer = _pdns_tap(cfg)
     try:
-        service.run(cfg, store)
+        service.run(cfg, store, answer_tap=tap)
     except MamoriError as e:
         _fail(e)
     finally:
+        if tap_writer is not None:
+            tap_writer.stop()
+            tap_writer.store.close()
+            if tap is not None and tap.dropped:
+                log.warning("passive DNS: %d answers dropped (queue full)", tap.dropped)
         store.close()
+
+
+def _pdns_tap(cfg: config_mod.Config) -> tuple[AnswerTap | None, TapWriter | None]:
+    """The resolver's passive DNS sensor, when [pdns] enabled (one worker only)."""
+    if not cfg.pdns.enabled:
+        return None, None
+    if cfg.server.workers > 1:
+        log.warning("[pdns] enabled with workers > 1: the resolver sensor needs workers = 1; off")
+        return None, None
+    import socket
+
+    from mamori.pdns.sensors.resolver_tap import TapWriter
+    from mamori.resolver.events import AnswerTap
+    from mamori.store.pdns_sqlite import PdnsSQLite
+
+    tap = AnswerTap(cfg.pdns.queue_size)
+    store = PdnsSQLite(config_mod.pdns_path(cfg))
+    sensor = cfg.pdns.sensor or f"resolver:{socket.gethostname()}"
+    writer = TapWriter(tap, store, sensor, cfg.pdns.flush_interval, cfg.pdns.nxdomain)
+    writer.start()
+    log.info("passive DNS: upstream answers recorded in %s (sensor %s)", store.path, sensor)
+    return tap, writer
 
 
 @cli.command()

@@ -179,7 +179,7 @@ def pdns_search(config_path: str, keyword: str, limit: int, as_json: bool) -> No
                        "time_first": first, "time_last": last, "count": count}  # fmt: skip
                 click.echo(json.dumps(doc, ensure_ascii=False))
             continue
-        click.echo(f"{unicode_name(base + '.')}")
+        click.echo(unicode_name(base))
         for name in sorted(groups[base]):
             first, last, count = seen.get(name, (0, 0, 0))
             shown = unicode_name(name)

@@ -66,6 +66,37 @@ class EventQueue:
         return out
 
 
+class AnswerTap:
+    """Upstream answers offered to passive DNS: (time, wire), bounded; drops counted.
+
+    Filled on the slow path (cache misses only), drained by a sensor thread
+    that parses them off the DNS loop. Holds no client address.
+    """
+
+    __slots__ = ("dropped", "items", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.items: deque[tuple[float, bytes]] = deque()
+        self.limit = limit
+        self.dropped = 0
+
+    def put(self, when: float, wire_answer: bytes) -> None:
+        if len(self.items) < self.limit:
+            self.items.append((when, wire_answer))
+        else:
+            self.dropped += 1
+
+    def drain(self, max_items: int = DRAIN_MAX) -> list[tuple[float, bytes]]:
+        out = []
+        pop = self.items.popleft
+        try:
+            for _ in range(min(len(self.items), max_items)):
+                out.append(pop())
+        except IndexError:
+            pass
+        return out
+
+
 def _type_text(qtype: int) -> str:
     try:
         return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype))

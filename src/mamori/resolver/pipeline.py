@@ -32,7 +32,7 @@ from mamori.resolver.acl import ClientTable
 from mamori.resolver.answers import Stats
 from mamori.resolver.apply import PENDING
 from mamori.resolver.cache import Cache, Entry
-from mamori.resolver.events import EventQueue, Hit
+from mamori.resolver.events import AnswerTap, EventQueue, Hit
 from mamori.resolver.policy_stage import PolicyAnswers
 from mamori.resolver.slowpath import SlowPath
 from mamori.resolver.upstream import UpstreamPool
@@ -75,6 +75,7 @@ class Pipeline(SlowPath):
         )
         self.local_answer: Callable[[bytes, str], bytes | None] | None = None
         self.policy_listeners: list[Callable[[Policy | None, Policy | None], None]] = []
+        self.answer_tap: AnswerTap | None = None  # passive DNS sensor ([pdns] enabled)
         self.set_policy(policy)
         self.stats = Stats()
         self.cache = Cache(cfg.cache.max_entries, cfg.cache.max_bytes)

@@ -33,6 +33,7 @@ from mamori.feeds.publish.dnsbl import start as dnsbl_start
 from mamori.feeds.schedule import run_feeds
 from mamori.policy.engine import Policy
 from mamori.resolver.events import (
+    AnswerTap,
     EventForwarder,
     EventQueue,
     EventWriter,
@@ -188,6 +189,7 @@ def serve_loop(
     primary_only: bool = False,
     update_feeds: bool = True,
     dnsbl_socks: list[list[socket.socket]] | None = None,
+    answer_tap: AnswerTap | None = None,
 ) -> None:
     """Run one DNS event loop until SIGTERM/SIGINT; SIGHUP reloads config and zones.
 
@@ -198,6 +200,7 @@ def serve_loop(
 
     async def main() -> None:
         svc = DnsService(cfg, events, socks, policy, primary_only)
+        svc.pipeline.answer_tap = answer_tap
         await svc.start()
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
@@ -267,7 +270,12 @@ def serve_loop(
     uvloop.run(main())
 
 
-def run(cfg: Config, store: QueryLogStore, primary_only: bool = False) -> None:
+def run(
+    cfg: Config,
+    store: QueryLogStore,
+    primary_only: bool = False,
+    answer_tap: AnswerTap | None = None,
+) -> None:
     """Serve until stopped. Sockets are bound first: a taken port fails fast.
 
     *primary_only* (``mamori zones serve``): one process serving zone transfers only.
@@ -292,6 +300,7 @@ def run(cfg: Config, store: QueryLogStore, primary_only: bool = False) -> None:
                 primary_only,
                 update_feeds=not primary_only,
                 dnsbl_socks=dnsbl_socks,
+                answer_tap=answer_tap,
             )
         finally:
             writer.stop()

@@ -18,7 +18,7 @@ from mamori.dnsutil import wire
 from mamori.policy.model import Match
 from mamori.resolver.apply import ApplyPolicy
 from mamori.resolver.cache import Entry, UpstreamAnswerError, entry_from_response
-from mamori.resolver.events import Hit
+from mamori.resolver.events import AnswerTap, Hit
 from mamori.resolver.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger("mamori.resolver.pipeline")
@@ -32,6 +32,7 @@ class SlowPath(ApplyPolicy):
 
     inflight: dict[bytes, asyncio.Task[tuple[Entry, str] | None]]
     pool: UpstreamPool
+    answer_tap: AnswerTap | None
 
     async def _miss(
         self,
@@ -226,4 +227,7 @@ class SlowPath(ApplyPolicy):
             return None
         if lifetime > 0:
             self.cache.put(key, entry)
+        tap = self.answer_tap
+        if tap is not None:  # passive DNS: the answer as received (parsed elsewhere)
+            tap.put(time.time(), resp)
         return entry, up.name

@@ -1,0 +1,74 @@
+"""The resolver as a passive DNS sensor: upstream answers become tuples, clients are not kept."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_resolver_service import ZONE
+from tests.support.authserver import AuthServer
+from tests.support.mamori_proc import MamoriProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def upstream() -> Iterator[AuthServer]:
+    with AuthServer(ZONE, "example.test.") as srv:
+        yield srv
+
+
+def _query(conf: Path, *args: str) -> list[dict[str, object]]:
+    r = subprocess.run(
+        [sys.executable, "-m", "mamori", "pdns", "query", "--config", str(conf), "-j", *args],
+        capture_output=True,
+        text=True,
+    )
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def test_upstream_answers_are_recorded_without_clients(
+    tmp_path: Path, upstream: AuthServer
+) -> None:
+    extra = '[pdns]\nenabled = true\nflush_interval = 0.2\nsensor = "fw1"\n'
+    m = MamoriProcess(tmp_path, [f"127.0.0.1:{upstream.port}"], extra=extra).start()
+    try:
+        for _ in range(3):  # the 2nd and 3rd are cache hits: one observation each
+            assert m.query("www.example.test", "A").answer
+        assert m.query("alias.example.test", "A").answer
+        assert m.query("mail.example.test", "MX").answer
+        assert m.query("nope.example.test", "A").rcode() == 3
+    finally:
+        assert m.stop() == 0, m.stderr()
+    www = _query(m.config, "-r", "www.example.test/A")
+    # once from the www query, once in the alias query's CNAME chain; cache hits add nothing
+    assert sorted((r["rdata"], r["count"]) for r in www) == [
+        (["192.0.2.1"], 2), (["192.0.2.2"], 2),
+    ]  # fmt: skip
+    cname = _query(m.config, "-n", "www.example.test/CNAME")
+    assert [(r["rrname"], r["rrtype"]) for r in cname] == [("alias.example.test.", "CNAME")]
+    mx = _query(m.config, "-n", "mx1.example.test")
+    assert [r["rdata"] for r in mx] == [["10 mx1.example.test."]]
+    assert _query(m.config, "-i", "192.0.2.0/24", "-t", "A")  # by address
+    db = sqlite3.connect(tmp_path / "pdns.sqlite")
+    try:
+        assert db.execute("SELECT rrname, count FROM nxdomain").fetchall() == [
+            ("nope.example.test.", 1)
+        ]
+        assert db.execute("SELECT sensor, observations FROM sensors").fetchone()[0] == "fw1"
+        columns = {
+            c[1]
+            for t in ("rrset", "nxdomain", "names", "sensors")
+            for c in db.execute(f"PRAGMA table_info({t})")
+        }
+        assert not {c for c in columns if "client" in c or "addr" in c}
+        dump = "\n".join(db.iterdump())
+        assert "127.0.0.1" not in dump.replace("ns1.example.test.", "")  # no client address
+    finally:
+        db.close()
