@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mamori import __version__
 from mamori import config as config_mod
 from mamori.clifeeds import feeds
+from mamori.clikeys import keys
 from mamori.clipdns import pdns
 from mamori.cliutil import _fail, _load_config, _setup_logging, config_option
 from mamori.errors import MamoriError
@@ -36,15 +37,14 @@ def serve(config_path: str) -> None:
 
     cfg = _load_config(config_path)
     _setup_logging(cfg.log.level)
-    if cfg.web.enabled:
-        log.warning("[web] enabled: the web console is not part of this version yet; ignored")
     try:
         store = SQLiteStore(cfg.store.path)
     except MamoriError as e:
         _fail(e)
     tap, tap_writer = _pdns_tap(cfg)
     try:
-        service.run(cfg, store, answer_tap=tap)
+        web_server = _web_server(cfg, True) if cfg.web.enabled else None
+        service.run(cfg, store, answer_tap=tap, web=web_server)
     except MamoriError as e:
         _fail(e)
     finally:
@@ -54,6 +54,27 @@ def serve(config_path: str) -> None:
             if tap is not None and tap.dropped:
                 log.warning("passive DNS: %d answers dropped (queue full)", tap.dropped)
         store.close()
+
+
+def _web_server(cfg: config_mod.Config, embedded: bool = False) -> Any:
+    """The HTTP APIs on [web] listen (*embedded*: inside the DNS process's event loop)."""
+    from mamori.web.server import make_server
+
+    return make_server(cfg, embedded)
+
+
+@cli.command()
+@config_option
+def web(config_path: str) -> None:
+    """Run the HTTP APIs alone (foreground), on [web] listen, over the config's stores."""
+    import asyncio
+    import contextlib
+
+    cfg = _load_config(config_path)
+    _setup_logging(cfg.log.level)
+    server = _web_server(cfg)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(server.serve())
 
 
 def _pdns_tap(cfg: config_mod.Config) -> tuple[AnswerTap | None, TapWriter | None]:
@@ -216,6 +237,7 @@ def zones_hits(config_path: str) -> None:
 
 cli.add_command(feeds)
 cli.add_command(pdns)
+cli.add_command(keys)
 
 
 def main() -> None:

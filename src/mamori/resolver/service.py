@@ -190,6 +190,7 @@ def serve_loop(
     update_feeds: bool = True,
     dnsbl_socks: list[list[socket.socket]] | None = None,
     answer_tap: AnswerTap | None = None,
+    web: Any = None,
 ) -> None:
     """Run one DNS event loop until SIGTERM/SIGINT; SIGHUP reloads config and zones.
 
@@ -247,6 +248,7 @@ def serve_loop(
         dnsbl_servers = await dnsbl_start(cfg, dnsbl_socks) if dnsbl_socks else []
         watcher = loop.create_task(watch_zone_files(lambda: svc.cfg, reload_zones))
         feeds = loop.create_task(run_feeds(lambda: svc.cfg)) if update_feeds else None
+        web_task = loop.create_task(web.serve()) if web is not None else None
         publisher = Publisher(svc.cfg, svc.cfg.store.path.parent / "zones")
         svc.pipeline.policy_listeners.append(publisher.on_policy)
         publisher.on_policy(None, svc.pipeline.policy)
@@ -264,6 +266,9 @@ def serve_loop(
             server.close()
         if feeds is not None:
             feeds.cancel()
+        if web is not None and web_task is not None:
+            web.should_exit = True
+            await asyncio.wait([web_task], timeout=5)
         subs.stop()
         await svc.stop()
 
@@ -275,6 +280,7 @@ def run(
     store: QueryLogStore,
     primary_only: bool = False,
     answer_tap: AnswerTap | None = None,
+    web: Any = None,
 ) -> None:
     """Serve until stopped. Sockets are bound first: a taken port fails fast.
 
@@ -301,6 +307,7 @@ def run(
                 update_feeds=not primary_only,
                 dnsbl_socks=dnsbl_socks,
                 answer_tap=answer_tap,
+                web=web,
             )
         finally:
             writer.stop()

@@ -1,0 +1,72 @@
+"""``mamori keys``: API keys for the HTTP APIs."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from mamori.cliutil import _fail, _load_config, config_option
+from mamori.errors import MamoriError
+
+
+@click.group()
+def keys() -> None:
+    """API keys for the passive DNS APIs (rate limit, daily quota)."""
+
+
+@keys.command("add")
+@config_option
+@click.argument("name")
+@click.option("--rate", default=10.0, show_default=True, help="Requests per second")
+@click.option("--burst", default=20.0, show_default=True, help="Requests in a burst")
+@click.option("--quota", default=0, show_default=True, help="Requests per UTC day (0: none)")
+def keys_add(config_path: str, name: str, rate: float, burst: float, quota: int) -> None:
+    """Create key NAME and print it (the only time it is shown)."""
+    from mamori.web.app import keys_path
+    from mamori.web.keys import KeyStore
+
+    cfg = _load_config(config_path)
+    store = KeyStore(keys_path(cfg))
+    try:
+        key = store.add(name, rate, max(burst, 1.0), quota)
+    except ValueError as e:
+        _fail(MamoriError(str(e)))
+    finally:
+        store.close()
+    click.echo(key)
+
+
+@keys.command("list")
+@config_option
+def keys_list(config_path: str) -> None:
+    """Keys with their limits and today's use (never the keys themselves)."""
+    from mamori.web.app import keys_path
+    from mamori.web.keys import KeyStore
+
+    store = KeyStore(keys_path(_load_config(config_path)))
+    try:
+        for k in store.list():
+            quota = f"{k.used_today}/{k.quota} today" if k.quota else f"{k.used_today} today"
+            created = time.strftime("%Y-%m-%d", time.gmtime(k.created))
+            click.echo(f"{k.name}: {k.rate:g}/s (burst {k.burst:g}), {quota}, created {created}")
+    finally:
+        store.close()
+
+
+@keys.command("remove")
+@config_option
+@click.argument("name")
+def keys_remove(config_path: str, name: str) -> None:
+    """Revoke key NAME."""
+    from mamori.web.app import keys_path
+    from mamori.web.keys import KeyStore
+
+    store = KeyStore(keys_path(_load_config(config_path)))
+    try:
+        if not store.remove(name):
+            click.echo(f"no key named {name}", err=True)
+            sys.exit(1)
+    finally:
+        store.close()

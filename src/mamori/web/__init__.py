@@ -1,0 +1,1 @@
+"""HTTP side: the passive DNS APIs (CIRCL COF, DNSDB v2) and, later, the console."""

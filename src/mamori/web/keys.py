@@ -1,0 +1,145 @@
+"""API keys: created with `mamori keys add`, stored hashed, with a rate limit and a daily quota.
+
+A key is shown once, at creation (``mk_`` + 32 URL-safe characters); only its
+SHA-256 is kept. Each key has a token bucket (``rate`` requests per second,
+``burst``) kept in memory, and a daily quota (``quota`` requests per UTC day,
+0 = none) counted in the key file so that restarts do not reset it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    rate REAL NOT NULL,
+    burst REAL NOT NULL,
+    quota INTEGER NOT NULL,
+    day INTEGER NOT NULL DEFAULT 0,
+    used INTEGER NOT NULL DEFAULT 0,
+    created INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    name: str
+    rate: float
+    burst: float
+    quota: int
+    used_today: int
+    created: int
+
+
+class Refused(Exception):  # noqa: N818 - an answer, not a bug
+    """Why a request is refused: 401 (no/unknown key) or 429 (rate or quota)."""
+
+    def __init__(self, status: int, message: str, retry_after: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _today(now: float) -> int:
+    return int(now // 86400)
+
+
+class KeyStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=10, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(_SCHEMA)
+        self.lock = threading.Lock()
+        self.buckets: dict[str, list[float]] = {}  # name -> [tokens, last refill]
+
+    def close(self) -> None:
+        self.db.close()
+
+    def add(self, name: str, rate: float = 10.0, burst: float = 20.0, quota: int = 0) -> str:
+        """Create a key; return it (the only time it is shown)."""
+        key = "mk_" + secrets.token_urlsafe(24)
+        with self.lock, self.db:
+            try:
+                self.db.execute(
+                    "INSERT INTO api_keys (name, hash, rate, burst, quota, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, _hash(key), rate, burst, quota, int(time.time())),
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError(f"a key named {name!r} exists already") from None
+        return key
+
+    def remove(self, name: str) -> bool:
+        with self.lock, self.db:
+            return self.db.execute("DELETE FROM api_keys WHERE name = ?", (name,)).rowcount > 0
+
+    def list(self) -> list[KeyInfo]:
+        today = _today(time.time())
+        return [
+            KeyInfo(n, r, b, q, u if d == today else 0, c)
+            for n, r, b, q, d, u, c in self.db.execute(
+                "SELECT name, rate, burst, quota, day, used, created FROM api_keys ORDER BY name"
+            )
+        ]
+
+    def check(self, key: str | None, now: float | None = None) -> str:
+        """The key's name if the request may go on; Refused otherwise (counts the request)."""
+        if not key:
+            raise Refused(401, "an API key is needed (X-API-Key, Authorization or Basic auth)")
+        now = time.time() if now is None else now
+        with self.lock:
+            row = self.db.execute(
+                "SELECT name, rate, burst, quota, day, used FROM api_keys WHERE hash = ?",
+                (_hash(key),),
+            ).fetchone()
+            if row is None:
+                raise Refused(401, "unknown API key")
+            name, rate, burst, quota, day, used = row
+            bucket = self.buckets.setdefault(name, [burst, now])
+            bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate)
+            bucket[1] = now
+            if bucket[0] < 1:
+                raise Refused(429, f"rate limit: {rate:g} requests per second", 1)
+            today = _today(now)
+            used = used if day == today else 0
+            if quota and used >= quota:
+                reset = int((today + 1) * 86400 - now)
+                raise Refused(429, f"daily quota of {quota} requests used up", reset)
+            bucket[0] -= 1
+            with self.db:
+                self.db.execute(
+                    "UPDATE api_keys SET day = ?, used = ? WHERE name = ?", (today, used + 1, name)
+                )
+            return str(name)
+
+    def rate_info(self, name: str, now: float | None = None) -> dict[str, object]:
+        """DNSDB's /rate_limit answer for a key."""
+        now = time.time() if now is None else now
+        row = self.db.execute(
+            "SELECT quota, day, used FROM api_keys WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None or not row[0]:
+            return {"rate": {"reset": "n/a", "limit": "unlimited", "remaining": "n/a"}}
+        quota, day, used = row
+        today = _today(now)
+        return {
+            "rate": {
+                "reset": (today + 1) * 86400,
+                "limit": quota,
+                "remaining": max(0, quota - (used if day == today else 0)),
+            }
+        }

@@ -1,0 +1,142 @@
+"""OpenAPI 3 description of the passive DNS APIs (served at /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_KEY: list[dict[str, list[str]]] = [{"apiKey": []}, {"basic": []}, {"authorization": []}]
+_FENCES = [
+    {
+        "name": n,
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "epoch seconds, negative = relative to now, or ISO 8601",
+    }
+    for n in ("time_first_before", "time_first_after", "time_last_before", "time_last_after")
+]
+_PAGING = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 10000}},
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "default": 0}},
+    {"name": "aggr", "in": "query", "schema": {"type": "boolean", "default": True}},
+    {"name": "humantime", "in": "query", "schema": {"type": "boolean", "default": False}},
+]
+_SAF = {
+    "200": {
+        "description": "Streaming Answer Format: {cond: begin}, {obj: ...}..., "
+        "then {cond: succeeded} or {cond: limited}",
+        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+    },
+    "400": {"description": "bad request (message in the body)"},
+    "401": {"description": "no or unknown API key"},
+    "429": {"description": "rate limit or daily quota (Retry-After)"},
+}
+
+
+def _path(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"get": {"summary": summary, "security": _KEY, "parameters": params, "responses": _SAF}}
+
+
+def _p(name: str, desc: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": desc,
+    }
+
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "mamori passive DNS", "version": "1"},
+    "components": {
+        "securitySchemes": {
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "basic": {"type": "http", "scheme": "basic"},
+            "authorization": {"type": "apiKey", "in": "header", "name": "Authorization"},
+        }
+    },
+    "paths": {
+        "/pdns/query/{q}": {
+            "get": {
+                "summary": "CIRCL Common Output Format: records of a name (owner or rdata) or an"
+                " address/network",
+                "security": _KEY,
+                "parameters": [
+                    _p("q", "a name, an address, or a CIDR network"),
+                    {
+                        "name": "dribble-paginate-count",
+                        "in": "header",
+                        "schema": {"type": "integer"},
+                    },
+                    {
+                        "name": "dribble-paginate-cursor",
+                        "in": "header",
+                        "schema": {"type": "integer"},
+                    },
+                    {"name": "dribble-filter-rrtype", "in": "header", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "NDJSON COF records; x-dribble-cursor when more follow",
+                        "headers": {"x-dribble-cursor": {"schema": {"type": "integer"}}},
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    },
+                    "401": {"description": "no or unknown API key"},
+                    "429": {"description": "rate limit or quota"},
+                },
+            }
+        },
+        "/dnsdb/v2/ping": {
+            "get": {"summary": "liveness", "responses": {"200": {"description": '{"ping": "ok"}'}}}
+        },
+        "/dnsdb/v2/rate_limit": {
+            "get": {
+                "summary": "the key's quota",
+                "security": _KEY,
+                "responses": {"200": {"description": "quota"}},
+            }
+        },
+        "/dnsdb/v2/{method}/rrset/name/{name}/{rrtype}/{bailiwick}": _path(
+            "lookup|summarize by owner name (*.left and right.* wildcards); rrtype and"
+            " bailiwick optional",
+            [
+                _p("method", "lookup or summarize"),
+                _p("name", "owner name"),
+                _p("rrtype", "optional"),
+                _p("bailiwick", "optional"),
+                *_FENCES,
+                *_PAGING,
+            ],
+        ),
+        "/dnsdb/v2/{method}/rdata/name/{name}/{rrtype}": _path(
+            "records whose rdata is a name (CNAME, NS, MX, PTR, SRV, DNAME targets)",
+            [
+                _p("method", "lookup or summarize"),
+                _p("name", "name"),
+                _p("rrtype", "optional"),
+                *_FENCES,
+                *_PAGING,
+            ],
+        ),
+        "/dnsdb/v2/{method}/rdata/ip/{ip}": _path(
+            "A/AAAA records of an address, a network (a.b.c.d,24) or a range (lo-hi)",
+            [
+                _p("method", "lookup or summarize"),
+                _p("ip", "address, network or range"),
+                *_FENCES,
+                *_PAGING,
+            ],
+        ),
+        "/dnsdb/v2/{flex}/{what}/{value}/{rrtype}": _path(
+            "flexible search: regex (RE2, linear time) or glob over rrnames or rdata",
+            [
+                _p("flex", "regex or glob"),
+                _p("what", "rrnames or rdata"),
+                _p("value", "pattern"),
+                _p("rrtype", "optional"),
+                *_PAGING,
+            ],
+        ),
+    },
+}
