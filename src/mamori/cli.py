@@ -42,12 +42,16 @@ def serve(config_path: str) -> None:
     except MamoriError as e:
         _fail(e)
     tap, tap_writer = _pdns_tap(cfg)
+    collector = _dnstap_child(cfg)
     try:
         web_server = _web_server(cfg, True) if cfg.web.enabled else None
         service.run(cfg, store, answer_tap=tap, web=web_server)
     except MamoriError as e:
         _fail(e)
     finally:
+        if collector is not None:
+            collector.terminate()
+            collector.wait(30)
         if tap_writer is not None:
             tap_writer.stop()
             tap_writer.store.close()
@@ -75,6 +79,17 @@ def web(config_path: str) -> None:
     server = _web_server(cfg)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(server.serve())
+
+
+def _dnstap_child(cfg: config_mod.Config) -> Any:
+    """[pdns] dnstap: the collector in a child process (its parsing stays off the DNS loop)."""
+    if not cfg.pdns.dnstap:
+        return None
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "mamori", "pdns", "collect", "--config", str(cfg.path)]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
 
 def _pdns_tap(cfg: config_mod.Config) -> tuple[AnswerTap | None, TapWriter | None]:

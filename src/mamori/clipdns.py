@@ -208,3 +208,38 @@ def pdns_stats(config_path: str) -> None:
     click.echo(f"{path}: {tuples} tuples, {names} names, {size / 1e6:.1f} MB")
     for sensor, n, last in sorted(sensors):
         click.echo(f"  sensor {sensor}: {n} observations, last {iso(last)}")
+
+
+@pdns.command("collect")
+@config_option
+@click.option("--listen", default="", help="unix:/path or tcp:HOST:PORT (default: [pdns] dnstap)")
+def pdns_collect(config_path: str, listen: str) -> None:
+    """Collect dnstap from resolvers into the store (foreground; SIGTERM stops)."""
+    import asyncio
+    import contextlib
+    import signal
+
+    from mamori.pdns.sensors.dnstap import collect
+
+    cfg = _load_config(config_path)
+    _setup_logging(cfg.log.level)
+    where = listen or cfg.pdns.dnstap
+    if not where:
+        _fail(MamoriError("no dnstap listener: set [pdns] dnstap or --listen"))
+    store = _store(cfg)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await collect(where, store, "dnstap:", cfg.pdns.nxdomain, cfg.pdns.flush_interval)
+
+    try:
+        asyncio.run(main())
+    except (OSError, ValueError) as e:
+        _fail(MamoriError(f"dnstap {where}: {e}"))
+    finally:
+        store.close()

@@ -102,6 +102,7 @@ class PdnsConfig:
     nxdomain: bool = True  # keep NXDOMAIN observations (their own table)
     flush_interval: float = 10.0  # seconds between batched writes
     queue_size: int = 100_000  # answers waiting to be parsed (beyond: dropped, counted)
+    dnstap: str = ""  # "unix:/run/mamori/dnstap.sock" or "tcp:127.0.0.1:6000": a collector
 
 
 def _categories(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
@@ -109,6 +110,15 @@ def _categories(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
         raise InvalidValueError(f"must be a list of categories ({', '.join(CATEGORIES)})")
     conv = choice(*CATEGORIES)
     return tuple(conv(x, ctx, rc) for x in raw)
+
+
+def _dnstap(raw: Any, _ctx: Any, _rc: str) -> str:
+    if isinstance(raw, str) and (
+        (raw.startswith("unix:/") and len(raw) > 6)
+        or (raw.startswith("tcp:") and raw.rpartition(":")[2].isdigit())
+    ):
+        return raw
+    raise InvalidValueError('must be "unix:/path/to/socket" or "tcp:HOST:PORT"')
 
 
 def _text(raw: Any, _ctx: Any, _rc: str) -> str:
@@ -147,6 +157,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("pdns", "nxdomain"): boolean,
     ("pdns", "flush_interval"): float_range(0.1, 3600),
     ("pdns", "queue_size"): int_range(1, 10_000_000),
+    ("pdns", "dnstap"): _dnstap,
     ("dnsbl", "zone"): zone_name,
     ("dnsbl", "listen"): endpoints,
     ("dnsbl", "feeds"): feed_names,

@@ -36,7 +36,8 @@ class Aggregator:
                 agg[1] = max(agg[1], when)
                 agg[2] += 1
             n += 1
-            last = max(last, when)
+            if when > last:  # noqa: PLR1730 (max() costs a call per observation)
+                last = when
         if n:
             s = self.sensors.setdefault(sensor, [0, 0])
             s[0] += n

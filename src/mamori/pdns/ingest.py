@@ -11,7 +11,7 @@ from mamori.pdns.aggregate import Aggregator
 from mamori.pdns.sensors.pcap import Counters, Reader
 from mamori.store.pdns_sqlite import PdnsSQLite
 
-FLUSH_TUPLES = 200_000
+FLUSH_TUPLES = 500_000  # ~100 MB of aggregated tuples in memory
 
 
 @dataclass

@@ -18,15 +18,9 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-# rrtypes whose rdata holds a name (for "which names point at X" lookups)
-NAME_RDATA = {
-    dns.rdatatype.CNAME: 0,
-    dns.rdatatype.NS: 0,
-    dns.rdatatype.PTR: 0,
-    dns.rdatatype.DNAME: 0,
-    dns.rdatatype.MX: 1,  # preference exchange
-    dns.rdatatype.SRV: 3,  # priority weight port target
-}
+# rrtypes whose rdata holds a name (for "which names point at X" lookups):
+# type -> position of the name among the rdata fields
+NAME_RDATA = {5: 0, 2: 0, 12: 0, 39: 0, 15: 1, 33: 3}  # CNAME NS PTR DNAME MX SRV
 SKIP_TYPES = {dns.rdatatype.OPT, dns.rdatatype.TSIG, dns.rdatatype.TKEY}
 
 
@@ -93,7 +87,7 @@ def type_code(text: str) -> int:
 
 def rdata_name(rrtype: int, rdata: str) -> str | None:
     """The name inside a CNAME/NS/PTR/DNAME/MX/SRV rdata (lowercase, final dot)."""
-    pos = NAME_RDATA.get(dns.rdatatype.RdataType.make(rrtype)) if rrtype in NAME_RDATA else None
+    pos = NAME_RDATA.get(rrtype)
     if pos is None:
         return None
     fields = rdata.split()

