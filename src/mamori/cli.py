@@ -42,16 +42,16 @@ def serve(config_path: str) -> None:
     except MamoriError as e:
         _fail(e)
     tap, tap_writer = _pdns_tap(cfg)
-    collector = _dnstap_child(cfg)
+    children = _pdns_children(cfg)
     try:
         web_server = _web_server(cfg, True) if cfg.web.enabled else None
         service.run(cfg, store, answer_tap=tap, web=web_server)
     except MamoriError as e:
         _fail(e)
     finally:
-        if collector is not None:
-            collector.terminate()
-            collector.wait(30)
+        for child in children:
+            child.terminate()
+            child.wait(30)
         if tap_writer is not None:
             tap_writer.stop()
             tap_writer.store.close()
@@ -81,15 +81,18 @@ def web(config_path: str) -> None:
         asyncio.run(server.serve())
 
 
-def _dnstap_child(cfg: config_mod.Config) -> Any:
-    """[pdns] dnstap: the collector in a child process (its parsing stays off the DNS loop)."""
-    if not cfg.pdns.dnstap:
-        return None
+def _pdns_children(cfg: config_mod.Config) -> list[Any]:
+    """[pdns] dnstap / capture: collectors in child processes (their parsing stays off
+    the DNS loop)."""
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "mamori", "pdns", "collect", "--config", str(cfg.path)]
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    out = []
+    for wanted, command in ((cfg.pdns.dnstap, "collect"), (cfg.pdns.capture, "capture")):
+        if wanted:
+            cmd = [sys.executable, "-m", "mamori", "pdns", command, "--config", str(cfg.path)]
+            out.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL))
+    return out
 
 
 def _pdns_tap(cfg: config_mod.Config) -> tuple[AnswerTap | None, TapWriter | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -243,3 +244,55 @@ def pdns_collect(config_path: str, listen: str) -> None:
         _fail(MamoriError(f"dnstap {where}: {e}"))
     finally:
         store.close()
+
+
+@pdns.command("capture")
+@config_option
+@click.option("-i", "--interface", default="", help="Interface (default: [pdns] capture)")
+def pdns_capture(config_path: str, interface: str) -> None:
+    """Capture DNS answers from a network interface into the store (foreground; root)."""
+    import signal
+    import threading
+
+    from mamori.pdns import model
+    from mamori.pdns.aggregate import Aggregator
+    from mamori.pdns.sensors.live import CaptureUnavailableError, messages
+    from mamori.pdns.sensors.pcap import Reader
+
+    cfg = _load_config(config_path)
+    _setup_logging(cfg.log.level)
+    iface = interface or cfg.pdns.capture
+    if not iface:
+        _fail(MamoriError("no interface: set [pdns] capture or -i"))
+    store = _store(cfg)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    agg = Aggregator(cfg.pdns.nxdomain)
+    reader = Reader(cfg.pdns.capture_port)
+    sensor = f"capture:{socket.gethostname()}:{iface}"
+    last_flush = time.monotonic()
+    try:
+        for _ts, *_addrs, data in messages(iface, stop.is_set, reader, cfg.pdns.capture_port):
+            try:
+                obs, nx = model.from_wire(data, int(time.time()), sensor)
+            except ValueError:
+                reader.counters.malformed += 1
+                continue
+            agg.add(obs)
+            if nx is not None:
+                agg.add_nxdomain(nx)
+            if time.monotonic() - last_flush >= cfg.pdns.flush_interval:
+                agg.flush(store)
+                last_flush = time.monotonic()
+    except CaptureUnavailableError as e:
+        _fail(MamoriError(str(e)))
+    finally:
+        agg.flush(store)
+        store.close()
+        c = reader.counters
+        click.echo(
+            f"capture {iface}: {c.packets} packets, {c.responses} responses, {c.malformed}"
+            " malformed",
+            err=True,
+        )

@@ -103,6 +103,8 @@ class PdnsConfig:
     flush_interval: float = 10.0  # seconds between batched writes
     queue_size: int = 100_000  # answers waiting to be parsed (beyond: dropped, counted)
     dnstap: str = ""  # "unix:/run/mamori/dnstap.sock" or "tcp:127.0.0.1:6000": a collector
+    capture: str = ""  # a network interface to capture DNS from (root / CAP_NET_RAW)
+    capture_port: int = 53  # the DNS port to capture (to or from)
 
 
 def _categories(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
@@ -158,6 +160,8 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("pdns", "flush_interval"): float_range(0.1, 3600),
     ("pdns", "queue_size"): int_range(1, 10_000_000),
     ("pdns", "dnstap"): _dnstap,
+    ("pdns", "capture"): _text,
+    ("pdns", "capture_port"): int_range(1, 65535),
     ("dnsbl", "zone"): zone_name,
     ("dnsbl", "listen"): endpoints,
     ("dnsbl", "feeds"): feed_names,

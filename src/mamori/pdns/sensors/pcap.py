@@ -223,7 +223,8 @@ def transport(version: int, pkt: bytes) -> tuple[int, str, str, bytes] | None:
 class Reader:
     """DNS messages of a capture, with counters."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = DNS_PORT) -> None:
+        self.port = port
         self.counters = Counters()
         self._streams: dict[tuple[str, int, str, int], _Stream] = {}
         self._queries: dict[tuple[str, int, str, int, bytes], float] = {}
@@ -235,11 +236,12 @@ class Reader:
             for ts, linktype, frame in frames(f, progress):
                 self.counters.packets += 1
                 try:
-                    yield from self._frame(ts, linktype, frame)
+                    yield from self.frame(ts, linktype, frame)
                 except (struct.error, IndexError, ValueError):
                     self.counters.malformed += 1
 
-    def _frame(self, ts: float, linktype: int, frame: bytes) -> Iterator[Message]:
+    def frame(self, ts: float, linktype: int, frame: bytes) -> Iterator[Message]:
+        """The DNS responses in one captured frame (TCP: when a message completes)."""
         net = network(linktype, frame)
         seg = transport(*net) if net is not None else None
         if seg is None:
@@ -248,13 +250,13 @@ class Reader:
         proto, src, dst, body = seg
         if proto == 17 and len(body) >= 8:
             sport, dport = struct.unpack("!HH", body[:4])
-            if DNS_PORT not in (sport, dport):
+            if self.port not in (sport, dport):
                 self.counters.skipped += 1
                 return
             yield from self._dns(ts, src, sport, dst, dport, body[8:])
         elif proto == 6 and len(body) >= 20:
             sport, dport, seq = struct.unpack("!HHI", body[:8])
-            if DNS_PORT not in (sport, dport):
+            if self.port not in (sport, dport):
                 self.counters.skipped += 1
                 return
             off = (body[12] >> 4) * 4
