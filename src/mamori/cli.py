@@ -111,7 +111,9 @@ def _pdns_tap(cfg: config_mod.Config) -> tuple[AnswerTap | None, TapWriter | Non
     tap = AnswerTap(cfg.pdns.queue_size)
     store = PdnsSQLite(config_mod.pdns_path(cfg))
     sensor = cfg.pdns.sensor or f"resolver:{socket.gethostname()}"
-    writer = TapWriter(tap, store, sensor, cfg.pdns.flush_interval, cfg.pdns.nxdomain)
+    writer = TapWriter(
+        tap, store, sensor, cfg.pdns.flush_interval, cfg.pdns.nxdomain, cfg.pdns.retention_days
+    )
     writer.start()
     log.info("passive DNS: upstream answers recorded in %s (sensor %s)", store.path, sensor)
     return tap, writer

@@ -61,7 +61,12 @@ def pdns_ingest(
 
 
 @pdns.command("query")
-@config_option
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file (its passive DNS store).",
+)
 @click.option("-r", "rrset", help="NAME[/TYPE[/BAILIWICK]]; *.NAME below it, NAME.* to the right")
 @click.option("-n", "rdata_name", help="NAME[/TYPE]: records whose rdata is this name")
 @click.option("-i", "rdata_ip", help="IP, CIDR (a.b.c.d/24 or a.b.c.d,24) or LOW-HIGH")
@@ -76,8 +81,10 @@ def pdns_ingest(
 @click.option("-S", "descending", is_flag=True, help="Sort descending by -k")
 @click.option("-j", "as_json", is_flag=True, help="JSON lines (COF)")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV")
+@click.option("--server", default="", help="A remote mamori's API URL instead of the local store")
+@click.option("--key", default="", envvar="MAMORI_API_KEY", help="API key for --server")
 def pdns_query(
-    config_path: str,
+    config_path: str | None,
     rrset: str | None,
     rdata_name: str | None,
     rdata_ip: str | None,
@@ -92,8 +99,10 @@ def pdns_query(
     descending: bool,
     as_json: bool,
     as_csv: bool,
+    server: str,
+    key: str,
 ) -> None:
-    """Look up the local store, as dnsdbq looks up DNSDB (exit 1: nothing found)."""
+    """Look up the local store (or --server), as dnsdbq looks up DNSDB (exit 1: nothing found)."""
     from mamori.pdns import formats, query
     from mamori.pdns.model import type_code
     from mamori.store.pdns_sqlite import Fences
@@ -101,7 +110,8 @@ def pdns_query(
     given = [x for x in (rrset, rdata_name, rdata_ip) if x]
     if len(given) != 1:
         _fail(MamoriError("give exactly one of -r, -n, -i"))
-    cfg = _load_config(config_path)
+    if not server and not config_path:
+        _fail(MamoriError("give --config FILE (the local store) or --server URL --key KEY"))
     try:
         if rrset:
             ask = query.parse_rrset(rrset)
@@ -119,20 +129,24 @@ def pdns_query(
     fences = (
         Fences(first_after=a, last_before=b) if complete else Fences(last_after=a, first_before=b)
     )
-    store = _store(cfg, readonly=True)
-    try:
-        records = query.run(store, ask, fences, limit, offset)
-    finally:
-        store.close()
+    if server:
+        from mamori.pdns.remote import RemoteError, run
+
+        try:
+            records = run(server, key, ask, fences, limit, offset)
+        except RemoteError as e:
+            _fail(MamoriError(str(e)))
+    else:
+        assert config_path is not None
+        store = _store(_load_config(config_path), readonly=True)
+        try:
+            records = query.run(store, ask, fences, limit, offset)
+        finally:
+            store.close()
     if sort_key:
-        key = {
-            "first": lambda r: r.time_first,
-            "last": lambda r: r.time_last,
-            "count": lambda r: r.count,
-            "name": lambda r: r.rrname,
-            "data": lambda r: r.rdata,
-        }[sort_key]
-        records.sort(key=key, reverse=descending or not ascending)
+        field = {"first": "time_first", "last": "time_last", "count": "count",
+                 "name": "rrname", "data": "rdata"}[sort_key]  # fmt: skip
+        records.sort(key=lambda r: getattr(r, field), reverse=descending or not ascending)
     if as_json:
         for r in records:
             click.echo(json.dumps(formats.cof(r)))
@@ -296,3 +310,21 @@ def pdns_capture(config_path: str, interface: str) -> None:
             " malformed",
             err=True,
         )
+
+
+@pdns.command("compact")
+@config_option
+@click.option("--days", type=int, default=0, help="Days to keep (default: [pdns] retention_days)")
+def pdns_compact(config_path: str, days: int) -> None:
+    """Drop tuples not seen for DAYS days, then reclaim the space (VACUUM)."""
+    cfg = _load_config(config_path)
+    keep = days or cfg.pdns.retention_days
+    if keep <= 0:
+        _fail(MamoriError("nothing to do: give --days N or set [pdns] retention_days"))
+    store = _store(cfg)
+    try:
+        tuples, names = store.compact(int(time.time() - keep * 86400))
+        store.db.execute("VACUUM")
+    finally:
+        store.close()
+    click.echo(f"dropped {tuples} tuples and {names} names not seen for {keep} days")

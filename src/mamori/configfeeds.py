@@ -105,6 +105,7 @@ class PdnsConfig:
     dnstap: str = ""  # "unix:/run/mamori/dnstap.sock" or "tcp:127.0.0.1:6000": a collector
     capture: str = ""  # a network interface to capture DNS from (root / CAP_NET_RAW)
     capture_port: int = 53  # the DNS port to capture (to or from)
+    retention_days: int = 0  # drop tuples not seen for this long (0: keep them all)
 
 
 def _categories(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
@@ -162,6 +163,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("pdns", "dnstap"): _dnstap,
     ("pdns", "capture"): _text,
     ("pdns", "capture_port"): int_range(1, 65535),
+    ("pdns", "retention_days"): int_range(0, 36500),
     ("dnsbl", "zone"): zone_name,
     ("dnsbl", "listen"): endpoints,
     ("dnsbl", "feeds"): feed_names,

@@ -150,3 +150,27 @@ def test_quota_and_bad_patterns(api: tuple[str, str, str, Path]) -> None:
     with urllib.request.urlopen(f"{url}/openapi.json", timeout=3) as r:
         spec = json.loads(r.read())
     assert "/pdns/query/{q}" in spec["paths"]
+
+
+def test_cli_queries_a_remote_mamori(api: tuple[str, str, str, Path]) -> None:
+    url, key, _small, _conf = api
+    r = subprocess.run(
+        [sys.executable, "-m", "mamori", "pdns", "query", "--server", url, "--key", key,
+         "-i", "203.0.113.80", "-A", "1500", "-j"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    names = [json.loads(x)["rrname"] for x in r.stdout.splitlines()]
+    assert len(names) == 120 and "h000.shared-host.example." in names
+    text = subprocess.run(
+        [sys.executable, "-m", "mamori", "pdns", "query", "--server", url, "--key", key,
+         "-r", "google.com/MX"],
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    assert "google.com.  MX  10 aspmx.l.google.com." in text
+    bad = subprocess.run(
+        [sys.executable, "-m", "mamori", "pdns", "query", "--server", url, "--key", "x",
+         "-r", "google.com"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "HTTP 401" in bad.stderr

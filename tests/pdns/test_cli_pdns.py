@@ -94,3 +94,12 @@ def test_time_forms() -> None:
     assert parse_time("2026-11-28T09:00:00+09:00", now) == 1795824000
     with pytest.raises(ValueError, match="not a time"):
         parse_time("yesterday", now)
+
+
+def test_compact_drops_old_tuples_and_their_names(conf: Path) -> None:
+    out = _run("pdns", "compact", "--days", "10", "--config", str(conf))
+    assert out.strip() == "dropped 1 tuples and 1 names not seen for 10 days"  # example.org
+    assert "4 tuples, 4 names" in _run("pdns", "stats", "--config", str(conf))
+    assert "mizuho-bank-login.com" in _run("pdns", "search", "mizuho", "--config", str(conf))
+    r = CliRunner().invoke(cli, ["pdns", "search", "example.org", "--config", str(conf)])
+    assert r.exit_code == 1  # the keyword index forgot it too

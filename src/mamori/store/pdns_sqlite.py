@@ -252,6 +252,20 @@ class PdnsSQLite:
                     _UPSERT_SENSOR, [(s, n, last) for s, (n, last) in sensors.items()]
                 )
 
+    def compact(self, before: int) -> tuple[int, int]:
+        """Drop tuples (and NXDOMAIN rows) last seen before *before*; names no tuple
+        uses any more leave the keyword index, which is rebuilt. (tuples, names) removed."""
+        with self.lock, self.db:
+            tuples = self.db.execute("DELETE FROM rrset WHERE time_last < ?", (before,)).rowcount
+            self.db.execute("DELETE FROM nxdomain WHERE time_last < ?", (before,))
+            names = self.db.execute(
+                "DELETE FROM names WHERE NOT EXISTS"
+                " (SELECT 1 FROM rrset WHERE rrset.rrname = names.rrname)"
+            ).rowcount
+            if names:
+                self.db.execute("INSERT INTO names_fts (names_fts) VALUES ('rebuild')")
+        return int(tuples), int(names)
+
     # ------------------------------------------------------------- reading
     def rrset(
         self,

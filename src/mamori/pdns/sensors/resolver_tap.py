@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from mamori.pdns import model
 from mamori.pdns.aggregate import Aggregator
@@ -17,6 +18,7 @@ from mamori.resolver.events import AnswerTap, lower_thread_priority
 from mamori.store.pdns_sqlite import PdnsSQLite
 
 log = logging.getLogger(__name__)
+COMPACT_EVERY = 3600.0
 
 
 class TapWriter(threading.Thread):
@@ -27,6 +29,7 @@ class TapWriter(threading.Thread):
         sensor: str,
         flush_interval: float,
         keep_nxdomain: bool = True,
+        retention_days: int = 0,
     ) -> None:
         super().__init__(name="mamori-pdns-tap", daemon=True)
         self.tap = tap
@@ -37,13 +40,30 @@ class TapWriter(threading.Thread):
         self.observations = 0
         self.malformed = 0
         self.failed = 0
+        self.retention_days = retention_days
+        self._compacted = 0.0
         self._stop_flag = threading.Event()
 
     def run(self) -> None:
         lower_thread_priority()
         while not self._stop_flag.wait(self.flush_interval):
             self.collect()
+            self._maybe_compact()
         self.collect()
+
+    def _maybe_compact(self) -> None:
+        """Retention: once an hour, drop tuples older than ``retention_days``."""
+        now = time.time()
+        if not self.retention_days or now - self._compacted < COMPACT_EVERY:
+            return
+        self._compacted = now
+        try:
+            tuples, names = self.store.compact(int(now - self.retention_days * 86400))
+        except Exception as e:  # a locked store: next hour
+            log.error("passive DNS: compaction failed: %s", e)
+            return
+        if tuples:
+            log.info("passive DNS: retention dropped %d tuples, %d names", tuples, names)
 
     def stop(self) -> None:
         self._stop_flag.set()
