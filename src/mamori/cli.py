@@ -44,8 +44,9 @@ def serve(config_path: str) -> None:
     tap, tap_writer = _pdns_tap(cfg)
     children = _pdns_children(cfg)
     try:
-        web_server = _web_server(cfg, True) if cfg.web.enabled else None
-        service.run(cfg, store, answer_tap=tap, web=web_server)
+        runtime = service.Runtime()
+        web_server = _web_server(cfg, True, runtime) if cfg.web.enabled else None
+        service.run(cfg, store, answer_tap=tap, web=web_server, runtime=runtime)
     except MamoriError as e:
         _fail(e)
     finally:
@@ -60,11 +61,11 @@ def serve(config_path: str) -> None:
         store.close()
 
 
-def _web_server(cfg: config_mod.Config, embedded: bool = False) -> Any:
+def _web_server(cfg: config_mod.Config, embedded: bool = False, runtime: Any = None) -> Any:
     """The HTTP APIs on [web] listen (*embedded*: inside the DNS process's event loop)."""
     from mamori.web.server import make_server
 
-    return make_server(cfg, embedded)
+    return make_server(cfg, embedded, runtime)
 
 
 @cli.command()

@@ -118,6 +118,8 @@ class StoreConfig:
 class WebConfig:
     enabled: bool = False
     listen: Endpoint = Endpoint("127.0.0.1", 8053)  # noqa: RUF009 (frozen dataclass)
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may scrape /metrics
+    metrics_token: str = ""  # or a bearer token, from anywhere
 
 
 @dataclass(frozen=True)
@@ -467,6 +469,8 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
     ("store", "flush_interval"): float_range(0.01, 60),
     ("web", "enabled"): boolean,
     ("web", "listen"): endpoint,
+    ("web", "metrics_allow"): networks,
+    ("web", "metrics_token"): FEED_CONVERTERS[("feed", "user")],
     ("log", "level"): choice("debug", "info", "warning", "error"),
     ("rpz", "name"): zone_name,
     ("rpz", "file"): path,

@@ -149,6 +149,9 @@ class EventWriter(threading.Thread):
         self._last_prune = 0.0
         self._names: dict[bytes, tuple[str, int]] = {}
         self.zone_hits: dict[str, int] = {}  # policy hits per zone since start
+        # since start, for /metrics: answers by rcode (-1: none sent), rewrites by (zone, action)
+        self.rcodes: dict[int, int] = {}
+        self.actions: dict[tuple[str, str], int] = {}
 
     def run(self) -> None:
         lower_thread_priority()
@@ -166,7 +169,9 @@ class EventWriter(threading.Thread):
             memo = self._names
             rows = []
             counts: dict[tuple[str, str, str], list[float]] = {}
+            rcodes = self.rcodes
             for ts, client, key, rcode, answer, latency, upstream, cached, tcp, hit in batch:
+                rcodes[rcode] = rcodes.get(rcode, 0) + 1
                 qname, qtype = question_text(key, memo)
                 zone = rule = trigger = action = ""
                 if hit is not None:
@@ -215,8 +220,9 @@ class EventWriter(threading.Thread):
                         for (z, t, a), (n, first, last) in counts.items()
                     ]
                 )
-                for (z, _t, _a), (n, _f, _l) in counts.items():
+                for (z, _t, a), (n, _f, _l) in counts.items():
                     self.zone_hits[z] = self.zone_hits.get(z, 0) + int(n)
+                    self.actions[(z, a)] = self.actions.get((z, a), 0) + int(n)
         except Exception as e:  # disk full, locked...: lose this batch, keep serving
             self.failed += len(batch)
             log.error("query log: could not write %d events: %s", len(batch), e)

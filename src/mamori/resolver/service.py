@@ -64,6 +64,17 @@ HOUSEKEEPING_EVERY = 60.0
 GIL_SWITCH_INTERVAL = 0.0005
 
 
+class Runtime:
+    """The running service's parts, for observers in the same process (/metrics)."""
+
+    def __init__(self) -> None:
+        self.svc: DnsService | None = None
+        self.events: EventQueue | None = None
+        self.writer: EventWriter | None = None
+        self.subs: Subscriptions | None = None
+        self.answer_tap: AnswerTap | None = None
+
+
 class DnsService:
     """The listeners and the pipeline inside one event loop."""
 
@@ -191,6 +202,7 @@ def serve_loop(
     dnsbl_socks: list[list[socket.socket]] | None = None,
     answer_tap: AnswerTap | None = None,
     web: Any = None,
+    runtime: Runtime | None = None,
 ) -> None:
     """Run one DNS event loop until SIGTERM/SIGINT; SIGHUP reloads config and zones.
 
@@ -202,6 +214,8 @@ def serve_loop(
     async def main() -> None:
         svc = DnsService(cfg, events, socks, policy, primary_only)
         svc.pipeline.answer_tap = answer_tap
+        if runtime is not None:
+            runtime.svc = svc
         await svc.start()
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
@@ -255,6 +269,8 @@ def serve_loop(
         _wire_publisher(svc.pipeline, publisher)
         subs = Subscriptions(svc.pipeline, lambda: svc.cfg, publisher)
         subs.sync()  # transferred zones: start the secondaries
+        if runtime is not None:
+            runtime.subs = subs
         # Policy indexes and settings are long-lived: move them out of the cyclic
         # GC's way, so full collections do not walk millions of entries.
         gc.freeze()
@@ -281,6 +297,7 @@ def run(
     primary_only: bool = False,
     answer_tap: AnswerTap | None = None,
     web: Any = None,
+    runtime: Runtime | None = None,
 ) -> None:
     """Serve until stopped. Sockets are bound first: a taken port fails fast.
 
@@ -296,6 +313,8 @@ def run(
             deque_source(events), store, cfg.store.flush_interval, cfg.store.query_log_days
         )
         writer.start()
+        if runtime is not None:
+            runtime.events, runtime.writer, runtime.answer_tap = events, writer, answer_tap
         try:
             serve_loop(
                 cfg,
@@ -308,6 +327,7 @@ def run(
                 dnsbl_socks=dnsbl_socks,
                 answer_tap=answer_tap,
                 web=web,
+                runtime=runtime,
             )
         finally:
             writer.stop()

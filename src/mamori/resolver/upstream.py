@@ -14,6 +14,7 @@ queries, with a random 16-bit ID; a reply must match ID and question.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import secrets
 import struct
@@ -79,6 +80,10 @@ class _UdpChannel(asyncio.DatagramProtocol):
             self.transport.close()
 
 
+# seconds: upper bounds of the upstream latency histogram (/metrics)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
 class Upstream:
     """One upstream server with health state."""
 
@@ -92,6 +97,9 @@ class Upstream:
         self.queries = 0
         self.errors = 0
         self.tcp_fallbacks = 0
+        # answer latency histogram (cumulative counts per LATENCY_BUCKETS bound, then +Inf)
+        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
         self._channels: list[_UdpChannel] = []
         self._rr = 0
 
@@ -101,6 +109,8 @@ class Upstream:
 
     def record_success(self, rtt: float) -> None:
         self.srtt = rtt if self.srtt == 0.0 else 0.7 * self.srtt + 0.3 * rtt
+        self.latency[bisect.bisect_left(LATENCY_BUCKETS, rtt)] += 1
+        self.latency_sum += rtt
         if self.fails >= self.cfg.down_after:
             log.info("upstream %s is answering again", self.name)
         self.fails = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Generator
+from typing import Any
 
 import uvicorn
 
@@ -28,10 +29,10 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-def make_server(cfg: cfgmod.Config, embedded: bool = False) -> EmbeddedServer:
+def make_server(cfg: cfgmod.Config, embedded: bool = False, runtime: Any = None) -> EmbeddedServer:
     listen = cfg.web.listen
     config = uvicorn.Config(
-        create_app(cfg),
+        create_app(cfg, runtime),
         host=listen.host,
         port=listen.port,
         log_level=cfg.log.level if cfg.log.level != "debug" else "info",
