@@ -46,7 +46,12 @@ def serve(config_path: str) -> None:
     try:
         runtime = service.Runtime()
         web_server = _web_server(cfg, True, runtime) if cfg.web.enabled else None
-        service.run(cfg, store, answer_tap=tap, web=web_server, runtime=runtime)
+        alerts = _alerts(cfg, runtime)
+        try:
+            service.run(cfg, store, answer_tap=tap, web=web_server, runtime=runtime)
+        finally:
+            if alerts is not None:
+                alerts.stop()
     except MamoriError as e:
         _fail(e)
     finally:
@@ -80,6 +85,18 @@ def web(config_path: str) -> None:
     server = _web_server(cfg)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(server.serve())
+
+
+def _alerts(cfg: config_mod.Config, runtime: Any) -> Any:
+    """The alert rules' thread, fed by the query-log writer's policy hits."""
+    if not cfg.alerts:
+        return None
+    from mamori.alerts.engine import AlertEngine
+
+    engine = AlertEngine(cfg, runtime)
+    runtime.hit_listeners.append(engine.on_hits)
+    engine.start()
+    return engine
 
 
 def _pdns_children(cfg: config_mod.Config) -> list[Any]:

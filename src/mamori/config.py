@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mamori.configalerts import CONVERTERS as ALERT_CONVERTERS
+from mamori.configalerts import AlertConfig, SinkConfig, check_sink
 from mamori.configfeeds import CONVERTERS as FEED_CONVERTERS
 from mamori.configfeeds import (
     DatasetConfig,
@@ -184,6 +186,8 @@ class Config:
     rpz: tuple[RpzConfig, ...] = ()
     feeds: tuple[FeedConfig, ...] = ()
     datasets: tuple[DatasetConfig, ...] = ()
+    alerts: tuple[AlertConfig, ...] = ()
+    alert_sinks: tuple[SinkConfig, ...] = ()
     dnsbl: tuple[DnsblConfig, ...] = ()
 
 
@@ -237,6 +241,12 @@ def loads(
             continue
         if name == "dataset":
             sections["datasets"] = _build_datasets(ctx, value)
+            continue
+        if name == "alert":
+            sections["alerts"] = _build_alerts(ctx, value)
+            continue
+        if name == "alert_sink":
+            sections["alert_sinks"] = _build_sinks(ctx, value)
             continue
         if name not in _SECTIONS:
             raise ConfigError(str(path), ctx.line(name, None), name, "unknown section")
@@ -354,6 +364,33 @@ def _build_datasets(ctx: _Ctx, value: Any) -> tuple[DatasetConfig, ...]:
         if any(d.name == ds.name for d in out):
             raise ctx.error("dataset", "name", f"dataset {ds.name} is listed twice", i)
         out.append(ds)
+    return tuple(out)
+
+
+def _build_alerts(ctx: _Ctx, value: Any) -> tuple[AlertConfig, ...]:
+    out: list[AlertConfig] = []
+    for i, rule in enumerate(_tables(ctx, value, "alert", AlertConfig)):
+        if not rule.name:
+            raise ConfigError(ctx.path, ctx.line("alert", None, i), "alert.name", "missing name")
+        if any(r.name == rule.name for r in out):
+            raise ctx.error("alert", "name", f"alert {rule.name} is listed twice", i)
+        out.append(rule)
+    return tuple(out)
+
+
+def _build_sinks(ctx: _Ctx, value: Any) -> tuple[SinkConfig, ...]:
+    out: list[SinkConfig] = []
+    for i, sink in enumerate(_tables(ctx, value, "alert_sink", SinkConfig)):
+        where = ctx.line("alert_sink", None, i)
+        if not sink.name or not sink.type:
+            key = "alert_sink.name" if not sink.name else "alert_sink.type"
+            raise ConfigError(ctx.path, where, key, "missing (name and type are needed)")
+        missing = check_sink(sink)
+        if missing:
+            raise ConfigError(ctx.path, where, f"alert_sink.{missing}", f"a {sink.type} needs it")
+        if any(s.name == sink.name for s in out):
+            raise ctx.error("alert_sink", "name", f"sink {sink.name} is listed twice", i)
+        out.append(sink)
     return tuple(out)
 
 
@@ -491,6 +528,7 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
     ("publish", "notify"): notify_targets,
     ("publish", "history"): int_range(0, 1000),
     **FEED_CONVERTERS,
+    **ALERT_CONVERTERS,
     ("policy", "min_ns_dots"): int_range(0, 127),
     ("policy", "watch_interval"): float_range(0, 86_400),
 }
@@ -521,6 +559,11 @@ def _cross_checks(ctx: _Ctx, cfg: Config, resolver: bool = True) -> None:
         missing = [f for f in bl.feeds if f not in feed_names_known]
         if missing:
             raise ctx.error("dnsbl", "feeds", f"no [[feed]] named {', '.join(missing)}", i)
+    sink_names = {k.name for k in cfg.alert_sinks}
+    for i, rule in enumerate(cfg.alerts):
+        missing = [k for k in rule.sinks if k not in sink_names]
+        if missing:
+            raise ctx.error("alert", "sinks", f"no [[alert_sink]] named {', '.join(missing)}", i)
     known = {k.name for k in cfg.publish.keys}
     for i, z in enumerate(cfg.rpz):
         for k in z.publish_keys:

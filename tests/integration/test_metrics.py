@@ -61,6 +61,7 @@ def test_metrics_after_queries_and_blocks(tmp_path: Path, upstream: AuthServer) 
         with pytest.raises(urllib.error.HTTPError) as e:  # metrics_allow = []: token only
             urllib.request.urlopen(url, timeout=3)
         assert e.value.code == 403
+        e.value.close()
 
         def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             return _scrape(url, "s3cret")

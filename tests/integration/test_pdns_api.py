@@ -147,6 +147,7 @@ def test_quota_and_bad_patterns(api: tuple[str, str, str, Path]) -> None:
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(bad, timeout=3)
     assert e.value.code == 400 and b"bad regular expression" in e.value.read()
+    e.value.close()
     with urllib.request.urlopen(f"{url}/openapi.json", timeout=3) as r:
         spec = json.loads(r.read())
     assert "/pdns/query/{q}" in spec["paths"]

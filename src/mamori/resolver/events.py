@@ -152,6 +152,9 @@ class EventWriter(threading.Thread):
         # since start, for /metrics: answers by rcode (-1: none sent), rewrites by (zone, action)
         self.rcodes: dict[int, int] = {}
         self.actions: dict[tuple[str, str], int] = {}
+        # called after each batch with its policy hits: (time, client, qname, zone, trigger,
+        # action) each (the alert rules); must not block
+        self.hit_listeners: list[Callable[[list[tuple[float, str, str, str, str, str]]], None]] = []
 
     def run(self) -> None:
         lower_thread_priority()
@@ -170,12 +173,14 @@ class EventWriter(threading.Thread):
             rows = []
             counts: dict[tuple[str, str, str], list[float]] = {}
             rcodes = self.rcodes
+            hits: list[tuple[float, str, str, str, str, str]] = []
             for ts, client, key, rcode, answer, latency, upstream, cached, tcp, hit in batch:
                 rcodes[rcode] = rcodes.get(rcode, 0) + 1
                 qname, qtype = question_text(key, memo)
                 zone = rule = trigger = action = ""
                 if hit is not None:
                     zone, rule, trigger, action, log_line = hit
+                    hits.append((ts, client, qname, zone, trigger, action))
                     c = counts.get((zone, trigger, action))
                     if c is None:
                         counts[(zone, trigger, action)] = [1, ts, ts]
@@ -223,6 +228,8 @@ class EventWriter(threading.Thread):
                 for (z, _t, a), (n, _f, _l) in counts.items():
                     self.zone_hits[z] = self.zone_hits.get(z, 0) + int(n)
                     self.actions[(z, a)] = self.actions.get((z, a), 0) + int(n)
+            for listener in self.hit_listeners:
+                listener(hits)
         except Exception as e:  # disk full, locked...: lose this batch, keep serving
             self.failed += len(batch)
             log.error("query log: could not write %d events: %s", len(batch), e)

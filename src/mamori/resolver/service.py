@@ -73,6 +73,8 @@ class Runtime:
         self.writer: EventWriter | None = None
         self.subs: Subscriptions | None = None
         self.answer_tap: AnswerTap | None = None
+        # given to the query-log writer: called with each batch's policy hits
+        self.hit_listeners: list[Callable[[list[tuple[float, str, str, str, str, str]]], None]] = []
 
 
 class DnsService:
@@ -315,6 +317,7 @@ def run(
         writer.start()
         if runtime is not None:
             runtime.events, runtime.writer, runtime.answer_tap = events, writer, answer_tap
+            writer.hit_listeners.extend(runtime.hit_listeners)
         try:
             serve_loop(
                 cfg,

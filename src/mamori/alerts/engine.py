@@ -1,0 +1,213 @@
+"""Alert rules, evaluated in their own thread.
+
+Policy hits arrive from the query-log writer (``on_hits``, batched, never from
+the DNS loop); state rules (a feed not updated for ``max_age``, an upstream
+marked down, a zone transfer failing or expired) are checked every
+``CHECK_EVERY`` seconds. A rule fires once per subject (client, feed, upstream,
+zone) per ``throttle`` seconds; every alert and its delivery result is kept in
+``<store dir>/alerts.sqlite`` (the console's alert history).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from mamori import config as cfgmod
+from mamori.alerts.sinks import Alert, send
+from mamori.configalerts import AlertConfig
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY = 30.0
+# A policy hit as the writer hands it over: (time, client, qname, zone, trigger, action)
+Hit = tuple[float, str, str, str, str, str]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    time REAL NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL, subject TEXT NOT NULL,
+    message TEXT NOT NULL, delivered TEXT NOT NULL, failed TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time);
+"""
+
+
+def history_path(cfg: cfgmod.Config) -> Path:
+    return cfg.store.path.parent / "alerts.sqlite"
+
+
+class AlertEngine(threading.Thread):
+    def __init__(self, cfg: cfgmod.Config, runtime: Any = None) -> None:
+        super().__init__(name="mamori-alerts", daemon=True)
+        self.cfg = cfg
+        self.runtime = runtime
+        self.inbox: queue.Queue[list[Hit]] = queue.Queue(maxsize=1000)
+        self.dropped = 0
+        self.sent = 0
+        self.failed = 0
+        self._stop_flag = threading.Event()
+        self._last: dict[tuple[str, str], float] = {}  # (rule, subject) -> last alert
+        self._windows: dict[tuple[str, str], deque[float]] = {}
+        self._born = time.time()
+        self._categories = {cfgmod.feed_zone(f, cfg.store).name: f.category for f in cfg.feeds}
+
+    # ------------------------------------------------------------- feeding
+    def on_hits(self, hits: list[Hit]) -> None:
+        """From the writer thread: never blocks (a full inbox drops and counts)."""
+        if not hits:
+            return
+        try:
+            self.inbox.put_nowait(hits)
+        except queue.Full:
+            self.dropped += len(hits)
+
+    def stop(self) -> None:
+        self._stop_flag.set()
+        self.join(15)
+
+    # ------------------------------------------------------------- the loop
+    def run(self) -> None:
+        db = sqlite3.connect(history_path(self.cfg), timeout=10)
+        db.executescript(_SCHEMA)
+        self.db = db
+        next_check = time.monotonic() + CHECK_EVERY
+        try:
+            while not self._stop_flag.is_set():
+                try:
+                    hits = self.inbox.get(timeout=0.5)
+                except queue.Empty:
+                    hits = []
+                for hit in hits:
+                    self._hit(hit)
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + CHECK_EVERY
+                    self.check_state()
+            while not self.inbox.empty():  # what the writer handed over before the stop
+                for hit in self.inbox.get_nowait():
+                    self._hit(hit)
+        finally:
+            db.close()
+
+    def _hit(self, hit: Hit) -> None:
+        when, client, qname, zone, _trigger, action = hit
+        category = self._categories.get(zone, "")
+        for rule in self.cfg.alerts:
+            if rule.when != "hit":
+                continue
+            if rule.category and category not in rule.category:
+                continue
+            if rule.zone and zone not in rule.zone:
+                continue
+            if rule.action and action not in rule.action:
+                continue
+            if rule.count > 1:
+                win = self._windows.setdefault((rule.name, client), deque())
+                win.append(when)
+                while win and win[0] < when - rule.within:
+                    win.popleft()
+                if len(win) < rule.count:
+                    continue
+                win.clear()
+            what = f"{rule.count} hits in {rule.within:g}s" if rule.count > 1 else "a hit"
+            self.fire(
+                rule,
+                client,
+                f"client {client} asked for {qname.rstrip('.')} ({category or zone},"
+                f" {action}): {what} of rule {rule.name}",
+                {
+                    "client": client,
+                    "name": qname.rstrip("."),
+                    "zone": zone,
+                    "category": category,
+                    "action": action,
+                },
+                when,
+            )
+
+    def check_state(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        for rule in self.cfg.alerts:
+            if rule.when == "feed_stale":
+                self._feeds_stale(rule, now)
+            elif rule.when == "upstream_down":
+                self._upstreams_down(rule, now)
+            elif rule.when == "transfer_failed":
+                self._transfers_failed(rule, now)
+
+    def _feeds_stale(self, rule: AlertConfig, now: float) -> None:
+        from mamori.feeds.dataset import FeedDB, db_path
+
+        path = db_path(self.cfg.store.path)
+        last: dict[str, float | None] = {}
+        if path.exists():
+            with FeedDB(path) as fdb:
+                last = {f.name: fdb.last_good(f.name) for f in self.cfg.feeds}
+        for feed in self.cfg.feeds:
+            if not feed.enabled:
+                continue
+            good = last.get(feed.name)
+            since = good if good is not None else self._born
+            if now - since >= rule.max_age:
+                when = "never" if good is None else f"{(now - good) / 3600:.1f} h ago"
+                self.fire(rule, feed.name, f"feed {feed.name} is stale: last good update {when}",
+                          {"feed": feed.name}, now)  # fmt: skip
+
+    def _upstreams_down(self, rule: AlertConfig, now: float) -> None:
+        svc = getattr(self.runtime, "svc", None)
+        if svc is None:
+            return
+        for u in svc.pipeline.pool.upstreams:
+            if not u.is_up(now):
+                self.fire(rule, u.name, f"upstream {u.name} is down ({u.errors} errors)",
+                          {"upstream": u.name}, now)  # fmt: skip
+
+    def _transfers_failed(self, rule: AlertConfig, now: float) -> None:
+        subs = getattr(self.runtime, "subs", None)
+        if subs is None:
+            return
+        for name, sub in subs.subs.items():
+            st = sub.status
+            if st.expired or st.last_result.startswith("failed"):
+                state = "expired" if st.expired else st.last_result
+                self.fire(rule, name, f"zone transfer of {name}: {state}",
+                          {"zone": name}, now)  # fmt: skip
+
+    # ------------------------------------------------------------- sending
+    def fire(
+        self, rule: AlertConfig, subject: str, message: str, details: dict[str, str], when: float
+    ) -> bool:
+        """Send unless throttled; True when sent (to at least one sink)."""
+        key = (rule.name, subject)
+        last = self._last.get(key)
+        if last is not None and when - last < rule.throttle:
+            return False
+        self._last[key] = when
+        alert = Alert(rule.name, rule.severity, subject, message, when, details)
+        ok, bad = [], []
+        for sink in self.cfg.alert_sinks:
+            if rule.sinks and sink.name not in rule.sinks:
+                continue
+            try:
+                send(sink, alert)
+                ok.append(sink.name)
+            except Exception as e:  # a sink down costs that delivery, not the others
+                bad.append(f"{sink.name}: {e}")
+                log.error("alert %s: sink %s failed: %s", rule.name, sink.name, e)
+        self.sent += 1
+        self.failed += len(bad)
+        log.warning("alert %s (%s): %s", rule.name, rule.severity, message)
+        db = getattr(self, "db", None)
+        if db is not None:
+            with db:
+                db.execute(
+                    "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (when, rule.name, rule.severity, subject, message, ",".join(ok),
+                     "; ".join(bad)),
+                )  # fmt: skip
+        return bool(ok)
