@@ -10,7 +10,7 @@ import click
 from mamori import __version__
 from mamori import config as config_mod
 from mamori.clifeeds import feeds
-from mamori.clikeys import keys
+from mamori.clikeys import keys, reports
 from mamori.clipdns import pdns
 from mamori.cliutil import _fail, _load_config, _setup_logging, config_option
 from mamori.errors import MamoriError
@@ -45,10 +45,14 @@ def serve(config_path: str) -> None:
     children = _pdns_children(cfg)
     try:
         runtime = service.Runtime()
-        web_server = _web_server(cfg, True, runtime) if cfg.web.enabled else None
+        web = [_web_server(cfg, True, runtime)] if cfg.web.enabled else []
+        if cfg.blockpage.enabled:
+            from mamori.web.server import blockpage_servers
+
+            web += blockpage_servers(cfg, runtime)
         alerts = _alerts(cfg, runtime)
         try:
-            service.run(cfg, store, answer_tap=tap, web=web_server, runtime=runtime)
+            service.run(cfg, store, answer_tap=tap, web=web, runtime=runtime)
         finally:
             if alerts is not None:
                 alerts.stop()
@@ -276,6 +280,7 @@ def zones_hits(config_path: str) -> None:
 cli.add_command(feeds)
 cli.add_command(pdns)
 cli.add_command(keys)
+cli.add_command(reports)
 
 
 def main() -> None:

@@ -70,3 +70,59 @@ def keys_remove(config_path: str, name: str) -> None:
             sys.exit(1)
     finally:
         store.close()
+
+
+@click.group()
+def reports() -> None:
+    """False-positive reports sent from the block page."""
+
+
+@reports.command("list")
+@config_option
+@click.option("--all", "show_all", is_flag=True, help="Closed ones too")
+def reports_list(config_path: str, show_all: bool) -> None:
+    """Open reports, newest first: id, time, client, name, rule, comment."""
+    import sqlite3
+
+    from mamori.web.blockpage import reports_path
+
+    path = reports_path(_load_config(config_path))
+    if not path.exists():
+        click.echo("no reports")
+        return
+    db = sqlite3.connect(path)
+    try:
+        where = "" if show_all else " WHERE status = 'open'"
+        rows = db.execute(
+            "SELECT id, time, client, name, rule, comment, status FROM reports"
+            f"{where} ORDER BY time DESC"
+        ).fetchall()
+    finally:
+        db.close()
+    for rid, when, client, name, rule, comment, status in rows:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(when))
+        click.echo(f"#{rid} {stamp} [{status}] {client} {name} (rule {rule or '-'}): {comment}")
+    if not rows:
+        click.echo("no reports")
+
+
+@reports.command("close")
+@config_option
+@click.argument("report_id", type=int)
+def reports_close(config_path: str, report_id: int) -> None:
+    """Mark report REPORT_ID as reviewed."""
+    import sqlite3
+
+    from mamori.web.blockpage import reports_path
+
+    db = sqlite3.connect(reports_path(_load_config(config_path)))
+    try:
+        with db:
+            n = db.execute(
+                "UPDATE reports SET status = 'closed' WHERE id = ?", (report_id,)
+            ).rowcount
+    finally:
+        db.close()
+    if not n:
+        click.echo(f"no report #{report_id}", err=True)
+        sys.exit(1)

@@ -35,6 +35,7 @@ from mamori.configvalues import (
     endpoints,
     float_range,
     int_range,
+    ip_address,
     key_names,
     networks,
     notify_targets,
@@ -162,6 +163,15 @@ class RpzConfig:
 
 
 @dataclass(frozen=True)
+class BlockpageConfig:
+    """``[blockpage]``: the warning page for names answered with the block address."""
+
+    enabled: bool = False
+    address: str = ""  # the address policy answers point to (walled garden / Local-Data A)
+    listen: tuple[Endpoint, ...] = ()  # default: address:80
+
+
+@dataclass(frozen=True)
 class PublishConfig:
     """``[publish]``: serving policy zones (``[[rpz]] publish = true``) to secondaries."""
 
@@ -183,6 +193,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     pdns: PdnsConfig = field(default_factory=PdnsConfig)
+    blockpage: BlockpageConfig = field(default_factory=BlockpageConfig)
     rpz: tuple[RpzConfig, ...] = ()
     feeds: tuple[FeedConfig, ...] = ()
     datasets: tuple[DatasetConfig, ...] = ()
@@ -201,6 +212,7 @@ _SECTIONS: dict[str, type] = {
     "policy": PolicyConfig,
     "publish": PublishConfig,
     "pdns": PdnsConfig,
+    "blockpage": BlockpageConfig,
 }
 
 
@@ -507,6 +519,9 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
     ("web", "enabled"): boolean,
     ("web", "listen"): endpoint,
     ("web", "metrics_allow"): networks,
+    ("blockpage", "enabled"): boolean,
+    ("blockpage", "address"): ip_address,
+    ("blockpage", "listen"): endpoints,
     ("web", "metrics_token"): FEED_CONVERTERS[("feed", "user")],
     ("log", "level"): choice("debug", "info", "warning", "error"),
     ("rpz", "name"): zone_name,
@@ -559,6 +574,8 @@ def _cross_checks(ctx: _Ctx, cfg: Config, resolver: bool = True) -> None:
         missing = [f for f in bl.feeds if f not in feed_names_known]
         if missing:
             raise ctx.error("dnsbl", "feeds", f"no [[feed]] named {', '.join(missing)}", i)
+    if cfg.blockpage.enabled and not (cfg.blockpage.address or cfg.blockpage.listen):
+        raise ctx.error("blockpage", "address", "give the block address (or listen = [...])")
     sink_names = {k.name for k in cfg.alert_sinks}
     for i, rule in enumerate(cfg.alerts):
         missing = [k for k in rule.sinks if k not in sink_names]

@@ -284,3 +284,10 @@ def feed_names(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or not raw:
         raise InvalidValueError("must be a list of [[feed]] names")
     return tuple(feed_name(x, ctx, rc) for x in raw)
+
+
+def ip_address(raw: Any, _ctx: Any, _rc: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw if isinstance(raw, str) else ""))
+    except ValueError:
+        raise InvalidValueError(f"must be an IP address; got {raw!r}") from None

@@ -203,7 +203,7 @@ def serve_loop(
     update_feeds: bool = True,
     dnsbl_socks: list[list[socket.socket]] | None = None,
     answer_tap: AnswerTap | None = None,
-    web: Any = None,
+    web: list[Any] | None = None,
     runtime: Runtime | None = None,
 ) -> None:
     """Run one DNS event loop until SIGTERM/SIGINT; SIGHUP reloads config and zones.
@@ -264,7 +264,7 @@ def serve_loop(
         dnsbl_servers = await dnsbl_start(cfg, dnsbl_socks) if dnsbl_socks else []
         watcher = loop.create_task(watch_zone_files(lambda: svc.cfg, reload_zones))
         feeds = loop.create_task(run_feeds(lambda: svc.cfg)) if update_feeds else None
-        web_task = loop.create_task(web.serve()) if web is not None else None
+        web_tasks = [loop.create_task(w.serve()) for w in web or []]
         publisher = Publisher(svc.cfg, svc.cfg.store.path.parent / "zones")
         svc.pipeline.policy_listeners.append(publisher.on_policy)
         publisher.on_policy(None, svc.pipeline.policy)
@@ -284,9 +284,10 @@ def serve_loop(
             server.close()
         if feeds is not None:
             feeds.cancel()
-        if web is not None and web_task is not None:
-            web.should_exit = True
-            await asyncio.wait([web_task], timeout=5)
+        for w in web or []:
+            w.should_exit = True
+        if web_tasks:
+            await asyncio.wait(web_tasks, timeout=5)
         subs.stop()
         await svc.stop()
 
@@ -298,12 +299,13 @@ def run(
     store: QueryLogStore,
     primary_only: bool = False,
     answer_tap: AnswerTap | None = None,
-    web: Any = None,
+    web: list[Any] | None = None,
     runtime: Runtime | None = None,
 ) -> None:
     """Serve until stopped. Sockets are bound first: a taken port fails fast.
 
     *primary_only* (``mamori zones serve``): one process serving zone transfers only.
+    *web*: HTTP servers (uvicorn) run in the DNS loop.
     """
     policy = load_policy(cfg.rpz, None, strict=True)
     workers = 1 if primary_only else cfg.server.workers

@@ -10,6 +10,7 @@ from typing import Any
 import uvicorn
 
 from mamori import config as cfgmod
+from mamori.configvalues import Endpoint
 from mamori.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,23 @@ class EmbeddedServer(uvicorn.Server):
 
 
 def make_server(cfg: cfgmod.Config, embedded: bool = False, runtime: Any = None) -> EmbeddedServer:
-    listen = cfg.web.listen
+    """The APIs (and /metrics) on [web] listen."""
+    return _server(create_app(cfg, runtime), cfg.web.listen, cfg, embedded)
+
+
+def blockpage_servers(cfg: cfgmod.Config, runtime: Any = None) -> list[EmbeddedServer]:
+    """One server per [blockpage] listen address (default: the block address, port 80)."""
+    from mamori.web.blockpage import BlockPage
+
+    app = BlockPage(cfg, runtime).app()
+    bp = cfg.blockpage
+    listen = bp.listen or (Endpoint(bp.address, 80),)
+    return [_server(app, ep, cfg, True) for ep in listen]
+
+
+def _server(app: Any, listen: Endpoint, cfg: cfgmod.Config, embedded: bool) -> EmbeddedServer:
     config = uvicorn.Config(
-        create_app(cfg, runtime),
+        app,
         host=listen.host,
         port=listen.port,
         log_level=cfg.log.level if cfg.log.level != "debug" else "info",

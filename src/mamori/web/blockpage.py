@@ -1,0 +1,224 @@
+"""The block page: what a user sees when a name was answered with the block address.
+
+Served on ``[blockpage] listen`` (the address your policy answers with, port
+80). The ``Host`` header says which name was asked; the running policy says
+which rule blocked it, the feeds' provenance since when and why. English or
+Japanese by ``Accept-Language``. "Report a false positive" creates a review
+item (``reports.sqlite``; `mamori reports list`), at most ``REPORTS_PER_HOUR``
+per client address. Plain HTTP only: over HTTPS the browser expects the real
+site's certificate (see docs/howto/see-what-was-blocked.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from mamori import config as cfgmod
+from mamori.dnsutil import wire
+
+REPORTS_PER_HOUR = 5
+TEXT = {
+    "en": {
+        "title": "This site is blocked",
+        "intro": "Your network's DNS firewall stopped the connection to",
+        "why": "Why",
+        "source": "Listed by",
+        "since": "Listed since",
+        "reason": "Reason given",
+        "todo_title": "What you can do",
+        "todo": "Do not enter passwords or payment details on this site. If you reached it "
+        "from an e-mail or a message, it may be a scam: tell your IT team. If you think this "
+        "is a mistake, report it below; an administrator will review it.",
+        "report_label": "Why do you think this is a mistake? (optional)",
+        "report_button": "Report a false positive",
+        "report_note": "Your report is sent to the administrators of this network.",
+        "thanks": "Thank you: your report was sent to the administrators.",
+        "categories": {
+            "phishing": "phishing (a site that imitates another to steal credentials)",
+            "botnet-cc": "botnet command and control (infected devices get their orders here)",
+            "malware": "malware distribution",
+            "cryptominer": "cryptocurrency mining in the browser",
+            "spam": "spam source",
+            "adware": "adware",
+            "custom": "a local policy of this network",
+        },
+    },
+    "ja": {
+        "title": "このサイトはブロックされました",
+        "intro": "このネットワークの DNS ファイアウォールが次のサイトへの接続を止めました:",
+        "why": "理由",
+        "source": "登録元",
+        "since": "登録日",
+        "reason": "登録理由",
+        "todo_title": "次にすること",
+        "todo": "このサイトでパスワードや支払い情報を入力しないでください。メールやメッセージの"
+        "リンクから来た場合は詐欺の可能性があります。情報システム担当者に知らせてください。"
+        "誤ってブロックされたと思う場合は、下のフォームで報告してください。管理者が確認します。",
+        "report_label": "誤りだと思う理由(任意)",
+        "report_button": "誤検知を報告する",
+        "report_note": "報告はこのネットワークの管理者に送られます。",
+        "thanks": "ありがとうございます。報告を管理者に送りました。",
+        "categories": {
+            "phishing": "フィッシング(他のサイトを装って認証情報を盗むサイト)",
+            "botnet-cc": "ボットネットの指令サーバー(感染した機器が命令を受け取る場所)",
+            "malware": "マルウェアの配布",
+            "cryptominer": "ブラウザーでの暗号通貨マイニング",
+            "spam": "スパムの送信元",
+            "adware": "アドウェア",
+            "custom": "このネットワークのポリシー",
+        },
+    },
+}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reports (
+    id INTEGER PRIMARY KEY, time REAL NOT NULL, client TEXT NOT NULL, name TEXT NOT NULL,
+    zone TEXT NOT NULL, rule TEXT NOT NULL, comment TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open'
+);
+"""
+
+
+def reports_path(cfg: cfgmod.Config) -> Path:
+    return cfg.store.path.parent / "reports.sqlite"
+
+
+def language(accept: str | None) -> str:
+    """``ja`` when Japanese comes before English in Accept-Language, else ``en``."""
+    best, best_q = "en", -1.0
+    for part in (accept or "").split(","):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        lang = tag.strip().lower().split("-")[0]
+        if lang in TEXT and q > best_q:
+            best, best_q = lang, q
+    return best
+
+
+class BlockPage:
+    def __init__(self, cfg: cfgmod.Config, runtime: Any = None) -> None:
+        self.cfg = cfg
+        self.runtime = runtime
+        self.env = Environment(
+            loader=PackageLoader("mamori.web", "templates"), autoescape=select_autoescape()
+        )
+        self.secret = secrets.token_bytes(32)
+        self.lock = threading.Lock()
+        self.db = sqlite3.connect(reports_path(cfg), timeout=10, check_same_thread=False)
+        self.db.executescript(_SCHEMA)
+        self.categories = {cfgmod.feed_zone(f, cfg.store).name: f for f in cfg.feeds}
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/report", self.report, methods=["POST"]),
+                Route("/{path:path}", self.page, methods=["GET", "HEAD"]),
+            ]
+        )
+
+    # ---------------------------------------------------------------- lookup
+    def explain(self, name: str) -> dict[str, str]:
+        """Which rule blocks *name* now: zone, rule, category, feed, since, reason."""
+        out = {"zone": "", "rule": "", "category": "custom", "feed": "", "since": "", "reason": ""}
+        svc = getattr(self.runtime, "svc", None)
+        policy = svc.pipeline.policy if svc is not None else None
+        if policy is None:
+            return out
+        try:
+            qname = wire.text_to_name(name).lower()
+        except ValueError:
+            return out
+        match, _ = policy.check_query(None, qname)
+        if match is None:
+            return out
+        out["zone"], out["rule"] = match.rule.zone, match.rule.rule_name
+        feed = self.categories.get(match.rule.zone)
+        if feed is not None:
+            out["category"], out["feed"] = feed.category, feed.name
+            out.update(self._provenance(feed.name, name))
+        return out
+
+    def _provenance(self, feed: str, name: str) -> dict[str, str]:
+        from mamori.feeds.dataset import FeedDB, db_path
+
+        path = db_path(self.cfg.store.path)
+        if not path.exists():
+            return {}
+        labels = name.rstrip(".").split(".")
+        with FeedDB(path) as db:
+            for i in range(len(labels) - 1):  # the name itself, then the *. entries above it
+                for p in db.provenance(".".join(labels[i:])):
+                    if p.feed == feed and p.listed and (i == 0 or p.kind == "wildcard"):
+                        since = time.strftime("%Y-%m-%d", time.gmtime(p.first_listed))
+                        return {"since": since, "reason": p.reason}
+        return {}
+
+    # ---------------------------------------------------------------- pages
+    def _csrf(self, name: str, client: str) -> str:
+        return hmac.new(self.secret, f"{name}|{client}".encode(), hashlib.sha256).hexdigest()
+
+    async def page(self, request: Request) -> Response:
+        host = (request.headers.get("host") or "").split(":")[0].strip().lower().rstrip(".")
+        if not host:
+            return PlainTextResponse("blocked by the DNS firewall\n", 403)
+        lang = language(request.headers.get("accept-language"))
+        t = TEXT[lang]
+        why = self.explain(host)
+        client = request.client.host if request.client else ""
+        html = self.env.get_template("blocked.html").render(
+            lang=lang,
+            t=t,
+            name=host,
+            category_text=t["categories"].get(why["category"], why["category"]),  # type: ignore[attr-defined]
+            source=why["feed"] or why["zone"].rstrip(".") or "-",
+            since=why["since"],
+            reason=why["reason"],
+            csrf=self._csrf(host, client),
+            reported=request.query_params.get("reported") == "1",
+        )
+        # 403: not the site's content; no caching of someone else's name
+        return HTMLResponse(html, 403, headers={"Cache-Control": "no-store"})
+
+    async def report(self, request: Request) -> Response:
+        form = await request.form()
+        name = str(form.get("name", ""))[:253].lower()
+        comment = str(form.get("comment", ""))[:2000]
+        client = request.client.host if request.client else ""
+        if not hmac.compare_digest(str(form.get("csrf", "")), self._csrf(name, client)):
+            return PlainTextResponse("bad form token\n", 400)
+        now = time.time()
+        with self.lock:
+            (recent,) = self.db.execute(
+                "SELECT count(*) FROM reports WHERE client = ? AND time > ?", (client, now - 3600)
+            ).fetchone()
+            if recent >= REPORTS_PER_HOUR:
+                return PlainTextResponse(
+                    "too many reports from this address; try again later\n", 429,
+                    headers={"Retry-After": "3600"},
+                )  # fmt: skip
+            why = self.explain(name)
+            with self.db:
+                self.db.execute(
+                    "INSERT INTO reports (time, client, name, zone, rule, comment)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (now, client, name, why["zone"], why["rule"], comment),
+                )
+        return RedirectResponse("/?reported=1", 303)
