@@ -12,11 +12,14 @@ declare -A need=(
   [ip]=iproute2
   [named]=bind9
   [rbldnsd]=rbldnsd
+  [chromium]=chromium
 )
 missing=()
 for bin in "${!need[@]}"; do
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing+=("${need[$bin]}")
 done
+# Files, not programs: a Japanese font for the block page's screenshots.
+[ -e /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || missing+=(fonts-ipafont-gothic)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Debian packages: ${missing[*]}"

@@ -10,7 +10,7 @@ import click
 from mamori import __version__
 from mamori import config as config_mod
 from mamori.clifeeds import feeds
-from mamori.clikeys import keys, reports
+from mamori.clikeys import keys, reports, users
 from mamori.clipdns import pdns
 from mamori.cliutil import _fail, _load_config, _setup_logging, config_option
 from mamori.errors import MamoriError
@@ -281,6 +281,7 @@ cli.add_command(feeds)
 cli.add_command(pdns)
 cli.add_command(keys)
 cli.add_command(reports)
+cli.add_command(users)
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ def keys_list(config_path: str) -> None:
 
     store = KeyStore(keys_path(_load_config(config_path)))
     try:
-        for k in store.list():
+        for k in store.all_keys():
             quota = f"{k.used_today}/{k.quota} today" if k.quota else f"{k.used_today} today"
             created = time.strftime("%Y-%m-%d", time.gmtime(k.created))
             click.echo(f"{k.name}: {k.rate:g}/s (burst {k.burst:g}), {quota}, created {created}")
@@ -126,3 +126,48 @@ def reports_close(config_path: str, report_id: int) -> None:
     if not n:
         click.echo(f"no report #{report_id}", err=True)
         sys.exit(1)
+
+
+@click.group()
+def users() -> None:
+    """Console users (passwords hashed with scrypt)."""
+
+
+@users.command("add")
+@config_option
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input")
+def users_add(config_path: str, name: str, password_stdin: bool) -> None:
+    """Create (or reset) console user NAME."""
+    from mamori.web.app import keys_path
+    from mamori.web.keys import KeyStore
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    store = KeyStore(keys_path(_load_config(config_path)))
+    try:
+        store.add_user(name, password)
+    except ValueError as e:
+        _fail(MamoriError(str(e)))
+    finally:
+        store.close()
+    click.echo(f"user {name} can log in")
+
+
+@users.command("remove")
+@config_option
+@click.argument("name")
+def users_remove(config_path: str, name: str) -> None:
+    """Remove console user NAME."""
+    from mamori.web.app import keys_path
+    from mamori.web.keys import KeyStore
+
+    store = KeyStore(keys_path(_load_config(config_path)))
+    try:
+        if not store.remove_user(name):
+            click.echo(f"no user {name}", err=True)
+            sys.exit(1)
+    finally:
+        store.close()

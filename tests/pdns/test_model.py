@@ -68,4 +68,4 @@ def test_key_rate_limit_and_quota(tmp_path: Path) -> None:
             raise AssertionError("refused")
         except Refused as e:
             assert e.status == 401
-    assert [k.name for k in keys.list()] == ["a"] and keys.remove("a")
+    assert [k.name for k in keys.all_keys()] == ["a"] and keys.remove("a")

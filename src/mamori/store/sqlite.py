@@ -10,7 +10,7 @@ from pathlib import Path
 from mamori.errors import StoreError
 from mamori.store.base import HitCount, QueryRowTuple
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS = {
     1: """
@@ -45,6 +45,10 @@ _MIGRATIONS = {
         last_hit    REAL    NOT NULL,
         PRIMARY KEY (zone, trigger, action)
     ) WITHOUT ROWID;
+    """,
+    4: """
+    CREATE INDEX query_log_client ON query_log (client, ts);
+    CREATE INDEX query_log_zone ON query_log (policy_zone, ts) WHERE policy_zone != '';
     """,
 }
 

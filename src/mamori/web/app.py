@@ -10,11 +10,13 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from mamori import config as cfgmod
 from mamori.store.pdns_sqlite import PdnsSQLite
 from mamori.web import metrics
+from mamori.web.console import Console, static_dir
 from mamori.web.keys import KeyStore
 from mamori.web.openapi import SPEC
 from mamori.web.pdns_api import PdnsApi
@@ -41,8 +43,16 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
         body = await run_in_threadpool(generate_latest, reg)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    console = Console(cfg, keys, store, runtime)
     app = Starlette(
-        routes=[Route("/openapi.json", openapi), Route("/metrics", scrape), *api.routes()]
+        routes=[
+            Route("/openapi.json", openapi),
+            Route("/metrics", scrape),
+            Mount("/static", StaticFiles(directory=static_dir()), name="static"),
+            *api.routes(),
+            *console.routes(),
+        ],
+        middleware=console.middleware(),
     )
     app.state.pdns = store
     app.state.keys = keys

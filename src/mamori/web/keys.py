@@ -9,6 +9,7 @@ SHA-256 is kept. Each key has a token bucket (``rate`` requests per second,
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import sqlite3
 import threading
@@ -17,6 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,  -- scrypt$N$r$p$salt-hex$key-hex
+    created INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS api_keys (
     name TEXT PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,
@@ -47,6 +53,30 @@ class Refused(Exception):  # noqa: N818 - an answer, not a bug
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+
+
+def hash_password(password: str) -> str:
+    """scrypt (RFC 7914), a memory-hard KDF: ``scrypt$N$r$p$salt$key`` (hex)."""
+    salt = secrets.token_bytes(16)
+    key = hashlib.scrypt(
+        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=64 << 20, dklen=32
+    )
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${key.hex()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        _alg, n, r, p, salt, key = stored.split("$")
+        got = hashlib.scrypt(
+            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
+            maxmem=64 << 20, dklen=len(key) // 2,
+        )  # fmt: skip
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got.hex(), key)
 
 
 def _hash(key: str) -> str:
@@ -87,7 +117,7 @@ class KeyStore:
         with self.lock, self.db:
             return self.db.execute("DELETE FROM api_keys WHERE name = ?", (name,)).rowcount > 0
 
-    def list(self) -> list[KeyInfo]:
+    def all_keys(self) -> list[KeyInfo]:
         today = _today(time.time())
         return [
             KeyInfo(n, r, b, q, u if d == today else 0, c)
@@ -125,6 +155,30 @@ class KeyStore:
                     "UPDATE api_keys SET day = ?, used = ? WHERE name = ?", (today, used + 1, name)
                 )
             return str(name)
+
+    # ------------------------------------------------------------- console users
+    def add_user(self, name: str, password: str) -> None:
+        if len(password) < 10:
+            raise ValueError("the password needs at least 10 characters")
+        with self.lock, self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO users VALUES (?, ?, ?)",
+                (name, hash_password(password), int(time.time())),
+            )
+
+    def verify_user(self, name: str, password: str) -> bool:
+        row = self.db.execute("SELECT hash FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            hash_password(password)  # the same time whether the user exists or not
+            return False
+        return verify_password(password, row[0])
+
+    def users(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM users ORDER BY name")]
+
+    def remove_user(self, name: str) -> bool:
+        with self.lock, self.db:
+            return self.db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
 
     def rate_info(self, name: str, now: float | None = None) -> dict[str, object]:
         """DNSDB's /rate_limit answer for a key."""

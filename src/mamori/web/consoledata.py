@@ -1,0 +1,253 @@
+"""What the console pages show, read from the stores (read-only connections per request)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mamori import config as cfgmod
+
+INFECTED = ("botnet-cc", "malware")
+PAGE = 50
+QUERY_COLUMNS = ("id", "ts", "client", "qname", "qtype", "rcode", "answer", "cache_hit",
+                 "upstream", "policy_zone", "policy_rule", "policy_action")  # fmt: skip
+
+
+def _ro(path: Path) -> sqlite3.Connection | None:
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+    db.execute("PRAGMA query_only = 1")
+    return db
+
+
+@dataclass(frozen=True)
+class QueryFilter:
+    client: str = ""
+    name: str = ""  # substring
+    action: str = ""  # "blocked", "allowed", or a policy action
+    zone: str = ""
+    since: float | None = None
+    until: float | None = None
+
+    def sql(self) -> tuple[str, list[Any]]:
+        parts: list[str] = []
+        args: list[Any] = []
+        if self.client:
+            parts.append("client = ?")
+            args.append(self.client)
+        if self.name:
+            parts.append("qname LIKE ? ESCAPE '\\'")
+            text = self.name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            args.append(f"%{text}%")
+        if self.action == "blocked":
+            parts.append("policy_zone != ''")
+        elif self.action == "allowed":
+            parts.append("policy_zone = ''")
+        elif self.action:
+            parts.append("policy_action = ?")
+            args.append(self.action)
+        if self.zone:
+            parts.append("policy_zone = ?")
+            args.append(self.zone.rstrip(".") + ".")
+        if self.since is not None:
+            parts.append("ts >= ?")
+            args.append(self.since)
+        if self.until is not None:
+            parts.append("ts < ?")
+            args.append(self.until)
+        return (" AND ".join(parts) or "1"), args
+
+
+class ConsoleData:
+    def __init__(self, cfg: cfgmod.Config) -> None:
+        self.cfg = cfg
+        self.category = {cfgmod.feed_zone(f, cfg.store).name: f.category for f in cfg.feeds}
+
+    def _store(self) -> sqlite3.Connection | None:
+        return _ro(self.cfg.store.path)
+
+    # ------------------------------------------------------------- overview
+    def overview(self, hours: int = 24, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        since = now - hours * 3600
+        out: dict[str, Any] = {
+            "series": [], "by_category": {}, "top_names": [], "top_clients": [],
+            "infected": [], "queries": 0, "blocked": 0,
+        }  # fmt: skip
+        db = self._store()
+        if db is None:
+            return out
+        try:
+            start = int(since // 3600) * 3600
+            rows = dict(
+                (int(h), (n, b))
+                for h, n, b in db.execute(
+                    "SELECT cast(ts / 3600 AS INTEGER) * 3600, count(*), sum(policy_zone != '')"
+                    " FROM query_log WHERE ts >= ? GROUP BY 1",
+                    (start,),
+                )
+            )
+            out["series"] = [(h, *rows.get(h, (0, 0))) for h in range(start, int(now) + 1, 3600)]
+            out["queries"] = sum(n for _h, n, _b in out["series"])
+            out["blocked"] = sum(b for _h, _n, b in out["series"])
+            by_cat: dict[str, int] = {}
+            for zone, n in db.execute(
+                "SELECT policy_zone, count(*) FROM query_log WHERE policy_zone != ''"
+                " AND ts >= ? GROUP BY policy_zone",
+                (since,),
+            ):
+                cat = self.category.get(zone) or zone.rstrip(".")
+                by_cat[cat] = by_cat.get(cat, 0) + n
+            out["by_category"] = dict(sorted(by_cat.items(), key=lambda kv: -kv[1]))
+            out["top_names"] = db.execute(
+                "SELECT qname, policy_zone, count(*) FROM query_log WHERE policy_zone != ''"
+                " AND ts >= ? GROUP BY qname ORDER BY 3 DESC LIMIT 10",
+                (since,),
+            ).fetchall()
+            out["top_clients"] = db.execute(
+                "SELECT client, count(*) FROM query_log WHERE policy_zone != '' AND ts >= ?"
+                " GROUP BY client ORDER BY 2 DESC LIMIT 10",
+                (since,),
+            ).fetchall()
+            zones = [z for z, c in self.category.items() if c in INFECTED]
+            if zones:
+                marks = ",".join("?" * len(zones))
+                out["infected"] = db.execute(
+                    "SELECT client, count(*), max(ts), group_concat(DISTINCT qname) FROM query_log"
+                    f" WHERE policy_zone IN ({marks}) AND ts >= ? GROUP BY client"
+                    " ORDER BY 3 DESC LIMIT 50",
+                    (*zones, since),
+                ).fetchall()
+        finally:
+            db.close()
+        return out
+
+    # ------------------------------------------------------------- query log
+    def queries(
+        self, f: QueryFilter, before_id: int | None = None, limit: int = PAGE
+    ) -> list[tuple[Any, ...]]:
+        db = self._store()
+        if db is None:
+            return []
+        where, args = f.sql()
+        if before_id is not None:
+            where += " AND id < ?"
+            args.append(before_id)
+        try:
+            return db.execute(
+                f"SELECT {', '.join(QUERY_COLUMNS)} FROM query_log WHERE {where}"
+                " ORDER BY id DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        finally:
+            db.close()
+
+    def queries_csv(self, f: QueryFilter, limit: int = 100_000) -> Iterator[tuple[Any, ...]]:
+        db = self._store()
+        if db is None:
+            return
+        where, args = f.sql()
+        try:
+            yield from db.execute(
+                f"SELECT {', '.join(QUERY_COLUMNS)} FROM query_log WHERE {where}"
+                " ORDER BY id DESC LIMIT ?",
+                (*args, limit),
+            )
+        finally:
+            db.close()
+
+    # ------------------------------------------------------------- others
+    def policy_hits(self) -> dict[str, tuple[int, float]]:
+        db = self._store()
+        if db is None:
+            return {}
+        try:
+            out: dict[str, tuple[int, float]] = {}
+            for zone, hits, last in db.execute(
+                "SELECT zone, sum(hits), max(last_hit) FROM policy_hits GROUP BY zone"
+            ):
+                out[zone] = (int(hits), float(last))
+            return out
+        finally:
+            db.close()
+
+    def feeds(self) -> list[dict[str, Any]]:
+        from mamori.feeds.dataset import db_path
+
+        db = _ro(db_path(self.cfg.store.path))
+        out = []
+        for feed in self.cfg.feeds:
+            row: dict[str, Any] = {"name": feed.name, "category": feed.category,
+                                   "source": feed.url or str(feed.path), "enabled": feed.enabled,
+                                   "last_ok": None, "last": None, "summary": "never updated",
+                                   "ok": None, "entries": 0, "rejected": 0}  # fmt: skip
+            if db is not None:
+                last = db.execute(
+                    "SELECT at, ok, summary, rejected FROM updates WHERE feed = ?"
+                    " ORDER BY at DESC, rowid DESC LIMIT 1",
+                    (feed.name,),
+                ).fetchone()
+                if last:
+                    row["last"], row["ok"], row["summary"], row["rejected"] = last
+                (row["last_ok"],) = db.execute(
+                    "SELECT max(at) FROM updates WHERE feed = ? AND ok = 1", (feed.name,)
+                ).fetchone()
+                (row["entries"],) = db.execute(
+                    "SELECT count(*) FROM entries WHERE feed = ? AND listed = 1 AND rule = 0",
+                    (feed.name,),
+                ).fetchone()
+            out.append(row)
+        if db is not None:
+            db.close()
+        return out
+
+    def alerts(self, limit: int = 200) -> list[tuple[Any, ...]]:
+        from mamori.alerts.engine import history_path
+
+        db = _ro(history_path(self.cfg))
+        if db is None:
+            return []
+        try:
+            return db.execute(
+                "SELECT time, rule, severity, subject, message, delivered, failed FROM alerts"
+                " ORDER BY time DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        finally:
+            db.close()
+
+    def reports(self, limit: int = 200) -> list[tuple[Any, ...]]:
+        from mamori.web.blockpage import reports_path
+
+        db = _ro(reports_path(self.cfg))
+        if db is None:
+            return []
+        try:
+            return db.execute(
+                "SELECT id, time, client, name, zone, rule, comment, status FROM reports"
+                " ORDER BY status = 'closed', time DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        finally:
+            db.close()
+
+    def close_report(self, report_id: int) -> bool:
+        from mamori.web.blockpage import reports_path
+
+        path = reports_path(self.cfg)
+        if not path.exists():
+            return False
+        db = sqlite3.connect(path, timeout=5)
+        try:
+            with db:
+                n = db.execute(
+                    "UPDATE reports SET status = 'closed' WHERE id = ?", (report_id,)
+                ).rowcount
+            return n > 0
+        finally:
+            db.close()
