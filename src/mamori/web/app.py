@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +24,31 @@ from mamori.web.keys import KeyStore
 from mamori.web.openapi import SPEC
 from mamori.web.pdns_api import PdnsApi
 
+log = logging.getLogger(__name__)
+
 
 def keys_path(cfg: cfgmod.Config) -> Path:
     return cfg.store.path.parent / "keys.sqlite"
+
+
+def first_admin(cfg: cfgmod.Config, keys: KeyStore) -> None:
+    """No console user yet: make ``admin`` with a random password, say it once in the log
+    (and in ``<store dir>/initial-admin-password``, mode 0600), as Pi-hole does at install."""
+    if keys.users():
+        return
+    password = secrets.token_urlsafe(12)
+    keys.add_user("admin", password)
+    path = cfg.store.path.parent / "initial-admin-password"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    log.warning(
+        "console: no user yet; created user admin with password %s (also in %s);"
+        " change it with: mamori users add admin --config %s",
+        password,
+        path,
+        cfg.path,
+    )
 
 
 def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
@@ -44,6 +69,7 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     console = Console(cfg, keys, store, runtime)
+    first_admin(cfg, keys)
     app = Starlette(
         routes=[
             Route("/openapi.json", openapi),
