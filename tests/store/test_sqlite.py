@@ -101,3 +101,17 @@ def test_policy_hit_counters_add_up_across_batches(tmp_path: Path) -> None:
     assert store.policy_hits() == [("rpz.local.", "QNAME", "NXDOMAIN", 5, 1000.0, 1004.0)]
     assert w.zone_hits == {"rpz.local.": 5}
     store.close()
+
+
+def test_hourly_counts_follow_the_query_log(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "q.db")
+    row = (0.0, "192.0.2.1", "a.example.", 1, 0, "", 0, "", False, "udp", "", "", "", "")
+    blocked = (0.0, "192.0.2.1", "b.example.", 1, 3, "", 0, "", False, "udp",
+               "z.rpz.", "b.example.z.rpz", "QNAME", "NXDOMAIN")  # fmt: skip
+    store.write_queries([(7200.5, *row[1:]), (7300.0, *blocked[1:]), (10900.0, *row[1:])])
+    store.write_queries([(7201.0, *blocked[1:])])
+    counts = store.db.execute("SELECT * FROM query_counts ORDER BY hour").fetchall()
+    assert counts == [(7200, 3, 2), (10800, 1, 0)]
+    store.prune_queries(10800.0)
+    assert store.db.execute("SELECT * FROM query_counts").fetchall() == [(10800, 1, 0)]
+    store.close()

@@ -87,9 +87,7 @@ class ConsoleData:
             rows = dict(
                 (int(h), (n, b))
                 for h, n, b in db.execute(
-                    "SELECT cast(ts / 3600 AS INTEGER) * 3600, count(*), sum(policy_zone != '')"
-                    " FROM query_log WHERE ts >= ? GROUP BY 1",
-                    (start,),
+                    "SELECT hour, queries, blocked FROM query_counts WHERE hour >= ?", (start,)
                 )
             )
             out["series"] = [(h, *rows.get(h, (0, 0))) for h in range(start, int(now) + 1, 3600)]
@@ -97,7 +95,8 @@ class ConsoleData:
             out["blocked"] = sum(b for _h, _n, b in out["series"])
             by_cat: dict[str, int] = {}
             for zone, n in db.execute(
-                "SELECT policy_zone, count(*) FROM query_log WHERE policy_zone != ''"
+                "SELECT policy_zone, count(*) FROM query_log INDEXED BY query_log_zone"
+                " WHERE policy_zone != ''"
                 " AND ts >= ? GROUP BY policy_zone",
                 (since,),
             ):
@@ -105,12 +104,14 @@ class ConsoleData:
                 by_cat[cat] = by_cat.get(cat, 0) + n
             out["by_category"] = dict(sorted(by_cat.items(), key=lambda kv: -kv[1]))
             out["top_names"] = db.execute(
-                "SELECT qname, policy_zone, count(*) FROM query_log WHERE policy_zone != ''"
+                "SELECT qname, policy_zone, count(*) FROM query_log INDEXED BY query_log_zone"
+                " WHERE policy_zone != ''"
                 " AND ts >= ? GROUP BY qname ORDER BY 3 DESC LIMIT 10",
                 (since,),
             ).fetchall()
             out["top_clients"] = db.execute(
-                "SELECT client, count(*) FROM query_log WHERE policy_zone != '' AND ts >= ?"
+                "SELECT client, count(*) FROM query_log INDEXED BY query_log_zone"
+                " WHERE policy_zone != '' AND ts >= ?"
                 " GROUP BY client ORDER BY 2 DESC LIMIT 10",
                 (since,),
             ).fetchall()
@@ -119,7 +120,8 @@ class ConsoleData:
                 marks = ",".join("?" * len(zones))
                 out["infected"] = db.execute(
                     "SELECT client, count(*), max(ts), group_concat(DISTINCT qname) FROM query_log"
-                    f" WHERE policy_zone IN ({marks}) AND ts >= ? GROUP BY client"
+                    f" INDEXED BY query_log_zone WHERE policy_zone != '' AND policy_zone IN"
+                    f" ({marks}) AND ts >= ? GROUP BY client"
                     " ORDER BY 3 DESC LIMIT 50",
                     (*zones, since),
                 ).fetchall()
