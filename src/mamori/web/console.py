@@ -235,6 +235,10 @@ class Console:
                 source = "file"
                 if rpz is not None and rpz.primary:
                     source = "transfer from " + ", ".join(str(p) for p in rpz.primary)
+                    subs = getattr(self.runtime, "subs", None)
+                    sub = subs.subs.get(z.name) if subs is not None else None
+                    if sub is not None:
+                        source += f" ({sub.status.last_result})"
                 elif rpz is not None and rpz.feed:
                     source = f"feed {rpz.feed}"
                 n, last = hits.get(z.name, (0, 0.0))
