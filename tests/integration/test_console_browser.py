@@ -115,6 +115,11 @@ def test_console_and_block_page(site: tuple[MamoriProcess, int, int, Path], brow
     expect(page.locator("#infected")).to_contain_text("mx1.example.test")
     expect(page.locator("#top-names")).to_contain_text("mx1.example.test")
     assert page.evaluate("Chart.getChart('chart-queries') !== undefined")
+    stacked = page.evaluate(
+        "Chart.getChart('chart-blocks').data.datasets"
+        ".map(d => [d.label, d.data.reduce((a, b) => a + b, 0)])"
+    )
+    assert ["botnet-cc", 4] in stacked and ["phishing", 1] in stacked, stacked
     labels = page.evaluate("Chart.getChart('chart-categories').data.labels")
     assert "botnet-cc" in labels, (labels, errors)
     page.screenshot(path=str(shots / "overview.png"), full_page=True)

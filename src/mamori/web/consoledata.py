@@ -76,7 +76,8 @@ class ConsoleData:
         now = time.time() if now is None else now
         since = now - hours * 3600
         out: dict[str, Any] = {
-            "series": [], "by_category": {}, "top_names": [], "top_clients": [],
+            "series": [], "by_category": {}, "blocks_by_category": {}, "top_names": [],
+            "top_clients": [],
             "infected": [], "queries": 0, "blocked": 0,
         }  # fmt: skip
         db = self._store()
@@ -103,6 +104,19 @@ class ConsoleData:
                 cat = self.category.get(zone) or zone.rstrip(".")
                 by_cat[cat] = by_cat.get(cat, 0) + n
             out["by_category"] = dict(sorted(by_cat.items(), key=lambda kv: -kv[1]))
+            hourly: dict[str, dict[int, int]] = {}
+            for h, zone, n in db.execute(
+                "SELECT cast(ts / 3600 AS INTEGER) * 3600, policy_zone, count(*) FROM query_log"
+                " INDEXED BY query_log_zone WHERE policy_zone != '' AND ts >= ? GROUP BY 1, 2",
+                (start,),
+            ):
+                cat = self.category.get(zone) or zone.rstrip(".")
+                row = hourly.setdefault(cat, {})
+                row[int(h)] = row.get(int(h), 0) + n
+            starts = [h for h, _n, _b in out["series"]]
+            out["blocks_by_category"] = {
+                cat: [row.get(h, 0) for h in starts] for cat, row in hourly.items()
+            }
             out["top_names"] = db.execute(
                 "SELECT qname, policy_zone, count(*) FROM query_log INDEXED BY query_log_zone"
                 " WHERE policy_zone != ''"

@@ -18,6 +18,20 @@
       options: { animation: false, responsive: true, scales: { y: { beginAtZero: true } } },
     });
   }
+  const blocks = data("blocks-data");
+  if (series && blocks && document.getElementById("chart-blocks")) {
+    new Chart(document.getElementById("chart-blocks"), {
+      type: "bar",
+      data: {
+        labels: series.map((r) => new Date(r[0] * 1000).toISOString().slice(11, 16)),
+        datasets: Object.entries(blocks).map(([cat, counts]) => ({ label: cat, data: counts })),
+      },
+      options: {
+        animation: false, responsive: true,
+        scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } },
+      },
+    });
+  }
   const cats = data("category-data");
   if (cats && document.getElementById("chart-categories")) {
     new Chart(document.getElementById("chart-categories"), {
