@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mamori.configalerts import CONVERTERS as ALERT_CONVERTERS
-from mamori.configalerts import AlertConfig, SinkConfig, check_sink
+from mamori.configalerts import AlertConfig, SinkConfig
 from mamori.configfeeds import CONVERTERS as FEED_CONVERTERS
 from mamori.configfeeds import (
     DatasetConfig,
@@ -22,6 +22,15 @@ from mamori.configfeeds import (
     FeedConfig,
     PdnsConfig,
     dataset_feeds,
+)
+from mamori.configtables import (
+    Ctx,
+    build_alerts,
+    build_datasets,
+    build_dnsbl,
+    build_feeds,
+    build_sinks,
+    tables,
 )
 from mamori.configvalues import (
     TSIG_ALGORITHMS,
@@ -239,26 +248,26 @@ def loads(
             line = max(len(text.splitlines()), 1)
         msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
         raise ConfigError(str(path), line, "", f"TOML syntax error: {msg}") from e
-    ctx = _Ctx(str(path), text, path.parent)
+    ctx = Ctx(str(path), text, path.parent)
     sections: dict[str, Any] = {}
     for name, value in doc.items():
         if name == "rpz":
             sections["rpz"] = _build_rpz(ctx, value)
             continue
         if name == "feed":
-            sections["feeds"] = _build_feeds(ctx, value)
+            sections["feeds"] = build_feeds(ctx, value)
             continue
         if name == "dnsbl":
-            sections["dnsbl"] = _build_dnsbl(ctx, value)
+            sections["dnsbl"] = build_dnsbl(ctx, value)
             continue
         if name == "dataset":
-            sections["datasets"] = _build_datasets(ctx, value)
+            sections["datasets"] = build_datasets(ctx, value)
             continue
         if name == "alert":
-            sections["alerts"] = _build_alerts(ctx, value)
+            sections["alerts"] = build_alerts(ctx, value)
             continue
         if name == "alert_sink":
-            sections["alert_sinks"] = _build_sinks(ctx, value)
+            sections["alert_sinks"] = build_sinks(ctx, value)
             continue
         if name not in _SECTIONS:
             raise ConfigError(str(path), ctx.line(name, None), name, "unknown section")
@@ -281,40 +290,7 @@ def loads(
     return dataclasses.replace(cfg, rpz=rpz + feeds + datasets)
 
 
-class _Ctx:
-    def __init__(self, path: str, text: str, base: Path) -> None:
-        self.path = path
-        self.lines = text.splitlines()
-        self.base = base
-
-    def line(self, section: str | None, key: str | None, index: int = 0) -> int | None:
-        """Best-effort line of ``key`` inside ``[section]`` (or of the section header).
-
-        *index* selects the n-th ``[[section]]`` of an array of tables.
-        """
-        current: str | None = None
-        seen = -1
-        header = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?")
-        for no, raw in enumerate(self.lines, 1):
-            m = header.match(raw)
-            if m:
-                current = m.group(1)
-                if current == section:
-                    seen += 1
-                if key is None and current == section and seen == index:
-                    return no
-                continue
-            if key is not None and current == section and seen == index:
-                km = re.match(r'^\s*"?([A-Za-z0-9_-]+)"?\s*=', raw)
-                if km and km.group(1) == key:
-                    return no
-        return None
-
-    def error(self, section: str, key: str, message: str, index: int = 0) -> ConfigError:
-        return ConfigError(self.path, self.line(section, key, index), f"{section}.{key}", message)
-
-
-def _build(ctx: _Ctx, section: str, cls: type, table: dict[str, Any], resolv_conf: str) -> Any:
+def _build(ctx: Ctx, section: str, cls: type, table: dict[str, Any], resolv_conf: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, raw in table.items():
@@ -323,101 +299,6 @@ def _build(ctx: _Ctx, section: str, cls: type, table: dict[str, Any], resolv_con
             raise ctx.error(section, key, f"unknown key (known keys: {known})")
         kwargs[key] = _convert(ctx, section, key, raw, resolv_conf)
     return cls(**kwargs)
-
-
-def _tables(ctx: _Ctx, value: Any, section: str, cls: type) -> list[Any]:
-    """``[[section]]`` tables as *cls* instances (keys checked and converted)."""
-    if not isinstance(value, list):
-        raise ConfigError(
-            ctx.path, ctx.line(None, section), section, f"use [[{section}]] (one table each)"
-        )
-    fields = {f.name for f in dataclasses.fields(cls)}
-    out = []
-    for i, table in enumerate(value):
-        kwargs: dict[str, Any] = {}
-        for key, raw in table.items():
-            if key not in fields or (section, key) not in _CONVERTERS:
-                known = ", ".join(sorted(k for s, k in _CONVERTERS if s == section))
-                raise ctx.error(section, key, f"unknown key (known keys: {known})", i)
-            try:
-                kwargs[key] = _CONVERTERS[(section, key)](raw, ctx, "")
-            except InvalidValueError as e:
-                raise ctx.error(section, key, str(e), i) from None
-        out.append(cls(**kwargs))
-    return out
-
-
-def _build_feeds(ctx: _Ctx, value: Any) -> tuple[FeedConfig, ...]:
-    out: list[FeedConfig] = []
-    for i, feed in enumerate(_tables(ctx, value, "feed", FeedConfig)):
-        where = ctx.line("feed", None, i)
-        if not feed.name:
-            raise ConfigError(ctx.path, where, "feed.name", "missing feed name")
-        if (feed.path is None) == (not feed.url):
-            raise ConfigError(ctx.path, where, "feed.path", "give exactly one of path or url")
-        if not feed.format:
-            raise ConfigError(ctx.path, where, "feed.format", "missing format")
-        if any(f.name == feed.name for f in out):
-            raise ctx.error("feed", "name", f"feed {feed.name} is listed twice", i)
-        out.append(feed)
-    return tuple(out)
-
-
-def _build_datasets(ctx: _Ctx, value: Any) -> tuple[DatasetConfig, ...]:
-    out: list[DatasetConfig] = []
-    for i, ds in enumerate(_tables(ctx, value, "dataset", DatasetConfig)):
-        where = ctx.line("dataset", None, i)
-        if not ds.name:
-            raise ConfigError(ctx.path, where, "dataset.name", "missing dataset name")
-        if not ds.feeds and not ds.categories:
-            raise ConfigError(
-                ctx.path, where, "dataset.feeds", "list feeds = [...] and/or categories = [...]"
-            )
-        if any(d.name == ds.name for d in out):
-            raise ctx.error("dataset", "name", f"dataset {ds.name} is listed twice", i)
-        out.append(ds)
-    return tuple(out)
-
-
-def _build_alerts(ctx: _Ctx, value: Any) -> tuple[AlertConfig, ...]:
-    out: list[AlertConfig] = []
-    for i, rule in enumerate(_tables(ctx, value, "alert", AlertConfig)):
-        if not rule.name:
-            raise ConfigError(ctx.path, ctx.line("alert", None, i), "alert.name", "missing name")
-        if any(r.name == rule.name for r in out):
-            raise ctx.error("alert", "name", f"alert {rule.name} is listed twice", i)
-        out.append(rule)
-    return tuple(out)
-
-
-def _build_sinks(ctx: _Ctx, value: Any) -> tuple[SinkConfig, ...]:
-    out: list[SinkConfig] = []
-    for i, sink in enumerate(_tables(ctx, value, "alert_sink", SinkConfig)):
-        where = ctx.line("alert_sink", None, i)
-        if not sink.name or not sink.type:
-            key = "alert_sink.name" if not sink.name else "alert_sink.type"
-            raise ConfigError(ctx.path, where, key, "missing (name and type are needed)")
-        missing = check_sink(sink)
-        if missing:
-            raise ConfigError(ctx.path, where, f"alert_sink.{missing}", f"a {sink.type} needs it")
-        if any(s.name == sink.name for s in out):
-            raise ctx.error("alert_sink", "name", f"sink {sink.name} is listed twice", i)
-        out.append(sink)
-    return tuple(out)
-
-
-def _build_dnsbl(ctx: _Ctx, value: Any) -> tuple[DnsblConfig, ...]:
-    out: list[DnsblConfig] = []
-    for i, bl in enumerate(_tables(ctx, value, "dnsbl", DnsblConfig)):
-        where = ctx.line("dnsbl", None, i)
-        if not bl.zone:
-            raise ConfigError(ctx.path, where, "dnsbl.zone", "missing zone name")
-        if not bl.listen:
-            raise ConfigError(ctx.path, where, "dnsbl.listen", "missing listen address")
-        if not bl.feeds:
-            raise ConfigError(ctx.path, where, "dnsbl.feeds", "list the [[feed]] names to serve")
-        out.append(bl)
-    return tuple(out)
 
 
 def pdns_path(cfg: Config) -> Path:
@@ -453,10 +334,10 @@ def dataset_zone(ds: DatasetConfig, cfg_store: StoreConfig) -> RpzConfig:
     )
 
 
-def _build_rpz(ctx: _Ctx, value: Any) -> tuple[RpzConfig, ...]:
+def _build_rpz(ctx: Ctx, value: Any) -> tuple[RpzConfig, ...]:
     out: list[RpzConfig] = []
     names: set[str] = set()
-    for i, rpz in enumerate(_tables(ctx, value, "rpz", RpzConfig)):
+    for i, rpz in enumerate(tables(ctx, value, "rpz", RpzConfig, _CONVERTERS)):
         if not rpz.name:
             raise ConfigError(ctx.path, ctx.line("rpz", None, i), "rpz.name", "missing zone name")
         if rpz.file is None and not rpz.primary:
@@ -475,7 +356,7 @@ def _build_rpz(ctx: _Ctx, value: Any) -> tuple[RpzConfig, ...]:
     return tuple(out)
 
 
-def _convert(ctx: _Ctx, section: str, key: str, raw: Any, resolv_conf: str) -> Any:
+def _convert(ctx: Ctx, section: str, key: str, raw: Any, resolv_conf: str) -> Any:
     conv = _CONVERTERS.get((section, key))
     if conv is None:
         raise ctx.error(section, key, "unknown key")
@@ -549,7 +430,7 @@ _CONVERTERS: dict[tuple[str, str], Any] = {
 }
 
 
-def _cross_checks(ctx: _Ctx, cfg: Config, resolver: bool = True) -> None:
+def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
     if resolver and not cfg.upstream.servers:
         raise ConfigError(
             ctx.path,
