@@ -45,11 +45,14 @@ def serve(config_path: str) -> None:
     children = _pdns_children(cfg)
     try:
         runtime = service.Runtime()
-        web = [_web_server(cfg, True, runtime)] if cfg.web.enabled else []
-        if cfg.blockpage.enabled:
+        web = []
+        if (cfg.web.enabled or cfg.blockpage.enabled) and cfg.server.workers > 1:
+            log.warning("[web] and [blockpage] need workers = 1 (mamori web serves the APIs alone)")
+        elif cfg.web.enabled or cfg.blockpage.enabled:
             from mamori.web.server import blockpage_servers
 
-            web += blockpage_servers(cfg, runtime)
+            web = [_web_server(cfg, True, runtime)] if cfg.web.enabled else []
+            web += blockpage_servers(cfg, runtime) if cfg.blockpage.enabled else []
         alerts = _alerts(cfg, runtime)
         try:
             service.run(cfg, store, answer_tap=tap, web=web, runtime=runtime)

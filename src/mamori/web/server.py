@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Generator
 from typing import Any
 
@@ -11,15 +12,21 @@ import uvicorn
 
 from mamori import config as cfgmod
 from mamori.configvalues import Endpoint
+from mamori.errors import StartupError
 from mamori.web.app import create_app
 
 log = logging.getLogger(__name__)
 
 
 class EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves the signals to its host (mamori serve's loop)."""
+    """A uvicorn server that leaves the signals to its host (mamori serve's loop), on a
+    socket bound when it is made (a taken port fails before the DNS side starts)."""
 
     embedded = False
+    bound: list[socket.socket] = []
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().serve(sockets=sockets or self.bound or None)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -57,4 +64,15 @@ def _server(app: Any, listen: Endpoint, cfg: cfgmod.Config, embedded: bool) -> E
     )
     server = EmbeddedServer(config)
     server.embedded = embedded
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listen.host, listen.port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise StartupError(f"HTTP listener {listen}: {e.strerror}") from e
+    sock.set_inheritable(True)
+    server.bound = [sock]
     return server
