@@ -1,4 +1,4 @@
-"""Command line: ``mamori serve`` and ``mamori check`` (more groups join later)."""
+"""Command line: serve, check, web, and the zones, feeds, pdns, keys, users, reports groups."""
 
 from __future__ import annotations
 
