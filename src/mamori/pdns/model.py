@@ -60,7 +60,23 @@ def from_message(
 
 
 def from_wire(data: bytes, when: int, sensor: str) -> tuple[list[Observation], Nxdomain | None]:
-    """A response on the wire; ValueError when it does not parse or is not a response."""
+    """A response on the wire; ValueError when it does not parse or is not a response.
+
+    The common case is decoded by ``fastparse`` (same output, ~10x faster);
+    dnspython decides everything else.
+    """
+    from mamori.pdns import fastparse
+
+    fast = fastparse.observations(data, when, sensor)
+    if fast is not None:
+        return fast
+    return from_wire_dnspython(data, when, sensor)
+
+
+def from_wire_dnspython(
+    data: bytes, when: int, sensor: str
+) -> tuple[list[Observation], Nxdomain | None]:
+    """``from_wire`` with dnspython only (every type, every name)."""
     try:
         msg = dns.message.from_wire(data, ignore_trailing=True, one_rr_per_rrset=False)
     except (dns.exception.DNSException, ValueError, IndexError) as e:

@@ -12,6 +12,7 @@ parse is counted and skipped: a capture never stops the ingest.
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -190,8 +191,6 @@ def network(linktype: int, frame: bytes) -> tuple[int, bytes] | None:
 
 def transport(version: int, pkt: bytes) -> tuple[int, str, str, bytes] | None:
     """(protocol, source, destination, transport segment); None for fragments and others."""
-    import ipaddress
-
     if version == 4:
         if len(pkt) < 20:
             return None
@@ -200,8 +199,8 @@ def transport(version: int, pkt: bytes) -> tuple[int, str, str, bytes] | None:
         frag = struct.unpack("!H", pkt[6:8])[0]
         if frag & 0x1FFF or frag & 0x2000:  # a fragment: not reassembled
             return None
-        src = str(ipaddress.IPv4Address(pkt[12:16]))
-        dst = str(ipaddress.IPv4Address(pkt[16:20]))
+        src = socket.inet_ntop(socket.AF_INET, pkt[12:16])
+        dst = socket.inet_ntop(socket.AF_INET, pkt[16:20])
         return pkt[9], src, dst, pkt[ihl : max(total, ihl)] if total else pkt[ihl:]
     if len(pkt) < 40:
         return None
@@ -215,8 +214,8 @@ def transport(version: int, pkt: bytes) -> tuple[int, str, str, bytes] | None:
         nxt, off = pkt[off], off + ln
     if nxt == 44:  # fragment header
         return None
-    src = str(ipaddress.IPv6Address(pkt[8:24]))
-    dst = str(ipaddress.IPv6Address(pkt[24:40]))
+    src = socket.inet_ntop(socket.AF_INET6, pkt[8:24])
+    dst = socket.inet_ntop(socket.AF_INET6, pkt[24:40])
     return nxt, src, dst, pkt[off:end]
 
 
