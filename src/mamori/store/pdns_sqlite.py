@@ -222,12 +222,17 @@ class PdnsSQLite:
         sensors: dict[str, tuple[int, int]] | None = None,
     ) -> None:
         """Upsert aggregated tuples (and NXDOMAIN tuples, sensor counts) in one transaction."""
+        rnames: dict[str, str] = {}  # names repeat across types: reverse each once
+        for name, _t, _r, _b in tuples:
+            if name not in rnames:
+                rnames[name] = reverse_name(name)
         rows = [
-            (name, rtype, rdata, bw, reverse_name(name), _rkey(rtype, rdata),
+            (name, rtype, rdata, bw, rnames[name],
+             _rkey(rtype, rdata) if rtype in (1, 28) else None,
              rdata_name(rtype, rdata), first, last, n)
             for (name, rtype, rdata, bw), (first, last, n) in tuples.items()
         ]  # fmt: skip
-        names = sorted({(k[0], _uname(k[0])) for k in tuples})
+        names = sorted((name, _uname(name)) for name in rnames)
         with self.lock, self.db:
             self.db.executemany(_UPSERT, rows)
             self.db.executemany("INSERT OR IGNORE INTO names (rrname, uname) VALUES (?, ?)", names)
