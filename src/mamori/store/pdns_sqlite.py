@@ -234,7 +234,20 @@ class PdnsSQLite:
         ]  # fmt: skip
         names = sorted((name, _uname(name)) for name in rnames)
         with self.lock, self.db:
-            self.db.executemany(_UPSERT, rows)
+            self.db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS staging (rrname, rrtype, rdata, bailiwick,"
+                " rname, rkey, rdname, time_first, time_last, count)"
+            )
+            self.db.executemany("INSERT INTO staging VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            self.db.execute(
+                "INSERT INTO rrset (rrname, rrtype, rdata, bailiwick, rname, rkey, rdname,"
+                " time_first, time_last, count) SELECT * FROM staging WHERE true"
+                " ORDER BY rrname, rrtype, rdata, bailiwick"
+                " ON CONFLICT (rrname, rrtype, rdata, bailiwick) DO UPDATE SET"
+                " time_first = min(time_first, excluded.time_first),"
+                " time_last = max(time_last, excluded.time_last), count = count + excluded.count"
+            )
+            self.db.execute("DELETE FROM staging")
             self.db.executemany("INSERT OR IGNORE INTO names (rrname, uname) VALUES (?, ?)", names)
             # The keyword index takes the new names in one statement (3x faster
             # than a row trigger): the names above its high-water mark.
