@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import require_binary
 from tests.integration.test_resolver_service import ZONE
 from tests.support.authserver import AuthServer
+from tests.support.bind import Bind
 from tests.support.unbound import Unbound
 from tests.support.wait import until
 
@@ -85,3 +86,53 @@ def test_unbound_dnstap_reaches_the_store(tmp_path: Path, upstream: AuthServer) 
         text=True,
     ).stdout
     assert "sensor dnstap:ub-test" in stats
+
+
+def test_bind_dnstap_reaches_the_store(tmp_path: Path, upstream: AuthServer) -> None:
+    """BIND 9 (Debian's, built with dnstap) forwarding through the fixture."""
+    named = require_binary("named")
+    sock = tmp_path / "dnstap.sock"
+    conf = tmp_path / "m.toml"
+    conf.write_text(
+        '[upstream]\nservers = ["127.0.0.1:53"]\n'
+        f'[store]\npath = "{tmp_path / "m.db"}"\n'
+        f'[pdns]\ndnstap = "unix:{sock}"\nflush_interval = 0.2\n'
+    )
+    err = (tmp_path / "collect.stderr").open("wb")
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "mamori", "pdns", "collect", "--config", str(conf)], stderr=err
+    )
+    try:
+        assert until(sock.exists, 15), (tmp_path / "collect.stderr").read_text()
+        b = Bind(
+            named,
+            tmp_path / "bind",
+            "",
+            recursion=True,
+            options=(
+                f"forwarders {{ 127.0.0.1 port {upstream.port}; }}; forward only;"
+                " dnstap { resolver response; forwarder response; client response; };"
+                f' dnstap-output unix "{sock}"; dnstap-identity "bind-test";'
+            ),
+        )
+        b.start()
+        try:
+            q = dns.message.make_query("mail.example.test", "MX")
+            assert dns.query.udp(q, "127.0.0.1", port=b.port, timeout=3).answer
+
+            def seen() -> bool:
+                return bool(_records(conf, "-r", "mail.example.test/MX"))
+
+            assert until(seen, 20), (tmp_path / "collect.stderr").read_text() + b.log
+        finally:
+            b.stop()
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        assert collector.wait(15) == 0
+        err.close()
+    stats = subprocess.run(
+        [sys.executable, "-m", "mamori", "pdns", "stats", "--config", str(conf)],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "sensor dnstap:bind-test" in stats
