@@ -189,3 +189,11 @@ def test_lookups_by_ip_cidr_range_rdata_name_wildcards_and_fences(store: PdnsSQL
         "mail.example.com.",
         "example.com.",
     }
+
+
+def test_keyword_index_after_compaction_reuses_ids(store: PdnsSQLite) -> None:
+    store.write({("old-brand.example.", 1, "192.0.2.1", ""): [10, 20, 1],
+                 ("zz-brand.example.", 1, "192.0.2.2", ""): [10, 20, 1]})  # fmt: skip
+    assert store.compact(25) == (2, 2)  # both gone; the next name may reuse an id
+    store.write({("new-brand.example.", 1, "192.0.2.3", ""): [30, 40, 1]})
+    assert store.keyword("brand") == ["new-brand.example."]

@@ -74,15 +74,6 @@ CREATE TABLE IF NOT EXISTS sensors (
 ) WITHOUT ROWID;
 """
 
-_UPSERT = """
-INSERT INTO rrset (rrname, rrtype, rdata, bailiwick, rname, rkey, rdname,
-                   time_first, time_last, count)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (rrname, rrtype, rdata, bailiwick) DO UPDATE SET
-    time_first = min(time_first, excluded.time_first),
-    time_last = max(time_last, excluded.time_last),
-    count = count + excluded.count
-"""
 _UPSERT_NX = """
 INSERT INTO nxdomain VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (rrname, rrtype) DO UPDATE SET
@@ -282,6 +273,11 @@ class PdnsSQLite:
             ).rowcount
             if names:
                 self.db.execute("INSERT INTO names_fts (names_fts) VALUES ('rebuild')")
+                # new names get ids above the current maximum: the high-water mark follows
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta"
+                    " VALUES ('fts', (SELECT coalesce(max(id), 0) FROM names))"
+                )
         return int(tuples), int(names)
 
     # ------------------------------------------------------------- reading
