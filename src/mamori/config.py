@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mamori.configalerts import CONVERTERS as ALERT_CONVERTERS
 from mamori.configalerts import AlertConfig, SinkConfig
-from mamori.configfeeds import CONVERTERS as FEED_CONVERTERS
 from mamori.configfeeds import (
     DatasetConfig,
     DnsblConfig,
@@ -23,6 +21,7 @@ from mamori.configfeeds import (
     PdnsConfig,
     dataset_feeds,
 )
+from mamori.configkeys import CONVERTERS as _CONVERTERS
 from mamori.configtables import (
     Ctx,
     build_alerts,
@@ -38,26 +37,8 @@ from mamori.configvalues import (
     InvalidValueError,
     TsigSpec,
     UpstreamServer,
-    boolean,
-    choice,
-    endpoint,
-    endpoints,
-    float_range,
-    int_range,
-    ip_address,
-    key_names,
-    networks,
-    notify_targets,
     parse_endpoint,
-    path,
-    primaries,
     read_resolv_conf,
-    rpz_policy,
-    size,
-    tsig,
-    tsig_list,
-    upstreams,
-    zone_name,
 )
 from mamori.errors import ConfigError
 
@@ -364,70 +345,6 @@ def _convert(ctx: Ctx, section: str, key: str, raw: Any, resolv_conf: str) -> An
         return conv(raw, ctx, resolv_conf)
     except InvalidValueError as e:
         raise ctx.error(section, key, str(e)) from None
-
-
-_CONVERTERS: dict[tuple[str, str], Any] = {
-    ("server", "listen"): endpoints,
-    ("server", "allow"): networks,
-    ("server", "workers"): int_range(1, 64),
-    ("server", "tcp"): boolean,
-    ("server", "max_udp_size"): int_range(512, 4096),
-    ("server", "tcp_idle_timeout"): float_range(0.5, 3600),
-    ("server", "tcp_max_connections"): int_range(1, 1_000_000),
-    ("server", "rate_limit"): float_range(0, 10_000_000),
-    ("server", "rate_burst"): float_range(1, 100_000_000),
-    ("server", "rate_limit_action"): choice("refused", "drop", "truncate"),
-    ("server", "stats_interval"): float_range(0, 86_400),
-    ("upstream", "servers"): upstreams,
-    ("upstream", "timeout"): float_range(0.05, 30),
-    ("upstream", "attempts"): int_range(1, 10),
-    ("upstream", "down_after"): int_range(1, 1000),
-    ("upstream", "down_for"): float_range(0.1, 3600),
-    ("cache", "max_entries"): int_range(0, 100_000_000),
-    ("cache", "max_bytes"): size,
-    ("cache", "min_ttl"): int_range(0, 86_400),
-    ("cache", "max_ttl"): int_range(0, 604_800),
-    ("cache", "max_negative_ttl"): int_range(0, 86_400),
-    ("cache", "serve_stale"): boolean,
-    ("cache", "stale_max_age"): int_range(0, 30 * 86_400),
-    ("cache", "stale_answer_ttl"): int_range(1, 3600),
-    ("cache", "stale_refresh_interval"): float_range(0, 3600),
-    ("store", "path"): path,
-    ("store", "query_log"): boolean,
-    ("store", "query_log_days"): int_range(0, 3650),
-    ("store", "queue_size"): int_range(1, 10_000_000),
-    ("store", "flush_interval"): float_range(0.01, 60),
-    ("web", "enabled"): boolean,
-    ("web", "listen"): endpoint,
-    ("web", "metrics_allow"): networks,
-    ("blockpage", "enabled"): boolean,
-    ("blockpage", "address"): ip_address,
-    ("blockpage", "listen"): endpoints,
-    ("web", "metrics_token"): FEED_CONVERTERS[("feed", "user")],
-    ("log", "level"): choice("debug", "info", "warning", "error"),
-    ("rpz", "name"): zone_name,
-    ("rpz", "file"): path,
-    ("rpz", "policy"): rpz_policy,
-    ("rpz", "log"): boolean,
-    ("rpz", "max_policy_ttl"): int_range(0, 604_800),
-    ("rpz", "on_error"): choice("refuse", "skip"),
-    ("rpz", "recursive_only"): boolean,
-    ("rpz", "nsdname_enable"): boolean,
-    ("rpz", "nsip_enable"): boolean,
-    ("rpz", "primary"): primaries,
-    ("rpz", "tsig"): tsig,
-    ("rpz", "on_expire"): choice("stop", "keep"),
-    ("rpz", "publish"): boolean,
-    ("rpz", "publish_keys"): key_names,
-    ("publish", "allow"): networks,
-    ("publish", "keys"): tsig_list,
-    ("publish", "notify"): notify_targets,
-    ("publish", "history"): int_range(0, 1000),
-    **FEED_CONVERTERS,
-    **ALERT_CONVERTERS,
-    ("policy", "min_ns_dots"): int_range(0, 127),
-    ("policy", "watch_interval"): float_range(0, 86_400),
-}
 
 
 def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
