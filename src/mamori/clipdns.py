@@ -169,7 +169,7 @@ def pdns_search(config_path: str, keyword: str, limit: int, as_json: bool) -> No
     from publicsuffixlist import PublicSuffixList
 
     from mamori.pdns.formats import iso
-    from mamori.store.pdns_sqlite import unicode_name
+    from mamori.store.pdns_keys import unicode_name
 
     cfg = _load_config(config_path)
     store = _store(cfg, readonly=True)

@@ -10,7 +10,8 @@ import dns.rrset
 import pytest
 
 from mamori.pdns.ingest import ingest
-from mamori.store.pdns_sqlite import Fences, PdnsSQLite, ip_key, net_range
+from mamori.store.pdns_keys import ip_key, net_range
+from mamori.store.pdns_sqlite import Fences, PdnsSQLite
 from tests.support import pcapgen
 
 PCAP = Path(__file__).resolve().parents[3] / "shared/data/pcap"

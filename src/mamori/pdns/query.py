@@ -6,7 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 
 from mamori.pdns.model import type_code
-from mamori.store.pdns_sqlite import NO_FENCES, Fences, PdnsSQLite, Record, net_range
+from mamori.store.pdns_keys import net_range
+from mamori.store.pdns_sqlite import NO_FENCES, Fences, PdnsSQLite, Record
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,19 @@ One writer (batched upserts in a transaction, WAL), many readers.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import idna
-
 from mamori.pdns.model import rdata_name
+from mamori.store.pdns_keys import (
+    _prefix_range,
+    _uname,
+    ip_key,
+    reverse_name,
+)
 
 SCHEMA_VERSION = 1
 CACHE_KB = 256 * 1024
@@ -128,64 +130,6 @@ class Fences:
 
 
 NO_FENCES = Fences()
-
-
-def _uname(name: str) -> str:
-    u = unicode_name(name)
-    return "" if u == name else u
-
-
-def unicode_name(name: str) -> str:
-    """``xn--bcher-kva.example.`` -> ``bücher.example.`` (labels that do not decode stay)."""
-    if "xn--" not in name:
-        return name
-    return ".".join(_ulabel(label) for label in name.split("."))
-
-
-def _ulabel(label: str) -> str:
-    if not label.startswith("xn--"):
-        return label
-    try:
-        return str(idna.decode(label))
-    except (idna.IDNAError, UnicodeError):
-        return label
-
-
-def reverse_name(name: str) -> str:
-    """``www.example.com.`` -> ``com.example.www.``"""
-    labels = [x for x in name.split(".") if x]
-    return ".".join(reversed(labels)) + "."
-
-
-_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
-
-
-def ip_key(text: str) -> bytes | None:
-    """An address as 16 bytes (IPv4 mapped), for range scans; None if not an address."""
-    try:
-        if ":" in text:
-            return socket.inet_pton(socket.AF_INET6, text.split("%", 1)[0])
-        return _V4_MAPPED + socket.inet_pton(socket.AF_INET, text)
-    except OSError:
-        return None
-
-
-def net_range(lo_text: str, hi_text: str | None = None) -> tuple[bytes, bytes]:
-    """An address, a CIDR network, or two addresses as a (low, high) rkey range."""
-    if hi_text is not None:
-        lo, hi = ip_key(lo_text), ip_key(hi_text)
-        if lo is None or hi is None:
-            raise ValueError(f"not an address range: {lo_text}-{hi_text}")
-        return lo, hi
-    net = ipaddress.ip_network(lo_text, strict=False)
-    first, last = ip_key(str(net.network_address)), ip_key(str(net.broadcast_address))
-    assert first is not None and last is not None
-    return first, last
-
-
-def _prefix_range(prefix: str) -> tuple[str, str]:
-    """Strings starting with *prefix*: [prefix, prefix with its last character + 1)."""
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 class PdnsSQLite:
@@ -408,10 +352,3 @@ def _like(text: str) -> str:
 def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
-
-
-def records_by_name(records: Iterable[Record]) -> dict[str, list[Record]]:
-    out: dict[str, list[Record]] = {}
-    for r in records:
-        out.setdefault(r.rrname, []).append(r)
-    return out
