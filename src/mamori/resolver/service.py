@@ -14,12 +14,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import multiprocessing
-import os
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,11 +31,9 @@ from mamori.feeds.schedule import run_feeds
 from mamori.policy.engine import Policy
 from mamori.resolver.events import (
     AnswerTap,
-    EventForwarder,
     EventQueue,
     EventWriter,
     deque_source,
-    mp_source,
 )
 from mamori.resolver.pipeline import Pipeline
 from mamori.resolver.policy_stage import (
@@ -339,7 +334,9 @@ def run(
             if events.dropped:
                 log.warning("query log: %d events dropped (queue full)", events.dropped)
         return
-    _run_workers(cfg, store, policy)
+    from mamori.resolver.workers import run_workers
+
+    run_workers(cfg, store, policy)
 
 
 def _announce(cfg: Config, workers: int, primary_only: bool = False) -> None:
@@ -357,67 +354,3 @@ def _announce(cfg: Config, workers: int, primary_only: bool = False) -> None:
         "s" if workers > 1 else "",
         ups,
     )
-
-
-def _worker_main(cfg: Config, socks: list[socket.socket], mpq: Any, policy: Policy | None) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what matters
-    events = EventQueue(cfg.store.queue_size)
-    fwd = EventForwarder(events, mpq, cfg.store.flush_interval)
-    fwd.start()
-    try:
-        serve_loop(cfg, socks, events, lambda: None, policy, update_feeds=False)
-    finally:
-        fwd.stop()
-
-
-def _run_workers(cfg: Config, store: QueryLogStore, policy: Policy | None) -> None:
-    n = cfg.server.workers
-    if cfg.dnsbl:
-        log.warning("workers = %d: [[dnsbl]] zones are served only with workers = 1", n)
-    if cfg.feeds:
-        log.warning(
-            "workers = %d: [[feed]] zones are not refreshed automatically; run"
-            " `mamori feeds update --config FILE` (e.g. from cron): the workers reload them",
-            n,
-        )
-    if any(z.primary or z.publish for z in cfg.rpz):
-        log.warning(
-            "workers = %d: each worker transfers and publishes zones on its own (N transfers,"
-            " N NOTIFYs); for zone transfer, prefer workers = 1 or `mamori zones serve`",
-            n,
-        )
-    sets = [bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=True) for _ in range(n)]
-    ctx = multiprocessing.get_context("fork")
-    mpq = ctx.Queue(maxsize=256)
-    procs = []
-    for socks in sets:
-        p = ctx.Process(target=_worker_main, args=(cfg, socks, mpq, policy), daemon=False)
-        p.start()
-        procs.append(p)
-    for socks in sets:
-        for s in socks:
-            s.close()  # the children hold their own copies
-    writer = EventWriter(mp_source(mpq), store, cfg.store.flush_interval, cfg.store.query_log_days)
-    writer.start()
-    _announce(cfg, n)
-    stop = threading.Event()
-
-    def forward(signum: int, _frame: Any) -> None:
-        if signum == signal.SIGHUP:
-            if _reload_config(str(cfg.path)) is None:
-                return  # keep workers on the running config; the error is logged
-        else:
-            stop.set()
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                os.kill(p.pid, signum if signum != signal.SIGINT else signal.SIGTERM)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    while not stop.is_set() and any(p.is_alive() for p in procs):
-        stop.wait(0.5)
-    for p in procs:
-        p.join(DRAIN_GRACE + 5)
-        if p.is_alive():
-            p.kill()
-    writer.stop()
