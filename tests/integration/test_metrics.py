@@ -66,15 +66,19 @@ def test_metrics_after_queries_and_blocks(tmp_path: Path, upstream: AuthServer) 
         def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             return _scrape(url, "s3cret")
 
-        assert until(lambda: scraped().get(("mamori_blocks_total", (
-            ("action", "NXDOMAIN"), ("category", "cryptominer"), ("zone", "coin.feeds.mamori."),
-        ))), 10)  # fmt: skip
+        coin = (("action", "NXDOMAIN"), ("category", "cryptominer"), ("zone", "coin.feeds.mamori."))
+        blocks = (("action", "NXDOMAIN"), ("category", ""), ("zone", "block.rpz."))
+
+        def both_logged() -> bool:  # the writer flushes on its own schedule
+            s = scraped()
+            return ("mamori_blocks_total", coin) in s and ("mamori_blocks_total", blocks) in s
+
+        assert until(both_logged, 10)
         s = scraped()
         assert s[("mamori_queries_total", ())] >= 5
         assert s[("mamori_cache_hits_total", ())] >= 2
         assert s[("mamori_responses_total", (("rcode", "NOERROR"),))] >= 3
         assert s[("mamori_policy_zone_rules", (("zone", "block.rpz."),))] == 1
-        blocks = (("action", "NXDOMAIN"), ("category", ""), ("zone", "block.rpz."))
         assert s[("mamori_blocks_total", blocks)] == 1
         up = f"127.0.0.1:{upstream.port}"
         assert s[("mamori_upstream_up", (("upstream", up),))] == 1

@@ -88,7 +88,7 @@ class Bind:
             r = dns.query.udp(
                 dns.message.make_query(zone, "SOA"), "127.0.0.1", port=self.port, timeout=0.5
             )
-        except (dns.exception.Timeout, OSError):
+        except (dns.exception.DNSException, OSError):
             return None
         for rrset in r.answer:
             if rrset.rdtype == 6:

@@ -56,7 +56,7 @@ class Knot:
                 r = dns.query.udp(q, "127.0.0.1", port=self.port, timeout=0.3)
                 if r.answer:
                     return self
-            except (dns.exception.Timeout, OSError):
+            except (dns.exception.DNSException, OSError):
                 pass
             time.sleep(0.1)
         self.stop()

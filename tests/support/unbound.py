@@ -51,7 +51,7 @@ class Unbound:
                 q = dns.message.make_query(probe, "SOA")
                 dns.query.udp(q, "127.0.0.1", port=self.port, timeout=0.3)
                 return self
-            except (dns.exception.Timeout, OSError):
+            except (dns.exception.DNSException, OSError):  # not ready, or a startup answer
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError("unbound did not start: " + (self.dir / "unbound.stderr").read_text())
