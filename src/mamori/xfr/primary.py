@@ -19,13 +19,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
-import json
 import logging
 import struct
 import time
-from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,31 +46,20 @@ from mamori.steps import drive
 from mamori.xfr import render
 from mamori.xfr.diff import Version, diff_steps
 from mamori.xfr.messages import Signer, client_serial, error, message, question_len, with_serial
+from mamori.xfr.published import Announcer, Published
 from mamori.xfr.tsig import keyring
 
 log = logging.getLogger(__name__)
 
 MESSAGE_BYTES = 16_000  # records per AXFR/IXFR message: up to this size (BIND: ~16k)
 MAX_BACKLOG = 1 << 20  # pause streaming while this much waits in the socket buffer
-NOTIFY_TRIES = 5
-NOTIFY_INTERVAL = 2.0
 _HDR = struct.Struct("!HHHHHH")
 _AXFR, _IXFR = dns.rdatatype.AXFR, dns.rdatatype.IXFR
 
 Reply = Callable[[bytes, Any], None]
 
 
-@dataclass
-class Published:
-    name: str
-    zone: LoadedZone
-    serial: int
-    keys: tuple[str, ...] = ()  # TSIG key names allowed for this zone (empty: any known key)
-    history: deque[Version] = field(default_factory=deque)
-    pending: list[Any] = field(default_factory=list)  # IXFR deltas received (client.Delta)
-
-
-class Publisher:
+class Publisher(Announcer):
     def __init__(self, cfg: Config, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.zones: dict[str, Published] = {}
@@ -190,25 +176,6 @@ class Publisher:
             sum(len(v.added) for v in versions),
         )
         self._notify(pub)
-
-    # -------------------------------------------------------------- serial
-    def _state(self, name: str) -> Path:
-        return self.state_dir / f"{name.rstrip('.')}.published.json"
-
-    def _stored_serial(self, name: str) -> int:
-        try:
-            return int(json.loads(self._state(name).read_text())["serial"])
-        except (OSError, ValueError, KeyError):
-            return 0
-
-    def _store_serial(self, name: str, serial: int) -> None:
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self._state(name).with_suffix(".tmp")
-            tmp.write_text(json.dumps({"serial": serial, "time": time.time()}))
-            tmp.replace(self._state(name))
-        except OSError as e:
-            log.warning("zone %s: cannot store the published serial: %s", name, e)
 
     # ------------------------------------------------------------- answers
     def soa_answer(self, data: bytes, source: str) -> bytes | None:
@@ -375,40 +342,6 @@ class Publisher:
     ) -> list[bytes]:
         soa = with_serial(render.soa_rr(pub.zone), pub.serial)
         return [signer.sign(message(data, [soa, *rrs], True))]
-
-    # -------------------------------------------------------------- NOTIFY
-    def _notify(self, pub: Published) -> None:
-        for target in self.notify_to:
-            task = asyncio.get_running_loop().create_task(self._send_notify(pub, target))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    async def _send_notify(self, pub: Published, target: Endpoint) -> None:
-        import dns.asyncquery
-
-        msg = dns.message.make_query(pub.name, dns.rdatatype.SOA)
-        msg.flags = dns.flags.AA  # (the opcode lives in the flags: set it after)
-        msg.set_opcode(dns.opcode.NOTIFY)
-        assert pub.zone.soa is not None  # the SOA with the serial, as BIND sends it
-        soa = pub.zone.soa.rdata.replace(serial=pub.serial)
-        msg.answer.append(dns.rrset.from_rdata(pub.name, pub.zone.soa.ttl, soa))
-        if pub.keys and pub.keys[0] in self.key_specs:
-            ring, name = keyring(self.key_specs[pub.keys[0]])
-            msg.use_tsig(ring, name)
-        for _ in range(NOTIFY_TRIES):
-            try:
-                r = await dns.asyncquery.udp(
-                    msg, target.host, port=target.port, timeout=NOTIFY_INTERVAL
-                )
-                if r.rcode() == dns.rcode.NOERROR:
-                    log.info("zone %s: NOTIFY sent to %s (serial %d)", pub.name, target, pub.serial)
-                else:
-                    rcode = dns.rcode.to_text(r.rcode())
-                    log.warning("zone %s: NOTIFY to %s answered %s", pub.name, target, rcode)
-                return
-            except (dns.exception.DNSException, OSError):
-                continue
-        log.warning("zone %s: no answer to NOTIFY from %s", pub.name, target)
 
 
 def _serial_le(a: int, b: int) -> bool:
