@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import dns.rdatatype
 
@@ -36,27 +36,28 @@ rpz_log = logging.getLogger("mamori.rpz")
 Hit = tuple[str, str, str, str, bool]
 Event = tuple[float, str, bytes, int, str, int, str, bool, bool, Hit | None]
 DRAIN_MAX = 50_000
+T = TypeVar("T")
 PRUNE_EVERY = 3600.0
 
 
-class EventQueue:
-    """Bounded FIFO of events; ``dropped`` counts what did not fit."""
+class BoundedQueue(Generic[T]):
+    """Bounded FIFO; ``dropped`` counts what did not fit. Never blocks the producer."""
 
     __slots__ = ("dropped", "items", "limit")
 
     def __init__(self, limit: int) -> None:
-        self.items: deque[Event] = deque()
+        self.items: deque[T] = deque()
         self.limit = limit
         self.dropped = 0
 
-    def put(self, ev: Event) -> None:
+    def put(self, item: T) -> None:
         if len(self.items) < self.limit:
-            self.items.append(ev)
+            self.items.append(item)
         else:
             self.dropped += 1
 
-    def drain(self, max_items: int = DRAIN_MAX) -> list[Event]:
-        out: list[Event] = []
+    def drain(self, max_items: int = DRAIN_MAX) -> list[T]:
+        out: list[T] = []
         pop = self.items.popleft
         try:
             for _ in range(min(len(self.items), max_items)):
@@ -66,35 +67,20 @@ class EventQueue:
         return out
 
 
-class AnswerTap:
-    """Upstream answers offered to passive DNS: (time, wire), bounded; drops counted.
+class EventQueue(BoundedQueue[Event]):
+    """Query events from the DNS path (the pipeline appends to ``items`` directly)."""
+
+    __slots__ = ()
+
+
+class AnswerTap(BoundedQueue[tuple[float, bytes]]):
+    """Upstream answers offered to passive DNS: (time, wire).
 
     Filled on the slow path (cache misses only), drained by a sensor thread
     that parses them off the DNS loop. Holds no client address.
     """
 
-    __slots__ = ("dropped", "items", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.items: deque[tuple[float, bytes]] = deque()
-        self.limit = limit
-        self.dropped = 0
-
-    def put(self, when: float, wire_answer: bytes) -> None:
-        if len(self.items) < self.limit:
-            self.items.append((when, wire_answer))
-        else:
-            self.dropped += 1
-
-    def drain(self, max_items: int = DRAIN_MAX) -> list[tuple[float, bytes]]:
-        out = []
-        pop = self.items.popleft
-        try:
-            for _ in range(min(len(self.items), max_items)):
-                out.append(pop())
-        except IndexError:
-            pass
-        return out
+    __slots__ = ()
 
 
 def _type_text(qtype: int) -> str:

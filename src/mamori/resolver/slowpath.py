@@ -229,5 +229,5 @@ class SlowPath(ApplyPolicy):
             self.cache.put(key, entry)
         tap = self.answer_tap
         if tap is not None:  # passive DNS: the answer as received (parsed elsewhere)
-            tap.put(time.time(), resp)
+            tap.put((time.time(), resp))
         return entry, up.name
