@@ -303,6 +303,11 @@ def feed_zone(feed: FeedConfig, cfg_store: StoreConfig) -> RpzConfig:
     )
 
 
+def zone_feeds(cfg: Config) -> dict[str, FeedConfig]:
+    """Policy zone name -> the [[feed]] compiled into it (categories of hits)."""
+    return {feed_zone(f, cfg.store).name: f for f in cfg.feeds}
+
+
 def dataset_zone(ds: DatasetConfig, cfg_store: StoreConfig) -> RpzConfig:
     """The policy zone of a dataset (the union of its feeds), after the feeds' zones."""
     return RpzConfig(

@@ -55,7 +55,7 @@ class AlertEngine(threading.Thread):
         self._last: dict[tuple[str, str], float] = {}  # (rule, subject) -> last alert
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._born = time.time()
-        self._categories = {cfgmod.feed_zone(f, cfg.store).name: f.category for f in cfg.feeds}
+        self._categories = {z: f.category for z, f in cfgmod.zone_feeds(cfg).items()}
 
     # ------------------------------------------------------------- feeding
     def on_hits(self, hits: list[Hit]) -> None:

@@ -51,6 +51,29 @@ def _type(text: str) -> int | None:
     return type_code(text)
 
 
+def is_address(q: str) -> bool:
+    """An address, a network (``/`` or DNSDB's ``,``), or a ``lo-hi`` range?"""
+    try:
+        ipaddress.ip_network(q.replace(",", "/"), strict=False)
+    except ValueError:
+        return "-" in q and all(is_address(x) for x in q.split("-", 1))
+    return True
+
+
+def name_or_address(
+    store: PdnsSQLite, q: str, rrtype: int | None = None, limit: int = 10000
+) -> list[Record]:
+    """What an analyst means by "look this up": the records of an address, network or
+    range; or of a name, as owner and as rdata. Deduplicated, most recently seen first."""
+    if is_address(q):
+        records = run(store, parse_rdata_ip(q), limit=limit)
+        return [r for r in records if rrtype is None or r.rrtype == rrtype]
+    by_name = store.rrset(q, rrtype, limit=limit)
+    by_data = store.rdata_name(q, rrtype, limit=limit)
+    merged = {(r.rrname, r.rrtype, r.rdata, r.bailiwick): r for r in [*by_name, *by_data]}
+    return sorted(merged.values(), key=lambda r: (-r.time_last, r.rrname, r.rdata))
+
+
 def run(
     store: PdnsSQLite, ask: Ask, fences: Fences = NO_FENCES, limit: int = 10000, offset: int = 0
 ) -> list[Record]:

@@ -124,7 +124,7 @@ class BlockPage:
         self.lock = threading.Lock()
         self.db = sqlite3.connect(reports_path(cfg), timeout=10, check_same_thread=False)
         self.db.executescript(_SCHEMA)
-        self.categories = {cfgmod.feed_zone(f, cfg.store).name: f for f in cfg.feeds}
+        self.categories = cfgmod.zone_feeds(cfg)
 
     def app(self) -> Starlette:
         return Starlette(

@@ -293,19 +293,14 @@ class Console:
 
     def _pdns_rows(self, q: str, kind: str) -> list[dict[str, Any]]:
         from mamori.pdns import query
-        from mamori.web.pdns_api import _is_ip
 
         store = self.pdns
         if kind == "keyword":
             names = store.keyword(q, 200)
             records = [r for n in names for r in store.rrset(n, limit=20)]
-        elif _is_ip(q):
-            records = query.run(store, query.parse_rdata_ip(q), limit=500)
+            records.sort(key=lambda r: -r.time_last)
         else:
-            by_name = store.rrset(q, limit=500)
-            by_data = store.rdata_name(q, limit=500) if not q.startswith("*") else []
-            records = by_name + by_data
-        records.sort(key=lambda r: -r.time_last)
+            records = query.name_or_address(store, q, limit=500)
         return [{"rrname": r.rrname, "type": type_text(r.rrtype), "rdata": r.rdata,
                  "time_first": r.time_first, "time_last": r.time_last, "count": r.count}
                 for r in records[:500]]  # fmt: skip

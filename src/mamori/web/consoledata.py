@@ -66,7 +66,7 @@ class QueryFilter:
 class ConsoleData:
     def __init__(self, cfg: cfgmod.Config) -> None:
         self.cfg = cfg
-        self.category = {cfgmod.feed_zone(f, cfg.store).name: f.category for f in cfg.feeds}
+        self.category = {z: f.category for z, f in cfgmod.zone_feeds(cfg).items()}
 
     def _store(self) -> sqlite3.Connection | None:
         return _ro(self.cfg.store.path)

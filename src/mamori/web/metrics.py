@@ -172,7 +172,7 @@ class MamoriCollector(Collector):
         yield from (last, entries)
 
     def _categories(self) -> dict[str, str]:
-        return {cfgmod.feed_zone(f, self.cfg.store).name: f.category for f in self.cfg.feeds}
+        return {z: f.category for z, f in cfgmod.zone_feeds(self.cfg).items()}
 
 
 def registry(cfg: cfgmod.Config, runtime: Any = None) -> CollectorRegistry:

@@ -9,7 +9,6 @@ with the key as the password. Store lookups run in Starlette's thread pool.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import time
 from collections.abc import Iterator
@@ -92,7 +91,9 @@ class PdnsApi:
         from starlette.concurrency import run_in_threadpool
 
         try:
-            records = await run_in_threadpool(self._cof_records, q, rrtype, cursor + count + 1)
+            records = await run_in_threadpool(
+                query.name_or_address, self.store, q, rrtype, cursor + count + 1
+            )
         except ValueError as e:
             return PlainTextResponse(f"{e}\n", 400)
         page = records[cursor : cursor + count]
@@ -101,16 +102,6 @@ class PdnsApi:
         if len(records) > cursor + count:
             headers["x-dribble-cursor"] = str(cursor + count)
         return Response(body, media_type=NDJSON, headers=headers)
-
-    def _cof_records(self, q: str, rrtype: int | None, limit: int) -> list[Record]:
-        if _is_ip(q):
-            ask = query.parse_rdata_ip(q)
-            records = query.run(self.store, ask, limit=limit)
-            return [r for r in records if rrtype is None or r.rrtype == rrtype]
-        by_name = self.store.rrset(q, rrtype, limit=limit)
-        by_data = self.store.rdata_name(q, rrtype, limit=limit)
-        merged = {(r.rrname, r.rrtype, r.rdata, r.bailiwick): r for r in [*by_name, *by_data]}
-        return sorted(merged.values(), key=lambda r: (-r.time_last, r.rrname, r.rdata))
 
     # ------------------------------------------------------------------ DNSDB
     async def ping(self, _request: Request) -> Response:
@@ -346,11 +337,3 @@ def _int(text: str | None, default: int, maximum: int) -> int:
     if v < 0 or v > maximum:
         raise BadRequest(f"out of range: {v}")
     return v
-
-
-def _is_ip(q: str) -> bool:
-    try:
-        ipaddress.ip_network(q.replace(",", "/"), strict=False)
-    except ValueError:
-        return "-" in q and all(_is_ip(x) for x in q.split("-", 1))
-    return True
