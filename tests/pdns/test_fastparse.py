@@ -118,3 +118,17 @@ def test_every_supported_type_takes_the_fast_path() -> None:
     assert _same(r.to_wire())
     fast = fastparse.observations(r.to_wire(), 1, "s")
     assert fast is not None and len(fast[0]) == 10
+
+
+def test_a_singleton_type_keeps_its_last_record_as_dnspython_does() -> None:
+    # found by the generated test: two CNAMEs at one owner in the authority section
+    data = (
+        b"\x192\x81\x00\x00\x01\x00\x00\x00\x03\x00\x00\x010\x00\x00\x01\x00\x01"
+        b"\x03100\x00\x00\x05\x00\x01\x00\x00\x01,\x00\x03\x011\x00"
+        b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x01,\x00\x04\x00\x00\x00\x00"
+        b"\xc0\x13\x00\x05\x00\x01\x00\x00\x01,\x00\x02\xc0\x0c"
+    )
+    assert _same(data)
+    fast = fastparse.observations(data, 1, "s")
+    assert fast is not None
+    assert [(o.rrname, o.rdata) for o in fast[0] if o.rrtype == 5] == [("100.", "0.")]

@@ -19,6 +19,7 @@ _PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 _HDR = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
 _SKIP = {41, 250, 249}  # OPT, TSIG, TKEY: never observations
+_SINGLETON = {5, 39, 6}  # CNAME, DNAME, SOA: one record per rrset in dnspython
 
 
 class _Fallback(Exception):  # noqa: N818 - a signal: let dnspython decide
@@ -151,10 +152,13 @@ def _observations(
         qtype, _qclass = struct.unpack_from("!HH", data, off)
         off += 4
     out: list[Observation] = []
-    seen: set[tuple[str, int, str]] = set()  # dnspython merges repeated records of an rrset
+    # dnspython's rrsets, per section: repeated records merge, and a singleton
+    # type (CNAME, DNAME, SOA) keeps only its last record
+    seen: dict[tuple[str, int, str], int] = {}
+    single: dict[tuple[str, int], int] = {}
     for i in range(an + ns + ar):
         if i == an:
-            seen = set()  # ... within one section
+            seen, single = {}, {}
         owner, off = _name(data, off)
         rtype, rclass, _ttl, rdlen = _RR.unpack_from(data, off)
         off += 10
@@ -163,8 +167,12 @@ def _observations(
             raise _Fallback
         if i < an + ns and rtype not in _SKIP and rclass == 1:
             key = (owner.lower(), rtype, _rdata(data, rtype, off, end))
-            if key not in seen:
-                seen.add(key)
+            if rtype in _SINGLETON and key[:2] in single:
+                out[single[key[:2]]] = Observation(*key, "", when, sensor)
+            elif key not in seen:
+                seen[key] = len(out)
+                if rtype in _SINGLETON:
+                    single[key[:2]] = len(out)
                 out.append(Observation(*key, "", when, sensor))
         off = end  # the additional section is only checked for structure
     nx = None
