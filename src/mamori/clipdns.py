@@ -268,7 +268,6 @@ def pdns_capture(config_path: str, interface: str) -> None:
     import signal
     import threading
 
-    from mamori.pdns import model
     from mamori.pdns.aggregate import Aggregator
     from mamori.pdns.sensors.live import CaptureUnavailableError, messages
     from mamori.pdns.sensors.pcap import Reader
@@ -288,14 +287,8 @@ def pdns_capture(config_path: str, interface: str) -> None:
     last_flush = time.monotonic()
     try:
         for _ts, *_addrs, data in messages(iface, stop.is_set, reader, cfg.pdns.capture_port):
-            try:
-                obs, nx = model.from_wire(data, int(time.time()), sensor)
-            except ValueError:
+            if agg.add_answer(data, int(time.time()), sensor) is None:
                 reader.counters.malformed += 1
-                continue
-            agg.add(obs)
-            if nx is not None:
-                agg.add_nxdomain(nx)
             if time.monotonic() - last_flush >= cfg.pdns.flush_interval:
                 agg.flush(store)
                 last_flush = time.monotonic()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mamori.pdns.model import Nxdomain, Observation
+from mamori.pdns.model import Nxdomain, Observation, from_wire
 from mamori.store.pdns_sqlite import NxTuples, PdnsSQLite, Tuples
 
 
@@ -43,6 +43,21 @@ class Aggregator:
             s[0] += n
             s[1] = max(s[1], last)
             self.pending += n
+
+    def add_answer(
+        self, data: bytes, when: int, sensor: str, bailiwick: str = ""
+    ) -> tuple[int, bool] | None:
+        """A DNS response on the wire: (observations, was NXDOMAIN); None if malformed."""
+        try:
+            obs, nx = from_wire(data, when, sensor)
+        except ValueError:
+            return None
+        if bailiwick:
+            obs = [o._replace(bailiwick=bailiwick) for o in obs]
+        self.add(obs)
+        if nx is not None:
+            self.add_nxdomain(nx)
+        return len(obs), nx is not None
 
     def add_nxdomain(self, nx: Nxdomain) -> None:
         s = self.sensors.setdefault(nx.sensor, [0, 0])

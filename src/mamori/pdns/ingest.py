@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mamori.pdns import model
 from mamori.pdns.aggregate import Aggregator
 from mamori.pdns.sensors.pcap import Counters, Reader
 from mamori.store.pdns_sqlite import PdnsSQLite
@@ -51,16 +50,12 @@ def ingest(
                 progress(name, done, total)
 
         for ts, *_addrs, data in reader.messages(path, report if progress else None):
-            try:
-                obs, nx = model.from_wire(data, int(ts), sensor)
-            except ValueError:
+            added = agg.add_answer(data, int(ts), sensor)
+            if added is None:
                 reader.counters.malformed += 1
                 continue
-            agg.add(obs)
-            out.observations += len(obs)
-            if nx is not None:
-                agg.add_nxdomain(nx)
-                out.nxdomain += 1
+            out.observations += added[0]
+            out.nxdomain += added[1]
             if len(agg) >= FLUSH_TUPLES:
                 out.tuples_written += agg.flush(store)
         if progress is not None:

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mamori.pdns import model
 from mamori.pdns.aggregate import Aggregator
 
 log = logging.getLogger(__name__)
@@ -216,16 +215,8 @@ class Gatherer:
 
     def __call__(self, msg: TapMessage) -> None:
         sensor = f"{self.prefix}{msg.identity}" if msg.identity else self.prefix.rstrip(":")
-        try:
-            obs, nx = model.from_wire(msg.response, msg.when, sensor)
-        except ValueError:
+        if self.agg.add_answer(msg.response, msg.when, sensor, msg.query_zone) is None:
             self.malformed += 1
-            return
-        if msg.query_zone:
-            obs = [o._replace(bailiwick=msg.query_zone) for o in obs]
-        self.agg.add(obs)
-        if nx is not None:
-            self.agg.add_nxdomain(nx)
 
 
 async def collect(

@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 
-from mamori.pdns import model
 from mamori.pdns.aggregate import Aggregator
 from mamori.resolver.events import AnswerTap, lower_thread_priority
 from mamori.store.pdns_sqlite import PdnsSQLite
@@ -73,15 +72,11 @@ class TapWriter(threading.Thread):
         """Parse what the tap holds and write it as one batch."""
         while batch := self.tap.drain():
             for when, data in batch:
-                try:
-                    obs, nx = model.from_wire(data, int(when), self.sensor)
-                except ValueError:
+                added = self.agg.add_answer(data, int(when), self.sensor)
+                if added is None:
                     self.malformed += 1
-                    continue
-                self.agg.add(obs)
-                self.observations += len(obs)
-                if nx is not None:
-                    self.agg.add_nxdomain(nx)
+                else:
+                    self.observations += added[0]
         try:
             self.agg.flush(self.store)
         except Exception as e:  # disk full, locked ...: this batch is lost, serving goes on
