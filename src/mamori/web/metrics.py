@@ -145,30 +145,21 @@ class MamoriCollector(Collector):
 
     def _feeds(self) -> Iterator[Metric]:
         from mamori.feeds.dataset import db_path
+        from mamori.web.consoledata import ConsoleData
 
-        path = db_path(self.cfg.store.path)
-        if not self.cfg.feeds or not path.exists():
+        if not self.cfg.feeds or not db_path(self.cfg.store.path).exists():
             return
         last = GaugeMetricFamily(
             "mamori_feed_last_update_timestamp_seconds", "last good update", labels=["feed"]
         )
         entries = GaugeMetricFamily("mamori_feed_entries", "entries listed", labels=["feed"])
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
         try:
-            for feed in self.cfg.feeds:
-                row = db.execute(
-                    "SELECT max(at) FROM updates WHERE feed = ? AND ok = 1", (feed.name,)
-                ).fetchone()
-                last.add_metric([feed.name], row[0] or 0)
-                (n,) = db.execute(
-                    "SELECT count(*) FROM entries WHERE feed = ? AND listed = 1 AND rule = 0",
-                    (feed.name,),
-                ).fetchone()
-                entries.add_metric([feed.name], n)
+            feeds = ConsoleData(self.cfg).feeds()
         except sqlite3.Error:
             return
-        finally:
-            db.close()
+        for f in feeds:
+            last.add_metric([f["name"]], f["last_ok"] or 0)
+            entries.add_metric([f["name"]], f["entries"])
         yield from (last, entries)
 
     def _categories(self) -> dict[str, str]:
