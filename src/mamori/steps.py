@@ -2,8 +2,8 @@
 
 Loading a million-rule zone, diffing two versions of it, applying a big IXFR:
 each is a generator yielding every few milliseconds of work. ``drive`` runs
-one on the event loop, answering queries between steps; ``run`` runs one to
-the end at once (startup, command-line tools, tests).
+one on the event loop, answering queries between steps; ``run``
+(``mamori.policy.steps``) runs one to the end at once.
 """
 
 from __future__ import annotations
@@ -14,18 +14,13 @@ import time
 from collections.abc import Generator
 from typing import TypeVar
 
+from mamori.policy.steps import run
+
 log = logging.getLogger(__name__)
 
+__all__ = ["drive", "run"]
+
 T = TypeVar("T")
-
-
-def run(steps: Generator[None, None, T]) -> T:
-    """Run a step-wise job to the end in one go."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
 
 
 async def drive(steps: Generator[None, None, T], what: str = "job") -> T:

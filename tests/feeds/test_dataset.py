@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mamori import config
+from mamori.errors import ConfigError
 from mamori.feeds.dataset import FeedDB, db_path
 from mamori.feeds.parsers import FeedError
 from mamori.feeds.sources import compile_datasets, update
@@ -136,11 +137,11 @@ def test_a_refused_update_is_remembered_and_keeps_the_data(tmp_path: Path) -> No
 
 
 def test_dataset_config_errors_name_the_key(tmp_path: Path) -> None:
-    with pytest.raises(config.ConfigError, match=r"dataset\.feeds.*no \[\[feed\]\] named nope"):
+    with pytest.raises(ConfigError, match=r"dataset\.feeds.*no \[\[feed\]\] named nope"):
         _cfg(tmp_path, '[[dataset]]\nname = "x"\nfeeds = ["nope"]\n')
-    with pytest.raises(config.ConfigError, match=r"dataset\.feeds.*no enabled feed"):
+    with pytest.raises(ConfigError, match=r"dataset\.feeds.*no enabled feed"):
         _cfg(tmp_path, '[[dataset]]\nname = "x"\nfeeds = ["miners"]\n')
-    with pytest.raises(config.ConfigError, match=r"feed\.publish_keys.*not in \[publish\] keys"):
+    with pytest.raises(ConfigError, match=r"feed\.publish_keys.*not in \[publish\] keys"):
         config.loads(
             '[upstream]\nservers = ["127.0.0.1:53"]\n[[feed]]\nname = "a"\npath = "a"\n'
             'format = "hosts"\npublish = true\npublish_keys = ["k1"]\n',

@@ -7,7 +7,7 @@ from pathlib import Path
 import dns.message
 import pytest
 
-from mamori.configfeeds import DnsblConfig
+from mamori.config.feeds import DnsblConfig
 from mamori.feeds.publish.dnsbl import Responder
 
 

@@ -9,7 +9,7 @@ import pytest
 from mamori.feeds import guard
 from mamori.feeds.normalize import Entry
 from mamori.feeds.publish import rpz as rpz_out
-from mamori.policy import zone
+from mamori.policy import rules, zone
 
 
 @pytest.mark.parametrize(
@@ -20,7 +20,7 @@ def test_ip_owner_round_trips_through_the_rpz_ip_encoding(value: str) -> None:
 
     owner = rpz_out.ip_owner(value)
     labels = owner.split(".")[:-1]
-    net = zone.parse_ip_trigger(labels)
+    net = rules.parse_ip_trigger(labels)
     assert net == ipaddress.ip_network(
         value if "/" in value else value + ("/128" if ":" in value else "/32")
     )

@@ -7,7 +7,8 @@ from pathlib import Path
 import dns.message
 import dns.rrset
 
-from mamori.pdns.model import from_wire, rdata_name, type_text
+from mamori.pdns.decode import from_wire
+from mamori.pdns.model import rdata_name, type_text
 from mamori.web.keys import KeyStore, Refused
 
 RECORDS = [

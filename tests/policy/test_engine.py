@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mamori.policy import engine, zone
+from mamori.policy import engine, rules, zone
 from mamori.policy.model import Action, Trigger
 
 BASIC = Path(__file__).resolve().parents[3] / "shared/data/rpz/pdns/pdns/basic.rpz"
@@ -163,11 +163,11 @@ def test_skip_mode_finds_each_bad_record(tmp_path: Path) -> None:
 
 
 def test_ip_trigger_encodings() -> None:
-    assert str(zone.parse_ip_trigger(["24", "0", "2", "0", "192"])) == "192.0.2.0/24"
-    assert str(zone.parse_ip_trigger(["128", "1", "zz", "db8", "2001"])) == "2001:db8::1/128"
-    assert str(zone.parse_ip_trigger(["32", "zz", "2001"])) == "2001::/32"
+    assert str(rules.parse_ip_trigger(["24", "0", "2", "0", "192"])) == "192.0.2.0/24"
+    assert str(rules.parse_ip_trigger(["128", "1", "zz", "db8", "2001"])) == "2001:db8::1/128"
+    assert str(rules.parse_ip_trigger(["32", "zz", "2001"])) == "2001::/32"
     with pytest.raises(ValueError):
-        zone.parse_ip_trigger(["24", "1", "2", "0", "192"])  # host bits set
+        rules.parse_ip_trigger(["24", "1", "2", "0", "192"])  # host bits set
 
 
 def test_triggers_are_classified(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from mamori import config as cfgmod
 from mamori.alerts.sinks import Alert, send
-from mamori.configalerts import AlertConfig
+from mamori.config.alerts import AlertConfig
 
 log = logging.getLogger(__name__)
 

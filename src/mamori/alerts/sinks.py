@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 
 from mamori import __version__
-from mamori.configalerts import SinkConfig
+from mamori.config.alerts import SinkConfig
 
 SEVERITY = {"info": 6, "warning": 4, "critical": 2}  # syslog severities
 CEF_SEVERITY = {"info": 3, "warning": 6, "critical": 9}

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mamori.configfeeds import FeedConfig
+from mamori.config.feeds import FeedConfig
 from mamori.feeds.parsers.base import FeedError, FeedUnreachableError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mamori.config import Config, FeedConfig, StoreConfig, dataset_zone, feed_zone
-from mamori.configfeeds import dataset_feeds
+from mamori.config.feeds import dataset_feeds
 from mamori.feeds import guard, parsers, remote
 from mamori.feeds.dataset import ALLOW, FeedDB, db_path
 from mamori.feeds.normalize import Entry

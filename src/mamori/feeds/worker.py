@@ -16,15 +16,15 @@ import json
 import sys
 
 from mamori import config
-from mamori.cliutil import _setup_logging
 from mamori.errors import ConfigError
 from mamori.feeds.parsers import FeedError, FeedUnreachableError
 from mamori.feeds.sources import compile_datasets, update
+from mamori.logs import setup_logging
 
 
 def main(argv: list[str]) -> int:
     path, level, *names = argv
-    _setup_logging(level)
+    setup_logging(level)
     out: dict[str, object]
     try:
         cfg = config.load(path, resolver=False)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mamori.pdns.model import Nxdomain, Observation, from_wire
+from mamori.pdns.decode import from_wire
+from mamori.pdns.model import Nxdomain, Observation
 from mamori.store.pdns_sqlite import NxTuples, PdnsSQLite, Tuples
 
 

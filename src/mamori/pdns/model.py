@@ -59,20 +59,6 @@ def from_message(
     return out, nx
 
 
-def from_wire(data: bytes, when: int, sensor: str) -> tuple[list[Observation], Nxdomain | None]:
-    """A response on the wire; ValueError when it does not parse or is not a response.
-
-    The common case is decoded by ``fastparse`` (same output, ~10x faster);
-    dnspython decides everything else.
-    """
-    from mamori.pdns import fastparse
-
-    fast = fastparse.observations(data, when, sensor)
-    if fast is not None:
-        return fast
-    return from_wire_dnspython(data, when, sensor)
-
-
 def from_wire_dnspython(
     data: bytes, when: int, sensor: str
 ) -> tuple[list[Observation], Nxdomain | None]:

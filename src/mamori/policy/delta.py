@@ -18,9 +18,9 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from mamori import steps
+from mamori.policy import steps
 from mamori.policy.model import Action, LocalRecord, Rule, Trigger
-from mamori.policy.zone import COMPLEX_BASE, LoadedZone, Net, action_of, make_rule
+from mamori.policy.rules import COMPLEX_BASE, LoadedZone, Net, action_of, make_rule
 
 RR = tuple[dns.name.Name, int, dns.rdata.Rdata]
 

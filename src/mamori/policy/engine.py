@@ -32,7 +32,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from mamori.policy.model import Action, LocalRecord, Match, Rule, Trigger
-from mamori.policy.zone import LoadedZone
+from mamori.policy.rules import LoadedZone
 
 _NO_MATCH: tuple[None, list[Match]] = (None, [])
 OVERRIDES = ("given", "disabled", "passthru", "drop", "tcp-only", "nxdomain", "nodata")

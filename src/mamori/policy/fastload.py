@@ -27,9 +27,9 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.ttl
 
-from mamori import steps as steps_mod
+from mamori.policy import steps as steps_mod
 from mamori.policy.model import Action, LocalRecord
-from mamori.policy.zone import _SPECIAL_TARGETS, SIMPLE_CODES, LoadedZone, ZoneError, make_rule
+from mamori.policy.rules import SIMPLE_CODES, SPECIAL_TARGETS, LoadedZone, ZoneError, make_rule
 
 _TTL_RE = re.compile(r"^(\d+[smhdwSMHDW]?)+$")
 _CLASSES = {"IN", "CH", "HS", "CS"}
@@ -198,7 +198,7 @@ def _record(
 ) -> None:
     if rtype == "CNAME" and len(rdata) == 1:
         target = rdata[0].lower()
-        action = _SPECIAL_TARGETS.get(target)
+        action = SPECIAL_TARGETS.get(target)
         if action is None and target.rstrip(".") in (owner, f"{owner}.{out.name}".rstrip(".")):
             action = Action.PASSTHRU  # legacy passthru: CNAME to the name itself
         if action is not None:

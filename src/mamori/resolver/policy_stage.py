@@ -29,7 +29,7 @@ from mamori.errors import StartupError
 from mamori.policy import zone as zone_mod
 from mamori.policy.engine import Policy, ZoneSettings
 from mamori.policy.model import Action, LocalRecord, Match
-from mamori.policy.zone import LoadedZone, ZoneError
+from mamori.policy.rules import LoadedZone, ZoneError
 from mamori.resolver.cache import Entry, entry_from_response
 from mamori.steps import drive, run
 

@@ -21,7 +21,7 @@ import dns.rcode
 
 from mamori.config import Config, RpzConfig
 from mamori.policy.engine import Policy
-from mamori.policy.zone import LoadedZone
+from mamori.policy.rules import LoadedZone
 from mamori.resolver.pipeline import Pipeline
 from mamori.resolver.policy_stage import dispose, load_zone_steps, zone_settings
 from mamori.steps import drive

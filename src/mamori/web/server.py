@@ -11,7 +11,7 @@ from typing import Any
 import uvicorn
 
 from mamori import config as cfgmod
-from mamori.configvalues import Endpoint
+from mamori.config.values import Endpoint
 from mamori.errors import StartupError
 from mamori.web.app import create_app
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass
 
+from mamori.policy.rules import COMPLEX_BASE, LoadedZone
 from mamori.policy.shards import SHARDS
-from mamori.policy.zone import COMPLEX_BASE, LoadedZone
 from mamori.xfr.render import Renderer, apex_ns_rrs
 
 

@@ -41,7 +41,7 @@ import dns.tsig
 
 from mamori.config import Config, Endpoint, TsigSpec
 from mamori.policy.engine import Policy
-from mamori.policy.zone import LoadedZone
+from mamori.policy.rules import LoadedZone
 from mamori.steps import drive
 from mamori.xfr import render
 from mamori.xfr.diff import Version, diff_steps

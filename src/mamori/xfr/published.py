@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mamori.config import Endpoint, TsigSpec
-from mamori.policy.zone import LoadedZone
+from mamori.policy.rules import LoadedZone
 from mamori.xfr.diff import Version
 from mamori.xfr.tsig import keyring
 

@@ -16,7 +16,7 @@ import dns.name
 import dns.rdatatype
 
 from mamori.policy.model import Action, LocalRecord, Rule
-from mamori.policy.zone import CODE_ACTIONS, COMPLEX_BASE, LoadedZone
+from mamori.policy.rules import CODE_ACTIONS, COMPLEX_BASE, LoadedZone
 
 _RR = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 _CNAME = dns.rdatatype.CNAME

@@ -33,7 +33,7 @@ from typing import Protocol
 import dns.name
 
 from mamori.config import Endpoint, RpzConfig
-from mamori.policy.zone import LoadedZone
+from mamori.policy.rules import LoadedZone
 from mamori.steps import drive
 from mamori.xfr import client, zonefile
 

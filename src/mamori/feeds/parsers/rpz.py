@@ -15,7 +15,8 @@ from mamori.feeds.normalize import Entry
 from mamori.feeds.parsers.base import ParseResult
 from mamori.policy import fastload
 from mamori.policy.model import Action, Trigger
-from mamori.policy.zone import ZoneError, load_with_dnspython
+from mamori.policy.rules import ZoneError
+from mamori.policy.zone import load_with_dnspython
 
 ORIGIN = "feed.invalid."  # the file's rules are read relative to its own $ORIGIN or this
 

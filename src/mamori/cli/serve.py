@@ -1,4 +1,4 @@
-"""Command line: serve, check, web, and the zones, feeds, pdns, keys, users, reports groups."""
+"""``mamori serve`` (the firewall), ``mamori web`` (the APIs alone), ``mamori check``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mamori import __version__
 from mamori import config as config_mod
-from mamori.clifeeds import feeds
-from mamori.clikeys import keys, reports, users
-from mamori.clipdns import pdns
-from mamori.cliutil import _fail, _load_config, _setup_logging, config_option
+from mamori.cli.util import config_option, fail, load_config, setup_logging
 from mamori.errors import MamoriError
 
 if TYPE_CHECKING:
@@ -22,25 +18,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("mamori")
 
 
-@click.group()
-@click.version_option(__version__, prog_name="mamori")
-def cli() -> None:
-    """mamori: DNS firewall, threat datasets and passive DNS."""
-
-
-@cli.command()
+@click.command()
 @config_option
 def serve(config_path: str) -> None:
     """Run the DNS firewall in the foreground (SIGTERM stops, SIGHUP reloads)."""
     from mamori.resolver import service
     from mamori.store.sqlite import SQLiteStore
 
-    cfg = _load_config(config_path)
-    _setup_logging(cfg.log.level)
+    cfg = load_config(config_path)
+    setup_logging(cfg.log.level)
     try:
         store = SQLiteStore(cfg.store.path)
     except MamoriError as e:
-        _fail(e)
+        fail(e)
     tap, tap_writer = _pdns_tap(cfg)
     children = _pdns_children(cfg)
     try:
@@ -60,7 +50,7 @@ def serve(config_path: str) -> None:
             if alerts is not None:
                 alerts.stop()
     except MamoriError as e:
-        _fail(e)
+        fail(e)
     finally:
         for child in children:
             child.terminate()
@@ -80,15 +70,15 @@ def _web_server(cfg: config_mod.Config, embedded: bool = False, runtime: Any = N
     return make_server(cfg, embedded, runtime)
 
 
-@cli.command()
+@click.command()
 @config_option
 def web(config_path: str) -> None:
     """Run the HTTP APIs alone (foreground), on [web] listen, over the config's stores."""
     import asyncio
     import contextlib
 
-    cfg = _load_config(config_path)
-    _setup_logging(cfg.log.level)
+    cfg = load_config(config_path)
+    setup_logging(cfg.log.level)
     server = _web_server(cfg)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(server.serve())
@@ -144,11 +134,11 @@ def _pdns_tap(cfg: config_mod.Config) -> tuple[AnswerTap | None, TapWriter | Non
     return tap, writer
 
 
-@cli.command()
+@click.command()
 @config_option
 def check(config_path: str) -> None:
     """Validate a configuration file; exit non-zero naming file, line and key."""
-    cfg = _load_config(config_path)
+    cfg = load_config(config_path)
     s = cfg.server
     click.echo(f"{config_path}: OK")
     click.echo(f"  listen:    {', '.join(str(e) for e in s.listen)} (udp{'+tcp' if s.tcp else ''})")
@@ -160,7 +150,7 @@ def check(config_path: str) -> None:
     try:
         policy = load_policy(cfg.rpz, None, strict=True)
     except MamoriError as e:
-        _fail(e)
+        fail(e)
     zones = policy.all_zones if policy is not None else []
     settings = policy.settings if policy is not None else []
     applied = {z.name: st.policy for z, st in zip(zones, settings, strict=False)}
@@ -178,114 +168,3 @@ def check(config_path: str) -> None:
             f"  rpz:       {z.name} serial {z.serial}, {z.rule_count} rules, {how}"
             f"{skipped}{source}{published}"
         )
-
-
-@cli.group()
-def zones() -> None:
-    """Policy zones: transfer status, hit counters."""
-
-
-@zones.command("serve")
-@config_option
-def zones_serve(config_path: str) -> None:
-    """Run only the primary: serve the zones with publish = true by AXFR/IXFR (no resolver).
-
-    Listens on [server] listen; SIGHUP reloads, zone file changes are picked up.
-    """
-    from mamori.resolver import service
-    from mamori.store.sqlite import SQLiteStore
-
-    try:
-        cfg = config_mod.load(config_path, resolver=False)
-    except MamoriError as e:
-        _fail(e)
-    _setup_logging(cfg.log.level)
-    if not any(z.publish for z in cfg.rpz):
-        _fail(MamoriError(f"{config_path}: no [[rpz]] zone has publish = true"))
-    try:
-        store = SQLiteStore(cfg.store.path)
-    except MamoriError as e:
-        _fail(e)
-    try:
-        service.run(cfg, store, primary_only=True)
-    except MamoriError as e:
-        _fail(e)
-    finally:
-        store.close()
-
-
-@zones.command("status")
-@config_option
-def zones_status(config_path: str) -> None:
-    """Per zone: source, serial, rules, last transfer and result, next refresh."""
-    import json
-    import time
-
-    from mamori.xfr.secondary import status_path
-
-    try:
-        cfg = config_mod.load(config_path, resolver=False)
-    except MamoriError as e:
-        _fail(e)
-
-    def when(ts: float | None) -> str:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z" if ts else "-"
-
-    for rpz in cfg.rpz:
-        assert rpz.file is not None
-        if rpz.publish:
-            pub_file = cfg.store.path.parent / "zones" / f"{rpz.name.rstrip('.')}.published.json"
-            published = json.loads(pub_file.read_text()) if pub_file.exists() else None
-            serial = f"serial {published['serial']}" if published else "not published yet"
-            click.echo(f"{rpz.name}  published by AXFR/IXFR: {serial}")
-        if not rpz.primary:
-            click.echo(f"{rpz.name}  file {rpz.file}")
-            continue
-        click.echo(f"{rpz.name}  secondary of {', '.join(str(p) for p in rpz.primary)}")
-        sp = status_path(rpz.file)
-        if not sp.exists():
-            click.echo("  no status yet (mamori serve has not run with this zone)")
-            continue
-        st = json.loads(sp.read_text())
-        state = "EXPIRED" if st["expired"] else ("loaded" if st["loaded"] else "not loaded")
-        click.echo(f"  state:         {state}, serial {st['serial']}, {st['rules']} rules")
-        click.echo(f"  last transfer: {when(st['last_transfer'])}")
-        click.echo(f"  last check:    {when(st['last_check'])}: {st['last_result']}")
-        click.echo(f"  next refresh:  {when(st['next_refresh'])}")
-
-
-@zones.command("hits")
-@config_option
-def zones_hits(config_path: str) -> None:
-    """Per-zone policy hit counters from the store (zone, trigger, action, hits)."""
-    import time
-
-    from mamori.store.sqlite import SQLiteStore
-
-    cfg = _load_config(config_path)
-    try:
-        store = SQLiteStore(cfg.store.path)
-    except MamoriError as e:
-        _fail(e)
-    try:
-        rows = store.policy_hits()
-    finally:
-        store.close()
-    if not rows:
-        click.echo("no policy hits recorded")
-        return
-    click.echo(f"{'ZONE':<28} {'TRIGGER':<10} {'ACTION':<11} {'HITS':>10}  LAST HIT (UTC)")
-    for zone, trigger, action, hits, _first, last in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last))
-        click.echo(f"{zone:<28} {trigger:<10} {action:<11} {hits:>10}  {when}")
-
-
-cli.add_command(feeds)
-cli.add_command(pdns)
-cli.add_command(keys)
-cli.add_command(reports)
-cli.add_command(users)
-
-
-def main() -> None:
-    cli()

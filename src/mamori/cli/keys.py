@@ -7,7 +7,7 @@ import time
 
 import click
 
-from mamori.cliutil import _fail, _load_config, config_option
+from mamori.cli.util import config_option, fail, load_config
 from mamori.errors import MamoriError
 
 
@@ -27,12 +27,12 @@ def keys_add(config_path: str, name: str, rate: float, burst: float, quota: int)
     from mamori.web.app import keys_path
     from mamori.web.keys import KeyStore
 
-    cfg = _load_config(config_path)
+    cfg = load_config(config_path)
     store = KeyStore(keys_path(cfg))
     try:
         key = store.add(name, rate, max(burst, 1.0), quota)
     except ValueError as e:
-        _fail(MamoriError(str(e)))
+        fail(MamoriError(str(e)))
     finally:
         store.close()
     click.echo(key)
@@ -45,7 +45,7 @@ def keys_list(config_path: str) -> None:
     from mamori.web.app import keys_path
     from mamori.web.keys import KeyStore
 
-    store = KeyStore(keys_path(_load_config(config_path)))
+    store = KeyStore(keys_path(load_config(config_path)))
     try:
         for k in store.all_keys():
             quota = f"{k.used_today}/{k.quota} today" if k.quota else f"{k.used_today} today"
@@ -63,7 +63,7 @@ def keys_remove(config_path: str, name: str) -> None:
     from mamori.web.app import keys_path
     from mamori.web.keys import KeyStore
 
-    store = KeyStore(keys_path(_load_config(config_path)))
+    store = KeyStore(keys_path(load_config(config_path)))
     try:
         if not store.remove(name):
             click.echo(f"no key named {name}", err=True)
@@ -86,7 +86,7 @@ def reports_list(config_path: str, show_all: bool) -> None:
 
     from mamori.web.blockpage import reports_path
 
-    path = reports_path(_load_config(config_path))
+    path = reports_path(load_config(config_path))
     if not path.exists():
         click.echo("no reports")
         return
@@ -115,7 +115,7 @@ def reports_close(config_path: str, report_id: int) -> None:
 
     from mamori.web.blockpage import reports_path
 
-    db = sqlite3.connect(reports_path(_load_config(config_path)))
+    db = sqlite3.connect(reports_path(load_config(config_path)))
     try:
         with db:
             n = db.execute(
@@ -146,11 +146,11 @@ def users_add(config_path: str, name: str, password_stdin: bool) -> None:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    store = KeyStore(keys_path(_load_config(config_path)))
+    store = KeyStore(keys_path(load_config(config_path)))
     try:
         store.add_user(name, password)
     except ValueError as e:
-        _fail(MamoriError(str(e)))
+        fail(MamoriError(str(e)))
     finally:
         store.close()
     click.echo(f"user {name} can log in")
@@ -164,7 +164,7 @@ def users_remove(config_path: str, name: str) -> None:
     from mamori.web.app import keys_path
     from mamori.web.keys import KeyStore
 
-    store = KeyStore(keys_path(_load_config(config_path)))
+    store = KeyStore(keys_path(load_config(config_path)))
     try:
         if not store.remove_user(name):
             click.echo(f"no user {name}", err=True)

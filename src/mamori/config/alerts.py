@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mamori.configvalues import (
+from mamori.config.values import (
     Endpoint,
     InvalidValueError,
     boolean,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mamori.configalerts import CONVERTERS as ALERT_CONVERTERS
-from mamori.configfeeds import CONVERTERS as FEED_CONVERTERS
-from mamori.configvalues import (
+from mamori.config.alerts import CONVERTERS as ALERT_CONVERTERS
+from mamori.config.feeds import CONVERTERS as FEED_CONVERTERS
+from mamori.config.values import (
     boolean,
     choice,
     endpoint,

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 
 from mamori import config as cfgmod
-from mamori.cliutil import _fail, _load_config, _setup_logging, config_option
-from mamori.configfeeds import dataset_feeds
+from mamori.cli.util import config_option, fail, load_config, progress, setup_logging
+from mamori.config.feeds import dataset_feeds
 from mamori.errors import MamoriError
 
 
@@ -22,30 +20,6 @@ def feeds() -> None:
 
 def _when(t: int | float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t)) if t else "never"
-
-
-@contextmanager
-def _progress() -> Iterator[object]:
-    """A rich progress bar on a terminal; one line per finished step otherwise."""
-    if not sys.stderr.isatty():
-
-        def report(what: str, done: int, total: int | None) -> None:
-            if total is not None and done >= total:
-                click.echo(f"  {what}: {done:,} done", err=True)
-
-        yield report
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        tasks: dict[str, object] = {}
-
-        def draw(what: str, done: int, total: int | None) -> None:
-            if what not in tasks:
-                tasks[what] = bar.add_task(what, total=total)
-            bar.update(tasks[what], completed=done, total=total)  # type: ignore[arg-type]
-
-        yield draw
 
 
 @feeds.command("update")
@@ -60,14 +34,14 @@ def feeds_update(config_path: str, names: tuple[str, ...]) -> None:
     from mamori.feeds.parsers import FeedError, FeedUnreachableError
     from mamori.feeds.sources import compile_datasets, update
 
-    cfg = _load_config(config_path)
-    _setup_logging("warning")
+    cfg = load_config(config_path)
+    setup_logging("warning")
     unknown = set(names) - {f.name for f in cfg.feeds}
     if unknown:
-        _fail(MamoriError(f"unknown feed(s): {', '.join(sorted(unknown))}"))
+        fail(MamoriError(f"unknown feed(s): {', '.join(sorted(unknown))}"))
     failed = 0
     done: set[str] = set()
-    with _progress() as report:
+    with progress() as report:
         for feed in cfg.feeds:
             if (names and feed.name not in names) or (not names and not feed.enabled):
                 continue
@@ -91,7 +65,7 @@ def feeds_update(config_path: str, names: tuple[str, ...]) -> None:
 @config_option
 def feeds_list(config_path: str) -> None:
     """Each feed and dataset: format, source, compiled rules and serial, last update."""
-    cfg = _load_config(config_path)
+    cfg = load_config(config_path)
     for feed in cfg.feeds:
         zone = cfgmod.feed_zone(feed, cfg.store)
         source = feed.url or str(feed.path)
@@ -130,7 +104,7 @@ def _members(cfg: cfgmod.Config, name: str) -> tuple[list[str], str, str]:
             members = dataset_feeds(ds, cfg.feeds)
             cats = sorted({f.category for f in members})
             return [f.name for f in members], "+".join(cats), ds.action
-    _fail(MamoriError(f"no feed or dataset named {name}"))
+    fail(MamoriError(f"no feed or dataset named {name}"))
 
 
 @feeds.command("show")
@@ -140,7 +114,7 @@ def feeds_show(config_path: str, name: str) -> None:
     """A feed's or dataset's state: entries, last updates, rejected lines."""
     from mamori.feeds.dataset import FeedDB, db_path
 
-    cfg = _load_config(config_path)
+    cfg = load_config(config_path)
     names, category, action = _members(cfg, name)
     with FeedDB(db_path(cfg.store.path)) as db:
         feed = next((f for f in cfg.feeds if f.name == name), None)
@@ -181,11 +155,11 @@ def feeds_lookup(config_path: str, value: str) -> None:
     from mamori.feeds.dataset import FeedDB, db_path
     from mamori.feeds.normalize import RejectedError, entry
 
-    cfg = _load_config(config_path)
+    cfg = load_config(config_path)
     try:
         e = entry(value)
     except RejectedError as r:
-        _fail(MamoriError(f"{value}: {r}"))
+        fail(MamoriError(f"{value}: {r}"))
     with FeedDB(db_path(cfg.store.path)) as db:
         rows = db.provenance(e.value)
     if not rows:
@@ -216,15 +190,15 @@ def feeds_diff(config_path: str, name: str, limit: int) -> None:
     from mamori.feeds.parsers import FeedError, check_budget
     from mamori.feeds.sources import cache_dir, read
 
-    cfg = _load_config(config_path)
+    cfg = load_config(config_path)
     feed = next((f for f in cfg.feeds if f.name == name), None)
     if feed is None:
-        _fail(MamoriError(f"no feed named {name}"))
+        fail(MamoriError(f"no feed named {name}"))
     try:
         result, source = read(feed, cache_dir(cfg.store))
         check_budget(result, f"feed {name}", feed.max_bad)
     except FeedError as e:
-        _fail(e)
+        fail(e)
     allow = guard.read_allowlist(feed.allowlist)
     new = {(e.kind, e.value) for e in result.entries if guard.refusal(e, allow) is None}
     with FeedDB(db_path(cfg.store.path)) as db:
@@ -255,7 +229,7 @@ def feeds_export(config_path: str, name: str, fmt: str, output: str | None) -> N
     from mamori.feeds.publish import lists
     from mamori.feeds.sources import target
 
-    cfg = _load_config(config_path)
+    cfg = load_config(config_path)
     names, category, action = _members(cfg, name)
     with FeedDB(db_path(cfg.store.path)) as db:
         rows = db.rows(names)

@@ -1,4 +1,4 @@
-"""Typed configuration: TOML file -> frozen dataclasses, with defaults and validation.
+"""TOML file -> ``Config``: parsing, conversion of every key, cross-checks.
 
 Every validation error names the file, the line and the key (``ConfigError``).
 Relative paths in the file are resolved against the directory of the file.
@@ -9,20 +9,27 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mamori.configalerts import AlertConfig, SinkConfig
-from mamori.configfeeds import (
-    DatasetConfig,
-    DnsblConfig,
-    FeedConfig,
-    PdnsConfig,
-    dataset_feeds,
+from mamori.config.feeds import DatasetConfig, FeedConfig, PdnsConfig, dataset_feeds
+from mamori.config.keys import CONVERTERS
+from mamori.config.sections import (
+    BlockpageConfig,
+    CacheConfig,
+    Config,
+    LogConfig,
+    PolicyConfig,
+    PublishConfig,
+    RpzConfig,
+    ServerConfig,
+    StoreConfig,
+    UpstreamConfig,
+    WebConfig,
+    dataset_zone,
+    feed_zone,
 )
-from mamori.configkeys import CONVERTERS as _CONVERTERS
-from mamori.configtables import (
+from mamori.config.tables import (
     Ctx,
     build_alerts,
     build_datasets,
@@ -31,166 +38,10 @@ from mamori.configtables import (
     build_sinks,
     tables,
 )
-from mamori.configvalues import (
-    TSIG_ALGORITHMS,
-    Endpoint,
-    InvalidValueError,
-    TsigSpec,
-    UpstreamServer,
-    parse_endpoint,
-    read_resolv_conf,
-)
+from mamori.config.values import InvalidValueError
 from mamori.errors import ConfigError
 
-__all__ = [
-    "TSIG_ALGORITHMS",
-    "Config",
-    "DatasetConfig",
-    "DnsblConfig",
-    "Endpoint",
-    "FeedConfig",
-    "PdnsConfig",
-    "TsigSpec",
-    "UpstreamServer",
-    "load",
-    "loads",
-    "parse_endpoint",
-    "read_resolv_conf",
-]
-
 SYSTEM_RESOLV_CONF = "/etc/resolv.conf"
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 53), Endpoint("::1", 53))
-    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
-    workers: int = 1
-    tcp: bool = True
-    max_udp_size: int = 1232
-    tcp_idle_timeout: float = 10.0
-    tcp_max_connections: int = 1000
-    rate_limit: float = 1000.0
-    rate_burst: float = 2000.0
-    rate_limit_action: str = "refused"
-    stats_interval: float = 300.0
-
-
-@dataclass(frozen=True)
-class UpstreamConfig:
-    servers: tuple[UpstreamServer, ...] = ()
-    timeout: float = 1.5
-    attempts: int = 3
-    down_after: int = 3
-    down_for: float = 10.0
-
-
-@dataclass(frozen=True)
-class CacheConfig:
-    max_entries: int = 200_000
-    max_bytes: int = 128 * 1024 * 1024
-    min_ttl: int = 0
-    max_ttl: int = 86_400
-    max_negative_ttl: int = 3_600
-    serve_stale: bool = True
-    stale_max_age: int = 86_400
-    stale_answer_ttl: int = 30
-    stale_refresh_interval: float = 30.0
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    path: Path = Path("mamori.db")
-    query_log: bool = True
-    query_log_days: int = 7
-    queue_size: int = 100_000
-    flush_interval: float = 0.5
-
-
-@dataclass(frozen=True)
-class WebConfig:
-    enabled: bool = False
-    listen: Endpoint = Endpoint("127.0.0.1", 8053)  # noqa: RUF009 (frozen dataclass)
-    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may scrape /metrics
-    metrics_token: str = ""  # or a bearer token, from anywhere
-
-
-@dataclass(frozen=True)
-class LogConfig:
-    level: str = "info"
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """``[policy]``: settings shared by all policy zones (BIND's response-policy options)."""
-
-    min_ns_dots: int = 1  # NSDNAME/NSIP: skip delegation points with fewer dots (TLDs)
-    watch_interval: float = 5.0  # seconds between zone file change checks; 0 = off
-
-
-@dataclass(frozen=True)
-class RpzConfig:
-    """One ``[[rpz]]`` policy zone; zones apply in the order they are listed."""
-
-    name: str = ""
-    file: Path | None = None
-    policy: str = "given"
-    log: bool = True
-    max_policy_ttl: int = 0
-    on_error: str = "refuse"
-    recursive_only: bool = False
-    nsdname_enable: bool = True
-    nsip_enable: bool = True
-    # Zone transfer (secondary): primaries to AXFR/IXFR from; `file` then holds the copy.
-    primary: tuple[Endpoint, ...] = ()
-    tsig: TsigSpec | None = None
-    on_expire: str = "stop"  # an expired transferred zone: "stop" applying it, or "keep"
-    # Zone transfer (primary): serve this zone to other resolvers by AXFR/IXFR.
-    publish: bool = False
-    publish_keys: tuple[str, ...] = ()  # TSIG key names ([publish] keys) allowed; () = any
-    feed: str = ""  # compiled from this [[feed]] or [[dataset]] (set by the loader)
-    apply: bool = True  # False: loaded only to be published (a feed with enforce = false)
-
-
-@dataclass(frozen=True)
-class BlockpageConfig:
-    """``[blockpage]``: the warning page for names answered with the block address."""
-
-    enabled: bool = False
-    address: str = ""  # the address policy answers point to (walled garden / Local-Data A)
-    listen: tuple[Endpoint, ...] = ()  # default: address:80
-
-
-@dataclass(frozen=True)
-class PublishConfig:
-    """``[publish]``: serving policy zones (``[[rpz]] publish = true``) to secondaries."""
-
-    allow: tuple[str, ...] = ()  # networks that may transfer without TSIG
-    keys: tuple[TsigSpec, ...] = ()  # TSIG keys secondaries may sign with
-    notify: tuple[Endpoint, ...] = ()  # secondaries to NOTIFY when a zone changes
-    history: int = 20  # IXFR: versions kept per zone
-
-
-@dataclass(frozen=True)
-class Config:
-    path: Path
-    server: ServerConfig = field(default_factory=ServerConfig)
-    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
-    cache: CacheConfig = field(default_factory=CacheConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    web: WebConfig = field(default_factory=WebConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    publish: PublishConfig = field(default_factory=PublishConfig)
-    pdns: PdnsConfig = field(default_factory=PdnsConfig)
-    blockpage: BlockpageConfig = field(default_factory=BlockpageConfig)
-    rpz: tuple[RpzConfig, ...] = ()
-    feeds: tuple[FeedConfig, ...] = ()
-    datasets: tuple[DatasetConfig, ...] = ()
-    alerts: tuple[AlertConfig, ...] = ()
-    alert_sinks: tuple[SinkConfig, ...] = ()
-    dnsbl: tuple[DnsblConfig, ...] = ()
-
 
 _SECTIONS: dict[str, type] = {
     "server": ServerConfig,
@@ -282,48 +133,10 @@ def _build(ctx: Ctx, section: str, cls: type, table: dict[str, Any], resolv_conf
     return cls(**kwargs)
 
 
-def pdns_path(cfg: Config) -> Path:
-    """The passive DNS store's file."""
-    return cfg.pdns.path or cfg.store.path.parent / "pdns.sqlite"
-
-
-def feed_zone(feed: FeedConfig, cfg_store: StoreConfig) -> RpzConfig:
-    """The policy zone a feed is compiled into (applied after the [[rpz]] zones).
-
-    A feed that is published but not enforced is loaded only for the publisher.
-    """
-    # The action is written into the rules (allow rules stay PASSTHRU): policy "given".
-    return RpzConfig(
-        name=f"{feed.name}.feeds.mamori.",
-        file=cfg_store.path.parent / "feeds" / f"{feed.name}.rpz",
-        feed=feed.name,
-        apply=feed.enforce,
-        publish=feed.publish,
-        publish_keys=feed.publish_keys,
-    )
-
-
-def zone_feeds(cfg: Config) -> dict[str, FeedConfig]:
-    """Policy zone name -> the [[feed]] compiled into it (categories of hits)."""
-    return {feed_zone(f, cfg.store).name: f for f in cfg.feeds}
-
-
-def dataset_zone(ds: DatasetConfig, cfg_store: StoreConfig) -> RpzConfig:
-    """The policy zone of a dataset (the union of its feeds), after the feeds' zones."""
-    return RpzConfig(
-        name=f"{ds.name}.datasets.mamori.",
-        file=cfg_store.path.parent / "feeds" / f"{ds.name}.dataset.rpz",
-        feed=ds.name,
-        apply=ds.enforce,
-        publish=ds.publish,
-        publish_keys=ds.publish_keys,
-    )
-
-
 def _build_rpz(ctx: Ctx, value: Any) -> tuple[RpzConfig, ...]:
     out: list[RpzConfig] = []
     names: set[str] = set()
-    for i, rpz in enumerate(tables(ctx, value, "rpz", RpzConfig, _CONVERTERS)):
+    for i, rpz in enumerate(tables(ctx, value, "rpz", RpzConfig, CONVERTERS)):
         if not rpz.name:
             raise ConfigError(ctx.path, ctx.line("rpz", None, i), "rpz.name", "missing zone name")
         if rpz.file is None and not rpz.primary:
@@ -343,7 +156,7 @@ def _build_rpz(ctx: Ctx, value: Any) -> tuple[RpzConfig, ...]:
 
 
 def _convert(ctx: Ctx, section: str, key: str, raw: Any, resolv_conf: str) -> Any:
-    conv = _CONVERTERS.get((section, key))
+    conv = CONVERTERS.get((section, key))
     if conv is None:
         raise ctx.error(section, key, "unknown key")
     try:

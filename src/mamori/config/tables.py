@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mamori.configalerts import CONVERTERS as ALERT_CONVERTERS
-from mamori.configalerts import AlertConfig, SinkConfig, check_sink
-from mamori.configfeeds import CONVERTERS as FEED_CONVERTERS
-from mamori.configfeeds import DatasetConfig, DnsblConfig, FeedConfig
-from mamori.configvalues import InvalidValueError
+from mamori.config.alerts import CONVERTERS as ALERT_CONVERTERS
+from mamori.config.alerts import AlertConfig, SinkConfig, check_sink
+from mamori.config.feeds import CONVERTERS as FEED_CONVERTERS
+from mamori.config.feeds import DatasetConfig, DnsblConfig, FeedConfig
+from mamori.config.values import InvalidValueError
 from mamori.errors import ConfigError
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mamori.configvalues import (
+from mamori.config.values import (
     Endpoint,
     InvalidValueError,
     boolean,

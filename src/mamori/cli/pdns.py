@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from mamori import config as cfgmod
-from mamori.cliutil import _fail, _load_config, _setup_logging, config_option
+from mamori.cli.util import config_option, fail, load_config, setup_logging
 from mamori.errors import MamoriError
 from mamori.store.pdns_sqlite import PdnsSQLite
 
@@ -24,7 +24,7 @@ def pdns() -> None:
 def _store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsSQLite:
     path = cfgmod.pdns_path(cfg)
     if readonly and not path.exists():
-        _fail(MamoriError(f"{path}: no passive DNS store yet (mamori pdns ingest, or [pdns])"))
+        fail(MamoriError(f"{path}: no passive DNS store yet (mamori pdns ingest, or [pdns])"))
     return PdnsSQLite(path, readonly=readonly)
 
 
@@ -37,15 +37,15 @@ def pdns_ingest(
     config_path: str, sensor: str, no_nxdomain: bool, captures: tuple[str, ...]
 ) -> None:
     """Read pcap/pcapng CAPTURES into the passive DNS store of the config."""
-    from mamori.clifeeds import _progress
+    from mamori.cli.util import progress
     from mamori.pdns.ingest import ingest
     from mamori.pdns.sensors.pcap import CaptureError
 
-    cfg = _load_config(config_path)
-    _setup_logging("warning")
+    cfg = load_config(config_path)
+    setup_logging("warning")
     store = _store(cfg)
     try:
-        with _progress() as report:
+        with progress() as report:
             result = ingest(
                 [Path(c) for c in captures],
                 store,
@@ -54,7 +54,7 @@ def pdns_ingest(
                 keep_nxdomain=not no_nxdomain and cfg.pdns.nxdomain,
             )
     except (CaptureError, OSError) as e:
-        _fail(MamoriError(str(e)))
+        fail(MamoriError(str(e)))
     finally:
         store.close()
     click.echo(result.summary())
@@ -109,9 +109,9 @@ def pdns_query(
 
     given = [x for x in (rrset, rdata_name, rdata_ip) if x]
     if len(given) != 1:
-        _fail(MamoriError("give exactly one of -r, -n, -i"))
+        fail(MamoriError("give exactly one of -r, -n, -i"))
     if not server and not config_path:
-        _fail(MamoriError("give --config FILE (the local store) or --server URL --key KEY"))
+        fail(MamoriError("give --config FILE (the local store) or --server URL --key KEY"))
     try:
         if rrset:
             ask = query.parse_rrset(rrset)
@@ -124,7 +124,7 @@ def pdns_query(
         a = formats.parse_time(after) if after else None
         b = formats.parse_time(before) if before else None
     except ValueError as e:
-        _fail(MamoriError(str(e)))
+        fail(MamoriError(str(e)))
     # dnsdbq: -A/-B keep records whose life overlaps the window; -c: within it
     fences = (
         Fences(first_after=a, last_before=b) if complete else Fences(last_after=a, first_before=b)
@@ -135,10 +135,10 @@ def pdns_query(
         try:
             records = run(server, key, ask, fences, limit, offset)
         except RemoteError as e:
-            _fail(MamoriError(str(e)))
+            fail(MamoriError(str(e)))
     else:
         assert config_path is not None
-        store = _store(_load_config(config_path), readonly=True)
+        store = _store(load_config(config_path), readonly=True)
         try:
             records = query.run(store, ask, fences, limit, offset)
         finally:
@@ -171,13 +171,13 @@ def pdns_search(config_path: str, keyword: str, limit: int, as_json: bool) -> No
     from mamori.pdns.formats import iso
     from mamori.store.pdns_keys import unicode_name
 
-    cfg = _load_config(config_path)
+    cfg = load_config(config_path)
     store = _store(cfg, readonly=True)
     try:
         try:
             names = store.keyword(keyword, limit)
         except ValueError as e:
-            _fail(MamoriError(str(e)))
+            fail(MamoriError(str(e)))
         seen = store.names_first_last(names)
     finally:
         store.close()
@@ -211,7 +211,7 @@ def pdns_stats(config_path: str) -> None:
     """Store size and sensors (observations, last seen)."""
     from mamori.pdns.formats import iso
 
-    cfg = _load_config(config_path)
+    cfg = load_config(config_path)
     path = cfgmod.pdns_path(cfg)
     store = _store(cfg, readonly=True)
     try:
@@ -236,11 +236,11 @@ def pdns_collect(config_path: str, listen: str) -> None:
 
     from mamori.pdns.sensors.dnstap import collect
 
-    cfg = _load_config(config_path)
-    _setup_logging(cfg.log.level)
+    cfg = load_config(config_path)
+    setup_logging(cfg.log.level)
     where = listen or cfg.pdns.dnstap
     if not where:
-        _fail(MamoriError("no dnstap listener: set [pdns] dnstap or --listen"))
+        fail(MamoriError("no dnstap listener: set [pdns] dnstap or --listen"))
     store = _store(cfg)
 
     async def main() -> None:
@@ -255,7 +255,7 @@ def pdns_collect(config_path: str, listen: str) -> None:
     try:
         asyncio.run(main())
     except (OSError, ValueError) as e:
-        _fail(MamoriError(f"dnstap {where}: {e}"))
+        fail(MamoriError(f"dnstap {where}: {e}"))
     finally:
         store.close()
 
@@ -272,11 +272,11 @@ def pdns_capture(config_path: str, interface: str) -> None:
     from mamori.pdns.sensors.live import CaptureUnavailableError, messages
     from mamori.pdns.sensors.pcap import Reader
 
-    cfg = _load_config(config_path)
-    _setup_logging(cfg.log.level)
+    cfg = load_config(config_path)
+    setup_logging(cfg.log.level)
     iface = interface or cfg.pdns.capture
     if not iface:
-        _fail(MamoriError("no interface: set [pdns] capture or -i"))
+        fail(MamoriError("no interface: set [pdns] capture or -i"))
     store = _store(cfg)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -293,7 +293,7 @@ def pdns_capture(config_path: str, interface: str) -> None:
                 agg.flush(store)
                 last_flush = time.monotonic()
     except CaptureUnavailableError as e:
-        _fail(MamoriError(str(e)))
+        fail(MamoriError(str(e)))
     finally:
         agg.flush(store)
         store.close()
@@ -310,10 +310,10 @@ def pdns_capture(config_path: str, interface: str) -> None:
 @click.option("--days", type=int, default=0, help="Days to keep (default: [pdns] retention_days)")
 def pdns_compact(config_path: str, days: int) -> None:
     """Drop tuples not seen for DAYS days, then reclaim the space (VACUUM)."""
-    cfg = _load_config(config_path)
+    cfg = load_config(config_path)
     keep = days or cfg.pdns.retention_days
     if keep <= 0:
-        _fail(MamoriError("nothing to do: give --days N or set [pdns] retention_days"))
+        fail(MamoriError("nothing to do: give --days N or set [pdns] retention_days"))
     store = _store(cfg)
     try:
         tuples, names = store.compact(int(time.time() - keep * 86400))

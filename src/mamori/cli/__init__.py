@@ -1,0 +1,29 @@
+"""Command line: serve, check, web, and the zones, feeds, pdns, keys, users, reports groups.
+
+One module per command group; this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import click
+
+from mamori import __version__
+from mamori.cli.feeds import feeds
+from mamori.cli.keys import keys, reports, users
+from mamori.cli.pdns import pdns
+from mamori.cli.serve import check, serve, web
+from mamori.cli.zones import zones
+
+
+@click.group()
+@click.version_option(__version__, prog_name="mamori")
+def cli() -> None:
+    """mamori: DNS firewall, threat datasets and passive DNS."""
+
+
+for command in (serve, web, check, zones, feeds, pdns, keys, reports, users):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,184 @@
+"""The configuration's typed sections: frozen dataclasses with their defaults.
+
+One class per TOML table (``[server]`` -> ``ServerConfig``, ``[[rpz]]`` ->
+``RpzConfig`` ...); ``Config`` holds them all. Values are already converted and
+validated (``load.py``); nothing here reads files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mamori.config.alerts import AlertConfig, SinkConfig
+from mamori.config.feeds import DatasetConfig, DnsblConfig, FeedConfig, PdnsConfig
+from mamori.config.values import Endpoint, TsigSpec, UpstreamServer
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 53), Endpoint("::1", 53))
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    workers: int = 1
+    tcp: bool = True
+    max_udp_size: int = 1232
+    tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = 1000
+    rate_limit: float = 1000.0
+    rate_burst: float = 2000.0
+    rate_limit_action: str = "refused"
+    stats_interval: float = 300.0
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    servers: tuple[UpstreamServer, ...] = ()
+    timeout: float = 1.5
+    attempts: int = 3
+    down_after: int = 3
+    down_for: float = 10.0
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    max_entries: int = 200_000
+    max_bytes: int = 128 * 1024 * 1024
+    min_ttl: int = 0
+    max_ttl: int = 86_400
+    max_negative_ttl: int = 3_600
+    serve_stale: bool = True
+    stale_max_age: int = 86_400
+    stale_answer_ttl: int = 30
+    stale_refresh_interval: float = 30.0
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path = Path("mamori.db")
+    query_log: bool = True
+    query_log_days: int = 7
+    queue_size: int = 100_000
+    flush_interval: float = 0.5
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = False
+    listen: Endpoint = Endpoint("127.0.0.1", 8053)  # noqa: RUF009 (frozen dataclass)
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may scrape /metrics
+    metrics_token: str = ""  # or a bearer token, from anywhere
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """``[policy]``: settings shared by all policy zones (BIND's response-policy options)."""
+
+    min_ns_dots: int = 1  # NSDNAME/NSIP: skip delegation points with fewer dots (TLDs)
+    watch_interval: float = 5.0  # seconds between zone file change checks; 0 = off
+
+
+@dataclass(frozen=True)
+class RpzConfig:
+    """One ``[[rpz]]`` policy zone; zones apply in the order they are listed."""
+
+    name: str = ""
+    file: Path | None = None
+    policy: str = "given"
+    log: bool = True
+    max_policy_ttl: int = 0
+    on_error: str = "refuse"
+    recursive_only: bool = False
+    nsdname_enable: bool = True
+    nsip_enable: bool = True
+    # Zone transfer (secondary): primaries to AXFR/IXFR from; `file` then holds the copy.
+    primary: tuple[Endpoint, ...] = ()
+    tsig: TsigSpec | None = None
+    on_expire: str = "stop"  # an expired transferred zone: "stop" applying it, or "keep"
+    # Zone transfer (primary): serve this zone to other resolvers by AXFR/IXFR.
+    publish: bool = False
+    publish_keys: tuple[str, ...] = ()  # TSIG key names ([publish] keys) allowed; () = any
+    feed: str = ""  # compiled from this [[feed]] or [[dataset]] (set by the loader)
+    apply: bool = True  # False: loaded only to be published (a feed with enforce = false)
+
+
+@dataclass(frozen=True)
+class BlockpageConfig:
+    """``[blockpage]``: the warning page for names answered with the block address."""
+
+    enabled: bool = False
+    address: str = ""  # the address policy answers point to (walled garden / Local-Data A)
+    listen: tuple[Endpoint, ...] = ()  # default: address:80
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """``[publish]``: serving policy zones (``[[rpz]] publish = true``) to secondaries."""
+
+    allow: tuple[str, ...] = ()  # networks that may transfer without TSIG
+    keys: tuple[TsigSpec, ...] = ()  # TSIG keys secondaries may sign with
+    notify: tuple[Endpoint, ...] = ()  # secondaries to NOTIFY when a zone changes
+    history: int = 20  # IXFR: versions kept per zone
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    pdns: PdnsConfig = field(default_factory=PdnsConfig)
+    blockpage: BlockpageConfig = field(default_factory=BlockpageConfig)
+    rpz: tuple[RpzConfig, ...] = ()
+    feeds: tuple[FeedConfig, ...] = ()
+    datasets: tuple[DatasetConfig, ...] = ()
+    alerts: tuple[AlertConfig, ...] = ()
+    alert_sinks: tuple[SinkConfig, ...] = ()
+    dnsbl: tuple[DnsblConfig, ...] = ()
+
+
+def pdns_path(cfg: Config) -> Path:
+    """The passive DNS store's file."""
+    return cfg.pdns.path or cfg.store.path.parent / "pdns.sqlite"
+
+
+def feed_zone(feed: FeedConfig, cfg_store: StoreConfig) -> RpzConfig:
+    """The policy zone a feed is compiled into (applied after the [[rpz]] zones).
+
+    A feed that is published but not enforced is loaded only for the publisher.
+    """
+    # The action is written into the rules (allow rules stay PASSTHRU): policy "given".
+    return RpzConfig(
+        name=f"{feed.name}.feeds.mamori.",
+        file=cfg_store.path.parent / "feeds" / f"{feed.name}.rpz",
+        feed=feed.name,
+        apply=feed.enforce,
+        publish=feed.publish,
+        publish_keys=feed.publish_keys,
+    )
+
+
+def zone_feeds(cfg: Config) -> dict[str, FeedConfig]:
+    """Policy zone name -> the [[feed]] compiled into it (categories of hits)."""
+    return {feed_zone(f, cfg.store).name: f for f in cfg.feeds}
+
+
+def dataset_zone(ds: DatasetConfig, cfg_store: StoreConfig) -> RpzConfig:
+    """The policy zone of a dataset (the union of its feeds), after the feeds' zones."""
+    return RpzConfig(
+        name=f"{ds.name}.datasets.mamori.",
+        file=cfg_store.path.parent / "feeds" / f"{ds.name}.dataset.rpz",
+        feed=ds.name,
+        apply=ds.enforce,
+        publish=ds.publish,
+        publish_keys=ds.publish_keys,
+    )

@@ -1,0 +1,176 @@
+"""Policy zone contents as rules, in the compact form the loaders build.
+
+A rule's trigger comes from its owner's suffix (``rpz-client-ip``, ``rpz-ip``,
+``rpz-nsdname``, ``rpz-nsip``, otherwise QNAME) and its action from its records
+(draft-vixie-dnsop-dns-rpz, BIND 9 ARM). ``LoadedZone`` keeps QNAME rules as
+small integer codes in sharded dicts (no object per rule); the loaders
+(``fastload`` for one-line records, ``zone`` for everything dnspython reads)
+and the IXFR delta code build and change it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import dns.name
+import dns.rdatatype
+
+from mamori.dnsutil import wire
+from mamori.policy.model import Action, LocalRecord, Rule, Trigger
+from mamori.policy.shards import ShardedIndex
+
+IP_SUFFIX = {
+    "rpz-client-ip": Trigger.CLIENT_IP,
+    "rpz-ip": Trigger.RESPONSE_IP,
+    "rpz-nsip": Trigger.NSIP,
+}
+SPECIAL_TARGETS = {
+    ".": Action.NXDOMAIN,
+    "*.": Action.NODATA,
+    "rpz-passthru.": Action.PASSTHRU,
+    "rpz-drop.": Action.DROP,
+    "rpz-tcp-only.": Action.TCP_ONLY,
+}
+
+
+class ZoneError(ValueError):
+    """A policy zone that cannot be used; the message names file:line."""
+
+
+# Compact codes of QNAME rules: simple actions need no object per rule.
+SIMPLE_CODES = {
+    Action.NXDOMAIN: 0,
+    Action.NODATA: 1,
+    Action.PASSTHRU: 2,
+    Action.DROP: 3,
+    Action.TCP_ONLY: 4,
+}
+CODE_ACTIONS = {code: action for action, code in SIMPLE_CODES.items()}
+COMPLEX_BASE = 8  # code >= 8: index + 8 into LoadedZone.complex (Local-Data rules)
+
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class LoadedZone:
+    """One policy zone in compact form.
+
+    QNAME rules live in two sharded dicts keyed by lowercased wire names (for a
+    wildcard, the name below the ``*``) whose values are small ints; only
+    Local-Data rules and the rarer trigger kinds keep a ``Rule`` object.
+    """
+
+    name: str
+    soa: LocalRecord | None = None
+    serial: int = 0
+    exact: ShardedIndex = field(default_factory=ShardedIndex)
+    wild: ShardedIndex = field(default_factory=ShardedIndex)
+    complex: list[Rule] = field(default_factory=list)
+    other: list[Rule] = field(default_factory=list)  # Client-IP, Response-IP, NSDNAME, NSIP
+    ip_rules: dict[Trigger, list[tuple[Net, Rule]]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # "file:line: reason" per skipped record
+    apex_ns: list[LocalRecord] = field(default_factory=list)  # kept to publish the zone
+    # TTL of simple-action rules (the compact index keeps no TTL per rule): the first seen
+    simple_ttl: int | None = None
+    pins: int = 0  # holders besides the policy (the publisher diffing versions): not freed
+
+    @property
+    def rule_count(self) -> int:
+        return len(self.exact) + len(self.wild) + len(self.other)
+
+    def add(self, rule: Rule, net: Net | None = None) -> None:
+        if rule.trigger is Trigger.QNAME:
+            code = SIMPLE_CODES.get(rule.action)
+            if code is None or rule.records:
+                code = COMPLEX_BASE + len(self.complex)
+                self.complex.append(rule)
+            (self.wild if rule.wildcard else self.exact)[rule.match_key] = code
+            return
+        self.other.append(rule)
+        if net is not None:
+            self.ip_rules.setdefault(rule.trigger, []).append((net, rule))
+
+    def rule_for(self, key: bytes, wildcard: bool, code: int) -> Rule:
+        """The Rule behind a compact QNAME entry (built on a hit, not at load)."""
+        if code >= COMPLEX_BASE:
+            return self.complex[code - COMPLEX_BASE]
+        text = wire.name_to_text(key)
+        owner = text.rstrip(".") if text != "." else ""
+        if wildcard:
+            owner = f"*.{owner}" if owner else "*"
+        return Rule(self.name, 0, Trigger.QNAME, owner, CODE_ACTIONS[code], (), wildcard, key)
+
+    def rules(self) -> list[Rule]:
+        """Every rule as an object (tests, diagnostics; not for big zones)."""
+        out = [self.rule_for(k, False, c) for k, c in self.exact.items()]
+        out += [self.rule_for(k, True, c) for k, c in self.wild.items()]
+        return out + self.other
+
+
+def make_rule(
+    zone: str,
+    rel: dns.name.Name,
+    labels: list[str],
+    action: Action,
+    records: tuple[LocalRecord, ...],
+) -> tuple[Rule, Net | None]:
+    """A rule from its owner (relative to the zone) and action; ValueError if invalid."""
+    trigger = Trigger.QNAME
+    net = None
+    if labels[-1] in IP_SUFFIX:
+        trigger = IP_SUFFIX[labels[-1]]
+        net = parse_ip_trigger(labels[:-1])
+    elif labels[-1] == "rpz-nsdname":
+        trigger = Trigger.NSDNAME
+    wildcard = labels[0] == "*"
+    key = b""
+    if trigger in (Trigger.QNAME, Trigger.NSDNAME):
+        base = rel.labels[1:] if wildcard else rel.labels
+        if trigger is Trigger.NSDNAME:
+            base = base[:-1]  # drop the rpz-nsdname label
+        key = dns.name.Name([*base, b""]).to_wire().lower()  # type: ignore[union-attr]
+    return Rule(zone, 0, trigger, rel.to_text(), action, records, wildcard, key), net
+
+
+def action_of(
+    records: list[LocalRecord], owner: str
+) -> tuple[Action | None, tuple[LocalRecord, ...]]:
+    """The action of an owner's records (None: no records, no rule)."""
+    for r in records:
+        if r.rdtype == dns.rdatatype.CNAME:
+            target = r.rdata.target.to_text().lower()  # type: ignore[attr-defined]
+            if target in SPECIAL_TARGETS:
+                return SPECIAL_TARGETS[target], ()
+            if target.rstrip(".") == owner.lower().rstrip("."):
+                return Action.PASSTHRU, ()  # legacy passthru: CNAME to itself
+            return Action.LOCAL_DATA, (r,)
+    if not records:
+        return None, ()
+    return Action.LOCAL_DATA, tuple(records)
+
+
+def parse_ip_trigger(labels: list[str]) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``24.0.0.0.127`` -> 127.0.0.0/24; ``128.1.zz.db8.2001`` -> 2001:db8::1/128."""
+    if len(labels) < 2 or not labels[0].isdigit():
+        raise ValueError("IP trigger needs prefixlength.address labels")
+    prefix = int(labels[0])
+    words = list(reversed(labels[1:]))
+    if len(words) == 4 and all(w.isdigit() for w in words):
+        text = ".".join(words)
+        if not 1 <= prefix <= 32:
+            raise ValueError(f"IPv4 prefix length {prefix} out of range")
+    else:
+        if words.count("zz") > 1:
+            raise ValueError("more than one 'zz' in an IPv6 trigger")
+        text = ":".join("" if w == "zz" else w for w in words)
+        if words[0] == "zz":
+            text = ":" + text
+        if words[-1] == "zz":
+            text = text + ":"
+        if not 1 <= prefix <= 128:
+            raise ValueError(f"IPv6 prefix length {prefix} out of range")
+    try:
+        return ipaddress.ip_network(f"{text}/{prefix}", strict=True)
+    except ValueError as e:
+        raise ValueError(f"bad IP trigger {'.'.join(labels)}: {e}") from None
