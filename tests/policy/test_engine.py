@@ -27,7 +27,7 @@ def _policy(*zones: zone.LoadedZone, policies: tuple[str, ...] = ()) -> engine.P
         engine.ZoneSettings(z.name, policies[i] if i < len(policies) else "given")
         for i, z in enumerate(zones)
     ]
-    return engine.Policy(list(zones), settings_, 1)
+    return engine.Policy.from_loaded(list(zones), settings_, 1)
 
 
 def _check(p: engine.Policy, qname: str, client: str = "192.0.2.1") -> tuple[str, str] | None:
@@ -378,13 +378,13 @@ def test_disabled_zone_logs_late_matches_and_continues(tmp_path: Path) -> None:
 def test_nsdname_and_nsip_can_be_switched_off_per_zone(tmp_path: Path) -> None:
     z = _zone(tmp_path, "late.", LATE)
     st_ = engine.ZoneSettings("late.", nsdname_enable=False, nsip_enable=False)
-    p = engine.Policy([z], [st_], 1)
+    p = engine.Policy.from_loaded([z], [st_], 1)
     assert not p.has_ns
     assert p.check_late((), (_w("ns1.evil.test"),), (_ip("203.0.113.9"),), 1)[0] is None
 
 
 def test_recursive_only_zones_skip_rd0_queries(tmp_path: Path) -> None:
     z = _zone(tmp_path, "ro.", "bad.test CNAME .\n")
-    p = engine.Policy([z], [engine.ZoneSettings("ro.", recursive_only=True)], 1)
+    p = engine.Policy.from_loaded([z], [engine.ZoneSettings("ro.", recursive_only=True)], 1)
     assert p.check_query("192.0.2.1", _w("bad.test"), rd=True)[0] is not None
     assert p.check_query("192.0.2.1", _w("bad.test"), rd=False)[0] is None

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from mamori.control.writer import EventWriter, queue_source
 from mamori.errors import StoreError
-from mamori.resolver.events import EventQueue, EventWriter, deque_source
+from mamori.resolver.events import EventQueue
+from mamori.resolver.query import Outcome
 from mamori.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 KEY = b"\x03www\x07example\x00\x00\x01\x00\x01\x00"
@@ -16,7 +18,7 @@ KEY = b"\x03www\x07example\x00\x00\x01\x00\x01\x00"
 def test_writer_batches_events_into_wal_sqlite(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "q.db")
     q = EventQueue(100)
-    w = EventWriter(deque_source(q), store, 0.01, 7)
+    w = EventWriter([queue_source(q)], store, 0.01, 7)
     w.start()
     for i in range(10):
         q.put(
@@ -28,7 +30,8 @@ def test_writer_batches_events_into_wal_sqlite(tmp_path: Path) -> None:
                 "A 192.0.2.1",
                 5,
                 "127.0.0.1:53",
-                False,
+                Outcome.RESOLVED,
+                "",
                 i % 2 == 1,
                 None,
             )
@@ -62,10 +65,13 @@ def test_retention_prunes_old_rows(tmp_path: Path) -> None:
         "",
         "",
         "",
+        "resolved",
+        "",
     )
-    new = (now - 60, "192.0.2.1", "new.example.", 1, 0, "", 0, "", False, "udp", "", "", "", "")
+    new = (now - 60, "192.0.2.1", "new.example.", 1, 0, "", 0, "", False, "udp", "", "", "", "",
+           "resolved", "")  # fmt: skip
     store.write_queries([old, new])
-    w = EventWriter(lambda _t: [], store, 0.01, retention_days=7)
+    w = EventWriter([], store, 0.01, retention_days=7)
     w._maybe_prune()
     names = [r[0] for r in store.db.execute("SELECT qname FROM query_log")]
     assert names == ["new.example."]
@@ -90,13 +96,13 @@ def test_unwritable_store_path_is_a_clear_error(tmp_path: Path) -> None:
 def test_policy_hit_counters_add_up_across_batches(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "q.db")
     q = EventQueue(100)
-    w = EventWriter(deque_source(q), store, 0.01, 7)
+    w = EventWriter([queue_source(q)], store, 0.01, 7)
     w.start()
     hit = ("rpz.local.", "bad.test.rpz.local", "QNAME", "NXDOMAIN", False)
     for i in range(5):
-        q.put((1000.0 + i, "192.0.2.1", KEY, 3, "", 0, "", True, False, hit))
+        q.put((1000.0 + i, "192.0.2.1", KEY, 3, "", 0, "", Outcome.BLOCKED, "nxdomain", False, hit))
         time.sleep(0.03)  # several batches
-    q.put((2000.0, "192.0.2.1", KEY, 0, "", 0, "", True, False, None))
+    q.put((2000.0, "192.0.2.1", KEY, 0, "", 0, "", Outcome.CACHED, "", False, None))
     w.stop()
     assert store.policy_hits() == [("rpz.local.", "QNAME", "NXDOMAIN", 5, 1000.0, 1004.0)]
     assert w.zone_hits == {"rpz.local.": 5}
@@ -105,13 +111,68 @@ def test_policy_hit_counters_add_up_across_batches(tmp_path: Path) -> None:
 
 def test_hourly_counts_follow_the_query_log(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "q.db")
-    row = (0.0, "192.0.2.1", "a.example.", 1, 0, "", 0, "", False, "udp", "", "", "", "")
+    row = (0.0, "192.0.2.1", "a.example.", 1, 0, "", 0, "", False, "udp", "", "", "", "",
+           "resolved", "")  # fmt: skip
     blocked = (0.0, "192.0.2.1", "b.example.", 1, 3, "", 0, "", False, "udp",
-               "z.rpz.", "b.example.z.rpz", "QNAME", "NXDOMAIN")  # fmt: skip
+               "z.rpz.", "b.example.z.rpz", "QNAME", "NXDOMAIN", "blocked", "nxdomain")  # fmt: skip
+    allowed = (0.0, "192.0.2.1", "c.example.", 1, 0, "", 0, "", True, "udp",
+               "z.rpz.", "c.example.z.rpz", "QNAME", "PASSTHRU", "cached", "")  # fmt: skip
     store.write_queries([(7200.5, *row[1:]), (7300.0, *blocked[1:]), (10900.0, *row[1:])])
-    store.write_queries([(7201.0, *blocked[1:])])
+    store.write_queries([(7201.0, *blocked[1:]), (7202.0, *allowed[1:])])
     counts = store.db.execute("SELECT * FROM query_counts ORDER BY hour").fetchall()
-    assert counts == [(7200, 3, 2), (10800, 1, 0)]
+    assert counts == [(7200, 4, 2), (10800, 1, 0)], "a PASSTHRU (allow) hit is not a block"
     store.prune_queries(10800.0)
     assert store.db.execute("SELECT * FROM query_counts").fetchall() == [(10800, 1, 0)]
+    store.close()
+
+
+def test_schema_6_gives_old_rows_their_outcome(tmp_path: Path) -> None:
+    """A store written before the outcome column gets one from what the old row says."""
+    path = tmp_path / "q.db"
+    store = SQLiteStore(path)
+    store.close()
+    db = sqlite3.connect(path)
+    db.executescript(
+        "ALTER TABLE query_log DROP COLUMN outcome; ALTER TABLE query_log DROP COLUMN reason;"
+        " PRAGMA user_version = 5;"
+    )
+    old = [  # ts, client, qname, qtype, rcode, answer, latency, upstream, cache_hit, transport,
+        # zone, rule, trigger, action
+        (3600.0, "c", "a.", 1, 0, "A 192.0.2.1", 0, "", 1, "udp", "", "", "", ""),
+        (3601.0, "c", "b.", 1, 3, "", 0, "", 0, "udp", "z.", "b.z", "QNAME", "NXDOMAIN"),
+        (3602.0, "c", "c.", 1, 0, "", 0, "", 1, "udp", "z.", "c.z", "QNAME", "PASSTHRU"),
+        (3603.0, "c", "d.", 1, 0, "stale:A 192.0.2.2", 0, "", 1, "udp", "", "", "", ""),
+        (3604.0, "c", "e.", 1, 5, "", 0, "", 0, "udp", "", "", "", ""),
+        (3605.0, "c", "f.", 1, 0, "A 192.0.2.3", 900, "127.0.0.1:53", 0, "udp", "", "", "", ""),
+        (3606.0, "c", "g.", 1, -1, "", 0, "", 0, "udp", "z.", "g.z", "QNAME", "DROP"),
+    ]
+    db.executemany(
+        "INSERT INTO query_log (ts, client, qname, qtype, rcode, answer, latency_us, upstream,"
+        " cache_hit, transport, policy_zone, policy_rule, policy_trigger, policy_action)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        old,
+    )
+    db.execute("INSERT INTO query_counts VALUES (3600, 7, 3)")  # PASSTHRU counted as a block
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    got = dict(store.db.execute("SELECT qname, outcome FROM query_log"))
+    assert got == {"a.": "cached", "b.": "blocked", "c.": "cached", "d.": "stale",
+                   "e.": "refused", "f.": "resolved", "g.": "dropped"}  # fmt: skip
+    assert store.db.execute("SELECT * FROM query_counts").fetchall() == [(3600, 7, 2)]
+    store.close()
+
+
+def test_log_only_matches_count_as_hits_but_not_as_queries(tmp_path: Path) -> None:
+    """A zone with policy "disabled" logs what it would have done: a hit, not a query row."""
+    store = SQLiteStore(tmp_path / "q.db")
+    w = EventWriter([], store, 0.01, 7)
+    hit = ("rpz.local.", "bad.test.rpz.local", "QNAME", "disabled", False)
+    w.flush([
+        (1000.0, "192.0.2.1", KEY, -1, "", 0, "", Outcome.LOG_ONLY, "disabled", False, hit),
+        (1000.0, "192.0.2.1", KEY, 0, "A 192.0.2.9", 0, "", Outcome.CACHED, "", False, None),
+    ])  # fmt: skip
+    assert store.db.execute("SELECT count(*) FROM query_log").fetchone() == (1,)
+    assert store.policy_hits() == [("rpz.local.", "QNAME", "disabled", 1, 1000.0, 1000.0)]
+    assert w.outcomes == {"cached": 1}
     store.close()

@@ -15,7 +15,6 @@ import pytest
 
 from mamori import config
 from mamori.policy import zone
-from mamori.policy.engine import Policy, ZoneSettings
 from mamori.xfr.primary import Publisher
 
 SECRET = base64.b64encode(b"k" * 32).decode()
@@ -37,8 +36,8 @@ def _cfg(tmp: Path, algorithm: str = "hmac-sha256") -> config.Config:
     return config.loads(text, tmp / "m.toml", resolver=False)
 
 
-async def _publish(pub: Publisher, z: zone.LoadedZone, version: int) -> None:
-    pub.on_policy(None, Policy([z], [ZoneSettings("p.test.")], version))
+async def _publish(pub: Publisher, z: zone.LoadedZone, _version: int) -> None:
+    pub.on_zones([z])
     await asyncio.gather(*pub.tasks)
 
 

@@ -52,6 +52,7 @@ class AlertEngine(threading.Thread):
         self.sent = 0
         self.failed = 0
         self._stop_flag = threading.Event()
+        self._check_now = threading.Event()  # a worker keeps dying: look at once
         self._last: dict[tuple[str, str], float] = {}  # (rule, subject) -> last alert
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._born = time.time()
@@ -66,6 +67,10 @@ class AlertEngine(threading.Thread):
             self.inbox.put_nowait(hits)
         except queue.Full:
             self.dropped += len(hits)
+
+    def on_crash_loop(self, _message: str) -> None:
+        """From the supervisor: a worker keeps dying; evaluate the state rules now."""
+        self._check_now.set()
 
     def stop(self) -> None:
         self._stop_flag.set()
@@ -85,7 +90,8 @@ class AlertEngine(threading.Thread):
                     hits = []
                 for hit in hits:
                     self._hit(hit)
-                if time.monotonic() >= next_check:
+                if time.monotonic() >= next_check or self._check_now.is_set():
+                    self._check_now.clear()
                     next_check = time.monotonic() + CHECK_EVERY
                     self.check_state()
             while not self.inbox.empty():  # what the writer handed over before the stop
@@ -139,6 +145,8 @@ class AlertEngine(threading.Thread):
                 self._upstreams_down(rule, now)
             elif rule.when == "transfer_failed":
                 self._transfers_failed(rule, now)
+            elif rule.when == "worker_restarts":
+                self._workers_failing(rule, now)
 
     def _feeds_stale(self, rule: AlertConfig, now: float) -> None:
         from mamori.feeds.dataset import FeedDB, db_path
@@ -159,13 +167,23 @@ class AlertEngine(threading.Thread):
                           {"feed": feed.name}, now)  # fmt: skip
 
     def _upstreams_down(self, rule: AlertConfig, now: float) -> None:
-        svc = getattr(self.runtime, "svc", None)
-        if svc is None:
+        if self.runtime is None:
             return
-        for u in svc.pipeline.pool.upstreams:
-            if not u.is_up(now):
+        for u in self.runtime.upstreams():
+            if not u.up:
                 self.fire(rule, u.name, f"upstream {u.name} is down ({u.errors} errors)",
                           {"upstream": u.name}, now)  # fmt: skip
+
+    def _workers_failing(self, rule: AlertConfig, now: float) -> None:
+        """A data-plane worker that keeps dying (its restarts are being delayed)."""
+        if self.runtime is None:
+            return
+        for w in self.runtime.workers():
+            if w.state == "backoff":
+                self.fire(rule, f"worker {w.number}",
+                          f"worker {w.number} keeps dying ({w.exit_status}; {w.restarts} restarts"
+                          f" since start): next start in {w.backoff:.0f}s",
+                          {"worker": str(w.number), "status": w.exit_status}, now)  # fmt: skip
 
     def _transfers_failed(self, rule: AlertConfig, now: float) -> None:
         subs = getattr(self.runtime, "subs", None)

@@ -13,7 +13,6 @@ from mamori.errors import MamoriError
 
 if TYPE_CHECKING:
     from mamori.pdns.sensors.resolver_tap import TapWriter
-    from mamori.resolver.events import AnswerTap
 
 log = logging.getLogger("mamori")
 
@@ -22,45 +21,50 @@ log = logging.getLogger("mamori")
 @config_option
 def serve(config_path: str) -> None:
     """Run the DNS firewall in the foreground (SIGTERM stops, SIGHUP reloads)."""
-    from mamori.resolver import service
+    from mamori.control import service
+    from mamori.control.view import Runtime
     from mamori.store.sqlite import SQLiteStore
 
     cfg = load_config(config_path)
     setup_logging(cfg.log.level)
+    runtime = Runtime()
+    # First, before any thread exists: the process that forks the workers.
+    zygote = service.fork_worker_factory(cfg)
+    parts = service.Parts(cfg, runtime)
+    parts.zygote = zygote
     try:
-        store = SQLiteStore(cfg.store.path)
-    except MamoriError as e:
-        fail(e)
-    tap, tap_writer = _pdns_tap(cfg)
-    children = _pdns_children(cfg)
-    try:
-        runtime = service.Runtime()
-        web = []
-        if (cfg.web.enabled or cfg.blockpage.enabled) and cfg.server.workers > 1:
-            log.warning("[web] and [blockpage] need workers = 1 (mamori web serves the APIs alone)")
-        elif cfg.web.enabled or cfg.blockpage.enabled:
+        service.bind(cfg, parts)
+        if cfg.web.enabled:
+            parts.web.append(_web_server(cfg, True, runtime))
+        if cfg.blockpage.enabled:
             from mamori.web.server import blockpage_servers
 
-            web = [_web_server(cfg, True, runtime)] if cfg.web.enabled else []
-            web += blockpage_servers(cfg, runtime) if cfg.blockpage.enabled else []
-        alerts = _alerts(cfg, runtime)
-        try:
-            service.run(cfg, store, answer_tap=tap, web=web, runtime=runtime)
-        finally:
-            if alerts is not None:
-                alerts.stop()
+            parts.web += blockpage_servers(cfg, runtime)
+        parts.store = SQLiteStore(cfg.store.path)
+    except MamoriError as e:
+        if zygote is not None:
+            zygote.close()
+        fail(e)
+    tap_writer = _pdns_tap(cfg, parts)
+    children = _pdns_children(cfg)
+    alerts = _alerts(cfg, runtime)
+    try:
+        service.run(parts)
     except MamoriError as e:
         fail(e)
     finally:
+        if alerts is not None:
+            alerts.stop()
         for child in children:
             child.terminate()
             child.wait(30)
         if tap_writer is not None:
             tap_writer.stop()
             tap_writer.store.close()
-            if tap is not None and tap.dropped:
-                log.warning("passive DNS: %d answers dropped (queue full)", tap.dropped)
-        store.close()
+            if parts.tap is not None and parts.tap.dropped:
+                log.warning("passive DNS: %d answers dropped (queue full)", parts.tap.dropped)
+        if parts.store is not None:
+            parts.store.close()
 
 
 def _web_server(cfg: config_mod.Config, embedded: bool = False, runtime: Any = None) -> Any:
@@ -92,6 +96,7 @@ def _alerts(cfg: config_mod.Config, runtime: Any) -> Any:
 
     engine = AlertEngine(cfg, runtime)
     runtime.hit_listeners.append(engine.on_hits)
+    runtime.crash_listeners.append(engine.on_crash_loop)
     engine.start()
     return engine
 
@@ -110,20 +115,18 @@ def _pdns_children(cfg: config_mod.Config) -> list[Any]:
     return out
 
 
-def _pdns_tap(cfg: config_mod.Config) -> tuple[AnswerTap | None, TapWriter | None]:
-    """The resolver's passive DNS sensor, when [pdns] enabled (one worker only)."""
+def _pdns_tap(cfg: config_mod.Config, parts: Any) -> TapWriter | None:
+    """The resolver's passive DNS sensor, when [pdns] enabled: the answers of every
+    data plane (in process or from the workers) go through ``parts.tap``."""
     if not cfg.pdns.enabled:
-        return None, None
-    if cfg.server.workers > 1:
-        log.warning("[pdns] enabled with workers > 1: the resolver sensor needs workers = 1; off")
-        return None, None
+        return None
     import socket
 
     from mamori.pdns.sensors.resolver_tap import TapWriter
     from mamori.resolver.events import AnswerTap
     from mamori.store.pdns_sqlite import PdnsSQLite
 
-    tap = AnswerTap(cfg.pdns.queue_size)
+    parts.tap = tap = AnswerTap(cfg.pdns.queue_size)
     store = PdnsSQLite(config_mod.pdns_path(cfg))
     sensor = cfg.pdns.sensor or f"resolver:{socket.gethostname()}"
     writer = TapWriter(
@@ -131,7 +134,7 @@ def _pdns_tap(cfg: config_mod.Config) -> tuple[AnswerTap | None, TapWriter | Non
     )
     writer.start()
     log.info("passive DNS: upstream answers recorded in %s (sensor %s)", store.path, sensor)
-    return tap, writer
+    return writer
 
 
 @click.command()
@@ -143,18 +146,18 @@ def check(config_path: str) -> None:
     click.echo(f"{config_path}: OK")
     click.echo(f"  listen:    {', '.join(str(e) for e in s.listen)} (udp{'+tcp' if s.tcp else ''})")
     click.echo(f"  allow:     {', '.join(s.allow)}")
+    click.echo(f"  workers:   {s.workers}")
     click.echo(f"  upstreams: {', '.join(str(u) for u in cfg.upstream.servers)}")
     click.echo(f"  store:     {cfg.store.path}")
-    from mamori.resolver.policy_stage import load_policy
+    from mamori.control.zoneload import load_policy
 
     try:
-        policy = load_policy(cfg.rpz, None, strict=True)
+        policy, loaded = load_policy(cfg.rpz)
     except MamoriError as e:
         fail(e)
-    zones = policy.all_zones if policy is not None else []
     settings = policy.settings if policy is not None else []
-    applied = {z.name: st.policy for z, st in zip(zones, settings, strict=False)}
-    for z in zones:
+    applied = {st.name: st.policy for st in settings}
+    for z in loaded.values():
         how = f"policy {applied[z.name]}" if z.name in applied else "not applied"
         skipped = f", {len(z.skipped)} bad records skipped" if z.skipped else ""
         rpz = next(r for r in cfg.rpz if r.name == z.name)

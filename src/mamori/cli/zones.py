@@ -21,8 +21,7 @@ def zones_serve(config_path: str) -> None:
 
     Listens on [server] listen; SIGHUP reloads, zone file changes are picked up.
     """
-    from mamori.resolver import service
-    from mamori.store.sqlite import SQLiteStore
+    from mamori.control import service
 
     try:
         cfg = config_mod.load(config_path, resolver=False)
@@ -32,15 +31,9 @@ def zones_serve(config_path: str) -> None:
     if not any(z.publish for z in cfg.rpz):
         fail(MamoriError(f"{config_path}: no [[rpz]] zone has publish = true"))
     try:
-        store = SQLiteStore(cfg.store.path)
+        service.run_primary(cfg)
     except MamoriError as e:
         fail(e)
-    try:
-        service.run(cfg, store, primary_only=True)
-    except MamoriError as e:
-        fail(e)
-    finally:
-        store.close()
 
 
 @zones.command("status")

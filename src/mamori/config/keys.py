@@ -24,13 +24,14 @@ from mamori.config.values import (
     tsig,
     tsig_list,
     upstreams,
+    workers,
     zone_name,
 )
 
 CONVERTERS: dict[tuple[str, str], Any] = {
     ("server", "listen"): endpoints,
     ("server", "allow"): networks,
-    ("server", "workers"): int_range(1, 64),
+    ("server", "workers"): workers,
     ("server", "tcp"): boolean,
     ("server", "max_udp_size"): int_range(512, 4096),
     ("server", "tcp_idle_timeout"): float_range(0.5, 3600),

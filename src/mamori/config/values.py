@@ -8,6 +8,7 @@ raises ``InvalidValueError`` with a message; config.py adds file, line and key.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,23 @@ def int_range(lo: int, hi: int) -> Any:
         return raw
 
     return conv
+
+
+MAX_WORKERS = 256
+
+
+def workers(raw: Any, _ctx: Any, _rc: str) -> int:
+    """``[server] workers``: 1 to MAX_WORKERS, or "auto" (one per CPU this process may use)."""
+    if raw == "auto":
+        try:
+            return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+        except (AttributeError, OSError):
+            return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise InvalidValueError(f'must be a number of workers or "auto", got {raw!r}')
+    if not 1 <= raw <= MAX_WORKERS:
+        raise InvalidValueError(f'must be between 1 and {MAX_WORKERS} (or "auto"), got {raw}')
+    return raw
 
 
 def float_range(lo: float, hi: float) -> Any:

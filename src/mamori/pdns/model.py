@@ -18,9 +18,8 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-# rrtypes whose rdata holds a name (for "which names point at X" lookups):
-# type -> position of the name among the rdata fields
-NAME_RDATA = {5: 0, 2: 0, 12: 0, 39: 0, 15: 1, 33: 3}  # CNAME NS PTR DNAME MX SRV
+from mamori.store.pdns_keys import NAME_RDATA, rdata_name
+
 SKIP_TYPES = {dns.rdatatype.OPT, dns.rdatatype.TSIG, dns.rdatatype.TKEY}
 
 
@@ -87,13 +86,4 @@ def type_code(text: str) -> int:
         raise ValueError(f"unknown rrtype {text!r}") from e
 
 
-def rdata_name(rrtype: int, rdata: str) -> str | None:
-    """The name inside a CNAME/NS/PTR/DNAME/MX/SRV rdata (lowercase, final dot)."""
-    pos = NAME_RDATA.get(rrtype)
-    if pos is None:
-        return None
-    fields = rdata.split()
-    if len(fields) <= pos:
-        return None
-    name = fields[pos].lower()
-    return name if name.endswith(".") else name + "."
+__all__ = ["NAME_RDATA", "Nxdomain", "Observation", "rdata_name"]

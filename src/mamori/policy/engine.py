@@ -1,4 +1,4 @@
-"""Compiled policy: every zone's rules in indexes built whole and swapped whole.
+"""Policy evaluation over compiled zones (compiled.py), swapped whole per version.
 
 Checks before resolution (``check_query``: Client-IP, QNAME) and after it
 (``check_late``: Response-IP, NSDNAME, NSIP, which need the answer or the
@@ -16,14 +16,16 @@ name servers of the queried name's zone):
   evaluation continues with the next zone.
 
 Names are handled as lowercased uncompressed wire bytes (the resolver's cache
-key prefix), so a QNAME probe is a dict lookup with no parsing. Rule and
-Match objects for QNAME rules are built on the first hit and memoised.
+key prefix), so a QNAME probe is a hash-table probe in the mapped file with no
+parsing, and a repeated name one dict probe (the QNAME part of ``check_query``
+is memoised per name for the policy version). Rule and Match objects are
+built on the first hit and memoised; nothing is built per rule at start-up.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dns.name
@@ -31,10 +33,12 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
+from mamori.policy.compiled import CompiledZone, compile_zone
 from mamori.policy.model import Action, LocalRecord, Match, Rule, Trigger
 from mamori.policy.rules import LoadedZone
 
-_NO_MATCH: tuple[None, list[Match]] = (None, [])
+_EMPTY: list[Match] = []  # shared by memoised results: callers never change it
+_NO_MATCH: tuple[None, list[Match]] = (None, _EMPTY)
 OVERRIDES = ("given", "disabled", "passthru", "drop", "tcp-only", "nxdomain", "nodata")
 
 
@@ -58,109 +62,52 @@ _OVERRIDE_ACTION = {
 }
 
 
-class _IpIndex:
-    """Longest-prefix match for one zone: {prefixlen: {network int: match}}."""
-
-    def __init__(self, items: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Match]]):
-        self.v4: dict[int, dict[int, Match]] = {}
-        self.v6: dict[int, dict[int, Match]] = {}
-        for net, match in items:
-            table = self.v4 if net.version == 4 else self.v6
-            table.setdefault(net.prefixlen, {})[int(net.network_address)] = match
-        self.v4_lens = sorted(self.v4, reverse=True)
-        self.v6_lens = sorted(self.v6, reverse=True)
-
-    def lookup(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Match | None:
-        found = self.longest(addr.version, int(addr))
-        return found[2] if found else None
-
-    def longest(self, version: int, value: int) -> tuple[int, int, Match] | None:
-        """(prefix length, network, match) of the longest prefix containing *value*."""
-        if version == 4:
-            bits, table, lens = 32, self.v4, self.v4_lens
-        else:
-            bits, table, lens = 128, self.v6, self.v6_lens
-        for plen in lens:
-            network = value & (((1 << plen) - 1) << (bits - plen))
-            match = table[plen].get(network)
-            if match is not None:
-                return plen, network, match
-        return None
-
-
-def _best(idx: _IpIndex, addrs: tuple[tuple[int, int], ...]) -> Match | None:
-    """The match of the longest prefix containing one of *addrs* (then smallest network)."""
-    best: tuple[int, int, Match] | None = None
-    for version, value in addrs:
-        found = idx.longest(version, value)
-        if found and (best is None or (found[0], -found[1]) > (best[0], -best[1])):
-            best = found
-    return best[2] if best else None
-
-
-class _NameIndex:
-    """NSDNAME rules of one zone: exact and wildcard name server names."""
-
-    def __init__(self) -> None:
-        self.exact: dict[bytes, Match] = {}
-        self.wild: dict[bytes, Match] = {}
-
-    def lookup(self, name: bytes) -> Match | None:
-        match = self.exact.get(name)
-        if match is not None or not self.wild:
-            return match
-        i = 0
-        while name[i]:  # closest "*.parent" first; "*.x" does not match "x"
-            i += name[i] + 1
-            match = self.wild.get(name[i:])
-            if match is not None:
-                return match
-        return None
+Probe = Callable[[bytes], tuple[bytes, bool, int] | None]
+# Per name: (the result for a query with no Client-IP match, the QNAME match per zone
+# up to the first effective one -- None when no zone matched).
+QnameResult = tuple[tuple[Match | None, list[Match]], tuple[Match | None, ...] | None]
+_NO_QNAME: QnameResult = (_NO_MATCH, None)
+# Memo bounds (entries; a full memo is cleared). Measured: a QNAME memo entry costs
+# ~40 bytes plus the name it keeps (~60), a Match with its Rule ~650 bytes; so a
+# worker holds at most ~3 MB + ~20-40 MB, only when that many distinct names / rules hit.
+QNAME_MEMO = 32_768  # names whose QNAME decision is memoised per policy version
+RULE_MEMO = 32_768  # Match objects kept per policy version (built on first hit)
 
 
 class Policy:
-    """All policy zones, ready to answer "does this query match?"."""
+    """All policy zones (compiled, in configured order), ready to answer "does this match?".
+
+    *zones*: the compiled zones applied, in order (``compiled.CompiledZone``,
+    possibly overlaid views); *settings*: one ZoneSettings per zone, same
+    order; *version*: increases with every new policy (memoised decisions
+    elsewhere carry it). Zones only held to be published are not given here.
+    *qname_memo*: names whose QNAME decision is memoised. Raises ValueError
+    when *zones* and *settings* differ in length.
+    """
 
     def __init__(
         self,
-        zones: list[LoadedZone],
+        zones: Sequence[CompiledZone],
         settings: list[ZoneSettings],
         version: int,
-        held: tuple[LoadedZone, ...] = (),
+        qname_memo: int = QNAME_MEMO,
     ) -> None:
+        if len(zones) != len(settings):
+            raise ValueError(f"{len(zones)} zones but {len(settings)} zone settings")
         self.version = version
-        self.zones = zones
-        # Zones loaded only to be published (not applied): the publisher's.
-        self.held = held
+        self.zones = list(zones)
         self.settings = settings
         self.soa = [z.soa for z in zones]
-        self.client_ip: list[_IpIndex | None] = []
-        self.response_ip: list[_IpIndex | None] = []
-        self.nsip: list[_IpIndex | None] = []
-        self.nsdname: list[_NameIndex | None] = []
-        for zi, z in enumerate(zones):
-            items = [
-                (net, self._match(dataclasses.replace(r, zone_index=zi)))
-                for net, r in z.ip_rules.get(Trigger.CLIENT_IP, [])
-            ]
-            self.client_ip.append(_IpIndex(items) if items else None)
-            resp = [
-                (net, self._match(dataclasses.replace(r, zone_index=zi)))
-                for net, r in z.ip_rules.get(Trigger.RESPONSE_IP, [])
-            ]
-            self.response_ip.append(_IpIndex(resp) if resp else None)
-            st = settings[zi]
-            nsip = [
-                (net, self._match(dataclasses.replace(r, zone_index=zi)))
-                for net, r in z.ip_rules.get(Trigger.NSIP, [])
-            ]
-            self.nsip.append(_IpIndex(nsip) if nsip and st.nsip_enable else None)
-            nsd = _NameIndex()
-            for r in z.other:
-                if r.trigger is Trigger.NSDNAME and st.nsdname_enable:
-                    table = nsd.wild if r.wildcard else nsd.exact
-                    table[r.match_key] = self._match(dataclasses.replace(r, zone_index=zi))
-            self.nsdname.append(nsd if nsd.exact or nsd.wild else None)
+        self._probes: list[Probe] = [z.qname for z in zones]
+        self.client_ip = [z.has_ip(Trigger.CLIENT_IP) for z in zones]
+        self.response_ip = [z.has_ip(Trigger.RESPONSE_IP) for z in zones]
+        self.nsip = [
+            z.has_ip(Trigger.NSIP) and st.nsip_enable for z, st in zip(zones, settings, strict=True)
+        ]
+        self.nsdname = [
+            z.counts[Trigger.NSDNAME] > 0 and st.nsdname_enable
+            for z, st in zip(zones, settings, strict=True)
+        ]
         n = len(zones)
         # First zone with a Response-IP / NS trigger (n: none), and with an NS trigger.
         self.first_late = next(
@@ -171,8 +118,8 @@ class Policy:
         self.has_ns = self.first_ns < n
         self.recursive_only = tuple(st.recursive_only for st in settings)
         self.has_recursive_only = any(self.recursive_only)
-        self.has_client_ip = any(x is not None for x in self.client_ip)
-        self.has_response_ip = any(x is not None for x in self.response_ip)
+        self.has_client_ip = any(self.client_ip)
+        self.has_response_ip = any(self.response_ip)
         # The decision depends on the query name only: no Client-IP rules, no
         # log-only zones. The resolver may then memoise it per name.
         self.by_name_only = not self.has_client_ip and all(
@@ -180,13 +127,19 @@ class Policy:
         )
         self.hits = [0] * n  # rewrites per zone (counted by the resolver)
         self.rule_count = sum(z.rule_count for z in zones)
+        self._memo_size = qname_memo
+        self._memo: dict[bytes, QnameResult] = {}  # RD=1 queries (or no recursive-only zone)
+        self._memo_rd0: dict[bytes, QnameResult] = {}  # RD=0 queries
         self._client_memo: dict[str, list[Match | None]] = {}
         self._qname_memo: dict[tuple[int, bytes, bool], Match] = {}
+        self._other_memo: dict[tuple[int, int], Match] = {}
 
-    @property
-    def all_zones(self) -> list[LoadedZone]:
-        """The applied zones, then those only held for publishing."""
-        return [*self.zones, *self.held]
+    @classmethod
+    def from_loaded(
+        cls, zones: Sequence[LoadedZone], settings: list[ZoneSettings], version: int
+    ) -> Policy:
+        """A policy over *zones* compiled in memory (tests, ``mamori check``, one process)."""
+        return cls([CompiledZone(compile_zone(z)) for z in zones], settings, version)
 
     def __len__(self) -> int:
         return self.rule_count
@@ -202,34 +155,62 @@ class Policy:
 
         *qname* is the lowercased wire name; *client* None checks QNAME rules
         only (names later in a CNAME chain). With *rd* False (an RD=0 query)
-        zones set to ``recursive_only`` are left out.
+        zones set to ``recursive_only`` are left out. The QNAME part is
+        memoised per name for this policy version (one dict probe when
+        repeated); the returned list is shared: do not change it.
         """
-        clients = self._client_candidates(client) if self.has_client_ip and client else None
+        memo = self._memo if rd or not self.has_recursive_only else self._memo_rd0
+        found = memo.get(qname)
+        if found is None:
+            found = self._qname_part(qname, rd)
+            if len(memo) >= self._memo_size:
+                memo.clear()
+            memo[qname] = found
+        if client is None or not self.has_client_ip:
+            return found[0]
+        clients = self._client_candidates(client)
+        per_zone = found[1]
         logged: list[Match] | None = None
         skip = None if rd or not self.has_recursive_only else self.recursive_only
-        for zi, z in enumerate(self.zones):
+        for zi in range(self.nzones):
             if skip and skip[zi]:
                 continue
-            match = clients[zi] if clients else None  # Client-IP beats QNAME in one zone
-            if match is None:
-                code = z.exact.get(qname)
-                if code is not None:
-                    match = self._qname_match(zi, qname, False, code)
-                elif z.wild:
-                    i = 0
-                    while qname[i]:  # each parent: "*.parent" matches; closest first
-                        i += qname[i] + 1
-                        code = z.wild.get(qname[i:])
-                        if code is not None:
-                            match = self._qname_match(zi, qname[i:], True, code)
-                            break
-                if match is None:
-                    continue
+            match = clients[zi]  # Client-IP beats QNAME in one zone
+            if match is None and (per_zone is None or (match := per_zone[zi]) is None):
+                continue
             if match.disabled:
                 logged = [*(logged or []), match]
                 continue
-            return match, logged or []
+            return match, logged or _EMPTY
         return (None, logged) if logged else _NO_MATCH
+
+    def _qname_part(self, qname: bytes, rd: bool) -> QnameResult:
+        """QNAME matches zone by zone, up to the first that is not log-only.
+
+        The per-zone matches are kept only when Client-IP rules exist (they
+        are combined with the client's matches per query).
+        """
+        skip = None if rd or not self.has_recursive_only else self.recursive_only
+        per_zone: list[Match | None] | None = None
+        logged: list[Match] | None = None
+        for zi, probe in enumerate(self._probes):
+            if skip and skip[zi]:
+                continue
+            hit = probe(qname)
+            if hit is None:
+                continue
+            match = self._qname_match(zi, *hit)
+            if self.has_client_ip:
+                if per_zone is None:
+                    per_zone = [None] * self.nzones
+                per_zone[zi] = match
+            if match.disabled:
+                logged = [*(logged or []), match]
+                continue
+            return (match, logged or _EMPTY), tuple(per_zone) if per_zone else None
+        if logged is None:
+            return _NO_QNAME
+        return (None, logged), tuple(per_zone) if per_zone else None
 
     def late_before(self, limit: int) -> bool:
         """Could a Response-IP/NSDNAME/NSIP rule in a zone before *limit* apply?"""
@@ -262,18 +243,17 @@ class Policy:
             if skip and skip[zi]:
                 continue
             match = None
-            idx = self.response_ip[zi]
-            if idx is not None and addrs:
-                match = _best(idx, addrs)
-            nsd = self.nsdname[zi]
-            if match is None and nsd is not None:
+            if addrs and self.response_ip[zi]:
+                match = self._best(zi, Trigger.RESPONSE_IP, addrs)
+            if match is None and self.nsdname[zi]:
+                z = self.zones[zi]
                 for name in ns_names:
-                    match = nsd.lookup(name)
-                    if match is not None:
+                    index = z.nsdname(name)
+                    if index is not None:
+                        match = self._other_match(zi, index)
                         break
-            nsip = self.nsip[zi]
-            if match is None and nsip is not None and ns_addrs:
-                match = _best(nsip, ns_addrs)
+            if match is None and ns_addrs and self.nsip[zi]:
+                match = self._best(zi, Trigger.NSIP, ns_addrs)
             if match is None:
                 continue
             if match.disabled:
@@ -294,11 +274,31 @@ class Policy:
         memo_key = (zi, key, wildcard)
         match = self._qname_memo.get(memo_key)
         if match is None:
-            if len(self._qname_memo) > 100_000:
+            if len(self._qname_memo) > RULE_MEMO:
                 self._qname_memo.clear()
-            rule = dataclasses.replace(self.zones[zi].rule_for(key, wildcard, code), zone_index=zi)
+            rule = self.zones[zi].rule_for(key, wildcard, code, zi)
             match = self._qname_memo[memo_key] = self._match(rule)
         return match
+
+    def _other_match(self, zi: int, index: int) -> Match:
+        """The Match of a Client-IP / Response-IP / NSDNAME / NSIP rule (decoded on first hit)."""
+        match = self._other_memo.get((zi, index))
+        if match is None:
+            if len(self._other_memo) > RULE_MEMO:
+                self._other_memo.clear()
+            rule = self.zones[zi].other_rule(index, zi)
+            match = self._other_memo[(zi, index)] = self._match(rule)
+        return match
+
+    def _best(self, zi: int, trigger: Trigger, addrs: tuple[tuple[int, int], ...]) -> Match | None:
+        """The match of the longest prefix containing one of *addrs* (then smallest network)."""
+        z = self.zones[zi]
+        best: tuple[int, int, int] | None = None
+        for version, value in addrs:
+            found = z.ip_longest(trigger, version, value)
+            if found and (best is None or (found[0], -found[1]) > (best[0], -best[1])):
+                best = found
+        return self._other_match(zi, best[2]) if best else None
 
     def _client_candidates(self, client: str) -> list[Match | None]:
         hit = self._client_memo.get(client)
@@ -308,10 +308,16 @@ class Policy:
             try:
                 addr = ipaddress.ip_address(client.split("%", maxsplit=1)[0])
             except ValueError:
-                return [None] * len(self.zones)
+                return [None] * self.nzones
             if addr.version == 6 and addr.ipv4_mapped is not None:
                 addr = addr.ipv4_mapped
-            hit = [idx.lookup(addr) if idx else None for idx in self.client_ip]
+            version, value = addr.version, int(addr)
+            hit = []
+            for zi, z in enumerate(self.zones):
+                found = (
+                    z.ip_longest(Trigger.CLIENT_IP, version, value) if self.client_ip[zi] else None
+                )
+                hit.append(self._other_match(zi, found[2]) if found else None)
             self._client_memo[client] = hit
         return hit
 

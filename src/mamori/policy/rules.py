@@ -11,6 +11,7 @@ and the IXFR delta code build and change it.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import dns.name
@@ -95,17 +96,22 @@ class LoadedZone:
         """The Rule behind a compact QNAME entry (built on a hit, not at load)."""
         if code >= COMPLEX_BASE:
             return self.complex[code - COMPLEX_BASE]
-        text = wire.name_to_text(key)
-        owner = text.rstrip(".") if text != "." else ""
-        if wildcard:
-            owner = f"*.{owner}" if owner else "*"
-        return Rule(self.name, 0, Trigger.QNAME, owner, CODE_ACTIONS[code], (), wildcard, key)
+        return simple_rule(self.name, key, wildcard, code)
 
     def rules(self) -> list[Rule]:
         """Every rule as an object (tests, diagnostics; not for big zones)."""
         out = [self.rule_for(k, False, c) for k, c in self.exact.items()]
         out += [self.rule_for(k, True, c) for k, c in self.wild.items()]
         return out + self.other
+
+
+def simple_rule(zone: str, key: bytes, wildcard: bool, code: int, zone_index: int = 0) -> Rule:
+    """The QNAME Rule of a simple-action code (< COMPLEX_BASE) for *key* in *zone*."""
+    text = wire.name_to_text(key)
+    owner = text.rstrip(".") if text != "." else ""
+    if wildcard:
+        owner = f"*.{owner}" if owner else "*"
+    return Rule(zone, zone_index, Trigger.QNAME, owner, CODE_ACTIONS[code], (), wildcard, key)
 
 
 def make_rule(
@@ -174,3 +180,16 @@ def parse_ip_trigger(labels: list[str]) -> ipaddress.IPv4Network | ipaddress.IPv
         return ipaddress.ip_network(f"{text}/{prefix}", strict=True)
     except ValueError as e:
         raise ValueError(f"bad IP trigger {'.'.join(labels)}: {e}") from None
+
+
+def free_steps(zone: LoadedZone) -> Generator[None, None, None]:
+    """Empty *zone*'s indexes one shard per step.
+
+    Dropping a million-entry index in one go holds the interpreter ~100 ms; a
+    shard (1/64 of it) is freed in well under a millisecond, so an event loop
+    driving this keeps answering between steps.
+    """
+    for index in (zone.exact, zone.wild):
+        for shard in index.shards:
+            shard.clear()
+            yield

@@ -153,7 +153,7 @@ def entry_from_response(
         raise UpstreamAnswerError(f"malformed answer: {e}") from e
     if resp[12:qend].lower() != question:
         raise UpstreamAnswerError("answer is for another question")
-    rcode = msg.rcode()
+    rcode = int(msg.rcode())  # a plain int: events cross process boundaries (marshal)
     # Drop the OPT record; only a trailing one can be cut without moving offsets.
     opt_refs = [r for r in refs if r.rtype == wire.TYPE_OPT]
     if opt_refs and opt_refs[-1] is not refs[-1]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
 import dns.edns
 import dns.exception
@@ -23,96 +23,49 @@ import dns.rdatatype
 import dns.rrset
 
 from mamori.dnsutil import wire
-from mamori.policy.engine import Policy
 from mamori.policy.model import Action, Match
+from mamori.resolver.active_policy import PolicySlot
 from mamori.resolver.cache import Cache, Entry
-from mamori.resolver.events import Hit
-from mamori.resolver.policy_stage import PolicyAnswers
+from mamori.resolver.query import Outcome, Query
+from mamori.resolver.reply import Replies
 
 log = logging.getLogger(__name__)
 
 MAX_CHAIN = 8
-Reply = Any
+# One upstream question through the cache: (cache key, DO, CD, stale entry) -> (entry, upstream)
+Fetch = Callable[[bytes, int, int, Entry | None], Awaitable[tuple[Entry, str] | None]]
 
 
-class FollowCname:
-    """Mixin of Pipeline; needs these attributes and ``_fetch``/``_event``."""
+class CnameFollower:
+    """Answers policy CNAMEs: the CNAME, then the target's answer (itself checked)."""
 
-    policy: Policy | None
-    answers: PolicyAnswers | None
-    cache: Cache
-    max_udp: int
+    def __init__(self, slot: PolicySlot, cache: Cache, fetch: Fetch, replies: Replies) -> None:
+        self.slot = slot
+        self.cache = cache
+        self.fetch = fetch
+        self.replies = replies
 
-    if TYPE_CHECKING:  # provided by Pipeline; declared here for the type checker only
-
-        async def _fetch(
-            self, key: bytes, do: int, cd: int, stale: Entry | None
-        ) -> tuple[Entry, str] | None: ...
-
-        def _event(
-            self,
-            now: float,
-            ip: str,
-            key: bytes,
-            rcode: int,
-            answer: str,
-            latency: int,
-            tcp: bool,
-            hit: Hit | None,
-            upstream: str = "",
-            cache_hit: bool = False,
-        ) -> None: ...
-
-    async def _follow(
-        self,
-        match: Match,
-        target: dns.name.Name,
-        key: bytes,
-        data: bytes,
-        addr: Any,
-        reply: Reply,
-        qend: int,
-        do: int,
-        limit: int,
-        ip: str,
-        now: float,
-        tcp: bool,
-    ) -> None:
+    async def follow(self, q: Query, match: Match, target: dns.name.Name) -> None:
         """Answer a policy CNAME on the query name: the CNAME, then its target's answer."""
-        assert self.answers is not None
+        active = self.slot.active
+        assert active is not None
         try:
-            entry = self.answers.get(match, key, time.time())
+            entry = active.answers.get(match, q.key, time.time())
         except Exception:  # a bug costs this query a SERVFAIL, never the service
             log.exception("policy answer for %s failed", target)
-            reply(wire.error_response(data, wire.SERVFAIL, qend), addr)
+            q.send(wire.error_response(q.data, wire.SERVFAIL, q.qend))
             return
         ttl = entry.ttls[0] if entry.ttls else 0
-        qname = dns.name.from_wire(key, 0)[0]
+        qname = dns.name.from_wire(q.key, 0)[0]
         prefix = [dns.rrset.from_text(qname, ttl, "IN", "CNAME", target.to_text())]
-        await self._chain_reply(
-            prefix, target, None, match, key, data, addr, reply, qend, do, limit, ip, now, tcp
-        )
+        await self._chain_reply(q, prefix, target, None, match)
 
-    async def _follow_chain(
-        self,
-        match: Match,
-        pos: int,
-        upstream: Entry,
-        key: bytes,
-        data: bytes,
-        addr: Any,
-        reply: Reply,
-        qend: int,
-        do: int,
-        limit: int,
-        ip: str,
-        now: float,
-        tcp: bool,
-    ) -> None:
+    async def follow_chain(self, q: Query, match: Match, pos: int, upstream: Entry) -> None:
         """Answer a match on the *pos*-th CNAME target of an upstream answer.
 
         The upstream's CNAMEs up to that name are kept; the policy answers the rest.
         """
+        key = q.key
         msg = _message(upstream, key, time.time())
         names = [key[:-5], *upstream.chain[: pos - 1]]
         owners = {dns.name.from_wire(n, 0)[0] for n in names}
@@ -122,53 +75,34 @@ class FollowCname:
             if rrset.rdtype == dns.rdatatype.CNAME and rrset.name in owners
         ]
         name = dns.name.from_wire(upstream.chain[pos - 1], 0)[0]
-        await self._chain_reply(
-            prefix, name, match, match, key, data, addr, reply, qend, do, limit, ip, now, tcp
-        )
+        await self._chain_reply(q, prefix, name, match, match)
 
     async def _chain_reply(
         self,
+        q: Query,
         prefix: list[dns.rrset.RRset],
         name: dns.name.Name,
         first: Match | None,
         match: Match,
-        key: bytes,
-        data: bytes,
-        addr: Any,
-        reply: Reply,
-        qend: int,
-        do: int,
-        limit: int,
-        ip: str,
-        now: float,
-        tcp: bool,
     ) -> None:
         try:
-            resp = await self._chain_answer(prefix, name, first, key, data, qend, do, limit, ip)
+            resp = await self._chain_answer(q, prefix, name, first)
         except Exception:  # a bug costs this query a SERVFAIL, never the service
             log.exception("policy answer for %s failed", name)
-            resp = wire.error_response(data, wire.SERVFAIL, qend)
-        rcode = resp[3] & 0xF
-        self._event(now, ip, key, rcode, f"rpz via {name}", 0, tcp, match.hit)
-        reply(resp, addr)
+            resp = wire.error_response(q.data, wire.SERVFAIL, q.qend)
+        summary = f"CNAME {name}"
+        self.replies.event(q, resp[3] & 0xF, summary, Outcome.BLOCKED, "cname", match.hit)
+        q.send(resp)
 
     async def _chain_answer(
-        self,
-        prefix: list[dns.rrset.RRset],
-        name: dns.name.Name,
-        first: Match | None,
-        key: bytes,
-        data: bytes,
-        qend: int,
-        do: int,
-        limit: int,
-        ip: str,
+        self, q: Query, prefix: list[dns.rrset.RRset], name: dns.name.Name, first: Match | None
     ) -> bytes:
         """*prefix* (CNAMEs), then the answers for *name* and the names it leads to.
 
         *first*: the policy match that applies to *name* (None: check it).
         """
-        query = dns.message.from_wire(data, ignore_trailing=True)
+        key, do = q.key, q.do
+        query = dns.message.from_wire(q.data, ignore_trailing=True)
         resp = dns.message.make_response(query)
         resp.flags |= dns.flags.RA
         answers: list[dns.rrset.RRset] = list(prefix)
@@ -181,7 +115,7 @@ class FollowCname:
                 step = self._policy_step(first, tkey)
                 first = None
             else:
-                step = await self._resolve_for_chain(tkey, ip, do)
+                step = await self._resolve_for_chain(tkey, do)
             if step is None:
                 rcode = dns.rcode.SERVFAIL
                 break
@@ -204,32 +138,34 @@ class FollowCname:
             resp.use_edns(
                 0,
                 dns.flags.DO if do else 0,
-                self.max_udp,
+                self.replies.max_udp,
                 options=[dns.edns.EDEOption(dns.edns.EDECode.BLOCKED)],
             )
         try:
-            return resp.to_wire(max_size=limit)
+            return resp.to_wire(max_size=q.limit)
         except dns.exception.TooBig:
-            return wire.error_response(data, wire.NOERROR, qend, tc=True)
+            return wire.error_response(q.data, wire.NOERROR, q.qend, tc=True)
 
     def _policy_step(
         self, match: Match, tkey: bytes
     ) -> tuple[dns.message.Message, dns.name.Name | None] | None:
         """The policy's own answer for *tkey* under *match*; None for DROP."""
-        assert self.answers is not None
+        active = self.slot.active
+        assert active is not None
         if match.action is Action.DROP:
             return None
         now = time.time()
-        further = self.answers.cname_target(match, tkey)
-        return _message(self.answers.get(match, tkey, now), tkey, now), further
+        further = active.answers.cname_target(match, tkey)
+        return _message(active.answers.get(match, tkey, now), tkey, now), further
 
     async def _resolve_for_chain(
-        self, tkey: bytes, ip: str, do: int
+        self, tkey: bytes, do: int
     ) -> tuple[dns.message.Message, dns.name.Name | None] | None:
         """The answer for one name of the chain, policy applied; and a further policy CNAME."""
-        policy, answers = self.policy, self.answers
+        active = self.slot.active
         now = time.time()
-        if policy is not None and answers is not None:
+        if active is not None:
+            policy = active.policy
             # Client-IP is checked once per query (BIND: DNS_RPZ_DONE_CLIENT_IP).
             match, _ = policy.check_query(None, tkey[:-5])
             if match is not None and match.action not in (Action.PASSTHRU, Action.TCP_ONLY):
@@ -237,7 +173,7 @@ class FollowCname:
         cached = self.cache.data.get(tkey)
         if cached is not None and now < cached.expires:
             return _message(cached, tkey, now), None
-        result = await self._fetch(tkey, do, 0, None)
+        result = await self.fetch(tkey, do, 0, None)
         if result is None:
             return None
         return _message(result[0], tkey, now), None

@@ -1,18 +1,29 @@
-"""The query pipeline: the one place that decides the order of stages for a query.
+"""The query pipeline: the one place that decides the order of the stages of a query.
 
-``Pipeline.handle`` is called for every query (UDP datagram or TCP message).
-It returns the answer bytes when it can answer at once (cache hit, errors),
-or None after scheduling the slow path (upstream), which replies through the
-transport's ``reply`` callback. Stages, in order:
+``Pipeline.handle`` runs for every query (UDP datagram or TCP message). It
+returns the answer bytes when it can answer at once, or None when there is
+nothing to send now: the answer comes later through the transport's *reply*
+callback (slow path), or never (malformed packet, policy DROP; both counted
+and, for DROP, logged with outcome ``dropped``). The stages, in order:
 
-1. client record: ACL (REFUSED outside ``allow``) and UDP rate limit
-2. header + question + OPT, hand-parsed; malformed -> FORMERR or drop
-3. policy pre-check (Client-IP, QNAME); answer-dependent triggers are
-   decided on the cached entry or after resolution (late.py, apply.py)
-4. cache: fresh hit -> patch ID/flags/TTLs, send             [fast path]
-5. miss / expired -> upstream (coalesced per key), cache, policy, send
-   upstream failure -> stale answer (RFC 8767) or SERVFAIL    [slowpath.py]
-6. event -> bounded queue (never blocks; drops are counted)
+1. header: too short, too long over UDP, or a response -> dropped
+   (other opcodes and unusual section counts: ``_unusual``)
+2. question: hand-parsed, no dnspython; malformed -> FORMERR
+3. control traffic: NOTIFY, AXFR/IXFR, SOA/NS of a zone we publish -> the
+   control plane (``routing.ControlLink``), before any client check
+4. client: ACL (REFUSED outside ``allow``), UDP rate limit (acl.py)
+5. OPT record (EDNS0): payload size, DO bit; bad -> FORMERR / BADVERS
+6. policy pre-check: Client-IP, QNAME (one index probe; memoised by name) ->
+   rewritten answer (rewrite.py)
+7. cache: fresh hit -> patch ID/flags/TTLs, send                    [fast path]
+   answer-dependent triggers on the entry, memoised (postcheck.py)
+8. miss or expired -> resolve upstream (resolve.py), post-check the answer
+   (postcheck.py), rewrite (rewrite.py) or send (reply.py); upstream failure ->
+   stale answer (RFC 8767) or SERVFAIL                               [slow path]
+9. event -> bounded queue (never blocks; drops are counted)
+
+Stages 1-7 are written inline for speed (a cache hit costs ~1.3 µs of Python);
+each slow stage is an object in the module named after it.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from time import time as _time
 from typing import Any
 
@@ -29,17 +40,30 @@ from mamori.dnsutil import wire
 from mamori.policy.engine import Policy
 from mamori.policy.model import Match
 from mamori.resolver.acl import ClientTable
-from mamori.resolver.answers import Stats
-from mamori.resolver.apply import PENDING
+from mamori.resolver.active_policy import ActivePolicy, PolicySlot
 from mamori.resolver.cache import Cache, Entry
-from mamori.resolver.events import AnswerTap, EventQueue, Hit
-from mamori.resolver.policy_stage import PolicyAnswers
-from mamori.resolver.slowpath import SlowPath
-from mamori.resolver.upstream import UpstreamPool
+from mamori.resolver.events import AnswerTap, EventQueue
+from mamori.resolver.follow import CnameFollower
+from mamori.resolver.postcheck import PENDING, Decision, PostCheck
+from mamori.resolver.query import (
+    REASON_ACL,
+    REASON_BADVERS,
+    REASON_FORMERR,
+    REASON_META,
+    REASON_NOTIMP,
+    REASON_UPSTREAM,
+    Hit,
+    Outcome,
+    Query,
+    Reply,
+)
+from mamori.resolver.reply import Replies, Stats
+from mamori.resolver.resolve import Resolve
+from mamori.resolver.rewrite import REASON_OF, Rewrite, replaces_answer
+from mamori.resolver.routing import ControlLink, Routes
+from mamori.resolver.upstream import UpstreamPool, Upstreams
 
 log = logging.getLogger(__name__)
-
-Reply = Callable[[bytes, Any], None]
 
 _OPT = struct.Struct("!BHHBBHH")  # root, type, payload, ext-rcode, version, flags, rdlen
 _PLAIN_Q = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QD=1 AN=0 NS=0 AR=0
@@ -48,44 +72,45 @@ _PLAIN_OR_EDNS_Q = (_PLAIN_Q, _EDNS_Q)
 _BITS = (b"\x00", b"\x01", b"\x02", b"\x03")  # cache-key byte: DO<<1 | CD
 _TYPE_XFR = (b"\x00\xfb", b"\x00\xfc")  # IXFR, AXFR
 _CLASS_IN = b"\x00\x01"
-_SOA_NS = (b"\x00\x06", b"\x00\x02")
+OPCODE_NOTIFY = 4
 MAX_UDP_QUERY = 4096
+_CACHED, _BLOCKED = Outcome.CACHED.value, Outcome.BLOCKED.value  # events hold plain ints
+_CONTINUE = object()  # stage 3: not control traffic after all, go on
 
 
-def _xfr_or_soa(data: bytes) -> bool:
-    """Is this a query for AXFR, IXFR or SOA (what a secondary asks its primary)?"""
-    try:
-        end = wire.scan_name(data, 12)
-    except wire.WireError:
-        return False
-    return data[4:6] == b"\x00\x01" and data[end : end + 2] in (
-        b"\x00\xfb",
-        b"\x00\xfc",
-        b"\x00\x06",
-    )
+class Pipeline:
+    """The stages of a query for one event loop (one data plane)."""
 
-
-class Pipeline(SlowPath):
-    def __init__(self, cfg: Config, events: EventQueue, policy: Policy | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        events: EventQueue,
+        upstreams: Upstreams | None = None,
+        tap: AnswerTap | None = None,
+        control: ControlLink | None = None,
+    ) -> None:
+        """*upstreams*: where misses are resolved (default: the configured forwarders)."""
         self.events = events
-        self.notify_handler = None
-        # Zone publishing (xfr.primary): transfer requests and apex SOA/NS answers.
-        self.xfr_handler: Callable[[bytes, Any, Reply, bool], Coroutine[Any, Any, None]] | None = (
-            None
-        )
-        self.local_answer: Callable[[bytes, str], bytes | None] | None = None
-        self.policy_listeners: list[Callable[[Policy | None, Policy | None], None]] = []
-        self.answer_tap: AnswerTap | None = None  # passive DNS sensor ([pdns] enabled)
-        self.set_policy(policy)
         self.stats = Stats()
+        self.replies = Replies(cfg, self.stats, events)
         self.cache = Cache(cfg.cache.max_entries, cfg.cache.max_bytes)
+        self.slot = PolicySlot()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.resolve = Resolve(cfg, self.cache, upstreams or UpstreamPool(cfg.upstream), tap)
+        self.follower = CnameFollower(self.slot, self.cache, self.resolve.fetch, self.replies)
+        self.postcheck = PostCheck(
+            self.cache, self.resolve.fetch, self.replies, cfg.policy.min_ns_dots
+        )
+        self.rewrite = Rewrite(self.slot, self.replies, self.follower, self.spawn)
+        self.control = control
+        self.routes = Routes()
+        self._special_types = _TYPE_XFR
+        self.policy: Policy | None = None
+        self._active: ActivePolicy | None = None
         # Bound methods cached for the hot path (one attribute lookup instead of three).
         self._cache_get = self.cache.data.get
         self._cache_touch = self.cache.data.move_to_end
         self._event_items = events.items
-        self.pool = UpstreamPool(cfg.upstream)
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.inflight: dict[bytes, asyncio.Task[tuple[Entry, str] | None]] = {}
         self.configure(cfg)
 
     def configure(self, cfg: Config) -> None:
@@ -96,72 +121,64 @@ class Pipeline(SlowPath):
         self._client_get = self.clients.clients.get
         self.rate = s.rate_limit
         self.burst = s.rate_burst
-        self.rate_action = s.rate_limit_action
         self.max_udp = s.max_udp_size
         self.log_queries = cfg.store.query_log
-        if getattr(self, "min_ns_dots", None) != cfg.policy.min_ns_dots:
-            self.ns_cache = {}  # NS data is gathered down to min_ns_dots
-        self.min_ns_dots = cfg.policy.min_ns_dots
-        self.opt_plain = wire.build_opt(self.max_udp, False)
-        self.opt_do = wire.build_opt(self.max_udp, True)
-        self.opt_blocked = (
-            wire.build_opt(self.max_udp, False, wire.EDE_BLOCKED),
-            wire.build_opt(self.max_udp, True, wire.EDE_BLOCKED),
-        )
+        self.replies.configure(cfg)
+        self.resolve.configure(cfg)
+        self.postcheck.configure(cfg.policy.min_ns_dots)
         self.cache.resize(c.max_entries, c.max_bytes)
-        if cfg.upstream != self.pool.cfg:
-            old = self.pool
-            self.pool = UpstreamPool(cfg.upstream)
-            old.close()
 
     def set_policy(self, policy: Policy | None) -> None:
-        """Swap in a whole new policy (built beside the old one)."""
-        old = getattr(self, "policy", None)
+        """Swap in a whole new policy version (memoised decisions go with the old one)."""
         self.policy = policy
-        self.answers = PolicyAnswers(policy) if policy is not None else None
-        # key -> (rewrite, synthesised answer), for by-name-only policies
-        self._rewrites: dict[bytes, tuple[Match, Entry]] = {}
-        for listener in getattr(self, "policy_listeners", ()):
-            listener(old, policy)
+        self._active = ActivePolicy(policy) if policy is not None else None
+        self.slot.active = self._active
+
+    def set_routes(self, routes: Routes) -> None:
+        """What goes to the control plane (published zones, transfers, NOTIFY)."""
+        self.routes = routes
+        self._special_types = (*_TYPE_XFR, *routes.types)
+
+    def _special(
+        self, data: bytes, addr: Any, reply: Reply, tcp: bool, now: float, nend: int, qtc: bytes
+    ) -> bytes | object | None:
+        """Stage 3 for AXFR/IXFR (and SOA/NS when we publish zones): to the control plane,
+        REFUSED (transfers when nothing is published), or _CONTINUE (an ordinary query)."""
+        routes = self.routes
+        if qtc[:2] in routes.types and routes.wants(data, nend, qtc):
+            assert self.control is not None
+            self.control.forward(data, addr, reply, tcp)
+            return None
+        if qtc[:2] in _TYPE_XFR:
+            self.stats.refused += 1
+            return self.replies.error(
+                data, wire.REFUSED, addr[0], now, tcp, Outcome.REFUSED, REASON_META,
+                wire.EDE_PROHIBITED,
+            )  # fmt: skip
+        return _CONTINUE
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a slow-path coroutine, kept referenced until done (drained at stop)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     # ------------------------------------------------------------------ hot path
     def handle(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> bytes | None:
         now = _time()
-        self.stats.queries += 1
-        ip = addr[0]
+        stats = self.stats
+        stats.queries += 1
 
-        # Stage 1: client record -> ACL, then UDP rate limit (token bucket).
-        cl = self._client_get(ip)
-        if cl is None:
-            cl = self.clients.lookup(ip, now)
-        if not cl.allowed:
-            if self.notify_handler is not None and len(data) > 3 and (data[2] >> 3) & 0xF == 4:
-                return self.notify_handler(data, ip)  # primaries need not be clients
-            if self.xfr_handler is not None and _xfr_or_soa(data):
-                return self._for_secondary(data, addr, reply, tcp)  # nor secondaries
-            self.stats.refused += 1
-            return self._error(data, wire.REFUSED, ip, now, tcp, wire.EDE_PROHIBITED)
-        if self.rate and not tcp:
-            tokens = cl.tokens + (now - cl.last) * self.rate
-            cl.last = now
-            tokens = min(tokens, self.burst)
-            if tokens < 1.0:
-                cl.tokens = tokens
-                self.stats.ratelimited += 1
-                return self._ratelimited(data)
-            cl.tokens = tokens - 1.0
-
-        # Stage 2: header + question + OPT (hand-written parser, no dnspython).
+        # Stage 1: header. Too short, too long for UDP, or a response: dropped.
         n = len(data)
         if n < 12 or (n > MAX_UDP_QUERY and not tcp) or data[2] & 0x80:
-            self.stats.dropped_malformed += 1  # too short, oversize, or a response
+            stats.dropped_malformed += 1
             return None
-        counts = data[4:12]
-        if data[2] & 0x78 or counts not in _PLAIN_OR_EDNS_Q:
-            if self.xfr_handler is not None and not data[2] & 0x78 and _xfr_or_soa(data):
-                return self._for_secondary(data, addr, reply, tcp)  # EDNS + TSIG
-            return self._unusual(data, ip, now, tcp)
-        # The question name, inline (this is wire.scan_name without the call).
+        if data[2] & 0x78 or data[4:12] not in _PLAIN_OR_EDNS_Q:
+            return self._unusual(data, addr, reply, tcp, now)
+
+        # Stage 2: the question, inline (this is wire.scan_name without the call).
         nend = 12
         while nend < n:
             ln = data[nend]
@@ -169,139 +186,130 @@ class Pipeline(SlowPath):
                 break
             nend += ln + 1
         if nend >= n or data[nend] or nend > 266:  # no root label, pointer, > 255 octets
-            return self._error(data, wire.FORMERR, ip, now, tcp)
+            return self._formerr(data, addr[0], now, tcp)
         nend += 1
         qend = nend + 4
         if qend > n:
-            return self._error(data, wire.FORMERR, ip, now, tcp)
+            return self._formerr(data, addr[0], now, tcp)
+        qtc = data[nend:qend]
+
+        # Stage 3: zone-transfer traffic and our published zones' apex go to the control plane;
+        # zone transfers are refused when we publish nothing.
+        if qtc[:2] in self._special_types:
+            routed = self._special(data, addr, reply, tcp, now, nend, qtc)
+            if routed is not _CONTINUE:
+                return routed  # type: ignore[return-value]
+
+        # Stage 4: client record -> ACL, then UDP rate limit (token bucket).
+        ip = addr[0]
+        cl = self._client_get(ip)
+        if cl is None:
+            cl = self.clients.lookup(ip, now)
+        if not cl.allowed:
+            stats.refused += 1
+            return self.replies.error(
+                data, wire.REFUSED, ip, now, tcp, Outcome.REFUSED, REASON_ACL, wire.EDE_PROHIBITED
+            )
+        if self.rate and not tcp:
+            tokens = cl.tokens + (now - cl.last) * self.rate
+            cl.last = now
+            tokens = min(tokens, self.burst)
+            if tokens < 1.0:
+                cl.tokens = tokens
+                return self.replies.ratelimited(data)
+            cl.tokens = tokens - 1.0
+
+        # Stage 5: OPT record (EDNS0).
         cd = 1 if data[3] & 0x10 else 0
         if data[11]:
             if qend + 11 > n:
-                return self._error(data, wire.FORMERR, ip, now, tcp)
+                return self._formerr(data, ip, now, tcp)
             root, otype, payload, _ext, version, oflags, rdlen = _OPT.unpack_from(data, qend)
             if root or otype != 41 or qend + 11 + rdlen != n:
-                if self.xfr_handler is not None and _xfr_or_soa(data):
-                    return self._for_secondary(data, addr, reply, tcp)  # TSIG-signed
-                return self._error(data, wire.FORMERR, ip, now, tcp)
+                return self._formerr(data, ip, now, tcp)
             if version:
-                return self._error(data, wire.BADVERS, ip, now, tcp)
+                return self.replies.error(
+                    data, wire.BADVERS, ip, now, tcp, Outcome.ERROR, REASON_BADVERS
+                )
             do = 1 if oflags & 0x8000 else 0
             limit = 65535 if tcp else min(max(payload, 512), self.max_udp)
-            opt = self.opt_do if do else self.opt_plain
+            opt = self.replies.opt_do if do else self.replies.opt_plain
         else:
             if qend != n:
-                return self._error(data, wire.FORMERR, ip, now, tcp)
+                return self._formerr(data, ip, now, tcp)
             do = 0
             limit = 65535 if tcp else 512
             opt = b""
-        qtc = data[nend:qend]
-        if qtc[2:] != _CLASS_IN or qtc[:2] in _TYPE_XFR:
-            if self.xfr_handler is not None and qtc[:2] in _TYPE_XFR:
-                self._spawn(self.xfr_handler(data, addr, reply, tcp))  # published zones
-                return None
-            # Meta queries (zone transfers) and other classes are not forwarded.
-            return self._error(data, wire.REFUSED, ip, now, tcp, wire.EDE_PROHIBITED)
+        if qtc[2:] != _CLASS_IN:  # CHAOS, HESIOD, ANY: not forwarded
+            stats.refused += 1
+            return self.replies.error(
+                data, wire.REFUSED, ip, now, tcp, Outcome.REFUSED, REASON_META, wire.EDE_PROHIBITED
+            )
         key = data[12:nend].lower() + qtc + _BITS[do << 1 | cd]
 
-        # Stage 3: policy pre-check (Client-IP, QNAME): index probes, no parsing.
+        # Stage 6: policy pre-check (Client-IP, QNAME): index probes, no parsing.
         # When the decision depends on the name only (policy.by_name_only), it is
         # memoised: on the cache entry ("no rule", per policy version) and, for
         # rewrites, per key; a new policy version invalidates both at once.
         # Triggers that need the answer (Response-IP, NSDNAME, NSIP, CNAME chain
-        # names) are decided on the cached entry, or after resolution (_miss).
+        # names) are decided on the cached entry, or after resolution.
         hit: Hit | None = None
-        rewritten = False
+        rewritten = ""  # the action's reason when a memoised rewrite answers
         undecided = False
         found: Match | None = None
+        q: Query | None = None
         entry = self._cache_get(key)
         policy = self.policy
         if policy is not None and (entry is None or entry.policy_version != policy.version):
+            active = self._active
+            assert active is not None
             rd = data[2] & 1 == 1
             memo_ok = policy.by_name_only and (rd or not policy.has_recursive_only)
-            rewrite = self._rewrites.get(key) if memo_ok else None
+            rewrite = active.rewrites.get(key) if memo_ok else None
             if rewrite is not None and now < rewrite[1].expires:
                 # Memoised rewrite: its synthesised entry is served like a cache hit below.
                 match, entry = rewrite
                 hit = match.hit
-                rewritten = True
+                rewritten = REASON_OF[match.action]
                 if opt:
-                    opt = self.opt_blocked[do]  # EDE 15 Blocked (RFC 8914)
+                    opt = self.replies.opt_blocked[do]  # EDE 15 Blocked (RFC 8914)
             else:
                 found, disabled = policy.check_query(ip, key[:-5], rd)
-                for m in disabled:  # "disabled" zones: log what they would have done
-                    self._event(now, ip, key, -1, "", 0, tcp, m.hit)
+                if found is not None or disabled or entry is not None:
+                    q = Query(data, addr, reply, tcp, now, key, qend, opt, do, cd, limit)
+                    q.found = found
+                    for m in disabled:  # "disabled" zones: log what they would have done
+                        self.replies.event(q, -1, "", Outcome.LOG_ONLY, "disabled", m.hit)
                 if found is not None and not policy.late_before(found.rule.zone_index):
+                    assert q is not None
                     hit = found.hit  # final: no earlier zone has answer-dependent triggers
-                    if self._rewrites_response(found, tcp):
-                        return self._apply_match(
-                            found,
-                            data,
-                            qend,
-                            opt,
-                            do,
-                            limit,
-                            key,
-                            ip,
-                            now,
-                            tcp,
-                            addr,
-                            reply,
-                            memo_ok,
-                        )
+                    if replaces_answer(found, tcp):
+                        return self.rewrite.qname_match(q, found, memo_ok)
                 elif entry is not None and now < entry.expires:
-                    decision = self._entry_decision(entry, policy, ip, key, found, rd, tcp, now)
+                    assert q is not None
+                    decision = self.postcheck.on_entry(q, entry, policy)
                     if decision is None:
                         if memo_ok:
                             entry.policy_version = policy.version  # checked: no rule applies
                     elif decision == PENDING:  # NS data needed: decide asynchronously
-                        self._spawn(
-                            self._answer(
-                                entry,
-                                "",
-                                data,
-                                addr,
-                                reply,
-                                tcp,
-                                key,
-                                qend,
-                                opt,
-                                limit,
-                                do,
-                                now,
-                                found,
-                            )
-                        )
+                        self.spawn(self._decide_and_answer(q, entry, ""))
                         return None
                     else:
                         assert not isinstance(decision, str)
                         hit = decision[0].hit
-                        if self._rewrites_response(decision[0], tcp):
-                            return self._apply_decision(
-                                decision,
-                                entry,
-                                data,
-                                qend,
-                                opt,
-                                do,
-                                limit,
-                                key,
-                                ip,
-                                now,
-                                tcp,
-                                addr,
-                                reply,
-                            )
+                        if replaces_answer(decision[0], tcp):
+                            return self.rewrite.decision(q, decision, entry)
                 else:
                     undecided = True  # decided when the answer is there
 
-        # Stage 4: cache (fresh hit -> answer from wire bytes).
+        # Stage 7: cache (fresh hit -> answer from wire bytes).
         if entry is not None:
             if now < entry.expires:
                 if rewritten:
-                    self.stats.rewrites += 1
+                    stats.rewrites += 1
                 else:
                     self._cache_touch(key)
-                    self.stats.cache_hits += 1
+                    stats.cache_hits += 1
                 age = int(now - entry.born)
                 body = entry.rendered if age == entry.rendered_age else entry.render(age)
                 if opt:
@@ -316,63 +324,156 @@ class Pipeline(SlowPath):
                 else:
                     resp = data[:2] + entry.flags[data[2] & 1] + entry.counts + data[12:qend] + body
                 if len(resp) > limit:
-                    resp = self._fit(entry, data, qend, body, opt, limit)
+                    resp = self.replies.fit(entry, data, qend, body, opt, limit)
                 if self.log_queries or hit is not None:
                     if len(self._event_items) < self.events.limit:
                         self._event_items.append(
-                            (now, ip, key, entry.rcode, entry.summary, 0, "", True, tcp, hit)
-                        )
+                            (now, ip, key, entry.rcode, entry.summary, 0, "",
+                             _BLOCKED if rewritten else _CACHED, rewritten, tcp, hit)
+                        )  # fmt: skip
                     else:
                         self.events.dropped += 1
                 return resp
             if now < entry.retry_after and now < entry.stale_until:
                 # RFC 8767 failure-recheck timer: upstreams failed recently, answer stale.
+                if q is None:
+                    q = Query(data, addr, reply, tcp, now, key, qend, opt, do, cd, limit)
+                    q.found = found
                 if undecided:
-                    return self._stale_decided(
-                        entry, data, qend, opt, do, limit, key, ip, now, tcp, addr, reply, found
-                    )
-                return self._stale(entry, data, qend, opt, limit, key, ip, now, tcp, hit)
+                    return self._stale_decided(q, entry)
+                return self.replies.stale(q, entry, hit)
 
-        # Stage 5: upstream (slow path, asynchronous). A fresh answer is always
+        # Stage 8: upstream (slow path, asynchronous). A fresh answer is always
         # checked, even if the expired entry had been (its data may differ now).
         if policy is not None and hit is None:
             undecided = True
-        if self.local_answer is not None and qtc[:2] in _SOA_NS:
-            local = self.local_answer(data, ip)  # apex of a zone we publish
-            if local is not None:
-                return local
-        self.stats.cache_misses += 1
+        stats.cache_misses += 1
         stale = entry if entry is not None and now < entry.stale_until else None
-        self._spawn(
-            self._miss(
-                data,
-                addr,
-                reply,
-                tcp,
-                key,
-                qend,
-                opt,
-                limit,
-                do,
-                cd,
-                now,
-                stale,
-                hit,
-                undecided,
-                found,
-            )
-        )
+        if q is None:
+            q = Query(data, addr, reply, tcp, now, key, qend, opt, do, cd, limit)
+            q.found = found
+        self.spawn(self._resolve_and_answer(q, stale, hit, undecided))
         return None
 
-    def _for_secondary(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> bytes | None:
-        """A transfer or SOA request from outside ``allow``: the publisher decides."""
-        end = wire.scan_name(data, 12)  # parses: checked by _xfr_or_soa
-        if data[end : end + 2] == b"\x00\x06":
-            assert self.local_answer is not None
-            return self.local_answer(data, addr[0]) or wire.error_response(data, wire.REFUSED)
-        assert self.xfr_handler is not None
-        self._spawn(self.xfr_handler(data, addr, reply, tcp))
-        return None
+    # ----------------------------------------------------------------- slow path
+    async def _resolve_and_answer(
+        self, q: Query, stale: Entry | None, hit: Hit | None, undecided: bool
+    ) -> None:
+        """Stage 8: resolve upstream, then decide the policy on the answer, then answer."""
+        result = await self.resolve.answer(q, stale)
+        if result is None:
+            q.send(self._resolution_failed(q, stale, hit, undecided))
+            return
+        entry, upstream = result
+        if not undecided:
+            q.send(self.replies.entry_answer(q, entry, Outcome.RESOLVED, hit, upstream))
+            return
+        await self._decide_and_answer(q, entry, upstream)
+
+    def _resolution_failed(
+        self, q: Query, stale: Entry | None, hit: Hit | None, undecided: bool
+    ) -> bytes | None:
+        """No upstream answer: stale (RFC 8767), the QNAME match alone, or SERVFAIL."""
+        if self.cfg.cache.serve_stale and stale is not None:
+            if undecided:
+                return self._stale_decided(q, stale, REASON_UPSTREAM)
+            return self.replies.stale(q, stale, hit, REASON_UPSTREAM)
+        found = q.found
+        if undecided and found is not None and replaces_answer(found, q.tcp):
+            # No answer to check other triggers against: the QNAME match stands.
+            return self.rewrite.qname_match(q, found, memo=False)
+        self.stats.servfail += 1
+        return self.replies.error(
+            q.data, wire.SERVFAIL, q.ip, q.now, q.tcp, Outcome.ERROR, REASON_UPSTREAM,
+            wire.EDE_NO_REACHABLE_AUTHORITY,
+        )  # fmt: skip
+
+    async def _decide_and_answer(self, q: Query, entry: Entry, upstream: str) -> None:
+        """Decide the answer-dependent triggers on *entry* (NS data looked up), then answer.
+
+        *upstream* "" means the entry came from the cache.
+        """
+        policy = self.policy
+        hit = q.found.hit if q.found is not None else None
+        if policy is not None:
+            # Again: the policy may have been swapped while we waited for the answer
+            # (a reload, a zone transfer): decide with the one now in force.
+            q.found = policy.check_query(q.ip, q.qname, q.rd)[0]
+            decision = await self.postcheck.decide(q, entry, policy)
+            if decision is None:
+                hit = None
+                if policy.by_name_only and (q.rd or not policy.has_recursive_only):
+                    entry.policy_version = policy.version  # checked: no rule applies
+            else:
+                hit = decision[0].hit
+                if replaces_answer(decision[0], q.tcp):
+                    q.send(self.rewrite.decision(q, decision, entry))
+                    return
+        outcome = Outcome.RESOLVED if upstream else Outcome.CACHED
+        q.send(self.replies.entry_answer(q, entry, outcome, hit, upstream))
+
+    def _stale_decided(self, q: Query, entry: Entry, reason: str = "") -> bytes | None:
+        """A stale answer with the policy decided on it (NS data as far as cached)."""
+        policy = self.policy
+        hit = q.found.hit if q.found is not None else None
+        if policy is not None:
+            decision = self.postcheck.on_entry(q, entry, policy, missing_ns_ok=True)
+            if decision is not None and not isinstance(decision, str):
+                hit = decision[0].hit
+                if replaces_answer(decision[0], q.tcp):
+                    return self.rewrite.decision(q, decision, entry)
+            elif decision is None:
+                hit = None
+        if reason:
+            return self.replies.stale(q, entry, hit, reason)
+        return self.replies.stale(q, entry, hit)
+
+    # ------------------------------------------------------------ odd messages
+    def _unusual(self, data: bytes, addr: Any, reply: Reply, tcp: bool, now: float) -> bytes | None:
+        """An opcode other than QUERY, or section counts other than one question (+ OPT).
+
+        NOTIFY (opcode 4) and IXFR requests (a SOA in the authority section) go to
+        the control plane when it wants them; the rest is NOTIMP or FORMERR
+        (REFUSED outside ``allow``).
+        """
+        opcode = (data[2] >> 3) & 0xF
+        routes = self.routes
+        if opcode == OPCODE_NOTIFY and routes.notify:
+            assert self.control is not None
+            self.control.forward(data, addr, reply, tcp)
+            return None
+        if opcode == 0 and routes.types and data[4:6] == b"\x00\x01":
+            try:
+                nend = wire.scan_name(data, 12)
+            except wire.WireError:
+                nend = 0
+            qtc = data[nend : nend + 4]
+            if nend and qtc[:2] in routes.types and routes.wants(data, nend, qtc):
+                assert self.control is not None
+                self.control.forward(data, addr, reply, tcp)
+                return None
+        ip = addr[0]
+        if not self.clients.is_allowed(ip):
+            self.stats.refused += 1
+            return self.replies.error(
+                data, wire.REFUSED, ip, now, tcp, Outcome.REFUSED, REASON_ACL, wire.EDE_PROHIBITED
+            )
+        if opcode != 0:
+            self.stats.notimp += 1
+            return self.replies.error(data, wire.NOTIMP, ip, now, tcp, Outcome.ERROR, REASON_NOTIMP)
+        return self.replies.error(data, wire.FORMERR, ip, now, tcp, Outcome.ERROR, REASON_FORMERR)
+
+    def _formerr(self, data: bytes, ip: str, now: float, tcp: bool) -> bytes:
+        """FORMERR for a malformed question (REFUSED to clients outside ``allow``)."""
+        if not self.clients.is_allowed(ip):
+            self.stats.refused += 1
+            return self.replies.error(
+                data, wire.REFUSED, ip, now, tcp, Outcome.REFUSED, REASON_ACL, wire.EDE_PROHIBITED
+            )
+        return self.replies.error(data, wire.FORMERR, ip, now, tcp, Outcome.ERROR, REASON_FORMERR)
 
     def close(self) -> None:
-        self.pool.close()
+        self.resolve.upstreams.close()
+
+
+__all__ = ["Decision", "Pipeline"]

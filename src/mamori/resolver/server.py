@@ -1,4 +1,12 @@
-"""UDP and TCP listeners feeding the pipeline (asyncio protocols, run on uvloop)."""
+"""UDP and TCP listeners feeding a message handler (asyncio protocols, run on uvloop).
+
+The handler is ``Pipeline.handle`` (or, for ``mamori zones serve``, the
+control plane's zone-transfer router): ``handle(data, addr, reply, tcp)``
+returns the answer to send now, or None (answered later through *reply*, or
+not at all). A TCP connection can be handed over whole to another handler
+(``TcpConnection.take_over``): the data plane gives a zone-transfer connection to
+the control plane that way.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +14,17 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import socket
 import struct
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from mamori.config import Endpoint
 from mamori.dnsutil import wire
 from mamori.errors import StartupError
-from mamori.resolver.pipeline import Pipeline
+from mamori.resolver.query import Reply
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +32,19 @@ UDP_RCVBUF = 4 * 1024 * 1024
 _LEN = struct.Struct("!H")
 
 
+class Handler(Protocol):
+    """What the listeners feed: ``Pipeline`` or the control plane's zone-traffic router."""
+
+    def handle(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> bytes | None: ...
+
+
+# Takes a connection over: (its socket, the message that asked for it, bytes read after it)
+TakeOver = Callable[[socket.socket, bytes, bytes], None]
+
+
 class UdpServer(asyncio.DatagramProtocol):
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.handle = pipeline.handle
+    def __init__(self, handler: Handler) -> None:
+        self.handle = handler.handle
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -56,6 +76,7 @@ class TcpConnection(asyncio.Protocol):
         self.peer: Any = None
         self.buf = b""
         self.idle: asyncio.TimerHandle | None = None
+        self.taker: tuple[TakeOver, bytes] | None = None  # set by take_over()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop: not a subclass
@@ -80,7 +101,7 @@ class TcpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._arm()
         buf = self.buf + data
-        handle = self.server.pipeline.handle
+        handle = self.server.handler.handle
         while len(buf) >= 2:
             (ln,) = _LEN.unpack_from(buf)
             if len(buf) < 2 + ln:
@@ -92,7 +113,37 @@ class TcpConnection(asyncio.Protocol):
                 resp = internal_error(msg)
             if resp is not None:
                 self.reply(resp, self.peer)
+            if self.taker is not None:
+                self._hand_over(buf)
+                return
         self.buf = buf
+
+    def take_over(self, taker: TakeOver, msg: bytes) -> None:
+        """Give this connection away after *msg* (called while *msg* is handled).
+
+        *taker* gets a duplicate of the socket, *msg* and whatever the client sent
+        after it; this side then lets go of the connection without closing it
+        (the duplicate keeps it open).
+        """
+        self.taker = (taker, msg)
+
+    def _hand_over(self, rest: bytes) -> None:
+        assert self.taker is not None and self.transport is not None
+        taker, msg = self.taker
+        raw = self.transport.get_extra_info("socket")
+        try:
+            dup = socket.socket(fileno=os.dup(raw.fileno()))
+        except OSError as e:
+            log.warning("could not hand a TCP connection over: %s", e)
+            self.transport.abort()
+            return
+        self.transport.pause_reading()
+        self.transport.abort()  # our descriptor only: the duplicate keeps the connection
+        try:
+            taker(dup, msg, rest)
+        except Exception:
+            log.exception("handing a TCP connection over failed")
+            dup.close()
 
     def reply(self, resp: bytes, _addr: Any) -> None:
         t = self.transport
@@ -114,8 +165,8 @@ class TcpConnection(asyncio.Protocol):
 
 
 class TcpListener:
-    def __init__(self, pipeline: Pipeline, idle_timeout: float, max_connections: int) -> None:
-        self.pipeline = pipeline
+    def __init__(self, handler: Handler, idle_timeout: float, max_connections: int) -> None:
+        self.handler = handler
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.connections: set[TcpConnection] = set()
@@ -188,3 +239,15 @@ def bind_all(listen: tuple[Endpoint, ...], tcp: bool, reuse_port: bool) -> list[
             s.close()
         raise
     return socks
+
+
+async def adopt(listener: TcpListener, sock: socket.socket, msg: bytes, rest: bytes) -> None:
+    """Serve a connection handed over by another process (or listener) as if accepted here.
+
+    *msg* is the message that asked for the hand-over (handled again here), *rest*
+    what the client sent after it.
+    """
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.connect_accepted_socket(listener.factory, sock)
+    conn.data_received(_LEN.pack(len(msg)) + msg + rest)

@@ -19,7 +19,8 @@ import logging
 import secrets
 import struct
 import time
-from typing import cast
+from dataclasses import dataclass
+from typing import Protocol, cast
 
 from mamori.config import UpstreamConfig, UpstreamServer
 from mamori.dnsutil import wire
@@ -34,6 +35,47 @@ EDNS_PAYLOAD = 1232
 
 class UpstreamError(Exception):
     """No usable answer from any upstream."""
+
+
+@dataclass(frozen=True)
+class UpstreamHealth:
+    """One upstream server as /metrics and the console show it (summed over workers).
+
+    *srtt*: smoothed answer time (seconds, 0 = never measured); *latency*:
+    cumulative-per-bucket counts of answer times for LATENCY_BUCKETS, then +Inf;
+    *latency_sum*: seconds.
+    """
+
+    name: str
+    up: bool
+    srtt: float
+    queries: int
+    errors: int
+    tcp_fallbacks: int
+    latency: tuple[int, ...]
+    latency_sum: float
+
+
+class Upstreams(Protocol):
+    """Where the pipeline resolves a cache miss: forwarders (``UpstreamPool``), or a fake.
+
+    The pipeline needs only this; tests give it an in-process fake
+    (tests/support/fake_upstream.py) to exercise the slow path without sockets.
+    """
+
+    async def resolve(self, question: bytes, flags: int, do: bool) -> tuple[bytes, str]:
+        """Ask for *question* (lowercased wire name + type + class) with header *flags*
+        (RD, CD) and EDNS DO bit *do*; return the raw answer and the name of the server
+        that gave it. Raise UpstreamError when no server gives a usable answer."""
+        ...
+
+    def health(self) -> list[UpstreamHealth]:
+        """Every server's state now."""
+        ...
+
+    def close(self) -> None:
+        """Close sockets (the pipeline is stopping, or the upstreams were reconfigured)."""
+        ...
 
 
 class _UdpChannel(asyncio.DatagramProtocol):
@@ -105,7 +147,20 @@ class Upstream:
 
     # -- health -------------------------------------------------------------
     def is_up(self, now: float) -> bool:
+        """*now*: time.monotonic()."""
         return self.down_until <= now
+
+    def health(self, now: float) -> UpstreamHealth:
+        return UpstreamHealth(
+            self.name,
+            self.is_up(now),
+            self.srtt,
+            self.queries,
+            self.errors,
+            self.tcp_fallbacks,
+            tuple(self.latency),
+            self.latency_sum,
+        )
 
     def record_success(self, rtt: float) -> None:
         self.srtt = rtt if self.srtt == 0.0 else 0.7 * self.srtt + 0.3 * rtt
@@ -215,8 +270,17 @@ class UpstreamPool:
         down = sorted((u for u in self.upstreams if not u.is_up(now)), key=lambda u: u.down_until)
         return up + down
 
-    async def resolve(self, question: bytes, flags: int, do: bool) -> tuple[bytes, Upstream]:
+    async def resolve(self, question: bytes, flags: int, do: bool) -> tuple[bytes, str]:
         """Ask upstreams in order until one answers usefully; raise UpstreamError."""
+        resp, up = await self.resolve_with(question, flags, do)
+        return resp, up.name
+
+    def health(self) -> list[UpstreamHealth]:
+        now = time.monotonic()
+        return [u.health(now) for u in self.upstreams]
+
+    async def resolve_with(self, question: bytes, flags: int, do: bool) -> tuple[bytes, Upstream]:
+        """``resolve``, returning the server object itself."""
         order = self.order(time.monotonic())
         last_reason = "no upstream"
         fallback: tuple[bytes, Upstream] | None = None

@@ -17,18 +17,24 @@ class QueryRow(NamedTuple):
     answer: str  # short answer summary ("A 192.0.2.1;A 192.0.2.2")
     latency_us: int  # time spent waiting for resolution; 0 for cache hits
     upstream: str  # upstream that answered, "" for cache hits and local answers
-    cache_hit: bool
+    cache_hit: bool  # outcome == "cached" (kept for older readers)
     transport: str  # "udp" or "tcp"
     policy_zone: str  # RPZ zone that rewrote the answer ("" when none)
     policy_rule: str  # matched rule as BIND names it: owner.zone
     policy_trigger: str  # QNAME, CLIENT-IP, ...
     policy_action: str  # NXDOMAIN, NODATA, Local-Data, DROP, TCP-ONLY, PASSTHRU, disabled
+    # what happened (resolver.query.Outcome, lowercase): cached, resolved, stale, blocked,
+    # dropped, refused, error
+    outcome: str
+    reason: str  # why, for outcomes that have one: the action, "acl", "upstream-failed" ...
 
 
 # Policy hit counter: (zone, trigger, action, hits, first hit, last hit UNIX time)
 HitCount = tuple[str, str, str, int, float, float]
 
-QueryRowTuple = tuple[float, str, str, int, int, str, int, str, bool, str, str, str, str, str]
+QueryRowTuple = tuple[
+    float, str, str, int, int, str, int, str, bool, str, str, str, str, str, str, str
+]
 
 
 class QueryLogStore(Protocol):

@@ -64,3 +64,20 @@ def net_range(lo_text: str, hi_text: str | None = None) -> tuple[bytes, bytes]:
 def _prefix_range(prefix: str) -> tuple[str, str]:
     """Strings starting with *prefix*: [prefix, prefix with its last character + 1)."""
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+# rrtypes whose rdata holds a name (for "which names point at X" lookups):
+# type -> position of the name among the rdata fields
+NAME_RDATA = {5: 0, 2: 0, 12: 0, 39: 0, 15: 1, 33: 3}  # CNAME NS PTR DNAME MX SRV
+
+
+def rdata_name(rrtype: int, rdata: str) -> str | None:
+    """The name inside a CNAME/NS/PTR/DNAME/MX/SRV rdata (lowercase, final dot)."""
+    pos = NAME_RDATA.get(rrtype)
+    if pos is None:
+        return None
+    fields = rdata.split()
+    if len(fields) <= pos:
+        return None
+    name = fields[pos].lower()
+    return name if name.endswith(".") else name + "."

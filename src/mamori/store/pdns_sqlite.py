@@ -24,11 +24,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mamori.pdns.model import rdata_name
 from mamori.store.pdns_keys import (
     _prefix_range,
     _uname,
     ip_key,
+    rdata_name,
     reverse_name,
 )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from mamori.errors import StoreError
 from mamori.store.base import HitCount, QueryRowTuple
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _MIGRATIONS = {
     1: """
@@ -60,7 +60,25 @@ _MIGRATIONS = {
         SELECT cast(ts / 3600 AS INTEGER) * 3600, count(*), sum(policy_zone != '')
         FROM query_log GROUP BY 1;
     """,
+    6: """
+    ALTER TABLE query_log ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
+    ALTER TABLE query_log ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+    UPDATE query_log SET outcome = CASE
+        WHEN policy_action IN ('NXDOMAIN', 'NODATA', 'Local-Data', 'TCP-ONLY') THEN 'blocked'
+        WHEN policy_action = 'DROP' THEN 'dropped'
+        WHEN rcode = 5 THEN 'refused'
+        WHEN rcode IN (1, 4, 16) THEN 'error'
+        WHEN answer LIKE 'stale:%' THEN 'stale'
+        WHEN cache_hit THEN 'cached'
+        WHEN rcode = 2 AND upstream = '' THEN 'error'
+        ELSE 'resolved' END;
+    UPDATE query_counts SET blocked = (
+        SELECT count(*) FROM query_log
+        WHERE ts >= hour AND ts < hour + 3600 AND outcome IN ('blocked', 'dropped'));
+    """,
 }
+
+BLOCKED_OUTCOMES = ("blocked", "dropped")  # policy replaced the answer, or sent none
 
 
 class SQLiteStore:
@@ -96,14 +114,14 @@ class SQLiteStore:
                 self.db.executemany(
                     "INSERT INTO query_log (ts, client, qname, qtype, rcode, answer, latency_us,"
                     " upstream, cache_hit, transport, policy_zone, policy_rule, policy_trigger,"
-                    " policy_action) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " policy_action, outcome, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
                 hours: dict[int, list[int]] = {}
                 for r in rows:  # hourly totals: the console's charts without a scan
                     h = hours.setdefault(int(r[0] // 3600) * 3600, [0, 0])
                     h[0] += 1
-                    h[1] += r[10] != ""
+                    h[1] += r[14] in BLOCKED_OUTCOMES
                 self.db.executemany(
                     "INSERT INTO query_counts VALUES (?, ?, ?) ON CONFLICT (hour) DO UPDATE SET"
                     " queries = queries + excluded.queries, blocked = blocked + excluded.blocked",

@@ -138,8 +138,7 @@ class BlockPage:
     def explain(self, name: str) -> dict[str, str]:
         """Which rule blocks *name* now: zone, rule, category, feed, since, reason."""
         out = {"zone": "", "rule": "", "category": "custom", "feed": "", "since": "", "reason": ""}
-        svc = getattr(self.runtime, "svc", None)
-        policy = svc.pipeline.policy if svc is not None else None
+        policy = self.runtime.policy if self.runtime is not None else None
         if policy is None:
             return out
         try:

@@ -158,14 +158,16 @@ class Console:
             return self._login_redirect(request)
         o = await run_in_threadpool(self.data.overview)
         hit_rate, upstreams = "-", "-"
-        svc = getattr(self.runtime, "svc", None)
-        if svc is not None:
-            st = svc.pipeline.stats
-            total = st.cache_hits + st.cache_misses
-            hit_rate = f"{100 * st.cache_hits / total:.0f}%" if total else "-"
-            ups = svc.pipeline.pool.upstreams
-            now = time.time()
-            upstreams = f"{sum(1 for u in ups if u.is_up(now))}/{len(ups)}"
+        rt = self.runtime
+        if rt is not None and rt.snapshots():
+            st = rt.stats()
+            hits, total = (
+                st.get("cache_hits", 0),
+                st.get("cache_hits", 0) + st.get("cache_misses", 0),
+            )
+            hit_rate = f"{100 * hits / total:.0f}%" if total else "-"
+            ups = rt.upstreams()
+            upstreams = f"{sum(1 for u in ups if u.up)}/{len(ups)}"
         return self._page(
             request, "overview.html", "Overview", o=o, hit_rate=hit_rate, upstreams=upstreams,
         )  # fmt: skip
@@ -225,25 +227,23 @@ class Console:
             return self._login_redirect(request)
         hits = await run_in_threadpool(self.data.policy_hits)
         zones, match = [], None
-        svc = getattr(self.runtime, "svc", None)
-        policy = svc.pipeline.policy if svc is not None else None
+        rt = self.runtime
+        policy = rt.policy if rt is not None else None
         rpz_by_name = {z.name: z for z in self.cfg.rpz}
-        if policy is not None:
-            applied = {z.name for z in policy.zones}
-            for z in policy.all_zones:
+        if rt is not None:
+            for z in rt.zones():
                 rpz = rpz_by_name.get(z.name)
                 source = "file"
                 if rpz is not None and rpz.primary:
                     source = "transfer from " + ", ".join(str(p) for p in rpz.primary)
-                    subs = getattr(self.runtime, "subs", None)
-                    sub = subs.subs.get(z.name) if subs is not None else None
+                    sub = rt.subs.subs.get(z.name) if rt.subs is not None else None
                     if sub is not None:
                         source += f" ({sub.status.last_result})"
                 elif rpz is not None and rpz.feed:
                     source = f"feed {rpz.feed}"
                 n, last = hits.get(z.name, (0, 0.0))
-                zones.append({"name": z.name, "serial": z.serial, "rules": z.rule_count,
-                              "source": source, "applied": z.name in applied, "hits": n,
+                zones.append({"name": z.name, "serial": z.serial, "rules": z.rules,
+                              "source": source, "applied": z.applied, "hits": n,
                               "last": _fmt(last)})  # fmt: skip
         explain = request.query_params.get("explain", "").strip().lower().rstrip(".")
         if explain and policy is not None:

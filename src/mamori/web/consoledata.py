@@ -14,7 +14,11 @@ from mamori import config as cfgmod
 INFECTED = ("botnet-cc", "malware")
 PAGE = 50
 QUERY_COLUMNS = ("id", "ts", "client", "qname", "qtype", "rcode", "answer", "cache_hit",
-                 "upstream", "policy_zone", "policy_rule", "policy_action")  # fmt: skip
+                 "upstream", "policy_zone", "policy_rule", "policy_action", "outcome",
+                 "reason")  # fmt: skip
+# Outcomes that are blocks: policy replaced the answer, or sent none (not PASSTHRU, not
+# the log-only matches of "disabled" zones)
+BLOCKED = "outcome IN ('blocked', 'dropped')"
 
 
 def _ro(path: Path) -> sqlite3.Connection | None:
@@ -45,9 +49,9 @@ class QueryFilter:
             text = self.name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             args.append(f"%{text}%")
         if self.action == "blocked":
-            parts.append("policy_zone != ''")
+            parts.append(f"policy_zone != '' AND {BLOCKED}")
         elif self.action == "allowed":
-            parts.append("policy_zone = ''")
+            parts.append(f"NOT ({BLOCKED})")
         elif self.action:
             parts.append("policy_action = ?")
             args.append(self.action)
@@ -97,7 +101,7 @@ class ConsoleData:
             by_cat: dict[str, int] = {}
             for zone, n in db.execute(
                 "SELECT policy_zone, count(*) FROM query_log INDEXED BY query_log_zone"
-                " WHERE policy_zone != ''"
+                f" WHERE policy_zone != '' AND {BLOCKED}"
                 " AND ts >= ? GROUP BY policy_zone",
                 (since,),
             ):
@@ -107,7 +111,8 @@ class ConsoleData:
             hourly: dict[str, dict[int, int]] = {}
             for h, zone, n in db.execute(
                 "SELECT cast(ts / 3600 AS INTEGER) * 3600, policy_zone, count(*) FROM query_log"
-                " INDEXED BY query_log_zone WHERE policy_zone != '' AND ts >= ? GROUP BY 1, 2",
+                f" INDEXED BY query_log_zone WHERE policy_zone != '' AND {BLOCKED} AND ts >= ?"
+                " GROUP BY 1, 2",
                 (start,),
             ):
                 cat = self.category.get(zone) or zone.rstrip(".")
@@ -119,13 +124,13 @@ class ConsoleData:
             }
             out["top_names"] = db.execute(
                 "SELECT qname, policy_zone, count(*) FROM query_log INDEXED BY query_log_zone"
-                " WHERE policy_zone != ''"
+                f" WHERE policy_zone != '' AND {BLOCKED}"
                 " AND ts >= ? GROUP BY qname ORDER BY 3 DESC LIMIT 10",
                 (since,),
             ).fetchall()
             out["top_clients"] = db.execute(
                 "SELECT client, count(*) FROM query_log INDEXED BY query_log_zone"
-                " WHERE policy_zone != '' AND ts >= ?"
+                f" WHERE policy_zone != '' AND {BLOCKED} AND ts >= ?"
                 " GROUP BY client ORDER BY 2 DESC LIMIT 10",
                 (since,),
             ).fetchall()
@@ -134,7 +139,8 @@ class ConsoleData:
                 marks = ",".join("?" * len(zones))
                 out["infected"] = db.execute(
                     "SELECT client, count(*), max(ts), group_concat(DISTINCT qname) FROM query_log"
-                    f" INDEXED BY query_log_zone WHERE policy_zone != '' AND policy_zone IN"
+                    f" INDEXED BY query_log_zone WHERE policy_zone != '' AND {BLOCKED}"
+                    " AND policy_zone IN"
                     f" ({marks}) AND ts >= ? GROUP BY client"
                     " ORDER BY 3 DESC LIMIT 50",
                     (*zones, since),

@@ -21,7 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from mamori import config as cfgmod
-from mamori.resolver.upstream import LATENCY_BUCKETS
+from mamori.control.view import LATENCY_BUCKETS, Runtime, merge_upstreams, sum_stats
 
 G, C = GaugeMetricFamily, CounterMetricFamily
 Z, U = ["zone"], ["upstream"]
@@ -44,67 +44,91 @@ STAT_COUNTERS = (
 
 
 class MamoriCollector(Collector):
-    def __init__(self, cfg: cfgmod.Config, runtime: Any = None) -> None:
+    def __init__(self, cfg: cfgmod.Config, runtime: Runtime | None = None) -> None:
         self.cfg = cfg
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
         rt = self.runtime
-        svc = getattr(rt, "svc", None)
-        if svc is not None:
-            yield from self._service(svc)
-        writer = getattr(rt, "writer", None)
-        if writer is not None:
-            yield from self._writer(writer)
-        events = getattr(rt, "events", None)
-        if events is not None:
-            c = C("mamori_events_dropped", "query log events dropped (queue full)")
-            c.add_metric([], events.dropped)
+        if rt is not None:
+            snaps = rt.snapshots()
+            if snaps:
+                yield from self._service(snaps)
+            yield from self._workers(rt)
+            yield from self._policy(rt)
+            if rt.writer is not None:
+                yield from self._writer(rt.writer)
+            events, tap = rt.dropped()
+            c = C("mamori_events_dropped", "query log events dropped (queues full)")
+            c.add_metric([], events)
             yield c
-        tap = getattr(rt, "answer_tap", None)
-        if tap is not None:
-            c = CounterMetricFamily("mamori_pdns_dropped", "answers not recorded (queue full)")
-            c.add_metric([], tap.dropped)
-            yield c
-        subs = getattr(rt, "subs", None)
-        if subs is not None:
-            yield from self._transfers(subs)
+            if self.cfg.pdns.enabled:
+                c = C("mamori_pdns_dropped", "answers not recorded (queues full)")
+                c.add_metric([], tap)
+                yield c
+            if rt.subs is not None:
+                yield from self._transfers(rt.subs)
         yield from self._feeds()
 
-    def _service(self, svc: Any) -> Iterator[Metric]:
-        p = svc.pipeline
+    def _service(self, snaps: list[Any]) -> Iterator[Metric]:
+        totals = sum_stats(snaps)
         for attr, name, doc in STAT_COUNTERS:
-            c = CounterMetricFamily(name.removesuffix("_total"), doc)
-            c.add_metric([], getattr(p.stats, attr))
+            c = C(name.removesuffix("_total"), doc + " (all workers)")
+            c.add_metric([], totals.get(attr, 0))
             yield c
-        g = GaugeMetricFamily("mamori_cache_entries", "entries in the cache")
-        g.add_metric([], len(p.cache.data))
+        g = G("mamori_cache_entries", "entries in the caches (all workers)")
+        g.add_metric([], totals.get("cache_entries", 0))
         yield g
-        g = GaugeMetricFamily("mamori_cache_bytes", "bytes held by the cache")
-        g.add_metric([], getattr(p.cache, "bytes", 0))
+        g = G("mamori_cache_bytes", "bytes held by the caches (all workers)")
+        g.add_metric([], totals.get("cache_bytes", 0))
         yield g
-        yield from self._upstreams(p.pool.upstreams)
-        policy = p.policy
-        if policy is not None:
-            rules = G("mamori_policy_zone_rules", "rules per policy zone", labels=Z)
-            serial = G("mamori_policy_zone_serial", "serial per zone", labels=Z)
-            for z in policy.zones:
-                rules.add_metric([z.name], z.rule_count)
-                serial.add_metric([z.name], z.serial)
-            yield rules
-            yield serial
+        yield from self._upstreams(merge_upstreams(snaps))
+
+    def _workers(self, rt: Runtime) -> Iterator[Metric]:
+        infos = rt.workers()
+        by_number = {s.worker: s for s in rt.snapshots()}
+        w = ["worker"]
+        count = G("mamori_workers", "data-plane workers configured (1: in the control process)")
+        count.add_metric([], len(infos))
+        up = G("mamori_worker_up", "1 if the worker is serving", labels=w)
+        restarts = C("mamori_worker_restarts", "times the worker was restarted", labels=w)
+        backoff = G("mamori_worker_backoff_seconds", "restart delay of a worker that keeps"
+                    " dying (0: none)", labels=w)  # fmt: skip
+        version = G("mamori_worker_policy_version", "policy version in force", labels=w)
+        queries = C("mamori_worker_queries", "DNS queries received by the worker", labels=w)
+        for info in infos:
+            label = [str(info.number)]
+            up.add_metric(label, 1 if info.state == "running" else 0)
+            restarts.add_metric(label, info.restarts)
+            backoff.add_metric(label, info.backoff)
+            version.add_metric(label, info.policy_version)
+            snap = by_number.get(info.number)
+            queries.add_metric(label, snap.stats.get("queries", 0) if snap is not None else 0)
+        yield from (count, up, restarts, backoff, version, queries)
+
+    def _policy(self, rt: Runtime) -> Iterator[Metric]:
+        g = G("mamori_policy_version", "policy version made by the control plane")
+        g.add_metric([], rt.policy_version())
+        yield g
+        policy = rt.policy
+        if policy is None:
+            return
+        rules = G("mamori_policy_zone_rules", "rules per policy zone", labels=Z)
+        serial = G("mamori_policy_zone_serial", "serial per zone", labels=Z)
+        for z in policy.zones:
+            rules.add_metric([z.name], z.rule_count)
+            serial.add_metric([z.name], z.serial)
+        yield rules
+        yield serial
 
     def _upstreams(self, upstreams: list[Any]) -> Iterator[Metric]:
-        import time
-
-        now = time.time()
-        up = G("mamori_upstream_up", "1 if the upstream is in use", labels=U)
+        up = G("mamori_upstream_up", "1 if the upstream is in use (by every worker)", labels=U)
         rtt = G("mamori_upstream_srtt_seconds", "smoothed RTT", labels=U)
         q = C("mamori_upstream_queries", "queries sent", labels=U)
         err = C("mamori_upstream_errors", "timeouts and errors", labels=U)
         hist = HistogramMetricFamily("mamori_upstream_latency_seconds", "answer latency", labels=U)
         for u in upstreams:
-            up.add_metric([u.name], 1 if u.is_up(now) else 0)
+            up.add_metric([u.name], 1 if u.up else 0)
             rtt.add_metric([u.name], u.srtt)
             q.add_metric([u.name], u.queries)
             err.add_metric([u.name], u.errors)
@@ -131,6 +155,13 @@ class MamoriCollector(Collector):
         for (zone, action), n in sorted(writer.actions.items()):
             a.add_metric([zone, action, cats.get(zone, "")], n)
         yield a
+        o = CounterMetricFamily(
+            "mamori_answers", "logged answers by outcome (cached, resolved, stale, blocked,"
+            " dropped, refused, error)", labels=["outcome"],
+        )  # fmt: skip
+        for outcome, n in sorted(writer.outcomes.items()):
+            o.add_metric([outcome], n)
+        yield o
 
     def _transfers(self, subs: Any) -> Iterator[Metric]:
         serial = G("mamori_zone_transfer_serial", "transferred serial", labels=Z)
@@ -166,7 +197,7 @@ class MamoriCollector(Collector):
         return {z: f.category for z, f in cfgmod.zone_feeds(self.cfg).items()}
 
 
-def registry(cfg: cfgmod.Config, runtime: Any = None) -> CollectorRegistry:
+def registry(cfg: cfgmod.Config, runtime: Runtime | None = None) -> CollectorRegistry:
     reg = CollectorRegistry()
     reg.register(MamoriCollector(cfg, runtime))
     return reg

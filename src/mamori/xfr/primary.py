@@ -22,7 +22,7 @@ import itertools
 import logging
 import struct
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,7 @@ import dns.rrset
 import dns.tsig
 
 from mamori.config import Config, Endpoint, TsigSpec
-from mamori.policy.engine import Policy
-from mamori.policy.rules import LoadedZone
+from mamori.policy.rules import LoadedZone, free_steps
 from mamori.steps import drive
 from mamori.xfr import render
 from mamori.xfr.diff import Version, diff_steps
@@ -96,11 +95,10 @@ class Publisher(Announcer):
         if pub is not None:
             pub.pending.extend(deltas)
 
-    def on_policy(self, old: Policy | None, new: Policy | None) -> None:
-        """Called after every policy swap: publish changed zones, notify secondaries."""
-        if new is None:
-            return
-        for z in new.all_zones:
+    def on_zones(self, zones: Iterable[LoadedZone]) -> None:
+        """The published zones as they are now (after a load, reload or transfer):
+        publish the changed ones, notify secondaries."""
+        for z in zones:
             if z.name not in self.wanted or z.soa is None:
                 continue
             pub = self.zones.get(z.name)
@@ -127,9 +125,7 @@ class Publisher(Announcer):
             if before is not pub.zone:  # the previous version is no longer needed
                 before.pins -= 1
                 if not before.pins and before is not z:
-                    from mamori.resolver.policy_stage import free_zone
-
-                    await free_zone(before)
+                    await drive(free_steps(before), f"zone {pub.name} free")
             elif before is z and z.pins > 1:
                 z.pins -= 1  # the same object again (changed in place): one pin is enough
 

@@ -328,30 +328,3 @@ def _test_listing() -> data_mod.Listing:
 
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-async def start(cfg: Any, socks: list[Any]) -> list[Any]:
-    """Serve every [[dnsbl]] zone on its sockets (bound at startup); the servers."""
-    import asyncio
-    import socket as socket_mod
-
-    from mamori.feeds.sources import entries_path
-    from mamori.resolver.server import TcpListener, UdpServer
-
-    loop = asyncio.get_running_loop()
-    out: list[Any] = []
-    feeds = {f.name: f for f in cfg.feeds}
-    for bl, zone_socks in zip(cfg.dnsbl, socks, strict=True):
-        responder = Responder(bl, [entries_path(feeds[n], cfg.store) for n in bl.feeds])
-        tcp = TcpListener(responder, 10.0, 1000)  # type: ignore[arg-type]
-        for sock in zone_socks:
-            if sock.type == socket_mod.SOCK_DGRAM:
-                tr, _ = await loop.create_datagram_endpoint(
-                    lambda r=responder: UdpServer(r),  # type: ignore[misc]
-                    sock=sock,
-                )
-                out.append(tr)
-            else:
-                out.append(await loop.create_server(tcp.factory, sock=sock))
-        log.info("dnsbl %s (%s list) on %s", bl.zone, bl.kind, ", ".join(str(e) for e in bl.listen))
-    return out

@@ -13,8 +13,9 @@ import threading
 import time
 
 from mamori.pdns.aggregate import Aggregator
-from mamori.resolver.events import AnswerTap, lower_thread_priority
+from mamori.resolver.events import AnswerTap
 from mamori.store.pdns_sqlite import PdnsSQLite
+from mamori.threads import lower_thread_priority
 
 log = logging.getLogger(__name__)
 COMPACT_EVERY = 3600.0

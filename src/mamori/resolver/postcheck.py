@@ -16,7 +16,8 @@ kept per name (``ns_cache``, TTL of the NS records clamped to 30 s - 1 h) and
 the lookups themselves go through the answer cache.
 
 The decision for a cached answer is memoised on the cache entry per policy
-version, so a repeated query costs one tuple comparison.
+version, so a repeated query costs one tuple comparison. The matches of zones
+with policy ``disabled`` met on the way are logged (they would have applied).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import dns.message
 import dns.name
@@ -33,6 +33,9 @@ import dns.rdatatype
 from mamori.policy.engine import Policy
 from mamori.policy.model import Match
 from mamori.resolver.cache import Cache, Entry
+from mamori.resolver.follow import Fetch
+from mamori.resolver.query import Outcome, Query
+from mamori.resolver.reply import Replies
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +48,79 @@ MAX_NS_CACHE = 100_000
 MAX_CUTS = 8  # delegation points looked at per name
 MAX_ADDR_LOOKUPS = 8  # name servers without glue whose addresses are looked up
 _EMPTY: NsInfo = ((), ())
-_NO_DECISION: tuple[Decision | None, list[Match]] = (None, [])
+PENDING = "pending"  # the decision needs NS data that is not cached yet
 
 
-class LatePolicy:
-    """Mixin of Pipeline; needs ``cache``, ``min_ns_dots`` and ``_fetch``."""
+class PostCheck:
+    """Decides the answer-dependent triggers for one query and one answer."""
 
-    cache: Cache
-    min_ns_dots: int
-    ns_cache: dict[bytes, tuple[float, NsInfo]]
+    def __init__(self, cache: Cache, fetch: Fetch, replies: Replies, min_ns_dots: int) -> None:
+        self.cache = cache
+        self.fetch = fetch
+        self.replies = replies
+        self.min_ns_dots = min_ns_dots
+        self.ns_cache: dict[bytes, tuple[float, NsInfo]] = {}
 
-    if TYPE_CHECKING:  # provided by Pipeline; declared here for the type checker only
+    def configure(self, min_ns_dots: int) -> None:
+        if min_ns_dots != self.min_ns_dots:
+            self.ns_cache = {}  # NS data is gathered down to min_ns_dots
+        self.min_ns_dots = min_ns_dots
 
-        async def _fetch(
-            self, key: bytes, do: int, cd: int, stale: Entry | None
-        ) -> tuple[Entry, str] | None: ...
+    # ------------------------------------------------------- entry points
+    def on_entry(
+        self, q: Query, entry: Entry, policy: Policy, missing_ns_ok: bool = False
+    ) -> Decision | str | None:
+        """The decision for *entry* (memoised on it per policy version), or PENDING.
+
+        PENDING: NS data is needed and not cached (``decide`` looks it up).
+        With *missing_ns_ok* (stale answers) names without NS data are decided without it.
+        """
+        found = q.found
+        limit = found.rule.zone_index if found is not None else policy.nzones
+        memo = entry.rewrite
+        if memo is not None and memo[0] == policy.version and memo[1] == limit:
+            override = memo[2]
+        else:
+            result = self._decide(policy, q.key, entry, found, q.rd, missing_ns_ok)
+            if isinstance(result, bytes):
+                return PENDING
+            decision, disabled = result
+            override = self._record(q, entry, policy, decision, disabled, not missing_ns_ok)
+        if override is not None:
+            return override
+        return (found, 0) if found is not None else None
+
+    async def decide(self, q: Query, entry: Entry, policy: Policy) -> Decision | None:
+        """``on_entry``, looking up the NS data it needs (through the upstreams, bounded)."""
+        decision = self.on_entry(q, entry, policy)
+        if decision != PENDING:
+            return decision  # type: ignore[return-value]
+        result, disabled = await self._decide_async(policy, q.key, entry, q.found, q.rd)
+        self._record(q, entry, policy, result, disabled, True)
+        return result
+
+    def _record(
+        self,
+        q: Query,
+        entry: Entry,
+        policy: Policy,
+        decision: Decision | None,
+        disabled: list[Match],
+        memo: bool,
+    ) -> Decision | None:
+        """Log the disabled zones' matches; memoise (and return) what overrides ``q.found``.
+
+        Only the override is memoised on the entry: ``q.found`` itself may depend
+        on the client (Client-IP rules).
+        """
+        for m in disabled:  # "disabled" zones: log what they would have done
+            self.replies.event(q, -1, "", Outcome.LOG_ONLY, "disabled", m.hit)
+        found = q.found
+        override = decision if decision is not None and decision[0] is not found else None
+        if memo:
+            limit = found.rule.zone_index if found is not None else policy.nzones
+            entry.rewrite = (policy.version, limit, override)
+        return override
 
     # ------------------------------------------------------------ decisions
     def _decide(
@@ -198,7 +259,7 @@ class LatePolicy:
         now = time.time()
         entry = self.cache.data.get(key)
         if entry is None or now >= entry.expires:
-            result = await self._fetch(key, 0, 0, None)
+            result = await self.fetch(key, 0, 0, None)
             if result is None:
                 return None
             entry = result[0]

@@ -1,19 +1,15 @@
-"""Policy in the resolver: load the configured RPZ zones, synthesise rewritten answers.
+"""Answers the policy gives instead of the upstream's (NXDOMAIN, NODATA, Local-Data, CNAME).
 
-Loading builds a whole new ``Policy`` beside the serving one; a zone whose file
-fails to load keeps its previous version (at startup there is none: the
-service refuses to start). Synthesised answers are built once with dnspython
-and kept as cache entries keyed by (question, rule, action) for the current
-policy version, so a repeated blocked query costs what a cache hit costs.
+Built once with dnspython per (question, rule) and kept as cache entries for
+the policy version in force, so a repeated blocked query costs what a cache
+hit costs. NXDOMAIN/NODATA bodies are shared by every name of a zone (the
+zone's SOA, BIND's add-soa). A ``cname:TARGET`` zone policy overrides the
+rules' records; ``CNAME *.garden.example.`` rewrites to ``<qname>.garden.example.``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import struct
-import time
-from collections.abc import Generator
 
 import dns.flags
 import dns.message
@@ -23,137 +19,13 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from mamori.config import RpzConfig
 from mamori.dnsutil import wire
-from mamori.errors import StartupError
-from mamori.policy import zone as zone_mod
-from mamori.policy.engine import Policy, ZoneSettings
+from mamori.policy.engine import Policy
 from mamori.policy.model import Action, LocalRecord, Match
-from mamori.policy.rules import LoadedZone, ZoneError
 from mamori.resolver.cache import Entry, entry_from_response
-from mamori.steps import drive, run
-
-log = logging.getLogger("mamori.rpz")
 
 MAX_ANSWERS = 100_000
 FOREVER = 7 * 86400
-
-
-def load_policy(
-    zones: tuple[RpzConfig, ...], previous: Policy | None, strict: bool
-) -> Policy | None:
-    """Build the policy of *zones* in one go; None when no zone is configured.
-
-    *strict* (startup): a zone that fails raises StartupError. Otherwise the
-    zone's previous version is kept and the error logged.
-    """
-    return run(load_policy_steps(zones, previous, strict))
-
-
-def load_policy_steps(
-    zones: tuple[RpzConfig, ...], previous: Policy | None, strict: bool = False
-) -> Generator[None, None, Policy | None]:
-    """``load_policy`` as a generator yielding every few thousand zone lines."""
-    if not zones:
-        return None
-    old = {z.name: z for z in previous.all_zones} if previous is not None else {}
-    loaded: list[LoadedZone] = []
-    settings: list[ZoneSettings] = []
-    held: list[LoadedZone] = []
-    for rpz in zones:
-        assert rpz.file is not None
-        t0 = time.monotonic()
-        try:
-            z = yield from load_zone_steps(rpz)
-        except ZoneError as e:
-            if strict:
-                raise StartupError(f"policy zone {rpz.name} refused: {e}") from e
-            if rpz.name not in old:
-                log.error("policy zone %s refused, not applied: %s", rpz.name, e)
-                continue
-            log.error("policy zone %s reload refused, previous version serving: %s", rpz.name, e)
-            z = old[rpz.name]
-        else:
-            for reason in z.skipped:
-                log.warning("policy zone %s: skipped bad record: %s", rpz.name, reason)
-            log.info(
-                "policy zone %s serial %d: %d rules loaded in %.2fs",
-                rpz.name,
-                z.serial,
-                z.rule_count,
-                time.monotonic() - t0,
-            )
-        if not rpz.apply:
-            held.append(z)
-            continue
-        loaded.append(z)
-        settings.append(zone_settings(rpz))
-    version = (previous.version + 1) if previous else 1
-    return Policy(loaded, settings, version, tuple(held))
-
-
-def zone_settings(rpz: RpzConfig) -> ZoneSettings:
-    return ZoneSettings(
-        rpz.name,
-        rpz.policy,
-        rpz.log,
-        rpz.max_policy_ttl,
-        rpz.recursive_only,
-        rpz.nsdname_enable,
-        rpz.nsip_enable,
-    )
-
-
-def load_zone_steps(rpz: RpzConfig) -> Generator[None, None, LoadedZone]:
-    """One zone from its file; a transferred zone also replays its IXFR journal.
-
-    A transferred zone with no copy on disk yet loads empty (no rules, no SOA)
-    until its first transfer.
-    """
-    assert rpz.file is not None
-    if (rpz.primary or rpz.feed) and not rpz.file.exists():
-        return LoadedZone(rpz.name)  # not transferred / not compiled yet
-    z = yield from zone_mod.load_steps(rpz.file, rpz.name, rpz.on_error)
-    if rpz.primary:
-        from mamori.policy import delta
-        from mamori.xfr import zonefile
-
-        for d in zonefile.read_journal(rpz.file):
-            if d.old == z.serial:
-                try:
-                    delta.apply(z, d.deleted, d.added)
-                except ValueError as e:
-                    raise ZoneError(f"{rpz.file}.jnl: serial {d.old} -> {d.new}: {e}") from e
-            yield
-    return z
-
-
-async def run_steps_async(steps: Generator[None, None, Policy | None]) -> Policy | None:
-    """Drive a step-wise policy load from the event loop (queries flow between steps)."""
-    return await drive(steps, "policy load")
-
-
-async def dispose(old: Policy | None, new: Policy | None) -> None:
-    """Free the indexes of replaced zones one shard per loop turn.
-
-    Dropping a million-entry index in one go would hold the loop for a
-    noticeable time; a shard (~1/64 of it) is freed in well under a millisecond.
-    """
-    if old is None:
-        return
-    keep = {id(z) for z in new.all_zones} if new is not None else set()
-    for z in old.all_zones:
-        if id(z) in keep or z.pins:
-            continue  # still serving, or held by the publisher (which frees it later)
-        await free_zone(z)
-
-
-async def free_zone(z: LoadedZone) -> None:
-    """Clear a zone's index one shard per loop turn."""
-    for index in (z.exact, z.wild):
-        for shard in index.shards:
-            shard.clear()
-            await asyncio.sleep(0)
 
 
 class PolicyAnswers:
@@ -224,7 +96,7 @@ class PolicyAnswers:
             lifetime,
             0,
             rcode,
-            f"rpz {match.action.value}",
+            "",
         )
 
     def _synthesise(self, match: Match, key: bytes, now: float) -> Entry:
@@ -277,7 +149,6 @@ class PolicyAnswers:
             _add_soa(r, self.policy.zones[rule.zone_index].name, soa, cap)
         wire = r.to_wire()
         entry, _ = entry_from_response(wire, key[:-1], now, 0, cap, cap, 0, keep_ad=False)
-        entry.summary = f"rpz {action.value} via {rule.rule_name}"
         return entry
 
 

@@ -1,0 +1,381 @@
+"""``mamori serve``: the control plane, and the data plane it runs (in process or as workers).
+
+The control plane is this process: configuration and reloads (SIGHUP), the
+policy (policy.py: zone files, transfers, feeds -> compiled versions), zone
+transfer in both directions, feed updates, the single writer of the query
+and hit logs (writer.py) and of passive DNS, alerts, DNSBL zones, the
+console, the APIs, the block page and /metrics. The data plane answers
+queries: with ``workers = 1`` on this process's own event loop (no hop on the
+hot path), otherwise in worker processes (supervisor.py) that map the same
+compiled policy files.
+
+Start-up order: the worker factory is forked before any thread exists; every
+listening socket is bound before anything is served (a taken port is a clear
+error, exit 2); the policy is mapped (or compiled) before the first query is
+answered; zones held in memory (transfers, publishing) are loaded after.
+SIGTERM/SIGINT stop: workers drain their in-flight queries, the logs are
+flushed, then the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import uvloop
+
+from mamori import config as config_mod
+from mamori.config import Config
+from mamori.control import dnsbl
+from mamori.control.policy import PolicyManager
+from mamori.control.subscriptions import Subscriptions
+from mamori.control.supervisor import Supervisor
+from mamori.control.view import Runtime, WorkerInfo
+from mamori.control.watch import watch_zone_files
+from mamori.control.writer import EventWriter, Inbox, queue_source
+from mamori.control.zonetraffic import ZoneTraffic
+from mamori.control.zygote import Zygote
+from mamori.errors import ConfigError
+from mamori.feeds.schedule import run_feeds
+from mamori.policy.engine import Policy
+from mamori.resolver.dataplane import DataPlane
+from mamori.resolver.events import AnswerTap, EventQueue
+from mamori.resolver.policymap import Manifest
+from mamori.resolver.server import TcpListener, UdpServer, adopt, bind_all
+from mamori.store.base import QueryLogStore
+from mamori.xfr.primary import Publisher
+
+log = logging.getLogger("mamori.resolver.service")
+
+# The event writer thread shares the GIL with the DNS loop (workers = 1); by default
+# a thread asking for the GIL may wait 5 ms, which shows up as DNS tail latency.
+GIL_SWITCH_INTERVAL = 0.0005
+
+
+class Parts:
+    """What ``mamori serve`` builds before its event loop runs (bound, opened, started)."""
+
+    def __init__(self, cfg: Config, runtime: Runtime) -> None:
+        self.cfg = cfg
+        self.store: QueryLogStore | None = None  # opened after the sockets are bound
+        self.runtime = runtime
+        self.zygote: Zygote | None = None
+        self.dns_socks: list[socket.socket] = []
+        self.dnsbl_socks: list[list[socket.socket]] = []
+        self.web: list[Any] = []  # uvicorn servers, sockets bound
+        self.tap: AnswerTap | None = None  # passive DNS: answers to record
+        self.on_stop: list[Callable[[], None]] = []
+
+
+def fork_worker_factory(cfg: Config) -> Zygote | None:
+    """The zygote, for ``workers > 1`` (call before any thread starts); None otherwise."""
+    if cfg.server.workers <= 1:
+        return None
+    from mamori.resolver.worker import run_worker
+
+    return Zygote.fork(run_worker)
+
+
+def bind(cfg: Config, parts: Parts) -> None:
+    """Bind every DNS listener now: a taken port fails before anything starts."""
+    if cfg.server.workers <= 1:
+        parts.dns_socks = bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=False)
+    else:  # each worker binds its own set; this checks the addresses are free
+        for s in bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=True):
+            s.close()
+    parts.dnsbl_socks = [bind_all(bl.listen, True, False) for bl in cfg.dnsbl]
+
+
+class ControlPlane:
+    """The parts of the control plane on its event loop."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self.cfg = parts.cfg
+        self.runtime = parts.runtime
+        self.manager = PolicyManager(self.cfg)
+        self.publisher = Publisher(self.cfg, self.cfg.store.path.parent / "zones")
+        self.subs = Subscriptions(self.manager, lambda: self.cfg)
+        self.traffic = ZoneTraffic(self.publisher, self.subs)
+        self.manager.zone_listeners.append(self.publisher.on_zones)
+        self.manager.on_deltas = self.publisher.record_deltas
+        self.dataplane: DataPlane | None = None
+        self.supervisor: Supervisor | None = None
+        self.events: EventQueue | None = None
+        self.inbox = Inbox(self.cfg.store.queue_size)
+        self.writer: EventWriter | None = None
+        self.stopping = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.xfr_tcp = TcpListener(self.traffic_handler(), 30.0, 1000)
+
+    def traffic_handler(self) -> Any:
+        traffic = self.traffic
+
+        class Handler:
+            def handle(self, data: bytes, addr: Any, reply: Any, tcp: bool) -> bytes | None:
+                traffic.forward(data, addr, reply, tcp)
+                return None
+
+        return Handler()
+
+    # ------------------------------------------------------------------ start
+    async def start(self) -> None:
+        cfg, parts, rt = self.cfg, self.parts, self.runtime
+        await self.manager.start()
+        assert parts.store is not None
+        self.events = EventQueue(cfg.store.queue_size)
+        sources = [queue_source(self.events), self.inbox.drain]
+        self.writer = EventWriter(
+            sources, parts.store, cfg.store.flush_interval, cfg.store.query_log_days
+        )
+        self.writer.hit_listeners.extend(rt.hit_listeners)
+        self.writer.start()
+        rt.writer, rt.subs = self.writer, self.subs
+        rt.policy_source = lambda: self.manager.policy
+        rt.policy_version = lambda: self.manager.version
+        rt.zone_source = self.manager.zone_infos
+        if cfg.server.workers <= 1:
+            dp = DataPlane(cfg, parts.dns_socks, self.events, tap=parts.tap, control=self.traffic)
+            dp.set_policy(self.manager.policy)
+            dp.set_routes(self.traffic.routes())
+            self.manager.listeners.append(lambda _m, p: dp.set_policy(p))
+            await dp.start()
+            self.dataplane = dp
+            rt.snapshot_source = lambda: [dp.snapshot()]
+            rt.worker_source = self._in_process_info
+        else:
+            assert parts.zygote is not None
+            sup = Supervisor(
+                cfg, parts.zygote, self.inbox.put, self._tap_batch, self.traffic.forward,
+                self._adopt, self._crash_loop,
+            )  # fmt: skip
+            sup.set_policy(self.manager.manifest)
+            sup.set_routes(self.traffic.routes())
+            self.manager.listeners.append(lambda m, _p: sup.set_policy(m))
+            sup.start(cfg.server.workers)
+            self.supervisor = sup
+            rt.snapshot_source = sup.snapshots
+            rt.worker_source = self._worker_info
+        rt.dropped_source = self._dropped
+        # Queries are answered from here on. Zones held in memory (transfers,
+        # publishing) load now; the start is announced when they are in place.
+        await self.manager.load_sources()
+        self.subs.sync()
+        self._set_routes()
+        gc.freeze()  # long-lived structures: out of the way of full GC passes
+        announce(cfg)
+
+    def _in_process_info(self) -> list[WorkerInfo]:
+        dp = self.dataplane
+        assert dp is not None
+        import os
+
+        return [WorkerInfo(0, os.getpid(), "running", 0, dp.started, 0.0, "",
+                           self.manager.version)]  # fmt: skip
+
+    def _worker_info(self) -> list[WorkerInfo]:
+        sup = self.supervisor
+        assert sup is not None
+        return [
+            WorkerInfo(
+                s.number, s.pid, s.state, s.restarts, s.started, s.backoff, s.exit_status, s.applied
+            )
+            for s in sup.slots
+        ]
+
+    def _dropped(self) -> tuple[int, int]:
+        snaps = self.runtime.snapshots()
+        events = sum(s.events_dropped for s in snaps) + self.inbox.dropped
+        tap = sum(s.tap_dropped for s in snaps)
+        if self.parts.tap is not None and self.supervisor is not None:
+            tap += self.parts.tap.dropped
+        return events, tap
+
+    def _tap_batch(self, batch: list[tuple[float, bytes]]) -> None:
+        tap = self.parts.tap
+        if tap is not None:
+            for item in batch:
+                tap.put(item)
+
+    def _adopt(self, sock: socket.socket, msg: bytes, rest: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(adopt(self.xfr_tcp, sock, msg, rest))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _crash_loop(self, message: str) -> None:
+        for listener in self.runtime.crash_listeners:
+            listener(message)
+
+    def _set_routes(self) -> None:
+        routes = self.traffic.routes()
+        if self.dataplane is not None:
+            self.dataplane.set_routes(routes)
+        if self.supervisor is not None:
+            self.supervisor.set_routes(routes)
+
+    # ---------------------------------------------------------------- reloads
+    async def reload(self) -> None:
+        """SIGHUP: read the configuration again; a bad one is refused, the old one stays."""
+        try:
+            new = config_mod.load(self.cfg.path)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running configuration: %s", e)
+            return
+        async with self._reload_lock:
+            try:
+                await self._apply(new)
+            except Exception:
+                log.exception("reload failed, keeping the running configuration")
+                return
+        log.info("configuration reloaded from %s", new.path)
+
+    async def _apply(self, new: Config) -> None:
+        self.cfg = new
+        self.publisher.configure(new)
+        await self.manager.reload(new)
+        if self.dataplane is not None:
+            self.dataplane.reconfigure(new)
+        if self.supervisor is not None:
+            self.supervisor.reconfigure(new)
+        self.inbox.limit = new.store.queue_size
+        self.subs.sync()
+        self._set_routes()
+
+    async def zone_files_changed(self) -> None:
+        async with self._reload_lock:
+            await self.manager.reload(self.cfg)
+
+    # ------------------------------------------------------------------- stop
+    async def stop(self) -> None:
+        log.info("stopping: draining in-flight queries")
+        self.subs.stop()
+        if self.dataplane is not None:
+            await self.dataplane.stop()
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.stop)
+            if self.events is not None and self.events.dropped:
+                log.warning("query log: %d events dropped (queue full)", self.events.dropped)
+
+
+def announce(cfg: Config) -> None:
+    addrs = ", ".join(str(e) for e in cfg.server.listen)
+    ups = ", ".join(str(u) for u in cfg.upstream.servers)
+    n = cfg.server.workers
+    log.info(
+        "mamori serving DNS on %s (udp%s, %d worker%s); upstreams: %s",
+        addrs, "+tcp" if cfg.server.tcp else "", n, "s" if n > 1 else "", ups,
+    )  # fmt: skip
+
+
+def run(parts: Parts) -> None:
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+
+    async def main() -> None:
+        cfg = parts.cfg
+        loop = asyncio.get_running_loop()
+        plane = ControlPlane(parts)
+        await plane.start()
+        tasks: set[asyncio.Task[Any]] = set()
+
+        def spawn(coro: Any) -> asyncio.Task[Any]:
+            task = loop.create_task(coro)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            return task
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, plane.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: spawn(plane.reload()))
+        dnsbl_servers = await dnsbl.start(cfg, parts.dnsbl_socks) if parts.dnsbl_socks else []
+        background = [
+            spawn(watch_zone_files(lambda: plane.cfg, plane.zone_files_changed)),
+            spawn(run_feeds(lambda: plane.cfg)),
+        ]
+        web_tasks = [spawn(w.serve()) for w in parts.web]
+        await plane.stopping.wait()
+        for task in background:
+            task.cancel()
+        for server in dnsbl_servers:
+            server.close()
+        for w in parts.web:
+            w.should_exit = True
+        if web_tasks:
+            await asyncio.wait(web_tasks, timeout=5)
+        await plane.stop()
+
+    uvloop.run(main())
+
+
+# ----------------------------------------------------------- mamori zones serve
+def run_primary(cfg: Config) -> None:
+    """``mamori zones serve``: the publisher alone on [server] listen (no resolver)."""
+    socks = bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=False)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        current = {"cfg": cfg}
+        manager = PolicyManager(cfg, evaluate=False)
+        publisher = Publisher(cfg, cfg.store.path.parent / "zones")
+        subs = Subscriptions(manager, lambda: current["cfg"])
+        traffic = ZoneTraffic(publisher, subs)
+        manager.zone_listeners.append(publisher.on_zones)
+        manager.on_deltas = publisher.record_deltas
+        await manager.load_sources()
+        subs.sync()
+        tcp = TcpListener(traffic, cfg.server.tcp_idle_timeout, cfg.server.tcp_max_connections)
+        servers: list[Any] = []
+        for sock in socks:
+            if sock.type == socket.SOCK_DGRAM:
+                tr, _ = await loop.create_datagram_endpoint(lambda: UdpServer(traffic), sock=sock)
+                servers.append(tr)
+            else:
+                servers.append(await loop.create_server(tcp.factory, sock=sock))
+        zones = ", ".join(z.name for z in cfg.rpz if z.publish) or "(none: set publish = true)"
+        addrs = ", ".join(str(e) for e in cfg.server.listen)
+        log.info("mamori serving zone transfers on %s; zones: %s", addrs, zones)
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+
+        async def reload() -> None:
+            try:
+                new = config_mod.load(cfg.path, resolver=False)
+            except ConfigError as e:
+                log.error("reload refused, keeping the running configuration: %s", e)
+                return
+            current["cfg"] = new
+            publisher.configure(new)
+            await manager.reload(new)
+            subs.sync()
+
+        reloads: set[asyncio.Task[None]] = set()
+
+        def on_hup() -> None:
+            task = loop.create_task(reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        watcher = loop.create_task(
+            watch_zone_files(lambda: current["cfg"], lambda: manager.reload(current["cfg"]))
+        )
+        await stopping.wait()
+        watcher.cancel()
+        subs.stop()
+        for s in servers:
+            s.close()
+
+    uvloop.run(main())
+
+
+__all__ = ["ControlPlane", "Manifest", "Parts", "Policy", "run", "run_primary"]

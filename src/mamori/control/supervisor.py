@@ -1,0 +1,293 @@
+"""The workers of the data plane: started, fed, watched, restarted.
+
+``workers = N`` (or ``"auto"``: one per core) runs N worker processes
+(resolver/worker.py), forked by the zygote, each with its own SO_REUSEPORT
+sockets bound for it alone: when a worker dies nobody else holds its sockets,
+so the kernel stops sending it queries at once. The supervisor sends every
+worker the configuration, the routes and each policy version as it comes,
+receives their events, passive DNS answers and counters, and answers the
+control traffic they forward. A worker that exits or is killed is started
+again within a second and the fact logged; one that keeps dying (more than
+``RESTARTS_BEFORE_BACKOFF`` restarts in ``BACKOFF_WINDOW`` seconds) is
+restarted after a growing delay (1 s doubling to 60 s), shown on /metrics and
+reported to the alert rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import marshal
+import os
+import pickle
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mamori.config import Config
+from mamori.control.zygote import Zygote, describe_status
+from mamori.resolver import channel as ch
+from mamori.resolver.dataplane import Snapshot
+from mamori.resolver.events import Event
+from mamori.resolver.policymap import Manifest
+from mamori.resolver.routing import Routes
+from mamori.resolver.server import bind_all
+
+log = logging.getLogger("mamori.supervisor")
+
+RESTARTS_BEFORE_BACKOFF = 3
+BACKOFF_WINDOW = 30.0
+BACKOFF_MAX = 60.0
+STOP_GRACE = 8.0  # seconds workers get to drain before they are killed
+
+
+@dataclass
+class WorkerSlot:
+    """One worker position (its process changes when it is restarted)."""
+
+    number: int
+    pid: int = 0
+    channel: ch.Channel | None = None
+    state: str = "starting"  # starting, running, backoff, stopped
+    started: float = 0.0
+    restarts: int = 0  # since the service started
+    recent: collections.deque[float] = field(default_factory=collections.deque)
+    backoff: float = 0.0  # seconds of the current delay (0: none)
+    exit_status: str = ""
+    snapshot: Snapshot | None = None
+    applied: int = 0  # policy version in force
+    events_lost: int = 0  # events dropped on the channel (counted here, not in the worker)
+
+
+class Supervisor:
+    """Workers as a group; the control plane's view of its data plane."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        zygote: Zygote,
+        on_events: Callable[[list[Event]], None],
+        on_tap: Callable[[list[tuple[float, bytes]]], None] | None,
+        forward: Callable[[bytes, Any, Callable[[bytes, Any], None], bool], None],
+        adopt: Callable[[socket.socket, bytes, bytes], None],
+        on_crash_loop: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.zygote = zygote
+        self.on_events = on_events
+        self.on_tap = on_tap
+        self.forward = forward
+        self.adopt = adopt
+        self.on_crash_loop = on_crash_loop
+        self.slots: list[WorkerSlot] = []
+        self.manifest = Manifest(0, ())
+        self.routes = Routes()
+        self.stopping = False
+        self._exits: dict[int, str] = {}  # pid -> how it ended (from the zygote)
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ start
+    def start(self, count: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.zygote.sock.fileno(), self._zygote_readable)
+        for n in range(1, count + 1):
+            slot = WorkerSlot(n)
+            self.slots.append(slot)
+            self._spawn(slot)
+
+    def _spawn(self, slot: WorkerSlot) -> None:
+        """Bind the worker's own sockets, fork it (through the zygote), feed it."""
+        self._timers.pop(slot.number, None)
+        if self.stopping:
+            return
+        cfg = self.cfg
+        try:
+            socks = bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=True)
+        except Exception as e:  # e.g. privileges dropped: try again later
+            log.error("worker %d: cannot bind its sockets: %s", slot.number, e)
+            self._restart_later(slot, "cannot bind")
+            return
+        ours, theirs = ch.pair()
+        try:
+            self.zygote.spawn(slot.number, theirs.fileno(), [s.fileno() for s in socks])
+        except OSError as e:
+            log.error("worker %d: the worker factory is gone (%s)", slot.number, e)
+            ours.close()
+            return
+        finally:
+            theirs.close()
+            for s in socks:
+                s.close()  # the worker holds its own copies; nobody else does
+        slot.state, slot.started, slot.pid = "starting", time.time(), 0
+        slot.snapshot = None
+        channel = ch.Channel(
+            ours, lambda kind, payload, fds: self._message(slot, kind, payload, fds),
+            lambda: self._worker_gone(slot, channel),
+        )  # fmt: skip
+        slot.channel = channel
+        channel.start()
+        channel.send(ch.CONFIG, pickle.dumps(cfg))
+        channel.send(ch.ROUTES, _routes_wire(self.routes))
+        channel.send(ch.POLICY, marshal.dumps(self.manifest.to_wire()))
+
+    # ------------------------------------------------------------- broadcast
+    def set_policy(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self._broadcast(ch.POLICY, marshal.dumps(manifest.to_wire()))
+
+    def set_routes(self, routes: Routes) -> None:
+        if routes == self.routes:
+            return
+        self.routes = routes
+        self._broadcast(ch.ROUTES, _routes_wire(routes))
+
+    def reconfigure(self, cfg: Config) -> None:
+        if cfg.server.workers != self.cfg.server.workers:
+            log.warning("reload: workers changes take effect after a restart")
+        if cfg.server.listen != self.cfg.server.listen or cfg.server.tcp != self.cfg.server.tcp:
+            log.warning("reload: listen/tcp changes take effect after a restart")
+        self.cfg = cfg
+        self._broadcast(ch.CONFIG, pickle.dumps(cfg))
+
+    def _broadcast(self, kind: int, payload: bytes) -> None:
+        for slot in self.slots:
+            if slot.channel is not None and not slot.channel.closed:
+                slot.channel.send(kind, payload)
+
+    # ------------------------------------------------------------- messages
+    def _message(self, slot: WorkerSlot, kind: int, payload: bytes, fds: list[int]) -> None:
+        if kind == ch.EVENTS:
+            self.on_events(marshal.loads(payload))
+        elif kind == ch.TAP:
+            if self.on_tap is not None:
+                self.on_tap(marshal.loads(payload))
+        elif kind == ch.STATS:
+            slot.snapshot = Snapshot.from_wire(marshal.loads(payload))
+        elif kind == ch.APPLIED:
+            slot.applied = marshal.loads(payload)
+        elif kind == ch.FORWARD:
+            rid, data, addr = marshal.loads(payload)
+            self.forward(data, addr, _replier(slot, rid), False)
+        elif kind == ch.HANDOVER:
+            msg, rest, _peer = marshal.loads(payload)
+            for fd in fds[1:]:
+                os.close(fd)
+            if fds:
+                self.adopt(socket.socket(fileno=fds[0]), msg, rest)
+            return
+        elif kind == ch.HELLO:
+            number, pid = marshal.loads(payload)
+            slot.pid = pid
+            if slot.state == "starting":
+                slot.state = "running"
+                log.info("worker %d started (pid %d)", number, pid)
+        for fd in fds:
+            os.close(fd)
+
+    def _zygote_readable(self) -> None:
+        try:
+            reports = self.zygote.reports()
+        except EOFError:
+            assert self._loop is not None
+            self._loop.remove_reader(self.zygote.sock.fileno())
+            if not self.stopping:
+                log.error("the worker factory exited: dead workers cannot be replaced")
+            return
+        for what, a, b in reports:
+            if what == "spawned":
+                slot = self.slots[a - 1]
+                slot.pid = slot.pid or b
+            elif what == "exited":
+                self._exits[a] = describe_status(b)
+
+    # -------------------------------------------------------------- restarts
+    def _worker_gone(self, slot: WorkerSlot, channel: ch.Channel) -> None:
+        if slot.channel is not channel:
+            return
+        slot.channel = None
+        if self.stopping:
+            slot.state = "stopped"
+            return
+        assert self._loop is not None
+        # The zygote's exit report usually follows the channel's end within a moment.
+        self._loop.call_later(0.05, self._restart, slot, slot.pid)
+
+    def _restart(self, slot: WorkerSlot, pid: int) -> None:
+        how = self._exits.pop(pid, "exited")
+        slot.exit_status = how
+        now = time.monotonic()
+        slot.recent.append(now)
+        while slot.recent and now - slot.recent[0] > BACKOFF_WINDOW:
+            slot.recent.popleft()
+        slot.restarts += 1
+        if len(slot.recent) > RESTARTS_BEFORE_BACKOFF:
+            slot.backoff = min(max(slot.backoff * 2, 1.0), BACKOFF_MAX)
+            message = (
+                f"worker {slot.number} (pid {pid}) {how}: {len(slot.recent)} restarts in"
+                f" {BACKOFF_WINDOW:.0f}s, next start in {slot.backoff:.0f}s"
+            )
+            log.error("%s", message)
+            if self.on_crash_loop is not None:
+                self.on_crash_loop(message)
+            self._restart_later(slot, how, slot.backoff)
+            return
+        slot.backoff = 0.0
+        log.warning("worker %d (pid %d) %s: restarting it", slot.number, pid, how)
+        self._spawn(slot)
+
+    def _restart_later(self, slot: WorkerSlot, why: str, delay: float = 1.0) -> None:
+        assert self._loop is not None
+        slot.state = "backoff"
+        self._timers[slot.number] = self._loop.call_later(delay, self._spawn, slot)
+
+    # ------------------------------------------------------------------- stop
+    async def stop(self) -> None:
+        """Ask every worker to drain and exit; kill what is left after STOP_GRACE."""
+        self.stopping = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._broadcast(ch.STOP, b"")
+        deadline = time.monotonic() + STOP_GRACE
+        while time.monotonic() < deadline and any(
+            s.channel is not None and not s.channel.closed for s in self.slots
+        ):
+            await asyncio.sleep(0.05)
+        for slot in self.slots:
+            if slot.channel is not None and not slot.channel.closed:
+                log.warning("worker %d did not stop in time: killed", slot.number)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signal.SIGKILL)
+                slot.channel.close()
+            slot.state = "stopped"
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.zygote.sock.fileno())
+        self.zygote.close()
+
+    # ------------------------------------------------------------------ views
+    def snapshots(self) -> list[Snapshot]:
+        return [s.snapshot for s in self.slots if s.snapshot is not None]
+
+    def events_lost(self) -> int:
+        """Events dropped on the channels (the workers' own drops are in their snapshots)."""
+        return sum(s.channel.dropped for s in self.slots if s.channel is not None)
+
+
+def _routes_wire(routes: Routes) -> bytes:
+    return marshal.dumps((sorted(routes.published), routes.notify))
+
+
+def _replier(slot: WorkerSlot, rid: int) -> Callable[[bytes, Any], None]:
+    """A reply callback that sends an answer back to the worker that forwarded the message."""
+
+    def reply(resp: bytes, _addr: Any) -> None:
+        if slot.channel is not None:
+            slot.channel.send(ch.REPLY, marshal.dumps((rid, resp)))
+
+    return reply

@@ -1,0 +1,137 @@
+"""The data plane as the control plane's readers see it: counters summed over workers.
+
+/metrics, the console and the alert rules read the running service through
+``Runtime`` (one per ``mamori serve``); its figures come from each data
+plane's latest ``Snapshot`` (resolver/dataplane.py): the in-process one read
+live (``workers = 1``), or the ones the workers send every second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mamori.resolver.dataplane import Snapshot
+from mamori.resolver.upstream import LATENCY_BUCKETS, UpstreamHealth
+
+if TYPE_CHECKING:
+    from mamori.control.subscriptions import Subscriptions
+    from mamori.control.writer import EventWriter
+    from mamori.policy.engine import Policy
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One data plane (a worker process, or the control plane's own loop: number 0).
+
+    *state*: starting, running, backoff, stopped; *restarts*: since the service
+    started; *started*: UNIX time of the current process; *policy_version*: in force.
+    """
+
+    number: int
+    pid: int
+    state: str
+    restarts: int
+    started: float
+    backoff: float
+    exit_status: str
+    policy_version: int
+
+
+@dataclass(frozen=True)
+class ZoneInfo:
+    """One configured policy zone as the control plane holds it (the console's policy page).
+
+    *applied*: enforced (False: only published, or expired); *rules*: count.
+    """
+
+    name: str
+    serial: int
+    rules: int
+    applied: bool
+    expired: bool
+
+
+class Runtime:
+    """What the control plane's readers (web, alerts) may look at while the service runs."""
+
+    def __init__(self) -> None:
+        self.policy_source: Callable[[], Policy | None] = lambda: None
+        self.snapshot_source: Callable[[], list[Snapshot]] = list
+        self.worker_source: Callable[[], list[WorkerInfo]] = list
+        self.dropped_source: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        self.writer: EventWriter | None = None
+        self.subs: Subscriptions | None = None
+        self.policy_version: Callable[[], int] = lambda: 0
+        self.zone_source: Callable[[], list[ZoneInfo]] = list
+        # called with a message when a worker keeps dying (the alert rules)
+        self.crash_listeners: list[Callable[[str], None]] = []
+        # given to the query-log writer: called with each batch's policy hits (alert rules)
+        self.hit_listeners: list[Callable[[list[tuple[float, str, str, str, str, str]]], None]] = []
+
+    @property
+    def policy(self) -> Policy | None:
+        """The policy version in force (the control plane's own mapping of it)."""
+        return self.policy_source()
+
+    def snapshots(self) -> list[Snapshot]:
+        return self.snapshot_source()
+
+    def zones(self) -> list[ZoneInfo]:
+        return self.zone_source()
+
+    def workers(self) -> list[WorkerInfo]:
+        return self.worker_source()
+
+    def dropped(self) -> tuple[int, int]:
+        """(query events, passive DNS answers) dropped since start, all stages summed."""
+        return self.dropped_source()
+
+    def stats(self) -> dict[str, int]:
+        return sum_stats(self.snapshots())
+
+    def upstreams(self) -> list[UpstreamHealth]:
+        return merge_upstreams(self.snapshots())
+
+
+def sum_stats(snaps: list[Snapshot]) -> dict[str, int]:
+    """The pipelines' counters summed over data planes (cache figures included)."""
+    out: dict[str, int] = {}
+    for s in snaps:
+        for k, v in s.stats.items():
+            out[k] = out.get(k, 0) + v
+        out["cache_entries"] = out.get("cache_entries", 0) + s.cache_entries
+        out["cache_bytes"] = out.get("cache_bytes", 0) + s.cache_bytes
+        out["cache_evictions"] = out.get("cache_evictions", 0) + s.cache_evictions
+    return out
+
+
+def merge_upstreams(snaps: list[Snapshot]) -> list[UpstreamHealth]:
+    """Each upstream once: counts and histograms summed, up if every data plane says so,
+    the smoothed RTT averaged over the data planes that measured it."""
+    merged: dict[str, list[Any]] = {}
+    for s in snaps:
+        for u in s.upstreams:
+            m = merged.get(u.name)
+            if m is None:
+                merged[u.name] = [u.up, [u.srtt] if u.srtt else [], u.queries, u.errors,
+                                  u.tcp_fallbacks, list(u.latency), u.latency_sum]  # fmt: skip
+                continue
+            m[0] = m[0] and u.up
+            if u.srtt:
+                m[1].append(u.srtt)
+            m[2] += u.queries
+            m[3] += u.errors
+            m[4] += u.tcp_fallbacks
+            m[5] = [a + b for a, b in zip(m[5], u.latency, strict=True)]
+            m[6] += u.latency_sum
+    return [
+        UpstreamHealth(
+            name, m[0], sum(m[1]) / len(m[1]) if m[1] else 0.0, m[2], m[3], m[4], tuple(m[5]), m[6]
+        )
+        for name, m in merged.items()
+    ]
+
+
+__all__ = ["LATENCY_BUCKETS", "Runtime", "WorkerInfo", "ZoneInfo", "merge_upstreams", "sum_stats"]

@@ -1,0 +1,213 @@
+"""The single writer of the query log and the hit log, in a thread of the control plane.
+
+Events reach it from the data plane in batches (events.py describes the
+tuple): from the in-process queue (``workers = 1``) or from the workers'
+channels through an ``Inbox``. Every ``flush_interval`` seconds the thread
+turns what arrived into rows and writes them in one transaction, counts
+answers by rcode and outcome and policy hits by zone, prints policy hits as
+BIND-style log lines, hands the hits to the alert rules, and prunes rows
+older than the retention. A batch the store refuses (disk full, locked) is
+counted as failed and dropped: the DNS path never waits for the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import dns.rdatatype
+
+from mamori.dnsutil import wire
+from mamori.resolver.events import DRAIN_MAX, Event, EventQueue
+from mamori.resolver.query import Outcome
+from mamori.store.base import QueryLogStore
+from mamori.threads import lower_thread_priority
+
+log = logging.getLogger(__name__)
+rpz_log = logging.getLogger("mamori.rpz")
+
+PRUNE_EVERY = 3600.0
+NAME_MEMO_MAX = 100_000
+_LABELS = {o.value: o.label for o in Outcome}
+
+# A policy hit as the alert rules get it: (time, client, qname, zone, trigger, action)
+HitRecord = tuple[float, str, str, str, str, str]
+
+
+class Inbox:
+    """Event batches from the workers, bounded (``dropped`` counts what did not fit).
+
+    Filled on the control plane's loop, drained by the writer thread.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.batches: deque[list[Event]] = deque()
+        self.count = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def put(self, batch: list[Event]) -> None:
+        with self._lock:
+            if self.count + len(batch) > self.limit:
+                self.dropped += len(batch)
+                return
+            self.batches.append(batch)
+            self.count += len(batch)
+
+    def drain(self, max_items: int = DRAIN_MAX) -> list[Event]:
+        out: list[Event] = []
+        with self._lock:
+            while self.batches and len(out) < max_items:
+                batch = self.batches.popleft()
+                self.count -= len(batch)
+                out += batch
+        return out
+
+
+def question_text(key: bytes, memo: dict[bytes, tuple[str, int]]) -> tuple[str, int]:
+    """(qname text, qtype) of a cache key, memoised: most logged names repeat."""
+    q = memo.get(key)
+    if q is None:
+        if len(memo) >= NAME_MEMO_MAX:
+            memo.clear()
+        q = memo[key] = (wire.name_to_text(key[:-5]), (key[-5] << 8) | key[-4])
+    return q
+
+
+def _type_text(qtype: int) -> str:
+    try:
+        return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype))
+    except ValueError:
+        return f"TYPE{qtype}"
+
+
+class EventWriter(threading.Thread):
+    """Background writer: sources -> rows -> store, batched, with retention.
+
+    *sources*: callables returning the events waiting (non-blocking).
+    """
+
+    def __init__(
+        self,
+        sources: list[Callable[[], list[Event]]],
+        store: QueryLogStore,
+        flush_interval: float,
+        retention_days: int,
+    ) -> None:
+        super().__init__(name="mamori-event-writer", daemon=True)
+        self.sources = sources
+        self.store = store
+        self.flush_interval = flush_interval
+        self.retention_days = retention_days
+        self.written = 0
+        self.failed = 0
+        self._stop_flag = threading.Event()
+        self._last_prune = 0.0
+        self._names: dict[bytes, tuple[str, int]] = {}
+        self.zone_hits: dict[str, int] = {}  # policy hits per zone since start
+        # since start, for /metrics: answers by rcode (-1: none sent) and by outcome,
+        # policy hits by (zone, action)
+        self.rcodes: dict[int, int] = {}
+        self.outcomes: dict[str, int] = {}
+        self.actions: dict[tuple[str, str], int] = {}
+        # called after each batch with its policy hits (the alert rules); must not block
+        self.hit_listeners: list[Callable[[list[HitRecord]], None]] = []
+
+    def run(self) -> None:
+        lower_thread_priority()
+        while not self._stop_flag.wait(self.flush_interval):
+            self.flush_all()
+            self._maybe_prune()
+        self.flush_all()  # final drain: everything still queued when asked to stop
+
+    def flush_all(self) -> None:
+        for source in self.sources:
+            while batch := source():
+                self.flush(batch)
+
+    def flush(self, batch: list[Event]) -> None:
+        if not batch:
+            return
+        try:
+            self._flush(batch)
+        except Exception as e:  # disk full, locked...: lose this batch, keep serving
+            self.failed += len(batch)
+            log.error("query log: could not write %d events: %s", len(batch), e)
+
+    def _flush(self, batch: list[Event]) -> None:
+        memo = self._names
+        rows = []
+        counts: dict[tuple[str, str, str], list[float]] = {}
+        rcodes, outcomes = self.rcodes, self.outcomes
+        hits: list[HitRecord] = []
+        log_only = Outcome.LOG_ONLY.value
+        for ts, client, key, rcode, answer, latency, upstream, outcome, reason, tcp, hit in batch:
+            qname, qtype = question_text(key, memo)
+            zone = rule = trigger = action = ""
+            if hit is not None:
+                zone, rule, trigger, action, log_line = hit
+                hits.append((ts, client, qname, zone, trigger, action))
+                c = counts.get((zone, trigger, action))
+                if c is None:
+                    counts[(zone, trigger, action)] = [1, ts, ts]
+                else:
+                    c[0] += 1
+                    c[2] = max(c[2], ts)
+                if log_line:
+                    rpz_log.info(
+                        "client %s (%s): rpz %s %s rewrite %s/%s/IN via %s",
+                        client, qname.rstrip("."), trigger, action, qname.rstrip("."),
+                        _type_text(qtype), rule,
+                    )  # fmt: skip
+            if outcome == log_only:
+                continue  # a disabled zone's match: a hit, not an answer
+            label = _LABELS.get(outcome, str(outcome))
+            rcodes[rcode] = rcodes.get(rcode, 0) + 1
+            outcomes[label] = outcomes.get(label, 0) + 1
+            rows.append(
+                (ts, client, qname, qtype, rcode, answer, latency, upstream,
+                 outcome == Outcome.CACHED, "tcp" if tcp else "udp", zone, rule, trigger, action,
+                 label, reason)
+            )  # fmt: skip
+        if rows:
+            self.store.write_queries(rows)
+        self.written += len(rows)
+        if counts:
+            self.store.add_policy_hits(
+                [(z, t, a, int(n), first, last) for (z, t, a), (n, first, last) in counts.items()]
+            )
+            for (z, _t, a), (n, _f, _l) in counts.items():
+                self.zone_hits[z] = self.zone_hits.get(z, 0) + int(n)
+                self.actions[(z, a)] = self.actions.get((z, a), 0) + int(n)
+        for listener in self.hit_listeners:
+            listener(hits)
+
+    def _maybe_prune(self) -> None:
+        now = time.time()
+        if not self.retention_days or now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        try:
+            n = self.store.prune_queries(now - self.retention_days * 86400)
+            if n:
+                log.info("query log: pruned %d rows older than %d days", n, self.retention_days)
+        except Exception as e:
+            log.error("query log: prune failed: %s", e)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop_flag.set()
+        self.join(timeout)
+        if self.zone_hits:
+            log.info(
+                "policy hits since start: %s",
+                ", ".join(f"{z} {n}" for z, n in sorted(self.zone_hits.items())),
+            )
+
+
+def queue_source(q: EventQueue) -> Callable[[], list[Event]]:
+    """Source for the in-process queue of a data plane (``workers = 1``)."""
+    return q.drain
