@@ -33,6 +33,8 @@ class MamoriProcess:
         self.config = tmp / "mamori.toml"
         self.stderr_path = tmp / "mamori.stderr"
         settings = {
+            # MAMORI_TEST_WORKERS=2 runs every integration test against worker processes
+            "workers": int(os.environ.get("MAMORI_TEST_WORKERS", "1")),
             "listen": [f"127.0.0.1:{self.port}", f"[::1]:{self.port}"],
             "allow": ["127.0.0.1/32", "::1"],
             "rate_limit": 0,

@@ -29,7 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from mamori.config import RpzConfig
-from mamori.policy.compiled import FORMAT_VERSION, CompiledZone, compile_steps, compile_zone
+from mamori.policy.compiled import (
+    FORMAT_VERSION,
+    CompiledZone,
+    compile_parts_steps,
+    compile_zone,
+)
 from mamori.policy.rules import LoadedZone, ZoneError
 from mamori.steps import drive
 
@@ -92,13 +97,16 @@ class PolicyFiles:
         self._n += 1
         return self.dir / f"{name.rstrip('.') or 'root'}.{self._n}.cz"
 
-    def write(self, name: str, data: bytes) -> str:
-        """Store compiled bytes for *name* (atomically); return the file's path."""
+    def write(self, name: str, parts: list[bytes]) -> str:
+        """Store a compiled zone (its parts, in order) for *name* atomically; its path.
+
+        Blocking file I/O: run it in a thread (it releases the GIL while writing).
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.new_path(name)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
-            f.write(data)
+            f.writelines(parts)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -124,8 +132,8 @@ class PolicyFiles:
 
 async def compile_loaded(files: PolicyFiles, zone: LoadedZone, source: str) -> str:
     """Compile a zone held in memory, step by step on the loop; write it; its path."""
-    data: bytes = await drive(compile_steps(zone, source), f"zone {zone.name} compile")
-    path: str = await asyncio.to_thread(files.write, zone.name, data)
+    parts: list[bytes] = await drive(compile_parts_steps(zone, source), f"zone {zone.name} compile")
+    path: str = await asyncio.to_thread(files.write, zone.name, parts)
     return path
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from mamori.policy import codec, hashtable
-from mamori.policy.compiler import compile_steps, compile_zone
+from mamori.policy.compiler import compile_parts_steps, compile_steps, compile_zone
 from mamori.policy.layout import (
     CRC_CHUNK,
     FORMAT_VERSION,
@@ -55,6 +55,7 @@ __all__ = [
     "OverlayUnsupportedError",
     "ZoneOverlay",
     "changed_keys",
+    "compile_parts_steps",
     "compile_steps",
     "compile_zone",
 ]

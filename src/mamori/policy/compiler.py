@@ -40,6 +40,16 @@ def compile_zone(zone: LoadedZone, source: str = "") -> bytes:
 def compile_steps(zone: LoadedZone, source: str = "") -> Generator[None, None, bytes]:
     """The compiled form of *zone* as bytes; yields every STEP entries (~2 ms of work).
 
+    The final join of the parts is one step (~25 ms at a million rules): a caller
+    on an event loop that writes a file should take ``compile_parts_steps`` instead.
+    """
+    parts = yield from compile_parts_steps(zone, source)
+    return b"".join(parts)
+
+
+def compile_parts_steps(zone: LoadedZone, source: str = "") -> Generator[None, None, list[bytes]]:
+    """The compiled form of *zone* as consecutive parts (write them in order to a file).
+
     *source* is stored as given (e.g. a signature of the zone file) and read
     back as ``CompiledZone.source``. Local-Data codes are renumbered densely
     (removed rules' slots are dropped). Raises ValueError if the result would
@@ -138,7 +148,7 @@ def compile_steps(zone: LoadedZone, source: str = "") -> Generator[None, None, b
     )
     head_crc = zlib.crc32(meta, zlib.crc32(head[: HEAD.size - 4]))
     parts[0] = (head[: HEAD.size - 4] + struct.pack("<I", head_crc)).ljust(HEADER_SIZE, b"\0")
-    return b"".join(parts)
+    return parts
 
 
 def _qname_items(

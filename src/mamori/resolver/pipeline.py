@@ -104,7 +104,7 @@ class Pipeline:
         self.rewrite = Rewrite(self.slot, self.replies, self.follower, self.spawn)
         self.control = control
         self.routes = Routes()
-        self._special_types = _TYPE_XFR
+        self._special_types: tuple[bytes, ...] = _TYPE_XFR
         self.policy: Policy | None = None
         self._active: ActivePolicy | None = None
         # Bound methods cached for the hot path (one attribute lookup instead of three).

@@ -39,7 +39,7 @@ from mamori.resolver.routing import Routes
 log = logging.getLogger("mamori.worker")
 
 EVENTS_PER_MESSAGE = 2_000
-STATS_EVERY = 1.0  # seconds between counter snapshots sent home
+STATS_EVERY = 1.0  # seconds between counter snapshots sent home (at most; see _flush_forever)
 FORWARD_TIMEOUT = 10.0  # seconds a forwarded UDP message waits for its answer
 
 
@@ -154,7 +154,7 @@ class Worker:
             try:
                 self._flush()
                 now = time.monotonic()
-                if now - last_stats >= STATS_EVERY:
+                if now - last_stats >= min(STATS_EVERY, self.dp.cfg.store.flush_interval):
                     last_stats = now
                     self._send_stats()
                     self._expire_forwards(now)
