@@ -44,6 +44,8 @@ RESTARTS_BEFORE_BACKOFF = 3
 BACKOFF_WINDOW = 30.0
 BACKOFF_MAX = 60.0
 STOP_GRACE = 8.0  # seconds workers get to drain before they are killed
+UNRESPONSIVE_AFTER = 10.0  # seconds without a message from a running worker: it is stuck
+WATCH_EVERY = 1.0
 
 
 @dataclass
@@ -61,7 +63,7 @@ class WorkerSlot:
     exit_status: str = ""
     snapshot: Snapshot | None = None
     applied: int = 0  # policy version in force
-    events_lost: int = 0  # events dropped on the channel (counted here, not in the worker)
+    last_seen: float = 0.0  # time.monotonic() of its last message
 
 
 class Supervisor:
@@ -91,6 +93,7 @@ class Supervisor:
         self._exits: dict[int, str] = {}  # pid -> how it ended (from the zygote)
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ start
     def start(self, count: int) -> None:
@@ -100,6 +103,7 @@ class Supervisor:
             slot = WorkerSlot(n)
             self.slots.append(slot)
             self._spawn(slot)
+        self._watchdog = self._loop.create_task(self._watch())
 
     def _spawn(self, slot: WorkerSlot) -> None:
         """Bind the worker's own sockets, fork it (through the zygote), feed it."""
@@ -126,6 +130,7 @@ class Supervisor:
                 s.close()  # the worker holds its own copies; nobody else does
         slot.state, slot.started, slot.pid = "starting", time.time(), 0
         slot.snapshot = None
+        slot.last_seen = time.monotonic()
         channel = ch.Channel(
             ours, lambda kind, payload, fds: self._message(slot, kind, payload, fds),
             lambda: self._worker_gone(slot, channel),
@@ -162,6 +167,7 @@ class Supervisor:
 
     # ------------------------------------------------------------- messages
     def _message(self, slot: WorkerSlot, kind: int, payload: bytes, fds: list[int]) -> None:
+        slot.last_seen = time.monotonic()
         if kind == ch.EVENTS:
             self.on_events(marshal.loads(payload))
         elif kind == ch.TAP:
@@ -246,10 +252,28 @@ class Supervisor:
         slot.state = "backoff"
         self._timers[slot.number] = self._loop.call_later(delay, self._spawn, slot)
 
+    async def _watch(self) -> None:
+        """Kill a worker that stopped talking (stuck in a loop, deadlocked): it is restarted
+        like one that died. Workers send their counters at least every second."""
+        while not self.stopping:
+            await asyncio.sleep(WATCH_EVERY)
+            now = time.monotonic()
+            for slot in self.slots:
+                silent = now - slot.last_seen
+                if slot.channel is None or slot.pid == 0 or silent < UNRESPONSIVE_AFTER:
+                    continue
+                log.error("worker %d (pid %d) unresponsive for %.0fs: killing it",
+                          slot.number, slot.pid, silent)  # fmt: skip
+                slot.last_seen = now
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signal.SIGKILL)
+
     # ------------------------------------------------------------------- stop
     async def stop(self) -> None:
         """Ask every worker to drain and exit; kill what is left after STOP_GRACE."""
         self.stopping = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for timer in self._timers.values():
             timer.cancel()
         self._broadcast(ch.STOP, b"")
@@ -273,10 +297,6 @@ class Supervisor:
     # ------------------------------------------------------------------ views
     def snapshots(self) -> list[Snapshot]:
         return [s.snapshot for s in self.slots if s.snapshot is not None]
-
-    def events_lost(self) -> int:
-        """Events dropped on the channels (the workers' own drops are in their snapshots)."""
-        return sum(s.channel.dropped for s in self.slots if s.channel is not None)
 
 
 def _routes_wire(routes: Routes) -> bytes:

@@ -55,7 +55,8 @@ class Worker:
         self.policy: Policy | None = None
         self.routes = Routes()
         self.dp: DataPlane | None = None
-        self.configured = asyncio.Event()
+        self.policy_received = False
+        self.configured = asyncio.Event()  # the configuration and a first policy version came
         self.stopping = asyncio.Event()
         self.pending: dict[int, tuple[Reply, Any, float]] = {}
         self._ids = itertools.count(1)
@@ -85,8 +86,6 @@ class Worker:
             self.stopping.set()
         if self.cfg is not None and self.policy_received:
             self.configured.set()
-
-    policy_received = False
 
     def _apply_policy(self, manifest: Manifest) -> None:
         try:
