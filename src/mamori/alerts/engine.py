@@ -26,8 +26,10 @@ from mamori.config.alerts import AlertConfig
 log = logging.getLogger(__name__)
 
 CHECK_EVERY = 30.0
-# A policy hit as the writer hands it over: (time, client, qname, zone, trigger, action)
-Hit = tuple[float, str, str, str, str, str]
+# A policy hit as the writer hands it over: (time, client, qname, zone, trigger, action,
+# outcome of the answer: "blocked", "dropped", "log_only" (policy disabled), else let through)
+Hit = tuple[float, str, str, str, str, str, str]
+BLOCKING = ("blocked", "dropped")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -101,7 +103,7 @@ class AlertEngine(threading.Thread):
             db.close()
 
     def _hit(self, hit: Hit) -> None:
-        when, client, qname, zone, _trigger, action = hit
+        when, client, qname, zone, _trigger, action, outcome = hit
         category = self._categories.get(zone, "")
         for rule in self.cfg.alerts:
             if rule.when != "hit":
@@ -112,6 +114,8 @@ class AlertEngine(threading.Thread):
                 continue
             if rule.action and action not in rule.action:
                 continue
+            if not rule.action and outcome not in BLOCKING:
+                continue  # by default only blocks alert (not PASSTHRU, not "disabled" zones)
             if rule.count > 1:
                 win = self._windows.setdefault((rule.name, client), deque())
                 win.append(when)

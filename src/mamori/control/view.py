@@ -68,7 +68,9 @@ class Runtime:
         # called with a message when a worker keeps dying (the alert rules)
         self.crash_listeners: list[Callable[[str], None]] = []
         # given to the query-log writer: called with each batch's policy hits (alert rules)
-        self.hit_listeners: list[Callable[[list[tuple[float, str, str, str, str, str]]], None]] = []
+        self.hit_listeners: list[
+            Callable[[list[tuple[float, str, str, str, str, str, str]]], None]
+        ] = []
 
     @property
     def policy(self) -> Policy | None:

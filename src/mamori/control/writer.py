@@ -33,8 +33,10 @@ PRUNE_EVERY = 3600.0
 NAME_MEMO_MAX = 100_000
 _LABELS = {o.value: o.label for o in Outcome}
 
-# A policy hit as the alert rules get it: (time, client, qname, zone, trigger, action)
-HitRecord = tuple[float, str, str, str, str, str]
+# A policy hit as the alert rules get it: (time, client, qname, zone, trigger, action,
+# outcome label of the answer: "blocked", "dropped", or "cached"/"resolved"... for PASSTHRU,
+# "log_only" for a zone with policy "disabled")
+HitRecord = tuple[float, str, str, str, str, str, str]
 
 
 class Inbox:
@@ -148,9 +150,10 @@ class EventWriter(threading.Thread):
         for ts, client, key, rcode, answer, latency, upstream, outcome, reason, tcp, hit in batch:
             qname, qtype = question_text(key, memo)
             zone = rule = trigger = action = ""
+            label = _LABELS.get(outcome, str(outcome))
             if hit is not None:
                 zone, rule, trigger, action, log_line = hit
-                hits.append((ts, client, qname, zone, trigger, action))
+                hits.append((ts, client, qname, zone, trigger, action, label))
                 c = counts.get((zone, trigger, action))
                 if c is None:
                     counts[(zone, trigger, action)] = [1, ts, ts]
@@ -165,7 +168,6 @@ class EventWriter(threading.Thread):
                     )  # fmt: skip
             if outcome == log_only:
                 continue  # a disabled zone's match: a hit, not an answer
-            label = _LABELS.get(outcome, str(outcome))
             rcodes[rcode] = rcodes.get(rcode, 0) + 1
             outcomes[label] = outcomes.get(label, 0) + 1
             rows.append(
