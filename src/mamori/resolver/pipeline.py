@@ -48,9 +48,7 @@ from mamori.resolver.postcheck import PENDING, Decision, PostCheck
 from mamori.resolver.query import (
     REASON_ACL,
     REASON_BADVERS,
-    REASON_FORMERR,
     REASON_META,
-    REASON_NOTIMP,
     REASON_UPSTREAM,
     Hit,
     Outcome,
@@ -61,6 +59,7 @@ from mamori.resolver.reply import Replies, Stats
 from mamori.resolver.resolve import Resolve
 from mamori.resolver.rewrite import REASON_OF, Rewrite, replaces_answer
 from mamori.resolver.routing import ControlLink, Routes
+from mamori.resolver.special import CONTINUE, TYPE_XFR, SpecialMessages
 from mamori.resolver.upstream import UpstreamPool, Upstreams
 
 log = logging.getLogger(__name__)
@@ -70,12 +69,9 @@ _PLAIN_Q = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QD=1 AN=0 NS=0 AR=0
 _EDNS_Q = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # QD=1 AN=0 NS=0 AR=1
 _PLAIN_OR_EDNS_Q = (_PLAIN_Q, _EDNS_Q)
 _BITS = (b"\x00", b"\x01", b"\x02", b"\x03")  # cache-key byte: DO<<1 | CD
-_TYPE_XFR = (b"\x00\xfb", b"\x00\xfc")  # IXFR, AXFR
 _CLASS_IN = b"\x00\x01"
-OPCODE_NOTIFY = 4
 MAX_UDP_QUERY = 4096
 _CACHED, _BLOCKED = Outcome.CACHED.value, Outcome.BLOCKED.value  # events hold plain ints
-_CONTINUE = object()  # stage 3: not control traffic after all, go on
 
 
 class Pipeline:
@@ -102,9 +98,8 @@ class Pipeline:
             self.cache, self.resolve.fetch, self.replies, cfg.policy.min_ns_dots
         )
         self.rewrite = Rewrite(self.slot, self.replies, self.follower, self.spawn)
-        self.control = control
-        self.routes = Routes()
-        self._special_types: tuple[bytes, ...] = _TYPE_XFR
+        self.special = SpecialMessages(self.replies, control)
+        self._special_types: tuple[bytes, ...] = TYPE_XFR
         self.policy: Policy | None = None
         self._active: ActivePolicy | None = None
         # Bound methods cached for the hot path (one attribute lookup instead of three).
@@ -119,6 +114,7 @@ class Pipeline:
         self.cfg = cfg
         self.clients = ClientTable(s.allow, s.rate_burst)
         self._client_get = self.clients.clients.get
+        self.special.clients = self.clients
         self.rate = s.rate_limit
         self.burst = s.rate_burst
         self.max_udp = s.max_udp_size
@@ -136,26 +132,8 @@ class Pipeline:
 
     def set_routes(self, routes: Routes) -> None:
         """What goes to the control plane (published zones, transfers, NOTIFY)."""
-        self.routes = routes
-        self._special_types = (*_TYPE_XFR, *routes.types)
-
-    def _special(
-        self, data: bytes, addr: Any, reply: Reply, tcp: bool, now: float, nend: int, qtc: bytes
-    ) -> bytes | object | None:
-        """Stage 3 for AXFR/IXFR (and SOA/NS when we publish zones): to the control plane,
-        REFUSED (transfers when nothing is published), or _CONTINUE (an ordinary query)."""
-        routes = self.routes
-        if qtc[:2] in routes.types and routes.wants(data, nend, qtc):
-            assert self.control is not None
-            self.control.forward(data, addr, reply, tcp)
-            return None
-        if qtc[:2] in _TYPE_XFR:
-            self.stats.refused += 1
-            return self.replies.error(
-                data, wire.REFUSED, addr[0], now, tcp, Outcome.REFUSED, REASON_META,
-                wire.EDE_PROHIBITED,
-            )  # fmt: skip
-        return _CONTINUE
+        self.special.routes = routes
+        self._special_types = (*TYPE_XFR, *routes.types)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a slow-path coroutine, kept referenced until done (drained at stop)."""
@@ -176,7 +154,7 @@ class Pipeline:
             stats.dropped_malformed += 1
             return None
         if data[2] & 0x78 or data[4:12] not in _PLAIN_OR_EDNS_Q:
-            return self._unusual(data, addr, reply, tcp, now)
+            return self.special.unusual(data, addr, reply, tcp, now)
 
         # Stage 2: the question, inline (this is wire.scan_name without the call).
         nend = 12
@@ -186,18 +164,18 @@ class Pipeline:
                 break
             nend += ln + 1
         if nend >= n or data[nend] or nend > 266:  # no root label, pointer, > 255 octets
-            return self._formerr(data, addr[0], now, tcp)
+            return self.special.formerr(data, addr[0], now, tcp)
         nend += 1
         qend = nend + 4
         if qend > n:
-            return self._formerr(data, addr[0], now, tcp)
+            return self.special.formerr(data, addr[0], now, tcp)
         qtc = data[nend:qend]
 
         # Stage 3: zone-transfer traffic and our published zones' apex go to the control plane;
         # zone transfers are refused when we publish nothing.
         if qtc[:2] in self._special_types:
-            routed = self._special(data, addr, reply, tcp, now, nend, qtc)
-            if routed is not _CONTINUE:
+            routed = self.special.question(data, addr, reply, tcp, now, nend, qtc)
+            if routed is not CONTINUE:
                 return routed  # type: ignore[return-value]
 
         # Stage 4: client record -> ACL, then UDP rate limit (token bucket).
@@ -223,10 +201,10 @@ class Pipeline:
         cd = 1 if data[3] & 0x10 else 0
         if data[11]:
             if qend + 11 > n:
-                return self._formerr(data, ip, now, tcp)
+                return self.special.formerr(data, ip, now, tcp)
             root, otype, payload, _ext, version, oflags, rdlen = _OPT.unpack_from(data, qend)
             if root or otype != 41 or qend + 11 + rdlen != n:
-                return self._formerr(data, ip, now, tcp)
+                return self.special.formerr(data, ip, now, tcp)
             if version:
                 return self.replies.error(
                     data, wire.BADVERS, ip, now, tcp, Outcome.ERROR, REASON_BADVERS
@@ -236,7 +214,7 @@ class Pipeline:
             opt = self.replies.opt_do if do else self.replies.opt_plain
         else:
             if qend != n:
-                return self._formerr(data, ip, now, tcp)
+                return self.special.formerr(data, ip, now, tcp)
             do = 0
             limit = 65535 if tcp else 512
             opt = b""
@@ -427,50 +405,6 @@ class Pipeline:
         if reason:
             return self.replies.stale(q, entry, hit, reason)
         return self.replies.stale(q, entry, hit)
-
-    # ------------------------------------------------------------ odd messages
-    def _unusual(self, data: bytes, addr: Any, reply: Reply, tcp: bool, now: float) -> bytes | None:
-        """An opcode other than QUERY, or section counts other than one question (+ OPT).
-
-        NOTIFY (opcode 4) and IXFR requests (a SOA in the authority section) go to
-        the control plane when it wants them; the rest is NOTIMP or FORMERR
-        (REFUSED outside ``allow``).
-        """
-        opcode = (data[2] >> 3) & 0xF
-        routes = self.routes
-        if opcode == OPCODE_NOTIFY and routes.notify:
-            assert self.control is not None
-            self.control.forward(data, addr, reply, tcp)
-            return None
-        if opcode == 0 and routes.types and data[4:6] == b"\x00\x01":
-            try:
-                nend = wire.scan_name(data, 12)
-            except wire.WireError:
-                nend = 0
-            qtc = data[nend : nend + 4]
-            if nend and qtc[:2] in routes.types and routes.wants(data, nend, qtc):
-                assert self.control is not None
-                self.control.forward(data, addr, reply, tcp)
-                return None
-        ip = addr[0]
-        if not self.clients.is_allowed(ip):
-            self.stats.refused += 1
-            return self.replies.error(
-                data, wire.REFUSED, ip, now, tcp, Outcome.REFUSED, REASON_ACL, wire.EDE_PROHIBITED
-            )
-        if opcode != 0:
-            self.stats.notimp += 1
-            return self.replies.error(data, wire.NOTIMP, ip, now, tcp, Outcome.ERROR, REASON_NOTIMP)
-        return self.replies.error(data, wire.FORMERR, ip, now, tcp, Outcome.ERROR, REASON_FORMERR)
-
-    def _formerr(self, data: bytes, ip: str, now: float, tcp: bool) -> bytes:
-        """FORMERR for a malformed question (REFUSED to clients outside ``allow``)."""
-        if not self.clients.is_allowed(ip):
-            self.stats.refused += 1
-            return self.replies.error(
-                data, wire.REFUSED, ip, now, tcp, Outcome.REFUSED, REASON_ACL, wire.EDE_PROHIBITED
-            )
-        return self.replies.error(data, wire.FORMERR, ip, now, tcp, Outcome.ERROR, REASON_FORMERR)
 
     def close(self) -> None:
         self.resolve.upstreams.close()
