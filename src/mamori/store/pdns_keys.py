@@ -8,7 +8,8 @@ import socket
 import idna
 
 
-def _uname(name: str) -> str:
+def unicode_if_idn(name: str) -> str:
+    """The U-label form of an IDN (``unicode_name``); "" for a name with nothing to decode."""
     u = unicode_name(name)
     return "" if u == name else u
 
@@ -61,7 +62,7 @@ def net_range(lo_text: str, hi_text: str | None = None) -> tuple[bytes, bytes]:
     return first, last
 
 
-def _prefix_range(prefix: str) -> tuple[str, str]:
+def prefix_range(prefix: str) -> tuple[str, str]:
     """Strings starting with *prefix*: [prefix, prefix with its last character + 1)."""
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mamori.store.pdns_keys import (
-    _prefix_range,
-    _uname,
     ip_key,
+    prefix_range,
     rdata_name,
     reverse_name,
+    unicode_if_idn,
 )
 
 SCHEMA_VERSION = 1
@@ -167,7 +167,7 @@ class PdnsSQLite:
              rdata_name(rtype, rdata), first, last, n)
             for (name, rtype, rdata, bw), (first, last, n) in tuples.items()
         ]  # fmt: skip
-        names = sorted((name, _uname(name)) for name in rnames)
+        names = sorted((name, unicode_if_idn(name)) for name in rnames)
         with self.lock, self.db:
             self.db.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS staging (rrname, rrtype, rdata, bailiwick,"
@@ -238,11 +238,11 @@ class PdnsSQLite:
         name = name.lower()
         args: list[object]
         if name.startswith("*."):
-            lo, hi = _prefix_range(reverse_name(name[2:]))
+            lo, hi = prefix_range(reverse_name(name[2:]))
             where, args = "rname >= ? AND rname < ? AND rname != ?", [lo, hi, lo]
             # (a name's own rname is the prefix itself: "below" excludes it)
         elif name.endswith(".*") or name.endswith(".*."):
-            lo, hi = _prefix_range(name[: name.rindex("*")])
+            lo, hi = prefix_range(name[: name.rindex("*")])
             where, args = "rrname >= ? AND rrname < ?", [lo, hi]
         else:
             where, args = "rrname = ?", [name if name.endswith(".") else name + "."]
