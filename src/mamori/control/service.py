@@ -299,7 +299,7 @@ def run(parts: Parts) -> None:
         dnsbl_servers = await dnsbl.start(cfg, parts.dnsbl_socks) if parts.dnsbl_socks else []
         background = [
             spawn(watch_zone_files(lambda: plane.cfg, plane.zone_files_changed)),
-            spawn(run_feeds(lambda: plane.cfg)),
+            spawn(run_feeds(lambda: plane.cfg, plane.zone_files_changed)),
         ]
         web_tasks = [spawn(w.serve()) for w in parts.web]
         await plane.stopping.wait()

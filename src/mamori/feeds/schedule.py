@@ -2,8 +2,8 @@
 
 An update runs in a child process (``feeds/worker.py``: network, parsing and
 the provenance store stay off the DNS loop and out of the server's memory);
-the compiled zone file it writes is picked up by the zone file watcher, which
-reloads the policy beside the running one. The datasets uniting an updated
+the zone file it writes is compiled for the data plane at once (``on_updated``;
+the zone file watcher would pick it up too). The datasets uniting an updated
 feed are compiled after it (and all of them once at start). A feed whose
 compiled zone is missing (first start) or older than its refresh interval is
 updated at once.
@@ -16,7 +16,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,12 @@ async def run_child(cfg: Config, *names: str) -> dict[str, Any]:
     return verdict
 
 
-async def run_feeds(current: Callable[[], Config]) -> None:
+async def run_feeds(
+    current: Callable[[], Config], on_updated: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Update each enabled feed when due, forever. *on_updated* runs after updates that
+    changed zone files (the control plane recompiles them at once; otherwise the zone
+    file watcher picks them up)."""
     last: dict[str, float] = {}
     first = True
     while True:
@@ -101,6 +106,11 @@ async def run_feeds(current: Callable[[], Config]) -> None:
                 _log_datasets(await run_child(cfg))
             except TimeoutError:
                 log.error("datasets: compiling took over %ds, stopped", CHILD_TIMEOUT)
+        if (updated or first) and on_updated is not None:
+            try:
+                await on_updated()
+            except Exception:  # the watcher will try again; the feeds go on
+                log.exception("applying the updated feeds failed")
         first = False
         await asyncio.sleep(TICK)
 
