@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -113,17 +114,8 @@ class ControlPlane:
         self.stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.xfr_tcp = TcpListener(self.traffic_handler(), 30.0, 1000)
-
-    def traffic_handler(self) -> Any:
-        traffic = self.traffic
-
-        class Handler:
-            def handle(self, data: bytes, addr: Any, reply: Any, tcp: bool) -> bytes | None:
-                traffic.forward(data, addr, reply, tcp)
-                return None
-
-        return Handler()
+        # TCP connections workers hand over (zone transfers) are served here
+        self.xfr_tcp = TcpListener(self.traffic, 30.0, 1000)
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -175,8 +167,6 @@ class ControlPlane:
     def _in_process_info(self) -> list[WorkerInfo]:
         dp = self.dataplane
         assert dp is not None
-        import os
-
         return [WorkerInfo(0, os.getpid(), "running", 0, dp.started, 0.0, "",
                            self.manager.version)]  # fmt: skip
 
