@@ -119,6 +119,10 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
+        async with self._reload_lock:  # a SIGHUP during start-up waits for it
+            await self._start()
+
+    async def _start(self) -> None:
         cfg, parts, rt = self.cfg, self.parts, self.runtime
         await self.manager.start()
         assert parts.store is not None
@@ -151,8 +155,10 @@ class ControlPlane:
             sup.set_policy(self.manager.manifest)
             sup.set_routes(self.traffic.routes())
             self.manager.listeners.append(lambda m, _p: sup.set_policy(m))
-            sup.start(cfg.server.workers)
             self.supervisor = sup
+            if self.stopping.is_set():
+                sup.stopping = True  # stopped during start-up: nothing to start
+            sup.start(cfg.server.workers)
             rt.snapshot_source = sup.snapshots
             rt.worker_source = self._worker_info
         rt.dropped_source = self._dropped
@@ -209,6 +215,13 @@ class ControlPlane:
             self.dataplane.set_routes(routes)
         if self.supervisor is not None:
             self.supervisor.set_routes(routes)
+
+    def begin_stop(self) -> None:
+        """SIGTERM/SIGINT: stop (workers that exit from now on are not restarted: under
+        systemd's default KillMode they get the same SIGTERM)."""
+        if self.supervisor is not None:
+            self.supervisor.stopping = True
+        self.stopping.set()
 
     # ---------------------------------------------------------------- reloads
     async def reload(self) -> None:
@@ -274,7 +287,6 @@ def run(parts: Parts) -> None:
         cfg = parts.cfg
         loop = asyncio.get_running_loop()
         plane = ControlPlane(parts)
-        await plane.start()
         tasks: set[asyncio.Task[Any]] = set()
 
         def spawn(coro: Any) -> asyncio.Task[Any]:
@@ -283,9 +295,12 @@ def run(parts: Parts) -> None:
             task.add_done_callback(tasks.discard)
             return task
 
+        # Signals first: a SIGTERM during start-up stops cleanly once started, a SIGHUP
+        # reloads once started (reloads wait for the start).
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, plane.stopping.set)
+            loop.add_signal_handler(sig, plane.begin_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(plane.reload()))
+        await plane.start()
         dnsbl_servers = await dnsbl.start(cfg, parts.dnsbl_socks) if parts.dnsbl_socks else []
         background = [
             spawn(watch_zone_files(lambda: plane.cfg, plane.zone_files_changed)),

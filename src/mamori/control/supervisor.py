@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import marshal
 import os
@@ -55,7 +56,7 @@ class WorkerSlot:
     number: int
     pid: int = 0
     channel: ch.Channel | None = None
-    state: str = "starting"  # starting, running, backoff, stopped
+    state: str = "starting"  # starting, running, restarting, backoff, stopped
     started: float = 0.0
     restarts: int = 0  # since the service started
     recent: collections.deque[float] = field(default_factory=collections.deque)
@@ -94,6 +95,7 @@ class Supervisor:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self.retired: Snapshot | None = None  # counters of worker processes that exited
 
     # ------------------------------------------------------------------ start
     def start(self, count: int) -> None:
@@ -123,6 +125,7 @@ class Supervisor:
         except OSError as e:
             log.error("worker %d: the worker factory is gone (%s)", slot.number, e)
             ours.close()
+            slot.state = "stopped"
             return
         finally:
             theirs.close()
@@ -217,9 +220,13 @@ class Supervisor:
         if slot.channel is not channel:
             return
         slot.channel = None
+        if slot.snapshot is not None:  # its counters stay in the sums (they never go down)
+            self.retired = retire(self.retired, slot.snapshot)
+            slot.snapshot = None
         if self.stopping:
             slot.state = "stopped"
             return
+        slot.state = "restarting"
         assert self._loop is not None
         # The zygote's exit report usually follows the channel's end within a moment.
         self._loop.call_later(0.05, self._restart, slot, slot.pid)
@@ -296,7 +303,9 @@ class Supervisor:
 
     # ------------------------------------------------------------------ views
     def snapshots(self) -> list[Snapshot]:
-        return [s.snapshot for s in self.slots if s.snapshot is not None]
+        """The live workers' latest counters, and (worker -1) those of exited processes."""
+        live = [s.snapshot for s in self.slots if s.snapshot is not None]
+        return [*live, self.retired] if self.retired is not None else live
 
 
 def _routes_wire(routes: Routes) -> bytes:
@@ -311,3 +320,32 @@ def _replier(slot: WorkerSlot, rid: int) -> Callable[[bytes, Any], None]:
             slot.channel.send(ch.REPLY, marshal.dumps((rid, resp)))
 
     return reply
+
+
+def retire(total: Snapshot | None, last: Snapshot) -> Snapshot:
+    """*total* (the counters of exited workers, worker -1) plus *last*, a worker's final
+    counters; gauges (cache size) are not carried over."""
+    stats = dict(total.stats) if total is not None else {}
+    for k, v in last.stats.items():
+        stats[k] = stats.get(k, 0) + v
+    ups = {u.name: u for u in (total.upstreams if total is not None else ())}
+    for u in last.upstreams:
+        old = ups.get(u.name)
+        if old is None:
+            ups[u.name] = dataclasses.replace(u, up=True, srtt=0.0)
+        else:
+            ups[u.name] = dataclasses.replace(
+                old,
+                queries=old.queries + u.queries,
+                errors=old.errors + u.errors,
+                tcp_fallbacks=old.tcp_fallbacks + u.tcp_fallbacks,
+                latency=tuple(a + b for a, b in zip(old.latency, u.latency, strict=True)),
+                latency_sum=old.latency_sum + u.latency_sum,
+            )
+    return Snapshot(
+        -1, 0, 0.0, 0, stats, 0, 0,
+        (total.cache_evictions if total is not None else 0) + last.cache_evictions,
+        (total.events_dropped if total is not None else 0) + last.events_dropped,
+        (total.tap_dropped if total is not None else 0) + last.tap_dropped,
+        tuple(ups.values()),
+    )  # fmt: skip

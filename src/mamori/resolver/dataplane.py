@@ -120,6 +120,8 @@ class DataPlane:
         old = self.cfg
         if cfg.server.listen != old.server.listen or cfg.server.tcp != old.server.tcp:
             log.warning("reload: listen/tcp changes take effect after a restart")
+        if cfg.server.workers != old.server.workers:
+            log.warning("reload: workers changes take effect after a restart")
         self.pipeline.configure(cfg)
         if cfg.upstream != old.upstream:
             previous = self.pipeline.resolve.upstreams

@@ -26,14 +26,18 @@ Reply = Callable[[bytes, Any], None]
 
 
 class Outcome(enum.IntEnum):
-    """What happened to a query. Values are stable: they cross process boundaries."""
+    """What happened to a query. Values are stable: they cross process boundaries.
+
+    Queries over the per-client rate limit and malformed packets that are
+    dropped have no event (a flood would fill the queue): they are counted.
+    """
 
     CACHED = 0  # answered from the cache
     RESOLVED = 1  # answered by an upstream (reason: the upstream's name is in its own field)
     STALE = 2  # an expired answer served because the upstreams failed (RFC 8767)
     BLOCKED = 3  # policy replaced the answer (reason: the action; zone and rule in the hit)
-    DROPPED = 4  # no answer sent (reason: rpz-drop, ratelimit)
-    REFUSED = 5  # REFUSED (reason: acl, ratelimit, meta-query, class)
+    DROPPED = 4  # no answer sent (reason: rpz-drop)
+    REFUSED = 5  # REFUSED (reason: acl, meta-query: a transfer or a class other than IN)
     ERROR = 6  # FORMERR, NOTIMP, BADVERS, SERVFAIL (reason says which and why)
     # Not an answer: a zone with policy "disabled" matched (its hit is logged and counted,
     # the query's own answer has its own event). Not a row of the query log.
@@ -47,7 +51,6 @@ class Outcome(enum.IntEnum):
 
 # Reasons (short, stable, lowercase; stored in the query log's ``reason`` column).
 REASON_ACL = "acl"  # client outside [server] allow
-REASON_RATELIMIT = "ratelimit"  # over the per-client query rate
 REASON_META = "meta-query"  # AXFR/IXFR with nothing published, or a class other than IN
 REASON_FORMERR = "formerr"
 REASON_NOTIMP = "notimp"  # an opcode other than QUERY (and NOTIFY when transferred zones exist)
@@ -55,7 +58,6 @@ REASON_BADVERS = "badvers"  # EDNS version other than 0 (RFC 6891)
 REASON_UPSTREAM = "upstream-failed"  # every upstream failed (SERVFAIL, or STALE)
 REASON_UPSTREAM_SERVFAIL = "upstream-servfail"  # an upstream answered SERVFAIL
 REASON_RECHECK = "recheck-timer"  # STALE: upstreams failed recently (RFC 8767 section 5)
-REASON_INTERNAL = "internal"  # a bug answered SERVFAIL (logged with its traceback)
 
 
 class Query:

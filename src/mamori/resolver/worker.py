@@ -39,7 +39,7 @@ from mamori.resolver.routing import Routes
 log = logging.getLogger("mamori.worker")
 
 EVENTS_PER_MESSAGE = 2_000
-STATS_EVERY = 1.0  # seconds between counter snapshots sent home (at most; see _flush_forever)
+STATS_EVERY = 1.0  # seconds between counter snapshots sent home (at most)
 FORWARD_TIMEOUT = 10.0  # seconds a forwarded UDP message waits for its answer
 
 
@@ -146,14 +146,19 @@ class Worker:
         self.channel.close()
 
     async def _flush_forever(self) -> None:
-        last_stats = 0.0
+        """Events every ``[store] flush_interval``; counters at least every STATS_EVERY
+        seconds whatever that interval (they are also the supervisor's sign of life)."""
+        last_flush = last_stats = time.monotonic()
         while True:
             assert self.dp is not None
-            await asyncio.sleep(self.dp.cfg.store.flush_interval)
+            interval = self.dp.cfg.store.flush_interval
+            await asyncio.sleep(min(interval, STATS_EVERY))
             try:
-                self._flush()
                 now = time.monotonic()
-                if now - last_stats >= min(STATS_EVERY, self.dp.cfg.store.flush_interval):
+                if now - last_flush >= interval:
+                    last_flush = now
+                    self._flush()
+                if now - last_stats >= min(STATS_EVERY, interval):
                     last_stats = now
                     self._send_stats()
                     self._expire_forwards(now)
