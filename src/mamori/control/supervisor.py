@@ -233,6 +233,9 @@ class Supervisor:
 
     def _restart(self, slot: WorkerSlot, pid: int) -> None:
         how = self._exits.pop(pid, "exited")
+        if self.stopping:  # e.g. systemd sent SIGTERM to every process of the service
+            slot.state = "stopped"
+            return
         slot.exit_status = how
         now = time.monotonic()
         slot.recent.append(now)
