@@ -6,13 +6,16 @@ import http.server
 import json
 import socket
 import threading
+import time
 from typing import Any
 
 from tests.support.net import free_port
 
 
 class Webhook:
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
+        """*delay*: seconds each POST is kept waiting for its answer (after it was recorded),
+        like a slow receiver."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.received: list[dict[str, Any]] = []
@@ -22,6 +25,8 @@ class Webhook:
             def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", "0"))
                 outer.received.append(json.loads(self.rfile.read(n)))
+                if delay:
+                    time.sleep(delay)
                 self.send_response(204)
                 self.end_headers()
 

@@ -54,7 +54,7 @@ class AlertEngine(threading.Thread):
         self.sent = 0
         self.failed = 0
         self._stop_flag = threading.Event()
-        self._check_now = threading.Event()  # a worker keeps dying: look at once
+        self.crashes: queue.Queue[tuple[int, str, float]] = queue.Queue(maxsize=100)
         self._last: dict[tuple[str, str], float] = {}  # (rule, subject) -> last alert
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._born = time.time()
@@ -70,9 +70,12 @@ class AlertEngine(threading.Thread):
         except queue.Full:
             self.dropped += len(hits)
 
-    def on_crash_loop(self, _message: str) -> None:
-        """From the supervisor: a worker keeps dying; evaluate the state rules now."""
-        self._check_now.set()
+    def on_crash_loop(self, worker: int, message: str) -> None:
+        """From the supervisor: a worker keeps dying. Never blocks (a full queue drops)."""
+        try:
+            self.crashes.put_nowait((worker, message, time.time()))
+        except queue.Full:
+            self.dropped += 1
 
     def stop(self) -> None:
         self._stop_flag.set()
@@ -92,8 +95,9 @@ class AlertEngine(threading.Thread):
                     hits = []
                 for hit in hits:
                     self._hit(hit)
-                if time.monotonic() >= next_check or self._check_now.is_set():
-                    self._check_now.clear()
+                while not self.crashes.empty():
+                    self._crash(*self.crashes.get_nowait())
+                if time.monotonic() >= next_check:
                     next_check = time.monotonic() + CHECK_EVERY
                     self.check_state()
             while not self.inbox.empty():  # what the writer handed over before the stop
@@ -177,6 +181,12 @@ class AlertEngine(threading.Thread):
             if not u.up:
                 self.fire(rule, u.name, f"upstream {u.name} is down ({u.errors} errors)",
                           {"upstream": u.name}, now)  # fmt: skip
+
+    def _crash(self, worker: int, message: str, when: float) -> None:
+        """A worker's restarts are being delayed (the supervisor said so when it happened)."""
+        for rule in self.cfg.alerts:
+            if rule.when == "worker_restarts":
+                self.fire(rule, f"worker {worker}", message, {"worker": str(worker)}, when)
 
     def _workers_failing(self, rule: AlertConfig, now: float) -> None:
         """A data-plane worker that keeps dying (its restarts are being delayed)."""

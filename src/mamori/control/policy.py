@@ -42,6 +42,9 @@ from mamori.xfr.client import Delta
 log = logging.getLogger("mamori.rpz")
 
 MAX_OVERLAY = 50_000  # names changed in place before the zone is compiled again whole
+# A compiled file no version names any more is deleted after this long: a worker starting
+# (or slow to apply) may still be mapping the version that named it.
+RETIRED_GRACE = 120.0
 _TRIGGER_LABELS = {*IP_SUFFIX, "rpz-nsdname"}
 
 VersionListener = Callable[[Manifest, Policy | None], None]
@@ -93,6 +96,8 @@ class PolicyManager:
         self.zone_listeners: list[Callable[[list[LoadedZone]], None]] = []
         self.on_deltas: Callable[[str, list[Delta]], None] | None = None
         self._lock = asyncio.Lock()  # one change at a time, in the order they came
+        self._in_use: set[str] = set()  # compiled files the current version names
+        self._retired: dict[str, float] = {}  # file -> when no version named it any more
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ start
@@ -234,10 +239,22 @@ class PolicyManager:
             return
         self.version = manifest.version
         self.manifest, self.policy = manifest, policy
-        self.files.prune({r.path for r in refs} | self._held_paths())
+        self._prune({r.path for r in refs} | self._held_paths())
         log.debug("policy version %d (%s): %d zones", self.version, why, len(refs))
         for listener in self.listeners:
             listener(manifest, policy)
+
+    def _prune(self, current: set[str]) -> None:
+        """Delete compiled files no version has named for RETIRED_GRACE seconds."""
+        now = time.monotonic()
+        for path in self._in_use - current:
+            self._retired.setdefault(path, now)
+        self._in_use = current
+        for path in current:
+            self._retired.pop(path, None)
+        recent = {p for p, since in self._retired.items() if now - since < RETIRED_GRACE}
+        self._retired = {p: t for p, t in self._retired.items() if p in recent}
+        self.files.prune(current | recent)
 
     def _held_paths(self) -> set[str]:
         return {s.path for s in self.slots.values() if s.path is not None}

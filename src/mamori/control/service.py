@@ -181,7 +181,14 @@ class ControlPlane:
         assert sup is not None
         return [
             WorkerInfo(
-                s.number, s.pid, s.state, s.restarts, s.started, s.backoff, s.exit_status, s.applied
+                s.number,
+                s.pid,
+                s.state,
+                s.restarts,
+                s.started,
+                s.backoff if s.state == "backoff" else 0.0,  # the delay now, not the last one
+                s.exit_status,
+                s.applied,
             )
             for s in sup.slots
         ]
@@ -205,9 +212,9 @@ class ControlPlane:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _crash_loop(self, message: str) -> None:
+    def _crash_loop(self, worker: int, message: str) -> None:
         for listener in self.runtime.crash_listeners:
-            listener(message)
+            listener(worker, message)
 
     def _set_routes(self) -> None:
         routes = self.traffic.routes()

@@ -78,7 +78,7 @@ class Supervisor:
         on_tap: Callable[[list[tuple[float, bytes]]], None] | None,
         forward: Callable[[bytes, Any, Callable[[bytes, Any], None], bool], None],
         adopt: Callable[[socket.socket, bytes, bytes], None],
-        on_crash_loop: Callable[[str], None] | None = None,
+        on_crash_loop: Callable[[int, str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.zygote = zygote
@@ -250,7 +250,7 @@ class Supervisor:
             )
             log.error("%s", message)
             if self.on_crash_loop is not None:
-                self.on_crash_loop(message)
+                self.on_crash_loop(slot.number, message)
             self._restart_later(slot, how, slot.backoff)
             return
         slot.backoff = 0.0

@@ -65,8 +65,8 @@ class Runtime:
         self.subs: Subscriptions | None = None
         self.policy_version: Callable[[], int] = lambda: 0
         self.zone_source: Callable[[], list[ZoneInfo]] = list
-        # called with a message when a worker keeps dying (the alert rules)
-        self.crash_listeners: list[Callable[[str], None]] = []
+        # called with (worker number, message) when a worker keeps dying (the alert rules)
+        self.crash_listeners: list[Callable[[int, str], None]] = []
         # given to the query-log writer: called with each batch's policy hits (alert rules)
         self.hit_listeners: list[
             Callable[[list[tuple[float, str, str, str, str, str, str]]], None]
