@@ -34,12 +34,7 @@ def serve(config_path: str) -> None:
     parts.zygote = zygote
     try:
         service.bind(cfg, parts)
-        if cfg.web.enabled:
-            parts.web.append(_web_server(cfg, True, runtime))
-        if cfg.blockpage.enabled:
-            from mamori.web.server import blockpage_servers
-
-            parts.web += blockpage_servers(cfg, runtime)
+        parts.web_factory = _web_factory(cfg, runtime)  # binds now, builds the apps later
         parts.store = SQLiteStore(cfg.store.path)
     except MamoriError as e:
         if zygote is not None:
@@ -65,6 +60,26 @@ def serve(config_path: str) -> None:
                 log.warning("passive DNS: %d answers dropped (queue full)", parts.tap.dropped)
         if parts.store is not None:
             parts.store.close()
+
+
+def _web_factory(cfg: config_mod.Config, runtime: Any) -> Any:
+    """Bind the console's and the block page's listeners now (a taken port fails at once);
+    return what builds their servers once the DNS side answers (the web imports are slow)."""
+    from mamori.web.listen import bind_http, blockpage_endpoints
+
+    web_sock = bind_http(cfg.web.listen) if cfg.web.enabled else None
+    bp = cfg.blockpage
+    bp_socks = [bind_http(ep) for ep in blockpage_endpoints(bp.address, bp.listen)] if (
+        bp.enabled
+    ) else []  # fmt: skip
+
+    def build() -> list[Any]:
+        from mamori.web.server import blockpage_servers, make_server
+
+        servers = [make_server(cfg, True, runtime, web_sock)] if web_sock is not None else []
+        return servers + (blockpage_servers(cfg, runtime, bp_socks) if bp_socks else [])
+
+    return build
 
 
 def _web_server(cfg: config_mod.Config, embedded: bool = False, runtime: Any = None) -> Any:

@@ -172,8 +172,10 @@ def main(argv: list[str]) -> int:
     from mamori.config import RpzConfig as Rpz
     from mamori.control.zoneload import load_zone
     from mamori.logs import setup_logging
+    from mamori.threads import background_process
 
     setup_logging(os.environ.get("MAMORI_LOG_LEVEL", "warning"))
+    background_process()  # never slow the DNS loop down, even on its own core
     file, name, on_error, journal, out, source = argv
     t0 = time.monotonic()
     rpz = Rpz(name=name, file=Path(file), on_error=on_error, primary=_fake_primary(journal))

@@ -57,6 +57,8 @@ log = logging.getLogger("mamori.resolver.service")
 # The event writer thread shares the GIL with the DNS loop (workers = 1); by default
 # a thread asking for the GIL may wait 5 ms, which shows up as DNS tail latency.
 GIL_SWITCH_INTERVAL = 0.0005
+FLOW_CHECK_EVERY = 0.2  # seconds between looks at the writers' queues (workers > 1)
+SHED_ON, SHED_OFF = 0.5, 0.2  # queue fill at which workers start / stop dropping at the source
 
 
 class Parts:
@@ -69,7 +71,9 @@ class Parts:
         self.zygote: Zygote | None = None
         self.dns_socks: list[socket.socket] = []
         self.dnsbl_socks: list[list[socket.socket]] = []
-        self.web: list[Any] = []  # uvicorn servers, sockets bound
+        # builds the HTTP servers (listeners already bound) once the DNS side answers
+        self.web_factory: Callable[[], list[Any]] = list
+        self.web: list[Any] = []  # the uvicorn servers built by web_factory
         self.tap: AnswerTap | None = None  # passive DNS: answers to record
         self.on_stop: list[Callable[[], None]] = []
 
@@ -159,6 +163,7 @@ class ControlPlane:
             if self.stopping.is_set():
                 sup.stopping = True  # stopped during start-up: nothing to start
             sup.start(cfg.server.workers)
+            self._spawn(self._watch_flow(sup))
             rt.snapshot_source = sup.snapshots
             rt.worker_source = self._worker_info
         rt.dropped_source = self._dropped
@@ -201,6 +206,25 @@ class ControlPlane:
             tap += self.parts.tap.dropped
         return events, tap
 
+    async def _watch_flow(self, sup: Supervisor) -> None:
+        """Workers drop at the source while a writer's queue is over half full, and send
+        again below a fifth (so they do not encode and send what would be dropped here)."""
+        tap = self.parts.tap
+        while not sup.stopping:
+            await asyncio.sleep(FLOW_CHECK_EVERY)
+            shed_events, shed_tap = sup.flow
+            fill = self.inbox.count / max(self.inbox.limit, 1)
+            shed_events = fill > (SHED_OFF if shed_events else SHED_ON)
+            if tap is not None:
+                fill = len(tap.items) / max(tap.limit, 1)
+                shed_tap = fill > (SHED_OFF if shed_tap else SHED_ON)
+            sup.set_flow(shed_events, shed_tap)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _tap_batch(self, batch: list[tuple[float, bytes]]) -> None:
         tap = self.parts.tap
         if tap is not None:
@@ -208,9 +232,7 @@ class ControlPlane:
                 tap.put(item)
 
     def _adopt(self, sock: socket.socket, msg: bytes, rest: bytes) -> None:
-        task = asyncio.get_running_loop().create_task(adopt(self.xfr_tcp, sock, msg, rest))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(adopt(self.xfr_tcp, sock, msg, rest))
 
     def _crash_loop(self, worker: int, message: str) -> None:
         for listener in self.runtime.crash_listeners:
@@ -313,6 +335,8 @@ def run(parts: Parts) -> None:
             spawn(watch_zone_files(lambda: plane.cfg, plane.zone_files_changed)),
             spawn(run_feeds(lambda: plane.cfg, plane.zone_files_changed)),
         ]
+        # The web imports and apps take ~0.2 s: built off the loop (it answers DNS meanwhile).
+        parts.web = await asyncio.to_thread(parts.web_factory)
         web_tasks = [spawn(w.serve()) for w in parts.web]
         await plane.stopping.wait()
         for task in background:

@@ -47,6 +47,7 @@ BACKOFF_MAX = 60.0
 STOP_GRACE = 8.0  # seconds workers get to drain before they are killed
 UNRESPONSIVE_AFTER = 10.0  # seconds without a message from a running worker: it is stuck
 WATCH_EVERY = 1.0
+FLOW_LOG_EVERY = 60.0  # seconds between "writer behind" log lines
 
 
 @dataclass
@@ -90,6 +91,8 @@ class Supervisor:
         self.slots: list[WorkerSlot] = []
         self.manifest = Manifest(0, ())
         self.routes = Routes()
+        self.flow = (False, False)  # (shed events, shed passive DNS answers), sent to workers
+        self._flow_logged = -FLOW_LOG_EVERY
         self.stopping = False
         self._exits: dict[int, str] = {}  # pid -> how it ended (from the zygote)
         self._timers: dict[int, asyncio.TimerHandle] = {}
@@ -143,6 +146,8 @@ class Supervisor:
         channel.send(ch.CONFIG, pickle.dumps(cfg))
         channel.send(ch.ROUTES, _routes_wire(self.routes))
         channel.send(ch.POLICY, marshal.dumps(self.manifest.to_wire()))
+        if any(self.flow):
+            channel.send(ch.FLOW, marshal.dumps(self.flow))
 
     # ------------------------------------------------------------- broadcast
     def set_policy(self, manifest: Manifest) -> None:
@@ -154,6 +159,24 @@ class Supervisor:
             return
         self.routes = routes
         self._broadcast(ch.ROUTES, _routes_wire(routes))
+
+    def set_flow(self, shed_events: bool, shed_tap: bool) -> None:
+        """Tell the workers to drop events / passive DNS answers at the source (counted there)
+        while the control plane's writers are behind, and to send them again after."""
+        flow = (shed_events, shed_tap)
+        if flow == self.flow:
+            return
+        self.flow = flow
+        now = time.monotonic()
+        if any(flow) and now - self._flow_logged > FLOW_LOG_EVERY:
+            self._flow_logged = now
+            log.warning(
+                "the query log / passive DNS writer is behind: workers drop %s at the source"
+                " until it catches up (counted in mamori_events_dropped_total,"
+                " mamori_pdns_dropped_total)",
+                " and ".join(w for w, on in zip(("events", "answers"), flow, strict=True) if on),
+            )
+        self._broadcast(ch.FLOW, marshal.dumps(flow))
 
     def reconfigure(self, cfg: Config) -> None:
         if cfg.server.workers != self.cfg.server.workers:

@@ -20,11 +20,13 @@ from mamori.errors import ConfigError
 from mamori.feeds.parsers import FeedError, FeedUnreachableError
 from mamori.feeds.sources import compile_datasets, update
 from mamori.logs import setup_logging
+from mamori.threads import background_process
 
 
 def main(argv: list[str]) -> int:
     path, level, *names = argv
     setup_logging(level)
+    background_process()  # parsing a big feed must not slow the DNS loop down
     out: dict[str, object]
     try:
         cfg = config.load(path, resolver=False)

@@ -37,6 +37,7 @@ POLICY = 2  # marshal: (version, [(zone, settings tuple, compiled file, overlay 
 ROUTES = 3  # marshal: (published zone names as wire bytes, notify?)
 REPLY = 4  # marshal: (request id, answer bytes or None) to a FORWARD
 STOP = 5  # drain and exit
+FLOW = 6  # marshal: (shed events?, shed passive DNS answers?): the writers are behind
 # Worker -> control plane:
 HELLO = 16  # marshal: (worker number, pid)
 APPLIED = 17  # marshal: policy version now in force

@@ -59,6 +59,9 @@ class Worker:
         self.configured = asyncio.Event()  # the configuration and a first policy version came
         self.stopping = asyncio.Event()
         self.pending: dict[int, tuple[Reply, Any, float]] = {}
+        # the control plane's writers are behind: drop (and count) here, not after sending
+        self.shed_events = False
+        self.shed_tap = False
         self._ids = itertools.count(1)
 
     # ------------------------------------------------------------- messages
@@ -84,6 +87,8 @@ class Worker:
                 waiting[0](resp, waiting[1])
         elif kind == ch.STOP:
             self.stopping.set()
+        elif kind == ch.FLOW:
+            self.shed_events, self.shed_tap = marshal.loads(payload)
         if self.cfg is not None and self.policy_received:
             self.configured.set()
 
@@ -172,11 +177,11 @@ class Worker:
             return
         send = self.channel.send
         while batch := dp.events.drain(EVENTS_PER_MESSAGE):
-            if not send(ch.EVENTS, marshal.dumps(batch), droppable=True):
+            if self.shed_events or not send(ch.EVENTS, marshal.dumps(batch), droppable=True):
                 dp.events.dropped += len(batch)
         if dp.tap is not None:
             while answers := dp.tap.drain(EVENTS_PER_MESSAGE):
-                if not send(ch.TAP, marshal.dumps(answers), droppable=True):
+                if self.shed_tap or not send(ch.TAP, marshal.dumps(answers), droppable=True):
                     dp.tap.dropped += len(answers)
 
     def _send_stats(self) -> None:

@@ -12,8 +12,8 @@ import uvicorn
 
 from mamori import config as cfgmod
 from mamori.config.values import Endpoint
-from mamori.errors import StartupError
 from mamori.web.app import create_app
+from mamori.web.listen import bind_http, blockpage_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +37,33 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-def make_server(cfg: cfgmod.Config, embedded: bool = False, runtime: Any = None) -> EmbeddedServer:
-    """The APIs (and /metrics) on [web] listen."""
-    return _server(create_app(cfg, runtime), cfg.web.listen, cfg, embedded)
+def make_server(
+    cfg: cfgmod.Config,
+    embedded: bool = False,
+    runtime: Any = None,
+    sock: socket.socket | None = None,
+) -> EmbeddedServer:
+    """The APIs (and /metrics) on [web] listen (*sock*: already bound there)."""
+    return _server(create_app(cfg, runtime), cfg.web.listen, cfg, embedded, sock)
 
 
-def blockpage_servers(cfg: cfgmod.Config, runtime: Any = None) -> list[EmbeddedServer]:
-    """One server per [blockpage] listen address (default: the block address, port 80)."""
+def blockpage_servers(
+    cfg: cfgmod.Config, runtime: Any = None, socks: list[socket.socket] | None = None
+) -> list[EmbeddedServer]:
+    """One server per [blockpage] listen address (default: the block address, port 80);
+    *socks*: already bound there, in that order."""
     from mamori.web.blockpage import BlockPage
 
     app = BlockPage(cfg, runtime).app()
     bp = cfg.blockpage
-    listen = bp.listen or (Endpoint(bp.address, 80),)
-    return [_server(app, ep, cfg, True) for ep in listen]
+    listen = blockpage_endpoints(bp.address, bp.listen)
+    bound: list[socket.socket | None] = list(socks) if socks else [None] * len(listen)
+    return [_server(app, ep, cfg, True, s) for ep, s in zip(listen, bound, strict=True)]
 
 
-def _server(app: Any, listen: Endpoint, cfg: cfgmod.Config, embedded: bool) -> EmbeddedServer:
+def _server(
+    app: Any, listen: Endpoint, cfg: cfgmod.Config, embedded: bool, sock: socket.socket | None
+) -> EmbeddedServer:
     config = uvicorn.Config(
         app,
         host=listen.host,
@@ -64,15 +75,5 @@ def _server(app: Any, listen: Endpoint, cfg: cfgmod.Config, embedded: bool) -> E
     )
     server = EmbeddedServer(config)
     server.embedded = embedded
-    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((listen.host, listen.port))
-        sock.listen(128)
-    except OSError as e:
-        sock.close()
-        raise StartupError(f"HTTP listener {listen}: {e.strerror}") from e
-    sock.set_inheritable(True)
-    server.bound = [sock]
+    server.bound = [sock if sock is not None else bind_http(listen)]
     return server
