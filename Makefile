@@ -5,9 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/mamori.toml
 
-.PHONY: run test venv test-deps lint bench clean demo-upstream
+.PHONY: run test venv test-deps lint bench clean demo-upstream fuzz-native
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt setup.py $(wildcard src/mamori/resolver/udpbatch*.[ch])
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
@@ -32,8 +32,18 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
+# The suite runs twice: with the native batched UDP helper, then with the
+# pure-Python path (MAMORI_UDP_BATCH=0); then the helper's fuzz target, bounded.
 test: venv test-deps lint
 	$(VENV)/bin/pytest
+	MAMORI_UDP_BATCH=0 $(VENV)/bin/pytest -q
+	scripts/fuzz-native.sh $(FUZZ_SECONDS)
+
+FUZZ_SECONDS ?= 60
+
+# libFuzzer + ASan/UBSan over the native UDP helper; `make fuzz-native FUZZ_SECONDS=600`.
+fuzz-native: test-deps
+	scripts/fuzz-native.sh $(FUZZ_SECONDS)
 
 bench: venv test-deps
 	$(PY) bench/dnsperf

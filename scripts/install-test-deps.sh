@@ -13,6 +13,7 @@ declare -A need=(
   [named]=bind9
   [rbldnsd]=rbldnsd
   [chromium]=chromium
+  [clang]=clang
 )
 missing=()
 for bin in "${!need[@]}"; do
@@ -20,6 +21,8 @@ for bin in "${!need[@]}"; do
 done
 # Files, not programs: a Japanese font for the block page's screenshots.
 [ -e /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || missing+=(fonts-ipafont-gothic)
+# libFuzzer's runtime, for scripts/fuzz-native.sh (the native UDP helper's fuzz target).
+compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a" >/dev/null || missing+=(libclang-rt-14-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Debian packages: ${missing[*]}"

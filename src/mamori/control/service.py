@@ -45,10 +45,12 @@ from mamori.control.zygote import Zygote
 from mamori.errors import ConfigError
 from mamori.feeds.schedule import run_feeds
 from mamori.policy.engine import Policy
+from mamori.resolver.batchio import describe as udp_io
+from mamori.resolver.batchio import serve_udp
 from mamori.resolver.dataplane import DataPlane
 from mamori.resolver.events import AnswerTap, EventQueue
 from mamori.resolver.policymap import Manifest
-from mamori.resolver.server import TcpListener, UdpServer, adopt, bind_all
+from mamori.resolver.server import TcpListener, adopt, bind_all
 from mamori.store.base import QueryLogStore
 from mamori.xfr.primary import Publisher
 
@@ -306,6 +308,7 @@ def announce(cfg: Config) -> None:
         "mamori serving DNS on %s (udp%s, %d worker%s); upstreams: %s",
         addrs, "+tcp" if cfg.server.tcp else "", n, "s" if n > 1 else "", ups,
     )  # fmt: skip
+    log.info("UDP I/O: %s", udp_io())
 
 
 def run(parts: Parts) -> None:
@@ -372,8 +375,7 @@ def run_primary(cfg: Config) -> None:
         servers: list[Any] = []
         for sock in socks:
             if sock.type == socket.SOCK_DGRAM:
-                tr, _ = await loop.create_datagram_endpoint(lambda: UdpServer(traffic), sock=sock)
-                servers.append(tr)
+                servers.append(await serve_udp(sock, traffic))
             else:
                 servers.append(await loop.create_server(tcp.factory, sock=sock))
         zones = ", ".join(z.name for z in cfg.rpz if z.publish) or "(none: set publish = true)"

@@ -20,10 +20,11 @@ from typing import Any
 
 from mamori.config import Config
 from mamori.policy.engine import Policy
+from mamori.resolver.batchio import BatchedUdp, serve_udp
 from mamori.resolver.events import AnswerTap, EventQueue
 from mamori.resolver.pipeline import Pipeline
 from mamori.resolver.routing import ControlLink, Routes
-from mamori.resolver.server import TcpListener, UdpServer
+from mamori.resolver.server import TcpListener
 from mamori.resolver.upstream import UpstreamHealth, UpstreamPool, Upstreams
 
 log = logging.getLogger("mamori.resolver.service")
@@ -93,7 +94,7 @@ class DataPlane:
         self.tcp = TcpListener(
             self.pipeline, cfg.server.tcp_idle_timeout, cfg.server.tcp_max_connections
         )
-        self.transports: list[asyncio.BaseTransport] = []
+        self.transports: list[BatchedUdp | asyncio.BaseTransport] = []
         self.servers: list[asyncio.AbstractServer] = []
         self._house: asyncio.Task[None] | None = None
 
@@ -101,10 +102,7 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         for sock in self.socks:
             if sock.type == socket.SOCK_DGRAM:
-                tr, _ = await loop.create_datagram_endpoint(
-                    lambda: UdpServer(self.pipeline), sock=sock
-                )
-                self.transports.append(tr)
+                self.transports.append(await serve_udp(sock, self.pipeline, self.pipeline.stats))
             else:
                 self.servers.append(await loop.create_server(self.tcp.factory, sock=sock))
         self._house = loop.create_task(self._housekeeping())

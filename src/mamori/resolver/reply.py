@@ -45,6 +45,7 @@ class Stats:
         "servfail",
         "stale_answers",
         "truncated",
+        "udp_send_dropped",
     )
 
     def __init__(self) -> None:
@@ -61,6 +62,7 @@ class Stats:
         self.servfail = 0
         self.truncated = 0  # answers sent with TC=1
         self.dropped_malformed = 0  # too short, too long, or a response
+        self.udp_send_dropped = 0  # UDP answers not sent: refused by the kernel, or queue full
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -40,6 +40,11 @@ STAT_COUNTERS = (
     ("formerr", "mamori_formerr_total", "FORMERR answers"),
     ("truncated", "mamori_truncated_total", "answers sent with TC=1"),
     ("dropped_malformed", "mamori_malformed_dropped_total", "malformed packets dropped"),
+    (
+        "udp_send_dropped",
+        "mamori_udp_send_dropped_total",
+        "UDP answers not sent (error, queue full)",
+    ),
 )
 
 

@@ -1,0 +1,305 @@
+/* mamori.resolver.udpbatch: Python binding of udpbatch_core (recvmmsg/sendmmsg).
+ *
+ * Batch(count, size)
+ *   .recv(fd) -> list[(bytes, addr)]     whatever is waiting, at most `count`
+ *                                        datagrams; [] when none (never waits)
+ *   .send(fd, msgs, start=0) -> int      sends msgs[start:], a list of
+ *                                        (bytes, addr); returns the index of the
+ *                                        first message not yet sent (len(msgs)
+ *                                        when all went; less when the socket
+ *                                        would block)
+ *   .truncated, .send_errors, .last_send_errno   counters
+ *
+ * addr is what Python's socket module uses: ("a.b.c.d", port) or
+ * (host, port, flowinfo, scope_id). Errors: ValueError for a bad count/size,
+ * OSError for a receive error other than EAGAIN, TypeError for a malformed
+ * message tuple. A message whose address does not parse, or that the kernel
+ * refuses on its own, is dropped and counted in send_errors.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include "udpbatch_core.h"
+
+typedef struct {
+    PyObject_HEAD
+    struct ub_batch b;
+    struct ub_out *out;
+    Py_ssize_t outcap;
+    unsigned long long truncated;
+    unsigned long long send_errors;
+    int last_send_errno;
+} BatchObject;
+
+static int Batch_init(BatchObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"count", "size", NULL};
+    unsigned int count;
+    Py_ssize_t size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "In", kwlist, &count, &size))
+        return -1;
+    if (size <= 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be positive");
+        return -1;
+    }
+    ub_batch_free(&self->b);
+    int r = ub_batch_init(&self->b, count, (size_t)size);
+    if (r == -ENOMEM) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (r < 0) {
+        PyErr_Format(PyExc_ValueError, "count must be 1..%d and size 1..%d", UB_MAX_COUNT,
+                     UB_MAX_SIZE);
+        return -1;
+    }
+    return 0;
+}
+
+static void Batch_dealloc(BatchObject *self)
+{
+    ub_batch_free(&self->b);
+    free(self->out);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *make_addr(const struct sockaddr_storage *sa)
+{
+    char host[UB_HOSTLEN];
+    int port;
+    uint32_t flowinfo, scope_id;
+    int family = ub_addr_format(sa, host, &port, &flowinfo, &scope_id);
+    if (family == AF_INET)
+        return Py_BuildValue("(si)", host, port);
+    if (family == AF_INET6)
+        return Py_BuildValue("(siII)", host, port, (unsigned int)flowinfo,
+                             (unsigned int)scope_id);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Batch_recv(BatchObject *self, PyObject *arg)
+{
+    int fd = PyObject_AsFileDescriptor(arg);
+    if (fd < 0)
+        return NULL;
+    if (self->b.count == 0) {
+        PyErr_SetString(PyExc_ValueError, "Batch not initialised");
+        return NULL;
+    }
+    int n = ub_recv(fd, &self->b);
+    if (n < 0) {
+        errno = -n;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *list = PyList_New(n);
+    if (!list)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        if (ub_truncated(&self->b, (unsigned)i))
+            self->truncated++;
+        PyObject *data = PyBytes_FromStringAndSize((const char *)ub_data(&self->b, (unsigned)i),
+                                                   (Py_ssize_t)ub_len(&self->b, (unsigned)i));
+        PyObject *addr = data ? make_addr(&self->b.addrs[i]) : NULL;
+        PyObject *item = addr ? PyTuple_Pack(2, data, addr) : NULL;
+        Py_XDECREF(data);
+        Py_XDECREF(addr);
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+/* Fill *o from a (bytes, addr) tuple. Returns 1 (ok), 0 (bad address: drop it), -1 (TypeError). */
+static int fill_out(PyObject *item, struct ub_out *o)
+{
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+        PyErr_SetString(PyExc_TypeError, "each message must be a (bytes, address) tuple");
+        return -1;
+    }
+    PyObject *data = PyTuple_GET_ITEM(item, 0);
+    PyObject *addr = PyTuple_GET_ITEM(item, 1);
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "message data must be bytes");
+        return -1;
+    }
+    Py_ssize_t alen = PyTuple_Check(addr) ? PyTuple_GET_SIZE(addr) : 0;
+    if ((alen != 2 && alen != 4) || !PyUnicode_Check(PyTuple_GET_ITEM(addr, 0))) {
+        PyErr_SetString(PyExc_TypeError, "address must be (host, port) or (host, port, flowinfo, scope_id)");
+        return -1;
+    }
+    for (Py_ssize_t k = 1; k < alen; k++) {
+        if (!PyLong_CheckExact(PyTuple_GET_ITEM(addr, k))) {
+            PyErr_SetString(PyExc_TypeError, "address port, flowinfo and scope_id must be int");
+            return -1;
+        }
+    }
+    Py_ssize_t hlen;
+    const char *host = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(addr, 0), &hlen);
+    if (!host)
+        return -1;
+    long port = PyLong_AsLong(PyTuple_GET_ITEM(addr, 1));
+    unsigned long flowinfo = 0, scope_id = 0;
+    if (alen == 4) {
+        flowinfo = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(addr, 2));
+        scope_id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(addr, 3));
+    }
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (flowinfo > 0xffffffffUL || scope_id > 0xffffffffUL)
+        return 0;
+    if (ub_addr_parse(host, (size_t)hlen, port, (uint32_t)flowinfo, (uint32_t)scope_id, &o->addr,
+                      &o->addrlen) < 0)
+        return 0;
+    o->data = PyBytes_AS_STRING(data);
+    o->len = (size_t)PyBytes_GET_SIZE(data);
+    return 1;
+}
+
+static PyObject *Batch_send(BatchObject *self, PyObject *args)
+{
+    PyObject *fdobj, *msgs;
+    Py_ssize_t start = 0;
+    if (!PyArg_ParseTuple(args, "OO!|n", &fdobj, &PyList_Type, &msgs, &start))
+        return NULL;
+    int fd = PyObject_AsFileDescriptor(fdobj);
+    if (fd < 0)
+        return NULL;
+    Py_ssize_t total = PyList_GET_SIZE(msgs);
+    if (start < 0 || start > total) {
+        PyErr_SetString(PyExc_ValueError, "start out of range");
+        return NULL;
+    }
+    Py_ssize_t pos = start;
+    while (pos < total) {
+        /* Convert up to UB_MAX_COUNT messages, remembering which list index each is. */
+        Py_ssize_t want = total - pos < UB_MAX_COUNT ? total - pos : UB_MAX_COUNT;
+        if (self->outcap < want) {
+            struct ub_out *grown = realloc(self->out, sizeof(*grown) * (size_t)UB_MAX_COUNT);
+            if (!grown)
+                return PyErr_NoMemory();
+            self->out = grown;
+            self->outcap = UB_MAX_COUNT;
+        }
+        Py_ssize_t index[UB_MAX_COUNT];
+        unsigned n = 0;
+        Py_ssize_t scan = pos;
+        while (scan < total && n < (unsigned)want) {
+            int ok = fill_out(PyList_GET_ITEM(msgs, scan), &self->out[n]);
+            if (ok < 0)
+                return NULL;
+            if (ok == 0) {
+                self->send_errors++;
+                self->last_send_errno = EINVAL;
+            } else {
+                index[n++] = scan;
+            }
+            scan++;
+        }
+        if (n == 0) {
+            pos = scan;
+            continue;
+        }
+        unsigned errors = 0;
+        int err = 0;
+        int done = ub_send(fd, self->out, n, &errors, &err);
+        if (errors) {
+            self->send_errors += errors;
+            self->last_send_errno = err;
+        }
+        if ((unsigned)done < n)
+            return PyLong_FromSsize_t(index[done]); /* would block: resume here */
+        pos = scan;
+    }
+    return PyLong_FromSsize_t(total);
+}
+
+static PyObject *Batch_get_truncated(BatchObject *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->truncated);
+}
+
+static PyObject *Batch_get_send_errors(BatchObject *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->send_errors);
+}
+
+static PyObject *Batch_get_last_send_errno(BatchObject *self, void *closure)
+{
+    return PyLong_FromLong(self->last_send_errno);
+}
+
+static PyObject *Batch_get_count(BatchObject *self, void *closure)
+{
+    return PyLong_FromUnsignedLong(self->b.count);
+}
+
+static PyObject *Batch_get_size(BatchObject *self, void *closure)
+{
+    return PyLong_FromSize_t(self->b.size);
+}
+
+static PyMethodDef Batch_methods[] = {
+    {"recv", (PyCFunction)Batch_recv, METH_O,
+     "recv(fd) -> list of (bytes, addr): the datagrams waiting, at most count; [] if none."},
+    {"send", (PyCFunction)Batch_send, METH_VARARGS,
+     "send(fd, msgs, start=0) -> int: send msgs[start:]; the index of the first unsent."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Batch_getset[] = {
+    {"truncated", (getter)Batch_get_truncated, NULL, "datagrams cut to size", NULL},
+    {"send_errors", (getter)Batch_get_send_errors, NULL, "messages dropped on send", NULL},
+    {"last_send_errno", (getter)Batch_get_last_send_errno, NULL, "errno of the last drop", NULL},
+    {"count", (getter)Batch_get_count, NULL, "datagrams per receive", NULL},
+    {"size", (getter)Batch_get_size, NULL, "bytes per datagram buffer", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject BatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mamori.resolver.udpbatch.Batch",
+    .tp_basicsize = sizeof(BatchObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Buffers for receiving and sending UDP datagrams in batches (recvmmsg/sendmmsg).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Batch_init,
+    .tp_dealloc = (destructor)Batch_dealloc,
+    .tp_methods = Batch_methods,
+    .tp_getset = Batch_getset,
+};
+
+static struct PyModuleDef udpbatch_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "mamori.resolver.udpbatch",
+    .m_doc = "Batched UDP datagram I/O (recvmmsg/sendmmsg); system calls and buffers only.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit_udpbatch(void)
+{
+    if (PyType_Ready(&BatchType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&udpbatch_module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&BatchType);
+    if (PyModule_AddObject(m, "Batch", (PyObject *)&BatchType) < 0) {
+        Py_DECREF(&BatchType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "MAX_COUNT", UB_MAX_COUNT) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_SIZE", UB_MAX_SIZE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,159 @@
+/* Batched UDP datagram I/O: see udpbatch_core.h. Linux only (recvmmsg/sendmmsg). */
+#include "udpbatch_core.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#define UB_SEND_CHUNK 64
+
+int ub_batch_init(struct ub_batch *b, unsigned count, size_t size)
+{
+    memset(b, 0, sizeof(*b));
+    if (count == 0 || count > UB_MAX_COUNT || size == 0 || size > UB_MAX_SIZE)
+        return -EINVAL;
+    b->bufs = malloc((size_t)count * size);
+    b->hdrs = calloc(count, sizeof(*b->hdrs));
+    b->iov = calloc(count, sizeof(*b->iov));
+    b->addrs = calloc(count, sizeof(*b->addrs));
+    if (!b->bufs || !b->hdrs || !b->iov || !b->addrs) {
+        ub_batch_free(b);
+        return -ENOMEM;
+    }
+    b->count = count;
+    b->size = size;
+    return 0;
+}
+
+void ub_batch_free(struct ub_batch *b)
+{
+    free(b->bufs);
+    free(b->hdrs);
+    free(b->iov);
+    free(b->addrs);
+    memset(b, 0, sizeof(*b));
+}
+
+int ub_recv(int fd, struct ub_batch *b)
+{
+    if (b->count == 0)
+        return -EINVAL;
+    for (unsigned i = 0; i < b->count; i++) {
+        b->iov[i].iov_base = b->bufs + (size_t)i * b->size;
+        b->iov[i].iov_len = b->size;
+        memset(&b->hdrs[i], 0, sizeof(b->hdrs[i]));
+        b->hdrs[i].msg_hdr.msg_name = &b->addrs[i];
+        b->hdrs[i].msg_hdr.msg_namelen = sizeof(b->addrs[i]);
+        b->hdrs[i].msg_hdr.msg_iov = &b->iov[i];
+        b->hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    for (;;) {
+        int r = recvmmsg(fd, b->hdrs, b->count, MSG_DONTWAIT, NULL);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        return -errno;
+    }
+}
+
+int ub_send(int fd, const struct ub_out *out, unsigned n, unsigned *errors, int *last_errno)
+{
+    struct mmsghdr hdrs[UB_SEND_CHUNK];
+    struct iovec iov[UB_SEND_CHUNK];
+    unsigned i = 0;
+    while (i < n) {
+        unsigned k = n - i < UB_SEND_CHUNK ? n - i : UB_SEND_CHUNK;
+        memset(hdrs, 0, sizeof(hdrs[0]) * k);
+        for (unsigned j = 0; j < k; j++) {
+            const struct ub_out *o = &out[i + j];
+            iov[j].iov_base = (void *)o->data;
+            iov[j].iov_len = o->len;
+            hdrs[j].msg_hdr.msg_name = (void *)&o->addr;
+            hdrs[j].msg_hdr.msg_namelen = o->addrlen;
+            hdrs[j].msg_hdr.msg_iov = &iov[j];
+            hdrs[j].msg_hdr.msg_iovlen = 1;
+        }
+        int r = sendmmsg(fd, hdrs, k, MSG_DONTWAIT);
+        if (r > 0) {
+            i += (unsigned)r;
+            continue; /* a short count: the next call reports what stopped it */
+        }
+        if (r == 0)
+            return (int)i;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return (int)i;
+        /* The first datagram of the chunk failed on its own (bad address, too big,
+         * unreachable, no buffer space): drop it, as asyncio's UDP transport does
+         * when sendto fails. */
+        (*errors)++;
+        *last_errno = errno;
+        i++;
+    }
+    return (int)i;
+}
+
+int ub_addr_format(const struct sockaddr_storage *sa, char host[UB_HOSTLEN], int *port,
+                   uint32_t *flowinfo, uint32_t *scope_id)
+{
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        if (!inet_ntop(AF_INET, &s4->sin_addr, host, UB_HOSTLEN))
+            return -EAFNOSUPPORT;
+        *port = ntohs(s4->sin_port);
+        *flowinfo = 0;
+        *scope_id = 0;
+        return AF_INET;
+    }
+    if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        if (!inet_ntop(AF_INET6, &s6->sin6_addr, host, UB_HOSTLEN))
+            return -EAFNOSUPPORT;
+        *port = ntohs(s6->sin6_port);
+        *flowinfo = ntohl(s6->sin6_flowinfo);
+        *scope_id = s6->sin6_scope_id;
+        return AF_INET6;
+    }
+    return -EAFNOSUPPORT;
+}
+
+int ub_addr_parse(const char *host, size_t hostlen, long port, uint32_t flowinfo,
+                  uint32_t scope_id, struct sockaddr_storage *out, socklen_t *outlen)
+{
+    char buf[UB_HOSTLEN];
+    if (hostlen == 0 || hostlen >= sizeof(buf) || port < 0 || port > 65535)
+        return -EINVAL;
+    memcpy(buf, host, hostlen);
+    buf[hostlen] = '\0';
+    if (strlen(buf) != hostlen) /* an embedded NUL */
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    if (memchr(buf, ':', hostlen)) {
+        char *pct = strchr(buf, '%'); /* "fe80::1%eth0": the scope comes from scope_id */
+        if (pct)
+            *pct = '\0';
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)out;
+        if (inet_pton(AF_INET6, buf, &s6->sin6_addr) != 1)
+            return -EINVAL;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        s6->sin6_flowinfo = htonl(flowinfo);
+        s6->sin6_scope_id = scope_id;
+        *outlen = sizeof(*s6);
+        return 0;
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)out;
+    if (inet_pton(AF_INET, buf, &s4->sin_addr) != 1)
+        return -EINVAL;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    *outlen = sizeof(*s4);
+    return 0;
+}

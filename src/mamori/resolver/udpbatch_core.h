@@ -1,0 +1,82 @@
+/* Batched UDP datagram I/O: recvmmsg(2) / sendmmsg(2) over plain C buffers.
+ *
+ * The core of the `mamori.resolver.udpbatch` extension, kept free of Python so
+ * that the fuzz harness (fuzz/udpbatch_fuzz.c) drives exactly this code.
+ * System calls and buffers only: no DNS parsing here.
+ */
+#ifndef MAMORI_UDPBATCH_CORE_H
+#define MAMORI_UDPBATCH_CORE_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* struct mmsghdr, recvmmsg, sendmmsg; include this header first */
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define UB_MAX_COUNT 1024   /* datagrams per batch, upper bound */
+#define UB_MAX_SIZE 65536   /* bytes per datagram buffer, upper bound */
+#define UB_HOSTLEN 64       /* >= INET6_ADDRSTRLEN (46) */
+
+struct ub_batch {
+    unsigned count;                 /* datagrams per recvmmsg call */
+    size_t size;                    /* bytes per datagram buffer */
+    unsigned char *bufs;            /* count * size */
+    struct mmsghdr *hdrs;           /* count */
+    struct iovec *iov;              /* count */
+    struct sockaddr_storage *addrs; /* count */
+};
+
+/* One datagram to send: its bytes and its destination. */
+struct ub_out {
+    const void *data;
+    size_t len;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+/* Allocate a batch of `count` buffers of `size` bytes each.
+ * Returns 0, or -EINVAL (count or size 0 or above the bounds), -ENOMEM. */
+int ub_batch_init(struct ub_batch *b, unsigned count, size_t size);
+void ub_batch_free(struct ub_batch *b);
+
+/* Receive up to b->count datagrams without waiting (MSG_DONTWAIT).
+ * Returns how many were received (0 when none was waiting: EAGAIN), or -errno.
+ * Datagram i: bytes ub_data(b, i), length ub_len(b, i) (at most b->size; a longer
+ * datagram is cut and ub_truncated(b, i) is true), sender b->addrs[i]. */
+int ub_recv(int fd, struct ub_batch *b);
+
+static inline const unsigned char *ub_data(const struct ub_batch *b, unsigned i)
+{
+    return b->bufs + (size_t)i * b->size;
+}
+
+static inline size_t ub_len(const struct ub_batch *b, unsigned i)
+{
+    size_t n = b->hdrs[i].msg_len;
+    return n > b->size ? b->size : n;
+}
+
+static inline int ub_truncated(const struct ub_batch *b, unsigned i)
+{
+    return (b->hdrs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
+}
+
+/* Send out[0..n) with as few sendmmsg calls as the kernel allows.
+ * Returns how many were consumed: sent, or dropped for an error of their own
+ * (counted in *errors, the last errno in *last_errno); fewer than n only when the
+ * socket would block (EAGAIN: send the rest when it is writable). */
+int ub_send(int fd, const struct ub_out *out, unsigned n, unsigned *errors, int *last_errno);
+
+/* Socket address <-> (numeric host, port, flowinfo, scope id), as Python's socket
+ * module gives them for AF_INET ("a.b.c.d", port) and AF_INET6 (host, port,
+ * flowinfo, scope_id). ub_addr_format returns the family (AF_INET / AF_INET6) or
+ * -EAFNOSUPPORT; ub_addr_parse returns 0 or -EINVAL (not a numeric address, port
+ * outside 0..65535). */
+int ub_addr_format(const struct sockaddr_storage *sa, char host[UB_HOSTLEN], int *port,
+                   uint32_t *flowinfo, uint32_t *scope_id);
+int ub_addr_parse(const char *host, size_t hostlen, long port, uint32_t flowinfo,
+                  uint32_t scope_id, struct sockaddr_storage *out, socklen_t *outlen);
+
+#endif
