@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dns.message
+import dns.rcode
 import pytest
 
 from mamori.config.feeds import DnsblConfig
@@ -87,3 +88,22 @@ def test_odd_queries_go_to_the_slow_path(tmp_path: Path) -> None:
     assert r._fast(other_type, False) is None
     short = b"\x00" * 11
     assert r._fast(short, False) is None and r.handle(short, None, None, False) is None
+
+
+def test_a_repeated_query_gets_the_same_answer_under_its_own_id_until_the_data_changes(
+    tmp_path: Path,
+) -> None:
+    r = _responder(tmp_path, "ip")
+    q = dns.message.make_query("7.100.51.198.bl.test", "A")
+    q.id = 1
+    first = r.handle(q.to_wire(), ("127.0.0.1", 1), None, False)
+    q.id = 2
+    again = r.handle(q.to_wire(), ("127.0.0.1", 1), None, False)
+    assert first is not None and again is not None
+    assert again[:2] == b"\x00\x02" and again[2:] == first[2:]
+    assert r.listed == 2 and r.queries == 2
+    # The list changes: the next check of the entries files empties the memo.
+    (tmp_path / "ips.entries").write_text("# feed spam-ips category spam\nip\t192.0.2.1\n")
+    r.checked -= 10
+    after = dns.message.from_wire(r.handle(q.to_wire(), ("127.0.0.1", 1), None, False) or b"")
+    assert after.rcode() == dns.rcode.NXDOMAIN and r.listed == 2

@@ -338,6 +338,11 @@ category = ["phishing"]
         ub.start()
         assert until(lambda: _both_workers_serving(m, web)), m.stderr()
         _every_feature_works(m, ledger, ub, web, blockpage, dnsbl, hook, key)
+        # The DNSBL zone is served by the workers, each on its own sockets, not the control.
+        _zygote, workers = service_tree(m.proc.pid)  # type: ignore[union-attr]
+        assert socket_holders(dnsbl) == {
+            kind: sorted([w] for w in workers) for kind in ("udp 0100007F", "tcp 0100007F")
+        }
 
         # -- a feed update: applied by both workers within a second
         _all_answer(m, web, "feed2.example.test", NOERROR, ledger)  # cached by both

@@ -198,6 +198,11 @@ class AlertEngine(threading.Thread):
                           f"worker {w.number} keeps dying ({w.exit_status}; {w.restarts} restarts"
                           f" since start): next start in {w.backoff:.0f}s",
                           {"worker": str(w.number), "status": w.exit_status}, now)  # fmt: skip
+            elif w.state == "waiting":
+                self.fire(rule, f"worker {w.number}",
+                          f"worker {w.number} is not serving: it cannot map the policy version"
+                          " (its compiled files are being compiled again)",
+                          {"worker": str(w.number), "status": "waiting"}, now)  # fmt: skip
 
     def _transfers_failed(self, rule: AlertConfig, now: float) -> None:
         subs = getattr(self.runtime, "subs", None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -25,6 +27,11 @@ def serve(config_path: str) -> None:
     from mamori.control.view import Runtime
     from mamori.store.sqlite import SQLiteStore
 
+    # A fatal signal (SIGSEGV, or SIGBUS from a compiled policy file truncated under its
+    # mapping) leaves a traceback on stderr; a SIGHUP before the start completes is ignored
+    # (its handler, a reload, is installed once the event loop runs).
+    faulthandler.enable()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     cfg = load_config(config_path)
     setup_logging(cfg.log.level)
     runtime = Runtime()

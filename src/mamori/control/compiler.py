@@ -54,6 +54,7 @@ def source_of(rpz: RpzConfig) -> str:
 
 
 def _stat(p: Path) -> str:
+    p = Path(os.path.abspath(p))  # the same file whatever directory mamori started in
     try:
         st = os.stat(p)
     except OSError:
@@ -65,10 +66,11 @@ class PolicyFiles:
     """The directory of compiled zones and its manifest."""
 
     def __init__(self, directory: Path) -> None:
-        self.dir = directory
+        self.dir = Path(os.path.abspath(directory))
         self.manifest_path = directory / "manifest.json"
         self.current: dict[str, dict[str, str]] = self._read()
         self._n = int(time.time() * 1000)
+        self._identity: dict[str, str] = {}  # file -> its stat identity when made or checked
 
     def _read(self) -> dict[str, dict[str, str]]:
         try:
@@ -83,15 +85,35 @@ class PolicyFiles:
         if not entry or entry.get("source") != source:
             return None
         path = entry.get("file", "")
+        problem = self.intact(path)
+        if problem is not None:
+            log.warning("compiled zone %s unusable (%s): compiling again", path, problem)
+            return None
+        return path
+
+    def intact(self, path: str) -> str | None:
+        """None if *path* maps and its checksum verifies (then its identity is noted for
+        ``changed``); else what is wrong with it. Reads the whole file."""
+        identity = _stat(Path(path))
         try:
             with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 zone = CompiledZone(mm)
                 zone.verify()
                 del zone  # its views of the mapping must go before the mapping closes
         except (OSError, ValueError, BufferError) as e:
-            log.warning("compiled zone %s unusable (%s): compiling again", path, e)
-            return None
-        return path
+            return str(e) or type(e).__name__
+        self._identity[path] = identity
+        return None
+
+    def changed(self, path: str) -> bool:
+        """Whether *path* was replaced, truncated, rewritten or deleted since it was made or
+        last checked (inode, size and modification time; one stat)."""
+        known = self._identity.get(path)
+        return known is not None and known != _stat(Path(path))
+
+    def forget(self, name: str) -> None:
+        """No compiled file of *name* may be reused: the next compile makes a new one."""
+        self.current.pop(name, None)
 
     def new_path(self, name: str) -> Path:
         self._n += 1
@@ -115,6 +137,7 @@ class PolicyFiles:
     def record(self, name: str, path: str, source: str) -> None:
         """Make *path* the current file of *name* (the manifest is rewritten atomically)."""
         self.current[name] = {"file": path, "source": source}
+        self._identity[path] = _stat(Path(path))
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.manifest_path.with_name("manifest.json.tmp")
         tmp.write_text(json.dumps(self.current, indent=1, sort_keys=True))
@@ -186,11 +209,17 @@ def main(argv: list[str]) -> int:
         print(json.dumps({"ok": False, "error": str(e)}), flush=True)
         return 0
     tmp = Path(out + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except OSError as e:  # e.g. a full disk: one line, not a traceback
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        print(json.dumps({"ok": False, "error": f"cannot write {out}: {e.strerror or e}"}))
+        return 0
     verdict = {
         "ok": True,
         "file": out,

@@ -161,6 +161,36 @@ class PolicyManager:
             if after.keys() != before.keys() or any(after[n] is not before[n] for n in after):
                 self._tell_publisher()
 
+    def files_changed(self) -> list[str]:
+        """Compiled files of the current version changed on disk since they were made
+        (one stat each; see ``repair``)."""
+        return [p for s in self.slots.values() if (p := s.path) and self.files.changed(p)]
+
+    async def repair(self, why: str) -> bool:
+        """Compile again every applied zone whose compiled file is missing or damaged (a
+        worker could not map it, or it changed on disk), and make a new version if any
+        was. Whether one was made."""
+        async with self._lock:
+            bad = []
+            for slot in self.slots.values():
+                if slot.path is not None:
+                    problem = await asyncio.to_thread(self.files.intact, slot.path)
+                    if problem is not None:
+                        bad.append((slot, problem))
+            for slot, problem in bad:
+                log.error("policy zone %s: compiled file %s unusable (%s; %s): compiling again",
+                          slot.rpz.name, slot.path, problem, why)  # fmt: skip
+                self.files.forget(slot.rpz.name)
+                if slot.loaded is not None and slot.source:
+                    path = await compile_loaded(self.files, slot.loaded, slot.source)
+                    self._set_base(slot, path, slot.source)
+                else:
+                    slot.source = ""
+                    await self._compile(slot, strict=False)
+            if bad:
+                self._new_version("repair")
+            return bool(bad)
+
     async def _compile(self, slot: ZoneSlot, strict: bool) -> None:
         """Give *slot* a compiled file for its current source (reused when unchanged)."""
         rpz = slot.rpz

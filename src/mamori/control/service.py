@@ -27,6 +27,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import uvloop
@@ -61,6 +62,9 @@ log = logging.getLogger("mamori.resolver.service")
 GIL_SWITCH_INTERVAL = 0.0005
 FLOW_CHECK_EVERY = 0.2  # seconds between looks at the writers' queues (workers > 1)
 SHED_ON, SHED_OFF = 0.5, 0.2  # queue fill at which workers start / stop dropping at the source
+STARTED_WITHIN = 10.0  # seconds the start waits for the workers before it is announced
+REPAIR_PAUSE = 5.0  # seconds before a worker that failed on intact files is offered them again
+COMPILED_CHECK_EVERY = 5.0  # seconds between stats of the compiled files in use
 
 
 class Parts:
@@ -86,16 +90,22 @@ def fork_worker_factory(cfg: Config) -> Zygote | None:
         return None
     from mamori.resolver.worker import run_worker
 
-    return Zygote.fork(run_worker)
+    return Zygote.fork(partial(run_worker, extra=dnsbl.serve_in_worker))
 
 
 def bind(cfg: Config, parts: Parts) -> None:
     """Bind every DNS listener now: a taken port fails before anything starts."""
     if cfg.server.workers <= 1:
         parts.dns_socks = bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=False)
-    else:  # each worker binds its own set; this checks the addresses are free
-        for s in bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=True):
+    else:  # each worker binds its own set; this checks the addresses are free. Without
+        # SO_REUSEPORT: a port another process holds (with or without it) counts as taken;
+        # with it, a second mamori would silently share the first one's clients.
+        for s in bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=False):
             s.close()
+        for bl in cfg.dnsbl:  # the DNSBL zones too: every worker serves them
+            for s in bind_all(bl.listen, True, reuse_port=False):
+                s.close()
+        return
     parts.dnsbl_socks = [bind_all(bl.listen, True, False) for bl in cfg.dnsbl]
 
 
@@ -120,6 +130,7 @@ class ControlPlane:
         self.stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._repairing: set[int] = set()  # workers whose policy failure is being handled
         # TCP connections workers hand over (zone transfers) are served here
         self.xfr_tcp = TcpListener(self.traffic, 30.0, 1000)
 
@@ -156,7 +167,7 @@ class ControlPlane:
             assert parts.zygote is not None
             sup = Supervisor(
                 cfg, parts.zygote, self.inbox.put, self._tap_batch, self.traffic.forward,
-                self._adopt, self._crash_loop,
+                self._adopt, self._crash_loop, self._policy_failed,
             )  # fmt: skip
             sup.set_policy(self.manager.manifest)
             sup.set_routes(self.traffic.routes())
@@ -169,13 +180,17 @@ class ControlPlane:
             rt.snapshot_source = sup.snapshots
             rt.worker_source = self._worker_info
         rt.dropped_source = self._dropped
+        self._spawn(self._watch_compiled())
         # Queries are answered from here on. Zones held in memory (transfers,
         # publishing) load now; the start is announced when they are in place.
         await self.manager.load_sources()
         self.subs.sync()
         self._set_routes()
         gc.freeze()  # long-lived structures: out of the way of full GC passes
-        announce(cfg)
+        if self.supervisor is not None:
+            await self.supervisor.wait_started(STARTED_WITHIN)
+        if not self.stopping.is_set():
+            announce(cfg)
 
     def _in_process_info(self) -> list[WorkerInfo]:
         dp = self.dataplane
@@ -235,6 +250,35 @@ class ControlPlane:
 
     def _adopt(self, sock: socket.socket, msg: bytes, rest: bytes) -> None:
         self._spawn(adopt(self.xfr_tcp, sock, msg, rest))
+
+    def _policy_failed(self, worker: int, version: int, error: str) -> None:
+        """A worker could not map a policy version: compile again what is damaged, then
+        offer it the current version again (at most one repair at a time; a worker that
+        fails with intact files is offered the version again after REPAIR_PAUSE)."""
+        if version != self.manager.version or worker in self._repairing:
+            return
+        self._repairing.add(worker)
+
+        async def repair() -> None:
+            try:
+                made = await self.manager.repair(f"worker {worker} could not map it: {error}")
+                if not made:
+                    await asyncio.sleep(REPAIR_PAUSE)
+                    if self.supervisor is not None:
+                        self.supervisor.retry(worker)
+            finally:
+                self._repairing.discard(worker)
+
+        self._spawn(repair())
+
+    async def _watch_compiled(self) -> None:
+        """Compiled files must not change under the workers that map them: one replaced,
+        rewritten or deleted on disk (by hand, a restore, a full disk) is compiled again."""
+        while not self.stopping.is_set():
+            await asyncio.sleep(COMPILED_CHECK_EVERY)
+            changed = self.manager.files_changed()
+            if changed:
+                await self.manager.repair(f"changed on disk: {', '.join(changed)}")
 
     def _crash_loop(self, worker: int, message: str) -> None:
         for listener in self.runtime.crash_listeners:

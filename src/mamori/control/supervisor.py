@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mamori.config import Config
+from mamori.control import dnsbl
 from mamori.control.zygote import Zygote, describe_status
 from mamori.resolver import channel as ch
 from mamori.resolver.dataplane import Snapshot
@@ -57,7 +58,8 @@ class WorkerSlot:
     number: int
     pid: int = 0
     channel: ch.Channel | None = None
-    state: str = "starting"  # starting, running, restarting, backoff, stopped
+    state: str = "starting"  # starting, running, restarting, backoff, waiting, stopped
+    # waiting: it could not map the current policy version; started again with the next one
     started: float = 0.0
     restarts: int = 0  # since the service started
     recent: collections.deque[float] = field(default_factory=collections.deque)
@@ -65,6 +67,7 @@ class WorkerSlot:
     exit_status: str = ""
     snapshot: Snapshot | None = None
     applied: int = 0  # policy version in force
+    failed: int = 0  # policy version it could not map (state waiting)
     last_seen: float = 0.0  # time.monotonic() of its last message
 
 
@@ -80,6 +83,7 @@ class Supervisor:
         forward: Callable[[bytes, Any, Callable[[bytes, Any], None], bool], None],
         adopt: Callable[[socket.socket, bytes, bytes], None],
         on_crash_loop: Callable[[int, str], None] | None = None,
+        on_policy_failed: Callable[[int, int, str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.zygote = zygote
@@ -88,6 +92,7 @@ class Supervisor:
         self.forward = forward
         self.adopt = adopt
         self.on_crash_loop = on_crash_loop
+        self.on_policy_failed = on_policy_failed
         self.slots: list[WorkerSlot] = []
         self.manifest = Manifest(0, ())
         self.routes = Routes()
@@ -118,6 +123,12 @@ class Supervisor:
         cfg = self.cfg
         try:
             socks = bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=True)
+            try:
+                socks += dnsbl.bind_for_worker(cfg)  # after the DNS ones, as the worker expects
+            except Exception:
+                for s in socks:
+                    s.close()
+                raise
         except Exception as e:  # e.g. privileges dropped: try again later
             log.error("worker %d: cannot bind its sockets: %s", slot.number, e)
             self._restart_later(slot, "cannot bind")
@@ -153,6 +164,25 @@ class Supervisor:
     def set_policy(self, manifest: Manifest) -> None:
         self.manifest = manifest
         self._broadcast(ch.POLICY, marshal.dumps(manifest.to_wire()))
+        for slot in self.slots:
+            if slot.state == "waiting" and slot.channel is None:
+                self._spawn(slot)
+
+    async def wait_started(self, timeout: float) -> None:
+        """Return once no worker is starting any more (or after *timeout* seconds)."""
+        deadline = time.monotonic() + timeout
+        while any(s.state == "starting" for s in self.slots) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    def retry(self, number: int) -> None:
+        """Offer the current version again to worker *number*, which could not map it."""
+        for slot in self.slots:
+            if slot.number != number:
+                continue
+            if slot.state == "waiting" and slot.channel is None:
+                self._spawn(slot)
+            elif slot.channel is not None and slot.state == "running":
+                slot.channel.send(ch.POLICY, marshal.dumps(self.manifest.to_wire()))
 
     def set_routes(self, routes: Routes) -> None:
         if routes == self.routes:
@@ -203,6 +233,20 @@ class Supervisor:
             slot.snapshot = Snapshot.from_wire(marshal.loads(payload))
         elif kind == ch.APPLIED:
             slot.applied = marshal.loads(payload)
+            if slot.state == "starting":  # configured and mapped: it serves from now on
+                slot.state = "running"
+                log.info("worker %d started (pid %d)", slot.number, slot.pid)
+        elif kind == ch.POLICY_FAILED:
+            version, error = marshal.loads(payload)
+            if slot.state == "starting" and slot.channel is not None:
+                # Nothing to serve with: let it go (its sockets with it, so the kernel sends
+                # its share of clients to the others) until a version it can map exists.
+                log.error("worker %d cannot map policy version %d (%s): it starts again with"
+                          " the next version", slot.number, version, error)  # fmt: skip
+                slot.state, slot.failed = "waiting", version
+                slot.channel.send(ch.STOP, b"")
+            if self.on_policy_failed is not None:
+                self.on_policy_failed(slot.number, version, error)
         elif kind == ch.FORWARD:
             rid, data, addr = marshal.loads(payload)
             self.forward(data, addr, _replier(slot, rid), False)
@@ -214,11 +258,8 @@ class Supervisor:
                 self.adopt(socket.socket(fileno=fds[0]), msg, rest)
             return
         elif kind == ch.HELLO:
-            number, pid = marshal.loads(payload)
+            _number, pid = marshal.loads(payload)
             slot.pid = pid
-            if slot.state == "starting":
-                slot.state = "running"
-                log.info("worker %d started (pid %d)", number, pid)
         for fd in fds:
             os.close(fd)
 
@@ -249,6 +290,10 @@ class Supervisor:
         if self.stopping:
             slot.state = "stopped"
             return
+        if slot.state == "waiting":
+            if self.manifest.version != slot.failed:
+                self._spawn(slot)  # a new version came while it was leaving
+            return  # else started again by set_policy or retry
         slot.state = "restarting"
         assert self._loop is not None
         # The zygote's exit report usually follows the channel's end within a moment.

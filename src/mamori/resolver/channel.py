@@ -46,6 +46,7 @@ TAP = 19  # marshal: list of (time, answer wire) for passive DNS
 STATS = 20  # marshal: dataplane.Snapshot.to_wire()
 FORWARD = 21  # marshal: (request id, message, client address): UDP control traffic
 HANDOVER = 22  # marshal: (message, bytes after it, client address) + the connection's fd
+POLICY_FAILED = 23  # marshal: (policy version, error): a version the worker cannot map
 
 OnMessage = Callable[[int, bytes, list[int]], None]
 

@@ -121,10 +121,11 @@ class DataPlane:
     def reconfigure(self, cfg: Config) -> None:
         """Apply a reloaded configuration (listen and workers need a restart)."""
         old = self.cfg
-        if cfg.server.listen != old.server.listen or cfg.server.tcp != old.server.tcp:
-            log.warning("reload: listen/tcp changes take effect after a restart")
-        if cfg.server.workers != old.server.workers:
-            log.warning("reload: workers changes take effect after a restart")
+        if self.worker == 0:  # in the control process; with workers, the supervisor says it
+            if cfg.server.listen != old.server.listen or cfg.server.tcp != old.server.tcp:
+                log.warning("reload: listen/tcp changes take effect after a restart")
+            if cfg.server.workers != old.server.workers:
+                log.warning("reload: workers changes take effect after a restart")
         self.pipeline.configure(cfg)
         if cfg.upstream != old.upstream:
             previous = self.pipeline.resolve.upstreams

@@ -23,6 +23,7 @@ import pickle
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
@@ -42,13 +43,25 @@ EVENTS_PER_MESSAGE = 2_000
 STATS_EVERY = 1.0  # seconds between counter snapshots sent home (at most)
 FORWARD_TIMEOUT = 10.0  # seconds a forwarded UDP message waits for its answer
 
+# Services a worker runs beside the resolver on the sockets after its DNS ones (the
+# [[dnsbl]] zones): given by the control plane, whose packages the data plane does not
+# import. Called with the configuration and those sockets; returns what to close at stop.
+ExtraServices = Callable[[Config, list[socket.socket]], Awaitable[list[Any]]]
+
 
 class Worker:
     """The worker's side of its channel and its data plane."""
 
-    def __init__(self, number: int, chan: socket.socket, socks: list[socket.socket]) -> None:
+    def __init__(
+        self,
+        number: int,
+        chan: socket.socket,
+        socks: list[socket.socket],
+        extra: ExtraServices | None = None,
+    ) -> None:
         self.number = number
         self.socks = socks
+        self.extra = extra
         self.channel = ch.Channel(chan, self.on_message, self.on_close)
         self.mapper = PolicyMapper()
         self.cfg: Config | None = None
@@ -98,6 +111,7 @@ class Worker:
         except PolicyMapError as e:
             log.error("worker %d: policy version %d not applied: %s", self.number,
                       manifest.version, e)  # fmt: skip
+            self.channel.send(ch.POLICY_FAILED, marshal.dumps((manifest.version, str(e))))
             return
         self.policy = policy
         self.policy_received = True
@@ -137,14 +151,19 @@ class Worker:
         cfg = self.cfg
         events = EventQueue(cfg.store.queue_size)
         tap = AnswerTap(cfg.pdns.queue_size) if cfg.pdns.enabled else None
-        self.dp = dp = DataPlane(cfg, self.socks, events, tap=tap, control=self, worker=self.number)
+        n_dns = len(cfg.server.listen) * (2 if cfg.server.tcp else 1)
+        dns_socks, rest = self.socks[:n_dns], self.socks[n_dns:]
+        self.dp = dp = DataPlane(cfg, dns_socks, events, tap=tap, control=self, worker=self.number)
         dp.set_policy(self.policy)
         dp.set_routes(self.routes)
         await dp.start()
+        extras = await self.extra(cfg, rest) if self.extra is not None and rest else []
         log.debug("worker %d (pid %d) serving", self.number, os.getpid())
         flusher = asyncio.get_running_loop().create_task(self._flush_forever())
         await stop_wait
         flusher.cancel()
+        for server in extras:
+            server.close()
         await dp.stop()
         self._flush()
         self._send_stats()
@@ -193,13 +212,18 @@ class Worker:
             del self.pending[rid]
 
 
-def run_worker(number: int, chan: socket.socket, socks: list[socket.socket]) -> None:
+def run_worker(
+    number: int,
+    chan: socket.socket,
+    socks: list[socket.socket],
+    extra: ExtraServices | None = None,
+) -> None:
     """The body of a worker process (after fork); returns when the worker is done."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     async def main() -> None:
-        worker = Worker(number, chan, socks)
+        worker = Worker(number, chan, socks, extra)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, worker.stopping.set)
         await worker.run()
