@@ -10,12 +10,18 @@ feed's action), anything else the upstream's answer.
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import dns.message
+import dns.name
 import dns.rcode
+import pytest
+from click.testing import CliRunner
 
 from mamori import config
+from mamori.cli import cli
+from mamori.feeds.parsers import parse
 from mamori.feeds.sources import update
 from mamori.policy import zone as zone_mod
 from mamori.policy.engine import Policy, ZoneSettings
@@ -134,3 +140,160 @@ def test_html_filtering_rule_is_not_a_dns_rule(tmp_path: Path) -> None:
     assert outcomes(cfg, asked) == ["resolved", "blocked"]
     result = update(cfg.feeds[0], cfg.store)
     assert result.skipped == 1
+
+
+# -------------------------------- the conformance table of docs/reference/feeds.md
+
+DOC = Path(__file__).resolve().parents[2] / "docs/reference/feeds.md"
+
+
+def _table_rows() -> list[tuple[str, list[str], list[str], list[tuple[str, str, str, str]]]]:
+    """(number, rules, skipped reasons expected, queries) of each row of the table."""
+    text = DOC.read_text(encoding="utf-8")
+    section = text.split("### Conformance with AdGuard's documentation", 1)[1]
+    rows = []
+    for line in section.splitlines():
+        if not re.match(r"^\| \d+ \|", line):
+            continue
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        number, rules_cell, _doc, mamori, queries_cell = cells
+        rules = re.findall(r"`([^`]+)`", rules_cell)
+        skipped = [p.strip()[len("skipped: ") :] for p in mamori.split(";") if "skipped: " in p]
+        queries = []
+        for q, expected in re.findall(r"`([^`]+)`\s+(blocked|resolved)", queries_cell):
+            qname, qtype, *client = q.split()
+            queries.append((qname, qtype, client[0] if client else "127.0.0.1", expected))
+        rows.append((number, rules, skipped, queries))
+    return rows
+
+
+ROWS = _table_rows()
+
+
+def test_the_table_has_every_row() -> None:
+    assert [r[0] for r in ROWS] == [str(i) for i in range(1, len(ROWS) + 1)]
+    assert len(ROWS) >= 40 and all(r[1] and r[3] for r in ROWS)
+
+
+@pytest.mark.parametrize(("number", "rules", "skipped", "queries"), ROWS, ids=[r[0] for r in ROWS])
+def test_conformance_row(
+    tmp_path: Path,
+    number: str,
+    rules: list[str],
+    skipped: list[str],
+    queries: list[tuple[str, str, str, str]],
+) -> None:
+    # A feed with no usable entry is refused whole: one unrelated rule keeps it in use.
+    cfg = feed_config(tmp_path, [*rules, "||filler.example^"])
+    got = outcomes(cfg, [q[:3] for q in queries])
+    assert got == [q[3] for q in queries], f"row {number}: {rules}"
+    result = update(cfg.feeds[0], cfg.store)
+    assert not result.rejected, result.rejected
+    reasons = [why for _no, _text, why in parse("adblock", rules).skipped]
+    assert len(reasons) == len(skipped), reasons
+    for want in skipped:
+        assert any(why.startswith(want) for why in reasons), (want, reasons)
+    owners = zone_owners(cfg)
+    assert len(owners) == len(set(owners)), f"two records at one owner: {owners}"
+
+
+# ------------------------------------------------------------ exports, feeds show
+
+MIXED = [
+    "||a.example.org^$important",
+    "@@||a.example.org^",
+    "||b.example.org^$dnstype=AAAA",
+    "||c.example.org^",
+    "@@||ok.c.example.org^",
+    "|d.example.org^",
+    "||*.e.example.org^",
+    "@@||*^$client=10.1.0.0/16,important",
+    "||192.0.2.9^",
+    "example.org##.ad",
+    "example.net#@#.ad",
+]
+
+
+def _cli(*args: str) -> tuple[str, str]:
+    r = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r.stdout, r.stderr
+
+
+def test_adblock_export_is_the_rules_in_force_and_reads_back_the_same(tmp_path: Path) -> None:
+    cfg = feed_config(tmp_path, MIXED)
+    conf = str(tmp_path / "m.toml")
+    _cli("feeds", "update", "--config", conf)
+    text, err = _cli("feeds", "export", "ag", "--format", "adblock", "--config", conf)
+    rules = [ln for ln in text.splitlines() if not ln.startswith("!")]
+    assert sorted(rules) == sorted([ln for ln in MIXED if "#" not in ln]), (
+        "the exceptions, modifiers and anchors as listed"
+    )
+    back, again = parse("adblock", text.splitlines()), parse("adblock", MIXED)
+    assert set(back.entries) == set(again.entries)
+    assert set(back.exceptions) == set(again.exceptions)
+    assert "ag: 9 entries written" in err
+    asked = [("a.example.org", "A", "127.0.0.1"), ("b.example.org", "AAAA", "127.0.0.1")]
+    assert outcomes(cfg, asked) == ["blocked", "blocked"]
+
+
+def test_rpz_export_is_the_enforced_zone_allow_and_per_type_rules_included(
+    tmp_path: Path,
+) -> None:
+    cfg = feed_config(tmp_path, MIXED)
+    conf = str(tmp_path / "m.toml")
+    _cli("feeds", "update", "--config", conf)
+    text, _err = _cli("feeds", "export", "ag", "--format", "rpz", "--config", conf)
+    exported = [ln for ln in text.splitlines() if ln and not ln.startswith((";", "$", "@"))]
+    assert exported == [
+        ln
+        for ln in config.feed_zone(cfg.feeds[0], cfg.store).file.read_text().splitlines()  # type: ignore[union-attr]
+        if ln and not ln.startswith((";", "$", "@"))
+    ]
+    assert "ok.c.example.org CNAME rpz-passthru." in exported
+    assert "16.0.0.1.10.rpz-client-ip CNAME rpz-passthru." in exported
+    assert "b.example.org.mamori-qtype TXT AAAA=. *=-" in exported
+    assert "; NAME.mamori-qtype" in text  # said in the file
+    f = tmp_path / "export.rpz"
+    f.write_text(text)
+    z = zone_mod.load(f, "ag.")
+    p = Policy.from_loaded([z], [ZoneSettings("ag.")], 1)
+    for qname, qtype, want in [("b.example.org", 28, "NXDOMAIN"), ("b.example.org", 1, None)]:
+        m, _ = p.check_query_typed(None, dns.name.from_text(qname).to_wire(), qtype)
+        assert (m.action.value if m else None) == want
+
+
+def test_domains_and_hosts_exports_list_what_blocks_every_type(tmp_path: Path) -> None:
+    feed_config(tmp_path, MIXED)
+    conf = str(tmp_path / "m.toml")
+    _cli("feeds", "update", "--config", conf)
+    text, err = _cli("feeds", "export", "ag", "--format", "domains", "--config", conf)
+    assert set(text.split()) == {
+        "c.example.org",
+        "*.c.example.org",
+        "a.example.org",
+        "*.a.example.org",
+        "d.example.org",
+        "*.e.example.org",
+        "192.0.2.9",
+    }
+    assert "left out (not expressible in domains)" in err
+    hosts, _ = _cli("feeds", "export", "ag", "--format", "hosts", "--config", conf)
+    assert set(hosts.splitlines()) == {
+        "0.0.0.0 a.example.org",
+        "0.0.0.0 c.example.org",
+        "0.0.0.0 d.example.org",
+    }
+
+
+def test_feeds_show_counts_skipped_lines_by_reason(tmp_path: Path) -> None:
+    feed_config(tmp_path, [*MIXED, "||x.example.org^$third-party", "z.example$$div"])
+    conf = str(tmp_path / "m.toml")
+    out, _ = _cli("feeds", "update", "--config", conf)
+    assert "4 skipped" in out
+    out, _ = _cli("feeds", "show", "ag", "--config", conf)
+    assert "skipped lines, not applied (last good update): 4" in out
+    assert "1 element hiding rule (##) (first: line 11: example.org##.ad)" in out
+    assert "1 element hiding exception (#@#)" in out
+    assert "1 $third-party: not a DNS modifier" in out
+    assert "1 HTML filtering rule ($$)" in out

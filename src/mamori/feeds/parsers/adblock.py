@@ -7,7 +7,8 @@ table in docs/reference/feeds.md says what each form does here.
 * ``||example.org^`` the name and every name below it; ``|example.org^`` and
   a bare ``example.org`` the name alone; ``||*.example.org^`` or
   ``*.example.org`` the names below it only. ``@@`` makes any of them an
-  exception (allow rule). ``/*`` at the end means ``^`` (as AdGuard's engine).
+  exception (allow rule). ``/*`` at the end means ``^`` (as AdGuard's engine);
+  a pattern without its end (``||example.org``) is read as if it had it.
 * ``/etc/hosts`` lines (``0.0.0.0 example.org``) block the names, exactly (as
   Private AdGuard DNS does; AdGuard Home would answer the address instead).
 * Modifiers (``feeds.modifiers``): ``$important``, ``$dnstype``,
@@ -17,7 +18,8 @@ table in docs/reference/feeds.md says what each form does here.
   (``||*^$client=192.0.2.0/24``) becomes a Client-IP rule.
 * Skipped with a named reason (counted, ``mamori feeds show``): cosmetic and
   scripting rules (``##``, ``#@#``, ``#?#``, ``#$#``, ``#%#``), HTML filtering
-  (``$$``, ``$@$``), URL rules (a scheme, a path or a port), regular
+  (``$$``, ``$@$``), URL rules (a scheme, a path or a port), patterns open at
+  the start (``example.org^`` also matches ``badexample.org``), regular
   expressions (``/.../``: an RPZ zone has none), ``*`` inside a name, modifiers
   that are not for DNS (``$third-party``, ``$domain`` ...: AdGuard ignores
   such a rule whole), ``$ctag``, ``$dnsrewrite``, ``$client`` by name or with
@@ -169,10 +171,13 @@ def _entries(pattern: str, mods: Modifiers, allow: bool) -> list[Entry]:
     p = p[len(anchor) :]
     if "://" in p or p.lower().startswith(("http:", "https:", "ws:", "wss:")):
         raise NotAppliedError("URL rule with a scheme (not a DNS rule)")
+    closed = False
     for end in ("^|", "^", "|"):
         if p.endswith(end):
-            p = p[: -len(end)]
+            p, closed = p[: -len(end)], True
             break
+    if closed and not anchor and not p.startswith("*."):
+        raise NotAppliedError("pattern open at the start (it matches inside longer names)")
     if "/" in p or "^" in p or "?" in p or "=" in p:
         raise NotAppliedError("URL rule with a path (not a DNS rule)")
     if p.count(":") == 1:
