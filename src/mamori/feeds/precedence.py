@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mamori.feeds.modifiers import Modifiers
 from mamori.feeds.normalize import Entry
@@ -33,10 +33,11 @@ Key = tuple[str, str]  # (kind, value)
 Map = tuple[tuple[tuple[int, str], ...], str]  # ((qtype, verdict) ..., verdict for other types)
 _NOTHING: Map = ((), NONE)
 _PLAIN = Modifiers.of("")  # no modifiers (one shared object)
+_BLOCKED: Map = ((), BLOCK)
+_PLAIN_BLOCK = (False, _PLAIN)
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """What one owner of the zone does.
 
     *kind*/*value* as ``Entry``; *by_type*: (DNS type, verdict) for the types
@@ -54,28 +55,37 @@ def _rank(allow: bool, m: Modifiers) -> int:
     return m.rank + (1 if allow else 0)
 
 
-def _ancestors(name: str) -> Iterable[str]:
+def _ancestors(name: str) -> list[str]:
     """The names above *name*, closest first (``a.b.example`` -> ``b.example``, ``example``)."""
+    out = []
     i = name.find(".")
     while i >= 0:
-        yield name[i + 1 :]
+        out.append(name[i + 1 :])
         i = name.find(".", i + 1)
+    return out
+
+
+def blocks_only(entries: list[Entry], exceptions: list[Entry]) -> bool:
+    """Nothing to resolve: no exception, no modifier, no client rule (most threat feeds)."""
+    return not exceptions and not any(e.modifiers or e.kind == "client" for e in entries)
 
 
 def resolve(entries: Iterable[Entry], exceptions: Iterable[Entry]) -> list[Verdict]:
-    """The verdict of every owner the zone needs, sorted by (kind, value).
+    """The verdict of every owner the zone needs (in no particular order).
 
     *entries* are block rules, *exceptions* allow rules (``@@``). Client
     entries in conflict (``client_conflicts``) are left out.
     """
     entries, exceptions = list(entries), list(exceptions)
+    if blocks_only(entries, exceptions):  # every owner blocks
+        return [Verdict(k, v, (), BLOCK) for k, v in {(e.kind, e.value) for e in entries}]
     names: dict[Key, list[tuple[bool, Modifiers]]] = {}
     others: dict[Key, list[tuple[bool, Modifiers]]] = {}
     clients: list[tuple[Entry, bool]] = []
     special: set[str] = set()  # names with an exception or a modifier as a wildcard rule
     for allow, items in ((False, entries), (True, exceptions)):
         for e in items:
-            m = Modifiers.of(e.modifiers)
+            m = Modifiers.of(e.modifiers) if e.modifiers else _PLAIN
             key = (e.kind, e.value)
             if e.kind in NAME_KINDS:
                 names.setdefault(key, []).append((allow, m))
@@ -95,13 +105,9 @@ def resolve(entries: Iterable[Entry], exceptions: Iterable[Entry]) -> list[Verdi
     added -= keys
     keys |= added
     wild = {v for k, v in keys if k == "wildcard"}
-    verdicts: dict[Key, Map] = {}
+    verdicts = {key: _verdict(key, names, special) for key in keys}
     out: list[Verdict] = []
-    for key in sorted(keys):
-        v = _verdict(key, names, special)
-        verdicts[key] = v
-    for key in sorted(keys):
-        v = verdicts[key]
+    for key, v in verdicts.items():
         if (key in added or v == _NOTHING) and v == _fallback(key[1], wild, verdicts):
             continue  # the zone gives these names that verdict without this owner
         out.append(Verdict(key[0], key[1], *v))
@@ -109,7 +115,7 @@ def resolve(entries: Iterable[Entry], exceptions: Iterable[Entry]) -> list[Verdi
     if clients:
         for e, allow, _why in client_conflicts(entries, exceptions):
             refused.add(((e.kind, e.value), allow, e.modifiers))
-    for key, rules in sorted(others.items()):
+    for key, rules in others.items():
         kept = [(a, m) for a, m in rules if (key, a, m.text()) not in refused]
         if kept:
             best = max(_rank(a, m) for a, m in kept)
@@ -125,11 +131,22 @@ def _verdict(key: Key, names: dict[Key, list[tuple[bool, Modifiers]]], special: 
     """
     n = key[1]
     own = names.get(key, [])
-    if not special and own and all(not a and m is _PLAIN for a, m in own):
-        return (), BLOCK
-    rules = list(own)
-    for a in _ancestors(n):
-        rules += names.get(("wildcard", a), ())
+    if own and all(r == _PLAIN_BLOCK for r in own):
+        # Plain blocks: only an enclosing wildcard with an exception or a modifier
+        # can change that (more plain blocks cannot).
+        if len(special) <= 16:  # a few: test them as suffixes (no walk up)
+            above = [a for a in special if n.endswith("." + a)]
+        else:
+            above = [a for a in _ancestors(n) if a in special]
+        if not above:
+            return _BLOCKED
+        rules = list(own)
+        for a in above:
+            rules += names[("wildcard", a)]
+    else:
+        rules = list(own)
+        for a in _ancestors(n):
+            rules += names.get(("wildcard", a), ())
     rules = [(a, m) for a, m in rules if not m.excludes(n)]
     if not rules:
         return _NOTHING

@@ -74,7 +74,8 @@ def write(
     if fmt not in ("hosts", "domains"):
         raise ValueError(f"unknown list format {fmt!r} (known: {', '.join(FORMATS)})")
     written = left = 0
-    for v in precedence.resolve(blocks, allows):
+    verdicts = precedence.resolve(blocks, allows)
+    for v in sorted(verdicts, key=lambda v: (v.value, v.kind)):
         line = _line(fmt, v)
         if line is None:
             left += 1

@@ -60,13 +60,24 @@ def rules(entries: Iterable[Entry], exceptions: Iterable[Entry], target: str) ->
     *entries* block (CNAME *target*), *exceptions* allow (``rpz-passthru.``),
     resolved by ``precedence.resolve``.
     """
-    verdicts = precedence.resolve(entries, exceptions)
-    return sorted(line for v in verdicts for line in lines(v, target))
-
-
-def lines(v: Verdict, target: str) -> list[str]:
-    """The zone lines of one owner's verdict (*target*: the CNAME target of a block)."""
+    entries, exceptions = list(entries), list(exceptions)
+    if precedence.blocks_only(entries, exceptions):
+        out: set[str] = set()
+        for e in entries:
+            if e.kind == "domain":
+                out.add(f"{e.value} CNAME {target}")
+            elif e.kind == "wildcard":
+                out.add(f"*.{e.value} CNAME {target}")
+            else:
+                out.add(f"{ip_owner(e.value)} CNAME {target}")
+        return sorted(out)
     rdata = {BLOCK: target, ALLOW: "rpz-passthru.", NONE: "-"}
+    verdicts = precedence.resolve(entries, exceptions)
+    return sorted(line for v in verdicts for line in lines(v, rdata))
+
+
+def lines(v: Verdict, rdata: dict[str, str]) -> list[str]:
+    """The zone lines of one owner's verdict (*rdata*: verdict -> CNAME target or ``-``)."""
     if v.kind == "domain":
         owner = v.value
     elif v.kind == "wildcard":
