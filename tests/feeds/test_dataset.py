@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from mamori import config
 from mamori.errors import ConfigError
-from mamori.feeds.dataset import FeedDB, db_path
+from mamori.feeds.dataset import ALLOW, FeedDB, db_path
+from mamori.feeds.normalize import Entry
 from mamori.feeds.parsers import FeedError
 from mamori.feeds.sources import compile_datasets, update
 from mamori.policy import zone
@@ -147,3 +149,50 @@ def test_dataset_config_errors_name_the_key(tmp_path: Path) -> None:
             'format = "hosts"\npublish = true\npublish_keys = ["k1"]\n',
             tmp_path / "x.toml",
         )
+
+
+def test_a_feeds_db_from_before_modifiers_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE entries (feed TEXT NOT NULL, rule INTEGER NOT NULL, kind TEXT NOT NULL,"
+        " value TEXT NOT NULL, first_listed INTEGER NOT NULL, delisted INTEGER,"
+        " listed INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '',"
+        " reference TEXT NOT NULL DEFAULT '', PRIMARY KEY (feed, rule, kind, value))"
+        " WITHOUT ROWID;"
+        "CREATE INDEX entries_value ON entries (value);"
+        f"INSERT INTO entries VALUES ('ag', 0, 'domain', 'a.example', {T0}, NULL, 1, 'r', 'x');"
+        f"INSERT INTO entries VALUES ('ag', 1, 'domain', 'b.example', {T0}, NULL, 1, '', '');"
+    )
+    old.close()
+    with FeedDB(path) as db:
+        (a,) = db.provenance("a.example")
+        assert (a.first_listed, a.reason, a.reference, a.modifiers) == (T0, "r", "x", "")
+        db.record("ag", [Entry("domain", "a.example", modifiers="important")], now=T0 + 1)
+        assert {(p.modifiers, p.listed) for p in db.provenance("a.example")} == {
+            ("important", True),
+            ("", False),
+        }
+        assert db.listed(["ag"], ALLOW) == []  # b.example left the source: not listed
+
+
+def test_a_dataset_resolves_its_feeds_rules_together(tmp_path: Path) -> None:
+    cfg = _cfg(
+        tmp_path,
+        '[[feed]]\nname = "ag1"\npath = "ag1.txt"\nformat = "adblock"\ncategory = "phishing"\n'
+        '[[feed]]\nname = "ag2"\npath = "ag2.txt"\nformat = "adblock"\ncategory = "phishing"\n',
+    )
+    (tmp_path / "phish.txt").write_text("login-bank.example\n")
+    (tmp_path / "cc.csv").write_text("host\nc2.example\n")
+    (tmp_path / "ag1.txt").write_text("@@||a.example^\n@@||b.example^\n||x.example^\n")
+    (tmp_path / "ag2.txt").write_text("||a.example^$important\n||b.example^\n")
+    for feed in cfg.feeds:
+        if feed.enabled:
+            update(feed, cfg.store, now=T0)
+    compile_datasets(cfg)
+    ds_zone = next(z for z in cfg.rpz if z.name == "threats.datasets.mamori.")
+    assert ds_zone.file is not None
+    lines = [ln for ln in ds_zone.file.read_text().splitlines() if ln and ln[0] not in ";$@"]
+    assert "a.example CNAME ." in lines and "b.example CNAME rpz-passthru." in lines
+    owners = [ln.split()[0] for ln in lines]
+    assert len(owners) == len(set(owners))

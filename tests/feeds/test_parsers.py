@@ -107,7 +107,7 @@ def test_adblock_syntax() -> None:
         [
             "! comment",
             "||evil.example^",
-            "||tracker.example^$third-party,important",
+            "||tracker.example^$third-party,important",  # a browser modifier: ignored whole
             "@@||good.evil.example^",
             "||shop.example^$domain=news.example",  # page-specific: not for DNS
             "example.org##.banner",  # cosmetic
@@ -118,15 +118,18 @@ def test_adblock_syntax() -> None:
     assert set(result.entries) == {
         Entry("domain", "evil.example"),
         Entry("wildcard", "evil.example"),
-        Entry("domain", "tracker.example"),
-        Entry("wildcard", "tracker.example"),
         Entry("domain", "plain.example"),
     }
     assert result.exceptions == [
         Entry("domain", "good.evil.example"),
         Entry("wildcard", "good.evil.example"),
     ]
-    assert len(result.skipped) == 3
+    assert [why for _n, _t, why in result.skipped] == [
+        "$third-party: not a DNS modifier",
+        "$domain: a rule for some web pages only (not for DNS)",
+        "element hiding rule (##)",
+        "URL rule with a path (not a DNS rule)",
+    ]
 
 
 def test_dnsmasq_lines() -> None:
@@ -176,6 +179,10 @@ def test_rpz_feed_file(urlhaus_domains: set[str]) -> None:
             "32.1.2.0.192.rpz-client-ip CNAME .",
         ],
     )
-    assert set(mixed.entries) == {Entry("wildcard", "evil.example"), Entry("cidr", "192.0.2.0/24")}
+    assert set(mixed.entries) == {
+        Entry("wildcard", "evil.example"),
+        Entry("cidr", "192.0.2.0/24"),
+        Entry("client", "192.0.2.1/32"),
+    }
     assert mixed.exceptions == [Entry("domain", "ok.evil.example")]
-    assert [why for _n, _t, why in mixed.skipped] == ["CLIENT-IP trigger"]
+    assert not mixed.skipped

@@ -145,6 +145,12 @@ def feeds_show(config_path: str, name: str) -> None:
             click.echo("  rejected lines (last good update):")
         for line, text, why in rejects:
             click.echo(f"    line {line}: {why}: {text[:80]}")
+        skips = db.skips(name)
+        if skips:
+            total = sum(n for _why, n, _line, _text in skips)
+            click.echo(f"  skipped lines, not applied (last good update): {total}")
+        for why, n, line, text in skips:
+            click.echo(f"    {n} {why} (first: line {line}: {text[:60]})")
 
 
 @feeds.command("lookup")
@@ -170,8 +176,9 @@ def feeds_lookup(config_path: str, value: str) -> None:
         state = "listed" if p.listed else "no longer listed"
         if p.delisted and p.listed:
             state = f"listed, left the source {_when(p.delisted)}"
+        mods = f" ${p.modifiers}" if p.modifiers else ""
         click.echo(
-            f"{star}{p.value} [{p.rule}] feed {p.feed}: {state}; first listed"
+            f"{star}{p.value}{mods} [{p.rule}] feed {p.feed}: {state}; first listed"
             f" {_when(p.first_listed)}, last seen {_when(p.last_seen)}"
             + (f"; reason: {p.reason}" if p.reason else "")
             + (f"; reference: {p.reference}" if p.reference else "")
@@ -200,14 +207,17 @@ def feeds_diff(config_path: str, name: str, limit: int) -> None:
     except FeedError as e:
         fail(e)
     allow = guard.read_allowlist(feed.allowlist)
-    new = {(e.kind, e.value) for e in result.entries if guard.refusal(e, allow) is None}
+    new = {
+        (e.kind, e.value, e.modifiers) for e in result.entries if guard.refusal(e, allow) is None
+    }
     with FeedDB(db_path(cfg.store.path)) as db:
-        old = {(e.kind, e.value) for e in db.listed([name])}
+        old = {(e.kind, e.value, e.modifiers) for e in db.listed([name])}
     added, removed = sorted(new - old), sorted(old - new)
     click.echo(f"{name} ({source}): +{len(added)} -{len(removed)}, {len(new & old)} unchanged")
     for sign, items in (("+", added), ("-", removed)):
-        for kind, value in items[:limit]:
-            click.echo(f"{sign} {Entry(kind, value).value if kind != 'wildcard' else '*.' + value}")
+        for kind, value, mods in items[:limit]:
+            text = Entry(kind, value).value if kind != "wildcard" else "*." + value
+            click.echo(f"{sign} {text}" + (f" ${mods}" if mods else ""))
         if len(items) > limit:
             click.echo(f"{sign} ... {len(items) - limit} more")
 
@@ -232,7 +242,7 @@ def feeds_export(config_path: str, name: str, fmt: str, output: str | None) -> N
     cfg = load_config(config_path)
     names, category, action = _members(cfg, name)
     with FeedDB(db_path(cfg.store.path)) as db:
-        rows = db.rows(names)
+        rows = db.rows(names, allow=True)
         if output is None:
             written, left = lists.write(fmt, name, category, rows, sys.stdout, target(action))
         else:

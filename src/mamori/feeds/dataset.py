@@ -37,9 +37,18 @@ CREATE TABLE IF NOT EXISTS entries (
     listed INTEGER NOT NULL,
     reason TEXT NOT NULL DEFAULT '',
     reference TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (feed, rule, kind, value)
+    modifiers TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (feed, rule, kind, value, modifiers)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entries_value ON entries (value);
+CREATE TABLE IF NOT EXISTS skips (
+    feed TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    lines INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS skips_feed ON skips (feed);
 CREATE TABLE IF NOT EXISTS updates (
     feed TEXT NOT NULL,
     at INTEGER NOT NULL,
@@ -83,6 +92,7 @@ class Provenance:
     listed: bool
     reason: str
     reference: str
+    modifiers: str = ""  # the entry's adblock modifiers (feeds.modifiers), "" for none
 
 
 def db_path(store_path: Path) -> Path:
@@ -95,7 +105,26 @@ class FeedDB:
         self.db = sqlite3.connect(path, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
         self.db.executescript(_SCHEMA)
+
+    def _migrate(self) -> None:
+        """Files written before entries had modifiers: the column joins the key."""
+        cols = [r[1] for r in self.db.execute("PRAGMA table_info(entries)")]
+        if not cols or "modifiers" in cols:
+            return
+        old = ", ".join(cols)
+        try:
+            self.db.executescript(
+                "BEGIN; ALTER TABLE entries RENAME TO entries_old;"
+                " DROP INDEX IF EXISTS entries_value;"
+                + _SCHEMA.split(";", 1)[0]  # CREATE TABLE entries
+                + f"; INSERT INTO entries ({old}) SELECT {old} FROM entries_old;"
+                " DROP TABLE entries_old; COMMIT;"
+            )
+        except sqlite3.Error:
+            self.db.rollback()
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -123,16 +152,16 @@ class FeedDB:
         with self.db:
             for rule, items in ((LIST, entries), (ALLOW, exceptions)):
                 old = {
-                    (k, v): (delisted, listed)
-                    for k, v, delisted, listed in self.db.execute(
-                        "SELECT kind, value, delisted, listed FROM entries"
+                    (k, v, m): (delisted, listed)
+                    for k, v, m, delisted, listed in self.db.execute(
+                        "SELECT kind, value, modifiers, delisted, listed FROM entries"
                         " WHERE feed = ? AND rule = ?",
                         (feed, rule),
                     )
                 }
-                new: dict[tuple[str, str], Entry] = {}
+                new: dict[tuple[str, str, str], Entry] = {}
                 for e in items:
-                    new.setdefault((e.kind, e.value), e)
+                    new.setdefault((e.kind, e.value, e.modifiers), e)
                 inserts, back, gone, expired = [], [], [], []
                 for key, e in new.items():
                     state = old.get(key)
@@ -150,31 +179,21 @@ class FeedDB:
                     left = now if delisted is None else delisted
                     if delisted is None:
                         gone.append((now, feed, rule, *key))
+                    kind, value, mods = key
                     if now - left < delist_after:
-                        out[rule].append(Entry(*key))  # lingers until delist_after
+                        out[rule].append(Entry(kind, value, modifiers=mods))  # lingers
                     else:
                         expired.append((feed, rule, *key))
-                        removed.append(Entry(*key))
+                        removed.append(Entry(kind, value, modifiers=mods))
                 self.db.executemany(
-                    "INSERT INTO entries (feed, rule, kind, value, first_listed, listed,"
-                    " reason, reference) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+                    "INSERT INTO entries (feed, rule, kind, value, modifiers, first_listed,"
+                    " listed, reason, reference) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
                     inserts,
                 )
-                self.db.executemany(
-                    "UPDATE entries SET delisted = NULL, listed = 1"
-                    " WHERE feed = ? AND rule = ? AND kind = ? AND value = ?",
-                    back,
-                )
-                self.db.executemany(
-                    "UPDATE entries SET delisted = ?"
-                    " WHERE feed = ? AND rule = ? AND kind = ? AND value = ?",
-                    gone,
-                )
-                self.db.executemany(
-                    "UPDATE entries SET listed = 0"
-                    " WHERE feed = ? AND rule = ? AND kind = ? AND value = ?",
-                    expired,
-                )
+                where = " WHERE feed = ? AND rule = ? AND kind = ? AND value = ? AND modifiers = ?"
+                self.db.executemany("UPDATE entries SET delisted = NULL, listed = 1" + where, back)
+                self.db.executemany("UPDATE entries SET delisted = ?" + where, gone)
+                self.db.executemany("UPDATE entries SET listed = 0" + where, expired)
             self.db.execute(
                 "DELETE FROM entries WHERE feed = ? AND listed = 0 AND delisted < ?",
                 (feed, now - HISTORY),
@@ -190,9 +209,11 @@ class FeedDB:
         counts: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0),
         rejects: list[tuple[int, str, str]] | None = None,
         now: int | None = None,
+        skipped: list[tuple[int, str, str]] | None = None,
     ) -> None:
         """Remember an update (good or refused); *counts*: entries, added, removed,
-        rejected, serial. *rejects* replaces the feed's list of rejected lines."""
+        rejected, serial. *rejects* replaces the feed's list of rejected lines,
+        *skipped* (line, text, reason: valid lines not applied) its skip counts."""
         at = int(time.time()) if now is None else now
         with self.db:
             self.db.execute(
@@ -206,6 +227,17 @@ class FeedDB:
                     "INSERT INTO rejects VALUES (?, ?, ?, ?)",
                     [(feed, no, text[:500], why) for no, text, why in rejects[:1000]],
                 )
+            if skipped is not None:
+                count: dict[str, int] = {}
+                first: dict[str, tuple[int, str]] = {}
+                for no, text, why in skipped:
+                    count[why] = count.get(why, 0) + 1
+                    first.setdefault(why, (no, text[:500]))
+                self.db.execute("DELETE FROM skips WHERE feed = ?", (feed,))
+                self.db.executemany(
+                    "INSERT INTO skips VALUES (?, ?, ?, ?, ?)",
+                    [(feed, why, n, *first[why]) for why, n in count.items()],
+                )
 
     # ------------------------------------------------------------- reading
     def listed(self, feeds: Iterable[str], rule: int = LIST) -> list[Entry]:
@@ -213,11 +245,11 @@ class FeedDB:
         names = list(feeds)
         marks = ",".join("?" * len(names))
         rows = self.db.execute(
-            f"SELECT DISTINCT kind, value FROM entries WHERE listed = 1 AND rule = ?"
+            f"SELECT DISTINCT kind, value, modifiers FROM entries WHERE listed = 1 AND rule = ?"
             f" AND feed IN ({marks})",
             (rule, *names),
         )
-        return [Entry(k, v) for k, v in rows]
+        return [Entry(k, v, modifiers=m) for k, v, m in rows]
 
     def last_good(self, feed: str) -> int | None:
         row = self.db.execute(
@@ -228,22 +260,24 @@ class FeedDB:
     def provenance(self, value: str) -> list[Provenance]:
         """Every feed's row for *value* (a name, address or network)."""
         rows = self.db.execute(
-            "SELECT feed, rule, kind, value, first_listed, delisted, listed, reason, reference"
-            " FROM entries WHERE value = ? ORDER BY feed, rule",
+            "SELECT feed, rule, kind, value, first_listed, delisted, listed, reason, reference,"
+            " modifiers FROM entries WHERE value = ? ORDER BY feed, rule, modifiers",
             (value,),
         ).fetchall()
         seen: dict[str, int | None] = {}
         return [self._prov(r, seen) for r in rows]
 
-    def rows(self, feeds: Iterable[str]) -> Iterator[Provenance]:
-        """The listed entries of *feeds* with their provenance, by value."""
+    def rows(self, feeds: Iterable[str], allow: bool = False) -> Iterator[Provenance]:
+        """The listed entries of *feeds* with their provenance, by value (then kind,
+        modifiers, feed); with *allow*, the allow rules too (``Provenance.rule``)."""
         names = list(feeds)
         marks = ",".join("?" * len(names))
+        rules = f"({LIST}, {ALLOW})" if allow else f"({LIST})"
         seen: dict[str, int | None] = {}
         for r in self.db.execute(
-            "SELECT feed, rule, kind, value, first_listed, delisted, listed, reason, reference"
-            f" FROM entries WHERE listed = 1 AND rule = {LIST} AND feed IN ({marks})"
-            " ORDER BY value, kind, feed",
+            "SELECT feed, rule, kind, value, first_listed, delisted, listed, reason, reference,"
+            f" modifiers FROM entries WHERE listed = 1 AND rule IN {rules} AND feed IN ({marks})"
+            " ORDER BY value, kind, rule, modifiers, feed",
             names,
         ):
             yield self._prov(r, seen)
@@ -266,6 +300,18 @@ class FeedDB:
             )
         )
 
+    def skips(self, feed: str) -> list[tuple[str, int, int, str]]:
+        """Lines of the last good update not applied: (reason, lines, first line, its text),
+        most frequent reason first."""
+        return [
+            (str(why), int(n), int(no), str(text))
+            for why, n, no, text in self.db.execute(
+                "SELECT reason, lines, line, text FROM skips WHERE feed = ?"
+                " ORDER BY lines DESC, line",
+                (feed,),
+            )
+        ]
+
     def counts(self, feed: str) -> tuple[int, int]:
         """(listed entries, entries lingering after they left the source)."""
         row = self.db.execute(
@@ -276,7 +322,7 @@ class FeedDB:
         return int(row[0]), int(row[1])
 
     def _prov(self, r: tuple[object, ...], last: dict[str, int | None]) -> Provenance:
-        feed, rule, kind, value, first, delisted, listed, reason, ref = r
+        feed, rule, kind, value, first, delisted, listed, reason, ref, mods = r
         assert isinstance(feed, str)
         if feed not in last:
             last[feed] = self.last_good(feed)
@@ -292,4 +338,5 @@ class FeedDB:
             bool(listed),
             str(reason),
             str(ref),
+            str(mods),
         )

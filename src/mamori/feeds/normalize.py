@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import idna
 
-KINDS = ("domain", "wildcard", "ip", "cidr")
+KINDS = ("domain", "wildcard", "ip", "cidr", "client")
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
@@ -26,11 +26,23 @@ class RejectedError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """One thing a feed lists (or allows).
+
+    *kind* ``domain`` is the name itself, ``wildcard`` the names below it (RPZ
+    ``*.name``), ``ip``/``cidr`` an answer address or network (RPZ
+    Response-IP), ``client`` a client network (RPZ Client-IP: every query from
+    it; value ``192.0.2.0/24``, ``127.0.0.1/32``). *modifiers* are the adblock
+    modifiers that change what the entry means (``feeds.modifiers``, canonical
+    text such as ``dnstype=AAAA,important``; "" for none): part of the
+    entry's identity, unlike the provenance fields.
+    """
+
     kind: str  # one of KINDS
     value: str  # "example.com" (wildcard: the name below "*."), "192.0.2.1", "192.0.2.0/24"
     # Provenance the source gives (not part of the entry's identity):
     reason: str = field(default="", compare=False)  # e.g. "malware_download", an event title
     reference: str = field(default="", compare=False)  # e.g. a URL or an indicator id
+    modifiers: str = ""  # canonical adblock modifiers (feeds.modifiers), "" for none
 
 
 def entry(token: str, reason: str = "", reference: str = "") -> Entry:

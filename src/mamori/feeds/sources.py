@@ -20,10 +20,12 @@ from mamori.config import Config, FeedConfig, StoreConfig, dataset_zone, feed_zo
 from mamori.config.feeds import dataset_feeds
 from mamori.feeds import guard, parsers, remote
 from mamori.feeds.dataset import ALLOW, FeedDB, db_path
+from mamori.feeds.modifiers import Modifiers
 from mamori.feeds.normalize import Entry
 from mamori.feeds.parsers import FeedError, FeedUnreachableError, ParseResult
 from mamori.feeds.parsers import misp as misp_parser
 from mamori.feeds.parsers import stix as stix_parser
+from mamori.feeds.precedence import client_conflicts
 from mamori.feeds.publish import rpz as rpz_out
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class UpdateResult:
     entries: int = 0
     exceptions: int = 0
     rejected: list[tuple[int, str, str]] = field(default_factory=list)
-    skipped: int = 0
+    skipped: int = 0  # valid lines not applied (reasons: FeedDB.skips, `mamori feeds show`)
     guarded: list[tuple[str, str]] = field(default_factory=list)  # value, reason
     added: int = 0
     removed: int = 0
@@ -60,7 +62,7 @@ class UpdateResult:
         return (
             f"{self.feed}: {self.entries} entries{linger}, +{self.added} -{self.removed},"
             f" {self.exceptions} allow rules, {len(self.rejected)} rejected,"
-            f" {len(self.guarded)} refused by the guards, {self.skipped} not for DNS;"
+            f" {len(self.guarded)} refused by the guards, {self.skipped} skipped;"
             f" {state} ({self.source})"
         )
 
@@ -135,6 +137,14 @@ def write_entries(path: Path, feed: FeedConfig, entries: list[Entry]) -> None:
     tmp.replace(path)
 
 
+def _plain(e: Entry) -> bool:
+    """An entry a DNSBL can list: a name or address for every type, no ``$denyallow``."""
+    if e.kind == "client":
+        return False
+    m = Modifiers.of(e.modifiers)
+    return not m.qtypes and not m.denyallow
+
+
 def _cached(path: Path) -> list[str]:
     return path.read_bytes().decode("utf-8", errors="replace").splitlines()
 
@@ -192,20 +202,22 @@ def _update(
     change = db.record(feed.name, entries, result.exceptions, feed.delist_after, now)
     out.entries, out.exceptions = len(change.listed), len(change.allowed)
     out.added, out.removed = len(change.added), len(change.removed)
-    out.lingering = len(change.listed) - len({(e.kind, e.value) for e in entries})
+    out.lingering = len(change.listed) - len({(e.kind, e.value, e.modifiers) for e in entries})
     out.rejected, out.skipped = result.rejected, len(result.skipped)
     zone = feed_zone(feed, store)
     assert zone.file is not None
     lines_out = rpz_out.rules(change.listed, change.allowed, target(feed.action))
     out.serial, out.changed = rpz_out.write_zone(zone.file, zone.name, lines_out)
     if out.changed or not entries_path(feed, store).exists():
-        write_entries(entries_path(feed, store), feed, change.listed)
+        write_entries(entries_path(feed, store), feed, [e for e in change.listed if _plain(e)])
     for no, _text, why in result.rejected[:20]:
         log.warning("feed %s: line %d rejected: %s", feed.name, no, why)
     for value, why in out.guarded[:20]:
         log.warning("feed %s: %s not listed: %s", feed.name, value, why)
     counts = (out.entries, out.added, out.removed, len(out.rejected), out.serial)
-    db.log_update(feed.name, True, out.source, out.summary(), counts, result.rejected, now)
+    db.log_update(
+        feed.name, True, out.source, out.summary(), counts, result.rejected, now, result.skipped
+    )
     return out
 
 
@@ -225,6 +237,8 @@ def compile_datasets(cfg: Config, only: set[str] | None = None) -> list[tuple[st
             if only is not None and not only & set(names):
                 continue
             entries, allowed = db.listed(names), db.listed(names, ALLOW)
+            for e, _allow, why in client_conflicts(entries, allowed):
+                log.warning("dataset %s: %s %s not applied: %s", ds.name, e.kind, e.value, why)
             zone = dataset_zone(ds, cfg.store)
             assert zone.file is not None
             lines = rpz_out.rules(entries, allowed, target(ds.action))

@@ -150,7 +150,7 @@ def commit_steps(zone: LoadedZone, plan: Plan) -> Generator[None, None, None]:
 
 def _probe(zone: LoadedZone, rel: dns.name.Name) -> Rule:
     labels = [lb.decode("ascii", "backslashreplace").lower() for lb in rel.labels]
-    rule, _net = make_rule(zone.name, rel, labels, Action.NXDOMAIN, ())
+    rule, _net = make_rule(zone.name, rel, labels, Action.NXDOMAIN, (), validate=False)
     return rule
 
 
@@ -162,6 +162,8 @@ def records_of(zone: LoadedZone, rel: dns.name.Name) -> list[LocalRecord]:
         if code is None:
             return []
         rule = zone.rule_for(probe.match_key, probe.wildcard, code)
+        if rule.typed != probe.typed:  # NAME and NAME.mamori-qtype share the index key
+            raise DeltaError(f"{rel}: the name has both a mamori-qtype rule and another rule")
     else:
         found = next((r for r in zone.other if r.owner.lower() == probe.owner.lower()), None)
         if found is None:

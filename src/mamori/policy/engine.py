@@ -12,6 +12,9 @@ name servers of the queried name's zone):
   ``*.example`` matches names below ``example`` but not ``example`` itself;
 * Client-IP: longest prefix wins inside a zone;
 * PASSTHRU stops evaluation of later zones;
+* a ``mamori-qtype`` rule (rules.qtype_branches) acts by the query type: its
+  branch for the type is the zone's match, or, when it has none, the zone has
+  no QNAME match for the query (``check_typed``);
 * a zone with policy ``disabled`` only logs what it would have done, and
   evaluation continues with the next zone.
 
@@ -35,7 +38,7 @@ import dns.rdatatype
 
 from mamori.policy.compiled import CompiledZone, compile_zone
 from mamori.policy.model import Action, LocalRecord, Match, Rule, Trigger
-from mamori.policy.rules import LoadedZone
+from mamori.policy.rules import Branch, LoadedZone, qtype_branches
 
 _EMPTY: list[Match] = []  # shared by memoised results: callers never change it
 _NO_MATCH: tuple[None, list[Match]] = (None, _EMPTY)
@@ -133,6 +136,9 @@ class Policy:
         self._client_memo: dict[str, list[Match | None]] = {}
         self._qname_memo: dict[tuple[int, bytes, bool], Match] = {}
         self._other_memo: dict[tuple[int, int], Match] = {}
+        # mamori-qtype rules: (zone, key, wildcard, qtype) -> the branch's Match or None
+        self._branch_memo: dict[tuple[int, bytes, bool, int], Match | None] = {}
+        self._branches: dict[tuple[int, bytes, bool], tuple[dict[int, Branch], Branch]] = {}
 
     @classmethod
     def from_loaded(
@@ -183,6 +189,75 @@ class Policy:
                 continue
             return match, logged or _EMPTY
         return (None, logged) if logged else _NO_MATCH
+
+    def check_typed(
+        self, client: str | None, qname: bytes, qtype: int, rd: bool = True
+    ) -> tuple[Match | None, list[Match]]:
+        """``check_query`` for a query of type *qtype*, ``mamori-qtype`` rules applied.
+
+        Call it when ``check_query`` returned a match (or a log-only match)
+        whose ``typed`` is set: a typed rule's branch for *qtype* is its zone's
+        match, and a typed rule without a branch for *qtype* leaves its zone
+        without a QNAME match (the next zones are asked). Not memoised per
+        name (typed rules are few); the branches' Match objects are.
+        """
+        skip = None if rd or not self.has_recursive_only else self.recursive_only
+        clients = (
+            self._client_candidates(client) if client is not None and self.has_client_ip else None
+        )
+        logged: list[Match] = []
+        for zi, probe in enumerate(self._probes):
+            if skip and skip[zi]:
+                continue
+            match = clients[zi] if clients is not None else None
+            if match is None:
+                hit = probe(qname)
+                if hit is None:
+                    continue
+                match = self._qname_match(zi, *hit)
+                if match.typed:
+                    match = self._branch_match(zi, match, hit[0], hit[1], qtype)
+                    if match is None:
+                        continue
+            if match.disabled:
+                logged.append(match)
+                continue
+            return match, logged
+        return None, logged
+
+    def check_query_typed(
+        self, client: str | None, qname: bytes, qtype: int, rd: bool = True
+    ) -> tuple[Match | None, list[Match]]:
+        """``check_query``, then ``check_typed`` when a typed rule was met (any caller
+        that knows the query type and is not the per-query fast path)."""
+        found, logged = self.check_query(client, qname, rd)
+        if (found is not None and found.typed) or (logged and any(m.typed for m in logged)):
+            return self.check_typed(client, qname, qtype, rd)
+        return found, logged
+
+    def _branch_match(
+        self, zi: int, match: Match, key: bytes, wildcard: bool, qtype: int
+    ) -> Match | None:
+        """The Match of a typed rule's branch for *qtype* (None: no rule for that type)."""
+        memo_key = (zi, key, wildcard, qtype)
+        if memo_key in self._branch_memo:
+            return self._branch_memo[memo_key]
+        if len(self._branch_memo) > RULE_MEMO:
+            self._branch_memo.clear()
+            self._branches.clear()
+        rule = match.rule
+        branches = self._branches.get(memo_key[:3])
+        if branches is None:
+            branches = self._branches[memo_key[:3]] = qtype_branches(rule)
+        branch = branches[0].get(qtype, branches[1])
+        out = None
+        if branch is not None:
+            action, records = branch
+            out = self._match(
+                Rule(rule.zone, zi, Trigger.QNAME, rule.owner, action, records, wildcard, key)
+            )
+        self._branch_memo[memo_key] = out
+        return out
 
     def _qname_part(self, qname: bytes, rd: bool) -> QnameResult:
         """QNAME matches zone by zone, up to the first that is not log-only.

@@ -28,7 +28,7 @@ import dns.rdatatype
 import dns.ttl
 
 from mamori.policy import steps as steps_mod
-from mamori.policy.model import Action, LocalRecord
+from mamori.policy.model import QTYPE_LABEL, Action, LocalRecord
 from mamori.policy.rules import SIMPLE_CODES, SPECIAL_TARGETS, LoadedZone, ZoneError, make_rule
 
 _TTL_RE = re.compile(r"^(\d+[smhdwSMHDW]?)+$")
@@ -220,7 +220,7 @@ def _record(
     pending.setdefault(owner, []).append(LocalRecord(rd.rdtype, ttl, rd))
 
 
-_TRIGGER_SUFFIXES = ("rpz-client-ip", "rpz-ip", "rpz-nsdname", "rpz-nsip")
+_TRIGGER_SUFFIXES = ("rpz-client-ip", "rpz-ip", "rpz-nsdname", "rpz-nsip", QTYPE_LABEL)
 
 
 def _qname_key(owner: str) -> tuple[bytes, bool] | None:
@@ -266,12 +266,11 @@ def _add(
         rel = dns.name.from_text(owner, origin=None)
         labels = [lb.decode("ascii").lower() for lb in rel.labels]
         rule, net = make_rule(out.name, rel, labels, action, records)
+        out.add(rule, net)
     except (ValueError, dns.exception.DNSException) as e:
         if path is None:
             raise _BadRecord(str(e)) from None
         _skip_or_raise(out, f"{path}: {owner}: {e}", on_error)
-        return
-    out.add(rule, net)
 
 
 def _skip_or_raise(out: LoadedZone, reason: str, on_error: str) -> None:

@@ -1,4 +1,12 @@
-"""RPZ values: triggers, actions, rules (draft-vixie-dnsop-dns-rpz, BIND 9 ARM)."""
+"""RPZ values: triggers, actions, rules (draft-vixie-dnsop-dns-rpz, BIND 9 ARM).
+
+One extension of mamori's own: a QNAME rule whose owner ends in the label
+``mamori-qtype`` (``name.mamori-qtype``, ``*.name.mamori-qtype``) applies to
+``name`` with an action that depends on the query type (rules.py,
+``qtype_branches``). BIND and Unbound read such an owner as a QNAME trigger
+for a name under the non-existent top-level domain ``mamori-qtype``, which no
+query asks: for them the rule does nothing.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +48,9 @@ class LocalRecord:
     rdata: dns.rdata.Rdata
 
 
+QTYPE_LABEL = "mamori-qtype"  # last owner label of a rule that depends on the query type
+
+
 @dataclass(frozen=True)
 class Rule:
     zone: str  # policy zone name, e.g. "rpz.example."
@@ -57,6 +68,13 @@ class Rule:
         """Owner as BIND logs it: ``bad.example.rpz.example``."""
         return f"{self.owner}.{self.zone.rstrip('.')}"
 
+    @property
+    def typed(self) -> bool:
+        """A rule whose action depends on the query type (owner ``NAME.mamori-qtype``)?"""
+        return self.trigger is Trigger.QNAME and (
+            self.owner.rstrip(".").lower().rsplit(".", 1)[-1] == QTYPE_LABEL
+        )
+
 
 @dataclass(frozen=True)
 class Match:
@@ -68,8 +86,11 @@ class Match:
     log: bool = True  # the zone's `log` setting (BIND-style text line)
     # Fields of a hit-log event: zone, rule, trigger, action, text-log it? (computed once)
     hit: tuple[str, str, str, str, bool] = field(init=False, compare=False)
+    # The rule depends on the query type: the engine picks its branch (Policy.check_typed).
+    typed: bool = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         r = self.rule
         action = "disabled" if self.disabled else self.action.value
         object.__setattr__(self, "hit", (r.zone, r.rule_name, r.trigger.label, action, self.log))
+        object.__setattr__(self, "typed", r.typed)

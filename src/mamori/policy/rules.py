@@ -2,7 +2,9 @@
 
 A rule's trigger comes from its owner's suffix (``rpz-client-ip``, ``rpz-ip``,
 ``rpz-nsdname``, ``rpz-nsip``, otherwise QNAME) and its action from its records
-(draft-vixie-dnsop-dns-rpz, BIND 9 ARM). ``LoadedZone`` keeps QNAME rules as
+(draft-vixie-dnsop-dns-rpz, BIND 9 ARM). An owner ending in ``mamori-qtype`` is
+a QNAME rule for the name before that label whose action depends on the query
+type (``qtype_branches``; mamori's own extension, see model.py). ``LoadedZone`` keeps QNAME rules as
 small integer codes in sharded dicts (no object per rule); the loaders
 (``fastload`` for one-line records, ``zone`` for everything dnspython reads)
 and the IXFR delta code build and change it.
@@ -14,11 +16,14 @@ import ipaddress
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
+import dns.exception
 import dns.name
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 
 from mamori.dnsutil import wire
-from mamori.policy.model import Action, LocalRecord, Rule, Trigger
+from mamori.policy.model import QTYPE_LABEL, Action, LocalRecord, Rule, Trigger
 from mamori.policy.shards import ShardedIndex
 
 IP_SUFFIX = {
@@ -81,12 +86,24 @@ class LoadedZone:
         return len(self.exact) + len(self.wild) + len(self.other)
 
     def add(self, rule: Rule, net: Net | None = None) -> None:
+        """Add *rule*; ValueError when a ``mamori-qtype`` rule and a plain rule
+        claim one name (the index holds one rule per name)."""
         if rule.trigger is Trigger.QNAME:
+            index = self.wild if rule.wildcard else self.exact
+            typed = rule.typed
+            if typed or self.complex:  # (a zone of simple rules skips the probe)
+                old = index.get(rule.match_key)
+                if old is not None and (
+                    typed or (old >= COMPLEX_BASE and self.complex[old - COMPLEX_BASE].typed)
+                ):
+                    raise ValueError(
+                        f"{rule.owner}: the name has both a {QTYPE_LABEL} rule and another rule"
+                    )
             code = SIMPLE_CODES.get(rule.action)
             if code is None or rule.records:
                 code = COMPLEX_BASE + len(self.complex)
                 self.complex.append(rule)
-            (self.wild if rule.wildcard else self.exact)[rule.match_key] = code
+            index[rule.match_key] = code
             return
         self.other.append(rule)
         if net is not None:
@@ -120,8 +137,13 @@ def make_rule(
     labels: list[str],
     action: Action,
     records: tuple[LocalRecord, ...],
+    validate: bool = True,
 ) -> tuple[Rule, Net | None]:
-    """A rule from its owner (relative to the zone) and action; ValueError if invalid."""
+    """A rule from its owner (relative to the zone) and action; ValueError if invalid.
+
+    *validate* False skips checking a ``mamori-qtype`` rule's records (a probe
+    that only wants the owner's trigger and key).
+    """
     trigger = Trigger.QNAME
     net = None
     if labels[-1] in IP_SUFFIX:
@@ -133,10 +155,74 @@ def make_rule(
     key = b""
     if trigger in (Trigger.QNAME, Trigger.NSDNAME):
         base = rel.labels[1:] if wildcard else rel.labels
-        if trigger is Trigger.NSDNAME:
-            base = base[:-1]  # drop the rpz-nsdname label
+        if trigger is Trigger.NSDNAME or labels[-1] == QTYPE_LABEL:
+            base = base[:-1]  # drop the rpz-nsdname / mamori-qtype label
         key = dns.name.Name([*base, b""]).to_wire().lower()  # type: ignore[union-attr]
-    return Rule(zone, 0, trigger, rel.to_text(), action, records, wildcard, key), net
+    rule = Rule(zone, 0, trigger, rel.to_text(), action, records, wildcard, key)
+    if validate and rule.typed:
+        if action is not Action.LOCAL_DATA:
+            raise ValueError(f"{rule.owner}: a {QTYPE_LABEL} rule holds TXT records, not a CNAME")
+        qtype_branches(rule)
+    return rule, net
+
+
+# What a mamori-qtype rule does for one query type: the action and its records
+# (a CNAME for a rewrite), or None: the zone has no rule for the query.
+Branch = tuple[Action, tuple[LocalRecord, ...]] | None
+
+
+def qtype_branches(rule: Rule) -> tuple[dict[int, Branch], Branch]:
+    """({query type: branch}, branch for every other type) of a ``mamori-qtype`` rule.
+
+    The rule's TXT records hold strings ``TYPES=TARGET``: TYPES is ``*`` (every
+    type not named elsewhere) or type mnemonics joined by ``|`` (``A|AAAA``,
+    ``TYPE65``); TARGET is what a CNAME of an RPZ rule would say (``.``,
+    ``*.``, ``rpz-passthru.``, ``rpz-drop.``, ``rpz-tcp-only.``, or a name to
+    rewrite to) or ``-``: no rule in this zone for those types (evaluation goes
+    on with the next zone). Types not covered and no ``*``: ``-``. ValueError
+    for a record that is not TXT, a bad string, or a type named twice.
+    """
+    by_type: dict[int, Branch] = {}
+    default: Branch = None
+    seen_default = False
+    for rec in rule.records:
+        if rec.rdtype != dns.rdatatype.TXT:
+            raise ValueError(f"a {QTYPE_LABEL} rule holds only TXT records")
+        for raw in rec.rdata.strings:  # type: ignore[attr-defined]
+            text = bytes(raw).decode("ascii", "replace")
+            types, sep, target = text.partition("=")
+            if not sep or not types or not target:
+                raise ValueError(f"{text!r} is not TYPES=TARGET")
+            branch = _branch(target.lower(), rec.ttl)
+            if types == "*":
+                if seen_default:
+                    raise ValueError("'*' given twice")
+                default, seen_default = branch, True
+                continue
+            for name in types.split("|"):
+                try:
+                    qtype = int(dns.rdatatype.from_text(name))
+                except (dns.rdatatype.UnknownRdatatype, ValueError):
+                    raise ValueError(f"unknown query type {name!r} in {text!r}") from None
+                if qtype in by_type:
+                    raise ValueError(f"query type {name} given twice")
+                by_type[qtype] = branch
+    return by_type, default
+
+
+def _branch(target: str, ttl: int) -> Branch:
+    if target == "-":
+        return None
+    action = SPECIAL_TARGETS.get(target)
+    if action is not None:
+        return action, ()
+    try:
+        rd = dns.rdata.from_text(
+            dns.rdataclass.IN, dns.rdatatype.CNAME, target.rstrip(".") + ".", relativize=False
+        )
+    except (dns.exception.DNSException, ValueError) as e:
+        raise ValueError(f"bad target {target!r}: {e}") from None
+    return Action.LOCAL_DATA, (LocalRecord(dns.rdatatype.CNAME, ttl, rd),)
 
 
 def action_of(

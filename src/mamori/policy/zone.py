@@ -185,13 +185,12 @@ def _rules(
             out.simple_ttl = node.rdatasets[0].ttl
         try:
             rule, net = make_rule(out.name, rel, labels, action, records)
+            out.add(rule, net)
         except ValueError as e:
             reason = f"{fname}: {rel.to_text()}: {e}"
             if on_error != "skip":
                 raise ZoneError(reason) from None
             out.skipped.append(reason)
-            continue
-        out.add(rule, net)
     return out
 
 

@@ -167,7 +167,7 @@ class CnameFollower:
         if active is not None:
             policy = active.policy
             # Client-IP is checked once per query (BIND: DNS_RPZ_DONE_CLIENT_IP).
-            match, _ = policy.check_query(None, tkey[:-5])
+            match, _ = policy.check_query_typed(None, tkey[:-5], tkey[-5] << 8 | tkey[-4])
             if match is not None and match.action not in (Action.PASSTHRU, Action.TCP_ONLY):
                 return self._policy_step(match, tkey)
         cached = self.cache.data.get(tkey)

@@ -253,6 +253,9 @@ class Pipeline:
                     opt = self.replies.opt_blocked[do]  # EDE 15 Blocked (RFC 8914)
             else:
                 found, disabled = policy.check_query(ip, key[:-5], rd)
+                if (found is not None and found.typed) or (disabled and _any_typed(disabled)):
+                    # A mamori-qtype rule: its branch for this query's type decides.
+                    found, disabled = policy.check_typed(ip, key[:-5], key[-5] << 8 | key[-4], rd)
                 if found is not None or disabled or entry is not None:
                     q = Query(data, addr, reply, tcp, now, key, qend, opt, do, cd, limit)
                     q.found = found
@@ -376,7 +379,7 @@ class Pipeline:
         if policy is not None:
             # Again: the policy may have been swapped while we waited for the answer
             # (a reload, a zone transfer): decide with the one now in force.
-            q.found = policy.check_query(q.ip, q.qname, q.rd)[0]
+            q.found = policy.check_query_typed(q.ip, q.qname, q.qtype, q.rd)[0]
             decision = await self.postcheck.decide(q, entry, policy)
             if decision is None:
                 hit = None
@@ -408,6 +411,10 @@ class Pipeline:
 
     def close(self) -> None:
         self.resolve.upstreams.close()
+
+
+def _any_typed(matches: list[Match]) -> bool:
+    return any(m.typed for m in matches)
 
 
 __all__ = ["Decision", "Pipeline"]

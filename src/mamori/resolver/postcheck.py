@@ -138,13 +138,14 @@ class PostCheck:
         With *missing_ns_ok*, names without cached NS data are decided without it.
         """
         names = (key[:-5], *entry.chain)
+        qtype = key[-5] << 8 | key[-4]
         last = len(names) - 1
         logged: list[Match] = []
         for pos, name in enumerate(names):
             if pos == 0:
                 match = found
             else:
-                match, disabled = policy.check_query(None, name, rd)
+                match, disabled = policy.check_query_typed(None, name, qtype, rd)
                 logged += disabled
             limit = match.rule.zone_index if match is not None else policy.nzones
             if policy.late_before(limit):

@@ -122,6 +122,11 @@ class Query:
         """The question name as lowercased wire bytes."""
         return self.key[:-5]
 
+    @property
+    def qtype(self) -> int:
+        """The question type (RFC 1035 TYPE value)."""
+        return self.key[-5] << 8 | self.key[-4]
+
     def send(self, resp: bytes | None) -> None:
         """Send *resp* to the client (None: nothing to send)."""
         if resp is not None:

@@ -145,7 +145,7 @@ class BlockPage:
             qname = wire.text_to_name(name).lower()
         except ValueError:
             return out
-        match, _ = policy.check_query(None, qname)
+        match, _ = policy.check_query_typed(None, qname, 1)  # the browser asked for A
         if match is None:
             return out
         out["zone"], out["rule"] = match.rule.zone, match.rule.rule_name

@@ -254,7 +254,8 @@ class Console:
             except ValueError:
                 found = None
             if found is not None:
-                match = {"action": found.hit[3], "rule": found.rule.rule_name,
+                action = "by query type" if found.typed else found.hit[3]
+                match = {"action": action, "rule": found.rule.rule_name,
                          "zone": found.rule.zone,
                          "category": self.data.category.get(found.rule.zone, "")}  # fmt: skip
         return self._page(request, "policy.html", "Policy", zones=zones, explain=explain,

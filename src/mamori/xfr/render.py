@@ -64,6 +64,10 @@ class Renderer:
         if code < COMPLEX_BASE:
             return [owner + self.simple[code]]
         rule = self.zone.complex[code - COMPLEX_BASE]
+        if rule.typed:  # its owner is NAME.mamori-qtype, not the key's name
+            typed_owner = dns.name.from_text(rule.owner, origin=self.origin_name).to_wire()
+            assert typed_owner is not None
+            owner = typed_owner.lower()
         return list(_rule_rrs(owner, rule, self.ttl, self.origin_name))
 
     def others(self) -> Iterator[bytes]:

@@ -1,9 +1,10 @@
 """RPZ zone files as a feed (e.g. a provider's ``-rpz.conf``), read with the policy loader.
 
 QNAME rules become names (``*.`` rules wildcards), ``rpz-ip`` rules
-addresses and networks, PASSTHRU rules allow rules; the feed's own actions are
-replaced by the ``[[feed]] action``. Other trigger kinds (client IP, name
-servers) and Local-Data are skipped. Bad records count against the budget.
+addresses and networks, ``rpz-client-ip`` rules client networks, PASSTHRU
+rules allow rules; the feed's own actions are replaced by the ``[[feed]]
+action``. Name-server triggers, Local-Data and mamori's per-type rules
+(``NAME.mamori-qtype``) are skipped. Bad records count against the budget.
 """
 
 from __future__ import annotations
@@ -42,16 +43,20 @@ def parse(lines: Iterable[str]) -> ParseResult:
         out.rejected.append((_line_of(reason), reason, reason))
     for rule in zone.rules():
         owner = rule.owner.lower()
+        if rule.typed:
+            out.skipped.append((0, rule.owner, "rule by query type (mamori-qtype)"))
+            continue
         if rule.trigger is Trigger.QNAME:
             item = Entry("wildcard", owner[2:]) if rule.wildcard else Entry("domain", owner)
-        elif rule.trigger is Trigger.RESPONSE_IP:
-            net = next(
-                (n for n, r in zone.ip_rules.get(Trigger.RESPONSE_IP, []) if r is rule), None
-            )
+        elif rule.trigger in (Trigger.RESPONSE_IP, Trigger.CLIENT_IP):
+            net = next((n for n, r in zone.ip_rules.get(rule.trigger, []) if r is rule), None)
             if net is None:
                 continue
             single = net.num_addresses == 1
-            item = Entry("ip", str(net.network_address)) if single else Entry("cidr", str(net))
+            if rule.trigger is Trigger.CLIENT_IP:
+                item = Entry("client", str(net))
+            else:
+                item = Entry("ip", str(net.network_address)) if single else Entry("cidr", str(net))
         else:
             out.skipped.append((0, rule.owner, f"{rule.trigger.label} trigger"))
             continue

@@ -1,25 +1,38 @@
 """A feed's or dataset's entries as lists for other tools.
 
 ``hosts`` (``0.0.0.0 name``), ``domains`` (one per line, ``*.name`` for
-subtrees, addresses too), ``adblock`` (AdGuard Home / uBlock DNS syntax:
-``|name^`` exact, ``||name^`` the name and below), ``rpz`` (a zone file),
-``csv`` (every entry with its provenance) and ``stix`` (a STIX 2.1 bundle of
-indicators with deterministic ids). Formats that cannot express an entry
-(addresses in hosts/adblock) leave it out and count it.
+subtrees, addresses too), ``adblock`` (AdGuard DNS filtering syntax),
+``rpz`` (a zone file), ``csv`` (every entry with its provenance) and
+``stix`` (a STIX 2.1 bundle of indicators with deterministic ids).
+
+What each says is what the feed's zone enforces: ``rpz`` is that zone's
+rules (allow rules, Client-IP and per-type ``mamori-qtype`` rules included);
+``adblock`` the block and exception rules in force with their modifiers
+(``||name^`` the name and below, ``|name^`` the name, ``||*.name^`` below it
+only), which AdGuard reads the same way; ``hosts`` and ``domains`` the names
+(and addresses) blocked for every query type once exceptions are applied.
+``csv`` and ``stix`` list the listed entries that block for every type. A
+format that cannot express a rule (an allow rule in hosts, a network in
+adblock, a per-type rule in domains ...) leaves it out and counts it.
 """
 
 from __future__ import annotations
 
 import csv
+import ipaddress
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TextIO
 
+from mamori.feeds import precedence
 from mamori.feeds.dataset import Provenance
+from mamori.feeds.modifiers import Modifiers
 from mamori.feeds.normalize import Entry
+from mamori.feeds.precedence import BLOCK, NAME_KINDS, Verdict
 from mamori.feeds.publish import rpz as rpz_out
+from mamori.policy.model import QTYPE_LABEL
 
 FORMATS = ("hosts", "domains", "adblock", "rpz", "csv", "stix")
 _NS = uuid.UUID("6f1c3b7e-2a55-4c1e-9a55-6d616d6f7269")  # ids of our STIX objects
@@ -33,21 +46,37 @@ def write(
     out: TextIO,
     target: str = ".",
 ) -> tuple[int, int]:
-    """Write the entries of *rows* (sorted by value) in *fmt*; (written, left out)."""
-    if fmt == "csv":
-        return _csv(category, rows, out), 0
-    if fmt == "stix":
-        return _stix(name, category, rows, out), 0
-    entries = _merge(rows)
+    """Write *rows* (``FeedDB.rows(..., allow=True)``: sorted by value, allow rules
+    included) in *fmt*; (rules or entries written, left out)."""
+    if fmt in ("csv", "stix"):
+        not_listed = [0]
+        listed = _listed(rows, not_listed)
+        n = _csv(category, listed, out) if fmt == "csv" else _stix(name, category, listed, out)
+        return n, not_listed[0]
+    blocks: list[Entry] = []
+    allows: list[Entry] = []
+    for r in rows:
+        e = Entry(r.kind, r.value, modifiers=r.modifiers)
+        (allows if r.rule == "allow" else blocks).append(e)
     if fmt == "rpz":
-        lines = rpz_out.rules([e for e, _ in entries], [], target)
+        lines = rpz_out.rules(blocks, allows, target)
         out.write(f"$ORIGIN {name}.\n$TTL 300\n")
         out.write("@ SOA localhost. hostmaster.localhost. 1 3600 600 86400 60\n@ NS localhost.\n")
+        if any(QTYPE_LABEL in line for line in lines):
+            out.write(
+                f"; NAME.{QTYPE_LABEL} TXT TYPES=TARGET: a rule by query type, applied by"
+                " mamori only (BIND and Unbound never match it)\n"
+            )
         out.writelines(line + "\n" for line in lines)
         return len(lines), 0
+    if fmt == "adblock":
+        return _adblock(name, blocks, allows, out)
+    if fmt not in ("hosts", "domains"):
+        raise ValueError(f"unknown list format {fmt!r} (known: {', '.join(FORMATS)})")
     written = left = 0
-    for e, _ in entries:
-        line = _line(fmt, e)
+    verdicts = precedence.resolve(blocks, allows)
+    for v in sorted(verdicts, key=lambda v: (v.value, v.kind)):
+        line = _line(fmt, v)
         if line is None:
             left += 1
             continue
@@ -56,17 +85,61 @@ def write(
     return written, left
 
 
-def _line(fmt: str, e: Entry) -> str | None:
-    is_name = e.kind in ("domain", "wildcard")
+def _listed(rows: Iterable[Provenance], left: list[int]) -> Iterator[Provenance]:
+    """The rows of listed entries that block for every type (others counted in *left*)."""
+    for r in rows:
+        m = Modifiers.of(r.modifiers)
+        if r.rule == "list" and r.kind != "client" and not m.qtypes and not m.denyallow:
+            yield r
+        else:
+            left[0] += 1
+
+
+def _adblock(name: str, blocks: list[Entry], allows: list[Entry], out: TextIO) -> tuple[int, int]:
+    """The rules in force as AdGuard DNS filtering rules; (written, left out)."""
+    refused = {
+        (e.kind, e.value, e.modifiers, allow)
+        for e, allow, _why in precedence.client_conflicts(blocks, allows)
+    }
+    lines: list[tuple[str, bool, str]] = []  # (sort key, exception?, rule)
+    left = 0
+    for allow, items in ((False, blocks), (True, allows)):
+        kinds: dict[tuple[str, str], set[str]] = {}
+        for e in items:
+            mods = f"${e.modifiers}" if e.modifiers else ""
+            if e.kind in NAME_KINDS:
+                kinds.setdefault((e.value, e.modifiers), set()).add(e.kind)
+            elif e.kind == "ip":
+                lines.append((e.value, allow, f"||{e.value}^{mods}"))
+            elif e.kind == "client" and (e.kind, e.value, e.modifiers, allow) not in refused:
+                net = ipaddress.ip_network(e.value)
+                who = str(net.network_address) if net.num_addresses == 1 else e.value
+                extra = f",{e.modifiers}" if e.modifiers else ""
+                lines.append((f"*{who}", allow, f"||*^$client={who}{extra}"))
+            else:
+                left += 1  # a network (adblock has no CIDR), or a refused client rule
+        for (value, text), ks in kinds.items():
+            mods = f"${text}" if text else ""
+            if len(ks) == 2:
+                pattern = f"||{value}^"
+            elif "domain" in ks:
+                pattern = f"|{value}^"
+            else:
+                pattern = f"||*.{value}^"
+            lines.append((value, allow, pattern + mods))
+    out.write(f"! Title: {name}\n! The rules mamori enforces, exceptions included\n")
+    for _key, allow, rule in sorted(lines):
+        out.write(("@@" if allow else "") + rule + "\n")
+    return len(lines), left
+
+
+def _line(fmt: str, v: Verdict) -> str | None:
+    """One blocked name or address in hosts / domains form; None: not expressible."""
+    if v.by_type or v.default != BLOCK or v.kind == "client":
+        return None  # an allow rule, a rule by query type, a Client-IP rule
     if fmt == "domains":
-        return f"*.{e.value}" if e.kind == "wildcard" else e.value
-    if fmt == "hosts":
-        return f"0.0.0.0 {e.value}" if e.kind == "domain" else None
-    if fmt == "adblock":
-        if not is_name:
-            return None
-        return f"||{e.value}^" if e.kind == "wildcard" else f"|{e.value}^"
-    raise ValueError(f"unknown list format {fmt!r} (known: {', '.join(FORMATS)})")
+        return f"*.{v.value}" if v.kind == "wildcard" else v.value
+    return f"0.0.0.0 {v.value}" if v.kind == "domain" else None
 
 
 def _merge(rows: Iterable[Provenance]) -> list[tuple[Entry, list[Provenance]]]:
