@@ -44,8 +44,14 @@ def tool(name: str) -> str:
 
 
 def cpu_seconds(pid: int) -> float:
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of the whole process *pid*, seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def wait_udp(port: int, timeout: float = 15.0) -> None:
@@ -99,9 +105,10 @@ def measure(name: str, pid: int, port: int, qfile: Path, duration: int) -> dict[
     )
     lost = field(lat_out, "Queries lost")
     # ... then throughput and CPU per query at saturation.
-    cpu0 = cpu_seconds(pid)
+    u0, s0 = cpu_split(pid)
     out = dnsperf(port, qfile, "-l", str(duration), "-q", "200")
-    cpu1 = cpu_seconds(pid)
+    u1, s1 = cpu_split(pid)
+    cpu0, cpu1 = u0 + s0, u1 + s1
     completed = field(out, "Queries completed")
     codes = next(
         (ln.split(":", 1)[1].strip() for ln in out.splitlines() if "Response codes" in ln), ""
@@ -113,6 +120,8 @@ def measure(name: str, pid: int, port: int, qfile: Path, duration: int) -> dict[
         "qps": round(qps),
         "completed": int(completed),
         "cpu_us_per_query": round((cpu1 - cpu0) / completed * 1e6, 2),
+        "user_us_per_query": round((u1 - u0) / completed * 1e6, 2),
+        "sys_us_per_query": round((s1 - s0) / completed * 1e6, 2),
         "p50_us_at_5k": round(q[49], 1),
         "p99_us_at_5k": round(q[98], 1),
         "lost_at_5k": int(lost),
@@ -147,16 +156,28 @@ class Bench:
         self.logs: list[IO[bytes]] = []
         self.results: list[dict[str, float | str]] = []
 
-    def spawn(self, cmd: list[str], log: str, cpu: str = SERVER_CPU) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, cmd: list[str], log: str, cpu: str = SERVER_CPU, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         err = (self.work / log).open("wb")
         self.logs.append(err)
-        p = subprocess.Popen(["taskset", "-c", cpu, *cmd], stderr=err, cwd=REPO)
+        p = subprocess.Popen(
+            ["taskset", "-c", cpu, *cmd], stderr=err, cwd=REPO, env={**os.environ, **(env or {})}
+        )
         self.procs.append(p)
         return p
 
-    def run(self, label: str, cmd: list[str], port: int, qfile: Path, log: str) -> None:
+    def run(
+        self,
+        label: str,
+        cmd: list[str],
+        port: int,
+        qfile: Path,
+        log: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         t0 = time.monotonic()
-        p = self.spawn(cmd, log)
+        p = self.spawn(cmd, log, env=env)
         wait_udp(port, timeout=300)
         ready_s = time.monotonic() - t0
         rss = rss_mb(p.pid)
