@@ -2,7 +2,9 @@
 
 Names become QNAME rules (``name CNAME .``, wildcards ``*.name``), addresses
 and networks Response-IP rules (``rpz-ip``), allow rules ``rpz-passthru``.
-The serial is the previous one plus one, and only when the content changed.
+The serial is the previous one plus one (RFC 1982 addition: 4294967295 is
+followed by 0, which secondaries take as newer), and only when the content
+changed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from mamori.dnsutil import serial as rfc1982
 from mamori.feeds.normalize import Entry
 
 
@@ -57,7 +60,7 @@ def write_zone(path: Path, origin: str, lines: list[str], ttl: int = 300) -> tup
     old_serial, old_rules = _read(path)
     if old_rules == lines:
         return old_serial, False
-    serial = old_serial + 1
+    serial = rfc1982.add(old_serial, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
