@@ -25,7 +25,7 @@ def serve(config_path: str) -> None:
     from mamori.control.view import Runtime
     from mamori.store.sqlite import SQLiteStore
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, resolver=True)  # the resolver needs [upstream]
     setup_logging(cfg.log.level)
     runtime = Runtime()
     # First, before any thread exists: the process that forks the workers.
@@ -155,14 +155,25 @@ def _pdns_tap(cfg: config_mod.Config, parts: Any) -> TapWriter | None:
 @click.command()
 @config_option
 def check(config_path: str) -> None:
-    """Validate a configuration file; exit non-zero naming file, line and key."""
+    """Validate a configuration file; exit non-zero naming file, line and key.
+
+    ``[upstream]`` is not required: a config that only publishes zones
+    (``mamori zones serve``) or updates feeds needs none; the output says that
+    ``mamori serve`` would refuse it.
+    """
     cfg = load_config(config_path)
     s = cfg.server
     click.echo(f"{config_path}: OK")
     click.echo(f"  listen:    {', '.join(str(e) for e in s.listen)} (udp{'+tcp' if s.tcp else ''})")
     click.echo(f"  allow:     {', '.join(s.allow)}")
     click.echo(f"  workers:   {s.workers}")
-    click.echo(f"  upstreams: {', '.join(str(u) for u in cfg.upstream.servers)}")
+    if cfg.upstream.servers:
+        click.echo(f"  upstreams: {', '.join(str(u) for u in cfg.upstream.servers)}")
+    else:
+        click.echo(
+            "  upstreams: none: `mamori serve` needs [upstream] servers;"
+            " `mamori zones serve` and `mamori feeds update` run without"
+        )
     click.echo(f"  store:     {cfg.store.path}")
     from mamori.control.zoneload import load_policy
 
