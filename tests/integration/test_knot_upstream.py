@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.edns
 import dns.message
 import dns.query
+import dns.rcode
 import pytest
 
 from tests.conftest import require_binary
 from tests.integration.test_resolver_service import ZONE
 from tests.support.knot import Knot
 from tests.support.mamori_proc import MamoriProcess
+from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +63,42 @@ def test_answers_match_knot(tmp_path: Path, knot: Knot, name: str, rtype: str) -
         assert _canon(via_tcp) == _canon(direct)
     finally:
         assert m.stop() == 0
+
+
+def _ede(m: dns.message.Message) -> list[tuple[int, str]]:
+    return [(int(o.code), o.text or "") for o in m.options if isinstance(o, dns.edns.EDEOption)]
+
+
+def test_upstream_refused_is_marked_with_ede_22_and_logged_once(tmp_path: Path, knot: Knot) -> None:
+    """Knot is authoritative for example.test only and REFUSES other names: passed on,
+    but marked (RFC 8914 EDE 22), unlike our own ACL refusal (EDE 18)."""
+    m = MamoriProcess(tmp_path, [f"127.0.0.1:{knot.port}"]).start()
+    try:
+        for name in ("example.org", "example.org", "www.example.com"):
+            r = m.query(name, "A", use_edns=0)
+            assert r.rcode() == dns.rcode.REFUSED
+            assert _ede(r) == [(22, "the upstream answered REFUSED")]
+        plain = m.query("example.org", "A")  # no EDNS: no OPT record to carry an EDE
+        assert plain.rcode() == dns.rcode.REFUSED and plain.opt is None
+        acl = m.query("example.org", "A", use_edns=0, source="127.0.0.2")  # outside allow
+        assert acl.rcode() == dns.rcode.REFUSED and [c for c, _ in _ede(acl)] == [18]
+        assert until(lambda: "reason=upstream-refused" in _query_log(m)), m.stderr()
+        assert m.stderr().count("answered REFUSED") == 1, m.stderr()
+    finally:
+        assert m.stop() == 0
+    assert "upstream_refused=4" in m.stderr()  # the stats line at shutdown
+
+
+def _query_log(m: MamoriProcess) -> str:
+    import sqlite3
+
+    if not m.db.exists():
+        return ""
+    db = sqlite3.connect(m.db)
+    try:
+        rows = db.execute("SELECT qname, rcode, reason FROM query_log").fetchall()
+    except sqlite3.OperationalError:
+        return ""
+    finally:
+        db.close()
+    return " ".join(f"{q}/{rc}/reason={why}" for q, rc, why in rows)
