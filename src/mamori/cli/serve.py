@@ -77,9 +77,22 @@ def _web_factory(cfg: config_mod.Config, runtime: Any) -> Any:
         from mamori.web.server import blockpage_servers, make_server
 
         servers = [make_server(cfg, True, runtime, web_sock)] if web_sock is not None else []
+        if web_sock is not None:
+            log.info("console: %s", console_url(web_sock))
         return servers + (blockpage_servers(cfg, runtime, bp_socks) if bp_socks else [])
 
     return build
+
+
+def console_url(sock: Any) -> str:
+    """``http://HOST:PORT/`` of a bound listening socket (IPv6 in brackets); an
+    unspecified address (``0.0.0.0``, ``::``) says it stands for every address."""
+    import ipaddress
+
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    every = " (every address of this host)" if ipaddress.ip_address(host).is_unspecified else ""
+    return f"http://{shown}:{port}/{every}"
 
 
 def _web_server(cfg: config_mod.Config, embedded: bool = False, runtime: Any = None) -> Any:
