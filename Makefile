@@ -17,11 +17,15 @@ venv: $(STAMP)
 run: venv
 	$(VENV)/bin/mamori serve --config $(CONFIG)
 
-# A local authoritative upstream (Debian's knotd) for trying mamori offline.
+# A local authoritative upstream (Debian's knotd) for trying mamori offline
+# (README, Offline): demo.test on 127.0.0.1:$(DEMO_PORT), in the foreground.
+DEMO_PORT ?= 5300
+DEMO_DIR  ?= /tmp/mamori-demo-knot
 demo-upstream:
-	sed 's|@DIR@|$(CURDIR)/examples/offline|' examples/offline/knot.conf.in > /tmp/mamori-demo-knot.conf
-	mkdir -p /tmp/mamori-demo-knot
-	knotd -c /tmp/mamori-demo-knot.conf
+	mkdir -p $(DEMO_DIR)
+	sed -e 's|@DIR@|$(CURDIR)/examples/offline|' -e 's|@RUN@|$(DEMO_DIR)|' \
+	    -e 's|@PORT@|$(DEMO_PORT)|' examples/offline/knot.conf.in > $(DEMO_DIR)/knot.conf
+	knotd -c $(DEMO_DIR)/knot.conf
 
 test-deps:
 	./scripts/install-test-deps.sh

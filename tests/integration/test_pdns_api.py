@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,7 +125,7 @@ def test_dnsdb2_lookups_summaries_flex_and_limits(api: tuple[str, str, str, Path
     assert summary["num_results"] == 120 and summary["count"] == 120
     assert summary["time_first"] == 1000 and summary["time_last"] == 2119
     fenced = list(c.lookup_rdata_ip("203.0.113.80", time_last_after=2100))
-    assert len(fenced) == 19
+    assert len(fenced) == 20  # last seen 2100 ... 2119: the fence is "on or after"
     with pytest.raises(dnsdb2.QueryLimited):
         list(c.lookup_rdata_ip("203.0.113.80", limit=10))
     assert len(list(c.lookup_rdata_ip("203.0.113.80", limit=10, ignore_limited=True))) == 10
@@ -175,3 +176,90 @@ def test_cli_queries_a_remote_mamori(api: tuple[str, str, str, Path]) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode == 2 and "HTTP 401" in bad.stderr
+
+
+# The shared address's tuples: h000 first/last seen 1000/2000 ... h119 1119/2119.
+FENCES = [
+    ("time_last_after", 2119, ["h119"]),  # "on or after": last seen exactly then
+    ("time_last_before", 2000, ["h000"]),  # "on or before"
+    ("time_first_after", 1119, ["h119"]),
+    ("time_first_before", 1000, ["h000"]),
+]
+
+
+@pytest.fixture(scope="module")
+def fence_key(api: tuple[str, str, str, Path]) -> str:
+    """A key whose rate limit the many boundary queries stay under."""
+    return _mamori("keys", "add", "fences", "--rate", "1000", "--burst", "1000", conf=api[3])
+
+
+@pytest.mark.parametrize(("fence", "at", "names"), FENCES)
+def test_dnsdb_time_fences_include_their_exact_boundary(
+    api: tuple[str, str, str, Path], fence_key: str, fence: str, at: int, names: list[str]
+) -> None:
+    url, key = api[0], fence_key
+    c = dnsdb2.Client(key, server=url)
+    got = [r["rrname"].split(".")[0] for r in c.lookup_rdata_ip("203.0.113.80", **{fence: at})]
+    assert got == names
+    step = 1 if fence.endswith("_after") else -1  # one second past the boundary: nothing
+    assert list(c.lookup_rdata_ip("203.0.113.80", **{fence: at + step})) == []
+    (summary,) = list(c.summarize_rdata_ip("203.0.113.80", **{fence: at}))
+    assert summary["num_results"] == 1
+
+
+@pytest.mark.parametrize(("fence", "at", "names"), FENCES)
+def test_cof_time_fences_include_their_exact_boundary(
+    api: tuple[str, str, str, Path], fence_key: str, fence: str, at: int, names: list[str]
+) -> None:
+    url, key = api[0], fence_key
+
+    def ask(value: int) -> list[str]:
+        req = urllib.request.Request(
+            f"{url}/pdns/query/203.0.113.80?{fence}={value}", headers={"X-API-Key": key}
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return [json.loads(x)["rrname"].split(".")[0] for x in r.read().splitlines()]
+
+    assert ask(at) == names
+    assert ask(at + (1 if fence.endswith("_after") else -1)) == []
+
+
+def _console(url: str, conf: Path) -> urllib.request.OpenerDirector:
+    """An HTTP client logged in to the console as the first admin."""
+    import http.cookiejar
+    import re
+
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    with opener.open(f"{url}/login", timeout=5) as r:
+        m = re.search(r'name="csrf" value="([^"]+)"', r.read().decode())
+    assert m is not None
+    password = (conf.parent / "initial-admin-password").read_text().strip()
+    form = urllib.parse.urlencode(
+        {"csrf": m.group(1), "next": "/", "user": "admin", "password": password}
+    ).encode()
+    with opener.open(f"{url}/login", data=form, timeout=5) as r:
+        assert "/login" not in r.url
+    return opener
+
+
+@pytest.mark.parametrize(
+    ("field", "at", "names"),
+    [("after", 2119, ["h119"]), ("before", 1000, ["h000"])],  # seen on or after / on or before
+)
+def test_console_time_fences_include_their_exact_boundary(
+    api: tuple[str, str, str, Path], field: str, at: int, names: list[str]
+) -> None:
+    import re
+
+    url, _key, _small, conf = api
+    opener = _console(url, conf)
+
+    def ask(value: int) -> list[str]:
+        with opener.open(f"{url}/pdns?q=203.0.113.80&{field}={value}", timeout=5) as r:
+            html = r.read().decode()
+        return re.findall(r"<td>(h\d{3})\.shared-host\.example\.</td>", html)
+
+    assert ask(at) == names
+    assert ask(at + (1 if field == "after" else -1)) == []

@@ -35,3 +35,20 @@ def test_taken_http_port_fails_fast_with_a_clear_error(tmp_path: Path) -> None:
         held.close()
     assert r.returncode == 2, r.stderr
     assert f"mamori: error: HTTP listener 127.0.0.1:{port}: Address already in use" in r.stderr
+
+
+def test_serve_logs_where_the_console_is(tmp_path: Path) -> None:
+    from tests.support.mamori_proc import MamoriProcess
+    from tests.support.wait import until
+
+    port = free_port()
+    extra = f'[web]\nenabled = true\nlisten = "127.0.0.1:{port}"\n'
+    m = MamoriProcess(tmp_path, [f"127.0.0.1:{free_port()}"], extra=extra).start()
+    try:
+        assert until(lambda: f"console: http://127.0.0.1:{port}/" in m.stderr()), m.stderr()
+    finally:
+        assert m.stop() == 0, m.stderr()
+    (tmp_path / "no-web").mkdir()
+    no_web = MamoriProcess(tmp_path / "no-web", [f"127.0.0.1:{free_port()}"]).start()
+    assert no_web.stop() == 0
+    assert "console: http" not in no_web.stderr()  # [web] off: no console to point at

@@ -103,3 +103,44 @@ def test_compact_drops_old_tuples_and_their_names(conf: Path) -> None:
     assert "mizuho-bank-login.com" in _run("pdns", "search", "mizuho", "--config", str(conf))
     r = CliRunner().invoke(cli, ["pdns", "search", "example.org", "--config", str(conf)])
     assert r.exit_code == 1  # the keyword index forgot it too
+
+
+FIRST, LAST = 1_700_000_000, 1_700_086_400  # a.example.com's tuple: first and last seen
+
+
+@pytest.fixture
+def one_tuple(tmp_path: Path) -> Path:
+    c = tmp_path / "m.toml"
+    c.write_text(f'[store]\npath = "{tmp_path}/m.db"\n')  # no [upstream]: not needed here
+    store = PdnsSQLite(tmp_path / "pdns.sqlite")
+    store.write({("a.example.com.", 1, "192.0.2.1", ""): [FIRST, LAST, 3]})
+    store.close()
+    return c
+
+
+@pytest.mark.parametrize(
+    ("fence", "found"),
+    [
+        # dnsdbq: -A "on or after", -B "on or before"; the tuple's life overlaps the window
+        (["-A", str(LAST)], True),  # last seen exactly at -A (issue 13)
+        (["-A", "2023-11-15T22:13:20Z"], True),  # the same instant, as ISO 8601
+        (["-A", str(LAST + 1)], False),
+        (["-B", str(FIRST)], True),  # first seen exactly at -B
+        (["-B", str(FIRST - 1)], False),
+        (["-A", str(LAST), "-B", str(FIRST)], True),
+        # -c: the whole life inside [-A, -B], both ends included
+        (["-c", "-A", str(FIRST)], True),
+        (["-c", "-A", str(FIRST + 1)], False),
+        (["-c", "-B", str(LAST)], True),
+        (["-c", "-B", str(LAST - 1)], False),
+        (["-c", "-A", str(FIRST), "-B", str(LAST)], True),
+    ],
+)
+def test_time_fences_include_their_exact_boundary(
+    one_tuple: Path, fence: list[str], found: bool
+) -> None:
+    args = ["pdns", "query", "--config", str(one_tuple), "-r", "a.example.com", "-j", *fence]
+    out = _run(*args, code=0 if found else 1)
+    assert [json.loads(x)["rrname"] for x in out.splitlines()] == (
+        ["a.example.com."] if found else []
+    )

@@ -85,7 +85,15 @@ def test_malformed_ixfr_is_an_error() -> None:
         client._interpret([_soa(3), _soa(1), _rr("a.z."), _soa(3)], 3, P)
 
 
-def test_serial_arithmetic_wraps() -> None:
-    assert client._serial_le(5, 5) and client._serial_le(4, 5)
-    assert client._serial_le(0xFFFFFFF0, 3)  # 3 is after the wrap
-    assert not client._serial_le(3, 0xFFFFFFF0)
+def test_one_soa_at_or_behind_our_serial_is_up_to_date_in_serial_order(tmp_path: Path) -> None:
+    """RFC 1995 4 with RFC 1982 order: a primary's SOA not greater than ours."""
+
+    def one_soa(final: int) -> client._Stream:
+        s = client._Stream("z.", ixfr=True, spool=tmp_path / "z.xfr")
+        s.add([_soa_text(final)], P)
+        return s
+
+    assert one_soa(5).up_to_date(5) and one_soa(4).up_to_date(5)
+    assert one_soa(0xFFFFFFF0).up_to_date(3)  # 3 is after the wrap
+    assert not one_soa(3).up_to_date(0xFFFFFFF0)
+    assert one_soa(5 + 2**31).up_to_date(5)  # undefined: not newer (as BIND)

@@ -150,3 +150,69 @@ def test_publish_keys_limit_which_keys_may_transfer(tmp_path: Path) -> None:
 
     assert asyncio.run(ask("k", SECRET)) == dns.rcode.REFUSED  # a known key, not for this zone
     assert asyncio.run(ask("other", other)) == dns.rcode.NOERROR
+
+
+def test_serial_wrapped_while_stopped_is_served_after_restart(tmp_path: Path) -> None:
+    """Issue 13: the file serial wrapped (4000000000 -> 1158658354, RFC 1982) while
+    mamori was stopped; the new serial is greater in serial order and must be served."""
+
+    async def run() -> None:
+        pub = Publisher(_cfg(tmp_path), tmp_path / "state")
+        await _publish(pub, _zone(tmp_path, 4_000_000_000, ["a"], "v1"), 1)
+        assert pub.zones["p.test."].serial == 4_000_000_000
+        again = Publisher(_cfg(tmp_path), tmp_path / "state")
+        await _publish(again, _zone(tmp_path, 1_158_658_354, ["a", "b"], "v2"), 2)
+        assert again.zones["p.test."].serial == 1_158_658_354
+
+    asyncio.run(run())
+
+
+def test_file_serial_behind_the_published_one_after_restart_moves_forward(
+    tmp_path: Path,
+) -> None:
+    """A file serial that went backwards while mamori was stopped (new content) is
+    published as the stored serial + 1; the same file again keeps that serial."""
+
+    async def run() -> None:
+        pub = Publisher(_cfg(tmp_path), tmp_path / "state")
+        await _publish(pub, _zone(tmp_path, 50, ["a"], "v1"), 1)
+        again = Publisher(_cfg(tmp_path), tmp_path / "state")
+        await _publish(again, _zone(tmp_path, 7, ["a", "b"], "v2"), 2)
+        assert again.zones["p.test."].serial == 51
+        third = Publisher(_cfg(tmp_path), tmp_path / "state")
+        await _publish(third, _zone(tmp_path, 7, ["a", "b"], "v3"), 3)
+        assert third.zones["p.test."].serial == 51
+
+    asyncio.run(run())
+
+
+def test_new_serial_exactly_half_way_round_is_not_taken_as_newer(tmp_path: Path) -> None:
+    """RFC 1982: 2**31 apart is undefined; BIND would not transfer, so the change is
+    published as the previous serial + 1."""
+
+    async def run() -> None:
+        pub = Publisher(_cfg(tmp_path), tmp_path / "state")
+        await _publish(pub, _zone(tmp_path, 10, ["a"], "v1"), 1)
+        await _publish(pub, _zone(tmp_path, 10 + 2**31, ["a", "b"], "v2"), 2)
+        p = pub.zones["p.test."]
+        assert p.serial == 11
+        assert [(v.old, v.new) for v in p.history] == [(10, 11)]
+
+    asyncio.run(run())
+
+
+def test_ixfr_request_from_a_serial_ahead_after_a_wrap_gets_the_zone(tmp_path: Path) -> None:
+    """A secondary at 4000000000 asks IXFR; we publish 1158658354 (ahead after the
+    wrap): it gets the zone, not 'up to date'."""
+
+    async def run() -> list[bytes]:
+        pub = Publisher(_cfg(tmp_path), tmp_path / "state")
+        await _publish(pub, _zone(tmp_path, 1_158_658_354, ["a"], "v1"), 1)
+        q = dns.message.make_query("p.test.", dns.rdatatype.IXFR)
+        q.authority.append(dns.rrset.from_text("p.test.", 0, "IN", "SOA", ". . 4000000000 0 0 0 0"))
+        out: list[bytes] = []
+        await pub.serve(q.to_wire(), ("127.0.0.1", 5300), lambda m, _a: out.append(m), True)
+        return out
+
+    r = dns.message.from_wire(asyncio.run(run())[0], xfr=True)
+    assert sum(len(x) for x in r.answer) == 4  # SOA, NS, a, SOA: the whole zone

@@ -71,9 +71,11 @@ def pdns_ingest(
 @click.option("-n", "rdata_name", help="NAME[/TYPE]: records whose rdata is this name")
 @click.option("-i", "rdata_ip", help="IP, CIDR (a.b.c.d/24 or a.b.c.d,24) or LOW-HIGH")
 @click.option("-t", "rrtype", help="Only this rrtype (with -r, -n)")
-@click.option("-A", "after", help="Seen after: epoch, ISO date/time, or relative (1w2d)")
-@click.option("-B", "before", help="Seen before: same forms")
-@click.option("-c", "complete", is_flag=True, help="Complete fencing: whole life within -A/-B")
+@click.option("-A", "after", help="Seen on or after: epoch, ISO date/time, or relative (1w2d)")
+@click.option("-B", "before", help="Seen on or before: same forms")
+@click.option(
+    "-c", "complete", is_flag=True, help="Complete fencing: whole life within -A/-B (inclusive)"
+)
 @click.option("-l", "limit", default=10000, show_default=True, help="At most this many records")
 @click.option("-O", "offset", default=0, help="Skip this many records")
 @click.option("-k", "sort_key", type=click.Choice(["first", "last", "count", "name", "data"]))
@@ -125,7 +127,8 @@ def pdns_query(
         b = formats.parse_time(before) if before else None
     except ValueError as e:
         fail(MamoriError(str(e)))
-    # dnsdbq: -A/-B keep records whose life overlaps the window; -c: within it
+    # dnsdbq: -A/-B keep records whose life overlaps the window; -c: within it.
+    # Every fence includes its own time ("on or after", "on or before").
     fences = (
         Fences(first_after=a, last_before=b) if complete else Fences(last_after=a, first_before=b)
     )

@@ -32,7 +32,7 @@ def serve(config_path: str) -> None:
     # (its handler, a reload, is installed once the event loop runs).
     faulthandler.enable()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, resolver=True)  # the resolver needs [upstream]
     setup_logging(cfg.log.level)
     runtime = Runtime()
     # First, before any thread exists: the process that forks the workers.
@@ -84,9 +84,22 @@ def _web_factory(cfg: config_mod.Config, runtime: Any) -> Any:
         from mamori.web.server import blockpage_servers, make_server
 
         servers = [make_server(cfg, True, runtime, web_sock)] if web_sock is not None else []
+        if web_sock is not None:
+            log.info("console: %s", console_url(web_sock))
         return servers + (blockpage_servers(cfg, runtime, bp_socks) if bp_socks else [])
 
     return build
+
+
+def console_url(sock: Any) -> str:
+    """``http://HOST:PORT/`` of a bound listening socket (IPv6 in brackets); an
+    unspecified address (``0.0.0.0``, ``::``) says it stands for every address."""
+    import ipaddress
+
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    every = " (every address of this host)" if ipaddress.ip_address(host).is_unspecified else ""
+    return f"http://{shown}:{port}/{every}"
 
 
 def _web_server(cfg: config_mod.Config, embedded: bool = False, runtime: Any = None) -> Any:
@@ -162,14 +175,25 @@ def _pdns_tap(cfg: config_mod.Config, parts: Any) -> TapWriter | None:
 @click.command()
 @config_option
 def check(config_path: str) -> None:
-    """Validate a configuration file; exit non-zero naming file, line and key."""
+    """Validate a configuration file; exit non-zero naming file, line and key.
+
+    ``[upstream]`` is not required: a config that only publishes zones
+    (``mamori zones serve``) or updates feeds needs none; the output says that
+    ``mamori serve`` would refuse it.
+    """
     cfg = load_config(config_path)
     s = cfg.server
     click.echo(f"{config_path}: OK")
     click.echo(f"  listen:    {', '.join(str(e) for e in s.listen)} (udp{'+tcp' if s.tcp else ''})")
     click.echo(f"  allow:     {', '.join(s.allow)}")
     click.echo(f"  workers:   {s.workers}")
-    click.echo(f"  upstreams: {', '.join(str(u) for u in cfg.upstream.servers)}")
+    if cfg.upstream.servers:
+        click.echo(f"  upstreams: {', '.join(str(u) for u in cfg.upstream.servers)}")
+    else:
+        click.echo(
+            "  upstreams: none: `mamori serve` needs [upstream] servers;"
+            " `mamori zones serve` and `mamori feeds update` run without"
+        )
     click.echo(f"  store:     {cfg.store.path}")
     from mamori.control.zoneload import load_policy
 

@@ -30,10 +30,16 @@ config_option = click.option(
 )
 
 
-def load_config(path: str) -> config_mod.Config:
-    """Load a config or exit 2 with the file:line: key: message error."""
+def load_config(path: str, resolver: bool = False) -> config_mod.Config:
+    """Load a config or exit 2 with the file:line: key: message error.
+
+    Each section is required only by the command that uses it: *resolver*
+    True (``mamori serve``) also requires ``[upstream] servers``; every other
+    command (``check``, ``zones``, ``feeds``, ``pdns``, ``keys``, ``web`` ...)
+    runs without.
+    """
     try:
-        return config_mod.load(path)
+        return config_mod.load(path, resolver=resolver)
     except MamoriError as e:
         fail(e)
 

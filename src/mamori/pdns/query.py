@@ -61,15 +61,20 @@ def is_address(q: str) -> bool:
 
 
 def name_or_address(
-    store: PdnsSQLite, q: str, rrtype: int | None = None, limit: int = 10000
+    store: PdnsSQLite,
+    q: str,
+    rrtype: int | None = None,
+    limit: int = 10000,
+    fences: Fences = NO_FENCES,
 ) -> list[Record]:
     """What an analyst means by "look this up": the records of an address, network or
-    range; or of a name, as owner and as rdata. Deduplicated, most recently seen first."""
+    range; or of a name, as owner and as rdata. Deduplicated, most recently seen first.
+    *fences*: time fences (inclusive, see ``Fences``)."""
     if is_address(q):
-        records = run(store, parse_rdata_ip(q), limit=limit)
+        records = run(store, parse_rdata_ip(q), fences, limit=limit)
         return [r for r in records if rrtype is None or r.rrtype == rrtype]
-    by_name = store.rrset(q, rrtype, limit=limit)
-    by_data = store.rdata_name(q, rrtype, limit=limit)
+    by_name = store.rrset(q, rrtype, fences=fences, limit=limit)
+    by_data = store.rdata_name(q, rrtype, fences, limit=limit)
     merged = {(r.rrname, r.rrtype, r.rdata, r.bailiwick): r for r in [*by_name, *by_data]}
     return sorted(merged.values(), key=lambda r: (-r.time_last, r.rrname, r.rdata))
 

@@ -57,6 +57,7 @@ REASON_NOTIMP = "notimp"  # an opcode other than QUERY (and NOTIFY when transfer
 REASON_BADVERS = "badvers"  # EDNS version other than 0 (RFC 6891)
 REASON_UPSTREAM = "upstream-failed"  # every upstream failed (SERVFAIL, or STALE)
 REASON_UPSTREAM_SERVFAIL = "upstream-servfail"  # an upstream answered SERVFAIL
+REASON_UPSTREAM_REFUSED = "upstream-refused"  # an upstream answered REFUSED (EDE 22 added)
 REASON_RECHECK = "recheck-timer"  # STALE: upstreams failed recently (RFC 8767 section 5)
 
 

@@ -10,6 +10,7 @@ No dnspython here.
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 
@@ -19,6 +20,7 @@ from mamori.resolver.cache import Entry
 from mamori.resolver.events import EventQueue
 from mamori.resolver.query import (
     REASON_RECHECK,
+    REASON_UPSTREAM_REFUSED,
     REASON_UPSTREAM_SERVFAIL,
     Hit,
     Outcome,
@@ -26,6 +28,13 @@ from mamori.resolver.query import (
 )
 
 _HDR_TAIL = struct.Struct("!HHHHH")
+log = logging.getLogger("mamori.resolver.pipeline")
+
+# An upstream's REFUSED passed on to the client is marked with EDE 22 (No Reachable
+# Authority, RFC 8914 4.23: "could not reach any of the authoritative name servers
+# (or they potentially refused to reply)"): the upstream did answer, so not EDE 23
+# (Network Error), and not our own refusal (EDE 18, Prohibited: the ACL).
+UPSTREAM_REFUSED_TEXT = "the upstream answered REFUSED"
 
 
 class Stats:
@@ -46,6 +55,7 @@ class Stats:
         "stale_answers",
         "truncated",
         "udp_send_dropped",
+        "upstream_refused",
     )
 
     def __init__(self) -> None:
@@ -61,6 +71,7 @@ class Stats:
         self.notimp = 0
         self.servfail = 0
         self.truncated = 0  # answers sent with TC=1
+        self.upstream_refused = 0  # upstream REFUSED answers passed on (with EDE 22)
         self.dropped_malformed = 0  # too short, too long, or a response
         self.udp_send_dropped = 0  # UDP answers not sent: refused by the kernel, or queue full
 
@@ -74,6 +85,7 @@ class Replies:
     def __init__(self, cfg: Config, stats: Stats, events: EventQueue) -> None:
         self.stats = stats
         self.events = events
+        self.refused_by: set[str] = set()  # upstreams whose REFUSED was logged (once each)
         self.configure(cfg)
 
     def configure(self, cfg: Config) -> None:
@@ -87,6 +99,11 @@ class Replies:
         self.opt_blocked = (
             wire.build_opt(self.max_udp, False, wire.EDE_BLOCKED),
             wire.build_opt(self.max_udp, True, wire.EDE_BLOCKED),
+        )
+        # EDE 22 for an upstream's REFUSED (slow path only: REFUSED is never cached)
+        self.opt_upstream_refused = tuple(
+            wire.build_opt(self.max_udp, do, wire.EDE_NO_REACHABLE_AUTHORITY, UPSTREAM_REFUSED_TEXT)
+            for do in (False, True)
         )
 
     # ------------------------------------------------------------ events
@@ -134,14 +151,34 @@ class Replies:
     def entry_answer(
         self, q: Query, entry: Entry, outcome: Outcome, hit: Hit | None, upstream: str = ""
     ) -> bytes:
-        """An upstream or cached answer as it is (TTLs aged), with its event."""
+        """An upstream or cached answer as it is (TTLs aged), with its event.
+
+        An upstream's REFUSED (never cached, so only here) gets EDE 22 when the
+        client sent EDNS, the reason ``upstream-refused``, and one log line per
+        upstream.
+        """
         age = int(time.time() - entry.born)
-        resp = self.assemble(q, entry, entry.render(age), q.opt)
-        latency = int((time.time() - q.now) * 1e6) if outcome is Outcome.RESOLVED else 0
+        opt = q.opt
         reason = ""
         if entry.rcode == wire.SERVFAIL:
             self.stats.servfail += 1
             reason = REASON_UPSTREAM_SERVFAIL
+        elif entry.rcode == wire.REFUSED:
+            self.stats.upstream_refused += 1
+            reason = REASON_UPSTREAM_REFUSED
+            if opt:
+                opt = self.opt_upstream_refused[1 if q.do else 0]
+            if upstream not in self.refused_by:
+                self.refused_by.add(upstream)
+                log.warning(
+                    "upstream %s answered REFUSED (first for %s): passed on to clients with"
+                    " EDE 22 (No Reachable Authority); not logged again, counted as"
+                    " upstream_refused (query log reason upstream-refused)",
+                    upstream or "(cache)",
+                    wire.name_to_text(q.key[:-5]),
+                )
+        resp = self.assemble(q, entry, entry.render(age), opt)
+        latency = int((time.time() - q.now) * 1e6) if outcome is Outcome.RESOLVED else 0
         self.event(q, entry.rcode, entry.summary, outcome, reason, hit, latency, upstream)
         return resp
 

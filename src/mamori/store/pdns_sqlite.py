@@ -108,7 +108,15 @@ class Record:
 
 @dataclass(frozen=True)
 class Fences:
-    """DNSDB time fences (UNIX seconds; None: no fence)."""
+    """DNSDB time fences (UNIX seconds; None: no fence), every one inclusive, as dnsdbq
+    documents ``-A`` ("on or after") and ``-B`` ("on or before"):
+
+    - ``first_before``: time_first <= value; ``first_after``: time_first >= value;
+    - ``last_before``: time_last <= value; ``last_after``: time_last >= value.
+
+    dnsdbq ``-A T -B U`` (life overlaps [T, U]) is ``last_after=T, first_before=U``;
+    with ``-c`` (whole life inside) ``first_after=T, last_before=U``.
+    """
 
     first_before: int | None = None
     first_after: int | None = None
@@ -116,12 +124,13 @@ class Fences:
     last_after: int | None = None
 
     def sql(self) -> tuple[str, list[int]]:
+        """The ``AND ...`` SQL conditions and their arguments."""
         parts, args = [], []
         for col, op, v in (
-            ("time_first", "<", self.first_before),
-            ("time_first", ">", self.first_after),
-            ("time_last", "<", self.last_before),
-            ("time_last", ">", self.last_after),
+            ("time_first", "<=", self.first_before),
+            ("time_first", ">=", self.first_after),
+            ("time_last", "<=", self.last_before),
+            ("time_last", ">=", self.last_after),
         ):
             if v is not None:
                 parts.append(f" AND {col} {op} ?")

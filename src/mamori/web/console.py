@@ -34,6 +34,7 @@ from starlette.routing import Route
 from mamori import config as cfgmod
 from mamori.pdns import formats
 from mamori.pdns.model import type_text
+from mamori.store.pdns_sqlite import Fences
 from mamori.web.consoledata import QUERY_COLUMNS, ConsoleData, QueryFilter
 from mamori.web.keys import KeyStore
 
@@ -277,11 +278,14 @@ class Console:
             return self._login_redirect(request)
         q = request.query_params.get("q", "").strip()
         kind = request.query_params.get("kind", "auto")
+        after = request.query_params.get("after", "").strip()
+        before = request.query_params.get("before", "").strip()
         rows: list[dict[str, Any]] = []
         error = ""
         if q:
             try:
-                rows = await run_in_threadpool(self._pdns_rows, q, kind)
+                fences = _pdns_fences(after, before)
+                rows = await run_in_threadpool(self._pdns_rows, q, kind, fences)
             except ValueError as e:
                 error = str(e)
         timeline = [
@@ -290,18 +294,19 @@ class Console:
             for r in rows[:30]
         ]  # fmt: skip
         return self._page(request, "pdns.html", "Passive DNS", q=q, kind=kind, rows=rows,
-                          error=error, timeline=timeline)  # fmt: skip
+                          error=error, timeline=timeline, after=after,
+                          before=before)  # fmt: skip
 
-    def _pdns_rows(self, q: str, kind: str) -> list[dict[str, Any]]:
+    def _pdns_rows(self, q: str, kind: str, fences: Fences) -> list[dict[str, Any]]:
         from mamori.pdns import query
 
         store = self.pdns
         if kind == "keyword":
             names = store.keyword(q, 200)
-            records = [r for n in names for r in store.rrset(n, limit=20)]
+            records = [r for n in names for r in store.rrset(n, fences=fences, limit=20)]
             records.sort(key=lambda r: -r.time_last)
         else:
-            records = query.name_or_address(store, q, limit=500)
+            records = query.name_or_address(store, q, limit=500, fences=fences)
         return [{"rrname": r.rrname, "type": type_text(r.rrtype), "rdata": r.rdata,
                  "time_first": r.time_first, "time_last": r.time_last, "count": r.count}
                 for r in records[:500]]  # fmt: skip
@@ -325,6 +330,16 @@ class Console:
             return PlainTextResponse("bad form token\n", 400)
         await run_in_threadpool(self.data.close_report, int(request.path_params["rid"]))
         return RedirectResponse("/reports", 303)
+
+
+def _pdns_fences(after: str, before: str) -> Fences:
+    """The passive DNS page's "seen on or after" / "seen on or before" fields as dnsdbq's
+    ``-A`` / ``-B``: tuples whose life overlaps the window, both ends included (empty
+    field: no fence). ValueError naming a value that is not a time."""
+    return Fences(
+        last_after=formats.parse_time(after) if after else None,
+        first_before=formats.parse_time(before) if before else None,
+    )
 
 
 def static_dir() -> Path:

@@ -37,6 +37,7 @@ STAT_COUNTERS = (
     ("refused", "mamori_refused_total", "queries refused (ACL)"),
     ("ratelimited", "mamori_ratelimited_total", "queries over the per-client rate limit"),
     ("servfail", "mamori_servfail_total", "SERVFAIL answers"),
+    ("upstream_refused", "mamori_upstream_refused_total", "upstream REFUSED passed on (EDE 22)"),
     ("formerr", "mamori_formerr_total", "FORMERR answers"),
     ("truncated", "mamori_truncated_total", "answers sent with TC=1"),
     ("dropped_malformed", "mamori_malformed_dropped_total", "malformed packets dropped"),

@@ -10,7 +10,8 @@ _FENCES = [
         "name": n,
         "in": "query",
         "schema": {"type": "string"},
-        "description": "epoch seconds, negative = relative to now, or ISO 8601",
+        "description": "epoch seconds, negative = relative to now, or ISO 8601; inclusive:"
+        f" time_{n.split('_')[1]} {'<=' if n.endswith('before') else '>='} this time",
     }
     for n in ("time_first_before", "time_first_after", "time_last_before", "time_last_after")
 ]
@@ -75,6 +76,7 @@ SPEC: dict[str, Any] = {
                         "schema": {"type": "integer"},
                     },
                     {"name": "dribble-filter-rrtype", "in": "header", "schema": {"type": "string"}},
+                    *_FENCES,
                 ],
                 "responses": {
                     "200": {

@@ -84,6 +84,7 @@ class PdnsApi:
             cursor = _int(request.headers.get("dribble-paginate-cursor"), 0, 1 << 62)
             rtype = request.headers.get("dribble-filter-rrtype")
             rrtype = type_code(rtype) if rtype else None
+            fences = _fences(request.query_params)  # a mamori extension of COF
         except Refused as e:
             return self._refused(e)
         except (ValueError, BadRequest) as e:
@@ -92,7 +93,7 @@ class PdnsApi:
 
         try:
             records = await run_in_threadpool(
-                query.name_or_address, self.store, q, rrtype, cursor + count + 1
+                query.name_or_address, self.store, q, rrtype, cursor + count + 1, fences
             )
         except ValueError as e:
             return PlainTextResponse(f"{e}\n", 400)
@@ -305,6 +306,9 @@ def _glob_regex(glob: str) -> str:
 
 
 def _fences(params: Any) -> Fences:
+    """``time_first_before``, ``time_first_after``, ``time_last_before``,
+    ``time_last_after`` (epoch, negative = relative, ISO 8601, ``1w2d``): inclusive
+    fences (``Fences``); ValueError for a value that is not a time."""
     now = time.time()
 
     def get(name: str) -> int | None:

@@ -30,6 +30,7 @@ import dns.rrset
 import dns.tsig
 
 from mamori.config import Endpoint, TsigSpec
+from mamori.dnsutil import serial as rfc1982
 from mamori.xfr import wireparse
 from mamori.xfr.tsig import keyring
 
@@ -250,7 +251,7 @@ class _Stream:
             and self.count == 1
             and self.final is not None
             and serial is not None
-            and _serial_le(self.final, serial)
+            and not rfc1982.gt(self.final, serial)
         )
 
     def _open(self) -> None:
@@ -337,8 +338,3 @@ def _interpret(
     if not deltas or deltas[-1].new != final:
         raise TransferError(f"{primary}: malformed IXFR (does not end at serial {final})")
     return Incremental(final, deltas)
-
-
-def _serial_le(a: int, b: int) -> bool:
-    """RFC 1982 serial arithmetic: a <= b."""
-    return a == b or ((b - a) % (1 << 32)) < (1 << 31)

@@ -10,7 +10,9 @@ a secondary that signs with a key listed for the zone, or an address in
 A new version of a published zone (reload, file change, transfer from our own
 primary) is compared with the previous one, the difference kept for IXFR,
 the serial raised if the zone changed without a higher serial, and NOTIFY sent
-to ``[publish] notify``. The published serial is stored next to the store so
+to ``[publish] notify``. Serials are compared in RFC 1982 serial order
+(``dnsutil.serial``), so a zone file whose serial wrapped past 4294967295 is
+newer, as BIND sees it. The published serial is stored next to the store so
 it never goes backwards across restarts.
 """
 
@@ -40,6 +42,7 @@ import dns.rrset
 import dns.tsig
 
 from mamori.config import Config, Endpoint, TsigSpec
+from mamori.dnsutil import serial as rfc1982
 from mamori.policy.rules import LoadedZone, free_steps
 from mamori.steps import drive
 from mamori.xfr import render
@@ -104,10 +107,13 @@ class Publisher(Announcer):
             pub = self.zones.get(z.name)
             z.pins += 1  # kept (not freed by the policy swap) until diffed and replaced
             if pub is None:
-                serial = max(z.serial, self._stored_serial(z.name))
-                self.zones[z.name] = Published(z.name, z, serial, self.wanted[z.name].publish_keys)
-                self._store_serial(z.name, serial)
+                serial, changed = self._start_serial(z.name, z.serial)
+                pub = Published(z.name, z, serial, self.wanted[z.name].publish_keys)
+                self.zones[z.name] = pub
+                self._store_serial(z.name, serial, z.serial)
                 log.info("publishing zone %s serial %d", z.name, serial)
+                if changed:  # changed while we were stopped: tell the secondaries
+                    self._notify(pub)
                 continue
             task = asyncio.get_running_loop().create_task(self._new_version(pub, z))
             self.tasks.add(task)
@@ -141,16 +147,17 @@ class Publisher(Announcer):
                 pub.history.clear()  # changed without known deltas: AXFR from now on
         else:
             d = await drive(diff_steps(pub.zone, z, pub.serial), "zone diff")
-            if not d.deleted and not d.added and _serial_le(z.serial, pub.serial):
+            if not d.deleted and not d.added and not rfc1982.gt(z.serial, pub.serial):
                 pub.zone = z  # reloaded, nothing changed
                 return
             versions = [d]
-        serial = z.serial
-        if _serial_le(serial, pub.serial):
-            serial = (pub.serial + 1) & 0xFFFFFFFF
+        serial = rfc1982.forward(pub.serial, z.serial)  # never backwards (RFC 1982 order)
+        if serial != z.serial:
             log.warning(
-                "zone %s changed without a higher SOA serial (%d): published as serial %d",
+                "zone %s changed without a SOA serial above %d in serial order (RFC 1982;"
+                " its serial: %d): published as serial %d",
                 pub.name,
+                pub.serial,
                 z.serial,
                 serial,
             )
@@ -162,7 +169,7 @@ class Publisher(Announcer):
             pub.history.popleft()
         old_serial = pub.serial
         pub.zone, pub.serial = z, serial
-        self._store_serial(pub.name, serial)
+        self._store_serial(pub.name, serial, z.serial)
         log.info(
             "zone %s published: serial %d -> %d (%d deleted, %d added)",
             pub.name,
@@ -236,7 +243,7 @@ class Publisher(Announcer):
             else:  # IXFR over UDP: the SOA alone tells the client to use TCP
                 reply(self._messages(data, pub, [], signer)[0], addr)
             return
-        if from_serial is not None and _serial_le(pub.serial, from_serial):
+        if from_serial is not None and not rfc1982.gt(pub.serial, from_serial):
             stream: Iterator[bytes] = iter(())
             kind = "IXFR (up to date)"
         else:
@@ -338,10 +345,6 @@ class Publisher(Announcer):
     ) -> list[bytes]:
         soa = with_serial(render.soa_rr(pub.zone), pub.serial)
         return [signer.sign(message(data, [soa, *rrs], True))]
-
-
-def _serial_le(a: int, b: int) -> bool:
-    return a == b or ((b - a) % (1 << 32)) < (1 << 31)
 
 
 def version_steps(name: str, d: Any) -> Generator[None, None, Version]:

@@ -1,5 +1,12 @@
 """A published zone's state kept for secondaries: its serial on disk (never going
-backwards across restarts) and the NOTIFY messages sent when it changes."""
+backwards across restarts, in RFC 1982 serial order) and the NOTIFY messages
+sent when it changes.
+
+The state file ``<store dir>/zones/<zone>.published.json`` holds ``serial``
+(what secondaries were last given) and ``source_serial`` (the zone's own SOA
+serial at that time). At start the serial to publish is decided by
+``start_serial``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mamori.config import Endpoint, TsigSpec
+from mamori.dnsutil import serial as rfc1982
 from mamori.policy.rules import LoadedZone
 from mamori.xfr.diff import Version
 from mamori.xfr.tsig import keyring
@@ -45,17 +53,41 @@ class Announcer:
     def _state(self, name: str) -> Path:
         return self.state_dir / f"{name.rstrip('.')}.published.json"
 
-    def _stored_serial(self, name: str) -> int:
+    def _stored_serial(self, name: str) -> tuple[int, int | None] | None:
+        """(published serial, source serial or None for older state files), or None."""
         try:
-            return int(json.loads(self._state(name).read_text())["serial"])
-        except (OSError, ValueError, KeyError):
-            return 0
+            doc = json.loads(self._state(name).read_text())
+            serial = rfc1982.check(int(doc["serial"]))
+            source = doc.get("source_serial")
+            return serial, None if source is None else rfc1982.check(int(source))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("zone %s: published serial state unreadable (%s): ignored", name, e)
+            return None
 
-    def _store_serial(self, name: str, serial: int) -> None:
+    def _start_serial(self, name: str, source: int) -> tuple[int, bool]:
+        """The serial to publish a zone under at start (``start_serial``), logged when
+        it is not the zone's own; and whether it differs from the one published before
+        the stop (secondaries are then sent NOTIFY, as BIND does when it loads a zone)."""
+        stored = self._stored_serial(name)
+        serial = start_serial(source, stored)
+        if serial != source:
+            log.warning(
+                "zone %s: its SOA serial %d is not above the published serial in serial"
+                " order (RFC 1982): published as serial %d",
+                name,
+                source,
+                serial,
+            )
+        return serial, stored is not None and serial != stored[0]
+
+    def _store_serial(self, name: str, serial: int, source: int) -> None:
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             tmp = self._state(name).with_suffix(".tmp")
-            tmp.write_text(json.dumps({"serial": serial, "time": time.time()}))
+            doc = {"serial": serial, "source_serial": source, "time": time.time()}
+            tmp.write_text(json.dumps(doc))
             tmp.replace(self._state(name))
         except OSError as e:
             log.warning("zone %s: cannot store the published serial: %s", name, e)
@@ -93,3 +125,29 @@ class Announcer:
             except (dns.exception.DNSException, OSError):
                 continue
         log.warning("zone %s: no answer to NOTIFY from %s", pub.name, target)
+
+
+def start_serial(source: int, stored: tuple[int, int | None] | None) -> int:
+    """The serial a published zone is served under when mamori starts.
+
+    *source*: the zone's own SOA serial now; *stored*: (the serial published
+    before the stop, the zone's own serial then, None if not recorded), or
+    None for a zone never published. Compared in RFC 1982 serial order:
+
+    - never published: *source*;
+    - *source* greater than the published serial (also across the wrap,
+      4000000000 -> 1158658354): *source*;
+    - *source* equal to the published serial, or unchanged since it was
+      published: the published serial (same content, nothing to transfer);
+    - otherwise (the zone changed without a greater serial while mamori was
+      stopped, or an older state file without the source serial): the
+      published serial + 1, so secondaries transfer the new content.
+    """
+    if stored is None:
+        return source
+    published, was = stored
+    if rfc1982.gt(source, published):
+        return source
+    if source in (published, was):
+        return published
+    return rfc1982.add(published, 1)

@@ -33,6 +33,7 @@ from typing import Protocol
 import dns.name
 
 from mamori.config import Endpoint, RpzConfig
+from mamori.dnsutil import serial as rfc1982
 from mamori.policy.rules import LoadedZone
 from mamori.steps import drive
 from mamori.xfr import client, zonefile
@@ -195,7 +196,7 @@ class Subscription:
         z = self.host.zone(self.rpz.name) if not self.status.expired else self._parked
         held = z.serial if z is not None and z.soa is not None else None
         serial = await client.soa_serial(primary, self.origin, self.rpz.tsig)
-        if held is not None and client._serial_le(serial, held):
+        if held is not None and not rfc1982.gt(serial, held):  # RFC 1982 order, as BIND
             if self.status.expired and z is not None:
                 self.host.publish(self.rpz.name, z)  # the primary vouches for our copy again
                 self._parked = None

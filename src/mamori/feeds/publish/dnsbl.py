@@ -36,6 +36,7 @@ import dns.rdatatype
 import dns.rrset
 
 from mamori.config import DnsblConfig
+from mamori.dnsutil import serial as rfc1982
 from mamori.dnsutil import wire as w
 from mamori.feeds.publish import dnsbl_data as data_mod
 
@@ -67,6 +68,7 @@ class Responder:
         self._a_memo: dict[int, tuple[bytes, ...]] = {}  # id(listing) -> its A records
         self.entries = entries
         self.data = data_mod.load(entries)
+        self.serial = _data_serial(self.data)
         self.checked = time.monotonic()
         self.queries = 0
         self.listed = 0
@@ -288,8 +290,8 @@ class Responder:
             r.authority.append(self._soa())
 
     def _soa(self) -> dns.rrset.RRset:
-        serial = int(max((s[1] for s in self.data.signature), default=0) // 1_000_000_000)
-        text = f"localhost. hostmaster.localhost. {serial} 3600 600 86400 {min(self.cfg.ttl, 900)}"
+        ttl = min(self.cfg.ttl, 900)
+        text = f"localhost. hostmaster.localhost. {self.serial} 3600 600 86400 {ttl}"
         return dns.rrset.from_text(self.zone, min(self.cfg.ttl, 900), "IN", "SOA", text)
 
     def _maybe_reload(self) -> None:
@@ -300,12 +302,22 @@ class Responder:
         if data_mod.signature(self.entries) != self.data.signature:
             try:
                 self.data = data_mod.load(self.entries)
-                self._soa_rdata = None  # the serial follows the data
+                # The serial follows the data, forward only (RFC 1982 order): a file
+                # put back with an older modification time still makes a newer serial.
+                self.serial = rfc1982.forward(self.serial, _data_serial(self.data))
+                self._soa_rdata = None
                 self._a_memo = {}
                 self._memo = {}
                 log.info("dnsbl %s: entries reloaded", self.cfg.zone)
             except (OSError, ValueError) as e:
                 log.error("dnsbl %s: reload failed, previous data serving: %s", self.cfg.zone, e)
+
+
+def _data_serial(data: data_mod.Data) -> int:
+    """The SOA serial a DNSBL zone's data suggests: the newest modification time of its
+    entries files, in UNIX seconds (as a 32-bit serial)."""
+    newest = max((s[1] for s in data.signature), default=0) // 1_000_000_000
+    return int(newest) % rfc1982.MODULUS
 
 
 def _ip_of(labels: list[str]) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

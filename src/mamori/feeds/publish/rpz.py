@@ -8,7 +8,8 @@ list says. A verdict that depends on the query type (``$dnstype``), or an
 owner with no rule that hides an enclosing wildcard (``$denyallow``), is a
 ``NAME.mamori-qtype TXT "TYPES=TARGET" ...`` rule (policy/rules.py,
 ``qtype_branches``), which only mamori applies. The serial is the previous
-one plus one, and only when the content changed.
+one plus one (RFC 1982 addition: 4294967295 is followed by 0, which
+secondaries take as newer), and only when the content changed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import dns.rdatatype
 
+from mamori.dnsutil import serial as rfc1982
 from mamori.feeds import precedence
 from mamori.feeds.normalize import Entry
 from mamori.feeds.precedence import ALLOW, BLOCK, NONE, Verdict
@@ -102,7 +104,7 @@ def write_zone(path: Path, origin: str, lines: list[str], ttl: int = 300) -> tup
     old_serial, old_rules = _read(path)
     if old_rules == lines:
         return old_serial, False
-    serial = old_serial + 1
+    serial = rfc1982.add(old_serial, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
