@@ -22,6 +22,7 @@ from typing import Any
 from stix2patterns.exceptions import ParseException
 from stix2patterns.pattern import Pattern
 
+from mamori.dnsutil.textfile import first_bad_line
 from mamori.feeds.normalize import RejectedError, entry
 from mamori.feeds.parsers.base import FeedError, ParseResult
 
@@ -29,8 +30,15 @@ NETWORK = ("domain-name", "url", "ipv4-addr", "ipv6-addr")
 
 
 def parse(lines: Iterable[str]) -> ParseResult:
-    """A bundle (``{"type": "bundle", "objects": [...]}``), an envelope or a list."""
-    text = "\n".join(lines)
+    """A bundle (``{"type": "bundle", "objects": [...]}``), an envelope or a list.
+
+    JSON is UTF-8 (RFC 8259 section 8.1): a byte that is not refuses the whole
+    file, naming its line (FeedError).
+    """
+    text = "\n".join(ln.rstrip("\r\n") for ln in lines)
+    bad = first_bad_line(text)
+    if bad is not None:
+        raise FeedError(f"not UTF-8 JSON: {bad}")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
