@@ -2,7 +2,8 @@
 
 ``hosts`` (``0.0.0.0 name``), ``domains`` (one per line, ``*.name`` for
 subtrees, addresses too), ``adblock`` (AdGuard Home / uBlock DNS syntax:
-``|name^`` exact, ``||name^`` the name and below), ``rpz`` (a zone file),
+``|name^`` exact, ``||*.name^`` the names below, ``||name^`` the name and
+below), ``rpz`` (a zone file),
 ``csv`` (every entry with its provenance) and ``stix`` (a STIX 2.1 bundle of
 indicators with deterministic ids). Formats that cannot express an entry
 (addresses in hosts/adblock) leave it out and count it.
@@ -11,6 +12,7 @@ indicators with deterministic ids). Formats that cannot express an entry
 from __future__ import annotations
 
 import csv
+import io
 import json
 import uuid
 from collections.abc import Iterable
@@ -39,6 +41,8 @@ def write(
     if fmt == "stix":
         return _stix(name, category, rows, out), 0
     entries = _merge(rows)
+    if fmt == "adblock":
+        return _adblock([e for e, _ in entries], out)
     if fmt == "rpz":
         lines = rpz_out.rules([e for e, _ in entries], [], target)
         out.write(f"$ORIGIN {name}.\n$TTL 300\n")
@@ -57,16 +61,34 @@ def write(
 
 
 def _line(fmt: str, e: Entry) -> str | None:
-    is_name = e.kind in ("domain", "wildcard")
     if fmt == "domains":
         return f"*.{e.value}" if e.kind == "wildcard" else e.value
     if fmt == "hosts":
         return f"0.0.0.0 {e.value}" if e.kind == "domain" else None
-    if fmt == "adblock":
-        if not is_name:
-            return None
-        return f"||{e.value}^" if e.kind == "wildcard" else f"|{e.value}^"
     raise ValueError(f"unknown list format {fmt!r} (known: {', '.join(FORMATS)})")
+
+
+def _adblock(entries: list[Entry], out: TextIO) -> tuple[int, int]:
+    """AdGuard DNS filtering syntax: ``|name^`` the name alone, ``||*.name^`` the names
+    below it (not the name: an RPZ ``*.`` rule), ``||name^`` both; addresses are left out.
+
+    *entries* come sorted by value: a name's ``domain`` and ``wildcard`` are neighbours.
+    """
+    written = left = 0
+    for i, e in enumerate(entries):
+        if e.kind == "domain":
+            nxt = entries[i + 1] if i + 1 < len(entries) else None
+            both = nxt is not None and nxt.kind == "wildcard" and nxt.value == e.value
+            out.write(f"||{e.value}^\n" if both else f"|{e.value}^\n")
+        elif e.kind == "wildcard":
+            prev = entries[i - 1] if i else None
+            if prev is None or prev.kind != "domain" or prev.value != e.value:
+                out.write(f"||*.{e.value}^\n")
+        else:
+            left += 1
+            continue
+        written += 1
+    return written, left
 
 
 def _merge(rows: Iterable[Provenance]) -> list[tuple[Entry, list[Provenance]]]:
@@ -85,8 +107,25 @@ def _iso(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class _CsvLines:
+    """RFC 4180 records ending in LF. ``csv.writer`` quotes a field holding a line break
+    only when the break is in its line terminator: records are written with CRLF
+    (so both CR and LF get quoted), then end in LF."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.buf = io.StringIO()
+        self.writer = csv.writer(self.buf, lineterminator="\r\n")
+
+    def writerow(self, row: list[str]) -> None:
+        self.buf.seek(0)
+        self.buf.truncate()
+        self.writer.writerow(row)
+        self.out.write(self.buf.getvalue()[:-2] + "\n")
+
+
 def _csv(category: str, rows: Iterable[Provenance], out: TextIO) -> int:
-    w = csv.writer(out, lineterminator="\n")
+    w = _CsvLines(out)
     w.writerow(
         ["value", "kind", "category", "feeds", "first_listed", "last_seen", "reason", "reference"]
     )
@@ -119,6 +158,18 @@ _INDICATOR_TYPE = {
 }
 
 
+def _stix_pattern(kind: str, e: Entry) -> str:
+    """``[domain-name:value = 'x']``; a wildcard (the names below, as the RPZ ``*.`` rule)
+    ``LIKE '%.x'``, or, when the name holds ``_`` (one character in LIKE),
+    ``MATCHES '^.+\\.x$'`` with its dots escaped. Names hold no quote or backslash."""
+    if e.kind != "wildcard":
+        return f"[{kind}:value = '{e.value}']"
+    if "_" not in e.value:
+        return f"[{kind}:value LIKE '%.{e.value}']"
+    regex = "^.+\\." + e.value.replace(".", "\\.") + "$"
+    return f"[{kind}:value MATCHES '{regex.replace(chr(92), chr(92) * 2)}']"
+
+
 def _stix(name: str, category: str, rows: Iterable[Provenance], out: TextIO) -> int:
     """A STIX 2.1 bundle, written object by object (no whole bundle in memory)."""
     now = _iso(int(datetime.now(UTC).timestamp()))
@@ -143,11 +194,7 @@ def _stix(name: str, category: str, rows: Iterable[Provenance], out: TextIO) -> 
             kind = "ipv6-addr" if ":" in e.value else "ipv4-addr"
         else:
             kind = _STIX_TYPE[e.kind]
-        value = e.value.replace("\\", "\\\\").replace("'", "\\'")
-        if e.kind == "wildcard":  # the names below, as the RPZ "*." rule
-            pattern = f"[{kind}:value LIKE '%.{value}']"
-        else:
-            pattern = f"[{kind}:value = '{value}']"
+        pattern = _stix_pattern(kind, e)
         first = _iso(min(p.first_listed for p in prov))
         reason = next((p.reason for p in prov if p.reason), "")
         ind: dict[str, object] = {
