@@ -244,3 +244,16 @@ def test_update_and_show_report_the_latin1_line(tmp_path: Path) -> None:
     (tmp_path / "allow.txt").write_bytes("b\xfc.example\n".encode("latin-1"))
     r = CliRunner().invoke(cli, ["feeds", "diff", "t", "--config", conf])
     assert r.exit_code == 2 and f"{tmp_path / 'allow.txt'}:1: byte 0xFC" in r.output
+
+
+def test_a_config_file_with_a_bom_loads_and_latin1_names_the_line(tmp_path: Path) -> None:
+    from mamori import config
+    from mamori.errors import ConfigError
+
+    text = '[upstream]\nservers = ["127.0.0.1:53"]\n[[feed]]\nname = "t"\npath = "l.txt"\n'
+    conf = tmp_path / "m.toml"
+    conf.write_bytes(BOM + (text + 'format = "hosts"\n').encode())
+    assert config.load(conf).feeds[0].name == "t"
+    conf.write_bytes((text + '# caf\xe9\nformat = "hosts"\n').encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"{conf}:6: byte 0xE9 at column 6 is not UTF-8"):
+        config.load(conf)

@@ -89,13 +89,13 @@ def shown(text: str) -> str:
     return _ESCAPED.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02X}", text)
 
 
-def first_bad_line(text: str) -> str | None:
-    """``"line 3: byte 0xE9 at column 4 is not UTF-8"`` for the first line of *text*
-    holding a byte that was not UTF-8, or None."""
+def first_bad_line(text: str) -> tuple[int, str] | None:
+    """(line number from 1, ``bad_bytes`` of it) for the first line of *text* holding a
+    byte that was not UTF-8, or None."""
     if text.isascii() or _ESCAPED.search(text) is None:
         return None
     for no, line in enumerate(lines(text), 1):
         why = bad_bytes(line)
         if why is not None:
-            return f"line {no}: {why}"
+            return no, why
     return None

@@ -133,7 +133,7 @@ def _json(feed: FeedConfig, data: bytes, where: str) -> Any:
         raise FeedError(f"feed {feed.name}: {where}: not valid {e.encoding.upper()}") from None
     bad = textfile.first_bad_line(text)
     if bad is not None:
-        raise FeedError(f"feed {feed.name}: {where}: {bad}")
+        raise FeedError(f"feed {feed.name}: {where}: line {bad[0]}: {bad[1]}")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -40,7 +40,7 @@ def parse(lines: Iterable[str]) -> ParseResult:
     text = "\n".join(ln.rstrip("\r\n") for ln in lines)
     bad = first_bad_line(text)
     if bad is not None:
-        raise FeedError(f"not UTF-8 JSON: {bad}")
+        raise FeedError(f"not UTF-8 JSON: line {bad[0]}: {bad[1]}")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
