@@ -65,6 +65,14 @@ def test_urlhaus_dump_header_in_the_last_comment_line() -> None:
     )
 
 
+def test_blank_lines_around_the_banner_change_nothing() -> None:
+    text = "\n" + BANNER.replace("#\n", "\n") + "\n" + ROWS + "\n"
+    result = parse("csv", text.splitlines(keepends=True))
+    assert len(result.entries) == 3 and not result.rejected
+    again = parse("csv", ["", COLUMNS, *ROWS.splitlines()], COLUMNS.split(","))
+    assert len(again.entries) == 3 and not again.rejected
+
+
 def test_urlhaus_dump_of_the_whole_snapshot_gives_its_names() -> None:
     """Every host of the real snapshot, written as the URLhaus dump writes it."""
     path = URLHAUS / "urlhaus-filter-domains.txt"

@@ -49,7 +49,7 @@ class _Records:
         self.no = 0  # lines read so far
         self.start = 0  # the first line of the record being read
         self.between = True  # the reader is about to start a record
-        self.records = 0  # records read so far
+        self.records = 0  # records read so far (blank lines aside)
         self.comment: str | None = None  # the last comment line before the first record
 
     def __iter__(self) -> Iterator[str]:
@@ -90,10 +90,10 @@ def parse(lines: Iterable[str], columns: Sequence[str] = ()) -> ParseResult:
         value, reason, reference = (_first(names, c) for c in _WANTED)
     for row in csv.reader(feed):
         feed.between = True
-        feed.records += 1
         out.lines = feed.no
         if not any(f.strip() for f in row):
             continue  # a blank line
+        feed.records += 1
         if value < 0:
             names, is_header = _header(row, feed)
             value, reason, reference = (_first(names, c) for c in _WANTED)
