@@ -72,22 +72,8 @@ def load_with_dnspython(text: str, origin: str, path: Path, on_error: str) -> Lo
     lines = [ln.rstrip("\r\n") for ln in textfile.lines(text)]
     spans = record_spans(lines)
     skipped: list[str] = []
-    for first, last in spans:  # bytes that are not UTF-8 (a comment may hold them)
-        why = next(
-            (
-                f"{path}:{i + 1}: {w}"
-                for i in range(first, last + 1)
-                if (w := textfile.bad_bytes(_strip_comment(lines[i]))) is not None
-            ),
-            None,
-        )
-        if why is None:
-            continue
-        if on_error != "skip":
-            raise ZoneError(why)
-        skipped.append(why)
-        for i in range(first, last + 1):
-            lines[i] = ";" + lines[i]
+    if not text.isascii():
+        skipped += _not_utf8(lines, spans, path, on_error)
     zone: dns.zone.Zone | None = None
     for _ in range(MAX_SKIPPED + 1):
         result = _parse(lines, origin, path)
@@ -106,6 +92,26 @@ def load_with_dnspython(text: str, origin: str, path: Path, on_error: str) -> Lo
     if zone is None:
         raise ZoneError(f"{path}: more than {MAX_SKIPPED} bad records")
     return _rules(zone, origin, skipped, str(path), on_error)
+
+
+def _not_utf8(
+    lines: list[str], spans: list[tuple[int, int]], path: Path, on_error: str
+) -> list[str]:
+    """Records holding bytes that were not UTF-8 (outside comments): ZoneError, or with
+    ``skip`` each one commented out in *lines* and reported (file:line: why)."""
+    out = []
+    for first, last in spans:
+        for i in range(first, last + 1):
+            why = textfile.bad_bytes(_strip_comment(lines[i]))
+            if why is None:
+                continue
+            if on_error != "skip":
+                raise ZoneError(f"{path}:{i + 1}: {why}")
+            out.append(f"{path}:{i + 1}: {why}")
+            for j in range(first, last + 1):
+                lines[j] = ";" + lines[j]
+            break
+    return out
 
 
 def _parse(lines: list[str], origin: str, path: Path) -> dns.zone.Zone | tuple[int, str]:
