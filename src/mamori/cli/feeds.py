@@ -204,9 +204,9 @@ def feeds_diff(config_path: str, name: str, limit: int) -> None:
     try:
         result, source = read(feed, cache_dir(cfg.store))
         check_budget(result, f"feed {name}", feed.max_bad)
+        allow = guard.read_allowlist(feed.allowlist)
     except FeedError as e:
         fail(e)
-    allow = guard.read_allowlist(feed.allowlist)
     new = {
         (e.kind, e.value, e.modifiers) for e in result.entries if guard.refusal(e, allow) is None
     }

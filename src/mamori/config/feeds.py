@@ -42,6 +42,8 @@ FORMATS = (
     "taxii",
     "misp",
 )
+# The columns a CSV feed's value may come from, in order of preference.
+CSV_VALUE_COLUMNS = ("host", "domain", "hostname", "url", "value")
 CATEGORIES = ("phishing", "botnet-cc", "malware", "cryptominer", "spam", "adware", "custom")
 
 
@@ -65,6 +67,7 @@ class FeedConfig:
     delist_after: int = 0  # an entry gone from the source stays listed this long (seconds)
     user: str = ""  # HTTP Basic credentials (TAXII servers, private feeds)
     password: str = ""
+    columns: tuple[str, ...] = ()  # csv: the column names of a file without a header
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,22 @@ def _dnstap(raw: Any, _ctx: Any, _rc: str) -> str:
     raise InvalidValueError('must be "unix:/path/to/socket" or "tcp:HOST:PORT"')
 
 
+def _columns(raw: Any, _ctx: Any, _rc: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
+        raise InvalidValueError('must be a list of column names, e.g. ["id", "dateadded", "url"]')
+    names = [x.strip().lower() for x in raw]
+    if "" in names:
+        raise InvalidValueError("a column name is empty")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidValueError(f"column {twice[0]!r} is named twice")
+    if not any(c in names for c in CSV_VALUE_COLUMNS):
+        raise InvalidValueError(
+            f"no column to take the value from ({', '.join(CSV_VALUE_COLUMNS)})"
+        )
+    return tuple(raw)
+
+
 def _text(raw: Any, _ctx: Any, _rc: str) -> str:
     if not isinstance(raw, str):
         raise InvalidValueError("must be a string")
@@ -147,6 +166,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("feed", "delist_after"): int_range(0, 365 * 86400),
     ("feed", "user"): _text,
     ("feed", "password"): _text,
+    ("feed", "columns"): _columns,
     ("dataset", "name"): feed_name,
     ("dataset", "feeds"): feed_names,
     ("dataset", "categories"): _categories,

@@ -39,6 +39,7 @@ from mamori.config.tables import (
     tables,
 )
 from mamori.config.values import InvalidValueError
+from mamori.dnsutil import textfile
 from mamori.errors import ConfigError
 
 SYSTEM_RESOLV_CONF = "/etc/resolv.conf"
@@ -61,9 +62,14 @@ def load(path: str | Path, resolv_conf: str = SYSTEM_RESOLV_CONF, resolver: bool
     """Read and validate a config file; raise ConfigError naming file/line/key."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = textfile.decode(p.read_bytes())  # a byte-order mark is ignored
     except OSError as e:
         raise ConfigError(str(p), None, "", f"cannot read: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(p), None, "", f"not valid {e.encoding.upper()}") from None
+    bad = textfile.first_bad_line(text)
+    if bad is not None:
+        raise ConfigError(str(p), bad[0], "", f"{bad[1]} (TOML files are UTF-8)")
     return loads(text, p, resolv_conf, resolver)
 
 

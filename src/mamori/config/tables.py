@@ -83,6 +83,8 @@ def build_feeds(ctx: Ctx, value: Any) -> tuple[FeedConfig, ...]:
             raise ConfigError(ctx.path, where, "feed.path", "give exactly one of path or url")
         if not feed.format:
             raise ConfigError(ctx.path, where, "feed.format", "missing format")
+        if feed.columns and feed.format != "csv":
+            raise ctx.error("feed", "columns", 'only for format = "csv"', i)
         if any(f.name == feed.name for f in out):
             raise ctx.error("feed", "name", f"feed {feed.name} is listed twice", i)
         out.append(feed)

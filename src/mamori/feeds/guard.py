@@ -13,7 +13,9 @@ from pathlib import Path
 
 from publicsuffixlist import PublicSuffixList
 
+from mamori.dnsutil import textfile
 from mamori.feeds.normalize import Entry, RejectedError, name
+from mamori.feeds.parsers.base import FeedError
 
 CRITICAL = ("root-servers.net", "gtld-servers.net", "arpa", "in-addr.arpa", "ip6.arpa")
 
@@ -24,16 +26,34 @@ def _psl() -> PublicSuffixList:
 
 
 def read_allowlist(path: Path | None) -> set[str]:
+    """The names of an allowlist file (one per line, ``*.name`` the same as ``name``,
+    ``#`` comments); each covers the names below it.
+
+    The file is decoded as feeds are (``dnsutil.textfile``). A line that is
+    not a name is an error (FeedError naming file and line), not a line left
+    out: the name it meant to protect would be blocked without a word.
+    """
     if path is None:
         return set()
+    try:
+        text = textfile.decode(path.read_bytes())
+    except OSError as e:
+        raise FeedError(f"allowlist {path}: cannot read: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise FeedError(f"allowlist {path}: not valid {e.encoding.upper()}: {e.reason}") from None
     out = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        text = line.split("#", 1)[0].strip()
-        if text:
+    for no, line in enumerate(textfile.lines(text), 1):
+        token = line.split("#", 1)[0].strip()
+        if not token:
+            continue
+        why = textfile.bad_bytes(token)
+        if why is None:
             try:
-                out.add(name(text))
-            except RejectedError:
+                out.add(name(token[2:] if token.startswith("*.") else token))
                 continue
+            except RejectedError as e:
+                why = str(e)
+        raise FeedError(f"allowlist {path}:{no}: {why}: {textfile.shown(token)}")
     return out
 
 

@@ -4,7 +4,9 @@ A feed line's token becomes one ``Entry`` (a domain, a ``*.`` wildcard, an IP
 address or a CIDR network) or is rejected with a reason. Names are checked as
 DNS would (label and name lengths, letters/digits/hyphens/underscores) after
 IDNA (UTS 46) conversion, so ``Bücher.example`` and ``xn--bcher-kva.example``
-are the same entry.
+are the same entry. Names ending in an RPZ trigger label (``rpz-ip``,
+``rpz-nsdname`` ...) and ``/0`` networks are rejected: a policy zone cannot
+hold them as what they are.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 import idna
 
 KINDS = ("domain", "wildcard", "ip", "cidr", "client")
+# Last labels that make an RPZ owner another trigger than a QNAME (RPZ draft section 4).
+TRIGGER_LABELS = ("rpz-ip", "rpz-nsip", "rpz-client-ip", "rpz-nsdname")
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
@@ -86,6 +90,11 @@ def name(raw: str) -> str:
     labels = text.split(".")
     if len(labels) < 2:
         raise RejectedError("a single label (a TLD?) is not listed")
+    if labels[-1] in TRIGGER_LABELS:
+        raise RejectedError(
+            f"{labels[-1]} is an RPZ trigger label: in a policy zone the name would be"
+            " another kind of rule"
+        )
     for label in labels:
         if not _LABEL.match(label):
             raise RejectedError(f"bad label {label!r}")
@@ -96,11 +105,13 @@ def _ip(text: str) -> Entry | None:
     if ":" not in text and not text[-1].isdigit():
         return None  # a name (ends with a letter TLD): skip the costly failed parse
     try:
-        if "/" in text:
-            net = ipaddress.ip_network(text, strict=False)
-            if net.num_addresses == 1:
-                return Entry("ip", str(net.network_address))
-            return Entry("cidr", str(net))
-        return Entry("ip", str(ipaddress.ip_address(text)))
+        if "/" not in text:
+            return Entry("ip", str(ipaddress.ip_address(text)))
+        net = ipaddress.ip_network(text, strict=False)
     except ValueError:
         return None
+    if net.num_addresses == 1:
+        return Entry("ip", str(net.network_address))
+    if net.prefixlen == 0:  # RPZ prefixes are 1-32 / 1-128 long
+        raise RejectedError(f"{net} is every address, not a network to list")
+    return Entry("cidr", str(net))

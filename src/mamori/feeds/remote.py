@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mamori.config.feeds import FeedConfig
+from mamori.dnsutil import textfile
 from mamori.feeds.parsers.base import FeedError, FeedUnreachableError
 
 log = logging.getLogger(__name__)
@@ -102,11 +103,9 @@ def misp_events(feed: FeedConfig, cache: Path) -> tuple[list[dict[str, Any]], st
 def _get_json(feed: FeedConfig, name: str) -> Any:
     if feed.path is not None:
         try:
-            return json.loads((feed.path / name).read_text(encoding="utf-8"))
+            return _json(feed, (feed.path / name).read_bytes(), str(feed.path / name))
         except OSError as e:
             raise FeedError(f"feed {feed.name}: cannot read {feed.path / name}: {e}") from e
-        except json.JSONDecodeError as e:
-            raise FeedError(f"feed {feed.name}: {feed.path / name}: bad JSON: {e}") from e
     url = feed.url.rstrip("/") + "/" + name
     headers = {"User-Agent": "mamori feed updater", "Accept": "application/json"}
     if feed.user:
@@ -116,14 +115,29 @@ def _get_json(feed: FeedConfig, name: str) -> Any:
         with urllib.request.urlopen(
             urllib.request.Request(url, headers=headers), timeout=TIMEOUT
         ) as r:
-            return json.loads(r.read())
+            body = r.read()
     except urllib.error.HTTPError as e:
         raise FeedError(f"feed {feed.name}: {url}: HTTP {e.code}") from e
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         why = getattr(e, "reason", e)
         raise FeedUnreachableError(f"feed {feed.name}: {url} unreachable ({why})") from e
+    return _json(feed, body, url)
+
+
+def _json(feed: FeedConfig, data: bytes, where: str) -> Any:
+    """A JSON document (UTF-8, RFC 8259 section 8.1; a byte-order mark is ignored, UTF-16/32
+    with one decoded); FeedError naming *where* and the line otherwise."""
+    try:
+        text = textfile.decode(data)
+    except UnicodeDecodeError as e:
+        raise FeedError(f"feed {feed.name}: {where}: not valid {e.encoding.upper()}") from None
+    bad = textfile.first_bad_line(text)
+    if bad is not None:
+        raise FeedError(f"feed {feed.name}: {where}: line {bad[0]}: {bad[1]}")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise FeedError(f"feed {feed.name}: {url}: bad JSON: {e}") from e
+        raise FeedError(f"feed {feed.name}: {where}: bad JSON: {e}") from e
 
 
 def _read_json(path: Path) -> Any:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mamori.config import Config, FeedConfig, StoreConfig, dataset_zone, feed_zone
 from mamori.config.feeds import dataset_feeds
+from mamori.dnsutil import textfile
 from mamori.feeds import guard, parsers, remote
 from mamori.feeds.dataset import ALLOW, FeedDB, db_path
 from mamori.feeds.modifiers import Modifiers
@@ -72,10 +73,16 @@ def cache_dir(store: StoreConfig) -> Path:
 
 
 def fetch(feed: FeedConfig, cache: Path, report: Report = _quiet) -> tuple[list[str], str]:
-    """The feed's lines and where they came from."""
+    """The feed's lines (each with its end) and where they came from.
+
+    The bytes are decoded by ``dnsutil.textfile`` (a byte-order mark is
+    ignored, UTF-16/32 with one decoded, bytes that are not UTF-8 left for
+    the parser to reject with their line); FeedError if the file cannot be
+    read or fetched.
+    """
     if feed.path is not None:
         try:
-            return feed.path.read_text(encoding="utf-8", errors="replace").splitlines(), "file"
+            return _lines(feed, feed.path.read_bytes(), str(feed.path)), "file"
         except OSError as e:
             raise FeedError(f"feed {feed.name}: cannot read {feed.path}: {e.strerror}") from e
     data, meta = cache / f"{feed.name}.data", cache / f"{feed.name}.meta"
@@ -106,10 +113,10 @@ def fetch(feed: FeedConfig, cache: Path, report: Report = _quiet) -> tuple[list[
                     {"etag": r.headers.get("ETag"), "last_modified": r.headers.get("Last-Modified")}
                 )
             )
-            return body.decode("utf-8", errors="replace").splitlines(), f"http {r.status}"
+            return _lines(feed, body, feed.url), f"http {r.status}"
     except urllib.error.HTTPError as e:
         if e.code == 304 and data.exists():
-            return _cached(data), "http 304 (unchanged)"
+            return _cached(feed, data), "http 304 (unchanged)"
         reason = f"HTTP {e.code}"
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         reason = str(getattr(e, "reason", e))
@@ -117,7 +124,7 @@ def fetch(feed: FeedConfig, cache: Path, report: Report = _quiet) -> tuple[list[
         log.warning(
             "feed %s: %s unreachable (%s): using the cached copy", feed.name, feed.url, reason
         )
-        return _cached(data), f"cached copy ({reason})"
+        return _cached(feed, data), f"cached copy ({reason})"
     raise FeedUnreachableError(
         f"feed {feed.name}: {feed.url} unreachable ({reason}) and no cached copy"
     )
@@ -145,8 +152,18 @@ def _plain(e: Entry) -> bool:
     return not m.qtypes and not m.denyallow
 
 
-def _cached(path: Path) -> list[str]:
-    return path.read_bytes().decode("utf-8", errors="replace").splitlines()
+def _cached(feed: FeedConfig, path: Path) -> list[str]:
+    return _lines(feed, path.read_bytes(), f"{feed.url} (cached copy {path})")
+
+
+def _lines(feed: FeedConfig, data: bytes, where: str) -> list[str]:
+    try:
+        return textfile.lines(textfile.decode(data))
+    except UnicodeDecodeError as e:
+        raise FeedError(
+            f"feed {feed.name}: {where}: not valid {e.encoding.upper()}"
+            f" (byte {e.start} of the file): {e.reason}"
+        ) from None
 
 
 def read(feed: FeedConfig, cache: Path, report: Report = _quiet) -> tuple[ParseResult, str]:
@@ -167,7 +184,7 @@ def read(feed: FeedConfig, cache: Path, report: Report = _quiet) -> tuple[ParseR
             yield line
         report(f"parse {feed.name}", total, total)
 
-    return parsers.parse(feed.format, counted()), source
+    return parsers.parse(feed.format, counted(), feed.columns), source
 
 
 def update(

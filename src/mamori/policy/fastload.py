@@ -11,6 +11,8 @@ optional TTL and class in either order, and an SOA spanning lines in
 parentheses. Anything else (``$INCLUDE``, quotes, backslash escapes, other
 multi-line records, other ``$ORIGIN``) raises NeedsFullParser and the caller
 uses dnspython for the whole file, so both loaders accept the same files.
+A record holding bytes that were not UTF-8 (surrogate escapes, see
+``dnsutil.textfile``) is a bad record.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.ttl
 
+from mamori.dnsutil.textfile import bad_bytes
 from mamori.policy import steps as steps_mod
 from mamori.policy.model import QTYPE_LABEL, Action, LocalRecord
 from mamori.policy.rules import SIMPLE_CODES, SPECIAL_TARGETS, LoadedZone, ZoneError, make_rule
@@ -92,6 +95,10 @@ def load_steps(
                     lineno += 1
                     line += " " + nxt.split(";", 1)[0]
                 line = line.replace("(", " ").replace(")", " ")
+            if not line.isascii():
+                why = bad_bytes(line)
+                if why is not None:
+                    raise _BadRecord(why)
             tokens = line.split()
             if line[0] in " \t":
                 if last_owner is None:

@@ -22,6 +22,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.zone
 
+from mamori.dnsutil import textfile
 from mamori.policy import fastload
 from mamori.policy.model import Action, LocalRecord
 from mamori.policy.rules import LoadedZone, ZoneError, action_of, make_rule
@@ -37,6 +38,9 @@ def load(path: Path, origin: str, on_error: str = "refuse") -> LoadedZone:
 
     Files made of one-line records (what feeds and most local zones are) go
     through the fast line loader; anything else through dnspython's parser.
+    The text is decoded by ``dnsutil.textfile``: a byte-order mark is ignored,
+    UTF-16/32 with one decoded, and a record holding bytes that are not UTF-8
+    is a bad record (file:line, refused or skipped by *on_error*).
     """
 
     return run(load_steps(path, origin, on_error))
@@ -48,14 +52,16 @@ def load_steps(path: Path, origin: str, on_error: str) -> Generator[None, None, 
     The dnspython fallback for unusual files runs in one go, without yields.
     """
     try:
-        with path.open(encoding="utf-8") as f:
+        with path.open("rb") as raw:
+            encoding = textfile.encoding_of(raw.read(4))
+        with path.open(encoding=encoding, errors=textfile.ERRORS) as f:
             return (yield from fastload.load_steps(f, origin, path, on_error))
     except fastload.NeedsFullParser:
         pass
     except (OSError, UnicodeDecodeError) as e:
         raise ZoneError(f"{path}: cannot read: {e}") from e
     try:
-        text = path.read_text(encoding="utf-8")
+        text = textfile.decode(path.read_bytes())
     except (OSError, UnicodeDecodeError) as e:
         raise ZoneError(f"{path}: cannot read: {e}") from e
     return load_with_dnspython(text, origin, path, on_error)
@@ -63,9 +69,11 @@ def load_steps(path: Path, origin: str, on_error: str) -> Generator[None, None, 
 
 def load_with_dnspython(text: str, origin: str, path: Path, on_error: str) -> LoadedZone:
     """The general loader: every master-file feature dnspython knows."""
-    lines = text.splitlines()
+    lines = [ln.rstrip("\r\n") for ln in textfile.lines(text)]
     spans = record_spans(lines)
     skipped: list[str] = []
+    if not text.isascii():
+        skipped += _not_utf8(lines, spans, path, on_error)
     zone: dns.zone.Zone | None = None
     for _ in range(MAX_SKIPPED + 1):
         result = _parse(lines, origin, path)
@@ -84,6 +92,26 @@ def load_with_dnspython(text: str, origin: str, path: Path, on_error: str) -> Lo
     if zone is None:
         raise ZoneError(f"{path}: more than {MAX_SKIPPED} bad records")
     return _rules(zone, origin, skipped, str(path), on_error)
+
+
+def _not_utf8(
+    lines: list[str], spans: list[tuple[int, int]], path: Path, on_error: str
+) -> list[str]:
+    """Records holding bytes that were not UTF-8 (outside comments): ZoneError, or with
+    ``skip`` each one commented out in *lines* and reported (file:line: why)."""
+    out = []
+    for first, last in spans:
+        for i in range(first, last + 1):
+            why = textfile.bad_bytes(_strip_comment(lines[i]))
+            if why is None:
+                continue
+            if on_error != "skip":
+                raise ZoneError(f"{path}:{i + 1}: {why}")
+            out.append(f"{path}:{i + 1}: {why}")
+            for j in range(first, last + 1):
+                lines[j] = ";" + lines[j]
+            break
+    return out
 
 
 def _parse(lines: list[str], origin: str, path: Path) -> dns.zone.Zone | tuple[int, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from mamori.feeds.parsers import (
     adblock,
@@ -44,7 +44,11 @@ __all__ = [
 ]
 
 
-def parse(fmt: str, lines: Iterable[str]) -> ParseResult:
+def parse(fmt: str, lines: Iterable[str], columns: Sequence[str] = ()) -> ParseResult:
+    """Parse *lines* (with or without their ends) as *fmt*; *columns* names the
+    columns of a CSV file without a header (``[[feed]] columns``)."""
+    if fmt == "csv":
+        return csvfeed.parse(lines, columns)
     try:
         parser = PARSERS[fmt]
     except KeyError:

@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mamori.dnsutil.textfile import bad_bytes, shown
 from mamori.feeds import modifiers, precedence
 from mamori.feeds.modifiers import Modifiers, NotAppliedError
 from mamori.feeds.normalize import Entry, RejectedError, entry
@@ -74,6 +75,11 @@ def parse(lines: Iterable[str]) -> ParseResult:
         text = raw.strip()
         if not text or text.startswith(("!", "[")):
             continue
+        if not text.isascii() and not _comment(text):
+            why = bad_bytes(text)
+            if why is not None:  # bytes that were not UTF-8 (dnsutil.textfile)
+                out.rejected.append((no, shown(text), why))
+                continue
         try:
             rule = _rule(no, text)
         except NotAppliedError as s:
@@ -119,11 +125,19 @@ def _drop_clients(
         out.skipped.append((line.no if line else 0, line.text if line else e.value, why))
 
 
+def _comment(text: str) -> bool:
+    """A ``#`` comment line (hosts style), not a cosmetic rule starting ``##``/``#@#``."""
+    if not text.startswith("#"):
+        return False
+    cosmetic = _COSMETIC.search(text)
+    return cosmetic is None or cosmetic.start() != 0
+
+
 def _rule(no: int, text: str) -> _Rule | None:
     """One line as a rule; None for a comment. NotAppliedError / RejectedError otherwise."""
+    if _comment(text):
+        return None
     cosmetic = _COSMETIC.search(text)
-    if text.startswith("#") and (cosmetic is None or cosmetic.start() != 0):
-        return None  # a comment
     hosts = _hosts_line(no, text)
     if hosts is not None:
         return hosts

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from mamori.dnsutil.textfile import bad_bytes, shown
 from mamori.feeds.normalize import Entry, RejectedError, entry
 
 # A line's tokens: (token, is an exception/allow rule, covers subdomains too)
@@ -49,13 +50,22 @@ def run(
     tokens: Callable[[str], Tokens],
     comments: tuple[str, ...] = ("#",),
 ) -> ParseResult:
-    """Common loop: comments and blank lines out, each line's tokens normalised."""
+    """Common loop: comments and blank lines out, each line's tokens normalised.
+
+    *lines* may keep their ends. A line holding bytes that were not UTF-8
+    (see ``dnsutil.textfile``) is rejected, with the byte and its column.
+    """
     out = ParseResult()
     for no, raw in enumerate(lines, 1):
         out.lines = no
         text = raw.strip()
         if not text or text.startswith(comments):
             continue
+        if not text.isascii():
+            why = bad_bytes(text)
+            if why is not None:
+                out.rejected.append((no, shown(text), why))
+                continue
         try:
             toks = tokens(text)
         except SkipLineError as s:

@@ -24,7 +24,7 @@ ORIGIN = "feed.invalid."  # the file's rules are read relative to its own $ORIGI
 
 def parse(lines: Iterable[str]) -> ParseResult:
     out = ParseResult()
-    text = list(lines)
+    text = [ln.rstrip("\r\n") for ln in lines]
     out.lines = len(text)
     origin = next(
         (ln.split()[1] for ln in text[:50] if ln.startswith("$ORIGIN") and len(ln.split()) > 1),

@@ -4,7 +4,8 @@ Only ``indicator`` objects count (an observed ``domain-name`` alone says
 nothing about malice). Their STIX patterns are parsed with the OASIS pattern
 grammar (``stix2-patterns``); the ``value`` of ``domain-name``, ``url``,
 ``ipv4-addr`` and ``ipv6-addr`` comparisons (``=`` and ``IN``) become entries
-(``LIKE '%.name'`` a wildcard for the names below).
+(``LIKE '%.name'``, and ``MATCHES '^.+\\.name$'`` with only escaped dots in
+the name, a wildcard for the names below).
 An indicator whose pattern also needs non-network observables (a file hash,
 a process ...) is skipped: the name alone would not meet it. Revoked
 indicators and those past ``valid_until`` are skipped. The reason is the
@@ -15,6 +16,7 @@ reference URL, else its id. "Line" numbers are object positions (1-based).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 from stix2patterns.exceptions import ParseException
 from stix2patterns.pattern import Pattern
 
+from mamori.dnsutil.textfile import first_bad_line
 from mamori.feeds.normalize import RejectedError, entry
 from mamori.feeds.parsers.base import FeedError, ParseResult
 
@@ -29,8 +32,15 @@ NETWORK = ("domain-name", "url", "ipv4-addr", "ipv6-addr")
 
 
 def parse(lines: Iterable[str]) -> ParseResult:
-    """A bundle (``{"type": "bundle", "objects": [...]}``), an envelope or a list."""
-    text = "\n".join(lines)
+    """A bundle (``{"type": "bundle", "objects": [...]}``), an envelope or a list.
+
+    JSON is UTF-8 (RFC 8259 section 8.1): a byte that is not refuses the whole
+    file, naming its line (FeedError).
+    """
+    text = "\n".join(ln.rstrip("\r\n") for ln in lines)
+    bad = first_bad_line(text)
+    if bad is not None:
+        raise FeedError(f"not UTF-8 JSON: line {bad[0]}: {bad[1]}")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
@@ -86,9 +96,9 @@ def _indicator(out: ParseResult, no: int, obj: dict[str, Any], now: datetime) ->
     for items in comparisons.values():
         for path, op, literal in items:
             values = _literals(literal)
-            like = values[0] if op == "LIKE" and len(values) == 1 else ""
-            if like.startswith("%.") and not any(c in like[2:] for c in "%_"):
-                values = ["*." + like[2:]]  # '%.example.com': the names below (a wildcard)
+            below = _names_below(op, values)
+            if below is not None:
+                values = ["*." + below]  # the names below (a wildcard)
             elif path != ["value"] or op not in ("=", "IN"):
                 out.skipped.append((no, ident, f"comparison {'.'.join(map(str, path))} {op}"))
                 continue
@@ -97,6 +107,21 @@ def _indicator(out: ParseResult, no: int, obj: dict[str, Any], now: datetime) ->
                     out.entries.append(entry(value, reason, reference))
                 except RejectedError as r:
                     out.rejected.append((no, value, str(r)))
+
+
+_BELOW = re.compile(r"\^\.\+\\\.((?:[A-Za-z0-9_-]+\\\.)*[A-Za-z0-9_-]+)\$")
+
+
+def _names_below(op: str, values: list[str]) -> str | None:
+    """The name of ``LIKE '%.example.com'`` (no other ``%``/``_``) or of
+    ``MATCHES '^.+\\.example\\.com$'`` (what our export writes for a name with ``_``),
+    whose matches are the names below it; else None."""
+    if len(values) != 1:
+        return None
+    if op == "LIKE" and values[0].startswith("%.") and not any(c in values[0][2:] for c in "%_"):
+        return values[0][2:]
+    m = _BELOW.fullmatch(values[0]) if op == "MATCHES" else None
+    return m.group(1).replace("\\.", ".") if m else None
 
 
 def _literals(literal: str) -> list[str]:

@@ -19,6 +19,7 @@ adblock, a per-type rule in domains ...) leaves it out and counts it.
 from __future__ import annotations
 
 import csv
+import io
 import ipaddress
 import json
 import uuid
@@ -158,8 +159,25 @@ def _iso(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class _CsvLines:
+    """RFC 4180 records ending in LF. ``csv.writer`` quotes a field holding a line break
+    only when the break is in its line terminator: records are written with CRLF
+    (so both CR and LF get quoted), then end in LF."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.buf = io.StringIO()
+        self.writer = csv.writer(self.buf, lineterminator="\r\n")
+
+    def writerow(self, row: list[str]) -> None:
+        self.buf.seek(0)
+        self.buf.truncate()
+        self.writer.writerow(row)
+        self.out.write(self.buf.getvalue()[:-2] + "\n")
+
+
 def _csv(category: str, rows: Iterable[Provenance], out: TextIO) -> int:
-    w = csv.writer(out, lineterminator="\n")
+    w = _CsvLines(out)
     w.writerow(
         ["value", "kind", "category", "feeds", "first_listed", "last_seen", "reason", "reference"]
     )
@@ -192,6 +210,18 @@ _INDICATOR_TYPE = {
 }
 
 
+def _stix_pattern(kind: str, e: Entry) -> str:
+    """``[domain-name:value = 'x']``; a wildcard (the names below, as the RPZ ``*.`` rule)
+    ``LIKE '%.x'``, or, when the name holds ``_`` (one character in LIKE),
+    ``MATCHES '^.+\\.x$'`` with its dots escaped. Names hold no quote or backslash."""
+    if e.kind != "wildcard":
+        return f"[{kind}:value = '{e.value}']"
+    if "_" not in e.value:
+        return f"[{kind}:value LIKE '%.{e.value}']"
+    regex = "^.+\\." + e.value.replace(".", "\\.") + "$"
+    return f"[{kind}:value MATCHES '{regex.replace(chr(92), chr(92) * 2)}']"
+
+
 def _stix(name: str, category: str, rows: Iterable[Provenance], out: TextIO) -> int:
     """A STIX 2.1 bundle, written object by object (no whole bundle in memory)."""
     now = _iso(int(datetime.now(UTC).timestamp()))
@@ -216,11 +246,7 @@ def _stix(name: str, category: str, rows: Iterable[Provenance], out: TextIO) -> 
             kind = "ipv6-addr" if ":" in e.value else "ipv4-addr"
         else:
             kind = _STIX_TYPE[e.kind]
-        value = e.value.replace("\\", "\\\\").replace("'", "\\'")
-        if e.kind == "wildcard":  # the names below, as the RPZ "*." rule
-            pattern = f"[{kind}:value LIKE '%.{value}']"
-        else:
-            pattern = f"[{kind}:value = '{value}']"
+        pattern = _stix_pattern(kind, e)
         first = _iso(min(p.first_listed for p in prov))
         reason = next((p.reason for p in prov if p.reason), "")
         ind: dict[str, object] = {
