@@ -67,7 +67,11 @@ class MamoriProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except RuntimeError:
+                self.stop()  # the process and the log file, whatever happened
+                raise
         return self
 
     def wait_ready(self, timeout: float = 15.0) -> None:
