@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mamori.policy import compiled, delta, engine, zone
+from mamori.policy import compiled, delta, engine, rules, zone
 from mamori.policy.compiled import CompiledZone, OverlayUnsupported, ZoneOverlay
 from mamori.policy.model import Action, Trigger
 from mamori.policy.rules import LoadedZone
@@ -20,9 +20,11 @@ from mamori.policy.steps import run
 ORIGIN = "rpz.test."
 HEAD = "$TTL 60\n@ SOA ns.rpz.test. h.rpz.test. {serial} 60 30 600 30\n@ NS localhost.\n"
 QNAME_OWNERS = ["a.example", "*.example", "*.b.example", "c.b.example", "*.c.b.example", "*"]
+QNAME_OWNERS += ["q.z.c.b.example", "*.y.b.example", "x.a.example"]  # empty non-terminals
 ACTIONS = ["CNAME .", "CNAME *.", "CNAME rpz-drop.", "A 192.0.2.7", "CNAME garden.example."]
 NAMES = ["example", "a.example", "x.example", "b.example", "y.b.example", "c.b.example"]
 NAMES += ["z.c.b.example", "q.z.c.b.example", "other.test", "a.a.example"]
+NAMES += ["y.b.example", "w.y.b.example", "r.z.c.b.example", "x.a.example", "v.x.a.example"]
 RR = tuple[dns.name.Name, int, dns.rdata.Rdata]
 
 
@@ -94,6 +96,14 @@ def _same(view: CompiledZone, fresh: CompiledZone) -> None:
     )
     assert view.counts == fresh.counts
     assert sorted(r.owner for r in view.rules()) == sorted(r.owner for r in fresh.rules())
+    assert sorted(view.empty_nonterminals()) == sorted(fresh.empty_nonterminals())
+
+
+def _same_counts(changed: LoadedZone, fresh: LoadedZone) -> None:
+    """The owner counts kept up to date through IXFRs equal those of a fresh count."""
+    run(rules.count_below_steps(fresh))
+    assert changed.below is not None and fresh.below is not None
+    assert dict(changed.below.items()) == dict(fresh.below.items())
 
 
 versions = st.dictionaries(st.sampled_from(QNAME_OWNERS), st.sampled_from(ACTIONS))
@@ -113,11 +123,13 @@ def test_overlaid_view_answers_as_the_recompiled_new_version(
     base = CompiledZone(compiled.compile_zone(z))
     view = _update(z, base, t1, t2)
     _same(view, CompiledZone(compiled.compile_zone(_load(tmp, t2))))
+    _same_counts(z, _load(tmp, t2))
     # A second IXFR: the overlay built over the view holds both changes ...
     view2, keys = _update_keys(z, view, t2, t3)
     assert view2.base is base
     fresh = CompiledZone(compiled.compile_zone(_load(tmp, t3)))
     _same(view2, fresh)
+    _same_counts(z, _load(tmp, t3))
     # ... as does one built over the plain base from every key changed since.
     assert view.overlay is not None
     again = ZoneOverlay.from_changes(z, base, view.overlay.keys() | set(keys))
@@ -227,3 +239,51 @@ def test_policy_over_an_overlaid_zone_sees_the_update(tmp_path: Path) -> None:
     m = after.check_query(None, sub)[0]
     assert m is not None and m.action is Action.DROP and m.rule.trigger is Trigger.QNAME
     assert after.rule_count == 1
+
+
+def _rule_at(cz: CompiledZone, name: str) -> str | None:
+    found = cz.qname(dns.name.from_text(name).to_wire())
+    return cz.rule_for(*found).owner if found else None
+
+
+def test_ixfr_removing_the_only_owner_below_an_empty_nonterminal_reopens_the_wildcard(
+    tmp_path: Path,
+) -> None:
+    old = _text(1, {"*.2o7.example": "CNAME .", "x.112.2o7.example": "CNAME ."})
+    new = _text(2, {"*.2o7.example": "CNAME ."})
+    z = _load(tmp_path, old)
+    base = CompiledZone(compiled.compile_zone(z))
+    assert _rule_at(base, "112.2o7.example") is None  # an empty non-terminal
+    assert _rule_at(base, "y.112.2o7.example") is None
+    view = _update(z, base, old, new)
+    assert view.overlay is not None
+    assert _rule_at(view, "112.2o7.example") == "*.2o7.example"
+    assert _rule_at(view, "y.112.2o7.example") == "*.2o7.example"
+    ents = {dns.name.from_text(n).to_wire() for n in ("2o7.example.", "example.")}
+    assert set(view.empty_nonterminals()) == ents  # not 112.2o7 any more
+    # ... and an IXFR that brings it back makes 112.2o7 exist again.
+    view2 = _update(z, view, new, old)
+    assert _rule_at(view2, "112.2o7.example") is None
+    assert _rule_at(view2, "y.112.2o7.example") is None
+    assert _rule_at(view2, "x.112.2o7.example") == "x.112.2o7.example"
+
+
+def test_ixfr_adding_an_owner_makes_the_names_above_it_exist(tmp_path: Path) -> None:
+    old = _text(1, {"*.nx.example": "CNAME ."})
+    new = _text(2, {"*.nx.example": "CNAME .", "a.b.c.nx.example": "CNAME rpz-passthru."})
+    z = _load(tmp_path, old)
+    view = _update(z, CompiledZone(compiled.compile_zone(z)), old, new)
+    for name in ("c.nx.example", "b.c.nx.example", "x.c.nx.example", "x.a.b.c.nx.example"):
+        assert _rule_at(view, name) is None, name
+    assert _rule_at(view, "other.nx.example") == "*.nx.example"
+    assert _rule_at(view, "a.b.c.nx.example") == "a.b.c.nx.example"
+    # A rule replacing an empty non-terminal, then the rule's removal: it is one again.
+    newer = _text(3, {"*.nx.example": "CNAME .", "a.b.c.nx.example": "CNAME rpz-passthru."})
+    newer += "b.c.nx.example CNAME .\n"
+    view2 = _update(z, view, new, newer)
+    assert _rule_at(view2, "b.c.nx.example") == "b.c.nx.example"
+    assert _rule_at(view2, "x.b.c.nx.example") is None
+    view3 = _update(z, view2, newer, new)
+    assert _rule_at(view3, "b.c.nx.example") is None
+    fresh = CompiledZone(compiled.compile_zone(_load(tmp_path, new)))
+    assert sorted(view3.empty_nonterminals()) == sorted(fresh.empty_nonterminals())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import marshal
 import struct
 import zlib
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import dns.name
 
@@ -25,6 +25,7 @@ from mamori.policy.layout import (
     ORDER,
     STEP,
     label_count,
+    proper_ancestors,
 )
 from mamori.policy.model import Trigger
 from mamori.policy.rules import COMPLEX_BASE, LoadedZone
@@ -73,6 +74,8 @@ def compile_parts_steps(zone: LoadedZone, source: str = "") -> Generator[None, N
         if r.trigger is Trigger.NSDNAME:
             nsd[r.wildcard][r.match_key] = i
         other.append(marshal.dumps(codec.encode_rule(r, origin)))
+    ents = yield from _empty_nonterminals(exact[0], wild[0], zone.exact.__contains__)
+    nsd_ents = yield from _empty_nonterminals(list(nsd[0]), list(nsd[1]), nsd[0].__contains__)
     ip_tables: list[tuple[list[bytes], list[int]]] = []
     for trigger, version in IP_TABLES:
         bits = 32 if version == 4 else 128
@@ -84,7 +87,8 @@ def compile_parts_steps(zone: LoadedZone, source: str = "") -> Generator[None, N
                 value = net.prefixlen << bits | int(net.network_address)
                 items[value.to_bytes(bits // 8 + 1, "big")] = index_of[id(rule)]
         ip_tables.append((list(items), list(items.values())))
-    name_tables = [exact, wild, *((list(d), list(d.values())) for d in nsd)]
+    # QNAME exact, wildcard; NSDNAME exact, wildcard; QNAME, NSDNAME empty non-terminals
+    name_tables = [exact, wild, *((list(d), list(d.values())) for d in nsd), ents, nsd_ents]
 
     parts: list[bytes] = [bytes(HEADER_SIZE)]  # the header, filled in last
     size = HEADER_SIZE
@@ -113,7 +117,7 @@ def compile_parts_steps(zone: LoadedZone, source: str = "") -> Generator[None, N
         for (t, v), (keys, _) in zip(IP_TABLES, ip_tables, strict=True)
     }
     n_exact, n_wild = len(exact[0]), len(wild[0])
-    del exact, wild, name_tables, ip_tables, other, complex_blobs  # freed here, in a step
+    del exact, wild, ents, nsd_ents, name_tables, ip_tables, other, complex_blobs  # freed here
     yield
     soa = codec.encode_record(zone.soa, origin) if zone.soa is not None else None
     meta = marshal.dumps(
@@ -177,3 +181,34 @@ def _qname_items(
                         blobs.append(marshal.dumps(codec.encode_rule(rule, origin)))
                     codes[j] = new
     return keys, codes
+
+
+def _empty_nonterminals(
+    exact: list[bytes], wild: list[bytes], has_rule: Callable[[bytes], bool]
+) -> Generator[None, None, tuple[list[bytes], list[int]]]:
+    """Keys and values of the empty non-terminal table (RFC 4592 section 2.2.2).
+
+    An empty non-terminal is a name of the zone with no rule of its own but
+    owner names below it: every name above an *exact* owner, and a
+    wildcard's parent with every name above it (``*.b.a`` makes ``b.a`` and
+    ``a`` exist), unless *has_rule* (an exact rule) says the name has a rule.
+    The apex is left out (it always exists). The value is the number of owner
+    names below the name, at most hashtable.MAX_VALUE.
+    """
+    below: dict[bytes, int] = {}
+    get = below.get
+    for start in range(0, len(exact), STEP):
+        for key in exact[start : start + STEP]:
+            for name in proper_ancestors(key):
+                below[name] = get(name, 0) + 1
+        yield
+    for start in range(0, len(wild), STEP):
+        for key in wild[start : start + STEP]:
+            if key[0]:  # "*.key": key and the names above it
+                below[key] = get(key, 0) + 1
+                for name in proper_ancestors(key):
+                    below[name] = get(name, 0) + 1
+        yield
+    keys = [k for k in below if not has_rule(k)]
+    yield
+    return keys, [min(below[k], hashtable.MAX_VALUE) for k in keys]
