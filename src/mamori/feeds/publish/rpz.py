@@ -3,6 +3,13 @@
 Names become QNAME rules (``name CNAME .``, wildcards ``*.name``), addresses
 and networks Response-IP rules (``rpz-ip``), allow rules ``rpz-passthru``.
 The serial is the previous one plus one, and only when the content changed.
+
+A list means: a name is listed when it is listed itself or below a listed
+``*.`` wildcard (the closest wins). A policy zone means less: BIND, Unbound
+and mamori match its wildcards as RFC 4592 says, so ``*.example.com`` stops
+at any name of the zone below ``example.com`` (an owner, or an empty
+non-terminal above one). ``cover_closest_enclosers`` writes the zone so that
+it means what the list means.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 
 from mamori.feeds.normalize import Entry
@@ -49,7 +57,7 @@ def rules(entries: Iterable[Entry], exceptions: Iterable[Entry], target: str) ->
             out.add(f"*.{e.value} CNAME {rdata}")
         else:
             out.add(f"{ip_owner(e.value)} CNAME {rdata}")
-    return sorted(out)
+    return sorted(cover_closest_enclosers(out))
 
 
 def write_zone(path: Path, origin: str, lines: list[str], ttl: int = 300) -> tuple[int, bool]:
@@ -82,3 +90,72 @@ def _read(path: Path) -> tuple[int, list[str] | None]:
         elif line and not line.startswith((";", "$", "@")):
             out.append(line)
     return serial, out
+
+
+_TRIGGER_LABELS = ("rpz-ip", "rpz-nsip", "rpz-client-ip", "rpz-nsdname")
+
+
+def cover_closest_enclosers(lines: Iterable[str]) -> set[str]:
+    """Rule lines (``owner rdata``, owners relative) that mean, matched as RFC 4592
+    says, what *lines* mean as a list (a wildcard covers every name below it).
+
+    Two steps. Entries a wildcard above them already covers with the same
+    records are left out (``a.b.example.com CNAME .`` below ``*.example.com
+    CNAME .``): they would only hide the wildcard from the names below them.
+    Then every name that still exists in the zone below a wildcard -- an
+    owner, or an empty non-terminal above one -- gets the records of the
+    closest wildcard above it, for itself when it has no rule and as
+    ``*.name`` when it has no wildcard (an allow rule for ``a.b.example.com``
+    below ``*.example.com`` adds ``b.example.com``, ``*.b.example.com`` and
+    ``*.a.b.example.com`` with the wildcard's records). A zone without
+    wildcards is returned as it is; IP and NS trigger owners are left alone.
+    """
+    out = set(lines)
+    exact: dict[str, set[str]] = {}
+    wild: dict[str, set[str]] = {}
+    for line in out:
+        owner, _, records = line.partition(" ")
+        if owner.rsplit(".", 1)[-1] in _TRIGGER_LABELS:
+            continue
+        if owner.startswith("*."):
+            wild.setdefault(owner[2:], set()).add(records)
+        else:
+            exact.setdefault(owner, set()).add(records)
+    if not wild:
+        return out
+
+    def covering(name: str, wild: dict[str, set[str]]) -> set[str] | None:
+        """The records of the closest wildcard strictly above *name* (the list's meaning)."""
+        i = name.find(".")
+        while i >= 0:
+            found = wild.get(name[i + 1 :])
+            if found is not None:
+                return found
+            i = name.find(".", i + 1)
+        return None
+
+    # Covered: the records of the closest wildcard above, the same (decided on the
+    # whole list: a chain of equal wildcards goes down to its top one).
+    kept_exact = {n: r for n, r in exact.items() if covering(n, wild) != r}
+    kept_wild = {n: r for n, r in wild.items() if covering(n, wild) != r}
+    for index, kept, star in ((exact, kept_exact, ""), (wild, kept_wild, "*.")):
+        for name in index.keys() - kept.keys():
+            out.difference_update(f"{star}{name} {r}" for r in index[name])
+    existing: set[str] = set()
+    for owner in chain(kept_exact, kept_wild):  # an owner ("*.name": name), the names above
+        name = owner
+        while name not in existing:
+            existing.add(name)
+            i = name.find(".")
+            if i < 0:
+                break
+            name = name[i + 1 :]
+    for name in existing:
+        found = covering(name, kept_wild)
+        if found is None:
+            continue
+        if name not in kept_exact:
+            out.update(f"{name} {r}" for r in found)
+        if name not in kept_wild:
+            out.update(f"*.{name} {r}" for r in found)
+    return out
