@@ -17,7 +17,9 @@ import dns.name
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mamori.feeds import parsers
+from mamori import config
+from mamori.config import feed_zone
+from mamori.feeds import parsers, sources
 from mamori.feeds.normalize import Entry
 from mamori.feeds.publish import rpz as rpz_out
 from mamori.policy import engine, zone
@@ -130,3 +132,27 @@ def test_compiled_zone_means_what_the_list_means(rules: dict[tuple[str, str], bo
         queries |= {f"{lb}.{value}" for lb in LABELS}
     for q in sorted(queries):
         assert _verdict(p, q) == _list_meaning(rules, q), q
+
+
+def test_feed_zones_written_by_an_older_compiler_are_rewritten_at_start(tmp_path: Path) -> None:
+    """``compile_feeds`` (run by ``mamori serve`` at start) rewrites a feed's zone from its
+    stored entries, so a zone from before RFC 4592 matching has no hole until the
+    feed's next update."""
+    (tmp_path / "ads.txt").write_text("||example.com^\n|a.b.example.com^\n")
+    (tmp_path / "m.toml").write_text(
+        f'[upstream]\nservers = ["127.0.0.1:53"]\n[store]\npath = "{tmp_path / "m.sqlite"}"\n'
+        '[[feed]]\nname = "ads"\npath = "ads.txt"\nformat = "adblock"\ncategory = "adware"\n'
+    )
+    cfg = config.load(tmp_path / "m.toml")
+    [feed] = cfg.feeds
+    assert sources.update(feed, cfg.store).serial == 1
+    zone_file = feed_zone(feed, cfg.store).file
+    assert zone_file is not None
+    # As the previous compiler wrote it: the exact entry hides *.example.com below it.
+    old = ["*.example.com CNAME .", "a.b.example.com CNAME .", "example.com CNAME ."]
+    assert rpz_out.write_zone(zone_file, "ads.feeds.mamori.", old) == (2, True)
+    assert sources.compile_feeds(cfg) == [("ads", 3, True, 3)]
+    z = zone.load(zone_file, "ads.feeds.mamori.")
+    p = engine.Policy.from_loaded([z], [engine.ZoneSettings(z.name)], 1)
+    assert _verdict(p, "c.b.example.com") == "NXDOMAIN"
+    assert sources.compile_feeds(cfg) == [("ads", 3, False, 3)]  # nothing changed since
