@@ -73,3 +73,32 @@ def test_ixfr_removing_the_name_that_makes_an_empty_nonterminal_is_an_overlay(
         assert _rule(m.policy, "s.grow.example") == "*.grow.example"
 
     asyncio.run(go())
+
+
+def test_ixfr_adding_a_wildcard_above_existing_names_compiles_the_zone_again(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        (tmp_path / "t.rpz").write_text(SOA.format(serial=1) + "x.a.b.example CNAME .\n")
+        cfg = config.loads(
+            f'[upstream]\nservers = ["127.0.0.1:9"]\n[store]\npath = "{tmp_path}/m.db"\n'
+            f'[[rpz]]\nname = "t.rpz"\nfile = "{tmp_path}/t.rpz"\nprimary = ["127.0.0.1:53"]\n',
+            tmp_path / "m.toml",
+        )
+        m = PolicyManager(cfg)
+        await m.start()
+        await m.load_sources()
+        zone = m.zone("t.rpz.")
+        assert zone is not None
+        base = m.manifest.zones[0].path
+        d = Delta(1, 2, [_soa(1)], [_soa(2), _rr("*.b.example.t.rpz.", "CNAME", ".")])
+        delta.apply(zone, d.deleted, d.added)
+        m.publish("t.rpz.", zone, [d])
+        await asyncio.gather(*m._tasks)
+        ref = m.manifest.zones[0]
+        assert ref.path != base and ref.overlay is None  # compiled again
+        assert _rule(m.policy, "c.b.example") == "*.b.example"
+        assert _rule(m.policy, "y.a.b.example") is None  # a.b exists
+        assert _rule(m.policy, "a.b.example") is None
+
+    asyncio.run(go())

@@ -229,7 +229,7 @@ class CompiledZone:
         return self._wget(key)
 
     def empty_nonterminal_get(self, key: bytes) -> int | None:
-        """Owner names below *key* if it is a QNAME empty non-terminal (capped), else None."""
+        """0 if *key* is in the QNAME empty non-terminal table, else None."""
         return self._nget(key)
 
     def rule_for(self, key: bytes, wildcard: bool, code: int, zone_index: int = 0) -> Rule:
@@ -247,7 +247,8 @@ class CompiledZone:
         return (self._wild if wildcard else self._exact).items()
 
     def empty_nonterminals(self) -> Iterator[bytes]:
-        """Every QNAME empty non-terminal (tests, diagnostics)."""
+        """Every key of the QNAME empty non-terminal table (tests, diagnostics): the empty
+        non-terminals one label below a wildcard's parent (see compiler.py)."""
         return (k for k, _ in self._ent.items())
 
     @property

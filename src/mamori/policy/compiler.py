@@ -25,7 +25,6 @@ from mamori.policy.layout import (
     ORDER,
     STEP,
     label_count,
-    proper_ancestors,
 )
 from mamori.policy.model import Trigger
 from mamori.policy.rules import COMPLEX_BASE, LoadedZone
@@ -186,29 +185,29 @@ def _qname_items(
 def _empty_nonterminals(
     exact: list[bytes], wild: list[bytes], has_rule: Callable[[bytes], bool]
 ) -> Generator[None, None, tuple[list[bytes], list[int]]]:
-    """Keys and values of the empty non-terminal table (RFC 4592 section 2.2.2).
+    """Keys (values: 0) of the empty non-terminal table (RFC 4592 section 2.2.2).
 
     An empty non-terminal is a name of the zone with no rule of its own but
-    owner names below it: every name above an *exact* owner, and a
-    wildcard's parent with every name above it (``*.b.a`` makes ``b.a`` and
-    ``a`` exist), unless *has_rule* (an exact rule) says the name has a rule.
-    The apex is left out (it always exists). The value is the number of owner
-    names below the name, at most hashtable.MAX_VALUE.
+    owner names below it: a name above an *exact* owner, or a wildcard's
+    parent (*wild*: the keys below the ``*``) or a name above it (``*.b.a``
+    makes ``b.a`` and ``a`` exist), that *has_rule* (an exact rule) says has
+    no rule. Lookups probe this table only for the name one label below a
+    wildcard's parent (layout.name_lookup), so only those are kept: a zone
+    without wildcards has none, a feed's unrelated subdomains add nothing.
     """
-    below: dict[bytes, int] = {}
-    get = below.get
-    for start in range(0, len(exact), STEP):
-        for key in exact[start : start + STEP]:
-            for name in proper_ancestors(key):
-                below[name] = get(name, 0) + 1
-        yield
-    for start in range(0, len(wild), STEP):
-        for key in wild[start : start + STEP]:
-            if key[0]:  # "*.key": key and the names above it
-                below[key] = get(key, 0) + 1
-                for name in proper_ancestors(key):
-                    below[name] = get(name, 0) + 1
-        yield
-    keys = [k for k in below if not has_rule(k)]
-    yield
-    return keys, [min(below[k], hashtable.MAX_VALUE) for k in keys]
+    found: set[bytes] = set()
+    parents = set(wild)
+    for keys, itself in ((exact, False), (wild, True)):
+        if not parents:
+            break
+        for start in range(0, len(keys), STEP):
+            for key in keys[start : start + STEP]:
+                i = 0 if itself else key[0] + 1 if key[0] else 0
+                while key[i]:
+                    j = i + key[i] + 1
+                    if key[j:] in parents and not has_rule(child := key[i:]):
+                        found.add(child)
+                    i = j
+            yield
+    keys = list(found)
+    return keys, [0] * len(keys)

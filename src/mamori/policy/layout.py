@@ -71,9 +71,11 @@ def name_lookup(
     ``b.a``, ``y.b.a`` does not either. ``*.parent`` never matches ``parent``.
 
     *eget*/*wget*/*nget* probe the exact, wildcard (key: the name below the
-    ``*``) and empty non-terminal tables; *emask*/*wmask*/*nmask* have bit n
-    set when some key of that table has n labels (other suffixes are not
-    probed). Returns (matched key, wildcard?, value) or None.
+    ``*``) and empty non-terminal tables (the last is only asked for names one
+    label below a wildcard's parent, so it need hold no others);
+    *emask*/*wmask*/*nmask* have bit n set when some key of that table has n
+    labels (other suffixes are not probed). Returns (matched key, wildcard?,
+    value) or None.
 
     Cost: as many probes as before for a name no wildcard covers (the exact
     probe, then one per parent label count some wildcard has); a name under a

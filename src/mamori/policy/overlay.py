@@ -77,8 +77,8 @@ class ZoneOverlay:
     ``complex``: code -> rule as a ``codec.RuleTuple``. ``serial``, ``soa``,
     ``apex_ns``, ``simple_ttl``: the zone's apex after the update.
     ``exact_delta``/``wild_delta``: change of the rule counts against the base.
-    ``empty_nonterminals``: QNAME empty non-terminals that differ from the base:
-    wire name -> owner names below it (now one), or DELETED (no longer one).
+    ``empty_nonterminals``: entries of the QNAME empty non-terminal table that
+    differ from the base: wire name -> 0 (now one), or DELETED.
     """
 
     base_crc: int
@@ -113,8 +113,9 @@ class ZoneOverlay:
         also carries the view's changes; from the plain compiled zone, give
         every key changed since it was compiled (the previous overlay's
         ``keys()`` and the new ones). Entries equal to the base are left out.
-        Raises OverlayUnsupportedError when *zone* is another zone or its count
-        of Client-IP/Response-IP/NSDNAME/NSIP rules differs from the base's.
+        Raises OverlayUnsupportedError when *zone* is another zone, its count
+        of Client-IP/Response-IP/NSDNAME/NSIP rules differs from the base's, or
+        a wildcard new against the base has other owners below its parent.
         """
         raw = base.base
         if zone.name != raw.name:
@@ -209,23 +210,35 @@ class ZoneOverlay:
 def _empty_nonterminals(
     zone: LoadedZone, base: Compiled, changed: set[tuple[bytes, bool]]
 ) -> dict[bytes, int]:
-    """Empty non-terminals of *zone* that *base* (plain compilation) does not have, and
-    DELETED for those it has and *zone* no longer has, among the names *changed* owners
-    ((wire key, wildcard?)) are or lie below."""
+    """The empty non-terminal entries of an overlay: among the names *changed* owners
+    ((wire key, wildcard?)) are or lie below, those that should be in the table
+    (compiler._empty_nonterminals: one label below a wildcard's parent) and that
+    *base* (plain compilation) lacks (value 0), and DELETED for those base has
+    and should not.
+
+    A wildcard new against the base whose parent has other owners below it
+    would need its parent's children listed: OverlayUnsupportedError (recompile).
+    An entry whose parent stopped being a wildcard's may stay: it is never probed.
+    """
     if zone.below is None:  # changed without delta.commit_steps: count now
         run(count_below_steps(zone))
+    below = zone.below
+    assert below is not None
     names: set[bytes] = set()
-    for key, _wildcard in changed:
+    for key, wildcard in changed:
+        new_wildcard = wildcard and key in zone.wild and base.wild_get(key) is None
+        if new_wildcard and (below.get(key) or 0) > 1:  # more than "*.key" itself below key
+            raise OverlayUnsupportedError(
+                f"zone {zone.name}: a wildcard added above existing names: recompile"
+            )
         if key[0]:  # the owner itself (its exact rule came or went), or the parent of "*.key"
             names.add(key)
         names.update(proper_ancestors(key))
     out: dict[bytes, int] = {}
-    below = zone.below
-    assert below is not None
     for name in names:
-        now = zone.is_empty_nonterminal(name)
-        if now != (base.empty_nonterminal_get(name) is not None):
-            out[name] = (below.get(name) or 0) if now else DELETED
+        want = zone.is_empty_nonterminal(name) and name[name[0] + 1 :] in zone.wild
+        if want != (base.empty_nonterminal_get(name) is not None):
+            out[name] = 0 if want else DELETED
     return out
 
 
