@@ -51,8 +51,6 @@ SKIPPED = {
 KNOWN: dict[tuple[str, int], str] = {
     ("rpz_qname.rpl", 11): "two CNAMEs at one owner (a CNAME . / a CNAME *.): dnspython keeps the"
     " last (NODATA), Unbound the first (NXDOMAIN)",
-    ("rpz_qname.rpl", 71): "x.b.a with rules *.a and b.a: mamori applies *.a (closest wildcard);"
-    " Unbound uses DNS closest-encloser semantics, where the node b.a hides *.a",
 }
 
 

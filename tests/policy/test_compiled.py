@@ -31,15 +31,28 @@ def _wire(labels: list[bytes]) -> bytes:
     return b"".join(bytes([len(lb)]) + lb for lb in labels) + b"\x00"
 
 
+def _suffixes(key: bytes) -> list[bytes]:
+    """*key* and every name above it (the root last)."""
+    out, i = [key], 0
+    while key[i]:
+        i += key[i] + 1
+        out.append(key[i:])
+    return out
+
+
 def _naive(exact: dict[bytes, int], wild: dict[bytes, int], q: bytes) -> tuple[bytes, bool] | None:
-    """The reference: exact owner, else the closest "*.parent" strictly above q."""
+    """The reference, RFC 4592 by brute force: q's own owner; else the wildcard of q's
+    closest encloser, the closest name at or above q that exists in the zone (an
+    owner -- a wildcard ``*.w`` included -- or a name with an owner below it)."""
+    owners = set(exact) | {b"\x01*" + w for w in wild}
+    existing = {s for o in owners for s in _suffixes(o)} | {b"\x00"}  # the apex exists
     if q in exact:
         return q, False
-    i = 0
-    while q[i]:
-        i += q[i] + 1
-        if q[i:] in wild:
-            return q[i:], True
+    if q[:2] == b"\x01*" and q[2:] in wild:
+        return q[2:], True  # the wildcard owner itself asked for
+    for s in _suffixes(q):
+        if s in existing:  # the closest encloser
+            return (s, True) if s != q and s in wild else None
     return None
 
 

@@ -193,17 +193,19 @@ def test_index_agrees_with_naive_matcher(rules: list[tuple[str, bool]], qname: s
     with tempfile.TemporaryDirectory() as d:
         p = _policy(_zone(Path(d), "rpz.test.", body))
     got = _check(p, qname)
-    # Naive reference: exact owner, else the longest wildcard base strictly above qname.
+    # Naive reference (RFC 4592): the exact owner, else the wildcard at the closest
+    # encloser -- the closest name at or above qname that is an owner or has one below.
     owners = {("*." if w else "") + n for n, w in dict(rules).items()}
+    existing = {o.split(".", i)[-1] for o in owners for i in range(o.count(".") + 1)}
     expect = None
     if qname in owners:
         expect = qname
     else:
         parts = qname.split(".")
-        for i in range(1, len(parts)):
-            if "*." + ".".join(parts[i:]) in owners:
-                expect = "*." + ".".join(parts[i:])
-                break
+        encloser = next((i for i in range(len(parts)) if ".".join(parts[i:]) in existing), None)
+        if encloser:  # not qname itself (an empty non-terminal matches nothing)
+            wild = "*." + ".".join(parts[encloser:])
+            expect = wild if wild in owners else None
     assert got == (("NXDOMAIN", expect) if expect else None)
 
 

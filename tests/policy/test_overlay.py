@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mamori.policy import compiled, delta, engine, zone
+from mamori.policy import compiled, delta, engine, rules, zone
 from mamori.policy.compiled import CompiledZone, OverlayUnsupported, ZoneOverlay
 from mamori.policy.model import Action, Trigger
 from mamori.policy.rules import LoadedZone
@@ -20,9 +20,11 @@ from mamori.policy.steps import run
 ORIGIN = "rpz.test."
 HEAD = "$TTL 60\n@ SOA ns.rpz.test. h.rpz.test. {serial} 60 30 600 30\n@ NS localhost.\n"
 QNAME_OWNERS = ["a.example", "*.example", "*.b.example", "c.b.example", "*.c.b.example", "*"]
+QNAME_OWNERS += ["q.z.c.b.example", "*.y.b.example", "x.a.example"]  # empty non-terminals
 ACTIONS = ["CNAME .", "CNAME *.", "CNAME rpz-drop.", "A 192.0.2.7", "CNAME garden.example."]
 NAMES = ["example", "a.example", "x.example", "b.example", "y.b.example", "c.b.example"]
 NAMES += ["z.c.b.example", "q.z.c.b.example", "other.test", "a.a.example"]
+NAMES += ["y.b.example", "w.y.b.example", "r.z.c.b.example", "x.a.example", "v.x.a.example"]
 RR = tuple[dns.name.Name, int, dns.rdata.Rdata]
 
 
@@ -96,10 +98,38 @@ def _same(view: CompiledZone, fresh: CompiledZone) -> None:
     assert sorted(r.owner for r in view.rules()) == sorted(r.owner for r in fresh.rules())
 
 
+def _same_ents(view: CompiledZone, fresh: CompiledZone, z: LoadedZone) -> None:
+    """The view's empty non-terminal table holds what a recompilation holds, and
+    only names that are empty non-terminals of the zone now (an entry whose
+    parent lost its wildcard may stay: it is never probed)."""
+    ents = set(view.empty_nonterminals())
+    assert set(fresh.empty_nonterminals()) <= ents
+    assert all(z.is_empty_nonterminal(k) for k in ents)
+
+
+def _same_counts(changed: LoadedZone, fresh: LoadedZone) -> None:
+    """The owner counts kept up to date through IXFRs equal those of a fresh count."""
+    run(rules.count_below_steps(fresh))
+    assert changed.below is not None and fresh.below is not None
+    assert dict(changed.below.items()) == dict(fresh.below.items())
+
+
 versions = st.dictionaries(st.sampled_from(QNAME_OWNERS), st.sampled_from(ACTIONS))
 
 
-@settings(max_examples=60, deadline=None)
+def _step(
+    z: LoadedZone, serving: CompiledZone, old: str, new: str
+) -> tuple[CompiledZone, list[tuple[bytes, bool]] | None]:
+    """As the control plane does: an overlay, or a recompilation when the change
+    cannot be one (keys None)."""
+    try:
+        return _update_keys(z, serving, old, new)
+    except OverlayUnsupported as e:
+        assert "a wildcard added above existing names" in str(e)
+        return CompiledZone(compiled.compile_zone(z)), None
+
+
+@settings(max_examples=100, deadline=None)
 @given(v1=versions, v2=versions, v3=versions)
 def test_overlaid_view_answers_as_the_recompiled_new_version(
     tmp_path_factory: pytest.TempPathFactory,
@@ -111,16 +141,23 @@ def test_overlaid_view_answers_as_the_recompiled_new_version(
     t1, t2, t3 = _text(1, v1), _text(2, v2), _text(3, v3)
     z = _load(tmp, t1)
     base = CompiledZone(compiled.compile_zone(z))
-    view = _update(z, base, t1, t2)
-    _same(view, CompiledZone(compiled.compile_zone(_load(tmp, t2))))
+    view, keys1 = _step(z, base, t1, t2)
+    fresh2 = _load(tmp, t2)
+    _same(view, CompiledZone(compiled.compile_zone(fresh2)))
+    _same_ents(view, CompiledZone(compiled.compile_zone(fresh2)), z)
+    _same_counts(z, fresh2)
     # A second IXFR: the overlay built over the view holds both changes ...
-    view2, keys = _update_keys(z, view, t2, t3)
-    assert view2.base is base
+    view2, keys2 = _step(z, view, t2, t3)
     fresh = CompiledZone(compiled.compile_zone(_load(tmp, t3)))
     _same(view2, fresh)
+    _same_ents(view2, fresh, z)
+    _same_counts(z, _load(tmp, t3))
+    if keys1 is None or keys2 is None:
+        return  # recompiled on the way
+    assert view2.base is base
     # ... as does one built over the plain base from every key changed since.
     assert view.overlay is not None
-    again = ZoneOverlay.from_changes(z, base, view.overlay.keys() | set(keys))
+    again = ZoneOverlay.from_changes(z, base, view.overlay.keys() | set(keys2))
     _same(base.with_overlay(again), fresh)
 
 
@@ -227,3 +264,69 @@ def test_policy_over_an_overlaid_zone_sees_the_update(tmp_path: Path) -> None:
     m = after.check_query(None, sub)[0]
     assert m is not None and m.action is Action.DROP and m.rule.trigger is Trigger.QNAME
     assert after.rule_count == 1
+
+
+def _rule_at(cz: CompiledZone, name: str) -> str | None:
+    found = cz.qname(dns.name.from_text(name).to_wire())
+    return cz.rule_for(*found).owner if found else None
+
+
+def test_ixfr_removing_the_only_owner_below_an_empty_nonterminal_reopens_the_wildcard(
+    tmp_path: Path,
+) -> None:
+    old = _text(1, {"*.2o7.example": "CNAME .", "x.112.2o7.example": "CNAME ."})
+    new = _text(2, {"*.2o7.example": "CNAME ."})
+    z = _load(tmp_path, old)
+    base = CompiledZone(compiled.compile_zone(z))
+    assert _rule_at(base, "112.2o7.example") is None  # an empty non-terminal
+    assert _rule_at(base, "y.112.2o7.example") is None
+    view = _update(z, base, old, new)
+    assert view.overlay is not None
+    assert _rule_at(view, "112.2o7.example") == "*.2o7.example"
+    assert _rule_at(view, "y.112.2o7.example") == "*.2o7.example"
+    assert set(base.empty_nonterminals()) == {dns.name.from_text("112.2o7.example.").to_wire()}
+    assert set(view.empty_nonterminals()) == set()  # 112.2o7 is no name of the zone any more
+    # ... and an IXFR that brings it back makes 112.2o7 exist again.
+    view2 = _update(z, view, new, old)
+    assert _rule_at(view2, "112.2o7.example") is None
+    assert _rule_at(view2, "y.112.2o7.example") is None
+    assert _rule_at(view2, "x.112.2o7.example") == "x.112.2o7.example"
+
+
+def test_ixfr_adding_an_owner_makes_the_names_above_it_exist(tmp_path: Path) -> None:
+    old = _text(1, {"*.nx.example": "CNAME ."})
+    new = _text(2, {"*.nx.example": "CNAME .", "a.b.c.nx.example": "CNAME rpz-passthru."})
+    z = _load(tmp_path, old)
+    view = _update(z, CompiledZone(compiled.compile_zone(z)), old, new)
+    for name in ("c.nx.example", "b.c.nx.example", "x.c.nx.example", "x.a.b.c.nx.example"):
+        assert _rule_at(view, name) is None, name
+    assert _rule_at(view, "other.nx.example") == "*.nx.example"
+    assert _rule_at(view, "a.b.c.nx.example") == "a.b.c.nx.example"
+    # A rule replacing an empty non-terminal, then the rule's removal: it is one again.
+    newer = _text(3, {"*.nx.example": "CNAME .", "a.b.c.nx.example": "CNAME rpz-passthru."})
+    newer += "b.c.nx.example CNAME .\n"
+    view2 = _update(z, view, new, newer)
+    assert _rule_at(view2, "b.c.nx.example") == "b.c.nx.example"
+    assert _rule_at(view2, "x.b.c.nx.example") is None
+    view3 = _update(z, view2, newer, new)
+    assert _rule_at(view3, "b.c.nx.example") is None
+    fresh = CompiledZone(compiled.compile_zone(_load(tmp_path, new)))
+    assert sorted(view3.empty_nonterminals()) == sorted(fresh.empty_nonterminals())
+
+
+def test_a_wildcard_added_above_existing_names_asks_for_a_recompile(tmp_path: Path) -> None:
+    """The table of empty non-terminals holds those one label below a wildcard's parent;
+    a new wildcard above existing names would need them listed: compile again."""
+    old = _text(1, {"x.a.b.example": "CNAME ."})
+    new = _text(2, {"x.a.b.example": "CNAME .", "*.b.example": "CNAME ."})
+    z = _load(tmp_path, old)
+    with pytest.raises(OverlayUnsupported, match="wildcard added above existing names"):
+        _update(z, CompiledZone(compiled.compile_zone(z)), old, new)
+    fresh = CompiledZone(compiled.compile_zone(z))  # what the control plane does instead
+    assert _rule_at(fresh, "y.a.b.example") is None and _rule_at(fresh, "c.b.example")
+    # A wildcard with nothing else below its parent is an overlay.
+    newer = _text(
+        3, {"x.a.b.example": "CNAME .", "*.b.example": "CNAME .", "*.fresh.example": "CNAME ."}
+    )
+    view = _update(z, fresh, new, newer)
+    assert _rule_at(view, "q.fresh.example") == "*.fresh.example"

@@ -53,7 +53,8 @@ def load_zone_steps(rpz: RpzConfig) -> Generator[None, None, LoadedZone]:
         for d in zonefile.read_journal(rpz.file):
             if d.old == z.serial:
                 try:
-                    delta.apply(z, d.deleted, d.added)
+                    plan = yield from delta.plan_steps(z, d.deleted, d.added)
+                    yield from delta.commit_steps(z, plan)
                 except ValueError as e:
                     raise ZoneError(f"{rpz.file}.jnl: serial {d.old} -> {d.new}: {e}") from e
             yield

@@ -4,7 +4,9 @@ An update runs in a child process (``feeds/worker.py``: network, parsing and
 the provenance store stay off the DNS loop and out of the server's memory);
 the zone file it writes is compiled for the data plane at once (``on_updated``;
 the zone file watcher would pick it up too). The datasets uniting an updated
-feed are compiled after it (and all of them once at start). A feed whose
+feed are compiled after it (and all of them once at start, with every feed's
+zone rewritten from its stored entries: a new version's compiler applies at
+once, not at the feed's next update). A feed whose
 compiled zone is missing (first start) or older than its refresh interval is
 updated at once.
 """
@@ -101,7 +103,7 @@ async def run_feeds(
                 RETRY_UNREACHABLE,
                 "; ".join(unreachable),
             )
-        if first and cfg.datasets:  # at start: every dataset once
+        if first and (cfg.datasets or cfg.feeds):  # at start: every feed zone, dataset once
             try:
                 _log_datasets(await run_child(cfg))
             except TimeoutError:
@@ -116,6 +118,9 @@ async def run_feeds(
 
 
 def _log_datasets(verdict: dict[str, Any]) -> None:
+    for name, serial, changed, n in verdict.get("feeds", []):
+        if changed:
+            log.info("feed %s: zone rewritten from %d entries, serial %d", name, n, serial)
     for name, serial, changed, n in verdict.get("datasets", []):
         if changed:
             log.info("dataset %s: %d entries, serial %d", name, n, serial)

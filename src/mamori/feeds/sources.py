@@ -244,6 +244,29 @@ def target(action: str) -> str:
     return fixed if fixed is not None else action[6:].rstrip(".") + "."
 
 
+def compile_feeds(cfg: Config) -> list[tuple[str, int, bool, int]]:
+    """Rewrite the zones of the enabled feeds from what they list now, without fetching:
+    (name, serial, changed, entries) each.
+
+    Run at start, so that a zone written by another version of this compiler
+    (e.g. before RFC 4592 matching, ``rpz_out.cover_closest_enclosers``)
+    means what its list means before the feed's next update. The serial moves
+    only when the rules change. A feed with no zone yet waits for its first update.
+    """
+    out = []
+    with FeedDB(db_path(cfg.store.path)) as db:
+        for feed in cfg.feeds:
+            zone = feed_zone(feed, cfg.store)
+            assert zone.file is not None
+            if not feed.enabled or not zone.file.exists():
+                continue
+            entries, allowed = db.listed([feed.name]), db.listed([feed.name], ALLOW)
+            lines = rpz_out.rules(entries, allowed, target(feed.action))
+            serial, changed = rpz_out.write_zone(zone.file, zone.name, lines)
+            out.append((feed.name, serial, changed, len(entries)))
+    return out
+
+
 def compile_datasets(cfg: Config, only: set[str] | None = None) -> list[tuple[str, int, bool, int]]:
     """Rewrite the zones of the datasets (uniting feeds in *only*, or all):
     (name, serial, changed, entries) each."""

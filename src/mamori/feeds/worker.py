@@ -1,7 +1,8 @@
 """One feed update in a child process, as `mamori serve` runs them.
 
 ``python -m mamori.feeds.worker CONFIG LOGLEVEL [FEED]``: updates FEED and
-recompiles the datasets that unite it (no FEED: compiles every dataset), then
+recompiles the datasets that unite it (no FEED, at start: rewrites every
+feed's zone from its stored entries and compiles every dataset), then
 prints one JSON line on stdout: ``{"ok": true, "summary": ...}`` or
 ``{"ok": false, "unreachable": ..., "error": ...}``. Log lines (rejected
 lines, guard refusals) go to stderr, which the server shares.
@@ -18,7 +19,7 @@ import sys
 from mamori import config
 from mamori.errors import ConfigError
 from mamori.feeds.parsers import FeedError, FeedUnreachableError
-from mamori.feeds.sources import compile_datasets, update
+from mamori.feeds.sources import compile_datasets, compile_feeds, update
 from mamori.logs import setup_logging
 from mamori.threads import background_process
 
@@ -34,7 +35,7 @@ def main(argv: list[str]) -> int:
             feed = next(f for f in cfg.feeds if f.name == names[0])
             out = {"ok": True, "summary": update(feed, cfg.store).summary()}
         else:
-            out = {"ok": True, "summary": ""}
+            out = {"ok": True, "summary": "", "feeds": compile_feeds(cfg)}
         out["datasets"] = compile_datasets(cfg, set(names) if names else None)
     except FeedUnreachableError as e:
         out = {"ok": False, "unreachable": True, "error": str(e)}

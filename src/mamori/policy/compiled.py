@@ -7,8 +7,10 @@ one copy for all workers and a restart serves at once from the last file on
 disk. Lookups keep the RPZ semantics of draft-vixie-dnsop-dns-rpz and the
 BIND 9 ARM:
 
-* QNAME: an exact owner beats a wildcard, the closest ``*.parent`` wins, and
-  ``*.parent`` matches names strictly below ``parent`` (``*`` alone: below the root);
+* QNAME: an exact owner beats a wildcard; ``*.parent`` matches a name strictly
+  below ``parent`` when ``parent`` is its closest encloser (RFC 4592, as BIND 9
+  matches policy zones): no name between them exists in the zone, neither an
+  owner nor an empty non-terminal (``*`` alone: below the apex);
 * NSDNAME: the same over name server names;
 * Client-IP, Response-IP, NSIP: longest prefix per address family.
 
@@ -128,18 +130,20 @@ class CompiledZone:
         self._soa_t = meta["soa"]
         self._ns_t = meta["apex_ns"]
         self._soa: LocalRecord | None = _UNSET
-        self._emask, self._wmask, self._nemask, self._nwmask = meta["masks"]
+        masks = meta["masks"]
+        self._emask, self._wmask, self._nemask, self._nwmask, self._entmask, self._nentmask = masks
         at = iter(meta["sections"])
         buf, view = self.buf, self._view
         tables = self._tables
-        for _ in range(4 + len(IP_TABLES)):  # appended one by one: release() finds them all
+        for _ in range(6 + len(IP_TABLES)):  # appended one by one: release() finds them all
             tables.append(hashtable.Table(buf, view, next(at)))
         self._exact, self._wild, self._nsd_exact, self._nsd_wild = tables[:4]
+        self._ent, self._nsd_ent = tables[4:6]  # empty non-terminals: QNAME, NSDNAME
         self._ip: dict[
             tuple[Trigger, int], tuple[hashtable.Table, tuple[tuple[int, int, int], ...]]
         ]
         self._ip = {}
-        for (trigger, version), table in zip(IP_TABLES, tables[4:], strict=True):
+        for (trigger, version), table in zip(IP_TABLES, tables[6:], strict=True):
             bits = 32 if version == 4 else 128
             lens = meta["ip_lens"][(int(trigger), version)]
             probes = tuple((p, ((1 << p) - 1) << (bits - p), p << bits) for p in lens)
@@ -151,6 +155,7 @@ class CompiledZone:
         # The probes qname uses (an overlaid view replaces them).
         self._eget: Probe = self._exact.get
         self._wget: Probe = self._wild.get
+        self._nget: Probe = self._ent.get
 
     # ------------------------------------------------------------ metadata
     @property
@@ -204,13 +209,16 @@ class CompiledZone:
         """(matched key, wildcard?, code) of the rule for a lowercased wire *qname*, or None.
 
         Code < COMPLEX_BASE: a simple action (rules.CODE_ACTIONS); otherwise a
-        Local-Data rule. Feed the triple to ``rule_for`` for the Rule.
+        Local-Data rule. Feed the triple to ``rule_for`` for the Rule. A
+        wildcard matches as RFC 4592 says (``layout.name_lookup``).
         """
         wm = self._wmask
         if not wm:
             code = self._eget(qname)
             return None if code is None else (qname, False, code)
-        return name_lookup(qname, self._emask, wm, self._eget, self._wget)
+        return name_lookup(
+            qname, self._emask, wm, self._entmask, self._eget, self._wget, self._nget
+        )
 
     def exact_get(self, key: bytes) -> int | None:
         """Code of the exact QNAME rule for *key* (no wildcard), or None."""
@@ -219,6 +227,10 @@ class CompiledZone:
     def wild_get(self, key: bytes) -> int | None:
         """Code of the wildcard rule ``*.key``, or None."""
         return self._wget(key)
+
+    def empty_nonterminal_get(self, key: bytes) -> int | None:
+        """0 if *key* is in the QNAME empty non-terminal table, else None."""
+        return self._nget(key)
 
     def rule_for(self, key: bytes, wildcard: bool, code: int, zone_index: int = 0) -> Rule:
         """The Rule behind a QNAME lookup result (as ``LoadedZone.rule_for``).
@@ -234,6 +246,11 @@ class CompiledZone:
         """Every (key, code) of the exact or the wildcard QNAME table."""
         return (self._wild if wildcard else self._exact).items()
 
+    def empty_nonterminals(self) -> Iterator[bytes]:
+        """Every key of the QNAME empty non-terminal table (tests, diagnostics): the empty
+        non-terminals one label below a wildcard's parent (see compiler.py)."""
+        return (k for k, _ in self._ent.items())
+
     @property
     def complex_limit(self) -> int:
         """One past the highest Local-Data code of this compilation."""
@@ -243,7 +260,13 @@ class CompiledZone:
     def nsdname(self, name: bytes) -> int | None:
         """Index (for ``other_rule``) of the NSDNAME rule for a wire NS name, or None."""
         found = name_lookup(
-            name, self._nemask, self._nwmask, self._nsd_exact.get, self._nsd_wild.get
+            name,
+            self._nemask,
+            self._nwmask,
+            self._nentmask,
+            self._nsd_exact.get,
+            self._nsd_wild.get,
+            self._nsd_ent.get,
         )
         return found[2] if found is not None else None
 
@@ -313,7 +336,11 @@ class OverlaidZone(CompiledZone):
         self.wild_count = base.wild_count + overlay.wild_delta
         self.counts = dict(base.counts)
         self.counts[Trigger.QNAME] += overlay.exact_delta + overlay.wild_delta
-        for keys, attr in ((overlay.exact, "_emask"), (overlay.wild, "_wmask")):
+        for keys, attr in (
+            (overlay.exact, "_emask"),
+            (overlay.wild, "_wmask"),
+            (overlay.empty_nonterminals, "_entmask"),
+        ):
             mask = getattr(self, attr)
             for key, code in keys.items():
                 if code != DELETED:
@@ -321,6 +348,7 @@ class OverlaidZone(CompiledZone):
             setattr(self, attr, mask)
         self._eget = _layered(overlay.exact, base._eget)
         self._wget = _layered(overlay.wild, base._wget)
+        self._nget = _layered(overlay.empty_nonterminals, base._nget)
 
     @property
     def base(self) -> CompiledZone:
@@ -341,6 +369,13 @@ class OverlaidZone(CompiledZone):
             if key not in changed:
                 yield key, code
         yield from ((k, c) for k, c in changed.items() if c != DELETED)
+
+    def empty_nonterminals(self) -> Iterator[bytes]:
+        changed = self._overlay.empty_nonterminals
+        for key in self._base.empty_nonterminals():
+            if key not in changed:
+                yield key
+        yield from (k for k, c in changed.items() if c != DELETED)
 
 
 def _layered(changed: dict[bytes, int], base: Probe) -> Probe:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import marshal
 import struct
 import zlib
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import dns.name
 
@@ -73,6 +73,8 @@ def compile_parts_steps(zone: LoadedZone, source: str = "") -> Generator[None, N
         if r.trigger is Trigger.NSDNAME:
             nsd[r.wildcard][r.match_key] = i
         other.append(marshal.dumps(codec.encode_rule(r, origin)))
+    ents = yield from _empty_nonterminals(exact[0], wild[0], zone.exact.__contains__)
+    nsd_ents = yield from _empty_nonterminals(list(nsd[0]), list(nsd[1]), nsd[0].__contains__)
     ip_tables: list[tuple[list[bytes], list[int]]] = []
     for trigger, version in IP_TABLES:
         bits = 32 if version == 4 else 128
@@ -84,7 +86,8 @@ def compile_parts_steps(zone: LoadedZone, source: str = "") -> Generator[None, N
                 value = net.prefixlen << bits | int(net.network_address)
                 items[value.to_bytes(bits // 8 + 1, "big")] = index_of[id(rule)]
         ip_tables.append((list(items), list(items.values())))
-    name_tables = [exact, wild, *((list(d), list(d.values())) for d in nsd)]
+    # QNAME exact, wildcard; NSDNAME exact, wildcard; QNAME, NSDNAME empty non-terminals
+    name_tables = [exact, wild, *((list(d), list(d.values())) for d in nsd), ents, nsd_ents]
 
     parts: list[bytes] = [bytes(HEADER_SIZE)]  # the header, filled in last
     size = HEADER_SIZE
@@ -113,7 +116,7 @@ def compile_parts_steps(zone: LoadedZone, source: str = "") -> Generator[None, N
         for (t, v), (keys, _) in zip(IP_TABLES, ip_tables, strict=True)
     }
     n_exact, n_wild = len(exact[0]), len(wild[0])
-    del exact, wild, name_tables, ip_tables, other, complex_blobs  # freed here, in a step
+    del exact, wild, ents, nsd_ents, name_tables, ip_tables, other, complex_blobs  # freed here
     yield
     soa = codec.encode_record(zone.soa, origin) if zone.soa is not None else None
     meta = marshal.dumps(
@@ -177,3 +180,34 @@ def _qname_items(
                         blobs.append(marshal.dumps(codec.encode_rule(rule, origin)))
                     codes[j] = new
     return keys, codes
+
+
+def _empty_nonterminals(
+    exact: list[bytes], wild: list[bytes], has_rule: Callable[[bytes], bool]
+) -> Generator[None, None, tuple[list[bytes], list[int]]]:
+    """Keys (values: 0) of the empty non-terminal table (RFC 4592 section 2.2.2).
+
+    An empty non-terminal is a name of the zone with no rule of its own but
+    owner names below it: a name above an *exact* owner, or a wildcard's
+    parent (*wild*: the keys below the ``*``) or a name above it (``*.b.a``
+    makes ``b.a`` and ``a`` exist), that *has_rule* (an exact rule) says has
+    no rule. Lookups probe this table only for the name one label below a
+    wildcard's parent (layout.name_lookup), so only those are kept: a zone
+    without wildcards has none, a feed's unrelated subdomains add nothing.
+    """
+    found: set[bytes] = set()
+    parents = set(wild)
+    for keys, itself in ((exact, False), (wild, True)):
+        if not parents:
+            break
+        for start in range(0, len(keys), STEP):
+            for key in keys[start : start + STEP]:
+                i = 0 if itself else key[0] + 1 if key[0] else 0
+                while key[i]:
+                    j = i + key[i] + 1
+                    if key[j:] in parents and not has_rule(child := key[i:]):
+                        found.add(child)
+                    i = j
+            yield
+    keys = list(found)
+    return keys, [0] * len(keys)

@@ -20,7 +20,14 @@ import dns.rdatatype
 
 from mamori.policy import steps
 from mamori.policy.model import Action, LocalRecord, Rule, Trigger
-from mamori.policy.rules import COMPLEX_BASE, LoadedZone, Net, action_of, make_rule
+from mamori.policy.rules import (
+    COMPLEX_BASE,
+    LoadedZone,
+    Net,
+    action_of,
+    count_below_steps,
+    make_rule,
+)
 
 RR = tuple[dns.name.Name, int, dns.rdata.Rdata]
 
@@ -112,8 +119,12 @@ def commit_steps(zone: LoadedZone, plan: Plan) -> Generator[None, None, None]:
 
     Each owner switches from its old rule to its new one within one step, so
     a query sees either; the caller publishes the new policy version (which
-    drops memoised decisions) after the last step.
+    drops memoised decisions) after the last step. The first change of a zone
+    first counts the owners below each name (``rules.count_below_steps``,
+    stepwise), so overlays know which empty non-terminals a change makes or
+    removes.
     """
+    yield from count_below_steps(zone)
     for op, (_n, ttl, rd) in plan.apex:
         if rd.rdtype == dns.rdatatype.NS:
             if op == "del":
@@ -131,7 +142,7 @@ def commit_steps(zone: LoadedZone, plan: Plan) -> Generator[None, None, None]:
         if n % COMMIT_STEP == COMMIT_STEP - 1:
             yield
         if probe.trigger is Trigger.QNAME:
-            code = (zone.wild if probe.wildcard else zone.exact).pop(probe.match_key)
+            code = zone.pop_qname(probe.match_key, probe.wildcard)
             if code is not None and code >= COMPLEX_BASE:
                 zone.complex[code - COMPLEX_BASE] = _TOMBSTONE
             if new is not None:

@@ -8,8 +8,11 @@ name servers of the queried name's zone):
 * inside a zone, Client-IP > QNAME > Response-IP > NSDNAME > NSIP (BIND 9 ARM);
   so a QNAME match in zone k is final at once only when no zone before k has
   Response-IP, NSDNAME or NSIP rules (``late_before``);
-* QNAME: an exact owner beats a wildcard, a closer wildcard beats a farther one;
-  ``*.example`` matches names below ``example`` but not ``example`` itself;
+* QNAME: an exact owner beats a wildcard; ``*.example`` matches a name below
+  ``example`` only when ``example`` is its closest encloser (RFC 4592, as BIND 9
+  and Unbound): a name of the zone between them -- an owner, or an empty
+  non-terminal such as ``b.example`` when ``x.b.example`` is an owner -- stops
+  it; never ``example`` itself;
 * Client-IP: longest prefix wins inside a zone;
 * PASSTHRU stops evaluation of later zones;
 * a ``mamori-qtype`` rule (rules.qtype_branches) acts by the query type: its

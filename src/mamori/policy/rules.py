@@ -80,6 +80,10 @@ class LoadedZone:
     # TTL of simple-action rules (the compact index keeps no TTL per rule): the first seen
     simple_ttl: int | None = None
     pins: int = 0  # holders besides the policy (the publisher diffing versions): not freed
+    # QNAME owner names strictly below each name (RFC 4592 existence: a name with owners
+    # below it exists). None until the zone first changes in place (``count_below_steps``,
+    # run by ``delta.commit_steps``); kept up to date by ``put_qname``/``pop_qname`` since.
+    below: ShardedIndex | None = None
 
     @property
     def rule_count(self) -> int:
@@ -103,11 +107,33 @@ class LoadedZone:
             if code is None or rule.records:
                 code = COMPLEX_BASE + len(self.complex)
                 self.complex.append(rule)
-            index[rule.match_key] = code
+            self.put_qname(rule.match_key, rule.wildcard, code)
             return
         self.other.append(rule)
         if net is not None:
             self.ip_rules.setdefault(rule.trigger, []).append((net, rule))
+
+    def put_qname(self, key: bytes, wildcard: bool, code: int) -> None:
+        """Set the QNAME rule of owner *key* (``*.key`` when *wildcard*) to *code*."""
+        index = self.wild if wildcard else self.exact
+        if self.below is not None and key not in index:
+            _count_below(self.below, key, wildcard, 1)
+        index[key] = code
+
+    def pop_qname(self, key: bytes, wildcard: bool) -> int | None:
+        """Remove the QNAME rule of owner *key* (``*.key`` when *wildcard*); its code or None."""
+        code = (self.wild if wildcard else self.exact).pop(key)
+        if code is not None and self.below is not None:
+            _count_below(self.below, key, wildcard, -1)
+        return code
+
+    def is_empty_nonterminal(self, key: bytes) -> bool:
+        """Has *key* QNAME owners below it but no exact rule (RFC 4592 empty non-terminal)?
+
+        Needs ``below`` (``count_below_steps``). The apex is never one.
+        """
+        assert self.below is not None, "count_below_steps first"
+        return bool(key[0]) and key not in self.exact and bool(self.below.get(key))
 
     def rule_for(self, key: bytes, wildcard: bool, code: int) -> Rule:
         """The Rule behind a compact QNAME entry (built on a hit, not at load)."""
@@ -268,6 +294,40 @@ def parse_ip_trigger(labels: list[str]) -> ipaddress.IPv4Network | ipaddress.IPv
         raise ValueError(f"bad IP trigger {'.'.join(labels)}: {e}") from None
 
 
+def count_below_steps(zone: LoadedZone) -> Generator[None, None, None]:
+    """Fill ``zone.below``: per name, the QNAME owner names strictly below it.
+
+    An exact owner counts for every name above it, a wildcard ``*.key`` for
+    ``key`` and every name above that; the apex is not counted. Yields every
+    few thousand owners (~5 ms); the index is set on the zone only when
+    complete. Nothing to do when the zone has it already.
+    """
+    if zone.below is not None:
+        return
+    below = ShardedIndex()
+    for wildcard, index in ((False, zone.exact), (True, zone.wild)):
+        for shard in index.shards:
+            keys = list(shard)
+            for start in range(0, len(keys), 4096):
+                for key in keys[start : start + 4096]:
+                    _count_below(below, key, wildcard, 1)
+                yield
+    zone.below = below
+
+
+def _count_below(below: ShardedIndex, key: bytes, wildcard: bool, step: int) -> None:
+    """Add *step* to the count of every name above owner *key* (``*.key``: key included)."""
+    i = 0 if wildcard else key[0] + 1 if key[0] else 0
+    while key[i]:
+        name = key[i:]
+        n = (below.get(name) or 0) + step
+        if n:
+            below[name] = n
+        else:
+            below.pop(name)
+        i += key[i] + 1
+
+
 def free_steps(zone: LoadedZone) -> Generator[None, None, None]:
     """Empty *zone*'s indexes one shard per step.
 
@@ -275,7 +335,8 @@ def free_steps(zone: LoadedZone) -> Generator[None, None, None]:
     shard (1/64 of it) is freed in well under a millisecond, so an event loop
     driving this keeps answering between steps.
     """
-    for index in (zone.exact, zone.wild):
+    indexes = [zone.exact, zone.wild] + ([zone.below] if zone.below is not None else [])
+    for index in indexes:
         for shard in index.shards:
             shard.clear()
             yield
