@@ -56,6 +56,18 @@ class WireError(ValueError):
     """A packet that does not parse; the caller answers FORMERR or drops it."""
 
 
+def same_question(msg: bytes, question: bytes) -> bool:
+    """Whether *msg* (a whole DNS message) asks *question*: a wire name in lowercase,
+    then type and class (4 bytes). The name is compared case-insensitively (0x20
+    mixing, RFC 5452 section 9.2), type and class byte for byte: a type such as
+    HTTPS (65, ``\x00A``) must not be lowercased with the name.
+    """
+    n = len(question) - 4
+    return (
+        n > 0 and msg[12 : 12 + n].lower() == question[:n] and msg[12 + n : 16 + n] == question[n:]
+    )
+
+
 def scan_name(data: bytes, offset: int) -> int:
     """Return the offset just past an uncompressed name starting at *offset*.
 

@@ -151,7 +151,7 @@ def entry_from_response(
         qend, refs = wire.walk_records(resp)
     except wire.WireError as e:
         raise UpstreamAnswerError(f"malformed answer: {e}") from e
-    if resp[12:qend].lower() != question:
+    if qend != 12 + len(question) or not wire.same_question(resp, question):
         raise UpstreamAnswerError("answer is for another question")
     rcode = int(msg.rcode())  # a plain int: events cross process boundaries (marshal)
     # Drop the OPT record; only a trailing one can be cut without moving offsets.

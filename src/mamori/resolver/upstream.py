@@ -98,7 +98,7 @@ class _UdpChannel(asyncio.DatagramProtocol):
         if item is None:
             return
         question, fut = item
-        if data[12 : 12 + len(question)].lower() != question or fut.done():
+        if not wire.same_question(data, question) or fut.done():
             return  # not the answer to our question: ignore (spoofing defence)
         del self.pending[qid]
         fut.set_result(data)
@@ -245,7 +245,7 @@ class Upstream:
                     if (
                         len(resp) >= 12
                         and (resp[0] << 8 | resp[1]) == qid
-                        and resp[12 : 12 + len(question)].lower() == question
+                        and wire.same_question(resp, question)
                     ):
                         return resp
             finally:
