@@ -175,3 +175,23 @@ def test_feed_update_of_a_urlhaus_dump_and_of_a_headerless_file(tmp_path: Path) 
     conf = _conf(tmp_path, f'format = "csv"\ncolumns = {COLUMNS.split(",")!r}\n'.replace("'", '"'))
     r = CliRunner().invoke(cli, ["feeds", "update", "--config", str(conf)])
     assert r.exit_code == 0 and "3 entries, +0 -0" in r.output, r.output
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "why"),
+    [
+        # a quoted field never closed: the rest of the file would vanish into it
+        ('host,reason\nbq1.example,"unterminated\nbq2.example,ok\nbq3.example,ok\n', 2,
+         "unexpected end of data"),
+        # a field over csv's limit: was a traceback that stopped every later feed
+        ("host,reason\nhc1.example," + "x" * 200_000 + "\nhc2.example,y\n", 2,
+         "field larger than field limit"),
+        ('host,reason\nq.example,"a"b\n', 2, "expected after"),
+    ],
+)  # fmt: skip
+def test_a_file_that_is_not_rfc_4180_csv_is_refused_naming_the_record(
+    text: str, line: int, why: str
+) -> None:
+    with pytest.raises(FeedError) as e:
+        parse("csv", text.splitlines(keepends=True))
+    assert f"line {line}: not a CSV record (RFC 4180)" in str(e.value) and why in str(e.value)

@@ -182,6 +182,12 @@ def check(config_path: str) -> None:
     ``mamori serve`` would refuse it.
     """
     cfg = load_config(config_path)
+    from mamori.control.zoneload import load_policy
+
+    try:  # the zones first: an error is reported alone, never after "OK"
+        policy, loaded = load_policy(cfg.rpz)
+    except MamoriError as e:
+        fail(e)
     s = cfg.server
     click.echo(f"{config_path}: OK")
     click.echo(f"  listen:    {', '.join(str(e) for e in s.listen)} (udp{'+tcp' if s.tcp else ''})")
@@ -195,12 +201,6 @@ def check(config_path: str) -> None:
             " `mamori zones serve` and `mamori feeds update` run without"
         )
     click.echo(f"  store:     {cfg.store.path}")
-    from mamori.control.zoneload import load_policy
-
-    try:
-        policy, loaded = load_policy(cfg.rpz)
-    except MamoriError as e:
-        fail(e)
     settings = policy.settings if policy is not None else []
     applied = {st.name: st.policy for st in settings}
     for z in loaded.values():

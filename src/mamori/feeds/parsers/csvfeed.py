@@ -80,7 +80,10 @@ def _first(names: list[str], wanted: tuple[str, ...]) -> int:
 def parse(lines: Iterable[str], columns: Sequence[str] = ()) -> ParseResult:
     """The entries of a CSV feed; *columns* names the columns of a file without a header.
 
-    Raises FeedError when nothing names a value column.
+    Raises FeedError when nothing names a value column, and when the file is not
+    CSV as RFC 4180 writes it (a quoted field never closed, a quote inside an
+    unquoted field, a field over 131,072 characters): naming the record's first
+    line, so that nothing after it is lost in silence.
     """
     out = ParseResult()
     feed = _Records(lines)
@@ -88,7 +91,24 @@ def parse(lines: Iterable[str], columns: Sequence[str] = ()) -> ParseResult:
     value = reason = reference = -1
     if names is not None:
         value, reason, reference = (_first(names, c) for c in _WANTED)
-    for row in csv.reader(feed):
+    try:
+        _read(out, feed, columns, names, value, reason, reference)
+    except csv.Error as e:
+        raise FeedError(f"line {feed.start}: not a CSV record (RFC 4180): {e}") from None
+    out.lines = feed.no
+    return out
+
+
+def _read(
+    out: ParseResult,
+    feed: _Records,
+    columns: Sequence[str],
+    names: list[str] | None,
+    value: int,
+    reason: int,
+    reference: int,
+) -> None:
+    for row in csv.reader(feed, strict=True):
         feed.between = True
         out.lines = feed.no
         if not any(f.strip() for f in row):
@@ -102,8 +122,6 @@ def parse(lines: Iterable[str], columns: Sequence[str] = ()) -> ParseResult:
         elif columns and feed.records == 1 and _names(row) == names:
             continue  # the configured names, written as a header row too
         _record(out, feed.start, row, value, reason, reference)
-    out.lines = feed.no
-    return out
 
 
 _WANTED = (CSV_VALUE_COLUMNS, REASON_COLUMNS, REFERENCE_COLUMNS)

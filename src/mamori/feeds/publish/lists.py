@@ -76,8 +76,17 @@ def write(
         raise ValueError(f"unknown list format {fmt!r} (known: {', '.join(FORMATS)})")
     written = left = 0
     verdicts = precedence.resolve(blocks, allows)
+    # A blocked subtree with an exception or a carve-out ($denyallow) below it cannot be
+    # written as ``*.name``: a reader of the list would block the excepted names too.
+    holed: set[str] = set()
+    for v in verdicts:
+        if v.kind in NAME_KINDS and (v.by_type or v.default != BLOCK):
+            name = v.value
+            while "." in name:
+                name = name.split(".", 1)[1]
+                holed.add(name)
     for v in sorted(verdicts, key=lambda v: (v.value, v.kind)):
-        line = _line(fmt, v)
+        line = _line(fmt, v) if not (v.kind == "wildcard" and v.value in holed) else None
         if line is None:
             left += 1
             continue
