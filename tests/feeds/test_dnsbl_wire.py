@@ -107,3 +107,23 @@ def test_a_repeated_query_gets_the_same_answer_under_its_own_id_until_the_data_c
     r.checked -= 10
     after = dns.message.from_wire(r.handle(q.to_wire(), ("127.0.0.1", 1), None, False) or b"")
     assert after.rcode() == dns.rcode.NXDOMAIN and r.listed == 2
+
+
+def test_long_queries_are_answered_but_not_remembered_and_over_4096_bytes_dropped(
+    tmp_path: Path,
+) -> None:
+    """A padded query kept in the memo would cost its bytes once per distinct query
+    (found by a fresh-eyes review: 60 KB a query over TCP)."""
+    r = _responder(tmp_path, "ip")
+    q = dns.message.make_query("7.100.51.198.bl.test", "A", use_edns=0, pad=468)
+    wire = q.to_wire()
+    assert len(wire) > 128
+    assert r.handle(wire, ("127.0.0.1", 1), None, False) is not None
+    assert r._memo == {}
+    small = dns.message.make_query("7.100.51.198.bl.test", "A").to_wire()
+    r.handle(small, ("127.0.0.1", 1), None, False)
+    assert len(r._memo) == 1
+    big_q = dns.message.make_query("7.100.51.198.bl.test", "A", use_edns=0, pad=4500)
+    big = big_q.to_wire(max_size=65535)
+    assert r.handle(big, ("127.0.0.1", 1), None, False) is None  # UDP: dropped
+    assert r.handle(big, ("127.0.0.1", 1), None, True) is not None  # TCP: answered

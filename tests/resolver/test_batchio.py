@@ -78,7 +78,20 @@ def test_without_the_helper_the_asyncio_path_serves_and_says_why() -> None:
         "print(batchio.describe())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.startswith("one datagram per call (asyncio transport; native helper not")
+    assert out.stdout.startswith(
+        "one datagram per call (asyncio transport; the native helper mamori.resolver.udpbatch"
+        " is not built: install mamori again with a C compiler and the Python headers"
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "off", "No", "false", " FALSE "])
+def test_batching_is_turned_off_by_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("MAMORI_UDP_BATCH", value)
+    assert batchio.native() is None
+    if batchio._native is not None:
+        assert f"turned off by MAMORI_UDP_BATCH={value}" in batchio.describe()
 
 
 @needs_native

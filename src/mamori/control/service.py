@@ -177,6 +177,9 @@ class ControlPlane:
                 sup.stopping = True  # stopped during start-up: nothing to start
             sup.start(cfg.server.workers)
             self._spawn(self._watch_flow(sup))
+            for bl in cfg.dnsbl:  # each worker serves them (and logs it at debug level)
+                log.info("dnsbl %s (%s list) on %s: served by every worker", bl.zone, bl.kind,
+                         ", ".join(str(e) for e in bl.listen))  # fmt: skip
             rt.snapshot_source = sup.snapshots
             rt.worker_source = self._worker_info
         rt.dropped_source = self._dropped

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -37,14 +38,20 @@ _native: ModuleType | None
 _why_not = ""
 try:
     from mamori.resolver import udpbatch as _native
-except ImportError as e:  # not built (no compiler at install) or not Linux
+except ImportError:  # not built (no compiler or Python headers at install), or not Linux
     _native = None
-    _why_not = f"native helper not available ({e})"
+    _why_not = (
+        "the native helper mamori.resolver.udpbatch is not built: install mamori again"
+        " with a C compiler and the Python headers (e.g. pip install -e .)"
+        if sys.platform.startswith("linux")
+        else "the native helper needs Linux (recvmmsg/sendmmsg)"
+    )
+OFF = ("0", "off", "no", "false")  # MAMORI_UDP_BATCH values that turn batching off
 
 
 def native() -> ModuleType | None:
     """The native helper module, or None when the pure-Python path is in use."""
-    if _native is None or os.environ.get("MAMORI_UDP_BATCH", "1").lower() in ("0", "off", "no"):
+    if _native is None or os.environ.get("MAMORI_UDP_BATCH", "1").strip().lower() in OFF:
         return None
     return _native
 
@@ -53,7 +60,7 @@ def describe() -> str:
     """One line for the start-up log: which UDP I/O path serves the listeners."""
     if native() is not None:
         return f"batched (recvmmsg/sendmmsg, up to {BATCH} datagrams per call)"
-    why = _why_not or "disabled by MAMORI_UDP_BATCH=0"
+    why = _why_not or f"turned off by MAMORI_UDP_BATCH={os.environ.get('MAMORI_UDP_BATCH')}"
     return f"one datagram per call (asyncio transport; {why})"
 
 
@@ -168,6 +175,8 @@ class BatchedUdp:
             self.loop.remove_reader(self.fd)
             if self.pending:
                 self.loop.remove_writer(self.fd)
+        if self.stats is not None:  # answers still waiting for the socket: not sent, counted
+            self.stats.udp_send_dropped += len(self.pending) - self.pos
         self.pending = []
         self.sock.close()
 

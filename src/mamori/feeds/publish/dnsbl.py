@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 RELOAD_CHECK = 5.0  # seconds between checks of the entries files
 MEMO_MAX = 100_000  # answers remembered (by query bytes after the ID); emptied on reload
+MEMO_QUERY_MAX = 128  # bytes: longer queries (padding, options) are answered, not remembered
+MAX_UDP_QUERY = 4096  # bytes: a longer query over UDP is dropped (as the resolver does)
 TEST_IPS = {
     ipaddress.ip_address("127.0.0.2"): True,
     ipaddress.ip_address("127.0.0.1"): False,
@@ -79,6 +81,8 @@ class Responder:
         """The answer to *wire* (None: no answer). A query asked before, byte for byte but
         its ID, is answered from the memo: the same data gives the same answer."""
         self.queries += 1
+        if not tcp and len(wire) > MAX_UDP_QUERY:
+            return None
         self._maybe_reload()
         key = (wire[2:], tcp)
         hit = self._memo.get(key)
@@ -89,9 +93,10 @@ class Responder:
         fast = self._fast(wire, tcp)
         if fast is None:
             return self._slow(wire, tcp)
-        if len(self._memo) >= MEMO_MAX:
-            self._memo = {}
-        self._memo[key] = (fast[2:], self.listed - listed)
+        if len(wire) <= MEMO_QUERY_MAX:  # bounded: at most MEMO_MAX small queries
+            if len(self._memo) >= MEMO_MAX:
+                self._memo = {}
+            self._memo[key] = (fast[2:], self.listed - listed)
         return fast
 
     # ------------------------------------------------------------ fast path
