@@ -33,7 +33,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mamori.dnsutil.textfile import bad_bytes, shown
 from mamori.feeds import modifiers, precedence
 from mamori.feeds.modifiers import Modifiers, NotAppliedError
 from mamori.feeds.normalize import Entry, RejectedError, entry
@@ -75,11 +74,8 @@ def parse(lines: Iterable[str]) -> ParseResult:
         text = raw.strip()
         if not text or text.startswith(("!", "[")):
             continue
-        if not text.isascii() and not _comment(text):
-            why = bad_bytes(text)
-            if why is not None:  # bytes that were not UTF-8 (dnsutil.textfile)
-                out.rejected.append((no, shown(text), why))
-                continue
+        if not _comment(text) and out.reject_bad_bytes(no, text):
+            continue
         try:
             rule = _rule(no, text)
         except NotAppliedError as s:

@@ -28,6 +28,14 @@ class ParseResult:
     skipped: list[tuple[int, str, str]] = field(default_factory=list)  # valid, not for DNS
     lines: int = 0
 
+    def reject_bad_bytes(self, no: int, text: str) -> bool:
+        """Reject line *no* if it holds bytes that were not UTF-8 (``dnsutil.textfile``),
+        naming the byte and its column; whether it did."""
+        why = None if text.isascii() else bad_bytes(text)
+        if why is not None:
+            self.rejected.append((no, shown(text), why))
+        return why is not None
+
     def add(self, no: int, text: str, tokens: Tokens) -> None:
         for token, exception, subtree in tokens:
             try:
@@ -61,11 +69,8 @@ def run(
         text = raw.strip()
         if not text or text.startswith(comments):
             continue
-        if not text.isascii():
-            why = bad_bytes(text)
-            if why is not None:
-                out.rejected.append((no, shown(text), why))
-                continue
+        if out.reject_bad_bytes(no, text):
+            continue
         try:
             toks = tokens(text)
         except SkipLineError as s:
