@@ -1,1 +1,1 @@
-"""Threat feeds: parse, normalise, curate and publish datasets (work in progress)."""
+"""Threat feeds: fetch, parse, normalise, curate; published as RPZ, DNSBL and list datasets."""

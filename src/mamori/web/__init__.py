@@ -1,1 +1,1 @@
-"""HTTP side: the passive DNS APIs (CIRCL COF, DNSDB v2) and, later, the console."""
+"""HTTP side: the console, passive DNS APIs (CIRCL COF, DNSDB v2), block page, /metrics."""

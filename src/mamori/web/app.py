@@ -1,4 +1,4 @@
-"""The ASGI application: passive DNS APIs (console pages join later)."""
+"""The ASGI application: the console pages, the passive DNS APIs and /metrics."""
 
 from __future__ import annotations
 

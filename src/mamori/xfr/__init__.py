@@ -1,1 +1,1 @@
-"""Zone transfer: secondary (AXFR/IXFR/NOTIFY/TSIG client) and, later, primary."""
+"""Zone transfer: secondary (AXFR/IXFR/NOTIFY/TSIG client) and primary (serving published zones)."""
