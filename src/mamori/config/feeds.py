@@ -20,6 +20,7 @@ from mamori.config.values import (
     feed_name,
     feed_names,
     float_range,
+    group_names,
     http_url,
     int_range,
     key_names,
@@ -68,6 +69,7 @@ class FeedConfig:
     user: str = ""  # HTTP Basic credentials (TAXII servers, private feeds)
     password: str = ""
     columns: tuple[str, ...] = ()  # csv: the column names of a file without a header
+    groups: tuple[str, ...] = ()  # applies only to clients of these [[group]]s; () = everyone
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class DatasetConfig:
     enforce: bool = False  # apply it in `mamori serve` (feeds usually are already)
     publish: bool = False
     publish_keys: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()  # applies only to clients of these [[group]]s; () = everyone
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("feed", "user"): _text,
     ("feed", "password"): _text,
     ("feed", "columns"): _columns,
+    ("feed", "groups"): group_names,
     ("dataset", "name"): feed_name,
     ("dataset", "feeds"): feed_names,
     ("dataset", "categories"): _categories,
@@ -174,6 +178,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("dataset", "enforce"): boolean,
     ("dataset", "publish"): boolean,
     ("dataset", "publish_keys"): key_names,
+    ("dataset", "groups"): group_names,
     ("pdns", "enabled"): boolean,
     ("pdns", "path"): path,
     ("pdns", "sensor"): _text,

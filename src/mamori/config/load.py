@@ -18,6 +18,7 @@ from mamori.config.sections import (
     BlockpageConfig,
     CacheConfig,
     Config,
+    GroupConfig,
     LogConfig,
     PolicyConfig,
     PublishConfig,
@@ -101,6 +102,9 @@ def loads(
         if name == "dataset":
             sections["datasets"] = build_datasets(ctx, value)
             continue
+        if name == "group":
+            sections["groups"] = _build_groups(ctx, value)
+            continue
         if name == "alert":
             sections["alerts"] = build_alerts(ctx, value)
             continue
@@ -161,6 +165,29 @@ def _build_rpz(ctx: Ctx, value: Any) -> tuple[RpzConfig, ...]:
     return tuple(out)
 
 
+def _build_groups(ctx: Ctx, value: Any) -> tuple[GroupConfig, ...]:
+    out: list[GroupConfig] = []
+    ids: dict[str, str] = {}
+    for i, group in enumerate(tables(ctx, value, "group", GroupConfig, CONVERTERS)):
+        if not group.name:
+            raise ConfigError(ctx.path, ctx.line("group", None, i), "group.name", "missing name")
+        if any(g.name == group.name for g in out):
+            raise ctx.error("group", "name", f"group {group.name} is listed twice", i)
+        if not group.clients and not group.client_ids:
+            raise ConfigError(
+                ctx.path,
+                ctx.line("group", None, i),
+                "group.clients",
+                'list its clients = ["CIDR", ...] and/or client_ids = ["device", ...]',
+            )
+        for d in group.client_ids:
+            if d in ids:
+                raise ctx.error("group", "client_ids", f"{d} is also in group {ids[d]}", i)
+            ids[d] = group.name
+        out.append(group)
+    return tuple(out)
+
+
 def _convert(ctx: Ctx, section: str, key: str, raw: Any, resolv_conf: str) -> Any:
     conv = CONVERTERS.get((section, key))
     if conv is None:
@@ -203,6 +230,17 @@ def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
         missing = [k for k in rule.sinks if k not in sink_names]
         if missing:
             raise ctx.error("alert", "sinks", f"no [[alert_sink]] named {', '.join(missing)}", i)
+    groups = {g.name for g in cfg.groups}
+    grouped: tuple[tuple[str, tuple[Any, ...]], ...] = (
+        ("rpz", cfg.rpz),
+        ("feed", cfg.feeds),
+        ("dataset", cfg.datasets),
+    )
+    for section, items in grouped:
+        for i, t in enumerate(items):
+            missing = [g for g in t.groups if g not in groups]
+            if missing:
+                raise ctx.error(section, "groups", f"no [[group]] named {', '.join(missing)}", i)
     known = {k.name for k in cfg.publish.keys}
     for i, z in enumerate(cfg.rpz):
         for k in z.publish_keys:

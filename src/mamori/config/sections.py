@@ -104,6 +104,19 @@ class RpzConfig:
     publish_keys: tuple[str, ...] = ()  # TSIG key names ([publish] keys) allowed; () = any
     feed: str = ""  # compiled from this [[feed]] or [[dataset]] (set by the loader)
     apply: bool = True  # False: loaded only to be published (a feed with enforce = false)
+    groups: tuple[str, ...] = ()  # applies only to clients of these [[group]]s; () = everyone
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """One ``[[group]]``: a set of clients (BIND view, Unbound access-control-tag, AdGuard
+    Home persistent client). Policy zones, feeds and datasets with ``groups = [...]``
+    apply only to clients in one of those groups; a client may be in several groups."""
+
+    name: str = ""
+    clients: tuple[str, ...] = ()  # IP prefixes (normalised: "192.168.1.0/24", "::1/128")
+    client_ids: tuple[str, ...] = ()  # device names (encrypted DNS; lowercased)
+    query_log_days: int = -1  # retention of this group's query log rows; -1: [store]'s
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,7 @@ class Config:
     pdns: PdnsConfig = field(default_factory=PdnsConfig)
     blockpage: BlockpageConfig = field(default_factory=BlockpageConfig)
     rpz: tuple[RpzConfig, ...] = ()
+    groups: tuple[GroupConfig, ...] = ()
     feeds: tuple[FeedConfig, ...] = ()
     datasets: tuple[DatasetConfig, ...] = ()
     alerts: tuple[AlertConfig, ...] = ()
@@ -164,6 +178,7 @@ def feed_zone(feed: FeedConfig, cfg_store: StoreConfig) -> RpzConfig:
         apply=feed.enforce,
         publish=feed.publish,
         publish_keys=feed.publish_keys,
+        groups=feed.groups,
     )
 
 
@@ -181,4 +196,5 @@ def dataset_zone(ds: DatasetConfig, cfg_store: StoreConfig) -> RpzConfig:
         apply=ds.enforce,
         publish=ds.publish,
         publish_keys=ds.publish_keys,
+        groups=ds.groups,
     )

@@ -298,6 +298,22 @@ def feed_action(raw: Any, _ctx: Any, _rc: str) -> str:
     raise InvalidValueError(f"must be nxdomain, nodata or cname:TARGET; got {raw!r}")
 
 
+def group_names(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
+    """``groups = ["name", ...]``: [[group]] names (checked against them by the loader)."""
+    if not isinstance(raw, list) or not raw:
+        raise InvalidValueError('must be a list of [[group]] names, e.g. ["kids"]')
+    return tuple(feed_name(x, ctx, rc) for x in raw)
+
+
+def client_ids(raw: Any, _ctx: Any, _rc: str) -> tuple[str, ...]:
+    """Device names (a DoH path or DoT/DoQ server-name label, AdGuard DNS style)."""
+    if not isinstance(raw, list) or not all(
+        isinstance(x, str) and re.fullmatch(r"[A-Za-z0-9-]{1,63}", x) for x in raw
+    ):
+        raise InvalidValueError("must be a list of device names: letters, digits, hyphens")
+    return tuple(x.lower() for x in raw)
+
+
 def feed_names(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or not raw:
         raise InvalidValueError("must be a list of [[feed]] names")
