@@ -380,6 +380,10 @@ def run(parts: Parts) -> None:
             loop.add_signal_handler(sig, plane.begin_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(plane.reload()))
         await plane.start()
+        rt = parts.runtime
+        rt.config_source = lambda: plane.cfg
+        rt.reload = plane.reload
+        rt.zones_changed = plane.zone_files_changed
         dnsbl_servers = await dnsbl.start(cfg, parts.dnsbl_socks) if parts.dnsbl_socks else []
         background = [
             spawn(watch_zone_files(lambda: plane.cfg, plane.zone_files_changed)),

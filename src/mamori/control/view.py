@@ -8,7 +8,7 @@ live (``workers = 1``), or the ones the workers send every second.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from mamori.resolver.dataplane import Snapshot
 from mamori.resolver.upstream import LATENCY_BUCKETS, UpstreamHealth
 
 if TYPE_CHECKING:
+    from mamori.config import Config
     from mamori.control.subscriptions import Subscriptions
     from mamori.control.writer import EventWriter
     from mamori.policy.engine import Policy
@@ -71,6 +72,20 @@ class Runtime:
         self.hit_listeners: list[
             Callable[[list[tuple[float, str, str, str, str, str, str]]], None]
         ] = []
+        # Actions (the console and the REST API), run on the service's event loop.
+        # The configuration in force (after SIGHUP reloads); None: not serving.
+        self.config_source: Callable[[], Config | None] = lambda: None
+        # Read the configuration again, as SIGHUP does (a bad one is refused and logged).
+        self.reload: Callable[[], Awaitable[None]] | None = None
+        # Zone files changed on disk (e.g. local rules written): compile and distribute now.
+        self.zones_changed: Callable[[], Awaitable[None]] | None = None
+        # Update one [[feed]] now (by name): its verdict as ``mamori feeds update`` gives it.
+        self.update_feed: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+
+    @property
+    def config(self) -> Config | None:
+        """The configuration the service runs with now (None: not serving)."""
+        return self.config_source()
 
     @property
     def policy(self) -> Policy | None:
