@@ -88,7 +88,8 @@ class AuditLog:
     ) -> list[AuditEntry]:
         """Newest first; *before*: only ids below it (paging); *search*: a substring of
         the target, action or actor."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if before is not None:
             where.append("id < ?")
             args.append(before)
