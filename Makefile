@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/mamori.toml
 
-.PHONY: run test venv test-deps lint bench clean demo-upstream fuzz-native
+.PHONY: run test venv test-deps lint bench clean demo-upstream fuzz fuzz-native
 
 $(STAMP): pyproject.toml constraints.txt setup.py $(wildcard src/mamori/resolver/udpbatch*.[ch])
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +37,22 @@ lint: venv
 	$(VENV)/bin/lint-imports --no-cache
 
 # The suite runs twice: with the native batched UDP helper, then with the
-# pure-Python path (MAMORI_UDP_BATCH=0); then the helper's fuzz target, bounded.
+# pure-Python path (MAMORI_UDP_BATCH=0); then the fuzz targets, bounded: the
+# native helper's and each parser's (atheris, FUZZ_PY_SECONDS each).
 test: venv test-deps lint
 	$(VENV)/bin/pytest
 	MAMORI_UDP_BATCH=0 $(VENV)/bin/pytest -q
 	scripts/fuzz-native.sh $(FUZZ_SECONDS)
+	scripts/fuzz-python.sh $(FUZZ_PY_SECONDS)
 
 FUZZ_SECONDS ?= 60
+FUZZ_PY_SECONDS ?= 20
+FUZZ_MINUTES ?= 10
+
+# Every fuzz target for FUZZ_MINUTES each: `make fuzz FUZZ_MINUTES=60`.
+fuzz: venv test-deps
+	scripts/fuzz-native.sh $$(( $(FUZZ_MINUTES) * 60 ))
+	scripts/fuzz-python.sh $$(( $(FUZZ_MINUTES) * 60 ))
 
 # libFuzzer + ASan/UBSan over the native UDP helper; `make fuzz-native FUZZ_SECONDS=600`.
 fuzz-native: test-deps

@@ -170,3 +170,12 @@ def test_check_lists_a_transferred_zone_not_yet_transferred(tmp_path: Path) -> N
         "rpz:       feed.example. serial 0, 0 rules, policy given,"
         " from 192.0.2.53:53 (not transferred yet), published"
     ) in out
+
+
+@pytest.mark.parametrize("section", ["alert_sink", "feed", "group", "rpz"])
+def test_an_array_of_plain_values_where_tables_belong_is_a_config_error(
+    tmp_path: Path, section: str
+) -> None:
+    """Found by fuzzing: `alert_sink = ["x"]` raised AttributeError instead."""
+    with pytest.raises(ConfigError, match=rf"{section}: use \[\[{section}\]\]"):
+        _load(tmp_path, f'{section} = ["27/8"]\n[upstream]\nservers = ["127.0.0.1:53"]\n')

@@ -60,6 +60,10 @@ def tables(
     fields = {f.name for f in dataclasses.fields(cls)}
     out = []
     for i, table in enumerate(value):
+        if not isinstance(table, dict):
+            raise ConfigError(
+                ctx.path, ctx.line(None, section), section, f"use [[{section}]] (one table each)"
+            )
         kwargs: dict[str, Any] = {}
         for key, raw in table.items():
             if key not in fields or (section, key) not in converters:

@@ -47,7 +47,18 @@ class Parsed:
 
 
 def parse(msg: bytes) -> Parsed:
-    """The answer section as presentation tuples, and the TSIG record if any."""
+    """The answer section as presentation tuples, and the TSIG record if any.
+
+    Raises WireFormatError when the message is cut short or malformed (dnspython's
+    DNSException for a malformed TSIG record).
+    """
+    try:
+        return _parse(msg)
+    except (struct.error, IndexError) as e:
+        raise WireFormatError(f"message cut short or malformed ({e})") from None
+
+
+def _parse(msg: bytes) -> Parsed:
     if len(msg) < 12:
         raise WireFormatError("short message")
     msg_id, flags, qd, an, ns, ar = _HDR.unpack_from(msg)

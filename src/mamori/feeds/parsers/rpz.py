@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import dns.exception
+
 from mamori.feeds.normalize import Entry
 from mamori.feeds.parsers.base import ParseResult
 from mamori.policy import fastload
@@ -36,7 +38,7 @@ def parse(lines: Iterable[str]) -> ParseResult:
             zone = fastload.load_lines(text, origin, Path("feed"), "skip")
         except fastload.NeedsFullParser:
             zone = load_with_dnspython("\n".join(text), origin, Path("feed"), "skip")
-    except ZoneError as e:
+    except (ZoneError, dns.exception.DNSException) as e:  # e.g. a $ORIGIN that is no name
         out.rejected.append((0, "", f"not a usable RPZ zone: {e}"))
         return out
     for reason in zone.skipped:
