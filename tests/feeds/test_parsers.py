@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from mamori.dnsutil import textfile
 from mamori.feeds import parsers
 from mamori.feeds.normalize import Entry, RejectedError, entry, name, url_host
 from mamori.feeds.parsers import FeedError, check_budget
+
+FUZZ_REGRESSIONS = Path(__file__).resolve().parents[2] / "fuzz" / "python" / "regressions"
 
 FEEDS = Path(__file__).resolve().parents[3] / "shared/data/feeds"
 URLHAUS = FEEDS / "urlhaus-filter"
@@ -186,3 +189,28 @@ def test_rpz_feed_file(urlhaus_domains: set[str]) -> None:
     }
     assert mixed.exceptions == [Entry("domain", "ok.evil.example")]
     assert not mixed.skipped
+
+
+def test_rpz_feed_cannot_include_local_files(tmp_path: Path) -> None:
+    """A feed is text from elsewhere: `$INCLUDE` (a BIND feature for the admin's own
+    zone files) must not read this machine's files into it (nor hang on /dev/zero)."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("leaked.example CNAME .\n")
+    text = (
+        "$TTL 300\n@ SOA ns. h. 1 3600 600 86400 60\n@ NS ns.\n"
+        f"$INCLUDE {secret}\n$INCLUDE /dev/zero\n"
+        '"quoted".example TXT "x"\nbad.example CNAME .\n'
+    )
+    r = parsers.parse("rpz", text.splitlines())
+    assert Entry("domain", "leaked.example") not in r.entries
+    assert any("$INCLUDE is not allowed" in why for _no, _text, why in r.rejected), r.rejected
+
+
+def test_rpz_feed_with_a_bad_line_that_cannot_be_left_out_fails_fast() -> None:
+    """Found by fuzzing: a record the skip mode cannot leave out was re-parsed 1,000
+    times (seconds per small file, minutes for a large feed); now refused at once."""
+    data = (FUZZ_REGRESSIONS / "zone" / "skip-without-progress").read_bytes()
+    r = parsers.parse("rpz", textfile.lines(textfile.decode(data)))
+    assert not r.entries
+    assert len(r.rejected) == 1 and "more than 1000" not in r.rejected[0][2], r.rejected
+    assert "feed:174: A DNS label is empty" in r.rejected[0][2]

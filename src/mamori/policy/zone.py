@@ -67,25 +67,33 @@ def load_steps(path: Path, origin: str, on_error: str) -> Generator[None, None, 
     return load_with_dnspython(text, origin, path, on_error)
 
 
-def load_with_dnspython(text: str, origin: str, path: Path, on_error: str) -> LoadedZone:
-    """The general loader: every master-file feature dnspython knows."""
+def load_with_dnspython(
+    text: str, origin: str, path: Path, on_error: str, include: bool = True
+) -> LoadedZone:
+    """The general loader: every master-file feature dnspython knows.
+
+    *include* False refuses ``$INCLUDE`` (text from elsewhere, e.g. a feed, must
+    not read local files). Raises ZoneError (file:line: why).
+    """
     lines = [ln.rstrip("\r\n") for ln in textfile.lines(text)]
     spans = record_spans(lines)
     skipped: list[str] = []
     if not text.isascii():
         skipped += _not_utf8(lines, spans, path, on_error)
     zone: dns.zone.Zone | None = None
+    left_out: set[tuple[int, int]] = set()
     for _ in range(MAX_SKIPPED + 1):
-        result = _parse(lines, origin, path)
+        result = _parse(lines, origin, path, include)
         if isinstance(result, dns.zone.Zone):
             zone = result
             break
         line, msg = result
-        span = _culprit(lines, spans, line, origin, path)
+        span = _culprit(lines, spans, line, origin, path, include)
         where = f"{path}:{span[0] + 1}" if span else f"{path}:{line}"
         reason = f"{where}: {msg}"
-        if on_error != "skip" or span is None:
-            raise ZoneError(reason)
+        if on_error != "skip" or span is None or span in left_out:
+            raise ZoneError(reason)  # (left out already and still failing: no progress)
+        left_out.add(span)
         skipped.append(reason)
         for i in range(span[0], span[1] + 1):
             lines[i] = ";" + lines[i]  # leave the record out and parse again
@@ -114,15 +122,21 @@ def _not_utf8(
     return out
 
 
-def _parse(lines: list[str], origin: str, path: Path) -> dns.zone.Zone | tuple[int, str]:
+def _parse(
+    lines: list[str], origin: str, path: Path, include: bool = True
+) -> dns.zone.Zone | tuple[int, str]:
     """The zone, or (reported line, message) of the first error."""
+    if not include:
+        for no, line in enumerate(lines, 1):
+            if line.lstrip().upper().startswith("$INCLUDE"):
+                return no, "$INCLUDE is not allowed here (the text comes from a feed)"
     try:
         return dns.zone.from_text(
             "\n".join(lines) + "\n",
             origin=origin,
             relativize=False,
             filename=str(path),
-            allow_include=True,
+            allow_include=include,
             check_origin=True,
         )
     except (dns.exception.DNSException, ValueError) as e:
@@ -133,7 +147,12 @@ def _parse(lines: list[str], origin: str, path: Path) -> dns.zone.Zone | tuple[i
 
 
 def _culprit(
-    lines: list[str], spans: list[tuple[int, int]], line: int, origin: str, path: Path
+    lines: list[str],
+    spans: list[tuple[int, int]],
+    line: int,
+    origin: str,
+    path: Path,
+    include: bool = True,
 ) -> tuple[int, int] | None:
     """The record span (0-based first, last line) an error at *line* belongs to.
 
@@ -149,7 +168,7 @@ def _culprit(
         trial = list(lines)
         for i in range(before[0], before[1] + 1):
             trial[i] = ";" + trial[i]
-        result = _parse(trial, origin, path)
+        result = _parse(trial, origin, path, include)
         if isinstance(result, dns.zone.Zone) or result[0] > line:
             return before
     return here or before

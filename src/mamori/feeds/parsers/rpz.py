@@ -37,7 +37,7 @@ def parse(lines: Iterable[str]) -> ParseResult:
         try:
             zone = fastload.load_lines(text, origin, Path("feed"), "skip")
         except fastload.NeedsFullParser:
-            zone = load_with_dnspython("\n".join(text), origin, Path("feed"), "skip")
+            zone = load_with_dnspython("\n".join(text), origin, Path("feed"), "skip", False)
     except (ZoneError, dns.exception.DNSException) as e:  # e.g. a $ORIGIN that is no name
         out.rejected.append((0, "", f"not a usable RPZ zone: {e}"))
         return out
