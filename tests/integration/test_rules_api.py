@@ -483,3 +483,32 @@ def test_schemathesis_finds_no_server_error_and_responses_conform(
         assert "No issues found" in r.stdout
     finally:
         assert s.m.stop() == 0, s.m.stderr()
+
+
+def test_mamori_web_alone_writes_the_zone_and_the_service_picks_it_up(
+    tmp_path: Path, upstream: AuthServer
+) -> None:
+    """`mamori web` on its own (no DNS): its rule changes reach the `mamori serve` of the
+    same store through the zone file watcher."""
+    s = start_service(tmp_path, upstream, 1)
+    web_port = free_port()
+    alone = tmp_path / "web.toml"
+    alone.write_text(s.m.config.read_text().replace(s.url.rsplit(":", 1)[1], str(web_port)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mamori", "web", "--config", str(alone)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        w = Service(s.m, f"http://127.0.0.1:{web_port}", s.key, tmp_path)
+        assert until(lambda: _up(w), 15)
+        assert w.call("POST", "/api/v1/rules", {"name": "www.example.test"})[0] == 201
+        assert s.blocked_within("www.example.test", True, 5), s.m.stderr()
+        assert w.call("GET", "/api/v1/explain?name=www.example.test")[0] == 409
+        assert w.call("DELETE", "/api/v1/rules/www.example.test")[0] == 200
+        assert s.blocked_within("www.example.test", False, 5)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        assert proc.stderr is not None
+        proc.stderr.close()
+        assert s.m.stop() == 0, s.m.stderr()

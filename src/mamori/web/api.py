@@ -9,6 +9,7 @@ Errors are JSON naming the field at fault; nothing is half-written.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -158,6 +159,8 @@ class Api:
             result = await run_in_threadpool(write)
         except OSError as e:
             raise ApiError(503, f"the rules zone could not be written: {e.strerror}") from None
+        except sqlite3.Error as e:
+            raise ApiError(503, f"the rules table could not be written: {e}") from None
         rt = self.runtime
         if rt is not None and rt.zones_changed is not None:
             await rt.zones_changed()
