@@ -159,7 +159,7 @@ def test_sighup_reloads_zone_and_broken_zone_keeps_previous(mamori: MamoriProces
     assert mamori.query("new.example.test").rcode() == dns.rcode.NXDOMAIN  # upstream NXDOMAIN
     zone_file.write_text(POLICY + "new.example.test A 192.0.2.123\n")
     mamori.signal(signal.SIGHUP)
-    _wait_for(mamori, "rules loaded", 2)
+    _wait_for(mamori, "policy zone rpz.local. serial", 2)
     assert addresses(mamori.query("new.example.test")) == {"192.0.2.123"}
     zone_file.write_text(POLICY + "broken.example.test A 999.0.0.1\n")
     mamori.signal(signal.SIGHUP)
@@ -238,7 +238,7 @@ def test_zone_file_change_is_picked_up_without_sighup(tmp_path: Path, auth: Auth
         assert m.query("new.example.test").rcode() == dns.rcode.NXDOMAIN  # upstream NXDOMAIN
         zone_file.write_text(POLICY + "new.example.test A 192.0.2.123\n")
         _wait_for(m, "policy zone file changed", 1)
-        _wait_for(m, "rules loaded", 2)
+        _wait_for(m, "policy zone rpz.local. serial", 2)
         assert addresses(m.query("new.example.test")) == {"192.0.2.123"}
         # A broken edit is refused; the previous version keeps serving.
         zone_file.write_text(POLICY + "broken.example.test A 999.0.0.1\n")
@@ -284,7 +284,7 @@ def test_policy_swapped_during_resolution_decides_the_answer(
         t.start()
         time.sleep(0.2)
         zone_file.write_text(head + "mx1.example.test CNAME .\n")
-        _wait_for(m, "rules loaded", 2)
+        _wait_for(m, "policy zone rpz.local. serial", 2)
         t.join(10)
         auth.delay = 0.0
         assert result and result[0].rcode() == dns.rcode.NXDOMAIN
