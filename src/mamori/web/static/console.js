@@ -130,31 +130,31 @@
   }
 
   // ------------------------------------------------------------ Block / Allow
-  const dialog = document.getElementById("rule-dialog");
-  const form = document.getElementById("rule-form");
+  const dialog = document.getElementById("quick-rule-dialog");
+  const form = document.getElementById("quick-rule-form");
   const csrf = document.querySelector('meta[name="csrf"]');
   if (dialog && form && csrf) {
-    const err = document.getElementById("rule-error");
-    const status = document.getElementById("rule-status");
+    const err = document.getElementById("quick-rule-error");
+    const status = document.getElementById("quick-rule-status");
     document.addEventListener("click", (ev) => {
       const btn = ev.target.closest(".rule-btn");
       if (!btn) return;
       form.reset();
       err.textContent = "";
-      document.getElementById("rule-name").value = btn.dataset.name;
+      document.getElementById("quick-rule-name").value = btn.dataset.name;
       form.querySelector(`input[name="action"][value="${btn.dataset.action}"]`).checked = true;
       dialog.showModal();
-      document.getElementById("rule-comment").focus();
+      document.getElementById("quick-rule-comment").focus();
     });
-    document.getElementById("rule-cancel").addEventListener("click", () => dialog.close());
+    document.getElementById("quick-rule-cancel").addEventListener("click", () => dialog.close());
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       err.textContent = "";
       const body = {
-        name: document.getElementById("rule-name").value.trim(),
+        name: document.getElementById("quick-rule-name").value.trim(),
         action: form.querySelector('input[name="action"]:checked').value,
-        subdomains: document.getElementById("rule-subdomains").checked,
-        comment: document.getElementById("rule-comment").value,
+        subdomains: document.getElementById("quick-rule-subdomains").checked,
+        comment: document.getElementById("quick-rule-comment").value,
       };
       let r;
       try {
