@@ -119,7 +119,8 @@ def test_transferred_zone_config_and_default_copy_path(tmp_path: Path) -> None:
         UP + '[[rpz]]\nname = "rpz.example"\nprimary = ["192.0.2.53", "[2001:db8::53]:5300"]\n'
         'tsig = "xfr-key:HMAC-SHA256:c2VjcmV0LXNlY3JldC1zZWNyZXQ="\n',
     )
-    z = cfg.rpz[0]
+    assert cfg.rpz[0].name == "rules.mamori."  # the local rules come first
+    z = cfg.rpz[1]
     assert [str(p) for p in z.primary] == ["192.0.2.53:53", "[2001:db8::53]:5300"]
     assert z.tsig == config.TsigSpec("xfr-key.", "hmac-sha256", "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
     assert "c2Vj" not in str(z.tsig)  # the secret never shows in logs

@@ -27,6 +27,7 @@ def _cfg(tmp_path: Path, body: str, serial: int = 1) -> config.Config:
     (tmp_path / "local.rpz").write_text(SOA.format(serial=serial) + body)
     return config.loads(
         f'[upstream]\nservers = ["127.0.0.1:9"]\n[store]\npath = "{tmp_path}/m.db"\n'
+        "[rules]\nenabled = false\n"  # zones[0] below: the [[rpz]] zone
         f'[[rpz]]\nname = "local.rpz"\nfile = "{tmp_path}/local.rpz"\n',
         tmp_path / "m.toml",
     )
@@ -95,6 +96,7 @@ def test_ixfr_changes_become_an_overlay_without_recompiling(tmp_path: Path) -> N
         (tmp_path / "t.rpz").write_text(SOA.format(serial=1) + "old.example CNAME .\n")
         cfg = config.loads(
             f'[upstream]\nservers = ["127.0.0.1:9"]\n[store]\npath = "{tmp_path}/m.db"\n'
+            "[rules]\nenabled = false\n"  # zones[0] below: the [[rpz]] zone
             f'[[rpz]]\nname = "t.rpz"\nfile = "{tmp_path}/t.rpz"\nprimary = ["127.0.0.1:53"]\n',
             tmp_path / "m.toml",
         )

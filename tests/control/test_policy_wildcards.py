@@ -43,6 +43,7 @@ def test_ixfr_removing_the_name_that_makes_an_empty_nonterminal_is_an_overlay(
         (tmp_path / "t.rpz").write_text(SOA.format(serial=1) + rules)
         cfg = config.loads(
             f'[upstream]\nservers = ["127.0.0.1:9"]\n[store]\npath = "{tmp_path}/m.db"\n'
+            "[rules]\nenabled = false\n"  # zones[0] below: the [[rpz]] zone
             f'[[rpz]]\nname = "t.rpz"\nfile = "{tmp_path}/t.rpz"\nprimary = ["127.0.0.1:53"]\n',
             tmp_path / "m.toml",
         )
@@ -82,6 +83,7 @@ def test_ixfr_adding_a_wildcard_above_existing_names_compiles_the_zone_again(
         (tmp_path / "t.rpz").write_text(SOA.format(serial=1) + "x.a.b.example CNAME .\n")
         cfg = config.loads(
             f'[upstream]\nservers = ["127.0.0.1:9"]\n[store]\npath = "{tmp_path}/m.db"\n'
+            "[rules]\nenabled = false\n"  # zones[0] below: the [[rpz]] zone
             f'[[rpz]]\nname = "t.rpz"\nfile = "{tmp_path}/t.rpz"\nprimary = ["127.0.0.1:53"]\n',
             tmp_path / "m.toml",
         )

@@ -1,4 +1,5 @@
-"""Command line: serve, check, web, and the zones, feeds, pdns, keys, users, reports groups.
+"""Command line: serve, check, web, and the zones, feeds, pdns, keys, users, reports, rules
+groups.
 
 One module per command group; this module only assembles them.
 """
@@ -11,6 +12,7 @@ from mamori import __version__
 from mamori.cli.feeds import feeds
 from mamori.cli.keys import keys, reports, users
 from mamori.cli.pdns import pdns
+from mamori.cli.rules import rules
 from mamori.cli.serve import check, serve, web
 from mamori.cli.zones import zones
 
@@ -21,7 +23,7 @@ def cli() -> None:
     """mamori: DNS firewall, threat datasets and passive DNS."""
 
 
-for command in (serve, web, check, zones, feeds, pdns, keys, reports, users):
+for command in (serve, web, check, zones, feeds, pdns, keys, reports, users, rules):
     cli.add_command(command)
 
 

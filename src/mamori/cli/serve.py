@@ -34,6 +34,7 @@ def serve(config_path: str) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     cfg = load_config(config_path, resolver=True)  # the resolver needs [upstream]
     setup_logging(cfg.log.level)
+    _rules_zones(cfg)
     runtime = Runtime()
     # First, before any thread exists: the process that forks the workers.
     zygote = service.fork_worker_factory(cfg)
@@ -67,6 +68,18 @@ def serve(config_path: str) -> None:
                 log.warning("passive DNS: %d answers dropped (queue full)", parts.tap.dropped)
         if parts.store is not None:
             parts.store.close()
+
+
+def _rules_zones(cfg: config_mod.Config) -> None:
+    """The local rules' zones rebuilt from their table when missing or stale."""
+    import sqlite3
+
+    from mamori.store.rules import ensure_zones
+
+    try:
+        ensure_zones(cfg)
+    except (OSError, sqlite3.Error) as e:
+        log.error("local rules: cannot rebuild the rules zones: %s", e)
 
 
 def _web_factory(cfg: config_mod.Config, runtime: Any) -> Any:

@@ -23,12 +23,14 @@ from mamori.config.sections import (
     PolicyConfig,
     PublishConfig,
     RpzConfig,
+    RulesConfig,
     ServerConfig,
     StoreConfig,
     UpstreamConfig,
     WebConfig,
     dataset_zone,
     feed_zone,
+    rules_zones,
 )
 from mamori.config.tables import (
     Ctx,
@@ -56,6 +58,7 @@ _SECTIONS: dict[str, type] = {
     "publish": PublishConfig,
     "pdns": PdnsConfig,
     "blockpage": BlockpageConfig,
+    "rules": RulesConfig,
 }
 
 
@@ -129,7 +132,11 @@ def loads(
         feed_zone(f, cfg.store) for f in cfg.feeds if f.enabled and (f.enforce or f.publish)
     )
     datasets = tuple(dataset_zone(d, cfg.store) for d in cfg.datasets if d.enforce or d.publish)
-    return dataclasses.replace(cfg, rpz=rpz + feeds + datasets)
+    for i, z in enumerate(rpz):
+        if z.name == "rules.mamori." or z.name.endswith(".rules.mamori."):
+            raise ctx.error("rpz", "name", f"{z.name} is managed by mamori ([rules])", i)
+    # The local rules first: an allow rule beats every other zone.
+    return dataclasses.replace(cfg, rpz=rules_zones(cfg) + rpz + feeds + datasets)
 
 
 def _build(ctx: Ctx, section: str, cls: type, table: dict[str, Any], resolv_conf: str) -> Any:
@@ -246,6 +253,9 @@ def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
         for k in z.publish_keys:
             if k not in known:
                 raise ctx.error("rpz", "publish_keys", f"key {k} is not in [publish] keys", i)
+    for k in cfg.rules.publish_keys:
+        if k not in known:
+            raise ctx.error("rules", "publish_keys", f"key {k} is not in [publish] keys")
     tables: tuple[tuple[str, tuple[FeedConfig | DatasetConfig, ...]], ...] = (
         ("feed", cfg.feeds),
         ("dataset", cfg.datasets),

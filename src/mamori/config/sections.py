@@ -105,6 +105,7 @@ class RpzConfig:
     feed: str = ""  # compiled from this [[feed]] or [[dataset]] (set by the loader)
     apply: bool = True  # False: loaded only to be published (a feed with enforce = false)
     groups: tuple[str, ...] = ()  # applies only to clients of these [[group]]s; () = everyone
+    managed: bool = False  # written by mamori (the local rules): no file yet = empty
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,16 @@ class BlockpageConfig:
     enabled: bool = False
     address: str = ""  # the address policy answers point to (walled garden / Local-Data A)
     listen: tuple[Endpoint, ...] = ()  # default: address:80
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """``[rules]``: the local rules (console, REST API, ``mamori rules``), kept in the
+    managed policy zones ``rules.mamori.`` and ``GROUP.rules.mamori.``, first in order."""
+
+    enabled: bool = True
+    publish: bool = False  # serve the rules zones by AXFR/IXFR like any [[rpz]] publish
+    publish_keys: tuple[str, ...] = ()  # TSIG key names ([publish] keys) allowed; () = any
 
 
 @dataclass(frozen=True)
@@ -151,6 +162,7 @@ class Config:
     publish: PublishConfig = field(default_factory=PublishConfig)
     pdns: PdnsConfig = field(default_factory=PdnsConfig)
     blockpage: BlockpageConfig = field(default_factory=BlockpageConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
     rpz: tuple[RpzConfig, ...] = ()
     groups: tuple[GroupConfig, ...] = ()
     feeds: tuple[FeedConfig, ...] = ()
@@ -185,6 +197,26 @@ def feed_zone(feed: FeedConfig, cfg_store: StoreConfig) -> RpzConfig:
 def zone_feeds(cfg: Config) -> dict[str, FeedConfig]:
     """Policy zone name -> the [[feed]] compiled into it (categories of hits)."""
     return {feed_zone(f, cfg.store).name: f for f in cfg.feeds}
+
+
+RULES_ZONE = "rules.mamori."
+
+
+def rules_zones(cfg: Config) -> tuple[RpzConfig, ...]:
+    """The managed zones of the local rules (none when ``[rules] enabled = false``):
+    ``rules.mamori.`` (everyone's), then ``GROUP.rules.mamori.`` for each [[group]]."""
+    if not cfg.rules.enabled:
+        return ()
+    directory = cfg.store.path.parent / "rules"
+    r = cfg.rules
+
+    def zone(name: str, groups: tuple[str, ...] = ()) -> RpzConfig:
+        return RpzConfig(name=name, file=directory / f"{name}zone", publish=r.publish,
+                         publish_keys=r.publish_keys, groups=groups, managed=True)  # fmt: skip
+
+    zones = [zone(RULES_ZONE)]
+    zones += [zone(f"{g.name}.{RULES_ZONE}", (g.name,)) for g in cfg.groups]
+    return tuple(zones)
 
 
 def dataset_zone(ds: DatasetConfig, cfg_store: StoreConfig) -> RpzConfig:

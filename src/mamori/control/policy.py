@@ -203,7 +203,7 @@ class PolicyManager:
             log.info("policy zone %s: compiled form of %s reused", rpz.name, rpz.file)
             return
         t0 = time.monotonic()
-        if not rpz.file.exists() and (rpz.primary or rpz.feed):
+        if not rpz.file.exists() and (rpz.primary or rpz.feed or rpz.managed):
             path = await compile_loaded(self.files, LoadedZone(rpz.name), source)
             self._set_base(slot, path, source)
             return

@@ -46,7 +46,7 @@ def load_zone_steps(rpz: RpzConfig) -> Generator[None, None, LoadedZone]:
     copy on disk yet loads empty (no rules, no SOA) until its first transfer.
     """
     assert rpz.file is not None
-    if (rpz.primary or rpz.feed) and not rpz.file.exists():
+    if (rpz.primary or rpz.feed or rpz.managed) and not rpz.file.exists():
         return LoadedZone(rpz.name)  # not transferred / not compiled yet
     z = yield from zone_mod.load_steps(rpz.file, rpz.name, rpz.on_error)
     if rpz.primary:

@@ -19,10 +19,12 @@ from starlette.staticfiles import StaticFiles
 from mamori import config as cfgmod
 from mamori.store.pdns_sqlite import PdnsSQLite
 from mamori.web import metrics
+from mamori.web.api import Api
 from mamori.web.console import Console, static_dir
 from mamori.web.keys import KeyStore
 from mamori.web.openapi import SPEC
 from mamori.web.pdns_api import PdnsApi
+from mamori.web.rules_page import RulesPage
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     console = Console(cfg, keys, store, runtime)
+    rest = Api(cfg, keys, runtime)
     first_admin(cfg, keys)
     app = Starlette(
         routes=[
@@ -77,6 +80,8 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
             Mount("/static", StaticFiles(directory=static_dir()), name="static"),
             *api.routes(),
             *console.routes(),
+            *rest.routes(),
+            *RulesPage(console, rest).routes(),
         ],
         middleware=console.middleware(),
     )

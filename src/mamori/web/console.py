@@ -46,7 +46,7 @@ from mamori.web.keys import KeyStore
 # (path, label): labels are English, translated where shown
 NAV = [("/", N_("Overview")), ("/queries", N_("Query log")), ("/policy", N_("Policy")),
        ("/feeds", N_("Feeds")), ("/pdns", N_("Passive DNS")), ("/alerts", N_("Alerts")),
-       ("/reports", N_("Reports"))]  # fmt: skip
+       ("/reports", N_("Reports")), ("/rules", N_("Rules"))]  # fmt: skip
 RCODES = {-1: "DROP", 0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
 SESSION_HOURS = 12
 LIVE_ROWS = 200  # at most this many new rows per poll of /queries.json

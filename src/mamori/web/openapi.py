@@ -1,8 +1,16 @@
-"""OpenAPI 3 description of the passive DNS APIs (served at /openapi.json)."""
+"""OpenAPI 3 description of the HTTP APIs (served at /openapi.json).
+
+The passive DNS APIs are described here; each REST API module (``/api/v1/``)
+describes its own paths in ``OPENAPI_PATHS`` (and schemas in
+``OPENAPI_SCHEMAS``): importing the module below is enough to merge them.
+"""
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
+
+from mamori.web import api as rules_api  # noqa: F401 (its OPENAPI_PATHS)
 
 _KEY: list[dict[str, list[str]]] = [{"apiKey": []}, {"basic": []}, {"authorization": []}]
 _FENCES = [
@@ -49,13 +57,21 @@ def _p(name: str, desc: str) -> dict[str, Any]:
 
 SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
-    "info": {"title": "mamori passive DNS", "version": "1"},
+    "info": {"title": "mamori HTTP APIs", "version": "1"},
     "components": {
         "securitySchemes": {
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             "basic": {"type": "http", "scheme": "basic"},
             "authorization": {"type": "apiKey", "in": "header", "name": "Authorization"},
-        }
+            "bearer": {"type": "http", "scheme": "bearer", "description": "an API key"},
+            "session": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": "mamori_session",
+                "description": "the console's session; changes also need X-CSRF-Token",
+            },
+        },
+        "schemas": {},
     },
     "paths": {
         "/pdns/query/{q}": {
@@ -142,3 +158,20 @@ SPEC: dict[str, Any] = {
         ),
     },
 }
+
+
+def _merge(spec: dict[str, Any], modules: list[ModuleType]) -> None:
+    """Add each API module's ``OPENAPI_PATHS`` and ``OPENAPI_SCHEMAS``; a path or
+    schema named twice is a programming error."""
+    for m in modules:
+        for key, into in (("OPENAPI_PATHS", spec["paths"]),
+                          ("OPENAPI_SCHEMAS", spec["components"]["schemas"])):  # fmt: skip
+            for name, value in getattr(m, key, {}).items():
+                if name in into:
+                    raise RuntimeError(f"{m.__name__}: {key} {name} is already described")
+                into[name] = value
+
+
+# Every module imported above that describes paths (a new API module: one import line).
+_merge(SPEC, [m for m in (globals().values()) if isinstance(m, ModuleType)
+              and hasattr(m, "OPENAPI_PATHS")])  # fmt: skip
