@@ -324,7 +324,9 @@ def test_rule_dialog_follows_the_api_contract(
     assert page.is_checked("#quick-rule-allow") and not page.is_checked("#quick-rule-subdomains")
     page.fill("#quick-rule-name", "bad name")
     page.click("#quick-rule-save")
-    expect(page.locator("#quick-rule-error")).to_contain_text("not a domain name: 'bad name' (name)")
+    expect(page.locator("#quick-rule-error")).to_contain_text(
+        "not a domain name: 'bad name' (name)"
+    )
     expect(page.locator("#quick-rule-dialog")).to_be_visible()
     page.fill("#quick-rule-name", "mx1.example.test")
     page.check("#quick-rule-subdomains")
@@ -349,3 +351,83 @@ def test_rule_dialog_follows_the_api_contract(
     page.click("#quick-rule-cancel")
     expect(page.locator("#quick-rule-dialog")).to_be_hidden()
     ctx.close()
+
+
+def dig(port: int, name: str) -> str:
+    dig_bin = require_binary("dig")
+    r = subprocess.run(
+        [dig_bin, "@127.0.0.1", "-p", str(port), name, "A", "+time=2", "+tries=1"],
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    return r.stdout
+
+
+def test_block_and_allow_from_the_console(
+    site: tuple[MamoriProcess, int, int, Path], browser: object
+) -> None:
+    """Block a name from a query-log row -> NXDOMAIN with EDE 15; allow a name a feed blocks
+    from the overview -> it resolves; remove the rule on the Rules page -> blocked again."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    m, web, _bp, _tmp = site
+    base = f"http://127.0.0.1:{web}"
+    ctx = browser.new_context(locale="en-US")
+    page = ctx.new_page()
+    page.set_default_timeout(15000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    login(page, base)
+    if page.request.get(f"{base}/api/v1/rules").status == 404:
+        pytest.skip("POST /api/v1/rules is not there (the rules API, branch i15-rules)")
+
+    # Block, from the query-log row of a name that resolves
+    assert "status: NOERROR" in dig(m.port, "short.example.test")
+    page.goto(f"{base}/queries?name=short.example.test")
+    row = page.locator("#results-body tr", has_text="short.example.test").first
+    row.locator(".rule-btn[data-action=block]").click()
+    expect(page.locator("#quick-rule-name")).to_have_value("short.example.test")
+    page.fill("#quick-rule-comment", "seen in the query log")
+    page.click("#quick-rule-save")
+    expect(page.locator("#quick-rule-status")).to_contain_text(
+        "Rule saved: Block short.example.test"
+    )
+    assert until(lambda: "status: NXDOMAIN" in dig(m.port, "short.example.test"), 5)
+    out = dig(m.port, "short.example.test")
+    assert "EDE: 15 (Blocked)" in out, out
+
+    # Allow, from the overview's top blocked names: a name a feed blocks
+    assert "status: NXDOMAIN" in dig(m.port, "mx1.example.test")
+    page.goto(f"{base}/")
+    row = page.locator("#top-names tr", has_text="mx1.example.test")
+    row.locator(".rule-btn[data-action=allow]").click()
+    expect(page.locator("#quick-rule-allow")).to_be_checked()
+    page.fill("#quick-rule-comment", "our mail server")
+    page.click("#quick-rule-save")
+    expect(page.locator("#quick-rule-status")).to_contain_text("Allow mx1.example.test")
+    assert until(lambda: "192.0.2.25" in dig(m.port, "mx1.example.test"), 5)
+
+    # a refused rule: the API's error, naming the field, in the form
+    page.goto(f"{base}/queries")
+    page.locator("#results-body .rule-btn[data-action=block]").first.click()
+    page.fill("#quick-rule-name", "not a name!")
+    page.click("#quick-rule-save")
+    expect(page.locator("#quick-rule-error")).to_contain_text("(name)")
+    page.click("#quick-rule-cancel")
+
+    # the rules on the Rules page; removing the allow -> blocked by the feed again
+    page.goto(f"{base}/rules")
+    expect(page.locator("#rules")).to_contain_text("short.example.test")
+    expect(page.locator("#rules")).to_contain_text("our mail server")
+    page.locator("#rules tr", has_text="mx1.example.test").locator("button.remove").click()
+    expect(page.locator("#rules")).not_to_contain_text("mx1.example.test")
+    assert until(lambda: "status: NXDOMAIN" in dig(m.port, "mx1.example.test"), 5)
+    # and the block, through the API with the session's CSRF token
+    csrf = page.get_attribute('meta[name="csrf"]', "content")
+    assert csrf
+    r = page.request.delete(f"{base}/api/v1/rules/short.example.test",
+                            headers={"X-CSRF-Token": csrf})  # fmt: skip
+    assert r.status in (200, 204), r.text()
+    assert until(lambda: "status: NOERROR" in dig(m.port, "short.example.test"), 5)
+    ctx.close()
+    assert not errors, errors
