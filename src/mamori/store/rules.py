@@ -137,8 +137,6 @@ def check_rule(doc: dict[str, Any], known_groups: set[str]) -> dict[str, Any]:
     if not isinstance(subdomains, bool):
         raise RuleError("subdomains must be true or false", "subdomains")
     comment = doc.get("comment", "")
-    if comment is None:
-        comment = ""
     if not isinstance(comment, str):
         raise RuleError("comment must be a string", "comment")
     if len(comment) > MAX_COMMENT:
@@ -146,8 +144,6 @@ def check_rule(doc: dict[str, Any], known_groups: set[str]) -> dict[str, Any]:
     if "\x00" in comment:
         raise RuleError("comment holds a NUL character", "comment")
     groups = doc.get("groups", [])
-    if groups is None:
-        groups = []
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise RuleError("groups must be a list of group names", "groups")
     unknown = sorted(set(groups) - known_groups)

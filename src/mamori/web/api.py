@@ -33,7 +33,7 @@ MAX_LIMIT = 1000
 def int_param(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
     """A query parameter as an integer in lo..hi; ApiError 422 naming it."""
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -209,7 +209,7 @@ class Api:
             qtype = type_code(qtype_text)
         except (ValueError, KeyError):
             raise ApiError(422, f"unknown query type {qtype_text}", "qtype") from None
-        client = str_param(request, "client", 64) or None
+        client = str_param(request, "client", 64) if "client" in request.query_params else None
         if client is not None:
             import ipaddress
 
@@ -288,8 +288,36 @@ def _q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 _LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+# What the schema promises is accepted; the API accepts more (U-labels, ISO times...).
+_LABEL_RE = "[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_NAME = {
+    "type": "string",
+    "maxLength": 253,
+    "pattern": f"^{_LABEL_RE}(?:\\.{_LABEL_RE})*\\.?$",
+    "description": "a domain name; internationalised names (U-labels) are accepted too"
+    " and converted to A-labels; no wildcards (use subdomains)",
+}
+_NO_NUL = "^[^\\u0000]*$"
 _BEFORE = {"type": "integer", "minimum": 1, "maximum": (1 << 63) - 1}
-_TEXT = {"type": "string", "maxLength": 253}
+_TEXT = {"type": "string", "maxLength": 253, "pattern": _NO_NUL}
+
+_QTYPES = [
+    "A",
+    "AAAA",
+    "CNAME",
+    "MX",
+    "TXT",
+    "NS",
+    "SOA",
+    "PTR",
+    "SRV",
+    "CAA",
+    "HTTPS",
+    "SVCB",
+    "DS",
+    "DNSKEY",
+    "ANY",
+]
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -302,12 +330,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "required": ["name"],
         "additionalProperties": False,
         "properties": {
-            "name": {
-                "type": "string",
-                "description": "a domain name (IDNA is converted to"
-                " A-labels), no wildcards: use subdomains",
-                "maxLength": 253,
-            },
+            "name": _NAME,
             "action": {"type": "string", "enum": ["block", "allow"], "default": "block"},
             "subdomains": {"type": "boolean", "default": False},
             "comment": {"type": "string", "maxLength": 500, "default": ""},
@@ -463,7 +486,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             "summary": "remove the rules of a name (all groups, or ?groups=a,b only)",
             "security": _AUTH,
             "parameters": [
-                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "name", "in": "path", "required": True, "schema": _NAME},
                 _q(
                     "groups",
                     {"type": "string"},
@@ -482,18 +505,23 @@ OPENAPI_PATHS: dict[str, Any] = {
             "summary": "search the query log (newest first), as the console's query log",
             "security": _AUTH,
             "parameters": [
-                _q("client", {"type": "string", "maxLength": 64}, "client address"),
+                _q(
+                    "client",
+                    {"type": "string", "maxLength": 64, "pattern": _NO_NUL},
+                    "client address",
+                ),
                 _q("name", _TEXT, "substring of the query name"),
                 _q(
                     "action",
-                    {"type": "string", "maxLength": 32},
+                    {"type": "string", "maxLength": 32, "pattern": _NO_NUL},
                     "blocked, allowed, or a policy action (nxdomain, passthru...)",
                 ),
                 _q("zone", _TEXT, "policy zone"),
                 _q(
                     "since",
-                    {"type": "string", "maxLength": 64},
-                    "epoch seconds, -seconds (relative) or ISO 8601",
+                    {"type": "string", "pattern": "^(-?[0-9]{1,12})?$"},
+                    "epoch seconds or -seconds (relative); an ISO 8601 time or 1w2d3h (ago)"
+                    " is accepted too",
                 ),
                 _q("before", _BEFORE, "only ids below this (next_before of the last page)"),
                 _q("limit", {**_LIMIT, "default": 50}, "rows"),
@@ -506,9 +534,22 @@ OPENAPI_PATHS: dict[str, Any] = {
             "summary": "which rule applies to a name (the console's explain)",
             "security": _AUTH,
             "parameters": [
-                {**_q("name", _TEXT, "the query name"), "required": True},
-                _q("qtype", {"type": "string", "maxLength": 16, "default": "A"}, "query type"),
-                _q("client", {"type": "string", "maxLength": 64}, "client address"),
+                {**_q("name", _NAME, "the query name"), "required": True},
+                _q(
+                    "qtype",
+                    {"type": "string", "enum": _QTYPES, "default": "A"},
+                    "query type (any other mnemonic or TYPEnnn is accepted too)",
+                ),
+                _q(
+                    "client",
+                    {
+                        "oneOf": [
+                            {"type": "string", "format": "ipv4"},
+                            {"type": "string", "format": "ipv6"},
+                        ]
+                    },
+                    "client address (Client-IP rules; none: QNAME rules only)",
+                ),
             ],
             "responses": {"200": _json("the verdict", "Explain"), **_errors(409, 422)},
         },
