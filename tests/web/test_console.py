@@ -146,3 +146,23 @@ def test_live_query_log_json(tmp_path: Path) -> None:
         assert "block.rpz. により NXDOMAIN" in doc["rows"][0]["html"]
         assert ">ブロック</button>" in doc["rows"][0]["html"]
     store.db.close()
+
+
+def test_dataset_zones_take_their_single_category(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a.example\n")
+    (tmp_path / "b.txt").write_text("b.example\n")
+    feeds = "".join(
+        f'[[feed]]\nname = "{n}"\npath = "{tmp_path / f"{n}.txt"}"\nformat = "domains"\n'
+        f'category = "{c}"\n'
+        for n, c in (("a", "phishing"), ("b", "malware"))
+    )
+    cfg = write_config(
+        tmp_path,
+        feeds + '[[dataset]]\nname = "phish"\ncategories = ["phishing"]\nenforce = true\n'
+        '[[dataset]]\nname = "threats"\nfeeds = ["a", "b"]\nenforce = true\n',
+    )
+    data = ConsoleData(cfg)
+    assert data.label("a.feeds.mamori.") == "phishing"
+    assert data.label("phish.datasets.mamori.") == "phishing"
+    assert data.label("threats.datasets.mamori.") == "zone: threats.datasets.mamori"
+    assert data.label("local.rpz.") == "zone: local.rpz"

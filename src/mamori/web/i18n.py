@@ -54,7 +54,6 @@ JA: dict[str, str] = {
     "Policy": "ポリシー",
     "Feeds": "フィード",
     "Rules": "ルール",
-    "Groups": "グループ",
     "Passive DNS": "パッシブDNS",
     "Alerts": "アラート",
     "Reports": "誤検知の報告",
@@ -145,7 +144,7 @@ JA: dict[str, str] = {
     "Count": "回数",
     "Nothing observed.": "観測されていません。",
     # policy
-    "Would this name be blocked?": "この名前はブロックされるか",
+    "Would this name be blocked?": "この名前はブロックされますか?",
     "Explain": "判定",
     "by rule <code>%(rule)s</code> in zone <code>%(zone)s</code>":
         "(ゾーン <code>%(zone)s</code> のルール <code>%(rule)s</code>)",
@@ -157,6 +156,33 @@ JA: dict[str, str] = {
     "Last hit": "最終ヒット",
     "yes": "はい",
     "published only": "配信のみ",
+    # the Rules page (rules.html)
+    "A rule is in force on every worker when this page comes back. Rules come first in the"
+    " policy order: an allow rule beats every feed.":
+        "ルールはこのページが再表示された時点で全ワーカーに適用されています。ルールはポリシーの"
+        "最初に評価されるため、許可ルールはどのフィードよりも優先されます。",
+    "Subdomains": "サブドメイン",
+    "Groups (none: everyone)": "グループ(指定なし: 全員)",
+    "Groups": "グループ",
+    "Add": "追加",
+    "Rules (%(total)s)": "ルール(%(total)s 件)",
+    "Added": "追加日時",
+    "By": "追加者",
+    "block": "ブロック",
+    "allow": "許可",
+    "no": "いいえ",
+    "everyone": "全員",
+    "Remove": "削除",
+    "No rules matching %(q)s.": "%(q)s に一致するルールはありません。",
+    "No rules.": "ルールはありません。",
+    "Next page": "次のページ",
+    "Changes to %(name)s": "%(name)s の変更履歴",
+    "When": "日時",
+    "Who": "実行者",
+    "From": "接続元",
+    "What": "操作",
+    "Detail": "詳細",
+    "No changes recorded.": "変更の記録はありません。",
     # alerts
     "Severity": "重要度",
     "Subject": "件名",
