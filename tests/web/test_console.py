@@ -166,3 +166,19 @@ def test_dataset_zones_take_their_single_category(tmp_path: Path) -> None:
     assert data.label("phish.datasets.mamori.") == "phishing"
     assert data.label("threats.datasets.mamori.") == "zone: threats.datasets.mamori"
     assert data.label("local.rpz.") == "zone: local.rpz"
+
+
+def test_a_query_row_shows_the_client_group_when_the_log_has_it(tmp_path: Path) -> None:
+    from mamori.web.console import Console, _query_row
+    from mamori.web.keys import KeyStore
+
+    r = (7, 1.0e9, "10.0.0.2", "x.example.", 1, 3, "", 0, "", "block.rpz.", "x.example",
+         "NXDOMAIN", "blocked", "nxdomain")  # fmt: skip
+    assert _query_row(r)["group"] == "" and _query_row((*r, "kids"))["group"] == "kids"
+    cfg = write_config(tmp_path)
+    console = Console(cfg, KeyStore(tmp_path / "keys.sqlite"), None)
+    for lang, title in (("en", "group"), ("ja", "グループ")):
+        macro = console.envs[lang].get_template("_macros.html").module.query_row  # type: ignore[attr-defined]
+        html = str(macro(_query_row((*r, "kids"))))
+        assert f'10.0.0.2 <span class="group" title="{title}">(kids)</span>' in html
+        assert "(kids)" not in str(macro(_query_row(r)))

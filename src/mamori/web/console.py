@@ -433,6 +433,7 @@ def _query_row(r: tuple[Any, ...]) -> dict[str, Any]:
         "rcode": RCODES.get(r[5], str(r[5])), "answer": r[6], "cache": bool(r[7]),
         "zone": r[9], "rule": r[10], "action": r[11], "outcome": r[12],
         "blocked": r[12] in ("blocked", "dropped"),
+        "group": r[14] if len(r) > 14 else "",  # the client's [[group]]s (query log v7+)
     }  # fmt: skip
 
 

@@ -164,6 +164,8 @@ JA: dict[str, str] = {
     "Subdomains": "サブドメイン",
     "Groups (none: everyone)": "グループ(指定なし: 全員)",
     "Groups": "グループ",
+    "group": "グループ",
+    "Audit": "監査ログ",
     "Add": "追加",
     "Rules (%(total)s)": "ルール(%(total)s 件)",
     "Added": "追加日時",
