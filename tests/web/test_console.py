@@ -176,7 +176,9 @@ def test_a_query_row_shows_the_client_group_when_the_log_has_it(tmp_path: Path) 
          "NXDOMAIN", "blocked", "nxdomain")  # fmt: skip
     assert _query_row(r)["group"] == "" and _query_row((*r, "kids"))["group"] == "kids"
     cfg = write_config(tmp_path)
-    console = Console(cfg, KeyStore(tmp_path / "keys.sqlite"), None)
+    keys = KeyStore(tmp_path / "keys.sqlite")
+    console = Console(cfg, keys, None)
+    keys.close()
     for lang, title in (("en", "group"), ("ja", "グループ")):
         macro = console.envs[lang].get_template("_macros.html").module.query_row  # type: ignore[attr-defined]
         html = str(macro(_query_row((*r, "kids"))))
