@@ -12,7 +12,7 @@ from typing import Any
 from mamori import config as cfgmod
 
 INFECTED = ("botnet-cc", "malware")
-TOP_QUERIED_SCAN = 100_000  # "top queried names": among the newest logged queries (24 h)
+TOP_QUERIED_SCAN = 50_000  # "top queried names": among the newest logged queries (24 h)
 PAGE = 50
 QUERY_COLUMNS = ("id", "ts", "client", "qname", "qtype", "rcode", "answer", "cache_hit",
                  "upstream", "policy_zone", "policy_rule", "policy_action", "outcome",
