@@ -165,6 +165,7 @@ JA: dict[str, str] = {
     "Groups (none: everyone)": "グループ(指定なし: 全員)",
     "Groups": "グループ",
     "group": "グループ",
+    "Client groups": "クライアントグループ",
     "Audit": "監査ログ",
     "Add": "追加",
     "Rules (%(total)s)": "ルール(%(total)s 件)",
