@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +24,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import (
+    FileResponse,
     HTMLResponse,
+    JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     Response,
@@ -35,14 +38,18 @@ from mamori import config as cfgmod
 from mamori.pdns import formats
 from mamori.pdns.model import type_text
 from mamori.store.pdns_sqlite import Fences
-from mamori.web.consoledata import QUERY_COLUMNS, ConsoleData, QueryFilter
+from mamori.web import i18n
+from mamori.web.consoledata import QUERY_COLUMNS, ZONE_LABEL, ConsoleData, QueryFilter
+from mamori.web.i18n import N_
 from mamori.web.keys import KeyStore
 
-NAV = [("/", "Overview"), ("/queries", "Query log"), ("/policy", "Policy"), ("/feeds", "Feeds"),
-       ("/pdns", "Passive DNS"), ("/alerts", "Alerts"), ("/reports", "Reports"),
-       ("/rules", "Rules")]  # fmt: skip
+# (path, label): labels are English, translated where shown
+NAV = [("/", N_("Overview")), ("/queries", N_("Query log")), ("/policy", N_("Policy")),
+       ("/feeds", N_("Feeds")), ("/pdns", N_("Passive DNS")), ("/alerts", N_("Alerts")),
+       ("/reports", N_("Reports")), ("/rules", N_("Rules"))]  # fmt: skip
 RCODES = {-1: "DROP", 0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
 SESSION_HOURS = 12
+LIVE_ROWS = 200  # at most this many new rows per poll of /queries.json
 
 
 def secret_key(cfg: cfgmod.Config) -> str:
@@ -66,10 +73,26 @@ class Console:
         self.keys = keys
         self.pdns = pdns
         self.runtime = runtime
-        self.data = ConsoleData(cfg)
-        self.env = Environment(
-            loader=PackageLoader("mamori.web", "templates"), autoescape=select_autoescape()
-        )
+        self.data = ConsoleData(cfg, lambda: runtime.config if runtime is not None else None)
+        self.envs: dict[str, Environment] = {}
+        for lang, _label in i18n.LANGUAGES:
+            env = Environment(
+                loader=PackageLoader("mamori.web", "templates"),
+                autoescape=select_autoescape(),
+                extensions=["jinja2.ext.i18n"],
+            )
+            cat = i18n.Catalogue(lang)
+            env.install_gettext_callables(  # type: ignore[attr-defined]
+                cat.gettext, cat.ngettext, newstyle=True
+            )
+            self.envs[lang] = env
+        self.env = self.envs["en"]
+
+    def current_cfg(self) -> cfgmod.Config:
+        """The configuration in force (after SIGHUP reloads), else the one started with."""
+        rt = self.runtime
+        cfg = rt.config if rt is not None else None
+        return cfg if cfg is not None else self.cfg
 
     def middleware(self) -> list[Middleware]:
         return [
@@ -86,6 +109,9 @@ class Console:
     def routes(self) -> list[Route]:
         return [
             Route("/login", self.login, methods=["GET", "POST"]),
+            Route("/favicon.ico", self.favicon),
+            Route("/lang/{lang}", self.set_language),
+            Route("/queries.json", self.queries_json),
             Route("/logout", self.logout, methods=["POST"]),
             Route("/", self.overview),
             Route("/queries", self.queries),
@@ -115,13 +141,44 @@ class Console:
         user = request.session.get("user")
         return str(user) if user else None
 
+    def _render(self, request: Request, template: str, **ctx: Any) -> str:
+        lang = i18n.choose(request)
+        here_full = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return (
+            self.envs[lang]
+            .get_template(template)
+            .render(lang=lang, languages=i18n.LANGUAGES, here_full=here_full, **ctx)
+        )
+
+    def _t(self, request: Request, message: str, **values: Any) -> str:
+        """*message* in the request's language, ``%(name)s`` filled from *values*."""
+        text = i18n.Catalogue(i18n.choose(request)).gettext(message)
+        return text % values if values else text
+
     def _page(self, request: Request, template: str, title: str, **ctx: Any) -> Response:
         user = self._user(request)
-        html = self.env.get_template(template).render(
-            title=title, nav=NAV, here=request.url.path, user=user, csrf=self._csrf(request),
-            fmt=_fmt, **ctx,
+        html = self._render(
+            request, template, title=self._t(request, title), nav=NAV, here=request.url.path,
+            user=user, csrf=self._csrf(request), fmt=_fmt, **ctx,
         )  # fmt: skip
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    async def favicon(self, _request: Request) -> Response:
+        return FileResponse(
+            static_dir() / "favicon.ico", media_type="image/x-icon",
+            headers={"Cache-Control": "max-age=86400"},
+        )  # fmt: skip
+
+    async def set_language(self, request: Request) -> Response:
+        """The language switch: remember the choice in a cookie, back to the page."""
+        lang = request.path_params["lang"]
+        nxt = request.query_params.get("next", "/")
+        target = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/"
+        resp = RedirectResponse(target, 303)
+        if lang in dict(i18n.LANGUAGES):
+            resp.set_cookie(i18n.COOKIE, lang, max_age=365 * 86400, samesite="strict",
+                            httponly=True)  # fmt: skip
+        return resp
 
     def _login_redirect(self, request: Request) -> Response:
         return RedirectResponse(f"/login?next={request.url.path}", 303)
@@ -132,7 +189,7 @@ class Console:
         if request.method == "POST":
             form = await self._form_ok(request)
             if form is None:
-                error = "The form expired; try again."
+                error = self._t(request, N_("The form expired; try again."))
             else:
                 user, password = str(form.get("user", "")), str(form.get("password", ""))
                 nxt = str(form.get("next", "/"))
@@ -143,10 +200,11 @@ class Console:
                     request.session["csrf"] = secrets.token_hex(16)
                     target = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/"
                     return RedirectResponse(target, 303)
-                error = "Wrong user or password."
-        html = self.env.get_template("login.html").render(
-            csrf=self._csrf(request), error=error, next=nxt
-        )
+                error = self._t(request, N_("Wrong user or password."))
+        html = self._render(
+            request, "login.html", csrf=self._csrf(request), error=error, next=nxt,
+            here=request.url.path,
+        )  # fmt: skip
         return HTMLResponse(html, 200 if not error else 401)
 
     async def logout(self, request: Request) -> Response:
@@ -170,8 +228,17 @@ class Console:
             hit_rate = f"{100 * hits / total:.0f}%" if total else "-"
             ups = rt.upstreams()
             upstreams = f"{sum(1 for u in ups if u.up)}/{len(ups)}"
+
+        def label(key: str) -> str:  # "zone: NAME" in the page's language; categories as they are
+            if key.startswith(ZONE_LABEL):
+                return self._t(request, N_("zone: %(name)s"), name=key[len(ZONE_LABEL) :])
+            return key
+
         return self._page(
-            request, "overview.html", "Overview", o=o, hit_rate=hit_rate, upstreams=upstreams,
+            request, "overview.html", N_("Overview"), o=o, hit_rate=hit_rate,
+            upstreams=upstreams,
+            by_category={label(k): v for k, v in o["by_category"].items()},
+            blocks_by_category={label(k): v for k, v in o["blocks_by_category"].items()},
         )  # fmt: skip
 
     def _filter(self, request: Request) -> tuple[QueryFilter, str]:
@@ -192,15 +259,39 @@ class Console:
             return self._login_redirect(request)
         f, since_text = self._filter(request)
         before = request.query_params.get("before")
-        rows = await run_in_threadpool(
-            self.data.queries, f, int(before) if before and before.isdigit() else None
-        )
-        qs = "&".join(f"{k}={v}" for k, v in request.query_params.items() if k != "before")
+        older = int(before) if before and before.isdigit() else None
+        rows = await run_in_threadpool(self.data.queries, f, older)
+        last_id = 0
+        if older is None:  # the newest page: live, from the newest logged row on
+            last_id = rows[0][0] if rows else await run_in_threadpool(self.data.last_id)
+        qs = urlencode([(k, v) for k, v in request.query_params.items() if k != "before"])
         return self._page(
-            request, "queries.html", "Query log", f=f, since=since_text, rows=rows,
+            request, "queries.html", N_("Query log"), f=f, since=since_text,
+            rows=[_query_row(r) for r in rows],
             next_id=rows[-1][0] if len(rows) == 50 else None, query_string=qs,
-            qtype=type_text, rcode=lambda c: RCODES.get(c, str(c)),
+            live=older is None, last_id=last_id,
         )  # fmt: skip
+
+    async def queries_json(self, request: Request) -> Response:
+        """The live query log: rows logged after ``after`` (an id), oldest first, with the
+        page's filters; each with its table row as the page shows it (``html``)."""
+        if not self._user(request):
+            return JSONResponse({"error": "log in first"}, 401)
+        f, _ = self._filter(request)
+        after_text = request.query_params.get("after", "")
+        if not after_text.isdigit():
+            return JSONResponse({"error": "after: a query id", "field": "after"}, 400)
+        after = int(after_text)
+        rows = await run_in_threadpool(self.data.queries_after, f, after, LIVE_ROWS)
+        env = self.envs[i18n.choose(request)]
+        macro = env.get_template("_macros.html").module.query_row  # type: ignore[attr-defined]
+        out = []
+        for r in rows:
+            row = _query_row(r)
+            row["html"] = str(macro(row))
+            out.append(row)
+        last = rows[-1][0] if rows else after
+        return JSONResponse({"rows": out, "last": last}, headers={"Cache-Control": "no-store"})
 
     async def queries_csv(self, request: Request) -> Response:
         if not self._user(request):
@@ -231,18 +322,20 @@ class Console:
         zones, match = [], None
         rt = self.runtime
         policy = rt.policy if rt is not None else None
-        rpz_by_name = {z.name: z for z in self.cfg.rpz}
+        rpz_by_name = {z.name: z for z in self.current_cfg().rpz}
         if rt is not None:
             for z in rt.zones():
                 rpz = rpz_by_name.get(z.name)
-                source = "file"
+                source = self._t(request, N_("file"))
                 if rpz is not None and rpz.primary:
-                    source = "transfer from " + ", ".join(str(p) for p in rpz.primary)
+                    primaries = ", ".join(str(p) for p in rpz.primary)
+                    source = self._t(request, N_("transfer from %(primaries)s"),
+                                     primaries=primaries)  # fmt: skip
                     sub = rt.subs.subs.get(z.name) if rt.subs is not None else None
                     if sub is not None:
                         source += f" ({sub.status.last_result})"
                 elif rpz is not None and rpz.feed:
-                    source = f"feed {rpz.feed}"
+                    source = self._t(request, N_("feed %(name)s"), name=rpz.feed)
                 n, last = hits.get(z.name, (0, 0.0))
                 zones.append({"name": z.name, "serial": z.serial, "rules": z.rules,
                               "source": source, "applied": z.applied, "hits": n,
@@ -256,11 +349,11 @@ class Console:
             except ValueError:
                 found = None
             if found is not None:
-                action = "by query type" if found.typed else found.hit[3]
+                action = self._t(request, N_("by query type")) if found.typed else found.hit[3]
                 match = {"action": action, "rule": found.rule.rule_name,
                          "zone": found.rule.zone,
                          "category": self.data.category.get(found.rule.zone, "")}  # fmt: skip
-        return self._page(request, "policy.html", "Policy", zones=zones, explain=explain,
+        return self._page(request, "policy.html", N_("Policy"), zones=zones, explain=explain,
                           match=match)  # fmt: skip
 
     async def feeds(self, request: Request) -> Response:
@@ -272,7 +365,7 @@ class Console:
         def stale(f: dict[str, Any]) -> bool:
             return not f["last_ok"] or time.time() - f["last_ok"] > 3 * refresh[f["name"]]
 
-        return self._page(request, "feeds.html", "Feeds", feeds=feeds, stale=stale)
+        return self._page(request, "feeds.html", N_("Feeds"), feeds=feeds, stale=stale)
 
     async def pdns_page(self, request: Request) -> Response:
         if not self._user(request):
@@ -294,7 +387,7 @@ class Console:
              "first": r["time_first"], "last": r["time_last"]}
             for r in rows[:30]
         ]  # fmt: skip
-        return self._page(request, "pdns.html", "Passive DNS", q=q, kind=kind, rows=rows,
+        return self._page(request, "pdns.html", N_("Passive DNS"), q=q, kind=kind, rows=rows,
                           error=error, timeline=timeline, after=after,
                           before=before)  # fmt: skip
 
@@ -316,13 +409,13 @@ class Console:
         if not self._user(request):
             return self._login_redirect(request)
         rows = await run_in_threadpool(self.data.alerts)
-        return self._page(request, "alerts.html", "Alerts", alerts=rows)
+        return self._page(request, "alerts.html", N_("Alerts"), alerts=rows)
 
     async def reports(self, request: Request) -> Response:
         if not self._user(request):
             return self._login_redirect(request)
         rows = await run_in_threadpool(self.data.reports)
-        return self._page(request, "reports.html", "False-positive reports", reports=rows)
+        return self._page(request, "reports.html", N_("False-positive reports"), reports=rows)
 
     async def close_report(self, request: Request) -> Response:
         if not self._user(request):
@@ -331,6 +424,17 @@ class Console:
             return PlainTextResponse("bad form token\n", 400)
         await run_in_threadpool(self.data.close_report, int(request.path_params["rid"]))
         return RedirectResponse("/reports", 303)
+
+
+def _query_row(r: tuple[Any, ...]) -> dict[str, Any]:
+    """A query-log row (QUERY_COLUMNS) as the page and the live log show it."""
+    return {
+        "id": r[0], "time": _fmt(r[1]), "client": r[2], "qname": r[3], "qtype": type_text(r[4]),
+        "rcode": RCODES.get(r[5], str(r[5])), "answer": r[6], "cache": bool(r[7]),
+        "zone": r[9], "rule": r[10], "action": r[11], "outcome": r[12],
+        "blocked": r[12] in ("blocked", "dropped"),
+        "group": r[14] if len(r) > 14 else "",  # the client's [[group]]s (query log v7+)
+    }  # fmt: skip
 
 
 def _pdns_fences(after: str, before: str) -> Fences:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +12,13 @@ from typing import Any
 from mamori import config as cfgmod
 
 INFECTED = ("botnet-cc", "malware")
+TOP_QUERIED_SCAN = 50_000  # "top queried names": among the newest logged queries (24 h)
 PAGE = 50
 QUERY_COLUMNS = ("id", "ts", "client", "qname", "qtype", "rcode", "answer", "cache_hit",
                  "upstream", "policy_zone", "policy_rule", "policy_action", "outcome",
                  "reason")  # fmt: skip
+# Blocks of a zone that has no category are counted under this prefix and the zone's name
+ZONE_LABEL = "zone: "
 # Outcomes that are blocks: policy replaced the answer, or sent none (not PASSTHRU, not
 # the log-only matches of "disabled" zones)
 BLOCKED = "outcome IN ('blocked', 'dropped')"
@@ -67,10 +70,37 @@ class QueryFilter:
         return (" AND ".join(parts) or "1"), args
 
 
+def categories(cfg: cfgmod.Config) -> dict[str, str]:
+    """Policy zone name -> category: a feed's ``category``; a dataset's when it has one."""
+    out = {z: f.category for z, f in cfgmod.zone_feeds(cfg).items() if f.category}
+    for ds in cfg.datasets:
+        cats = set(ds.categories) | {f.category for f in cfg.feeds if f.name in ds.feeds}
+        if len(cats) == 1:
+            out[cfgmod.dataset_zone(ds, cfg.store).name] = cats.pop()
+    return out
+
+
 class ConsoleData:
-    def __init__(self, cfg: cfgmod.Config) -> None:
+    """*current*: the configuration in force now (after reloads; None: use *cfg*)."""
+
+    def __init__(
+        self, cfg: cfgmod.Config, current: Callable[[], cfgmod.Config | None] | None = None
+    ) -> None:
         self.cfg = cfg
-        self.category = {z: f.category for z, f in cfgmod.zone_feeds(cfg).items()}
+        self.current = current or (lambda: None)
+        self._categories: tuple[cfgmod.Config, dict[str, str]] | None = None
+
+    @property
+    def category(self) -> dict[str, str]:
+        """Policy zone -> category, of the configuration in force (a reload may add feeds)."""
+        cfg = self.current() or self.cfg
+        if self._categories is None or self._categories[0] is not cfg:
+            self._categories = (cfg, categories(cfg))
+        return self._categories[1]
+
+    def label(self, zone: str) -> str:
+        """What "blocks by category" calls a zone's blocks: its category, else ``zone: NAME``."""
+        return self.category.get(zone) or ZONE_LABEL + zone.rstrip(".")
 
     def _store(self) -> sqlite3.Connection | None:
         return _ro(self.cfg.store.path)
@@ -81,7 +111,7 @@ class ConsoleData:
         since = now - hours * 3600
         out: dict[str, Any] = {
             "series": [], "by_category": {}, "blocks_by_category": {}, "top_names": [],
-            "top_clients": [],
+            "top_clients": [], "top_queried": [],
             "infected": [], "queries": 0, "blocked": 0,
         }  # fmt: skip
         db = self._store()
@@ -105,7 +135,7 @@ class ConsoleData:
                 " AND ts >= ? GROUP BY policy_zone",
                 (since,),
             ):
-                cat = self.category.get(zone) or zone.rstrip(".")
+                cat = self.label(zone)
                 by_cat[cat] = by_cat.get(cat, 0) + n
             out["by_category"] = dict(sorted(by_cat.items(), key=lambda kv: -kv[1]))
             hourly: dict[str, dict[int, int]] = {}
@@ -115,7 +145,7 @@ class ConsoleData:
                 " GROUP BY 1, 2",
                 (start,),
             ):
-                cat = self.category.get(zone) or zone.rstrip(".")
+                cat = self.label(zone)
                 row = hourly.setdefault(cat, {})
                 row[int(h)] = row.get(int(h), 0) + n
             starts = [h for h, _n, _b in out["series"]]
@@ -133,6 +163,11 @@ class ConsoleData:
                 f" WHERE policy_zone != '' AND {BLOCKED} AND ts >= ?"
                 " GROUP BY client ORDER BY 2 DESC LIMIT 10",
                 (since,),
+            ).fetchall()
+            out["top_queried"] = db.execute(
+                "SELECT qname, count(*) FROM (SELECT qname, ts FROM query_log"
+                " ORDER BY id DESC LIMIT ?) WHERE ts >= ? GROUP BY qname ORDER BY 2 DESC LIMIT 10",
+                (TOP_QUERIED_SCAN, since),
             ).fetchall()
             zones = [z for z, c in self.category.items() if c in INFECTED]
             if zones:
@@ -166,6 +201,34 @@ class ConsoleData:
                 " ORDER BY id DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
+        finally:
+            db.close()
+
+    def queries_after(
+        self, f: QueryFilter, after_id: int, limit: int = 200
+    ) -> list[tuple[Any, ...]]:
+        """Rows logged after *after_id* (the live query log), oldest first."""
+        db = self._store()
+        if db is None:
+            return []
+        where, args = f.sql()
+        try:
+            return db.execute(
+                f"SELECT {', '.join(QUERY_COLUMNS)} FROM query_log WHERE {where} AND id > ?"
+                " ORDER BY id LIMIT ?",
+                (*args, after_id, limit),
+            ).fetchall()
+        finally:
+            db.close()
+
+    def last_id(self) -> int:
+        """The newest query-log row's id (0: none yet)."""
+        db = self._store()
+        if db is None:
+            return 0
+        try:
+            (last,) = db.execute("SELECT coalesce(max(id), 0) FROM query_log").fetchone()
+            return int(last)
         finally:
             db.close()
 

@@ -1,0 +1,203 @@
+"""The console in English and Japanese (jinja2's ``i18n`` extension over a small catalogue).
+
+Templates mark their text with ``_("...")`` or ``{% trans %}``; Python code
+with :func:`N_` (marked, translated where it is shown). English is the text
+itself; :data:`JA` maps it to Japanese. tests/web/test_console_i18n.py checks
+that every marked string of every console template has its Japanese.
+
+The language: the ``mamori_lang`` cookie (the switch in the header sets it),
+else the browser's ``Accept-Language`` as the block page reads it.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from mamori.web.blockpage import language
+
+LANGUAGES = (("en", "English"), ("ja", "日本語"))
+COOKIE = "mamori_lang"
+
+
+def N_(message: str) -> str:  # noqa: N802 (the gettext convention)
+    """Mark *message* for translation where it is defined; translate it where shown."""
+    return message
+
+
+def choose(request: Request) -> str:
+    """``en`` or ``ja``: the cookie set by the switch, else Accept-Language."""
+    cookie = request.cookies.get(COOKIE, "")
+    if cookie in dict(LANGUAGES):
+        return cookie
+    return language(request.headers.get("accept-language"))
+
+
+class Catalogue:
+    """gettext/ngettext of one language (English: the message itself)."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
+        self.table = JA if lang == "ja" else {}
+
+    def gettext(self, message: str) -> str:
+        return self.table.get(message, message)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return self.gettext(singular if n == 1 else plural)
+
+
+# fmt: off
+JA: dict[str, str] = {
+    # navigation, titles (console.py)
+    "Overview": "概要",
+    "Query log": "クエリログ",
+    "Policy": "ポリシー",
+    "Feeds": "フィード",
+    "Rules": "ルール",
+    "Passive DNS": "パッシブDNS",
+    "Alerts": "アラート",
+    "Reports": "誤検知の報告",
+    "False-positive reports": "誤検知の報告",
+    "Log in": "ログイン",
+    "Log out": "ログアウト",
+    "User": "ユーザー",
+    "Password": "パスワード",
+    "The form expired; try again.": "フォームの有効期限が切れました。もう一度お試しください。",
+    "Wrong user or password.": "ユーザー名またはパスワードが違います。",
+    "zone: %(name)s": "ゾーン: %(name)s",
+    "file": "ファイル",
+    "transfer from %(primaries)s": "%(primaries)s からゾーン転送",
+    "feed %(name)s": "フィード %(name)s",
+    "by query type": "クエリタイプによる",
+    # overview
+    "Queries (24 h, logged)": "クエリ数(24時間、ログ記録分)",
+    "Blocked (24 h)": "ブロック数(24時間)",
+    "Cache hit rate": "キャッシュヒット率",
+    "Upstreams up": "稼働中のアップストリーム",
+    "Queries and blocks per hour": "1時間ごとのクエリ数とブロック数",
+    "Blocks by category": "カテゴリー別のブロック数",
+    "Blocks per hour by category": "カテゴリー別・1時間ごとのブロック数",
+    "Likely infected (contacted botnet C&C or malware names, 24 h)":
+        "感染の疑いがあるクライアント(ボットネットのC&Cまたはマルウェアの名前を"
+        "問い合わせたもの、24時間)",
+    "Client": "クライアント",
+    "Hits": "ヒット数",
+    "Last": "最終",
+    "Names": "名前",
+    "None.": "なし。",
+    "Top blocked names": "ブロックされた名前(上位)",
+    "Top clients by hits": "ヒット数の多いクライアント",
+    "Top queried names": "問い合わせの多い名前",
+    "Name": "名前",
+    "Zone": "ゾーン",
+    "Queries": "クエリ数",
+    "queries": "クエリ",
+    "blocked": "ブロック",
+    "allowed": "許可",
+    "any": "すべて",
+    # query log
+    "Name contains": "名前(部分一致)",
+    "Action": "アクション",
+    "Since": "開始日時",
+    "2026-11-28 or 24h": "2026-11-28 または 24h",
+    "Search": "検索",
+    "Live: new queries appear as they are logged":
+        "ライブ表示中: 新しいクエリは記録されると表示されます",
+    "Paused": "一時停止中",
+    "Live updates failed; retrying": "ライブ更新に失敗しました。再試行しています",
+    "Pause": "一時停止",
+    "Resume": "再開",
+    "Time (UTC)": "時刻(UTC)",
+    "Type": "タイプ",
+    "Answer": "応答",
+    "Rule": "ルール",
+    "No matching queries.": "該当するクエリはありません。",
+    "Older": "さらに古いクエリ",
+    "(cache)": "(キャッシュ)",
+    "%(action)s by %(zone)s": "%(zone)s により %(action)s",
+    # Block / Allow
+    "Add a rule": "ルールを追加",
+    "Block": "ブロック",
+    "Allow": "許可",
+    "Block this name": "この名前をブロック",
+    "Allow this name": "この名前を許可",
+    "Also every subdomain": "サブドメインも含める",
+    "Comment": "コメント",
+    "Save rule": "ルールを保存",
+    "Cancel": "キャンセル",
+    "Rule saved: %(action)s %(name)s": "ルールを保存しました: %(name)s を%(action)s",
+    "The rule was not saved": "ルールは保存されませんでした",
+    "No answer from the server": "サーバーから応答がありません",
+    # passive DNS
+    "Name, address, network or keyword": "名前、アドレス、ネットワークまたはキーワード",
+    "Kind": "種類",
+    "auto": "自動",
+    "keyword": "キーワード",
+    "Seen on or after": "観測日(この日以降)",
+    "Seen on or before": "観測日(この日以前)",
+    "2026-11-01 or 1w": "2026-11-01 または 1w",
+    "First/last seen": "初回/最終観測",
+    "first seen .. last seen": "初回観測 〜 最終観測",
+    "Data": "データ",
+    "First seen": "初回観測",
+    "Last seen": "最終観測",
+    "Count": "回数",
+    "Nothing observed.": "観測されていません。",
+    # policy
+    "Would this name be blocked?": "この名前はブロックされますか?",
+    "Explain": "判定",
+    "by rule <code>%(rule)s</code> in zone <code>%(zone)s</code>":
+        "(ゾーン <code>%(zone)s</code> のルール <code>%(rule)s</code>)",
+    "%(name)s: not blocked by any zone": "%(name)s: どのゾーンでもブロックされません",
+    "Policy zones (in order)": "ポリシーゾーン(適用順)",
+    "Serial": "シリアル",
+    "Source": "取得元",
+    "Applied": "適用",
+    "Last hit": "最終ヒット",
+    "yes": "はい",
+    "published only": "配信のみ",
+    # the Rules page (rules.html)
+    "A rule is in force on every worker when this page comes back. Rules come first in the"
+    " policy order: an allow rule beats every feed.":
+        "ルールはこのページが再表示された時点で全ワーカーに適用されています。ルールはポリシーの"
+        "最初に評価されるため、許可ルールはどのフィードよりも優先されます。",
+    "Subdomains": "サブドメイン",
+    "Groups (none: everyone)": "グループ(指定なし: 全員)",
+    "Groups": "グループ",
+    "group": "グループ",
+    "Client groups": "クライアントグループ",
+    "Audit": "監査ログ",
+    "Add": "追加",
+    "Rules (%(total)s)": "ルール(%(total)s 件)",
+    "Added": "追加日時",
+    "By": "追加者",
+    "block": "ブロック",
+    "allow": "許可",
+    "no": "いいえ",
+    "everyone": "全員",
+    "Remove": "削除",
+    "No rules matching %(q)s.": "%(q)s に一致するルールはありません。",
+    "No rules.": "ルールはありません。",
+    "Next page": "次のページ",
+    "Changes to %(name)s": "%(name)s の変更履歴",
+    "When": "日時",
+    "Who": "実行者",
+    "From": "接続元",
+    "What": "操作",
+    "Detail": "詳細",
+    "No changes recorded.": "変更の記録はありません。",
+    # alerts
+    "Severity": "重要度",
+    "Subject": "件名",
+    "Message": "メッセージ",
+    "Delivered": "送信済み",
+    "Failed": "失敗",
+    "No alerts yet.": "アラートはまだありません。",
+    # reports
+    "Status": "状態",
+    "Close": "対応済みにする",
+    "open": "未対応",
+    "closed": "対応済み",
+    "No false-positive reports.": "誤検知の報告はありません。",
+}
+# fmt: on
