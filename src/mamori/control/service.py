@@ -390,7 +390,10 @@ def run(parts: Parts) -> None:
             """Refresh now (console, REST API): after any update of it in progress."""
             verdict = await feed_locks.update(plane.cfg, name)
             if verdict.get("ok"):
+                log.info("feed %s (refreshed now)", verdict.get("summary", name))
                 await plane.zone_files_changed()
+            else:
+                log.error("feed %s: refresh refused: %s", name, verdict.get("error", ""))
             return verdict
 
         rt.update_feed = update_feed

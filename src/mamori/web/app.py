@@ -23,6 +23,8 @@ from mamori.web.console import Console, static_dir
 from mamori.web.keys import KeyStore
 from mamori.web.openapi import SPEC
 from mamori.web.pdns_api import PdnsApi
+from mamori.web.settings_api import Settings, SettingsApi
+from mamori.web.settings_pages import SettingsPages
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ def first_admin(cfg: cfgmod.Config, keys: KeyStore) -> None:
     )
 
 
+def settings_routes(console: Console, keys: KeyStore, settings: Settings) -> list[Any]:
+    """Feeds and groups edited from the console and the REST API (settings_api.py)."""
+    return [*SettingsApi(settings, keys).routes(), *SettingsPages(console, settings).routes()]
+
+
 def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
     """*runtime*: the running DNS service's parts (mamori serve), for /metrics."""
     store = PdnsSQLite(cfgmod.pdns_path(cfg))
@@ -77,6 +84,7 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
             Mount("/static", StaticFiles(directory=static_dir()), name="static"),
             *api.routes(),
             *console.routes(),
+            *settings_routes(console, keys, Settings(cfg, runtime)),
         ],
         middleware=console.middleware(),
     )

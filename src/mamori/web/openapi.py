@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mamori.web.settings_api import OPENAPI_PATHS as SETTINGS_PATHS
+
 _KEY: list[dict[str, list[str]]] = [{"apiKey": []}, {"basic": []}, {"authorization": []}]
 _FENCES = [
     {
@@ -142,3 +144,4 @@ SPEC: dict[str, Any] = {
         ),
     },
 }
+SPEC["paths"].update(SETTINGS_PATHS)  # /api/v1/feeds, /api/v1/groups
