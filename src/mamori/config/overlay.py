@@ -118,7 +118,10 @@ def _value(v: Any) -> str:
             raise ValueError("not a finite number")
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)  # a JSON string is a TOML basic string
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in v):
+            raise ValueError("not a Unicode string (a lone surrogate)")
+        # an ASCII JSON string is a TOML basic string, but for DEL, which TOML escapes
+        return json.dumps(v).replace("\x7f", "\\u007f")
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     raise ValueError(f"cannot write {type(v).__name__} values")

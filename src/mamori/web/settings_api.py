@@ -487,8 +487,12 @@ def _table(body: dict[str, Any], keys: tuple[str, ...], section: str) -> dict[st
             or (isinstance(v, list) and not all(isinstance(x, (str, int, float)) for x in v))
         ):
             raise ApiError(422, f"not a value for [[{section}]] {k}", k)
-        if isinstance(v, float) and math.isnan(v):
+        if isinstance(v, float) and not math.isfinite(v):
             raise ApiError(422, "not a number", k)
+        try:
+            overlay.dumps({section: [{k: v}]})
+        except ValueError as e:
+            raise ApiError(422, str(e), k) from None
         out[k] = v
     return out
 
@@ -722,7 +726,11 @@ _FEED_OUT = {
     "type": "object",
     "properties": {
         **_FEED_FIELDS,
+        "url": {"type": "string", "nullable": True},
         "path": {"type": "string", "nullable": True},
+        "enabled_from_console": {"type": "boolean", "nullable": True},
+        "refresh_error": {"type": "string"},
+        "applied": {"type": "boolean", "description": "in force now (after a reload)"},
         "uploaded": {"type": "boolean"},
         "zone": {"type": "string"},
         "origin": {"type": "string", "enum": ["toml", "console"]},
@@ -770,6 +778,8 @@ _GROUP_OUT = {
     "type": "object",
     "properties": {
         **_GROUP_IN["properties"],  # type: ignore[dict-item]
+        "query_log_days": {"type": "integer", "description": "-1: [store] query_log_days"},
+        "applied": {"type": "boolean", "description": "in force now (after a reload)"},
         "zones": _STRS,
         "feeds": _STRS,
         "datasets": _STRS,
