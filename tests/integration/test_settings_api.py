@@ -176,10 +176,18 @@ def test_feeds_from_the_api(tmp_path: Path, upstream: AuthServer) -> None:
                          headers={"X-CSRF-Token": anon.csrf})  # fmt: skip
         assert r.status == 200, r
 
+        # a new file for it: updated at once
+        r = api.request("PATCH", "/api/v1/feeds/uploaded", json_body={
+            "content": "short.example.test\n"})  # fmt: skip
+        assert r.status == 200, r
+        assert until(lambda: _rcode(m, "short.example.test") == "NXDOMAIN", 10), m.stderr()
+        assert _rcode(m, "www.example.test") == "NOERROR"
+        assert stored.read_text() == "short.example.test\n"
+
         # remove: the upload goes too, the name resolves again
         assert api.request("DELETE", "/api/v1/feeds/uploaded").status == 204
         assert not stored.exists()
-        assert until(lambda: _rcode(m, "www.example.test") == "NOERROR", 5), m.stderr()
+        assert until(lambda: _rcode(m, "short.example.test") == "NOERROR", 5), m.stderr()
         assert m.config.read_bytes() == toml
     finally:
         assert m.stop() == 0, m.stderr()
@@ -195,6 +203,7 @@ def test_feeds_from_the_api(tmp_path: Path, upstream: AuthServer) -> None:
         ("key:test", "feed.update", "mine-toml"),
         ("key:test", "feed.update", "mine-toml"),
         ("user:admin", "feed.update", "uploaded"),
+        ("key:test", "feed.update", "uploaded"),
         ("key:test", "feed.remove", "uploaded"),
     ]
 

@@ -280,6 +280,7 @@ class Settings:
             if content is not None:
                 detail["bytes"] = len(content)
             applied = await self._commit(doc, actor, address, "feed.add", name, detail, upload)
+        applied = applied and any(f.name == name for f in self.cfg.feeds)
         if applied and self.cfg_has_feed(name):
             self.start_refresh(name)  # its first update now, not at the scheduler's next tick
         shown = await run_in_threadpool(self.feed_or_none, name)
@@ -304,12 +305,15 @@ class Settings:
         changes.pop("name", None)
         if not changes and content is None:
             raise ApiError(422, "nothing to change", None)
+        if "url" in changes and content is not None:
+            raise ApiError(422, "give a url or a file (content), not both", "url")
         async with self.lock:
             self._find_feed(name)
             prov = await run_in_threadpool(self._provenance_for_change)
             doc = self._read_overlay()
             where = self._user_defines(prov, "feed", name)
             upload: tuple[Path, bytes] | None = None
+            remove: Path | None = None
             if where is not None:
                 other = sorted(set(changes) - {"enabled"})
                 if other or content is not None:
@@ -339,8 +343,8 @@ class Settings:
                 if i is None:
                     raise ApiError(409, f"feed {name} is not in the console's file")
                 table = {**tables[i], **changes}
-                if "url" in changes:
-                    table.pop("path", None)
+                if "url" in changes and table.pop("path", None) is not None:
+                    remove = self._upload_of(tables[i])  # by URL now: the upload goes
                 if content is not None:
                     if len(content) > UPLOAD_LIMIT:
                         raise ApiError(413, f"the file is over {UPLOAD_LIMIT} bytes", "content")
@@ -352,10 +356,20 @@ class Settings:
             detail = dict(changes)
             if content is not None:
                 detail["bytes"] = len(content)
-            applied = await self._commit(doc, actor, address, "feed.update", name, detail, upload)
+            applied = await self._commit(
+                doc, actor, address, "feed.update", name, detail, upload, remove
+            )
         if content is not None and applied and self.cfg_has_feed(name):
             self.start_refresh(name)
         return {**self.feed(name), "applied": applied}
+
+    def _upload_of(self, table: dict[str, Any]) -> Path | None:
+        """The uploaded file of a console feed's table (None: not an upload)."""
+        path = table.get("path")
+        if not isinstance(path, str):
+            return None
+        full = self.store_dir / path
+        return full if full.parent == overlay.uploads_dir(self.store_dir) else None
 
     def _user_feeds(self) -> tuple[cfgmod.FeedConfig, ...]:
         """The user's TOML feeds alone (an override compared with what the file says)."""
@@ -384,10 +398,7 @@ class Settings:
             if used:
                 raise ApiError(409, f"feed {name} is used by {', '.join(used)}")
             await run_in_threadpool(self._check, doc, "feed", None)
-            upload = gone[0].get("path")
-            remove = self.store_dir / upload if isinstance(upload, str) else None
-            if remove is not None and remove.parent != overlay.uploads_dir(self.store_dir):
-                remove = None
+            remove = self._upload_of(gone[0])
             await self._commit(doc, actor, address, "feed.remove", name, {}, remove=remove)
 
     async def refresh(self, actor: str, address: str, name: str) -> dict[str, Any]:
