@@ -185,7 +185,7 @@ def check(config_path: str) -> None:
     from mamori.control.zoneload import load_policy
 
     try:  # an error in the console's overlay is reported, not fatal (as in mamori serve)
-        cfg, prov = load_effective(config_path, resolver=False)
+        cfg, prov = load_effective(config_path, resolver=False, quiet=True)
     except MamoriError as e:
         fail(e)
     try:  # the zones first: an error is reported alone, never after "OK"

@@ -94,14 +94,17 @@ def load_effective(
     resolver: bool = True,
     overlay_text: str | None = None,
     strict: bool = False,
+    quiet: bool = False,
 ) -> tuple[Config, Provenance]:
     """``load`` with the provenance of the feeds and groups (``mamori check``, the API).
 
     *overlay_text*: use this instead of the overlay file (the API checks an edit
-    before writing it); *strict*: an overlay error is raised, not logged and ignored.
+    before writing it); *strict*: an overlay error is raised, not logged and ignored;
+    *quiet*: an overlay error is only in ``Provenance.error`` (not logged).
     """
     p = Path(path)
-    return loads_effective(read_config_text(p), p, resolv_conf, resolver, overlay_text, strict)
+    text = read_config_text(p)
+    return loads_effective(text, p, resolv_conf, resolver, overlay_text, strict, quiet)
 
 
 def loads(
@@ -118,6 +121,7 @@ def loads_effective(
     resolver: bool = True,
     overlay_text: str | None = None,
     strict: bool = False,
+    quiet: bool = False,
 ) -> tuple[Config, Provenance]:
     """``loads`` and the provenance of the feeds and groups (see ``load_effective``)."""
     ctx, sections = _parse(text, path, resolv_conf)
@@ -136,7 +140,8 @@ def loads_effective(
     except ConfigError as e:
         if strict:
             raise
-        log.error("%s ignored (running with %s alone): %s", opath, path, e)
+        if not quiet:
+            log.error("%s ignored (running with %s alone): %s", opath, path, e)
         prov = Provenance(opath, {k: o for k, o in prov.origins.items() if not o.overlay})
         prov.error = e
     return _finish(ctx, Config(path=path, **sections), resolver), prov

@@ -100,7 +100,7 @@ class Settings:
     def provenance(self) -> overlay.Provenance:
         """Where each feed and group comes from (the files as they are on disk now)."""
         try:
-            return load_effective(self.cfg.path, resolver=False)[1]
+            return load_effective(self.cfg.path, resolver=False, quiet=True)[1]
         except ConfigError as e:  # the user's file was broken since: nothing known
             prov = overlay.Provenance(self.overlay_path)
             prov.error = e
