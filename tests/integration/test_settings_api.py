@@ -319,6 +319,12 @@ def test_console_pages(tmp_path: Path, upstream: AuthServer) -> None:
         assert "from-form (disabled)" in console.get("/feeds").text
         r = console.form("/feeds/from-form/disable", {"csrf": "wrong"})
         assert r.status == 400
+        # the API takes the same multipart/form-data (with a key)
+        body, ctype = multipart({"name": "multi", "format": "hosts", "refresh": "600"},
+                                {"file": ("hosts", b"0.0.0.0 alias.example.test\n")})  # fmt: skip
+        r = api.request("POST", "/api/v1/feeds", body, ctype)
+        assert r.status == 201 and r.json()["uploaded"] and r.json()["refresh"] == 600, r
+        assert until(lambda: _rcode(m, "alias.example.test") == "NXDOMAIN", 10), m.stderr()
         # a bad value: the page again, the error naming the field
         body, ctype = multipart({"csrf": console.csrf, "name": "x", "format": "domains",
                                  "refresh": "5"}, {"file": ("l.txt", b"a.test\n")})  # fmt: skip
@@ -345,6 +351,7 @@ def test_console_pages(tmp_path: Path, upstream: AuthServer) -> None:
     finally:
         audit.close()
     assert actions == [("user:admin", "feed.add"), ("user:admin", "feed.update"),
+                       ("key:test", "feed.add"),
                        ("user:admin", "group.add"), ("user:admin", "group.remove")]  # fmt: skip
 
 
