@@ -67,8 +67,9 @@ def test_feeds_and_groups_pages(tmp_path: Path, browser: object) -> None:
             assert until(lambda: _rcode(m, "www.example.test") == "NXDOMAIN", 10), m.stderr()
             done = "ok: from-browser: 6 entries"
             assert until(lambda: done in (page.reload() and row.inner_text()))
-            row.locator("details summary").click()
-            expect(row.locator("table.rejects")).to_contain_text("not a domain!")
+            rejects = page.locator("#rejects-from-browser")
+            rejects.locator("details summary").click()
+            expect(rejects.locator("table.rejects")).to_contain_text("not a domain!")
             page.screenshot(path=str(shots / "feeds.png"), full_page=True)
 
             # disable it
