@@ -194,9 +194,13 @@ def check(config_path: str) -> None:
     (``mamori zones serve``) or updates feeds needs none; the output says that
     ``mamori serve`` would refuse it.
     """
-    cfg = load_config(config_path)
+    from mamori.config.load import load_effective
     from mamori.control.zoneload import load_policy
 
+    try:  # an error in the console's overlay is reported, not fatal (as in mamori serve)
+        cfg, prov = load_effective(config_path, resolver=False, quiet=True)
+    except MamoriError as e:
+        fail(e)
     try:  # the zones first: an error is reported alone, never after "OK"
         policy, loaded = load_policy(cfg.rpz)
     except MamoriError as e:
@@ -230,3 +234,30 @@ def check(config_path: str) -> None:
             f"  rpz:       {z.name} serial {z.serial}, {z.rule_count} rules, {how}"
             f"{skipped}{source}{published}"
         )
+    _echo_settings(cfg, prov)
+
+
+def _echo_settings(cfg: config_mod.Config, prov: Any) -> None:
+    """The effective feeds and groups and where each came from (the user's TOML file:line,
+    or the console's overlay file)."""
+    for f in cfg.feeds:
+        state = "" if f.enabled else " (disabled)"
+        if f.name in prov.overrides:
+            state += f" ({'enabled' if prov.overrides[f.name] else 'disabled'} from the console)"
+        origin = prov.origins.get(("feed", f.name), "")
+        click.echo(f"  feed:      {f.name} {f.format} {f.category}{state}, from {origin}")
+    for g in cfg.groups:
+        members = ", ".join((*g.clients, *g.client_ids)) or "no clients"
+        origin = prov.origins.get(("group", g.name), "")
+        click.echo(f"  group:     {g.name}: {members}, from {origin}")
+    for kind, name, origin in prov.shadowed:
+        click.echo(
+            f"  shadowed:  {kind} {name} of {origin} is not used:"
+            f" {prov.origins[(kind, name)]} defines it"
+        )
+    for name in prov.stale:
+        click.echo(f"  ignored:   {prov.path}: override of feed {name}, which is not in the file")
+    if prov.error is not None:
+        click.echo(f"  overlay:   IGNORED (mamori serve runs without it): {prov.error}")
+    elif prov.path.exists():
+        click.echo(f"  overlay:   {prov.path} (edits from the console and the REST API)")

@@ -7,13 +7,16 @@ Relative paths in the file are resolved against the directory of the file.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from mamori.config import overlay as overlay_mod
 from mamori.config.feeds import DatasetConfig, FeedConfig, PdnsConfig, dataset_feeds
 from mamori.config.keys import CONVERTERS
+from mamori.config.overlay import Origin, Provenance, overlay_path
 from mamori.config.sections import (
     BlockpageConfig,
     CacheConfig,
@@ -47,6 +50,8 @@ from mamori.errors import ConfigError
 
 SYSTEM_RESOLV_CONF = "/etc/resolv.conf"
 
+log = logging.getLogger(__name__)
+
 _SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "upstream": UpstreamConfig,
@@ -63,7 +68,16 @@ _SECTIONS: dict[str, type] = {
 
 
 def load(path: str | Path, resolv_conf: str = SYSTEM_RESOLV_CONF, resolver: bool = True) -> Config:
-    """Read and validate a config file; raise ConfigError naming file/line/key."""
+    """Read and validate a config file; raise ConfigError naming file/line/key.
+
+    The console's overlay (``<store dir>/console.toml``, ``overlay.py``) is merged;
+    an overlay error is logged and the overlay ignored (``load_effective`` says so).
+    """
+    return load_effective(path, resolv_conf, resolver)[0]
+
+
+def read_config_text(path: str | Path) -> str:
+    """The config file's text (UTF-8, a byte-order mark ignored); ConfigError if not."""
     p = Path(path)
     try:
         text = textfile.decode(p.read_bytes())  # a byte-order mark is ignored
@@ -74,22 +88,73 @@ def load(path: str | Path, resolv_conf: str = SYSTEM_RESOLV_CONF, resolver: bool
     bad = textfile.first_bad_line(text)
     if bad is not None:
         raise ConfigError(str(p), bad[0], "", f"{bad[1]} (TOML files are UTF-8)")
-    return loads(text, p, resolv_conf, resolver)
+    return text
+
+
+def load_effective(
+    path: str | Path,
+    resolv_conf: str = SYSTEM_RESOLV_CONF,
+    resolver: bool = True,
+    overlay_text: str | None = None,
+    strict: bool = False,
+    quiet: bool = False,
+) -> tuple[Config, Provenance]:
+    """``load`` with the provenance of the feeds and groups (``mamori check``, the API).
+
+    *overlay_text*: use this instead of the overlay file (the API checks an edit
+    before writing it); *strict*: an overlay error is raised, not logged and ignored;
+    *quiet*: an overlay error is only in ``Provenance.error`` (not logged).
+    """
+    p = Path(path)
+    text = read_config_text(p)
+    return loads_effective(text, p, resolv_conf, resolver, overlay_text, strict, quiet)
 
 
 def loads(
     text: str, path: Path, resolv_conf: str = SYSTEM_RESOLV_CONF, resolver: bool = True
 ) -> Config:
     """Parse and validate; *resolver* False (``mamori zones serve``): no upstream needed."""
+    return loads_effective(text, path, resolv_conf, resolver)[0]
+
+
+def loads_effective(
+    text: str,
+    path: Path,
+    resolv_conf: str = SYSTEM_RESOLV_CONF,
+    resolver: bool = True,
+    overlay_text: str | None = None,
+    strict: bool = False,
+    quiet: bool = False,
+) -> tuple[Config, Provenance]:
+    """``loads`` and the provenance of the feeds and groups (see ``load_effective``)."""
+    ctx, sections = _parse(text, path, resolv_conf)
+    store = sections.get("store", StoreConfig())
+    opath = overlay_path(store.path.parent)
+    prov = Provenance(opath)
+    for key, section in (("feeds", "feed"), ("groups", "group")):
+        for i, t in enumerate(sections.get(key, ())):
+            prov.origins[(section, t.name)] = Origin(str(path), ctx.line(section, None, i), False)
+    try:
+        if overlay_text is None:
+            overlay_text = overlay_mod.read_text(opath)
+        if overlay_text is not None and overlay_text.strip():
+            merged = _merge_overlay(sections, overlay_text, opath, prov)
+            return _finish(ctx, Config(path=path, **merged), resolver), prov
+    except ConfigError as e:
+        if strict:
+            raise
+        if not quiet:
+            log.error("%s ignored (running with %s alone): %s", opath, path, e)
+        prov = Provenance(opath, {k: o for k, o in prov.origins.items() if not o.overlay})
+        prov.error = e
+    return _finish(ctx, Config(path=path, **sections), resolver), prov
+
+
+def _parse(text: str, path: Path, resolv_conf: str) -> tuple[Ctx, dict[str, Any]]:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-        line = int(m.group(1)) if m else None
-        if line is None and "at end of document" in str(e):
-            line = max(len(text.splitlines()), 1)
-        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
-        raise ConfigError(str(path), line, "", f"TOML syntax error: {msg}") from e
+        raise _syntax_error(e, text, path) from e
     ctx = Ctx(str(path), text, path.parent)
     sections: dict[str, Any] = {}
     for name, value in doc.items():
@@ -119,7 +184,19 @@ def loads(
         if not isinstance(value, dict):
             raise ConfigError(str(path), ctx.line(None, name), name, "must be a table")
         sections[name] = _build(ctx, name, _SECTIONS[name], value, resolv_conf)
-    cfg = Config(path=path, **sections)
+    return ctx, sections
+
+
+def _syntax_error(e: tomllib.TOMLDecodeError, text: str, path: Path) -> ConfigError:
+    m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+    line = int(m.group(1)) if m else None
+    if line is None and "at end of document" in str(e):
+        line = max(len(text.splitlines()), 1)
+    msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
+    return ConfigError(str(path), line, "", f"TOML syntax error: {msg}")
+
+
+def _finish(ctx: Ctx, cfg: Config, resolver: bool) -> Config:
     _cross_checks(ctx, cfg, resolver)
     zones_dir = cfg.store.path.parent / "zones"
     rpz = tuple(
@@ -137,6 +214,79 @@ def loads(
             raise ctx.error("rpz", "name", f"{z.name} is managed by mamori ([rules])", i)
     # The local rules first: an allow rule beats every other zone.
     return dataclasses.replace(cfg, rpz=rules_zones(cfg) + rpz + feeds + datasets)
+
+
+def _merge_overlay(
+    sections: dict[str, Any], text: str, opath: Path, prov: Provenance
+) -> dict[str, Any]:
+    """The user's sections with the overlay's feeds, groups and overrides merged in."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise _syntax_error(e, text, opath) from e
+    octx = Ctx(str(opath), text, opath.parent)
+    for name in doc:
+        if name not in overlay_mod.TOP_KEYS:
+            raise ConfigError(str(opath), octx.line(name, None), name, "unknown section")
+    out = dict(sections)
+    user_feeds: tuple[FeedConfig, ...] = sections.get("feeds", ())
+    user_groups: tuple[GroupConfig, ...] = sections.get("groups", ())
+    feeds = list(user_feeds)
+    groups = list(user_groups)
+    new_groups = _build_groups(octx, doc["group"]) if "group" in doc else ()
+    group_names = {g.name for g in user_groups}
+    ids = {d: g.name for g in user_groups for d in g.client_ids}
+    for i, g in enumerate(new_groups):
+        origin = Origin(str(opath), octx.line("group", None, i), True)
+        if g.name in group_names:
+            prov.shadowed.append(("group", g.name, origin))
+            continue
+        for d in g.client_ids:
+            if d in ids:
+                raise octx.error("group", "client_ids", f"{d} is also in group {ids[d]}", i)
+        groups.append(g)
+        group_names.add(g.name)
+        prov.origins[("group", g.name)] = origin
+    new_feeds = build_feeds(octx, doc["feed"]) if "feed" in doc else ()
+    feed_names = {f.name for f in user_feeds}
+    for i, f in enumerate(new_feeds):
+        origin = Origin(str(opath), octx.line("feed", None, i), True)
+        if f.name in feed_names:
+            prov.shadowed.append(("feed", f.name, origin))
+            continue
+        missing = [g for g in f.groups if g not in group_names]
+        if missing:
+            raise octx.error("feed", "groups", f"no [[group]] named {', '.join(missing)}", i)
+        feeds.append(f)
+        prov.origins[("feed", f.name)] = origin
+    overrides = doc.get("override", {})
+    if not isinstance(overrides, dict):
+        raise ConfigError(str(opath), octx.line(None, "override"), "override", "must be a table")
+    for kind, entries in overrides.items():
+        if kind != "feed" or not isinstance(entries, dict):
+            raise ConfigError(
+                str(opath), octx.line(f"override.{kind}", None), f"override.{kind}",
+                "only [override.feed.NAME] tables (enabled = true|false)",
+            )  # fmt: skip
+        for name, table in entries.items():
+            section = f"override.feed.{name}"
+            if not isinstance(table, dict) or set(table) - {"enabled"}:
+                raise ConfigError(
+                    str(opath), octx.line(section, None), section, "only enabled = true|false"
+                )
+            if "enabled" not in table:
+                continue
+            if not isinstance(table["enabled"], bool):
+                raise octx.error(section, "enabled", "must be true or false")
+            at = next((i for i, f in enumerate(feeds) if f.name == name), None)
+            if at is None or name not in {f.name for f in user_feeds}:
+                prov.stale.append(name)
+                continue
+            feeds[at] = dataclasses.replace(feeds[at], enabled=table["enabled"])
+            prov.overrides[name] = table["enabled"]
+    out["feeds"] = tuple(feeds)
+    out["groups"] = tuple(groups)
+    return out
 
 
 def _build(ctx: Ctx, section: str, cls: type, table: dict[str, Any], resolv_conf: str) -> Any:

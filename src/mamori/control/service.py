@@ -44,7 +44,7 @@ from mamori.control.writer import EventWriter, Inbox, queue_source
 from mamori.control.zonetraffic import ZoneTraffic
 from mamori.control.zygote import Zygote
 from mamori.errors import ConfigError
-from mamori.feeds.schedule import run_feeds
+from mamori.feeds.schedule import FeedLocks, run_feeds
 from mamori.policy.engine import Policy
 from mamori.resolver.batchio import describe as udp_io
 from mamori.resolver.batchio import serve_udp
@@ -384,10 +384,23 @@ def run(parts: Parts) -> None:
         rt.config_source = lambda: plane.cfg
         rt.reload = plane.reload
         rt.zones_changed = plane.zone_files_changed
+        feed_locks = FeedLocks()
+
+        async def update_feed(name: str) -> dict[str, Any]:
+            """Refresh now (console, REST API): after any update of it in progress."""
+            verdict = await feed_locks.update(plane.cfg, name)
+            if verdict.get("ok"):
+                log.info("feed %s (refreshed now)", verdict.get("summary", name))
+                await plane.zone_files_changed()
+            else:
+                log.error("feed %s: refresh refused: %s", name, verdict.get("error", ""))
+            return verdict
+
+        rt.update_feed = update_feed
         dnsbl_servers = await dnsbl.start(cfg, parts.dnsbl_socks) if parts.dnsbl_socks else []
         background = [
             spawn(watch_zone_files(lambda: plane.cfg, plane.zone_files_changed)),
-            spawn(run_feeds(lambda: plane.cfg, plane.zone_files_changed)),
+            spawn(run_feeds(lambda: plane.cfg, plane.zone_files_changed, feed_locks)),
         ]
         # The web imports and apps take ~0.2 s: built off the loop (it answers DNS meanwhile).
         parts.web = await asyncio.to_thread(parts.web_factory)

@@ -57,13 +57,34 @@ async def run_child(cfg: Config, *names: str) -> dict[str, Any]:
     return verdict
 
 
+class FeedLocks:
+    """One lock per feed: the scheduler and "refresh now" (console, REST API) never
+    update the same feed twice at once (a second request waits for the first)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.last: dict[str, float] = {}  # feed -> when its last update started
+
+    def lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def update(self, cfg: Config, name: str) -> dict[str, Any]:
+        """Update feed *name* now (after any update of it in progress); its verdict."""
+        async with self.lock(name):
+            self.last[name] = time.time()
+            return await run_child(cfg, name)
+
+
 async def run_feeds(
-    current: Callable[[], Config], on_updated: Callable[[], Awaitable[None]] | None = None
+    current: Callable[[], Config],
+    on_updated: Callable[[], Awaitable[None]] | None = None,
+    locks: FeedLocks | None = None,
 ) -> None:
     """Update each enabled feed when due, forever. *on_updated* runs after updates that
     changed zone files (the control plane recompiles them at once; otherwise the zone
-    file watcher picks them up)."""
-    last: dict[str, float] = {}
+    file watcher picks them up). *locks*: shared with "refresh now"."""
+    locks = locks if locks is not None else FeedLocks()
+    last = locks.last
     first = True
     while True:
         cfg = current()
@@ -77,9 +98,8 @@ async def run_feeds(
             done = last.get(feed.name, _mtime(zone.file))
             if time.time() < done + feed.refresh:
                 continue
-            last[feed.name] = time.time()
             try:
-                verdict = await run_child(cfg, feed.name)
+                verdict = await locks.update(cfg, feed.name)
             except TimeoutError:
                 log.error("feed %s: update took over %ds, stopped", feed.name, CHILD_TIMEOUT)
                 continue

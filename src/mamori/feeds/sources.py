@@ -198,7 +198,8 @@ def update(
         try:
             return _update(feed, store, db, report, now)
         except FeedError as e:
-            db.log_update(feed.name, False, "", str(e), now=now)
+            if not getattr(e, "logged", False):
+                db.log_update(feed.name, False, "", str(e), now=now)
             raise
 
 
@@ -207,7 +208,13 @@ def _update(
 ) -> UpdateResult:
     out = UpdateResult(feed.name)
     result, out.source = read(feed, cache_dir(store), report)
-    parsers.check_budget(result, f"feed {feed.name}", feed.max_bad)
+    try:
+        parsers.check_budget(result, f"feed {feed.name}", feed.max_bad)
+    except FeedError as refused:  # its rejected lines are kept to show why
+        counts = (0, 0, 0, len(result.rejected), 0)
+        db.log_update(feed.name, False, out.source, str(refused), counts, result.rejected, now)
+        refused.logged = True  # type: ignore[attr-defined]
+        raise
     allow = guard.read_allowlist(feed.allowlist)
     entries = []
     for e in result.entries:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 
-from mamori import config
+from mamori.config.load import load_effective
 from mamori.errors import ConfigError
 from mamori.feeds.parsers import FeedError, FeedUnreachableError
 from mamori.feeds.sources import compile_datasets, compile_feeds, update
@@ -30,7 +30,8 @@ def main(argv: list[str]) -> int:
     background_process()  # parsing a big feed must not slow the DNS loop down
     out: dict[str, object]
     try:
-        cfg = config.load(path, resolver=False)
+        # the server logged an error in the console's file already (and runs without it)
+        cfg = load_effective(path, resolver=False, quiet=True)[0]
         if names:
             feed = next(f for f in cfg.feeds if f.name == names[0])
             out = {"ok": True, "summary": update(feed, cfg.store).summary()}

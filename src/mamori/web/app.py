@@ -25,6 +25,8 @@ from mamori.web.keys import KeyStore
 from mamori.web.openapi import SPEC
 from mamori.web.pdns_api import PdnsApi
 from mamori.web.rules_page import RulesPage
+from mamori.web.settings_api import Settings, SettingsApi
+from mamori.web.settings_pages import SettingsPages
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ def first_admin(cfg: cfgmod.Config, keys: KeyStore) -> None:
         path,
         cfg.path,
     )
+
+
+def settings_routes(console: Console, keys: KeyStore, settings: Settings) -> list[Any]:
+    """Feeds and groups edited from the console and the REST API (settings_api.py)."""
+    return [*SettingsApi(settings, keys).routes(), *SettingsPages(console, settings).routes()]
 
 
 def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
@@ -82,6 +89,7 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
             *console.routes(),
             *rest.routes(),
             *RulesPage(console, rest).routes(),
+            *settings_routes(console, keys, Settings(cfg, runtime)),
         ],
         middleware=console.middleware(),
     )

@@ -45,7 +45,8 @@ from mamori.web.keys import KeyStore
 
 # (path, label): labels are English, translated where shown
 NAV = [("/", N_("Overview")), ("/queries", N_("Query log")), ("/policy", N_("Policy")),
-       ("/feeds", N_("Feeds")), ("/pdns", N_("Passive DNS")), ("/alerts", N_("Alerts")),
+       ("/feeds", N_("Feeds")), ("/groups", N_("Groups")),
+       ("/pdns", N_("Passive DNS")), ("/alerts", N_("Alerts")),
        ("/reports", N_("Reports")), ("/rules", N_("Rules"))]  # fmt: skip
 RCODES = {-1: "DROP", 0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
 SESSION_HOURS = 12
@@ -117,7 +118,6 @@ class Console:
             Route("/queries", self.queries),
             Route("/queries.csv", self.queries_csv),
             Route("/policy", self.policy),
-            Route("/feeds", self.feeds),
             Route("/pdns", self.pdns_page),
             Route("/alerts", self.alerts),
             Route("/reports", self.reports),
@@ -355,17 +355,6 @@ class Console:
                          "category": self.data.category.get(found.rule.zone, "")}  # fmt: skip
         return self._page(request, "policy.html", N_("Policy"), zones=zones, explain=explain,
                           match=match)  # fmt: skip
-
-    async def feeds(self, request: Request) -> Response:
-        if not self._user(request):
-            return self._login_redirect(request)
-        feeds = await run_in_threadpool(self.data.feeds)
-        refresh = {f.name: f.refresh for f in self.cfg.feeds}
-
-        def stale(f: dict[str, Any]) -> bool:
-            return not f["last_ok"] or time.time() - f["last_ok"] > 3 * refresh[f["name"]]
-
-        return self._page(request, "feeds.html", N_("Feeds"), feeds=feeds, stale=stale)
 
     async def pdns_page(self, request: Request) -> Response:
         if not self._user(request):
