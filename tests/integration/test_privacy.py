@@ -16,6 +16,8 @@ import ipaddress
 import re
 import socket
 import sqlite3
+import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 
@@ -175,3 +177,18 @@ def test_full_is_the_default(tmp_path: Path) -> None:
     assert V6_TEXT.search(stderr)
     with sqlite3.connect(m.db.parent / "reports.sqlite") as db:
         assert db.execute("SELECT client FROM reports").fetchall() == [(CLIENT,)]
+    # erasure: mamori store forget-client leaves nothing of the address in the files
+    out = subprocess.run(
+        [sys.executable, "-m", "mamori", "store", "forget-client", CLIENT, "--config",
+         str(m.config)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "mamori.db: 4 rows deleted" in out and "reports.sqlite: 1 rows deleted" in out, out
+    assert re.search(r"alerts.sqlite: [1-9]\d* rows deleted", out), out
+    for name, data in _files(m.db.parent).items():
+        assert CLIENT.encode() not in data and PACKED not in data, name
+    with sqlite3.connect(m.db) as db:  # the others' rows stay
+        assert {c for (c,) in db.execute("SELECT DISTINCT client FROM query_log")} == {
+            "127.0.0.1",
+            "::1",
+        }

@@ -1,4 +1,4 @@
-"""Command line: serve, check, web, and the zones, feeds, pdns, keys, users, reports groups.
+"""Command line: serve, check, web, and the zones, feeds, pdns, keys, users, reports, store groups.
 
 One module per command group; this module only assembles them.
 """
@@ -12,6 +12,7 @@ from mamori.cli.feeds import feeds
 from mamori.cli.keys import keys, reports, users
 from mamori.cli.pdns import pdns
 from mamori.cli.serve import check, serve, web
+from mamori.cli.store import store
 from mamori.cli.zones import zones
 
 
@@ -21,7 +22,7 @@ def cli() -> None:
     """mamori: DNS firewall, threat datasets and passive DNS."""
 
 
-for command in (serve, web, check, zones, feeds, pdns, keys, reports, users):
+for command in (serve, web, check, zones, feeds, pdns, keys, reports, users, store):
     cli.add_command(command)
 
 
