@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mamori.web import stats_api
+
 _KEY: list[dict[str, list[str]]] = [{"apiKey": []}, {"basic": []}, {"authorization": []}]
 _FENCES = [
     {
@@ -142,3 +144,4 @@ SPEC: dict[str, Any] = {
         ),
     },
 }
+SPEC["paths"].update(stats_api.OPENAPI_PATHS)  # the REST API modules' own path items
