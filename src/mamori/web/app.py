@@ -19,10 +19,12 @@ from starlette.staticfiles import StaticFiles
 from mamori import config as cfgmod
 from mamori.store.pdns_sqlite import PdnsSQLite
 from mamori.web import metrics
+from mamori.web.audit_page import AuditPage
 from mamori.web.console import Console, static_dir
 from mamori.web.keys import KeyStore
 from mamori.web.openapi import SPEC
 from mamori.web.pdns_api import PdnsApi
+from mamori.web.stats_api import StatsApi
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
             Route("/metrics", scrape),
             Mount("/static", StaticFiles(directory=static_dir()), name="static"),
             *api.routes(),
+            *StatsApi(console.data, keys, runtime).routes(),
+            *AuditPage(cfg, console).routes(),
             *console.routes(),
         ],
         middleware=console.middleware(),

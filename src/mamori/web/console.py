@@ -39,7 +39,8 @@ from mamori.web.consoledata import QUERY_COLUMNS, ConsoleData, QueryFilter
 from mamori.web.keys import KeyStore
 
 NAV = [("/", "Overview"), ("/queries", "Query log"), ("/policy", "Policy"), ("/feeds", "Feeds"),
-       ("/pdns", "Passive DNS"), ("/alerts", "Alerts"), ("/reports", "Reports")]  # fmt: skip
+       ("/pdns", "Passive DNS"), ("/alerts", "Alerts"), ("/reports", "Reports"),
+       ("/audit", "Audit")]  # fmt: skip
 RCODES = {-1: "DROP", 0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
 SESSION_HOURS = 12
 
