@@ -40,7 +40,9 @@ PACKED = socket.inet_aton(CLIENT)
 V6_TEXT = re.compile(rb"(?<![\[\w:])::1(?![\]\w:])")
 
 
-def _serve(tmp: Path, mode: str, upstream: int, hook: Webhook) -> tuple[MamoriProcess, int]:
+def _serve(
+    tmp: Path, mode: str, upstream: int, hook: Webhook, **server: object
+) -> tuple[MamoriProcess, int]:
     web, page = free_port(), free_port()
     (tmp / "phish.txt").write_text("mail.example.test\n")
     extra = (
@@ -52,7 +54,9 @@ def _serve(tmp: Path, mode: str, upstream: int, hook: Webhook) -> tuple[MamoriPr
         f'[[alert_sink]]\nname = "hook"\ntype = "webhook"\nurl = "{hook.url}"\n'
         '[[alert]]\nname = "phishing-hit"\nwhen = "hit"\ncategory = ["phishing"]\n'
     )
-    m = MamoriProcess(tmp, [f"127.0.0.1:{upstream}"], extra=extra, allow=["127.0.0.0/8", "::1"])
+    m = MamoriProcess(
+        tmp, [f"127.0.0.1:{upstream}"], extra=extra, allow=["127.0.0.0/8", "::1"], **server
+    )
     # the store in its own directory: the config and the captured stderr stay outside it
     store = tmp / "store"
     text = m.config.read_text().replace(f'path = "{m.db}"', f'path = "{store / "mamori.db"}"')
@@ -114,11 +118,13 @@ def _files(store: Path) -> dict[str, bytes]:
     return {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()}
 
 
-def _run(tmp: Path, mode: str) -> tuple[MamoriProcess, Webhook, bytes, dict[str, bytes]]:
+def _run(
+    tmp: Path, mode: str, **server: object
+) -> tuple[MamoriProcess, Webhook, bytes, dict[str, bytes]]:
     hook = Webhook()
     try:
         with AuthServer(ZONE, "example.test.") as up:
-            m, page = _serve(tmp, mode, up.port, hook)
+            m, page = _serve(tmp, mode, up.port, hook, **server)
             try:
                 _traffic(m, page, hook)
                 clients = _clients(m)
@@ -138,8 +144,10 @@ def _assert_absent(where: str, data: bytes, *needles: bytes) -> None:
     assert not V6_TEXT.search(data), f"::1 found in {where}"
 
 
-def test_none_keeps_no_client_address(tmp_path: Path) -> None:
-    m, hook, stderr, files = _run(tmp_path, "none")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_none_keeps_no_client_address(tmp_path: Path, workers: int) -> None:
+    """With workers the events cross to the control plane in memory; nobody else writes."""
+    m, hook, stderr, files = _run(tmp_path, "none", workers=workers)
     for name, data in files.items():
         _assert_absent(name, data, CLIENT.encode(), PACKED)
     _assert_absent("stderr", stderr, CLIENT.encode(), PACKED)
