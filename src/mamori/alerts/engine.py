@@ -5,7 +5,9 @@ the DNS loop); state rules (a feed not updated for ``max_age``, an upstream
 marked down, a zone transfer failing or expired) are checked every
 ``CHECK_EVERY`` seconds. A rule fires once per subject (client, feed, upstream,
 zone) per ``throttle`` seconds; every alert and its delivery result is kept in
-``<store dir>/alerts.sqlite`` (the console's alert history).
+``<store dir>/alerts.sqlite`` (the console's alert history). Hits carry the
+client's full address (in memory: a rule counts per client); the subject,
+message and details of an alert carry it as ``[store] client_addresses`` says.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from mamori import config as cfgmod
 from mamori.alerts.sinks import Alert, send
 from mamori.config.alerts import AlertConfig
+from mamori.store.privacy import masker
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class AlertEngine(threading.Thread):
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._born = time.time()
         self._categories = {z: f.category for z, f in cfgmod.zone_feeds(cfg).items()}
+        self.client_text = masker(cfg.store.client_addresses)
 
     # ------------------------------------------------------------- feeding
     def on_hits(self, hits: list[Hit]) -> None:
@@ -129,13 +133,14 @@ class AlertEngine(threading.Thread):
                     continue
                 win.clear()
             what = f"{rule.count} hits in {rule.within:g}s" if rule.count > 1 else "a hit"
+            shown = self.client_text(client)
             self.fire(
                 rule,
-                client,
-                f"client {client} asked for {qname.rstrip('.')} ({category or zone},"
+                shown,
+                f"client {shown} asked for {qname.rstrip('.')} ({category or zone},"
                 f" {action}): {what} of rule {rule.name}",
                 {
-                    "client": client,
+                    "client": shown,
                     "name": qname.rstrip("."),
                     "zone": zone,
                     "category": category,

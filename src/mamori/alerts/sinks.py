@@ -13,6 +13,7 @@ from email.message import EmailMessage
 
 from mamori import __version__
 from mamori.config.alerts import SinkConfig
+from mamori.store.privacy import NO_ADDRESS
 
 SEVERITY = {"info": 6, "warning": 4, "critical": 2}  # syslog severities
 CEF_SEVERITY = {"info": 3, "warning": 6, "critical": 9}
@@ -88,7 +89,7 @@ def cef_line(alert: Alert) -> str:
 
     d = alert.details
     fields = {"rt": str(int(alert.time * 1000)), "msg": alert.message}
-    if d.get("client"):
+    if d.get("client") and d["client"] != NO_ADDRESS:  # CEF's src is an address
         fields["src"] = d["client"]
     if d.get("name"):
         fields["dhost"] = d["name"]

@@ -1,5 +1,5 @@
-"""Command line: serve, check, web, and the zones, feeds, pdns, keys, users, reports, rules
-groups.
+"""Command line: serve, check, web, and the zones, feeds, pdns, keys, users, reports,
+rules, store groups.
 
 One module per command group; this module only assembles them.
 """
@@ -14,6 +14,7 @@ from mamori.cli.keys import keys, reports, users
 from mamori.cli.pdns import pdns
 from mamori.cli.rules import rules
 from mamori.cli.serve import check, serve, web
+from mamori.cli.store import store
 from mamori.cli.zones import zones
 
 
@@ -23,7 +24,7 @@ def cli() -> None:
     """mamori: DNS firewall, threat datasets and passive DNS."""
 
 
-for command in (serve, web, check, zones, feeds, pdns, keys, reports, users, rules):
+for command in (serve, web, check, zones, feeds, pdns, keys, reports, users, rules, store):
     cli.add_command(command)
 
 

@@ -62,6 +62,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("store", "query_log_days"): int_range(0, 3650),
     ("store", "queue_size"): int_range(1, 10_000_000),
     ("store", "flush_interval"): float_range(0.01, 60),
+    ("store", "client_addresses"): choice("full", "truncate", "none"),
     ("web", "enabled"): boolean,
     ("web", "listen"): endpoint,
     ("web", "metrics_allow"): networks,

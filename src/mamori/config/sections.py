@@ -59,6 +59,7 @@ class StoreConfig:
     query_log_days: int = 7
     queue_size: int = 100_000
     flush_interval: float = 0.5
+    client_addresses: str = "full"  # full, truncate (/24, /48) or none (store/privacy.py)
 
 
 @dataclass(frozen=True)

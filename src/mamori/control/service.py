@@ -146,8 +146,9 @@ class ControlPlane:
         self.events = EventQueue(cfg.store.queue_size)
         sources = [queue_source(self.events), self.inbox.drain]
         self.writer = EventWriter(
-            sources, parts.store, cfg.store.flush_interval, cfg.store.query_log_days
-        )
+            sources, parts.store, cfg.store.flush_interval, cfg.store.query_log_days,
+            cfg.store.client_addresses,
+        )  # fmt: skip
         self.writer.hit_listeners.extend(rt.hit_listeners)
         self.writer.start()
         rt.writer, rt.subs = self.writer, self.subs
@@ -318,6 +319,8 @@ class ControlPlane:
         log.info("configuration reloaded from %s", new.path)
 
     async def _apply(self, new: Config) -> None:
+        if new.store.client_addresses != self.cfg.store.client_addresses:
+            log.warning("reload: [store] client_addresses takes effect after a restart")
         self.cfg = new
         self.publisher.configure(new)
         await self.manager.reload(new)

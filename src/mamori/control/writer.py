@@ -6,8 +6,11 @@ channels through an ``Inbox``. Every ``flush_interval`` seconds the thread
 turns what arrived into rows and writes them in one transaction, counts
 answers by rcode and outcome and policy hits by zone, prints policy hits as
 BIND-style log lines, hands the hits to the alert rules, and prunes rows
-older than the retention. A batch the store refuses (disk full, locked) is
-counted as failed and dropped: the DNS path never waits for the disk.
+older than the retention. Client addresses are written as ``[store]
+client_addresses`` says (store/privacy.py); the alert rules get them whole, in
+memory, and apply the same rule to what they keep and send. A batch the store
+refuses (disk full, locked) is counted as failed and dropped: the DNS path
+never waits for the disk.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from mamori.dnsutil import wire
 from mamori.resolver.events import DRAIN_MAX, Event, EventQueue
 from mamori.resolver.query import Outcome
 from mamori.store.base import QueryLogStore
+from mamori.store.privacy import masker
 from mamori.threads import lower_thread_priority
 
 log = logging.getLogger(__name__)
@@ -99,12 +103,14 @@ class EventWriter(threading.Thread):
         store: QueryLogStore,
         flush_interval: float,
         retention_days: int,
+        client_addresses: str = "full",
     ) -> None:
         super().__init__(name="mamori-event-writer", daemon=True)
         self.sources = sources
         self.store = store
         self.flush_interval = flush_interval
         self.retention_days = retention_days
+        self.client_text = masker(client_addresses)  # what the disk and the log get
         self.written = 0
         self.failed = 0
         self._stop_flag = threading.Event()
@@ -147,13 +153,14 @@ class EventWriter(threading.Thread):
         rcodes, outcomes = self.rcodes, self.outcomes
         hits: list[HitRecord] = []
         log_only = Outcome.LOG_ONLY.value
+        client_text = self.client_text
         for ts, client, key, rcode, answer, latency, upstream, outcome, reason, tcp, hit in batch:
             qname, qtype = question_text(key, memo)
             zone = rule = trigger = action = ""
             label = _LABELS.get(outcome, str(outcome))
             if hit is not None:
                 zone, rule, trigger, action, log_line = hit
-                hits.append((ts, client, qname, zone, trigger, action, label))
+                hits.append((ts, client, qname, zone, trigger, action, label))  # in memory
                 c = counts.get((zone, trigger, action))
                 if c is None:
                     counts[(zone, trigger, action)] = [1, ts, ts]
@@ -163,7 +170,7 @@ class EventWriter(threading.Thread):
                 if log_line:
                     rpz_log.info(
                         "client %s (%s): rpz %s %s rewrite %s/%s/IN via %s",
-                        client, qname.rstrip("."), trigger, action, qname.rstrip("."),
+                        client_text(client), qname.rstrip("."), trigger, action, qname.rstrip("."),
                         _type_text(qtype), rule,
                     )  # fmt: skip
             if outcome == log_only:
@@ -171,7 +178,7 @@ class EventWriter(threading.Thread):
             rcodes[rcode] = rcodes.get(rcode, 0) + 1
             outcomes[label] = outcomes.get(label, 0) + 1
             rows.append(
-                (ts, client, qname, qtype, rcode, answer, latency, upstream,
+                (ts, client_text(client), qname, qtype, rcode, answer, latency, upstream,
                  outcome == Outcome.CACHED, "tcp" if tcp else "udp", zone, rule, trigger, action,
                  label, reason)
             )  # fmt: skip

@@ -20,6 +20,7 @@ from mamori import config as cfgmod
 from mamori.store.pdns_sqlite import PdnsSQLite
 from mamori.web import metrics
 from mamori.web.api import Api
+from mamori.web.audit_page import AuditPage
 from mamori.web.console import Console, static_dir
 from mamori.web.keys import KeyStore
 from mamori.web.openapi import SPEC
@@ -27,6 +28,7 @@ from mamori.web.pdns_api import PdnsApi
 from mamori.web.rules_page import RulesPage
 from mamori.web.settings_api import Settings, SettingsApi
 from mamori.web.settings_pages import SettingsPages
+from mamori.web.stats_api import StatsApi
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
             Route("/metrics", scrape),
             Mount("/static", StaticFiles(directory=static_dir()), name="static"),
             *api.routes(),
+            *StatsApi(console.data, keys, runtime).routes(),
+            *AuditPage(cfg, console).routes(),
             *console.routes(),
             *rest.routes(),
             *RulesPage(console, rest).routes(),

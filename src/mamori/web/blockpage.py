@@ -5,7 +5,8 @@ Served on ``[blockpage] listen`` (the address your policy answers with, port
 which rule blocked it, the feeds' provenance since when and why. English or
 Japanese by ``Accept-Language``. "Report a false positive" creates a review
 item (``reports.sqlite``; `mamori reports list`), at most ``REPORTS_PER_HOUR``
-per client address. Plain HTTP only: over HTTPS the browser expects the real
+per client address (counted in memory; the report keeps the address as
+``[store] client_addresses`` says). Plain HTTP only: over HTTPS the browser expects the real
 site's certificate (see docs/howto/see-what-was-blocked.md).
 """
 
@@ -17,6 +18,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from starlette.routing import Route
 
 from mamori import config as cfgmod
 from mamori.dnsutil import wire
+from mamori.store.privacy import masker
 
 REPORTS_PER_HOUR = 5
 TEXT = {
@@ -125,6 +128,8 @@ class BlockPage:
         self.db = sqlite3.connect(reports_path(cfg), timeout=10, check_same_thread=False)
         self.db.executescript(_SCHEMA)
         self.categories = cfgmod.zone_feeds(cfg)
+        self.client_text = masker(cfg.store.client_addresses)
+        self.recent: dict[str, deque[float]] = {}  # full address -> report times, last hour
 
     def app(self) -> Starlette:
         return Starlette(
@@ -205,19 +210,22 @@ class BlockPage:
             return PlainTextResponse("bad form token\n", 400)
         now = time.time()
         with self.lock:
-            (recent,) = self.db.execute(
-                "SELECT count(*) FROM reports WHERE client = ? AND time > ?", (client, now - 3600)
-            ).fetchone()
-            if recent >= REPORTS_PER_HOUR:
+            for addr in [a for a, t in self.recent.items() if t[-1] <= now - 3600]:
+                del self.recent[addr]  # nobody reported for an hour: forget them
+            recent = self.recent.setdefault(client, deque())
+            while recent and recent[0] <= now - 3600:
+                recent.popleft()
+            if len(recent) >= REPORTS_PER_HOUR:
                 return PlainTextResponse(
                     "too many reports from this address; try again later\n", 429,
                     headers={"Retry-After": "3600"},
                 )  # fmt: skip
+            recent.append(now)
             why = self.explain(name)
             with self.db:
                 self.db.execute(
                     "INSERT INTO reports (time, client, name, zone, rule, comment)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    (now, client, name, why["zone"], why["rule"], comment),
+                    (now, self.client_text(client), name, why["zone"], why["rule"], comment),
                 )
         return RedirectResponse("/?reported=1", 303)

@@ -47,7 +47,7 @@ from mamori.web.keys import KeyStore
 NAV = [("/", N_("Overview")), ("/queries", N_("Query log")), ("/policy", N_("Policy")),
        ("/feeds", N_("Feeds")), ("/groups", N_("Groups")),
        ("/pdns", N_("Passive DNS")), ("/alerts", N_("Alerts")),
-       ("/reports", N_("Reports")), ("/rules", N_("Rules"))]  # fmt: skip
+       ("/reports", N_("Reports")), ("/rules", N_("Rules")), ("/audit", N_("Audit"))]  # fmt: skip
 RCODES = {-1: "DROP", 0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
 SESSION_HOURS = 12
 LIVE_ROWS = 200  # at most this many new rows per poll of /queries.json

@@ -11,7 +11,10 @@ from types import ModuleType
 from typing import Any
 
 from mamori.web import api as rules_api  # noqa: F401 (its OPENAPI_PATHS)
-from mamori.web import settings_api  # noqa: F401 (its OPENAPI_PATHS)
+from mamori.web import (
+    settings_api,  # noqa: F401 (its OPENAPI_PATHS)
+    stats_api,  # noqa: F401 (its OPENAPI_PATHS)
+)
 
 _KEY: list[dict[str, list[str]]] = [{"apiKey": []}, {"basic": []}, {"authorization": []}]
 _FENCES = [

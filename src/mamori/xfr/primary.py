@@ -45,6 +45,7 @@ from mamori.config import Config, Endpoint, TsigSpec
 from mamori.dnsutil import serial as rfc1982
 from mamori.policy.rules import LoadedZone, free_steps
 from mamori.steps import drive
+from mamori.store.privacy import masker
 from mamori.xfr import render
 from mamori.xfr.diff import Version, diff_steps
 from mamori.xfr.messages import Signer, client_serial, error, message, question_len, with_serial
@@ -72,6 +73,8 @@ class Publisher(Announcer):
     def configure(self, cfg: Config) -> None:
         p = cfg.publish
         self.cfg = cfg
+        # refused requests may come from any DNS client: logged as [store] client_addresses says
+        self.client_text = masker(cfg.store.client_addresses)
         self.allow = [ipaddress.ip_network(n, strict=False) for n in p.allow]
         self.keys: dict[dns.name.Name, dns.tsig.Key] = {}
         for spec in p.keys:
@@ -215,7 +218,11 @@ class Publisher(Announcer):
         try:
             q = dns.message.from_wire(data, keyring=self.keys or None, ignore_trailing=True)
         except (dns.tsig.BadSignature, dns.tsig.BadTime, dns.message.UnknownTSIGKey) as e:
-            log.warning("transfer request from %s refused: TSIG %s", source, type(e).__name__)
+            log.warning(
+                "transfer request from %s refused: TSIG %s",
+                self.client_text(source),
+                type(e).__name__,
+            )
             reply(error(data, dns.rcode.NOTAUTH), addr)
             return
         except (dns.exception.DNSException, ValueError):
@@ -232,7 +239,9 @@ class Publisher(Announcer):
             return
         key = self._key_for(q, pub)
         if key is None and not self._allowed(source):
-            log.warning("transfer of %s to %s refused (not allowed)", name, source)
+            log.warning(
+                "transfer of %s to %s refused (not allowed)", name, self.client_text(source)
+            )
             reply(error_signer.sign(error(data, dns.rcode.REFUSED)), addr)
             return
         signer = Signer(key, (q.mac or b"") if key is not None else b"")

@@ -1,0 +1,32 @@
+"""``mamori store``: what the store keeps about clients (docs/reference/privacy.md)."""
+
+from __future__ import annotations
+
+import click
+
+from mamori.cli.util import config_option, fail, load_config
+from mamori.errors import MamoriError
+
+
+@click.group()
+def store() -> None:
+    """The store directory's personal data (docs/reference/privacy.md)."""
+
+
+@store.command("forget-client")
+@config_option
+@click.argument("address")
+def store_forget_client(config_path: str, address: str) -> None:
+    """Erase the query log rows, block page reports and alerts of ADDRESS (an address,
+    or a network such as 192.0.2.0/24 for rows kept truncated)."""
+    from mamori.store.forget import forget_client
+
+    cfg = load_config(config_path)
+    try:
+        counts = forget_client(cfg.store.path, address)
+    except ValueError as e:
+        fail(MamoriError(f"{address}: not an address or a network ({e})"))
+    for name, n in counts.items():
+        click.echo(f"{name}: {n} rows deleted")
+    if not counts:
+        click.echo("no store files yet")

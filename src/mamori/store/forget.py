@@ -1,0 +1,96 @@
+"""Erase what the store keeps about a client address or network (``mamori store
+forget-client``): its query log rows, its block page reports, the alerts about it.
+
+Rows are matched by the address they hold: an address given matches rows
+holding that exact address; a network (``192.0.2.0/24``) matches every row
+whose address is in it, including rows kept truncated (``[store]
+client_addresses = "truncate"`` keeps ``192.0.2.0``: give the network to erase
+them; everyone in that network goes with them). Rows kept without an address
+(``"none"``) cannot be told apart and are not touched. Deletion uses SQLite's
+``secure_delete`` (the freed pages are zeroed) and then truncates the WAL, so
+the erased data does not linger in the files; a running ``mamori serve`` may
+keep writing meanwhile (WAL, busy timeout). Aggregates without addresses
+(hourly counts, the hit log) stay. The audit log is not changed: it records
+administrators' actions, not DNS clients.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Target:
+    """A table of a store file holding client addresses in *column*; *where*: only the
+    rows that are about a client (SQL, no parameters)."""
+
+    file: str  # "" for the query log's own file ([store] path)
+    table: str
+    column: str
+    where: str = "1"
+
+
+TARGETS = (
+    Target("", "query_log", "client"),
+    Target("reports.sqlite", "reports", "client"),  # web/blockpage.py
+    Target("alerts.sqlite", "alerts", "subject", "message LIKE 'client %'"),  # alerts/engine.py
+)
+
+
+def parse_network(text: str) -> IPNetwork:
+    """An address (a /32 or /128) or a network; ValueError otherwise."""
+    return ipaddress.ip_network(text.strip(), strict=False)
+
+
+def _in(value: str, net: IPNetwork) -> bool:
+    try:
+        ip = ipaddress.ip_address(value.split("%", 1)[0])
+    except ValueError:
+        return False  # "-" ([store] client_addresses = "none") or not an address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.version == net.version and ip in net
+
+
+def forget_client(store_path: Path, network: str) -> dict[str, int]:
+    """Delete the rows about *network* (an address or a CIDR network) from every store
+    file that exists; {file name: rows deleted}. ValueError for a bad *network*."""
+    net = parse_network(network)
+    out: dict[str, int] = {}
+    for t in TARGETS:
+        path = store_path.parent / t.file if t.file else store_path
+        if not path.exists():
+            continue
+        db = sqlite3.connect(path, timeout=10, isolation_level=None)
+        try:
+            if not db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (t.table,)
+            ).fetchone():
+                continue
+            db.execute("PRAGMA secure_delete = ON")
+            values = [
+                v
+                for (v,) in db.execute(f"SELECT DISTINCT {t.column} FROM {t.table} WHERE {t.where}")
+                if isinstance(v, str) and _in(v, net)
+            ]
+            deleted = 0
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for v in values:
+                    deleted += db.execute(
+                        f"DELETE FROM {t.table} WHERE {t.column} = ? AND {t.where}", (v,)
+                    ).rowcount
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            out[path.name] = deleted
+        finally:
+            db.close()
+    return out
