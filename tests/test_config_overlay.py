@@ -51,8 +51,14 @@ def test_overlay_entries_are_appended_and_overrides_applied(tmp_path: Path) -> N
     assert [f.name for f in cfg.feeds] == ["mine", "added"]
     assert [g.name for g in cfg.groups] == ["office", "kids"]
     assert not cfg.feeds[0].enabled and prov.overrides == {"mine": False}
-    assert [z.name for z in cfg.rpz] == ["added.feeds.mamori."]  # mine is off
-    assert cfg.rpz[0].groups == ("kids",)
+    # the local rules' zones first (one per group, the overlay's included), then the feeds
+    assert [z.name for z in cfg.rpz] == [
+        "rules.mamori.",
+        "office.rules.mamori.",
+        "kids.rules.mamori.",
+        "added.feeds.mamori.",
+    ]  # mine is off
+    assert cfg.rpz[3].groups == ("kids",) and cfg.rpz[2].groups == ("kids",)
     assert str(prov.origins[("feed", "mine")]) == f"{conf}:11"
     assert str(prov.origins[("group", "kids")]) == f"{tmp_path / 'console.toml'}:11 (console)"
     assert config.load(conf) == cfg
