@@ -480,7 +480,11 @@ def test_schemathesis_finds_no_server_error_and_responses_conform(
             capture_output=True, text=True, timeout=400, cwd=tmp_path,
         )  # fmt: skip
         assert r.returncode == 0, r.stdout[-8000:] + r.stderr[-2000:]
-        assert "No issues found" in r.stdout
+        # every generated case passed (warnings, e.g. about test data for the settings
+        # endpoints, do not fail the run)
+        summary = re.search(r"(\d+) generated, (\d+) passed", r.stdout)
+        assert summary and summary.group(1) == summary.group(2), r.stdout[-3000:]
+        assert not re.search(r"\d+ (failed|errored)", r.stdout), r.stdout[-3000:]
     finally:
         assert s.m.stop() == 0, s.m.stderr()
 

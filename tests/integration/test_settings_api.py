@@ -265,7 +265,7 @@ def test_groups_from_the_api(tmp_path: Path, upstream: AuthServer) -> None:
         assert r.status == 201 and r.json()["groups"] == ["kids"], r
         groups = {g["name"]: g for g in api.get("/api/v1/groups").json()["groups"]}
         assert groups["office"]["origin"] == "toml"
-        assert groups["kids"]["zones"] == ["kids-list.feeds.mamori."]
+        assert groups["kids"]["zones"] == ["kids.rules.mamori.", "kids-list.feeds.mamori."]
         assert groups["kids"]["feeds"] == ["kids-list"]
         out = _check(m.config)
         assert f"group:     kids: 127.0.0.2/32, from {tmp_path / 'console.toml'}:" in out
@@ -289,6 +289,12 @@ def test_groups_from_the_api(tmp_path: Path, upstream: AuthServer) -> None:
         r = api.request("DELETE", "/api/v1/groups/kids")
         assert r.status == 409 and "kids-list" in r.json()["error"], r  # still in use
         assert api.request("DELETE", "/api/v1/feeds/kids-list").status == 204
+        # a local rule for the group: the group stays until the rule goes
+        rule = {"name": "games.example", "action": "block", "groups": ["kids"]}
+        assert api.request("POST", "/api/v1/rules", json_body=rule).status == 201
+        r = api.request("DELETE", "/api/v1/groups/kids")
+        assert r.status == 409 and "1 local rule" in r.json()["error"], r
+        assert api.request("DELETE", "/api/v1/rules/games.example").status == 200
         assert api.request("DELETE", "/api/v1/groups/kids").status == 204
         assert api.request("GET", "/api/v1/groups/kids").status == 404
         assert m.config.read_bytes() == toml

@@ -194,6 +194,13 @@ class RuleStore:
             ).fetchone()
         return [_rule(r) for r in rows], int(total)
 
+    def count_for_group(self, group: str) -> int:
+        """How many rules apply to clients of *group* (rules kept for several groups
+        included)."""
+        with self.audit.lock:
+            rows = self.audit.db.execute("SELECT groups FROM rules WHERE groups != ''").fetchall()
+        return sum(1 for (groups,) in rows if group in groups.split(","))
+
     def get(self, name: str) -> list[Rule]:
         with self.audit.lock:
             rows = self.audit.db.execute(

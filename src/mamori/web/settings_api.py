@@ -42,6 +42,7 @@ from mamori.config.feeds import CATEGORIES, FORMATS
 from mamori.config.load import load_effective
 from mamori.errors import ConfigError
 from mamori.store.audit import AuditLog, audit_path
+from mamori.store.rules import RuleStore
 from mamori.web.apiauth import ApiError, authorize, client_address, json_body
 from mamori.web.keys import KeyStore
 
@@ -96,6 +97,9 @@ class Settings:
         if self._audit is None:
             self._audit = AuditLog(audit_path(self.store_dir))
         return self._audit
+
+    def _rules_of_group(self, group: str) -> int:
+        return RuleStore(self.audit(), self.cfg).count_for_group(group)
 
     def provenance(self) -> overlay.Provenance:
         """Where each feed and group comes from (the files as they are on disk now)."""
@@ -476,9 +480,13 @@ class Settings:
                 raise ApiError(
                     409, f"group {name} is defined in {g['defined_at']}: remove it there"
                 )
-            used = g["zones"] + g["datasets"]
+            # the group's local-rules zone comes and goes with it; its rules must go first
+            used = [z for z in g["zones"] if not z.endswith(".rules.mamori.")] + g["datasets"]
             if used:
                 raise ApiError(409, f"group {name} is used by {', '.join(used)}")
+            rules = await run_in_threadpool(self._rules_of_group, name)
+            if rules:
+                raise ApiError(409, f"group {name} has {rules} local rule(s): remove them first")
             doc = self._read_overlay()
             doc["group"] = [t for t in doc.get("group", []) if t.get("name") != name]
             await run_in_threadpool(self._check, doc, "group", None)
