@@ -15,7 +15,10 @@ INFECTED = ("botnet-cc", "malware")
 PAGE = 50
 QUERY_COLUMNS = ("id", "ts", "client", "qname", "qtype", "rcode", "answer", "cache_hit",
                  "upstream", "policy_zone", "policy_rule", "policy_action", "outcome",
-                 "reason")  # fmt: skip
+                 "reason", "client_group")  # fmt: skip
+# a query row's fields by name (rows are tuples in QUERY_COLUMNS order); "group": the
+# client's [[group]] names, comma-joined ("" when none)
+QUERY_FIELD = {**{c: i for i, c in enumerate(QUERY_COLUMNS)}, "group": len(QUERY_COLUMNS) - 1}
 # Outcomes that are blocks: policy replaced the answer, or sent none (not PASSTHRU, not
 # the log-only matches of "disabled" zones)
 BLOCKED = "outcome IN ('blocked', 'dropped')"
