@@ -102,7 +102,22 @@ def test_policy_hit_counters_add_up_across_batches(tmp_path: Path) -> None:
     w.start()
     hit = ("rpz.local.", "bad.test.rpz.local", "QNAME", "NXDOMAIN", False)
     for i in range(5):
-        q.put((1000.0 + i, "192.0.2.1", KEY, 3, "", 0, "", Outcome.BLOCKED, "nxdomain", False, hit, ""))
+        q.put(
+            (
+                1000.0 + i,
+                "192.0.2.1",
+                KEY,
+                3,
+                "",
+                0,
+                "",
+                Outcome.BLOCKED,
+                "nxdomain",
+                False,
+                hit,
+                "",
+            )
+        )
         time.sleep(0.03)  # several batches
     q.put((2000.0, "192.0.2.1", KEY, 0, "", 0, "", Outcome.CACHED, "", False, None, ""))
     w.stop()
