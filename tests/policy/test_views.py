@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from mamori.dnsutil import wire
 from mamori.policy import engine, zone
 from mamori.policy.groups import GroupClassifier, group_label
