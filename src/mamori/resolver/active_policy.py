@@ -23,11 +23,14 @@ from mamori.resolver.policy_answers import PolicyAnswers
 class ActivePolicy:
     """The policy in force and what is memoised for it; replaced whole on every swap."""
 
-    __slots__ = ("answers", "policy", "rewrites", "version")
+    __slots__ = ("answers", "clear", "policy", "rewrites", "version")
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.version = policy.version  # what memos carry (a view's own, see Policy.view)
+        # a cache entry memoised with this version has no rule in any zone of the whole
+        # policy (so none in this view either): the whole policy's version
+        self.clear = policy.base.version
         self.answers = PolicyAnswers(policy)
         # cache key -> (match, synthesised entry): QNAME rewrites of by-name-only policies
         self.rewrites: dict[bytes, tuple[Match, Entry]] = {}

@@ -244,7 +244,11 @@ class Pipeline:
         entry = self._cache_get(key)
         slot = cl.slot
         active = slot.active
-        if active is not None and (entry is None or entry.policy_version != active.version):
+        if active is not None and (
+            entry is None
+            # two compares, not a tuple: the first decides on a hit (no tuple built)
+            or (entry.policy_version != active.version and entry.policy_version != active.clear)  # noqa: PLR1714
+        ):
             policy = active.policy
             rd = data[2] & 1 == 1
             memo_ok = policy.by_name_only and (rd or not policy.has_recursive_only)
@@ -275,8 +279,8 @@ class Pipeline:
                     assert q is not None
                     decision = self.postcheck.on_entry(q, entry, policy)
                     if decision is None:
-                        if memo_ok:
-                            entry.policy_version = policy.version  # checked: no rule applies
+                        if memo_ok:  # checked: no rule applies
+                            entry.policy_version = self._no_rule(q, entry, policy)
                     elif decision == PENDING:  # NS data needed: decide asynchronously
                         self.spawn(self._decide_and_answer(q, entry, ""))
                         return None
@@ -390,7 +394,7 @@ class Pipeline:
             if decision is None:
                 hit = None
                 if policy.by_name_only and (q.rd or not policy.has_recursive_only):
-                    entry.policy_version = policy.version  # checked: no rule applies
+                    entry.policy_version = self._no_rule(q, entry, policy)  # checked: no rule
             else:
                 hit = decision[0].hit
                 if replaces_answer(decision[0], q.tcp):
@@ -398,6 +402,24 @@ class Pipeline:
                     return
         outcome = Outcome.RESOLVED if upstream else Outcome.CACHED
         q.send(self.replies.entry_answer(q, entry, outcome, hit, upstream))
+
+    def _no_rule(self, q: Query, entry: Entry, policy: Policy) -> int:
+        """The version to memoise on *entry*, for which *policy* has no rule (by name).
+
+        *policy* may be a client's view (client groups): when the whole policy
+        has no rule for *entry* either, its version (``ActivePolicy.clear``), which
+        every view of it takes (a view's zones are some of the whole's), so
+        clients of different groups asking the same names do not decide them
+        again in turn; otherwise the view's own.
+        """
+        base = policy.base
+        if base is policy or not (base.by_name_only and (q.rd or not base.has_recursive_only)):
+            return policy.version
+        found, disabled = base.check_query_typed(None, q.qname, q.qtype, q.rd)
+        if found is not None or disabled or q.found is not None:
+            return policy.version
+        decision = self.postcheck.on_entry(q, entry, base)  # PENDING (NS data): the view's
+        return base.version if decision is None else policy.version
 
     def _stale_decided(self, q: Query, entry: Entry, reason: str = "") -> bytes | None:
         """A stale answer with the policy decided on it (NS data as far as cached)."""
