@@ -32,7 +32,11 @@ def test_manifest_round_trips_through_marshal_and_maps_in_zone_order(tmp_path: P
     first = _compiled(tmp_path, "a.rpz.", "x.example CNAME rpz-passthru.\n")
     second = _compiled(tmp_path, "b.rpz.", "x.example CNAME .\ny.example CNAME .\n")
     m = Manifest(
-        7, (ZoneRef(ZoneSettings("a.rpz."), first), ZoneRef(ZoneSettings("b.rpz."), second))
+        7,
+        (
+            ZoneRef(ZoneSettings("a.rpz."), first),
+            ZoneRef(ZoneSettings("b.rpz.", groups=("kids", "guests")), second),
+        ),
     )
     again = Manifest.from_wire(marshal.loads(marshal.dumps(m.to_wire())))
     assert again == m

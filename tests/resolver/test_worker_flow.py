@@ -14,7 +14,7 @@ from mamori.resolver.events import EventQueue
 from mamori.resolver.worker import Worker
 
 CFG = config.loads('[upstream]\nservers = ["127.0.0.1:9"]\n', Path("w.toml"))
-EVENT = (1.0, "192.0.2.1", b"\x01a\x00\x00\x01\x00\x01\x00", 0, "", 0, "", 0, "", False, None)
+EVENT = (1.0, "192.0.2.1", b"\x01a\x00\x00\x01\x00\x01\x00", 0, "", 0, "", 0, "", False, None, "")
 
 
 def test_events_are_sent_home_then_dropped_and_counted_while_shedding() -> None:

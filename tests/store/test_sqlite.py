@@ -34,6 +34,7 @@ def test_writer_batches_events_into_wal_sqlite(tmp_path: Path) -> None:
                 "",
                 i % 2 == 1,
                 None,
+                "",
             )
         )
     w.stop()
@@ -67,9 +68,10 @@ def test_retention_prunes_old_rows(tmp_path: Path) -> None:
         "",
         "resolved",
         "",
+        "",
     )
     new = (now - 60, "192.0.2.1", "new.example.", 1, 0, "", 0, "", False, "udp", "", "", "", "",
-           "resolved", "")  # fmt: skip
+           "resolved", "", "")  # fmt: skip
     store.write_queries([old, new])
     w = EventWriter([], store, 0.01, retention_days=7)
     w._maybe_prune()
@@ -100,9 +102,24 @@ def test_policy_hit_counters_add_up_across_batches(tmp_path: Path) -> None:
     w.start()
     hit = ("rpz.local.", "bad.test.rpz.local", "QNAME", "NXDOMAIN", False)
     for i in range(5):
-        q.put((1000.0 + i, "192.0.2.1", KEY, 3, "", 0, "", Outcome.BLOCKED, "nxdomain", False, hit))
+        q.put(
+            (
+                1000.0 + i,
+                "192.0.2.1",
+                KEY,
+                3,
+                "",
+                0,
+                "",
+                Outcome.BLOCKED,
+                "nxdomain",
+                False,
+                hit,
+                "",
+            )
+        )
         time.sleep(0.03)  # several batches
-    q.put((2000.0, "192.0.2.1", KEY, 0, "", 0, "", Outcome.CACHED, "", False, None))
+    q.put((2000.0, "192.0.2.1", KEY, 0, "", 0, "", Outcome.CACHED, "", False, None, ""))
     w.stop()
     assert store.policy_hits() == [("rpz.local.", "QNAME", "NXDOMAIN", 5, 1000.0, 1004.0)]
     assert w.zone_hits == {"rpz.local.": 5}
@@ -112,11 +129,12 @@ def test_policy_hit_counters_add_up_across_batches(tmp_path: Path) -> None:
 def test_hourly_counts_follow_the_query_log(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "q.db")
     row = (0.0, "192.0.2.1", "a.example.", 1, 0, "", 0, "", False, "udp", "", "", "", "",
-           "resolved", "")  # fmt: skip
+           "resolved", "", "")  # fmt: skip
     blocked = (0.0, "192.0.2.1", "b.example.", 1, 3, "", 0, "", False, "udp",
-               "z.rpz.", "b.example.z.rpz", "QNAME", "NXDOMAIN", "blocked", "nxdomain")  # fmt: skip
+               "z.rpz.", "b.example.z.rpz", "QNAME", "NXDOMAIN", "blocked", "nxdomain",
+               "")  # fmt: skip
     allowed = (0.0, "192.0.2.1", "c.example.", 1, 0, "", 0, "", True, "udp",
-               "z.rpz.", "c.example.z.rpz", "QNAME", "PASSTHRU", "cached", "")  # fmt: skip
+               "z.rpz.", "c.example.z.rpz", "QNAME", "PASSTHRU", "cached", "", "")  # fmt: skip
     store.write_queries([(7200.5, *row[1:]), (7300.0, *blocked[1:]), (10900.0, *row[1:])])
     store.write_queries([(7201.0, *blocked[1:]), (7202.0, *allowed[1:])])
     counts = store.db.execute("SELECT * FROM query_counts ORDER BY hour").fetchall()
@@ -169,8 +187,8 @@ def test_log_only_matches_count_as_hits_but_not_as_queries(tmp_path: Path) -> No
     w = EventWriter([], store, 0.01, 7)
     hit = ("rpz.local.", "bad.test.rpz.local", "QNAME", "disabled", False)
     w.flush([
-        (1000.0, "192.0.2.1", KEY, -1, "", 0, "", Outcome.LOG_ONLY, "disabled", False, hit),
-        (1000.0, "192.0.2.1", KEY, 0, "A 192.0.2.9", 0, "", Outcome.CACHED, "", False, None),
+        (1000.0, "192.0.2.1", KEY, -1, "", 0, "", Outcome.LOG_ONLY, "disabled", False, hit, ""),
+        (1000.0, "192.0.2.1", KEY, 0, "A 192.0.2.9", 0, "", Outcome.CACHED, "", False, None, ""),
     ])  # fmt: skip
     assert store.db.execute("SELECT count(*) FROM query_log").fetchone() == (1,)
     assert store.policy_hits() == [("rpz.local.", "QNAME", "disabled", 1, 1000.0, 1000.0)]

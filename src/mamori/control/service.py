@@ -40,7 +40,7 @@ from mamori.control.subscriptions import Subscriptions
 from mamori.control.supervisor import Supervisor
 from mamori.control.view import Runtime, WorkerInfo
 from mamori.control.watch import watch_zone_files
-from mamori.control.writer import EventWriter, Inbox, queue_source
+from mamori.control.writer import EventWriter, Inbox, group_days, queue_source
 from mamori.control.zonetraffic import ZoneTraffic
 from mamori.control.zygote import Zygote
 from mamori.errors import ConfigError
@@ -148,6 +148,7 @@ class ControlPlane:
         self.writer = EventWriter(
             sources, parts.store, cfg.store.flush_interval, cfg.store.query_log_days,
             cfg.store.client_addresses,
+            group_days(cfg.groups),
         )  # fmt: skip
         self.writer.hit_listeners.extend(rt.hit_listeners)
         self.writer.start()
@@ -329,6 +330,8 @@ class ControlPlane:
         if self.supervisor is not None:
             self.supervisor.reconfigure(new)
         self.inbox.limit = new.store.queue_size
+        if self.writer is not None:
+            self.writer.configure(new.store.query_log_days, group_days(new.groups))
         self.subs.sync()
         self._set_routes()
 

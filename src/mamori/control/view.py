@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mamori.policy.groups import GroupClassifier
 from mamori.resolver.dataplane import Snapshot
 from mamori.resolver.upstream import LATENCY_BUCKETS, UpstreamHealth
 
@@ -59,6 +60,7 @@ class Runtime:
 
     def __init__(self) -> None:
         self.policy_source: Callable[[], Policy | None] = lambda: None
+        self._groups: tuple[Config, GroupClassifier] | None = None  # classifier of a config
         self.snapshot_source: Callable[[], list[Snapshot]] = list
         self.worker_source: Callable[[], list[WorkerInfo]] = list
         self.dropped_source: Callable[[], tuple[int, int]] = lambda: (0, 0)
@@ -91,6 +93,45 @@ class Runtime:
     def policy(self) -> Policy | None:
         """The policy version in force (the control plane's own mapping of it)."""
         return self.policy_source()
+
+    def groups_of(self, client: str) -> tuple[str, ...]:
+        """The ``[[group]]``s the client address *client* is in (configured order)."""
+        cfg = self.config
+        if cfg is None or not cfg.groups:
+            return ()
+        if self._groups is None or self._groups[0] is not cfg:
+            self._groups = (cfg, GroupClassifier((g.name, g.clients) for g in cfg.groups))
+        return self._groups[1].groups_of(client)
+
+    def policy_for(self, client: str | None) -> Policy | None:
+        """The policy as the client *client* gets it (the view for its groups: zones
+        without ``groups`` and those of its groups); None: the whole policy."""
+        policy = self.policy
+        if policy is None or client is None:
+            return policy
+        return policy.view(self.groups_of(client))
+
+    def explain(self, name: str, client: str | None = None, qtype: int = 1) -> dict[str, Any]:
+        """Which rule applies to *name* (asked with *qtype*) for *client*: {"groups": the
+        client's groups, "zones": the zones applied to it in order, "zone", "rule",
+        "action" ("" when none; "by query type" for a typed rule with no branch)}."""
+        from mamori.dnsutil import wire
+
+        groups = self.groups_of(client) if client else ()
+        policy = self.policy_for(client)
+        out: dict[str, Any] = {"groups": list(groups), "zones": [], "zone": "", "rule": "",
+                               "action": ""}  # fmt: skip
+        if policy is None:
+            return out
+        out["zones"] = [st.name for st in policy.settings]
+        try:
+            qname = wire.text_to_name(name).lower()
+        except ValueError:
+            return out
+        match, _ = policy.check_query_typed(client, qname, qtype)
+        if match is not None:
+            out.update(zone=match.rule.zone, rule=match.rule.rule_name, action=match.hit[3])
+        return out
 
     def snapshots(self) -> list[Snapshot]:
         return self.snapshot_source()

@@ -6,11 +6,12 @@ channels through an ``Inbox``. Every ``flush_interval`` seconds the thread
 turns what arrived into rows and writes them in one transaction, counts
 answers by rcode and outcome and policy hits by zone, prints policy hits as
 BIND-style log lines, hands the hits to the alert rules, and prunes rows
-older than the retention. Client addresses are written as ``[store]
-client_addresses`` says (store/privacy.py); the alert rules get them whole, in
-memory, and apply the same rule to what they keep and send. A batch the store
-refuses (disk full, locked) is counted as failed and dropped: the DNS path
-never waits for the disk.
+older than the retention (``[store] query_log_days``, or a ``[[group]]``'s own
+``query_log_days`` for the rows of its clients). Client addresses are written
+as ``[store] client_addresses`` says (store/privacy.py); the alert rules get
+them whole, in memory, and apply the same rule to what they keep and send. A
+batch the store refuses (disk full, locked) is counted as failed and dropped:
+the DNS path never waits for the disk.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import dns.rdatatype
 
+from mamori.config import GroupConfig
 from mamori.dnsutil import wire
 from mamori.resolver.events import DRAIN_MAX, Event, EventQueue
 from mamori.resolver.query import Outcome
@@ -104,13 +106,17 @@ class EventWriter(threading.Thread):
         flush_interval: float,
         retention_days: int,
         client_addresses: str = "full",
+        group_days: dict[str, int] | None = None,
     ) -> None:
+        """*retention_days*: of the query log (0: forever); *group_days*: per group
+        name, its own (0: forever; groups not in it use *retention_days*)."""
         super().__init__(name="mamori-event-writer", daemon=True)
         self.sources = sources
         self.store = store
         self.flush_interval = flush_interval
         self.retention_days = retention_days
         self.client_text = masker(client_addresses)  # what the disk and the log get
+        self.group_days = group_days or {}
         self.written = 0
         self.failed = 0
         self._stop_flag = threading.Event()
@@ -154,7 +160,11 @@ class EventWriter(threading.Thread):
         hits: list[HitRecord] = []
         log_only = Outcome.LOG_ONLY.value
         client_text = self.client_text
-        for ts, client, key, rcode, answer, latency, upstream, outcome, reason, tcp, hit in batch:
+        for event in batch:
+            ts, client, key, rcode, answer, latency, upstream, outcome, reason, tcp, hit = event[
+                :11
+            ]
+            group = event[11]
             qname, qtype = question_text(key, memo)
             zone = rule = trigger = action = ""
             label = _LABELS.get(outcome, str(outcome))
@@ -180,7 +190,7 @@ class EventWriter(threading.Thread):
             rows.append(
                 (ts, client_text(client), qname, qtype, rcode, answer, latency, upstream,
                  outcome == Outcome.CACHED, "tcp" if tcp else "udp", zone, rule, trigger, action,
-                 label, reason)
+                 label, reason, group)
             )  # fmt: skip
         if rows:
             self.store.write_queries(rows)
@@ -195,17 +205,30 @@ class EventWriter(threading.Thread):
         for listener in self.hit_listeners:
             listener(hits)
 
+    def configure(self, retention_days: int, group_days: dict[str, int]) -> None:
+        """New retentions (a reload); applied at the next prune."""
+        self.retention_days, self.group_days = retention_days, group_days
+
     def _maybe_prune(self) -> None:
         now = time.time()
-        if not self.retention_days or now - self._last_prune < PRUNE_EVERY:
+        if not (self.retention_days or self.group_days) or now - self._last_prune < PRUNE_EVERY:
             return
         self._last_prune = now
+        self.prune(now)
+
+    def prune(self, now: float) -> int:
+        """Delete the rows past their retention now; how many."""
+        before = now - self.retention_days * 86400 if self.retention_days else 0.0
+        groups = {g: now - d * 86400 if d else None for g, d in self.group_days.items()}
         try:
-            n = self.store.prune_queries(now - self.retention_days * 86400)
-            if n:
-                log.info("query log: pruned %d rows older than %d days", n, self.retention_days)
+            n = self.store.prune_queries(before, groups)
         except Exception as e:
             log.error("query log: prune failed: %s", e)
+            return 0
+        if n:
+            log.info("query log: pruned %d rows older than %d days%s", n, self.retention_days,
+                     " (or their group's retention)" if groups else "")  # fmt: skip
+        return n
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop_flag.set()
@@ -215,6 +238,11 @@ class EventWriter(threading.Thread):
                 "policy hits since start: %s",
                 ", ".join(f"{z} {n}" for z, n in sorted(self.zone_hits.items())),
             )
+
+
+def group_days(groups: Iterable[GroupConfig]) -> dict[str, int]:
+    """Each ``[[group]]`` with a retention of its own: name -> days (0: forever)."""
+    return {g.name: g.query_log_days for g in groups if g.query_log_days >= 0}
 
 
 def queue_source(q: EventQueue) -> Callable[[], list[Event]]:

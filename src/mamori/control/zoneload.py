@@ -36,6 +36,7 @@ def zone_settings(rpz: RpzConfig) -> ZoneSettings:
         rpz.recursive_only,
         rpz.nsdname_enable,
         rpz.nsip_enable,
+        rpz.groups,
     )
 
 

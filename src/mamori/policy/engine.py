@@ -31,7 +31,8 @@ built on the first hit and memoised; nothing is built per rule at start-up.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import dns.name
@@ -57,6 +58,7 @@ class ZoneSettings:
     recursive_only: bool = False  # True: rules do not apply to RD=0 queries
     nsdname_enable: bool = True
     nsip_enable: bool = True
+    groups: tuple[str, ...] = ()  # applies only to clients of these groups; () = everyone
 
 
 _OVERRIDE_ACTION = {
@@ -78,6 +80,9 @@ _NO_QNAME: QnameResult = (_NO_MATCH, None)
 # worker holds at most ~3 MB + ~20-40 MB, only when that many distinct names / rules hit.
 QNAME_MEMO = 32_768  # names whose QNAME decision is memoised per policy version
 RULE_MEMO = 32_768  # Match objects kept per policy version (built on first hit)
+# Versions of views (Policy.view): negative, unique in the process, so a decision
+# memoised for one view (cache entries, rewrite memos) is never taken for another.
+_VIEW_VERSIONS = itertools.count(-1, -1)
 
 
 class Policy:
@@ -142,6 +147,10 @@ class Policy:
         # mamori-qtype rules: (zone, key, wildcard, qtype) -> the branch's Match or None
         self._branch_memo: dict[tuple[int, bytes, bool, int], Match | None] = {}
         self._branches: dict[tuple[int, bytes, bool], tuple[dict[int, Branch], Branch]] = {}
+        # Client groups: does any zone apply to some groups only? Views by zones kept.
+        self.has_groups = any(st.groups for st in settings)
+        self.base = self  # the policy version this is a view of (itself for the whole)
+        self._views: dict[tuple[int, ...], Policy] = {}
 
     @classmethod
     def from_loaded(
@@ -152,6 +161,36 @@ class Policy:
 
     def __len__(self) -> int:
         return self.rule_count
+
+    def view(self, groups: Collection[str]) -> Policy:
+        """The policy as a client in *groups* sees it (built once per distinct set of zones).
+
+        Its zones: those without ``groups``, and those listing one of *groups*,
+        in configured order. When that is every zone, the policy itself. A view
+        shares the compiled zones (mapped once) and has its own memos and its own
+        version (negative, unique in the process): what is memoised for one view
+        is never used for another. ``base`` is the policy it is a view of.
+        """
+        if not self.has_groups:
+            return self
+        keep = tuple(
+            i
+            for i, st in enumerate(self.settings)
+            if not st.groups or any(g in groups for g in st.groups)
+        )
+        if len(keep) == self.nzones:
+            return self
+        view = self._views.get(keep)
+        if view is None:
+            view = Policy(
+                [self.zones[i] for i in keep],
+                [self.settings[i] for i in keep],
+                next(_VIEW_VERSIONS),
+                self._memo_size,
+            )
+            view.base = self
+            self._views[keep] = view
+        return view
 
     def __bool__(self) -> bool:
         return True  # a policy with no rules (yet) is still a policy, not "no policy"

@@ -1,7 +1,9 @@
 """Access control (allowed client prefixes) and per-client token-bucket rate limiting.
 
 Both decisions share one memoised record per client address, so the hot path
-does a single dict probe per query. The memo is bounded; when it grows past
+does a single dict probe per query. The record also keeps the client's policy
+slot (active_policy.py): its ``[[group]]``s, decided once, select the view of
+the policy it gets. The memo is bounded; when it grows past
 MAX_CLIENTS it is cleared (rate-limit state restarts full for everyone).
 """
 
@@ -9,20 +11,33 @@ from __future__ import annotations
 
 import ipaddress
 
+from mamori.policy.groups import GroupClassifier
+from mamori.resolver.active_policy import PolicySlot, PolicySlots
+
 MAX_CLIENTS = 200_000
 
 
 class ClientState:
-    __slots__ = ("allowed", "last", "tokens")
+    __slots__ = ("allowed", "last", "slot", "tokens")
 
-    def __init__(self, allowed: bool, tokens: float, last: float) -> None:
+    def __init__(self, allowed: bool, tokens: float, last: float, slot: PolicySlot) -> None:
         self.allowed = allowed
         self.tokens = tokens
         self.last = last
+        self.slot = slot  # the policy (view) for the client's groups
 
 
 class ClientTable:
-    def __init__(self, allow: tuple[str, ...], burst: float) -> None:
+    def __init__(
+        self,
+        allow: tuple[str, ...],
+        burst: float,
+        slots: PolicySlots | None = None,
+        groups: GroupClassifier | None = None,
+    ) -> None:
+        """*slots*: the policy slot per set of groups; *groups*: who is in which group."""
+        self.slots = slots if slots is not None else PolicySlots()
+        self.groups = groups if groups else None
         nets = [ipaddress.ip_network(a) for a in allow]
         self.v4 = [n for n in nets if n.version == 4]
         self.v6 = [n for n in nets if n.version == 6]
@@ -43,6 +58,9 @@ class ClientTable:
         """Slow path of the memo: classify a client seen for the first time."""
         if len(self.clients) >= MAX_CLIENTS:
             self.clients.clear()
-        st = ClientState(self.is_allowed(ip), self.burst, now)
+        slot = self.slots.default
+        if self.groups is not None:
+            slot = self.slots.slot(self.groups.groups_of(ip))
+        st = ClientState(self.is_allowed(ip), self.burst, now, slot)
         self.clients[ip] = st
         return st

@@ -6,14 +6,15 @@ through an ``AnswerTap``. The control plane drains both: in the same process
 (``workers = 1``) or from a worker process over its channel.
 
 Event tuple layout (positional for speed on the hot path; marshal-able):
-  (ts, client, key, rcode, answer, latency_us, upstream, outcome, reason, tcp, hit)
+  (ts, client, key, rcode, answer, latency_us, upstream, outcome, reason, tcp, hit, group)
 *ts*: UNIX time the query arrived; *client*: address text; *key*: the cache
 key (lowercased wire qname + qtype + qclass + flags byte); *rcode*: the
 answer's rcode, -1 when no answer was sent; *answer*: short text of the answer
 data; *latency_us*: microseconds waited for the upstream (0 otherwise);
 *upstream*: the upstream that answered ("" otherwise); *outcome*: an
 ``Outcome`` value (int); *reason*: a short reason code (query.py); *tcp*: bool;
-*hit*: None or the policy hit (zone, rule, trigger, action, log line?).
+*hit*: None or the policy hit (zone, rule, trigger, action, log line?);
+*group*: the client's ``[[group]]`` names, comma-joined ("" for none).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Generic, TypeVar
 
 from mamori.resolver.query import Hit
 
-Event = tuple[float, str, bytes, int, str, int, str, int, str, bool, Hit | None]
+Event = tuple[float, str, bytes, int, str, int, str, int, str, bool, Hit | None, str]
 DRAIN_MAX = 50_000
 T = TypeVar("T")
 

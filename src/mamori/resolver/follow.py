@@ -39,15 +39,14 @@ Fetch = Callable[[bytes, int, int, Entry | None], Awaitable[tuple[Entry, str] | 
 class CnameFollower:
     """Answers policy CNAMEs: the CNAME, then the target's answer (itself checked)."""
 
-    def __init__(self, slot: PolicySlot, cache: Cache, fetch: Fetch, replies: Replies) -> None:
-        self.slot = slot
+    def __init__(self, cache: Cache, fetch: Fetch, replies: Replies) -> None:
         self.cache = cache
         self.fetch = fetch
         self.replies = replies
 
     async def follow(self, q: Query, match: Match, target: dns.name.Name) -> None:
         """Answer a policy CNAME on the query name: the CNAME, then its target's answer."""
-        active = self.slot.active
+        active = q.slot.active  # the client's view of the policy
         assert active is not None
         try:
             entry = active.answers.get(match, q.key, time.time())
@@ -112,10 +111,10 @@ class CnameFollower:
         for _ in range(MAX_CHAIN):
             tkey = name.to_wire().lower() + key[-5:]  # type: ignore[union-attr]
             if first is not None:
-                step = self._policy_step(first, tkey)
+                step = self._policy_step(q.slot, first, tkey)
                 first = None
             else:
-                step = await self._resolve_for_chain(tkey, do)
+                step = await self._resolve_for_chain(q.slot, tkey, do)
             if step is None:
                 rcode = dns.rcode.SERVFAIL
                 break
@@ -147,10 +146,12 @@ class CnameFollower:
             return wire.error_response(q.data, wire.NOERROR, q.qend, tc=True)
 
     def _policy_step(
-        self, match: Match, tkey: bytes
+        self, slot: PolicySlot, match: Match, tkey: bytes
     ) -> tuple[dns.message.Message, dns.name.Name | None] | None:
-        """The policy's own answer for *tkey* under *match*; None for DROP."""
-        active = self.slot.active
+        """The policy's own answer for *tkey* under *match*; None for DROP.
+
+        *slot*: the client's (the view of the policy for its groups)."""
+        active = slot.active
         assert active is not None
         if match.action is Action.DROP:
             return None
@@ -159,17 +160,18 @@ class CnameFollower:
         return _message(active.answers.get(match, tkey, now), tkey, now), further
 
     async def _resolve_for_chain(
-        self, tkey: bytes, do: int
+        self, slot: PolicySlot, tkey: bytes, do: int
     ) -> tuple[dns.message.Message, dns.name.Name | None] | None:
-        """The answer for one name of the chain, policy applied; and a further policy CNAME."""
-        active = self.slot.active
+        """The answer for one name of the chain, policy applied (*slot*: the client's);
+        and a further policy CNAME."""
+        active = slot.active
         now = time.time()
         if active is not None:
             policy = active.policy
             # Client-IP is checked once per query (BIND: DNS_RPZ_DONE_CLIENT_IP).
             match, _ = policy.check_query_typed(None, tkey[:-5], tkey[-5] << 8 | tkey[-4])
             if match is not None and match.action not in (Action.PASSTHRU, Action.TCP_ONLY):
-                return self._policy_step(match, tkey)
+                return self._policy_step(slot, match, tkey)
         cached = self.cache.data.get(tkey)
         if cached is not None and now < cached.expires:
             return _message(cached, tkey, now), None

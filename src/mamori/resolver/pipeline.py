@@ -38,9 +38,10 @@ from typing import Any
 from mamori.config import Config
 from mamori.dnsutil import wire
 from mamori.policy.engine import Policy
+from mamori.policy.groups import GroupClassifier
 from mamori.policy.model import Match
 from mamori.resolver.acl import ClientTable
-from mamori.resolver.active_policy import ActivePolicy, PolicySlot
+from mamori.resolver.active_policy import PolicySlots
 from mamori.resolver.cache import Cache, Entry
 from mamori.resolver.events import AnswerTap, EventQueue
 from mamori.resolver.follow import CnameFollower
@@ -90,18 +91,17 @@ class Pipeline:
         self.stats = Stats()
         self.replies = Replies(cfg, self.stats, events)
         self.cache = Cache(cfg.cache.max_entries, cfg.cache.max_bytes)
-        self.slot = PolicySlot()
+        self.slots = PolicySlots()  # the policy (a view of it per set of client groups)
         self.tasks: set[asyncio.Task[None]] = set()
         self.resolve = Resolve(cfg, self.cache, upstreams or UpstreamPool(cfg.upstream), tap)
-        self.follower = CnameFollower(self.slot, self.cache, self.resolve.fetch, self.replies)
+        self.follower = CnameFollower(self.cache, self.resolve.fetch, self.replies)
         self.postcheck = PostCheck(
             self.cache, self.resolve.fetch, self.replies, cfg.policy.min_ns_dots
         )
-        self.rewrite = Rewrite(self.slot, self.replies, self.follower, self.spawn)
+        self.rewrite = Rewrite(self.replies, self.follower, self.spawn)
         self.special = SpecialMessages(self.replies, control)
         self._special_types: tuple[bytes, ...] = TYPE_XFR
         self.policy: Policy | None = None
-        self._active: ActivePolicy | None = None
         # Bound methods cached for the hot path (one attribute lookup instead of three).
         self._cache_get = self.cache.data.get
         self._cache_touch = self.cache.data.move_to_end
@@ -112,7 +112,8 @@ class Pipeline:
         """Apply (re)loadable settings; called at start and on SIGHUP."""
         s, c = cfg.server, cfg.cache
         self.cfg = cfg
-        self.clients = ClientTable(s.allow, s.rate_burst)
+        groups = GroupClassifier((g.name, g.clients) for g in cfg.groups)
+        self.clients = ClientTable(s.allow, s.rate_burst, self.slots, groups)
         self._client_get = self.clients.clients.get
         self.special.clients = self.clients
         self.rate = s.rate_limit
@@ -125,10 +126,10 @@ class Pipeline:
         self.cache.resize(c.max_entries, c.max_bytes)
 
     def set_policy(self, policy: Policy | None) -> None:
-        """Swap in a whole new policy version (memoised decisions go with the old one)."""
+        """Swap in a whole new policy version (memoised decisions go with the old one);
+        each set of client groups gets its view of it."""
         self.policy = policy
-        self._active = ActivePolicy(policy) if policy is not None else None
-        self.slot.active = self._active
+        self.slots.set_policy(policy)
 
     def set_routes(self, routes: Routes) -> None:
         """What goes to the control plane (published zones, transfers, NOTIFY)."""
@@ -178,7 +179,8 @@ class Pipeline:
             if routed is not CONTINUE:
                 return routed  # type: ignore[return-value]
 
-        # Stage 4: client record -> ACL, then UDP rate limit (token bucket).
+        # Stage 4: client record -> ACL, then UDP rate limit (token bucket). The record
+        # keeps the client's policy slot: the view of the policy for its groups.
         ip = addr[0]
         cl = self._client_get(ip)
         if cl is None:
@@ -186,8 +188,9 @@ class Pipeline:
         if not cl.allowed:
             stats.refused += 1
             return self.replies.error(
-                data, wire.REFUSED, ip, now, tcp, Outcome.REFUSED, REASON_ACL, wire.EDE_PROHIBITED
-            )
+                data, wire.REFUSED, ip, now, tcp, Outcome.REFUSED, REASON_ACL, wire.EDE_PROHIBITED,
+                cl.slot.label,
+            )  # fmt: skip
         if self.rate and not tcp:
             tokens = cl.tokens + (now - cl.last) * self.rate
             cl.last = now
@@ -207,8 +210,9 @@ class Pipeline:
                 return self.special.formerr(data, ip, now, tcp)
             if version:
                 return self.replies.error(
-                    data, wire.BADVERS, ip, now, tcp, Outcome.ERROR, REASON_BADVERS
-                )
+                    data, wire.BADVERS, ip, now, tcp, Outcome.ERROR, REASON_BADVERS, None,
+                    cl.slot.label,
+                )  # fmt: skip
             do = 1 if oflags & 0x8000 else 0
             limit = 65535 if tcp else min(max(payload, 512), self.max_udp)
             opt = self.replies.opt_do if do else self.replies.opt_plain
@@ -221,8 +225,9 @@ class Pipeline:
         if qtc[2:] != _CLASS_IN:  # CHAOS, HESIOD, ANY: not forwarded
             stats.refused += 1
             return self.replies.error(
-                data, wire.REFUSED, ip, now, tcp, Outcome.REFUSED, REASON_META, wire.EDE_PROHIBITED
-            )
+                data, wire.REFUSED, ip, now, tcp, Outcome.REFUSED, REASON_META, wire.EDE_PROHIBITED,
+                cl.slot.label,
+            )  # fmt: skip
         key = data[12:nend].lower() + qtc + _BITS[do << 1 | cd]
 
         # Stage 6: policy pre-check (Client-IP, QNAME): index probes, no parsing.
@@ -237,10 +242,14 @@ class Pipeline:
         found: Match | None = None
         q: Query | None = None
         entry = self._cache_get(key)
-        policy = self.policy
-        if policy is not None and (entry is None or entry.policy_version != policy.version):
-            active = self._active
-            assert active is not None
+        slot = cl.slot
+        active = slot.active
+        if active is not None and (
+            entry is None
+            # two compares, not a tuple: the first decides on a hit (no tuple built)
+            or (entry.policy_version != active.version and entry.policy_version != active.clear)  # noqa: PLR1714
+        ):
+            policy = active.policy
             rd = data[2] & 1 == 1
             memo_ok = policy.by_name_only and (rd or not policy.has_recursive_only)
             rewrite = active.rewrites.get(key) if memo_ok else None
@@ -257,7 +266,7 @@ class Pipeline:
                     # A mamori-qtype rule: its branch for this query's type decides.
                     found, disabled = policy.check_typed(ip, key[:-5], key[-5] << 8 | key[-4], rd)
                 if found is not None or disabled or entry is not None:
-                    q = Query(data, addr, reply, tcp, now, key, qend, opt, do, cd, limit)
+                    q = Query(data, addr, reply, tcp, now, key, qend, opt, do, cd, limit, slot)
                     q.found = found
                     for m in disabled:  # "disabled" zones: log what they would have done
                         self.replies.event(q, -1, "", Outcome.LOG_ONLY, "disabled", m.hit)
@@ -270,8 +279,8 @@ class Pipeline:
                     assert q is not None
                     decision = self.postcheck.on_entry(q, entry, policy)
                     if decision is None:
-                        if memo_ok:
-                            entry.policy_version = policy.version  # checked: no rule applies
+                        if memo_ok:  # checked: no rule applies
+                            entry.policy_version = self._no_rule(q, entry, policy)
                     elif decision == PENDING:  # NS data needed: decide asynchronously
                         self.spawn(self._decide_and_answer(q, entry, ""))
                         return None
@@ -310,7 +319,7 @@ class Pipeline:
                     if len(self._event_items) < self.events.limit:
                         self._event_items.append(
                             (now, ip, key, entry.rcode, entry.summary, 0, "",
-                             _BLOCKED if rewritten else _CACHED, rewritten, tcp, hit)
+                             _BLOCKED if rewritten else _CACHED, rewritten, tcp, hit, slot.label)
                         )  # fmt: skip
                     else:
                         self.events.dropped += 1
@@ -318,7 +327,7 @@ class Pipeline:
             if now < entry.retry_after and now < entry.stale_until:
                 # RFC 8767 failure-recheck timer: upstreams failed recently, answer stale.
                 if q is None:
-                    q = Query(data, addr, reply, tcp, now, key, qend, opt, do, cd, limit)
+                    q = Query(data, addr, reply, tcp, now, key, qend, opt, do, cd, limit, slot)
                     q.found = found
                 if undecided:
                     return self._stale_decided(q, entry)
@@ -326,12 +335,12 @@ class Pipeline:
 
         # Stage 8: upstream (slow path, asynchronous). A fresh answer is always
         # checked, even if the expired entry had been (its data may differ now).
-        if policy is not None and hit is None:
+        if active is not None and hit is None:
             undecided = True
         stats.cache_misses += 1
         stale = entry if entry is not None and now < entry.stale_until else None
         if q is None:
-            q = Query(data, addr, reply, tcp, now, key, qend, opt, do, cd, limit)
+            q = Query(data, addr, reply, tcp, now, key, qend, opt, do, cd, limit, slot)
             q.found = found
         self.spawn(self._resolve_and_answer(q, stale, hit, undecided))
         return None
@@ -366,7 +375,7 @@ class Pipeline:
         self.stats.servfail += 1
         return self.replies.error(
             q.data, wire.SERVFAIL, q.ip, q.now, q.tcp, Outcome.ERROR, REASON_UPSTREAM,
-            wire.EDE_NO_REACHABLE_AUTHORITY,
+            wire.EDE_NO_REACHABLE_AUTHORITY, q.slot.label,
         )  # fmt: skip
 
     async def _decide_and_answer(self, q: Query, entry: Entry, upstream: str) -> None:
@@ -374,17 +383,18 @@ class Pipeline:
 
         *upstream* "" means the entry came from the cache.
         """
-        policy = self.policy
+        active = q.slot.active
         hit = q.found.hit if q.found is not None else None
-        if policy is not None:
+        if active is not None:
             # Again: the policy may have been swapped while we waited for the answer
             # (a reload, a zone transfer): decide with the one now in force.
+            policy = active.policy
             q.found = policy.check_query_typed(q.ip, q.qname, q.qtype, q.rd)[0]
             decision = await self.postcheck.decide(q, entry, policy)
             if decision is None:
                 hit = None
                 if policy.by_name_only and (q.rd or not policy.has_recursive_only):
-                    entry.policy_version = policy.version  # checked: no rule applies
+                    entry.policy_version = self._no_rule(q, entry, policy)  # checked: no rule
             else:
                 hit = decision[0].hit
                 if replaces_answer(decision[0], q.tcp):
@@ -393,12 +403,30 @@ class Pipeline:
         outcome = Outcome.RESOLVED if upstream else Outcome.CACHED
         q.send(self.replies.entry_answer(q, entry, outcome, hit, upstream))
 
+    def _no_rule(self, q: Query, entry: Entry, policy: Policy) -> int:
+        """The version to memoise on *entry*, for which *policy* has no rule (by name).
+
+        *policy* may be a client's view (client groups): when the whole policy
+        has no rule for *entry* either, its version (``ActivePolicy.clear``), which
+        every view of it takes (a view's zones are some of the whole's), so
+        clients of different groups asking the same names do not decide them
+        again in turn; otherwise the view's own.
+        """
+        base = policy.base
+        if base is policy or not (base.by_name_only and (q.rd or not base.has_recursive_only)):
+            return policy.version
+        found, disabled = base.check_query_typed(None, q.qname, q.qtype, q.rd)
+        if found is not None or disabled or q.found is not None:
+            return policy.version
+        decision = self.postcheck.on_entry(q, entry, base)  # PENDING (NS data): the view's
+        return base.version if decision is None else policy.version
+
     def _stale_decided(self, q: Query, entry: Entry, reason: str = "") -> bytes | None:
         """A stale answer with the policy decided on it (NS data as far as cached)."""
-        policy = self.policy
+        active = q.slot.active
         hit = q.found.hit if q.found is not None else None
-        if policy is not None:
-            decision = self.postcheck.on_entry(q, entry, policy, missing_ns_ok=True)
+        if active is not None:
+            decision = self.postcheck.on_entry(q, entry, active.policy, missing_ns_ok=True)
             if decision is not None and not isinstance(decision, str):
                 hit = decision[0].hit
                 if replaces_answer(decision[0], q.tcp):

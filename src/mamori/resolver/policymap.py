@@ -40,13 +40,17 @@ class ZoneRef:
     def to_wire(self) -> tuple[Any, ...]:
         s = self.settings
         st = (s.name, s.policy, s.log, s.max_policy_ttl, s.recursive_only, s.nsdname_enable,
-              s.nsip_enable)  # fmt: skip
+              s.nsip_enable, tuple(s.groups))  # fmt: skip
         return (st, self.path, self.overlay)
 
     @classmethod
     def from_wire(cls, t: tuple[Any, ...]) -> ZoneRef:
         st, path, overlay = t
-        return cls(ZoneSettings(*st), str(path), overlay)
+        name, policy, log, ttl, recursive_only, nsdname, nsip, groups = st
+        settings = ZoneSettings(
+            name, policy, log, ttl, recursive_only, nsdname, nsip, tuple(groups)
+        )
+        return cls(settings, str(path), overlay)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mamori.policy.model import Match
+
+if TYPE_CHECKING:
+    from mamori.resolver.active_policy import PolicySlot
 
 # Policy hit: (zone, rule name, trigger, action, write a BIND-style log line?)
 # (policy.model.Match.hit, computed once per rule)
@@ -69,7 +72,8 @@ class Query:
     the question; *opt* the OPT record to append to answers (b"" without
     EDNS); *limit* the largest answer the client takes (bytes); *now* the
     arrival time (UNIX seconds); *found* the pre-check's Client-IP/QNAME
-    match, if any.
+    match, if any; *slot* where the client's policy (the view for its groups)
+    is read, on every stage, for as long as the query lasts.
     """
 
     __slots__ = (
@@ -86,6 +90,7 @@ class Query:
         "qend",
         "rd",
         "reply",
+        "slot",
         "tcp",
     )
 
@@ -102,6 +107,7 @@ class Query:
         do: int,
         cd: int,
         limit: int,
+        slot: PolicySlot,
     ) -> None:
         self.data = data
         self.addr = addr
@@ -117,6 +123,7 @@ class Query:
         self.limit = limit
         self.rd = data[2] & 1 == 1
         self.found: Match | None = None
+        self.slot = slot
 
     @property
     def qname(self) -> bytes:

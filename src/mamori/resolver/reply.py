@@ -122,7 +122,7 @@ class Replies:
         if self.log_queries or hit is not None:
             self.events.put(
                 (q.now, q.ip, q.key, rcode, answer, latency, upstream, outcome.value, reason,
-                 q.tcp, hit)
+                 q.tcp, hit, q.slot.label)
             )  # fmt: skip
 
     # ----------------------------------------------------------- answers
@@ -220,8 +220,10 @@ class Replies:
         outcome: Outcome,
         reason: str,
         ede: int | None = None,
+        group: str = "",
     ) -> bytes:
-        """An error answer echoing as much of the query as parses, with its event.
+        """An error answer echoing as much of the query as parses, with its event
+        (*group*: the client's groups as the query log shows them).
 
         *rcode* may be an extended rcode (BADVERS): its high bits go in the OPT record.
         """
@@ -245,5 +247,7 @@ class Replies:
             except wire.WireError:
                 pass
         if self.log_queries:
-            self.events.put((now, ip, key, rcode, "", 0, "", outcome.value, reason, tcp, None))
+            self.events.put(
+                (now, ip, key, rcode, "", 0, "", outcome.value, reason, tcp, None, group)
+            )
         return wire.error_response(data, rcode & 0xF, qend, opt)

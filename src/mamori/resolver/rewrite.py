@@ -18,7 +18,6 @@ from typing import Any
 
 from mamori.dnsutil import wire
 from mamori.policy.model import Action, Match
-from mamori.resolver.active_policy import PolicySlot
 from mamori.resolver.cache import Entry
 from mamori.resolver.follow import CnameFollower
 from mamori.resolver.postcheck import Decision
@@ -41,10 +40,7 @@ def replaces_answer(match: Match, tcp: bool) -> bool:
 class Rewrite:
     """Applies matches; answers now (bytes), later (through ``q.reply``), or never (DROP)."""
 
-    def __init__(
-        self, slot: PolicySlot, replies: Replies, follower: CnameFollower, spawn: Spawn
-    ) -> None:
-        self.slot = slot
+    def __init__(self, replies: Replies, follower: CnameFollower, spawn: Spawn) -> None:
         self.replies = replies
         self.stats = replies.stats
         self.follower = follower
@@ -59,7 +55,7 @@ class Rewrite:
         """
         if match.action in _NO_ANSWER and (match.action is Action.DROP or not q.tcp):
             return self.drop_or_truncate(q, match)
-        active = self.slot.active
+        active = q.slot.active  # the client's view of the policy
         assert active is not None
         self.stats.rewrites += 1
         key = q.key

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 
@@ -27,13 +27,14 @@ class QueryRow(NamedTuple):
     # dropped, refused, error
     outcome: str
     reason: str  # why, for outcomes that have one: the action, "acl", "upstream-failed" ...
+    client_group: str  # the client's [[group]] names, comma-joined ("" when none)
 
 
 # Policy hit counter: (zone, trigger, action, hits, first hit, last hit UNIX time)
 HitCount = tuple[str, str, str, int, float, float]
 
 QueryRowTuple = tuple[
-    float, str, str, int, int, str, int, str, bool, str, str, str, str, str, str, str
+    float, str, str, int, int, str, int, str, bool, str, str, str, str, str, str, str, str
 ]
 
 
@@ -47,7 +48,11 @@ class QueryLogStore(Protocol):
     def policy_hits(self) -> list[HitCount]:
         """All hit counters, by zone."""
 
-    def prune_queries(self, before: float) -> int:
-        """Delete rows older than *before* (UNIX time); return how many."""
+    def prune_queries(self, before: float, groups: Mapping[str, float | None] | None = None) -> int:
+        """Delete rows older than *before* (UNIX time); return how many.
+
+        *groups*: a group's own cutoff (None: forever) for the rows of its
+        clients; a row of clients in several groups goes by the longest.
+        """
 
     def close(self) -> None: ...

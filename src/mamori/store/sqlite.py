@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mamori.errors import StoreError
@@ -78,6 +78,12 @@ _MIGRATIONS = {
     """,
 }
 
+# Columns added when missing, after the numbered migrations (merge-friendly: no version).
+_ADDED_COLUMNS = (
+    # the client's [[group]] names, comma-joined ("" for none)
+    ("query_log", "client_group", "TEXT NOT NULL DEFAULT ''"),
+)
+
 BLOCKED_OUTCOMES = ("blocked", "dropped")  # policy replaced the answer, or sent none
 
 
@@ -106,6 +112,10 @@ class SQLiteStore:
             )
         for v in range(version + 1, SCHEMA_VERSION + 1):
             self.db.executescript(f"BEGIN; {_MIGRATIONS[v]} PRAGMA user_version = {v}; COMMIT;")
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def write_queries(self, rows: Sequence[QueryRowTuple]) -> None:
         with self._lock:
@@ -114,7 +124,8 @@ class SQLiteStore:
                 self.db.executemany(
                     "INSERT INTO query_log (ts, client, qname, qtype, rcode, answer, latency_us,"
                     " upstream, cache_hit, transport, policy_zone, policy_rule, policy_trigger,"
-                    " policy_action, outcome, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " policy_action, outcome, reason, client_group)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
                 hours: dict[int, list[int]] = {}
@@ -156,12 +167,58 @@ class SQLiteStore:
                 " ORDER BY zone, hits DESC"
             ).fetchall()
 
-    def prune_queries(self, before: float) -> int:
+    def prune_queries(self, before: float, groups: Mapping[str, float | None] | None = None) -> int:
+        """Delete query log rows older than *before*; *groups*: per-group retention.
+
+        A row whose client was in groups (``client_group`` "a,b") is kept as long
+        as the longest of its groups' retentions: *groups* maps a group name to
+        its own cutoff (None: kept forever); a group not in it, and rows of
+        clients in no group, use *before*.
+        The hourly totals follow *before*.
+        """
         with self._lock:
-            cur = self.db.execute("DELETE FROM query_log WHERE ts < ?", (before,))
+            if not groups:
+                cur = self.db.execute("DELETE FROM query_log WHERE ts < ?", (before,))
+                n = cur.rowcount
+            else:
+                n = 0
+                self.db.execute("BEGIN")
+                try:
+                    for label, cutoff in self._group_cutoffs(before, groups).items():
+                        if cutoff is not None:
+                            cur = self.db.execute(
+                                "DELETE FROM query_log WHERE ts < ? AND client_group = ?",
+                                (cutoff, label),
+                            )
+                            n += cur.rowcount
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
+                self.db.execute("COMMIT")
             self.db.execute("DELETE FROM query_counts WHERE hour + 3600 <= ?", (before,))
-            return cur.rowcount
+            return n
+
+    def _group_cutoffs(
+        self, before: float, groups: Mapping[str, float | None]
+    ) -> dict[str, float | None]:
+        """The cutoff of each group label among the rows old enough to go: the most
+        lenient of its groups' (None: kept forever)."""
+        out: dict[str, float | None] = {}
+        for (label,) in self.db.execute(
+            "SELECT DISTINCT client_group FROM query_log WHERE ts < ?", (max_cut(before, groups),)
+        ):
+            if not label:
+                out[label] = before
+                continue
+            own = [groups.get(g, before) for g in label.split(",")]
+            out[label] = None if None in own else min(c for c in own if c is not None)
+        return out
 
     def close(self) -> None:
         with self._lock:
             self.db.close()
+
+
+def max_cut(before: float, groups: Mapping[str, float | None]) -> float:
+    """The latest cutoff of all: no row at or after it is deleted."""
+    return max([before, *(c for c in groups.values() if c is not None)])

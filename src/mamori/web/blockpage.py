@@ -140,10 +140,11 @@ class BlockPage:
         )
 
     # ---------------------------------------------------------------- lookup
-    def explain(self, name: str) -> dict[str, str]:
-        """Which rule blocks *name* now: zone, rule, category, feed, since, reason."""
+    def explain(self, name: str, client: str | None = None) -> dict[str, str]:
+        """Which rule blocks *name* now (for *client*: the policy of its groups): zone,
+        rule, category, feed, since, reason."""
         out = {"zone": "", "rule": "", "category": "custom", "feed": "", "since": "", "reason": ""}
-        policy = self.runtime.policy if self.runtime is not None else None
+        policy = self.runtime.policy_for(client or None) if self.runtime is not None else None
         if policy is None:
             return out
         try:
@@ -185,8 +186,8 @@ class BlockPage:
             return PlainTextResponse("blocked by the DNS firewall\n", 403)
         lang = language(request.headers.get("accept-language"))
         t = TEXT[lang]
-        why = self.explain(host)
         client = request.client.host if request.client else ""
+        why = self.explain(host, client)
         html = self.env.get_template("blocked.html").render(
             lang=lang,
             t=t,
@@ -221,7 +222,7 @@ class BlockPage:
                     headers={"Retry-After": "3600"},
                 )  # fmt: skip
             recent.append(now)
-            why = self.explain(name)
+            why = self.explain(name, client)
             with self.db:
                 self.db.execute(
                     "INSERT INTO reports (time, client, name, zone, rule, comment)"

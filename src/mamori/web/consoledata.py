@@ -16,7 +16,10 @@ TOP_QUERIED_SCAN = 50_000  # "top queried names": among the newest logged querie
 PAGE = 50
 QUERY_COLUMNS = ("id", "ts", "client", "qname", "qtype", "rcode", "answer", "cache_hit",
                  "upstream", "policy_zone", "policy_rule", "policy_action", "outcome",
-                 "reason")  # fmt: skip
+                 "reason", "client_group")  # fmt: skip
+# a query row's fields by name (rows are tuples in QUERY_COLUMNS order); "group": the
+# client's [[group]] names, comma-joined ("" when none)
+QUERY_FIELD = {**{c: i for i, c in enumerate(QUERY_COLUMNS)}, "group": len(QUERY_COLUMNS) - 1}
 # Blocks of a zone that has no category are counted under this prefix and the zone's name
 ZONE_LABEL = "zone: "
 # Outcomes that are blocks: policy replaced the answer, or sent none (not PASSTHRU, not
