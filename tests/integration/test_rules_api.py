@@ -107,7 +107,9 @@ class Service:
             time.sleep(0.05)
 
 
-def start_service(tmp: Path, upstream: AuthServer, workers: int, extra: str = "") -> Service:
+def start_service(
+    tmp: Path, upstream: AuthServer, workers: int, extra: str = "", **server: object
+) -> Service:
     web_port = free_port()
     (tmp / "feed.txt").write_text("mail.example.test\nalias.example.test\n")
     m = MamoriProcess(
@@ -118,6 +120,7 @@ def start_service(tmp: Path, upstream: AuthServer, workers: int, extra: str = ""
         f'[[feed]]\nname = "local"\npath = "{tmp}/feed.txt"\nformat = "domains"\n'
         'category = "malware"\n' + extra,
         workers=workers,
+        **server,
     )
     r = mamori_cli("feeds", "update", conf=m.config)
     assert r.returncode == 0, r.stderr
@@ -238,6 +241,39 @@ def test_queries_and_explain(svc: Service) -> None:
     assert svc.call("DELETE", "/api/v1/rules/mail.example.test")[0] == 200
     status, doc = svc.call("GET", "/api/v1/explain?name=www.example.test")
     assert status == 200 and doc["match"] is None
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_rule_for_a_group_applies_to_its_clients_only(
+    tmp_path: Path, upstream: AuthServer, workers: int
+) -> None:
+    """A local rule with groups = ["kids"]: blocked for 127.0.0.2 (a kids client), not for
+    127.0.0.1; explain says so for each client (its groups, the zone that matched)."""
+    s = start_service(tmp_path, upstream, workers,
+                      '[[group]]\nname = "kids"\nclients = ["127.0.0.2"]\n',
+                      allow=["127.0.0.0/8", "::1"])  # fmt: skip
+    try:
+        rule = {"name": "www.example.test", "action": "block", "groups": ["kids"]}
+        status, doc = s.call("POST", "/api/v1/rules", rule)
+        assert status == 201, doc
+
+        def rcodes(source: str) -> set[int]:
+            return {s.m.query("www.example.test", "A", source=source).rcode() for _ in range(8)}
+
+        assert until(lambda: rcodes("127.0.0.2") == {dns.rcode.NXDOMAIN}, 5), s.m.stderr()
+        assert rcodes("127.0.0.1") == {dns.rcode.NOERROR}
+        status, doc = s.call("GET", "/api/v1/explain?name=www.example.test&client=127.0.0.2")
+        assert status == 200 and doc["groups"] == ["kids"], doc
+        assert doc["match"]["zone"] == "kids.rules.mamori." and doc["match"]["action"] == "NXDOMAIN"
+        status, doc = s.call("GET", "/api/v1/explain?name=www.example.test&client=127.0.0.1")
+        assert status == 200 and doc["groups"] == [] and doc["match"] is None, doc
+        # without a client: every zone counts, and the match says whom its zone is for
+        match = s.call("GET", "/api/v1/explain?name=www.example.test")[1]["match"]
+        assert match["zone"] == "kids.rules.mamori." and match["groups"] == ["kids"], match
+        assert s.call("DELETE", "/api/v1/rules/www.example.test")[0] == 200
+        assert until(lambda: rcodes("127.0.0.2") == {dns.rcode.NOERROR}, 5), s.m.stderr()
+    finally:
+        assert s.m.stop() == 0, s.m.stderr()
 
 
 # ------------------------------------------------------------------ bad input

@@ -221,9 +221,11 @@ class Api:
             except ValueError:
                 raise ApiError(422, "client must be an IP address", "client") from None
         rt = self.runtime
-        policy = rt.policy if rt is not None else None
+        # the client's view: the zones without groups and those of its [[group]]s
+        policy = rt.policy_for(client) if rt is not None else None
         if policy is None:
             raise ApiError(409, "no policy in force: explain needs a running mamori serve")
+        groups = list(rt.groups_of(client)) if client is not None else []
         found, _ = policy.check_query_typed(client, wire.text_to_name(name).lower(), qtype)
         match = None
         if found is not None:
@@ -232,8 +234,14 @@ class Api:
                 "rule": found.rule.rule_name,
                 "zone": found.rule.zone,
                 "category": self.data.category.get(found.rule.zone, ""),
+                # the zone's [[group]]s ([]: everyone): without a client, every zone counts
+                "groups": next(
+                    (list(st.groups) for st in policy.settings if st.name == found.rule.zone), []
+                ),
             }
-        return JSONResponse({"name": name, "qtype": qtype_text, "client": client, "match": match})
+        return JSONResponse(
+            {"name": name, "qtype": qtype_text, "client": client, "groups": groups, "match": match}
+        )
 
     # ------------------------------------------------------------ audit log
     async def audit_entries(self, request: Request) -> Response:
@@ -408,21 +416,31 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     },
     "Explain": {
         "type": "object",
-        "required": ["name", "qtype", "client", "match"],
+        "required": ["name", "qtype", "client", "groups", "match"],
         "properties": {
             "name": {"type": "string"},
             "qtype": {"type": "string"},
             "client": {"type": "string", "nullable": True},
+            "groups": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the client's [[group]]s: their zones were applied with the rest",
+            },
             "match": {
                 "type": "object",
                 "nullable": True,
                 "description": "the rule that applies (null: none, the name resolves)",
-                "required": ["action", "rule", "zone", "category"],
+                "required": ["action", "rule", "zone", "category", "groups"],
                 "properties": {
                     "action": {"type": "string"},
                     "rule": {"type": "string"},
                     "zone": {"type": "string"},
                     "category": {"type": "string"},
+                    "groups": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "the zone's [[group]]s ([]: it applies to everyone)",
+                    },
                 },
             },
         },

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import os
 import secrets
 import time
@@ -341,11 +342,20 @@ class Console:
                               "source": source, "applied": z.applied, "hits": n,
                               "last": _fmt(last)})  # fmt: skip
         explain = request.query_params.get("explain", "").strip().lower().rstrip(".")
+        client = request.query_params.get("client", "").strip()
+        groups: list[str] = []
         if explain and policy is not None:
             from mamori.dnsutil import wire
 
+            if client and rt is not None:  # the view of the client's groups
+                try:
+                    client = str(ipaddress.ip_address(client))
+                    groups = list(rt.groups_of(client))
+                    policy = rt.policy_for(client) or policy
+                except ValueError:
+                    client = ""
             try:
-                found, _ = policy.check_query(None, wire.text_to_name(explain).lower())
+                found, _ = policy.check_query(client or None, wire.text_to_name(explain).lower())
             except ValueError:
                 found = None
             if found is not None:
@@ -354,7 +364,7 @@ class Console:
                          "zone": found.rule.zone,
                          "category": self.data.category.get(found.rule.zone, "")}  # fmt: skip
         return self._page(request, "policy.html", N_("Policy"), zones=zones, explain=explain,
-                          match=match)  # fmt: skip
+                          match=match, client=client, groups=groups)  # fmt: skip
 
     async def pdns_page(self, request: Request) -> Response:
         if not self._user(request):

@@ -149,6 +149,8 @@ JA: dict[str, str] = {
     "by rule <code>%(rule)s</code> in zone <code>%(zone)s</code>":
         "(ゾーン <code>%(zone)s</code> のルール <code>%(rule)s</code>)",
     "%(name)s: not blocked by any zone": "%(name)s: どのゾーンでもブロックされません",
+    "(for client %(client)s, groups: %(groups)s)":
+        "(クライアント %(client)s、グループ: %(groups)s)",
     "Policy zones (in order)": "ポリシーゾーン(適用順)",
     "Serial": "シリアル",
     "Source": "取得元",
