@@ -431,3 +431,82 @@ def test_block_and_allow_from_the_console(
     assert until(lambda: "status: NOERROR" in dig(m.port, "short.example.test"), 5)
     ctx.close()
     assert not errors, errors
+
+
+# the visible text of a page: its lines and table cells, and its placeholders
+TEXTS = """[...document.body.innerText.split(/[\\n\\t]/),
+            ...[...document.querySelectorAll('[placeholder]')].map(e => e.placeholder)]
+           .map(t => t.trim()).filter(t => t)"""
+
+
+def test_rules_feeds_groups_audit_in_japanese(
+    site: tuple[MamoriProcess, int, int, Path], browser: object, tmp_path: Path
+) -> None:
+    """The Rules, Feeds, Groups and Audit pages in a Japanese browser: no English left but
+    the data (names, paths, config values), a rule added and removed with their forms,
+    the forms' ids as in English; screenshots in both languages."""
+    import re
+
+    from playwright.sync_api import Browser, expect
+
+    from tests.web.test_console_i18n import DATA, SAME
+
+    assert isinstance(browser, Browser)
+    _m, web, _bp, tmp = site
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    base = f"http://127.0.0.1:{web}"
+    errors: list[str] = []
+    pages = {}
+    for locale in ("en-US", "ja-JP"):
+        ctx = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
+        pages[locale] = page = ctx.new_page()
+        page.set_default_timeout(15000)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        login(page, base)
+    ja = pages["ja-JP"]
+
+    # a rule added in Japanese, with the same form ids
+    ja.goto(f"{base}/rules")
+    expect(ja.locator("h1")).to_have_text("ルール")
+    ja.fill("#rule-name", "i18n.example.test")
+    ja.select_option("#rule-action", "allow")
+    ja.fill("#rule-comment", "日本語のコメント")
+    ja.click("#rule-add-go")
+    expect(ja.locator("#rules")).to_contain_text("i18n.example.test")
+    expect(ja.locator("#rules tr", has_text="i18n.example.test")).to_contain_text("許可")
+    ja.fill("#rule-name", "*.bad")
+    ja.click("#rule-add-go")
+    expect(ja.locator("#rule-error")).to_contain_text("ルールは保存されませんでした")
+
+    data = DATA | {"English | 日本語", "cc", "phish", "cc.txt", "phish.txt", "127.0.0.1"}
+    for path in ("/rules", "/rules?audit=i18n.example.test", "/feeds", "/groups", "/audit"):
+        texts = {}
+        for locale, page in pages.items():
+            page.goto(base + path)
+            texts[locale] = set(page.evaluate(TEXTS))
+            name = re.sub(r"\W+", "-", path.strip("/")) + f"-{locale[:2]}.png"
+            page.screenshot(path=str(shots / name), full_page=True)
+        left = sorted(
+            t for t in texts["en-US"] & texts["ja-JP"]
+            if re.search("[A-Za-z]", t) and t not in SAME | data
+            and not t.startswith((str(tmp), "{", "user:", "key:", "cli:"))  # paths, audit
+            and not re.fullmatch(r"[\w.-]+\.(toml:\d+|example\.test|mamori\.)|\w+\.\w+", t)
+        )  # fmt: skip
+        assert not left, (path, left)
+    expect(ja.locator("h1")).to_have_text("監査ログ")
+    expect(ja.locator("#audit")).to_contain_text("rule.add")
+    ja.goto(f"{base}/feeds")
+    expect(ja.locator("h1")).to_have_text("フィード")
+    expect(ja.locator("#feed-cc")).to_contain_text("今すぐ更新")
+    ja.goto(f"{base}/groups")
+    expect(ja.locator("h1")).to_have_text("クライアントグループ")
+
+    # removed from the Japanese page
+    ja.goto(f"{base}/rules")
+    ja.locator("#rules tr", has_text="i18n.example.test").locator("button.remove").click()
+    expect(ja.locator("#rules")).not_to_contain_text("i18n.example.test")
+    for page in pages.values():
+        page.context.close()
+    assert not errors, errors
+    assert len(os.listdir(shots)) == 10

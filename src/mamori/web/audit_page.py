@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from mamori import config as cfgmod
 from mamori.store.audit import AuditEntry, AuditLog, audit_path
+from mamori.web.i18n import N_
 
 PAGE = 50
 
@@ -53,6 +54,6 @@ class AuditPage:
                 {**({"q": search} if search else {}), "before": entries[-1].id}
             )
         return console._page(  # type: ignore[no-any-return]
-            request, "audit.html", "Audit log", entries=entries, q=search, older=older,
+            request, "audit.html", N_("Audit log"), entries=entries, q=search, older=older,
             detail=lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True),
         )  # fmt: skip

@@ -188,6 +188,79 @@ JA: dict[str, str] = {
     "What": "操作",
     "Detail": "詳細",
     "No changes recorded.": "変更の記録はありません。",
+    "The rule was not saved: %(error)s": "ルールは保存されませんでした: %(error)s",
+    "The rule was not removed: %(error)s": "ルールは削除されませんでした: %(error)s",
+    # the Feeds page (feeds.html, settings_pages.py)
+    "Feed": "フィード",
+    "Defined in": "定義元",
+    "Category": "カテゴリー",
+    "Format": "形式",
+    "Entries": "エントリー数",
+    "Last good update": "最終正常更新",
+    "Last update": "最終更新",
+    "Rejected lines": "取り込めなかった行",
+    "(disabled)": "(無効)",
+    "(updating…)": "(更新中…)",
+    "never": "なし",
+    "ok": "成功",
+    "refused": "拒否",
+    "never updated": "未更新",
+    "refresh: %(error)s": "更新エラー: %(error)s",
+    "uploaded file": "アップロードしたファイル",
+    "Disable": "無効化",
+    "Enable": "有効化",
+    "Refresh now": "今すぐ更新",
+    "Rejected lines, last update that parsed the feed (%(n)s)":
+        "取り込めなかった行(フィードを解析した最後の更新、%(n)s 行)",
+    "Rejected lines, last update that parsed the feed (%(n)s shown)":
+        "取り込めなかった行(フィードを解析した最後の更新、%(n)s 行を表示)",
+    "Line": "行",
+    "Text": "内容",
+    "Reason": "理由",
+    "No [[feed]] configured.": "[[feed]] が設定されていません。",
+    "Add a feed": "フィードを追加",
+    "or a file": "またはファイル",
+    "Refresh (s)": "更新間隔(秒)",
+    "Feeds added or switched on/off here are kept in <code>%(overlay)s</code>; your TOML file"
+    " is not changed.":
+        "ここで追加したフィードや有効/無効の切り替えは <code>%(overlay)s</code> に保存されます。"
+        "お使いの TOML ファイルは変更されません。",
+    "The feed was not added: %(error)s": "フィードは追加されませんでした: %(error)s",
+    "Feed %(name)s was not changed: %(error)s":
+        "フィード %(name)s は変更されませんでした: %(error)s",
+    # the Groups page (groups.html, settings_pages.py)
+    "Group": "グループ",
+    "Clients": "クライアント",
+    "Client IDs": "クライアントID",
+    "Query log days": "クエリログ保存日数",
+    "Applying to it": "適用されるゾーン・フィード",
+    "[store]": "[store] の設定",
+    "only the zones and feeds without groups": "グループ指定のないゾーンとフィードのみ",
+    "Save": "保存",
+    "No [[group]] configured: every zone and feed applies to every client.":
+        "[[group]] が設定されていません。すべてのゾーンとフィードがすべてのクライアントに"
+        "適用されます。",
+    "Add a group": "グループを追加",
+    "Clients (CIDR, space or comma separated)": "クライアント(CIDR、スペースまたはカンマ区切り)",
+    "Client IDs (devices)": "クライアントID(デバイス)",
+    "Groups added or changed here are kept in <code>%(overlay)s</code>; your TOML file is not"
+    ' changed. Say which zones and feeds apply to a group with <code>groups = ["name"]</code>'
+    " on the <code>[[rpz]]</code>, <code>[[feed]]</code> or <code>[[dataset]]</code>.":
+        "ここで追加・変更したグループは <code>%(overlay)s</code> に保存されます。お使いの TOML"
+        " ファイルは変更されません。グループに適用するゾーンとフィードは、<code>[[rpz]]</code>、"
+        "<code>[[feed]]</code> または <code>[[dataset]]</code> に"
+        ' <code>groups = ["name"]</code> と書いて指定します。',
+    "The group was not added: %(error)s": "グループは追加されませんでした: %(error)s",
+    "Group %(name)s was not changed: %(error)s":
+        "グループ %(name)s は変更されませんでした: %(error)s",
+    # the Audit page (audit.html, audit_page.py)
+    "Audit log": "監査ログ",
+    "a name, an action (rule.add), a user": "名前、操作(rule.add)、ユーザー",
+    "Target": "対象",
+    "Details": "詳細",
+    "No matching changes.": "該当する変更はありません。",
+    "No changes recorded yet.": "変更の記録はまだありません。",
+    "Older entries": "さらに古い記録",
     # alerts
     "Severity": "重要度",
     "Subject": "件名",

@@ -18,8 +18,12 @@ from mamori.store.rules import RuleError, check_rule, rule_name
 from mamori.web.api import Api, audit_json
 from mamori.web.apiauth import ApiError, client_address
 from mamori.web.console import Console
+from mamori.web.i18n import N_
 
 PAGE = 100
+# the page's errors: the reason (the API's message, in English) after a translated lead
+NOT_SAVED = N_("The rule was not saved: %(error)s")
+NOT_REMOVED = N_("The rule was not removed: %(error)s")
 
 
 class RulesPage:
@@ -33,6 +37,9 @@ class RulesPage:
             Route("/rules/add", self.add, methods=["POST"]),
             Route("/rules/remove", self.remove, methods=["POST"]),
         ]
+
+    def _why(self, request: Request, lead: str, error: str) -> str:
+        return self.console._t(request, lead, error=error)
 
     async def page(self, request: Request, error: str = "", status: int = 200) -> Response:
         c = self.console
@@ -49,7 +56,7 @@ class RulesPage:
             history = [audit_json(e) for e in entries if e.target == show]
         groups = [g.name for g in self.api.config().groups]
         response = c._page(
-            request, "rules.html", "Rules", rules=rules, total=total, q=q, offset=start,
+            request, "rules.html", N_("Rules"), rules=rules, total=total, q=q, offset=start,
             page=PAGE, groups=groups, error=error, show=show, history=history,
         )  # fmt: skip
         response.status_code = status
@@ -62,7 +69,7 @@ class RulesPage:
             return c._login_redirect(request)
         form = await c._form_ok(request)
         if form is None:
-            return await self.page(request, "The form expired; try again.", 400)
+            return await self.page(request, c._t(request, N_("The form expired; try again.")), 400)
         doc = {
             "name": str(form.get("name", "")),
             "action": str(form.get("action", "block")),
@@ -76,9 +83,9 @@ class RulesPage:
                 lambda: self.api.rules.add(fields, f"user:{user}", client_address(request))
             )
         except RuleError as e:
-            return await self.page(request, f"{e.field}: {e}", 422)
+            return await self.page(request, self._why(request, NOT_SAVED, f"{e.field}: {e}"), 422)
         except ApiError as e:
-            return await self.page(request, str(e), e.status)
+            return await self.page(request, self._why(request, NOT_SAVED, str(e)), e.status)
         return RedirectResponse(f"/rules?q={quote(fields['name'])}", 303)
 
     async def remove(self, request: Request) -> Response:
@@ -88,16 +95,16 @@ class RulesPage:
             return c._login_redirect(request)
         form = await c._form_ok(request)
         if form is None:
-            return await self.page(request, "The form expired; try again.", 400)
+            return await self.page(request, c._t(request, N_("The form expired; try again.")), 400)
         try:
             name = rule_name(str(form.get("name", "")))
         except RuleError as e:
-            return await self.page(request, f"{e.field}: {e}", 422)
+            return await self.page(request, self._why(request, NOT_REMOVED, f"{e.field}: {e}"), 422)
         groups = tuple(g for g in str(form.get("groups", "")).split(",") if g)
         try:
             await self.api.change(
                 lambda: self.api.rules.remove(name, f"user:{user}", client_address(request), groups)
             )
         except ApiError as e:
-            return await self.page(request, str(e), e.status)
+            return await self.page(request, self._why(request, NOT_REMOVED, str(e)), e.status)
         return RedirectResponse("/rules", 303)

@@ -21,7 +21,15 @@ from starlette.routing import Route
 from mamori.config.feeds import CATEGORIES
 from mamori.web.apiauth import ApiError, client_address
 from mamori.web.console import Console
+from mamori.web.i18n import N_
 from mamori.web.settings_api import UPLOAD_FORMATS, Settings, form_feed
+
+# the pages' errors: the reason (the API's message, in English) after a translated lead
+EXPIRED = N_("The form expired; try again.")
+FEED_NOT_ADDED = N_("The feed was not added: %(error)s")
+FEED_NOT_CHANGED = N_("Feed %(name)s was not changed: %(error)s")
+GROUP_NOT_ADDED = N_("The group was not added: %(error)s")
+GROUP_NOT_CHANGED = N_("Group %(name)s was not changed: %(error)s")
 
 
 class SettingsPages:
@@ -47,6 +55,9 @@ class SettingsPages:
         token = str(request.session.get("csrf", ""))
         return bool(token) and secrets.compare_digest(str(given or ""), token)
 
+    def _t(self, request: Request, message: str, **values: Any) -> str:
+        return self.console._t(request, message, **values)
+
     # ---------------------------------------------------------------- feeds
     async def feeds(
         self, request: Request, error: str = "", field: str = "", status: int = 200
@@ -60,7 +71,7 @@ class SettingsPages:
             return not last or time.time() - last > 3 * f["refresh"]
 
         resp = self.console._page(
-            request, "feeds.html", "Feeds", feeds=feeds, stale=stale, error=error, field=field,
+            request, "feeds.html", N_("Feeds"), feeds=feeds, stale=stale, error=error, field=field,
             formats=UPLOAD_FORMATS, categories=CATEGORIES,
             overlay=self.s.overlay_path,
         )  # fmt: skip
@@ -75,11 +86,12 @@ class SettingsPages:
             body, content = await form_feed(request)
             form = await request.form()
             if not self._csrf_ok(request, form.get("csrf")):
-                return PlainTextResponse("bad form token\n", 400)
+                return await self.feeds(request, self._t(request, EXPIRED), "", 400)
             body.setdefault("enabled", True)
             await self.s.add_feed(f"user:{user}", client_address(request), body, content)
         except ApiError as e:
-            return await self.feeds(request, str(e), e.field or "", e.status)
+            why = self._t(request, FEED_NOT_ADDED, error=str(e))
+            return await self.feeds(request, why, e.field or "", e.status)
         return RedirectResponse("/feeds", 303)
 
     async def feed_op(self, request: Request) -> Response:
@@ -88,7 +100,7 @@ class SettingsPages:
             return self.console._login_redirect(request)
         form = await request.form()
         if not self._csrf_ok(request, form.get("csrf")):
-            return PlainTextResponse("bad form token\n", 400)
+            return await self.feeds(request, self._t(request, EXPIRED), "", 400)
         name, op = request.path_params["name"], request.path_params["op"]
         actor, addr = f"user:{user}", client_address(request)
         try:
@@ -102,7 +114,8 @@ class SettingsPages:
             else:
                 return PlainTextResponse("not found\n", 404)
         except ApiError as e:
-            return await self.feeds(request, str(e), e.field or "", e.status)
+            why = self._t(request, FEED_NOT_CHANGED, name=name, error=str(e))
+            return await self.feeds(request, why, e.field or "", e.status)
         return RedirectResponse("/feeds", 303)
 
     # --------------------------------------------------------------- groups
@@ -113,7 +126,7 @@ class SettingsPages:
             return self.console._login_redirect(request)
         groups = await run_in_threadpool(self.s.groups)
         resp = self.console._page(
-            request, "groups.html", "Client groups", groups=groups, error=error, field=field,
+            request, "groups.html", N_("Client groups"), groups=groups, error=error, field=field,
             overlay=self.s.overlay_path,
         )  # fmt: skip
         resp.status_code = status
@@ -125,7 +138,7 @@ class SettingsPages:
             return self.console._login_redirect(request)
         form = await request.form()
         if not self._csrf_ok(request, form.get("csrf")):
-            return PlainTextResponse("bad form token\n", 400)
+            return await self.groups(request, self._t(request, EXPIRED), "", 400)
         body: dict[str, Any] = {}
         for key in ("name", "clients", "client_ids"):
             value = str(form.get(key, "")).strip()
@@ -146,7 +159,8 @@ class SettingsPages:
         try:
             await self.s.put_group(actor, client_address(request), body)
         except ApiError as e:
-            return await self.groups(request, str(e), e.field or "", e.status)
+            why = self._t(request, GROUP_NOT_ADDED, error=str(e))
+            return await self.groups(request, why, e.field or "", e.status)
         return RedirectResponse("/groups", 303)
 
     async def group_op(self, request: Request) -> Response:
@@ -164,5 +178,6 @@ class SettingsPages:
             else:
                 return PlainTextResponse("not found\n", 404)
         except ApiError as e:
-            return await self.groups(request, str(e), e.field or "", e.status)
+            why = self._t(request, GROUP_NOT_CHANGED, name=name, error=str(e))
+            return await self.groups(request, why, e.field or "", e.status)
         return RedirectResponse("/groups", 303)
