@@ -124,7 +124,10 @@ def start_service(
     )
     r = mamori_cli("feeds", "update", conf=m.config)
     assert r.returncode == 0, r.stderr
-    key = mamori_cli("keys", "add", "ops", "--rate", "1000", "--burst", "1000", conf=m.config)
+    key = mamori_cli(
+        "keys", "add", "ops", "--rate", "1000", "--burst", "1000", "--scope", "admin",
+        conf=m.config,
+    )  # fmt: skip
     assert key.returncode == 0, key.stderr
     r = mamori_cli("users", "add", "alice", "--password-stdin", conf=m.config, stdin=PASSWORD)
     assert r.returncode == 0, r.stderr
@@ -360,6 +363,33 @@ def _session(svc: Service) -> tuple[urllib.request.OpenerDirector, str]:
     meta = re.search(r'<meta name="csrf" content="([0-9a-f]+)">', page)
     assert meta is not None, page
     return opener, meta.group(1)
+
+
+def test_key_scopes(svc: Service) -> None:
+    """A read key reads and cannot change; a pdns key (the default) cannot use the REST
+    API at all: a key handed to a passive DNS user does not edit the policy."""
+    keys = {}
+    for scope in ("read", "pdns"):
+        r = mamori_cli("keys", "add", f"k-{scope}", "--scope", scope, conf=svc.m.config)
+        assert r.returncode == 0, r.stderr
+        keys[scope] = r.stdout.strip()
+    assert svc.call("GET", "/api/v1/rules", key=keys["read"])[0] == 200
+    status, doc = svc.call("POST", "/api/v1/rules", {"name": "s.example"}, key=keys["read"])
+    assert status == 403 and "scope read" in doc["error"], doc
+    status, doc = svc.call("GET", "/api/v1/rules", key=keys["pdns"])
+    assert status == 403 and "--scope read" in doc["error"], doc
+    assert svc.call("GET", "/api/v1/rules?q=s.example")[1]["total"] == 0
+
+
+def test_json_nested_too_deeply_is_a_400(svc: Service) -> None:
+    """Found by the fresh-eyes review: 1,000 nested arrays (2 kB) raised RecursionError,
+    a plain-text 500."""
+    deep = b'{"name": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    status, doc = svc.call(
+        "POST", "/api/v1/rules", raw=deep, headers={"Content-Type": "application/json"}
+    )
+    assert status == 400 and "nested too deeply" in doc["error"], doc
+    assert svc.rcode("www.example.test")[0] == "NOERROR"  # still serving
 
 
 def test_authentication_failures(svc: Service) -> None:

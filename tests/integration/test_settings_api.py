@@ -59,7 +59,7 @@ def _serve(tmp: Path, upstream: AuthServer, extra: str = "") -> tuple[MamoriProc
     web = free_port()
     (tmp / "toml-list.txt").write_text("mx1.example.test\n")
     keys = KeyStore(tmp / "keys.sqlite")
-    key = keys.add("test", rate=1000, burst=1000)
+    key = keys.add("test", rate=1000, burst=1000, scope="admin")
     keys.add_user("admin", "a long test password")
     keys.close()
     text = USER_TOML_EXTRA.format(web=web, path=tmp / "toml-list.txt") + extra
@@ -188,6 +188,23 @@ def test_feeds_from_the_api(tmp_path: Path, upstream: AuthServer) -> None:
         assert api.request("DELETE", "/api/v1/feeds/uploaded").status == 204
         assert not stored.exists()
         assert until(lambda: _rcode(m, "short.example.test") == "NOERROR", 5), m.stderr()
+        feeds_dir = tmp_path / "feeds"
+        assert not (feeds_dir / "uploaded.rpz").exists()
+        assert not (feeds_dir / "uploaded.entries").exists()
+        # added again under the same name: it starts empty (the review found the old
+        # list enforced, its entries counted, until the next refresh)
+        r = api.request("POST", "/api/v1/feeds", json_body={
+            "name": "uploaded", "format": "domains", "content": "tcponly.example.test\n",
+            "enabled": False})  # fmt: skip
+        assert r.status == 201, r
+        assert api.request("GET", "/api/v1/feeds/uploaded").json()["entries"] in (0, None)
+        assert _rcode(m, "tcponly.example.test") == "NOERROR"
+        r = api.request("PATCH", "/api/v1/feeds/uploaded", json_body={"enabled": True})
+        assert r.status == 200, r
+        assert until(lambda: _rcode(m, "tcponly.example.test") == "NXDOMAIN", 10), m.stderr()
+        assert _rcode(m, "short.example.test") == "NOERROR"
+        assert api.request("GET", "/api/v1/feeds/uploaded").json()["entries"] == 1
+        assert api.request("DELETE", "/api/v1/feeds/uploaded").status == 204
         assert m.config.read_bytes() == toml
     finally:
         assert m.stop() == 0, m.stderr()
@@ -203,6 +220,9 @@ def test_feeds_from_the_api(tmp_path: Path, upstream: AuthServer) -> None:
         ("key:test", "feed.update", "mine-toml"),
         ("key:test", "feed.update", "mine-toml"),
         ("user:admin", "feed.update", "uploaded"),
+        ("key:test", "feed.update", "uploaded"),
+        ("key:test", "feed.remove", "uploaded"),
+        ("key:test", "feed.add", "uploaded"),
         ("key:test", "feed.update", "uploaded"),
         ("key:test", "feed.remove", "uploaded"),
     ]

@@ -74,8 +74,9 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, s
         audit.record("user:admin", "198.51.100.7", "rule.add", f"n{i:02d}.example", {"i": i})
     audit.record("key:robot", "", "feed.disable", "phish", {"enabled": False})
     audit.close()
-    key = _mamori(conf, "keys", "add", "reader")
-    trial = _mamori(conf, "keys", "add", "trial", "--quota", "1")
+    key = _mamori(conf, "keys", "add", "reader", "--scope", "read")
+    trial = _mamori(conf, "keys", "add", "trial", "--quota", "1", "--scope", "read")
+    _mamori(conf, "keys", "add", "analyst")  # scope pdns: the passive DNS APIs only
     proc = subprocess.Popen(
         [sys.executable, "-m", "mamori", "web", "--config", str(conf)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -177,6 +178,26 @@ def test_stats_auth_and_bad_input(web: tuple[str, Path, str, str]) -> None:
         assert code == 400 and body["field"] == "hours", (bad, body)
     # a wrong key is refused before the input is looked at
     assert _get(f"{url}/api/v1/stats?hours=abc", {"X-API-Key": "nope"})[0] == 401
+
+
+def test_a_passive_dns_key_cannot_use_the_rest_api(
+    web: tuple[str, Path, str, str], tmp_path: Path
+) -> None:
+    """Keys are scoped: a pdns key (the default, and every key made before scopes) reads
+    passive DNS only; the REST API needs read (GET) or admin (changes)."""
+    url, conf, _key, _trial = web
+    pdns_key = _mamori(conf, "keys", "add", "pdns-only")
+    code, body = _get(f"{url}/api/v1/stats", {"X-API-Key": pdns_key})
+    assert code == 403 and "scope pdns" in body["error"] and "--scope read" in body["error"]
+    req = urllib.request.Request(f"{url}/pdns/query/example.test", headers={"X-API-Key": pdns_key})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            status = r.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    assert status in (200, 404), status  # not 401/403: the key is good for passive DNS
+    listed = _mamori(conf, "keys", "list")
+    assert "pdns-only: scope pdns" in listed and "reader: scope read" in listed
 
 
 def test_stats_with_the_console_session(web: tuple[str, Path, str, str]) -> None:

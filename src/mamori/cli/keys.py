@@ -13,7 +13,7 @@ from mamori.errors import MamoriError
 
 @click.group()
 def keys() -> None:
-    """API keys for the passive DNS APIs (rate limit, daily quota)."""
+    """API keys for the HTTP APIs (scope, rate limit, daily quota)."""
 
 
 @keys.command("add")
@@ -22,7 +22,17 @@ def keys() -> None:
 @click.option("--rate", default=10.0, show_default=True, help="Requests per second")
 @click.option("--burst", default=20.0, show_default=True, help="Requests in a burst")
 @click.option("--quota", default=0, show_default=True, help="Requests per UTC day (0: none)")
-def keys_add(config_path: str, name: str, rate: float, burst: float, quota: int) -> None:
+@click.option(
+    "--scope",
+    type=click.Choice(["pdns", "read", "admin"]),
+    default="pdns",
+    show_default=True,
+    help="pdns: the passive DNS APIs; read: also GET /api/v1/...; admin: also changes"
+    " (rules, groups, feeds)",
+)
+def keys_add(
+    config_path: str, name: str, rate: float, burst: float, quota: int, scope: str
+) -> None:
     """Create key NAME and print it (the only time it is shown)."""
     from mamori.web.app import keys_path
     from mamori.web.keys import KeyStore
@@ -30,7 +40,7 @@ def keys_add(config_path: str, name: str, rate: float, burst: float, quota: int)
     cfg = load_config(config_path)
     store = KeyStore(keys_path(cfg))
     try:
-        key = store.add(name, rate, max(burst, 1.0), quota)
+        key = store.add(name, rate, max(burst, 1.0), quota, scope)
     except ValueError as e:
         fail(MamoriError(str(e)))
     finally:
@@ -50,7 +60,10 @@ def keys_list(config_path: str) -> None:
         for k in store.all_keys():
             quota = f"{k.used_today}/{k.quota} today" if k.quota else f"{k.used_today} today"
             created = time.strftime("%Y-%m-%d", time.gmtime(k.created))
-            click.echo(f"{k.name}: {k.rate:g}/s (burst {k.burst:g}), {quota}, created {created}")
+            click.echo(
+                f"{k.name}: scope {k.scope}, {k.rate:g}/s (burst {k.burst:g}), {quota},"
+                f" created {created}"
+            )
     finally:
         store.close()
 

@@ -394,15 +394,22 @@ def run(parts: Parts) -> None:
 
         async def update_feed(name: str) -> dict[str, Any]:
             """Refresh now (console, REST API): after any update of it in progress."""
-            verdict = await feed_locks.update(plane.cfg, name)
+            verdict = await feed_locks.update(lambda: plane.cfg, name)
             if verdict.get("ok"):
                 log.info("feed %s (refreshed now)", verdict.get("summary", name))
                 await plane.zone_files_changed()
+            elif verdict.get("gone"):  # removed or disabled while the refresh waited
+                log.debug("feed %s: refresh dropped: %s", name, verdict["error"])
             else:
                 log.error("feed %s: refresh refused: %s", name, verdict.get("error", ""))
             return verdict
 
         rt.update_feed = update_feed
+
+        def feed_removed(name: str) -> None:
+            feed_locks.last.pop(name, None)
+
+        rt.feed_removed = feed_removed
         dnsbl_servers = await dnsbl.start(cfg, parts.dnsbl_socks) if parts.dnsbl_socks else []
         background = [
             spawn(watch_zone_files(lambda: plane.cfg, plane.zone_files_changed)),

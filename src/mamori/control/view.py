@@ -83,6 +83,8 @@ class Runtime:
         self.zones_changed: Callable[[], Awaitable[None]] | None = None
         # Update one [[feed]] now (by name): its verdict as ``mamori feeds update`` gives it.
         self.update_feed: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+        # A feed was removed (its data deleted): the scheduler forgets when it last ran.
+        self.feed_removed: Callable[[str], None] | None = None
 
     @property
     def config(self) -> Config | None:

@@ -129,6 +129,15 @@ class FeedDB:
     def close(self) -> None:
         self.db.close()
 
+    def forget(self, feed: str) -> int:
+        """Remove everything kept about *feed* (entries, skipped and rejected lines,
+        update history): a feed removed and added again starts empty. Rows removed."""
+        with self.db:
+            return sum(
+                self.db.execute(f"DELETE FROM {table} WHERE feed = ?", (feed,)).rowcount
+                for table in ("entries", "skips", "updates", "rejects")
+            )
+
     def __enter__(self) -> FeedDB:
         return self
 

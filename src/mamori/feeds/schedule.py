@@ -68,9 +68,14 @@ class FeedLocks:
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
-    async def update(self, cfg: Config, name: str) -> dict[str, Any]:
-        """Update feed *name* now (after any update of it in progress); its verdict."""
+    async def update(self, current: Callable[[], Config], name: str) -> dict[str, Any]:
+        """Update feed *name* now (after any update of it in progress), with the
+        configuration in force then (*current*); its verdict. A feed removed or
+        disabled meanwhile is not updated (``{"ok": False, "gone": True}``)."""
         async with self.lock(name):
+            cfg = current()
+            if not any(f.name == name and f.enabled for f in cfg.feeds):
+                return {"ok": False, "gone": True, "error": f"feed {name} is gone or disabled"}
             self.last[name] = time.time()
             return await run_child(cfg, name)
 
@@ -99,7 +104,7 @@ async def run_feeds(
             if time.time() < done + feed.refresh:
                 continue
             try:
-                verdict = await locks.update(cfg, feed.name)
+                verdict = await locks.update(current, feed.name)
             except TimeoutError:
                 log.error("feed %s: update took over %ds, stopped", feed.name, CHILD_TIMEOUT)
                 continue
@@ -110,6 +115,8 @@ async def run_feeds(
                 log.info("feed %s", verdict["summary"])
                 _log_datasets(verdict)
                 updated.add(feed.name)
+            elif verdict.get("gone"):  # removed or disabled by a reload meanwhile
+                continue
             elif verdict.get("unreachable"):
                 unreachable.append(str(verdict["error"]).removeprefix(f"feed {feed.name}: "))
                 last[feed.name] = time.time() - feed.refresh + min(feed.refresh, RETRY_UNREACHABLE)

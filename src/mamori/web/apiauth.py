@@ -2,8 +2,9 @@
 
 Two ways in, as the issue tracker's users expect from Pi-hole and AdGuard Home:
 
-- an API key (``mamori keys add``) in ``X-API-Key`` (or ``Authorization:
-  Bearer KEY``), rate limited per key as for the passive DNS APIs;
+- an API key (``mamori keys add NAME --scope read|admin``) in ``X-API-Key``
+  (or ``Authorization: Bearer KEY``), rate limited per key as for the passive
+  DNS APIs; ``read`` keys may only read, ``admin`` keys may also change;
 - the console's session cookie; a request that changes something (any method
   but GET/HEAD) must then also carry the session's CSRF token in
   ``X-CSRF-Token`` (the console's pages put it in ``<meta name="csrf">``).
@@ -48,8 +49,10 @@ class ApiError(Exception):
 async def authorize(request: Request, keys: KeyStore) -> str:
     """The caller, as ``"key:NAME"`` or ``"user:NAME"`` (for the audit log).
 
-    Raises ApiError 401 (no or unknown credentials), 403 (session without the
-    CSRF token on a change), 429 (key over its rate or quota; ``retry_after``).
+    Raises ApiError 401 (no or unknown credentials), 403 (a key whose scope does
+    not cover the request: ``read`` for GET/HEAD, ``admin`` for changes; or a
+    session without the CSRF token on a change), 429 (key over its rate or
+    quota; ``retry_after``).
     """
     h = request.headers
     key = h.get("x-api-key")
@@ -58,8 +61,9 @@ async def authorize(request: Request, keys: KeyStore) -> str:
         if scheme.lower() in ("bearer", "token") and value.strip():
             key = value.strip()
     if key:
+        need = "read" if request.method in SAFE_METHODS else "admin"
         try:
-            name = await run_in_threadpool(keys.check, key)
+            name = await run_in_threadpool(keys.check, key, None, need)
         except Refused as e:
             err = ApiError(e.status, str(e))
             err.retry_after = e.retry_after
@@ -97,6 +101,8 @@ async def json_body(request: Request, limit: int = 1 << 20) -> dict[str, Any]:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"body is not valid JSON: {e}") from None
+    except RecursionError:  # nested deeper than the interpreter's recursion limit
+        raise ApiError(400, "body is not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise ApiError(400, "body must be a JSON object")
     return doc

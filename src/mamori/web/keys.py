@@ -1,9 +1,15 @@
-"""API keys: created with `mamori keys add`, stored hashed, with a rate limit and a daily quota.
+"""API keys: created with `mamori keys add`, stored hashed, with a scope, a rate limit
+and a daily quota.
 
 A key is shown once, at creation (``mk_`` + 32 URL-safe characters); only its
 SHA-256 is kept. Each key has a token bucket (``rate`` requests per second,
 ``burst``) kept in memory, and a daily quota (``quota`` requests per UTC day,
 0 = none) counted in the key file so that restarts do not reset it.
+
+Scopes (``SCOPES``, each includes the ones before it): ``pdns`` the passive DNS
+APIs (COF, DNSDB); ``read`` also the REST API's reads (``GET /api/v1/...``);
+``admin`` also its changes (rules, groups, feeds). Keys made before scopes
+existed are ``pdns`` keys: they were made for the passive DNS APIs.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
     quota INTEGER NOT NULL,
     day INTEGER NOT NULL DEFAULT 0,
     used INTEGER NOT NULL DEFAULT 0,
-    created INTEGER NOT NULL
+    created INTEGER NOT NULL,
+    scope TEXT NOT NULL DEFAULT 'pdns'  -- one of SCOPES
 ) WITHOUT ROWID;
 """
+SCOPES = ("pdns", "read", "admin")  # each includes the ones before it
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class KeyInfo:
     quota: int
     used_today: int
     created: int
+    scope: str = "pdns"
 
 
 class Refused(Exception):  # noqa: N818 - an answer, not a bug
@@ -93,21 +102,37 @@ class KeyStore:
         self.db = sqlite3.connect(path, timeout=10, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(_SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(api_keys)")}
+        if "scope" not in columns:  # a key file from before scopes: its keys stay pdns keys
+            with self.db:
+                self.db.execute(
+                    "ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'pdns'"
+                )
         self.lock = threading.Lock()
         self.buckets: dict[str, list[float]] = {}  # name -> [tokens, last refill]
 
     def close(self) -> None:
         self.db.close()
 
-    def add(self, name: str, rate: float = 10.0, burst: float = 20.0, quota: int = 0) -> str:
-        """Create a key; return it (the only time it is shown)."""
+    def add(
+        self,
+        name: str,
+        rate: float = 10.0,
+        burst: float = 20.0,
+        quota: int = 0,
+        scope: str = "pdns",
+    ) -> str:
+        """Create a key; return it (the only time it is shown). ValueError: the name
+        exists, or *scope* is not one of SCOPES."""
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
         key = "mk_" + secrets.token_urlsafe(24)
         with self.lock, self.db:
             try:
                 self.db.execute(
-                    "INSERT INTO api_keys (name, hash, rate, burst, quota, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, _hash(key), rate, burst, quota, int(time.time())),
+                    "INSERT INTO api_keys (name, hash, rate, burst, quota, created, scope)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, _hash(key), rate, burst, quota, int(time.time()), scope),
                 )
             except sqlite3.IntegrityError:
                 raise ValueError(f"a key named {name!r} exists already") from None
@@ -120,25 +145,34 @@ class KeyStore:
     def all_keys(self) -> list[KeyInfo]:
         today = _today(time.time())
         return [
-            KeyInfo(n, r, b, q, u if d == today else 0, c)
-            for n, r, b, q, d, u, c in self.db.execute(
-                "SELECT name, rate, burst, quota, day, used, created FROM api_keys ORDER BY name"
+            KeyInfo(n, r, b, q, u if d == today else 0, c, s)
+            for n, r, b, q, d, u, c, s in self.db.execute(
+                "SELECT name, rate, burst, quota, day, used, created, scope FROM api_keys"
+                " ORDER BY name"
             )
         ]
 
-    def check(self, key: str | None, now: float | None = None) -> str:
-        """The key's name if the request may go on; Refused otherwise (counts the request)."""
+    def check(self, key: str | None, now: float | None = None, need: str = "pdns") -> str:
+        """The key's name if the request may go on; Refused otherwise (counts the request):
+        401 no or unknown key, 403 the key's scope does not cover *need* (one of SCOPES),
+        429 over its rate or quota."""
         if not key:
             raise Refused(401, "an API key is needed (X-API-Key, Authorization or Basic auth)")
         now = time.time() if now is None else now
         with self.lock:
             row = self.db.execute(
-                "SELECT name, rate, burst, quota, day, used FROM api_keys WHERE hash = ?",
+                "SELECT name, rate, burst, quota, day, used, scope FROM api_keys WHERE hash = ?",
                 (_hash(key),),
             ).fetchone()
             if row is None:
                 raise Refused(401, "unknown API key")
-            name, rate, burst, quota, day, used = row
+            name, rate, burst, quota, day, used, scope = row
+            if SCOPES.index(scope) < SCOPES.index(need):
+                raise Refused(
+                    403,
+                    f"key {name} has scope {scope}; this needs {need}"
+                    f" (mamori keys add NAME --scope {need})",
+                )
             bucket = self.buckets.setdefault(name, [burst, now])
             bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate)
             bucket[1] = now

@@ -41,6 +41,8 @@ from mamori.config import overlay
 from mamori.config.feeds import CATEGORIES, FORMATS
 from mamori.config.load import load_effective
 from mamori.errors import ConfigError
+from mamori.feeds.dataset import FeedDB, db_path
+from mamori.feeds.sources import cache_dir
 from mamori.store.audit import AuditLog, audit_path
 from mamori.store.rules import RuleStore
 from mamori.web.apiauth import ApiError, authorize, client_address, json_body
@@ -404,6 +406,23 @@ class Settings:
             await run_in_threadpool(self._check, doc, "feed", None)
             remove = self._upload_of(gone[0])
             await self._commit(doc, actor, address, "feed.remove", name, {}, remove=remove)
+            # no longer in the configuration: its compiled zone and what was kept about
+            # it go too (a feed added again under this name starts empty)
+            await run_in_threadpool(self._forget_feed, name)
+
+    def _forget_feed(self, name: str) -> None:
+        store = self.cfg.store
+        zone = cfgmod.feed_zone(cfgmod.FeedConfig(name=name), store).file
+        assert zone is not None
+        cache = cache_dir(store)  # the HTTP cache of a URL feed (ETag, body)
+        for path in (zone, zone.with_suffix(".entries"), cache / f"{name}.data",
+                     cache / f"{name}.meta"):  # fmt: skip
+            path.unlink(missing_ok=True)
+        with FeedDB(db_path(store.path)) as db:
+            db.forget(name)
+        removed = self.runtime.feed_removed if self.runtime is not None else None
+        if removed is not None:  # added again later: updated at once, as a new feed
+            removed(name)
 
     async def refresh(self, actor: str, address: str, name: str) -> dict[str, Any]:
         f = self._find_feed(name)
