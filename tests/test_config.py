@@ -180,3 +180,12 @@ def test_an_array_of_plain_values_where_tables_belong_is_a_config_error(
     """Found by fuzzing: `alert_sink = ["x"]` raised AttributeError instead."""
     with pytest.raises(ConfigError, match=rf"{section}: use \[\[{section}\]\]"):
         _load(tmp_path, f'{section} = ["27/8"]\n[upstream]\nservers = ["127.0.0.1:53"]\n')
+
+
+def test_a_device_name_twice_in_one_group_says_so(tmp_path: Path) -> None:
+    text = (
+        '[upstream]\nservers = ["127.0.0.1:53"]\n'
+        '[[group]]\nname = "y9"\nclient_ids = ["dev1", "DEV1"]\n'
+    )
+    with pytest.raises(ConfigError, match="group.client_ids: dev1 is listed twice"):
+        _load(tmp_path, text)

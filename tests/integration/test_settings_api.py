@@ -195,7 +195,7 @@ def test_feeds_from_the_api(tmp_path: Path, upstream: AuthServer) -> None:
         # list enforced, its entries counted, until the next refresh)
         r = api.request("POST", "/api/v1/feeds", json_body={
             "name": "uploaded", "format": "domains", "content": "tcponly.example.test\n",
-            "enabled": False})  # fmt: skip
+            "category": "phishing", "enabled": False})  # fmt: skip
         assert r.status == 201, r
         assert api.request("GET", "/api/v1/feeds/uploaded").json()["entries"] in (0, None)
         assert _rcode(m, "tcponly.example.test") == "NOERROR"
@@ -204,6 +204,11 @@ def test_feeds_from_the_api(tmp_path: Path, upstream: AuthServer) -> None:
         assert until(lambda: _rcode(m, "tcponly.example.test") == "NXDOMAIN", 10), m.stderr()
         assert _rcode(m, "short.example.test") == "NOERROR"
         assert api.request("GET", "/api/v1/feeds/uploaded").json()["entries"] == 1
+        # explain knows the category of a feed added from the console (was "")
+        match = api.request("GET", "/api/v1/explain?name=tcponly.example.test").json()["match"]
+        assert match["zone"] == "uploaded.feeds.mamori." and match["category"] == "phishing"
+        metrics = WebClient(api.base).get("/metrics").text
+        assert 'mamori_feed_entries{feed="uploaded"} 1.0' in metrics
         assert api.request("DELETE", "/api/v1/feeds/uploaded").status == 204
         assert m.config.read_bytes() == toml
     finally:

@@ -194,3 +194,31 @@ def test_log_only_matches_count_as_hits_but_not_as_queries(tmp_path: Path) -> No
     assert store.policy_hits() == [("rpz.local.", "QNAME", "disabled", 1, 1000.0, 1000.0)]
     assert w.outcomes == {"cached": 1}
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "client", "rule"),
+    [
+        ("full", "192.0.2.77", "32.77.2.0.192.rpz-client-ip.cip"),
+        ("truncate", "192.0.2.0", "rpz-client-ip.cip"),
+        ("none", "-", "rpz-client-ip.cip"),
+    ],
+)
+def test_a_client_ip_rule_name_keeps_the_address_only_in_full(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str, client: str, rule: str
+) -> None:
+    """Found by the fresh-eyes review: with client_addresses = "none" a Client-IP hit
+    still wrote the address, inside the rule's name, to the query log and the log line."""
+    store = SQLiteStore(tmp_path / "q.db")
+    w = EventWriter([], store, 0.01, 7, client_addresses=mode)
+    hit = ("cip.", "32.77.2.0.192.rpz-client-ip.cip", "CLIENT-IP", "NXDOMAIN", True)
+    with caplog.at_level("INFO", logger="mamori.rpz"):
+        w.flush([(1000.0, "192.0.2.77", KEY, 3, "", 0, "", Outcome.BLOCKED, "nxdomain", False,
+                  hit, "")])  # fmt: skip
+    row = store.db.execute("SELECT client, policy_rule FROM query_log").fetchone()
+    assert row == (client, rule)
+    assert f"client {client} (www.example): rpz CLIENT-IP NXDOMAIN" in caplog.text
+    assert caplog.text.rstrip().endswith(f"via {rule}")
+    if mode != "full":
+        assert "192.0.2.77" not in caplog.text and "77.2.0.192" not in caplog.text
+    store.close()

@@ -339,7 +339,8 @@ def _build_groups(ctx: Ctx, value: Any) -> tuple[GroupConfig, ...]:
             )
         for d in group.client_ids:
             if d in ids:
-                raise ctx.error("group", "client_ids", f"{d} is also in group {ids[d]}", i)
+                where = "listed twice" if ids[d] == group.name else f"also in group {ids[d]}"
+                raise ctx.error("group", "client_ids", f"{d} is {where}", i)
             ids[d] = group.name
         out.append(group)
     return tuple(out)

@@ -116,6 +116,9 @@ class EventWriter(threading.Thread):
         self.flush_interval = flush_interval
         self.retention_days = retention_days
         self.client_text = masker(client_addresses)  # what the disk and the log get
+        # a Client-IP rule's name holds the client's address (32.7.2.0.192.rpz-client-ip.Z):
+        # written without it unless addresses are kept in full
+        self.mask_client_rules = client_addresses != "full"
         self.group_days = group_days or {}
         self.written = 0
         self.failed = 0
@@ -170,6 +173,8 @@ class EventWriter(threading.Thread):
             label = _LABELS.get(outcome, str(outcome))
             if hit is not None:
                 zone, rule, trigger, action, log_line = hit
+                if trigger == "CLIENT-IP" and self.mask_client_rules:
+                    rule = "rpz-client-ip." + zone.rstrip(".")
                 hits.append((ts, client, qname, zone, trigger, action, label))  # in memory
                 c = counts.get((zone, trigger, action))
                 if c is None:

@@ -75,7 +75,7 @@ class Api:
         self.runtime = runtime
         self.audit = AuditLog(audit_path(cfg.store.path.parent))
         self.rules = RuleStore(self.audit, cfg)
-        self.data = ConsoleData(cfg)
+        self.data = ConsoleData(cfg, lambda: runtime.config if runtime is not None else None)
 
     def config(self) -> cfgmod.Config:
         """The configuration in force (after reloads when the service runs)."""

@@ -191,7 +191,8 @@ class MamoriCollector(Collector):
         )
         entries = GaugeMetricFamily("mamori_feed_entries", "entries listed", labels=["feed"])
         try:
-            feeds = ConsoleData(self.cfg).feeds()
+            current = self.runtime.config if self.runtime is not None else None
+            feeds = ConsoleData(current or self.cfg).feeds()  # console-added feeds too
         except sqlite3.Error:
             return
         for f in feeds:
