@@ -187,5 +187,5 @@ def test_a_device_name_twice_in_one_group_says_so(tmp_path: Path) -> None:
         '[upstream]\nservers = ["127.0.0.1:53"]\n'
         '[[group]]\nname = "y9"\nclient_ids = ["dev1", "DEV1"]\n'
     )
-    with pytest.raises(ConfigError, match="group.client_ids: dev1 is listed twice"):
+    with pytest.raises(ConfigError, match=r"group\.client_ids: dev1 is listed twice"):
         _load(tmp_path, text)
