@@ -31,6 +31,37 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class RrlConfig:
+    """``[rrl]``: response rate limiting over UDP (BIND's ``rate-limit``), against
+    reflection and amplification from spoofed sources. Each rate is responses per
+    second per client prefix; ``None`` (nxdomains, errors): responses_per_second's."""
+
+    responses_per_second: int = 0  # identical answers (qname + qtype); 0 = off
+    nxdomains_per_second: int | None = None  # NXDOMAIN per name (the zone when known)
+    errors_per_second: int | None = None  # other rcodes (SERVFAIL, REFUSED ...) per prefix
+    window: int = 15  # seconds: debt is capped at window x rate (the time to recover)
+    slip: int = 2  # every Nth limited answer sent as TC=1 (0 never, 1 always)
+    ipv4_prefix_length: int = 24
+    ipv6_prefix_length: int = 56
+    exempt: tuple[str, ...] = ()  # client prefixes never limited
+    log_only: bool = False  # count and log, answer anyway
+
+    @property
+    def nxdomain_rate(self) -> int:
+        n = self.nxdomains_per_second
+        return self.responses_per_second if n is None else n
+
+    @property
+    def error_rate(self) -> int:
+        n = self.errors_per_second
+        return self.responses_per_second if n is None else n
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.responses_per_second or self.nxdomain_rate or self.error_rate)
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
     servers: tuple[UpstreamServer, ...] = ()
     timeout: float = 1.5
@@ -154,6 +185,7 @@ class PublishConfig:
 class Config:
     path: Path
     server: ServerConfig = field(default_factory=ServerConfig)
+    rrl: RrlConfig = field(default_factory=RrlConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     store: StoreConfig = field(default_factory=StoreConfig)

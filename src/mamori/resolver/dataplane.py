@@ -102,7 +102,8 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         for sock in self.socks:
             if sock.type == socket.SOCK_DGRAM:
-                self.transports.append(await serve_udp(sock, self.pipeline, self.pipeline.stats))
+                p = self.pipeline
+                self.transports.append(await serve_udp(sock, p, p.stats, limits=p))
             else:
                 self.servers.append(await loop.create_server(self.tcp.factory, sock=sock))
         self._house = loop.create_task(self._housekeeping())
@@ -162,6 +163,9 @@ class DataPlane:
             interval = self.cfg.server.stats_interval
             await asyncio.sleep(min(HOUSEKEEPING_EVERY, interval or HOUSEKEEPING_EVERY))
             self.pipeline.cache.purge_stale(time.time())
+            rrl = self.pipeline.rrl
+            if rrl is not None:
+                rrl.purge(time.monotonic())
             interval = self.cfg.server.stats_interval
             if interval and time.monotonic() - last_stats >= interval:
                 last_stats = time.monotonic()
@@ -177,7 +181,7 @@ class DataPlane:
         log.info(
             "%sstats: %s cache_entries=%d cache_bytes=%d events_dropped=%d upstreams: %s",
             who,
-            " ".join(f"{k}={v}" for k, v in snap.stats.items()),
+            " ".join(f"{k}={v}" for k, v in snap.stats.items() if v or not k.startswith("rrl_")),
             snap.cache_entries,
             snap.cache_bytes,
             snap.events_dropped,

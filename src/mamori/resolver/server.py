@@ -19,12 +19,15 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from mamori.config import Endpoint
 from mamori.dnsutil import wire
 from mamori.errors import StartupError
 from mamori.resolver.query import Reply
+
+if TYPE_CHECKING:
+    from mamori.resolver.rrl import ResponseLimiter
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +41,31 @@ class Handler(Protocol):
     def handle(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> bytes | None: ...
 
 
+class Limits(Protocol):
+    """Where a UDP listener finds the response rate limiter in force (``Pipeline.rrl``,
+    replaced on reload; None: off). TCP answers are never limited."""
+
+    @property
+    def rrl(self) -> ResponseLimiter | None: ...
+
+
+class NoLimits:
+    """For listeners with no response rate limiting (DNSBL zones, ``mamori zones serve``)."""
+
+    rrl = None
+
+
+NO_LIMITS = NoLimits()
+
+
 # Takes a connection over: (its socket, the message that asked for it, bytes read after it)
 TakeOver = Callable[[socket.socket, bytes, bytes], None]
 
 
 class UdpServer(asyncio.DatagramProtocol):
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, limits: Limits = NO_LIMITS) -> None:
         self.handle = handler.handle
+        self.limits = limits
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -57,10 +78,21 @@ class UdpServer(asyncio.DatagramProtocol):
         except Exception:
             resp = internal_error(data)
         if resp is not None:
+            rrl = self.limits.rrl
+            if rrl is not None:
+                resp = rrl.check(resp, addr)
+                if resp is None:
+                    return
             self.sendto(resp, addr)
 
     def reply(self, resp: bytes, addr: Any) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            rrl = self.limits.rrl
+            if rrl is not None:
+                limited = rrl.check(resp, addr)
+                if limited is None:
+                    return
+                resp = limited
             self.sendto(resp, addr)
 
     def error_received(self, exc: Exception) -> None:
