@@ -78,6 +78,7 @@ class ResponseLimiter:
         self.stats = stats
         self.clock = clock
         self.rates = (cfg.responses_per_second, cfg.nxdomain_rate, cfg.error_rate)
+        self.rate = cfg.responses_per_second
         self.floors = tuple(-cfg.window * r for r in self.rates)
         self.window = cfg.window
         self.slip = cfg.slip
@@ -93,7 +94,8 @@ class ResponseLimiter:
             family = socket.AF_INET6 if v6 else socket.AF_INET
             value = int.from_bytes(socket.inet_pton(family, addr))
             self.exempt.append((6 if v6 else 4, shift, value >> shift))
-        self.accounts: dict[tuple[int, int, bytes], Account] = {}
+        # (prefix, qname + qtype) for answers; (prefix, kind, name) for the others
+        self.accounts: dict[tuple[int, bytes] | tuple[int, int, bytes], Account] = {}
         self.prefixes: dict[str, int] = {}
         self.logged: dict[tuple[int, int], float] = {}
         self._prefix_get = self.prefixes.get
@@ -108,36 +110,18 @@ class ResponseLimiter:
             pfx = self._prefix(ip)
         if pfx == _EXEMPT or len(resp) < 12 or resp[2] & 0x78:  # exempt; not a QUERY answer
             return resp
-        rcode = resp[3] & 15
-        if rcode == 0 or rcode == 3:  # noqa: PLR1714 (two compares: no tuple on the hot path)
-            n = len(resp)
-            end = 12
-            while end < n:  # the question name (uncompressed: it is the query's)
-                ln = resp[end]
-                if ln == 0 or ln > 63:
-                    break
-                end += ln + 1
-            if end + 5 > n or resp[end] or resp[4:6] != b"\x00\x01":
-                kind = ERRORS  # no usable question: counted with the errors
-                name = b""
-            elif rcode == 3:
-                kind = NXDOMAINS
-                name = _zone_of(resp, end + 5, n) or resp[12 : end + 1].lower()
-            elif resp[6] or resp[7]:
-                kind = RESPONSES
-                name = resp[12 : end + 3].lower()
-            else:
-                kind = _NODATA
-                name = resp[12 : end + 1].lower()
-        else:
-            kind = ERRORS
-            name = b""
-        rk = RESPONSES if kind == _NODATA else kind
-        rate = self.rates[rk]
+        # The end of the question name: its root label, the first zero byte. A name with
+        # a zero byte inside a label (legal, never seen in real names) is cut there: such
+        # names share accounts, which only limits them more.
+        end = resp.find(0, 12)
+        if resp[3] & 15 or not (resp[6] or resp[7]) or end < 0 or end + 5 > len(resp):
+            return self._check_other(resp, ip, pfx, end)
+        # An answer with records (the common case, inline): per name and type.
+        rate = self.rate
         if not rate:
             return resp
         now = self.clock()
-        key = (pfx, kind, name)
+        key = (pfx, resp[12 : end + 3].lower())
         acct = self._account_get(key)
         if acct is None:
             if len(self.accounts) >= MAX_ENTRIES:
@@ -152,8 +136,42 @@ class ResponseLimiter:
         if balance >= 0.0:
             acct.balance = balance
             return resp
-        floor = self.floors[rk]
+        floor = self.floors[RESPONSES]
         acct.balance = balance if balance > floor else floor
+        return self._limited(resp, ip, pfx, RESPONSES, acct, now)
+
+    def _check_other(self, resp: bytes, ip: str, pfx: int, end: int) -> bytes | None:
+        """``check`` for NODATA, NXDOMAIN and errors (accounts keyed by a 3-tuple, answers'
+        by a 2-tuple: they never meet); *end*: the offset of the question's root label."""
+        rcode = resp[3] & 15
+        n = len(resp)
+        if rcode not in (0, 3) or end < 0 or end + 5 > n or resp[5] != 1 or resp[4]:
+            kind = ERRORS  # an error, or no usable question: counted with the errors
+            name = b""
+        elif rcode == 3:
+            kind = NXDOMAINS
+            name = _zone_of(resp, end + 5, n) or resp[12 : end + 1].lower()
+        else:
+            kind = _NODATA
+            name = resp[12 : end + 1].lower()
+        rk = RESPONSES if kind == _NODATA else kind
+        rate = self.rates[rk]
+        if not rate:
+            return resp
+        now = self.clock()
+        key = (pfx, kind, name)
+        acct = self._account_get(key)
+        if acct is None:
+            if len(self.accounts) >= MAX_ENTRIES:
+                self._evict(now)
+            self.accounts[key] = Account(rate - 1.0, now)
+            return resp
+        balance = min(acct.balance + (now - acct.last) * rate, rate) - 1.0
+        acct.last = now
+        if balance >= 0.0:
+            acct.balance = balance
+            return resp
+        acct.balance = max(balance, self.floors[rk])
         return self._limited(resp, ip, pfx, rk, acct, now)
 
     def _limited(
