@@ -110,17 +110,25 @@ class BatchedUdp:
                 return
             out = []
             rrl = limits.rrl
-            for data, addr in msgs:
-                try:
-                    resp = handle(data, addr, reply, False)
-                except Exception:
-                    resp = internal_error(data)
-                if resp is not None:
-                    if rrl is not None:
-                        resp = rrl.check(resp, addr)
-                        if resp is None:
-                            continue
-                    out.append((resp, addr))
+            if rrl is None:  # no response rate limiting: the loop as it always was
+                for data, addr in msgs:
+                    try:
+                        resp = handle(data, addr, reply, False)
+                    except Exception:
+                        resp = internal_error(data)
+                    if resp is not None:
+                        out.append((resp, addr))
+            else:
+                check = rrl.check
+                for data, addr in msgs:
+                    try:
+                        resp = handle(data, addr, reply, False)
+                    except Exception:
+                        resp = internal_error(data)
+                    if resp is not None:
+                        resp = check(resp, addr)
+                        if resp is not None:
+                            out.append((resp, addr))
             if out:
                 if self.pending:
                     self._queue(out, 0)
