@@ -39,6 +39,8 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("server", "max_udp_size"): int_range(512, 4096),
     ("server", "tcp_idle_timeout"): float_range(0.5, 3600),
     ("server", "tcp_max_connections"): int_range(1, 1_000_000),
+    ("server", "tcp_max_per_client"): int_range(0, 1_000_000),
+    ("server", "tcp_read_timeout"): float_range(0, 3600),
     ("server", "rate_limit"): float_range(0, 10_000_000),
     ("server", "rate_burst"): float_range(1, 100_000_000),
     ("server", "rate_limit_action"): choice("refused", "drop", "truncate"),

@@ -24,6 +24,8 @@ class ServerConfig:
     max_udp_size: int = 1232
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    tcp_max_per_client: int = 100  # per client address per worker; 0 = no limit
+    tcp_read_timeout: float = 5.0  # a message begun must be whole within it; 0 = none
     rate_limit: float = 1000.0
     rate_burst: float = 2000.0
     rate_limit_action: str = "refused"

@@ -91,9 +91,11 @@ class DataPlane:
         self.worker = worker
         self.started = time.time()
         self.pipeline = Pipeline(cfg, events, upstreams or UpstreamPool(cfg.upstream), tap, control)
+        s = cfg.server
         self.tcp = TcpListener(
-            self.pipeline, cfg.server.tcp_idle_timeout, cfg.server.tcp_max_connections
-        )
+            self.pipeline, s.tcp_idle_timeout, s.tcp_max_connections, s.tcp_max_per_client,
+            s.tcp_read_timeout,
+        )  # fmt: skip
         self.transports: list[BatchedUdp | asyncio.BaseTransport] = []
         self.servers: list[asyncio.AbstractServer] = []
         self._house: asyncio.Task[None] | None = None
@@ -134,6 +136,8 @@ class DataPlane:
             previous.close()
         self.tcp.idle_timeout = cfg.server.tcp_idle_timeout
         self.tcp.max_connections = cfg.server.tcp_max_connections
+        self.tcp.max_per_client = cfg.server.tcp_max_per_client
+        self.tcp.read_timeout = cfg.server.tcp_read_timeout
         self.events.limit = cfg.store.queue_size
         if self.tap is not None:
             self.tap.limit = cfg.pdns.queue_size
@@ -142,12 +146,15 @@ class DataPlane:
     def snapshot(self) -> Snapshot:
         p = self.pipeline
         c = p.cache
+        stats = p.stats.as_dict()
+        stats["tcp_refused"] = self.tcp.refused_total + self.tcp.refused_per_client
+        stats["tcp_read_timeouts"] = self.tcp.read_timeouts
         return Snapshot(
             self.worker,
             os.getpid(),
             self.started,
             p.policy.version if p.policy is not None else 0,
-            p.stats.as_dict(),
+            stats,
             len(c.data),
             c.bytes,
             c.evictions,

@@ -42,6 +42,16 @@ STAT_COUNTERS = (
     ("truncated", "mamori_truncated_total", "answers sent with TC=1"),
     ("dropped_malformed", "mamori_malformed_dropped_total", "malformed packets dropped"),
     (
+        "tcp_refused",
+        "mamori_tcp_refused_total",
+        "TCP connections closed at once (max connections, in all or per client address)",
+    ),
+    (
+        "tcp_read_timeouts",
+        "mamori_tcp_read_timeouts_total",
+        "TCP connections closed: a message begun not whole within tcp_read_timeout",
+    ),
+    (
         "udp_send_dropped",
         "mamori_udp_send_dropped_total",
         "UDP answers not sent (error, queue full)",
