@@ -26,6 +26,7 @@ from mamori.config.sections import (
     PolicyConfig,
     PublishConfig,
     RpzConfig,
+    RrlConfig,
     RulesConfig,
     ServerConfig,
     StoreConfig,
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _SECTIONS: dict[str, type] = {
     "server": ServerConfig,
+    "rrl": RrlConfig,
     "upstream": UpstreamConfig,
     "cache": CacheConfig,
     "store": StoreConfig,

@@ -24,10 +24,43 @@ class ServerConfig:
     max_udp_size: int = 1232
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    tcp_max_per_client: int = 100  # per client address per worker; 0 = no limit
+    tcp_read_timeout: float = 5.0  # a message begun must be whole within it; 0 = none
     rate_limit: float = 1000.0
     rate_burst: float = 2000.0
     rate_limit_action: str = "refused"
     stats_interval: float = 300.0
+
+
+@dataclass(frozen=True)
+class RrlConfig:
+    """``[rrl]``: response rate limiting over UDP (BIND's ``rate-limit``), against
+    reflection and amplification from spoofed sources. Each rate is responses per
+    second per client prefix; ``None`` (nxdomains, errors): responses_per_second's."""
+
+    responses_per_second: int = 0  # identical answers (qname + qtype); 0 = off
+    nxdomains_per_second: int | None = None  # NXDOMAIN per name (the zone when known)
+    errors_per_second: int | None = None  # other rcodes (SERVFAIL, REFUSED ...) per prefix
+    window: int = 15  # seconds: debt is capped at window x rate (the time to recover)
+    slip: int = 2  # every Nth limited answer sent as TC=1 (0 never, 1 always)
+    ipv4_prefix_length: int = 24
+    ipv6_prefix_length: int = 56
+    exempt: tuple[str, ...] = ()  # client prefixes never limited
+    log_only: bool = False  # count and log, answer anyway
+
+    @property
+    def nxdomain_rate(self) -> int:
+        n = self.nxdomains_per_second
+        return self.responses_per_second if n is None else n
+
+    @property
+    def error_rate(self) -> int:
+        n = self.errors_per_second
+        return self.responses_per_second if n is None else n
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.responses_per_second or self.nxdomain_rate or self.error_rate)
 
 
 @dataclass(frozen=True)
@@ -154,6 +187,7 @@ class PublishConfig:
 class Config:
     path: Path
     server: ServerConfig = field(default_factory=ServerConfig)
+    rrl: RrlConfig = field(default_factory=RrlConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     store: StoreConfig = field(default_factory=StoreConfig)

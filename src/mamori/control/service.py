@@ -448,7 +448,11 @@ def run_primary(cfg: Config) -> None:
         manager.on_deltas = publisher.record_deltas
         await manager.load_sources()
         subs.sync()
-        tcp = TcpListener(traffic, cfg.server.tcp_idle_timeout, cfg.server.tcp_max_connections)
+        sv = cfg.server
+        tcp = TcpListener(
+            traffic, sv.tcp_idle_timeout, sv.tcp_max_connections, sv.tcp_max_per_client,
+            sv.tcp_read_timeout,
+        )  # fmt: skip
         servers: list[Any] = []
         for sock in socks:
             if sock.type == socket.SOCK_DGRAM:

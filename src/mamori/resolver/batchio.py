@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from mamori.resolver.reply import Stats
-from mamori.resolver.server import Handler, UdpServer, internal_error
+from mamori.resolver.server import NO_LIMITS, Handler, Limits, UdpServer, internal_error
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,18 @@ class BatchedUdp:
     forwarded messages) are sent at once with ``sendto``.
     """
 
-    def __init__(self, sock: socket.socket, handler: Handler, stats: Stats | None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        handler: Handler,
+        stats: Stats | None,
+        limits: Limits = NO_LIMITS,
+    ) -> None:
         assert _native is not None
         self.sock = sock
         self.fd = sock.fileno()
         self.handle = handler.handle
+        self.limits = limits  # response rate limiting: limits.rrl sees every answer
         self.stats = stats
         self.batch = _native.Batch(BATCH, DATAGRAM)
         self.pending: list[tuple[bytes, Any]] = []  # answers waiting for the socket to drain
@@ -94,6 +101,7 @@ class BatchedUdp:
         handle = self.handle
         reply = self.reply
         fd = self.fd
+        limits = self.limits
         for _ in range(ROUNDS):
             try:
                 msgs = recv(fd)
@@ -101,13 +109,26 @@ class BatchedUdp:
                 log.debug("udp receive error: %s", e)
                 return
             out = []
-            for data, addr in msgs:
-                try:
-                    resp = handle(data, addr, reply, False)
-                except Exception:
-                    resp = internal_error(data)
-                if resp is not None:
-                    out.append((resp, addr))
+            rrl = limits.rrl
+            if rrl is None:  # no response rate limiting: the loop as it always was
+                for data, addr in msgs:
+                    try:
+                        resp = handle(data, addr, reply, False)
+                    except Exception:
+                        resp = internal_error(data)
+                    if resp is not None:
+                        out.append((resp, addr))
+            else:
+                check = rrl.check
+                for data, addr in msgs:
+                    try:
+                        resp = handle(data, addr, reply, False)
+                    except Exception:
+                        resp = internal_error(data)
+                    if resp is not None:
+                        resp = check(resp, addr)
+                        if resp is not None:
+                            out.append((resp, addr))
             if out:
                 if self.pending:
                     self._queue(out, 0)
@@ -123,6 +144,12 @@ class BatchedUdp:
         """Send an answer given after the query's turn (called by the pipeline)."""
         if self.closed:
             return
+        rrl = self.limits.rrl
+        if rrl is not None:
+            limited = rrl.check(resp, addr)
+            if limited is None:
+                return
+            resp = limited
         if self.pending:
             self._queue([(resp, addr)], 0)
             return
@@ -185,14 +212,20 @@ class BatchedUdp:
 
 
 async def serve_udp(
-    sock: socket.socket, handler: Handler, stats: Stats | None = None
+    sock: socket.socket,
+    handler: Handler,
+    stats: Stats | None = None,
+    limits: Limits = NO_LIMITS,
 ) -> BatchedUdp | asyncio.BaseTransport:
-    """Serve *handler* on the bound UDP *sock*; the returned object's ``close()`` stops it."""
+    """Serve *handler* on the bound UDP *sock*; the returned object's ``close()`` stops it.
+
+    *limits*: where the response rate limiter in force is read (every answer passes it).
+    """
     loop = asyncio.get_running_loop()
     if native() is not None:
         sock.setblocking(False)
-        server = BatchedUdp(sock, handler, stats)
+        server = BatchedUdp(sock, handler, stats, limits)
         server.start(loop)
         return server
-    tr, _ = await loop.create_datagram_endpoint(lambda: UdpServer(handler), sock=sock)
+    tr, _ = await loop.create_datagram_endpoint(lambda: UdpServer(handler, limits), sock=sock)
     return tr

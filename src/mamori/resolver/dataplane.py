@@ -91,9 +91,11 @@ class DataPlane:
         self.worker = worker
         self.started = time.time()
         self.pipeline = Pipeline(cfg, events, upstreams or UpstreamPool(cfg.upstream), tap, control)
+        s = cfg.server
         self.tcp = TcpListener(
-            self.pipeline, cfg.server.tcp_idle_timeout, cfg.server.tcp_max_connections
-        )
+            self.pipeline, s.tcp_idle_timeout, s.tcp_max_connections, s.tcp_max_per_client,
+            s.tcp_read_timeout,
+        )  # fmt: skip
         self.transports: list[BatchedUdp | asyncio.BaseTransport] = []
         self.servers: list[asyncio.AbstractServer] = []
         self._house: asyncio.Task[None] | None = None
@@ -102,7 +104,8 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         for sock in self.socks:
             if sock.type == socket.SOCK_DGRAM:
-                self.transports.append(await serve_udp(sock, self.pipeline, self.pipeline.stats))
+                p = self.pipeline
+                self.transports.append(await serve_udp(sock, p, p.stats, limits=p))
             else:
                 self.servers.append(await loop.create_server(self.tcp.factory, sock=sock))
         self._house = loop.create_task(self._housekeeping())
@@ -133,6 +136,8 @@ class DataPlane:
             previous.close()
         self.tcp.idle_timeout = cfg.server.tcp_idle_timeout
         self.tcp.max_connections = cfg.server.tcp_max_connections
+        self.tcp.max_per_client = cfg.server.tcp_max_per_client
+        self.tcp.read_timeout = cfg.server.tcp_read_timeout
         self.events.limit = cfg.store.queue_size
         if self.tap is not None:
             self.tap.limit = cfg.pdns.queue_size
@@ -141,12 +146,15 @@ class DataPlane:
     def snapshot(self) -> Snapshot:
         p = self.pipeline
         c = p.cache
+        stats = p.stats.as_dict()
+        stats["tcp_refused"] = self.tcp.refused_total + self.tcp.refused_per_client
+        stats["tcp_read_timeouts"] = self.tcp.read_timeouts
         return Snapshot(
             self.worker,
             os.getpid(),
             self.started,
             p.policy.version if p.policy is not None else 0,
-            p.stats.as_dict(),
+            stats,
             len(c.data),
             c.bytes,
             c.evictions,
@@ -162,6 +170,9 @@ class DataPlane:
             interval = self.cfg.server.stats_interval
             await asyncio.sleep(min(HOUSEKEEPING_EVERY, interval or HOUSEKEEPING_EVERY))
             self.pipeline.cache.purge_stale(time.time())
+            rrl = self.pipeline.rrl
+            if rrl is not None:
+                rrl.purge(time.monotonic())
             interval = self.cfg.server.stats_interval
             if interval and time.monotonic() - last_stats >= interval:
                 last_stats = time.monotonic()
@@ -177,7 +188,7 @@ class DataPlane:
         log.info(
             "%sstats: %s cache_entries=%d cache_bytes=%d events_dropped=%d upstreams: %s",
             who,
-            " ".join(f"{k}={v}" for k, v in snap.stats.items()),
+            " ".join(f"{k}={v}" for k, v in snap.stats.items() if v or not k.startswith("rrl_")),
             snap.cache_entries,
             snap.cache_bytes,
             snap.events_dropped,

@@ -21,6 +21,8 @@ and, for DROP, logged with outcome ``dropped``). The stages, in order:
    (postcheck.py), rewrite (rewrite.py) or send (reply.py); upstream failure ->
    stale answer (RFC 8767) or SERVFAIL                               [slow path]
 9. event -> bounded queue (never blocks; drops are counted)
+10. UDP only: response rate limiting (rrl.py, ``self.rrl``), applied by the listeners
+    to every answer as it leaves (returned here or sent later through *reply*)
 
 Stages 1-7 are written inline for speed (a cache hit costs ~1.3 µs of Python);
 each slow stage is an object in the module named after it.
@@ -60,6 +62,7 @@ from mamori.resolver.reply import Replies, Stats
 from mamori.resolver.resolve import Resolve
 from mamori.resolver.rewrite import REASON_OF, Rewrite, replaces_answer
 from mamori.resolver.routing import ControlLink, Routes
+from mamori.resolver.rrl import ResponseLimiter
 from mamori.resolver.special import CONTINUE, TYPE_XFR, SpecialMessages
 from mamori.resolver.upstream import UpstreamPool, Upstreams
 
@@ -102,6 +105,9 @@ class Pipeline:
         self.special = SpecialMessages(self.replies, control)
         self._special_types: tuple[bytes, ...] = TYPE_XFR
         self.policy: Policy | None = None
+        # Response rate limiting ([rrl]): the UDP listeners pass every answer through it
+        # (batchio.py, server.py); None when off.
+        self.rrl: ResponseLimiter | None = None
         # Bound methods cached for the hot path (one attribute lookup instead of three).
         self._cache_get = self.cache.data.get
         self._cache_touch = self.cache.data.move_to_end
@@ -124,6 +130,11 @@ class Pipeline:
         self.resolve.configure(cfg)
         self.postcheck.configure(cfg.policy.min_ns_dots)
         self.cache.resize(c.max_entries, c.max_bytes)
+        rrl = self.rrl
+        if not cfg.rrl.enabled:
+            self.rrl = None
+        elif rrl is None or rrl.cfg != cfg.rrl:  # a new table only when the settings change
+            self.rrl = ResponseLimiter(cfg.rrl, self.stats)
 
     def set_policy(self, policy: Policy | None) -> None:
         """Swap in a whole new policy version (memoised decisions go with the old one);

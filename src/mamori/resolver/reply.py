@@ -51,6 +51,15 @@ class Stats:
         "ratelimited",
         "refused",
         "rewrites",
+        "rrl_dropped_errors",
+        "rrl_dropped_nxdomains",
+        "rrl_dropped_responses",
+        "rrl_limited_errors",
+        "rrl_limited_nxdomains",
+        "rrl_limited_responses",
+        "rrl_slipped_errors",
+        "rrl_slipped_nxdomains",
+        "rrl_slipped_responses",
         "servfail",
         "stale_answers",
         "truncated",
@@ -74,6 +83,17 @@ class Stats:
         self.upstream_refused = 0  # upstream REFUSED answers passed on (with EDE 22)
         self.dropped_malformed = 0  # too short, too long, or a response
         self.udp_send_dropped = 0  # UDP answers not sent: refused by the kernel, or queue full
+        # Response rate limiting (rrl.py), by kind: answers over their rate (limited), of
+        # which sent as TC=1 (slipped) or not sent (dropped); with log_only, limited only.
+        self.rrl_limited_responses = 0
+        self.rrl_limited_nxdomains = 0
+        self.rrl_limited_errors = 0
+        self.rrl_slipped_responses = 0
+        self.rrl_slipped_nxdomains = 0
+        self.rrl_slipped_errors = 0
+        self.rrl_dropped_responses = 0
+        self.rrl_dropped_nxdomains = 0
+        self.rrl_dropped_errors = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -19,12 +19,15 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from mamori.config import Endpoint
 from mamori.dnsutil import wire
 from mamori.errors import StartupError
 from mamori.resolver.query import Reply
+
+if TYPE_CHECKING:
+    from mamori.resolver.rrl import ResponseLimiter
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +41,31 @@ class Handler(Protocol):
     def handle(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> bytes | None: ...
 
 
+class Limits(Protocol):
+    """Where a UDP listener finds the response rate limiter in force (``Pipeline.rrl``,
+    replaced on reload; None: off). TCP answers are never limited."""
+
+    @property
+    def rrl(self) -> ResponseLimiter | None: ...
+
+
+class NoLimits:
+    """For listeners with no response rate limiting (DNSBL zones, ``mamori zones serve``)."""
+
+    rrl = None
+
+
+NO_LIMITS = NoLimits()
+
+
 # Takes a connection over: (its socket, the message that asked for it, bytes read after it)
 TakeOver = Callable[[socket.socket, bytes, bytes], None]
 
 
 class UdpServer(asyncio.DatagramProtocol):
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, limits: Limits = NO_LIMITS) -> None:
         self.handle = handler.handle
+        self.limits = limits
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -57,10 +78,21 @@ class UdpServer(asyncio.DatagramProtocol):
         except Exception:
             resp = internal_error(data)
         if resp is not None:
+            rrl = self.limits.rrl
+            if rrl is not None:
+                resp = rrl.check(resp, addr)
+                if resp is None:
+                    return
             self.sendto(resp, addr)
 
     def reply(self, resp: bytes, addr: Any) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            rrl = self.limits.rrl
+            if rrl is not None:
+                limited = rrl.check(resp, addr)
+                if limited is None:
+                    return
+                resp = limited
             self.sendto(resp, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -68,14 +100,24 @@ class UdpServer(asyncio.DatagramProtocol):
 
 
 class TcpConnection(asyncio.Protocol):
-    """One client connection: length-prefixed messages, pipelined (RFC 7766)."""
+    """One client connection: length-prefixed messages, pipelined (RFC 7766).
+
+    Bounds (``TcpListener``): connections in all and per client address (more are
+    closed at once); the idle timeout; the read timeout (a message begun must be
+    whole within it: a client trickling bytes is closed); and flow control: while
+    the answers waiting to be sent exceed the transport's high-water mark (a
+    client that pipelines queries without reading its answers), its queries are
+    not read.
+    """
 
     def __init__(self, server: TcpListener) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
+        self.client = ""  # the address counted in server.per_client ("" not counted)
         self.buf = b""
         self.idle: asyncio.TimerHandle | None = None
+        self.reading: asyncio.TimerHandle | None = None  # read timeout of a message begun
         self.taker: tuple[TakeOver, bytes] | None = None  # set by take_over()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -83,8 +125,23 @@ class TcpConnection(asyncio.Protocol):
         self.peer = self.transport.get_extra_info("peername")
         srv = self.server
         if len(srv.connections) >= srv.max_connections:
+            srv.refused_total += 1
             self.transport.abort()
             return
+        if srv.max_per_client and self.peer:
+            ip = self.peer[0]
+            held = srv.per_client.get(ip, 0)
+            if held >= srv.max_per_client:
+                srv.refused_per_client += 1
+                if srv.refused_per_client == 1 or srv.refused_per_client % 1000 == 0:
+                    log.info(
+                        "tcp: %s has %d connections open (tcp_max_per_client): closing more"
+                        " (%d so far)", ip, held, srv.refused_per_client,
+                    )  # fmt: skip
+                self.transport.abort()
+                return
+            srv.per_client[ip] = held + 1
+            self.client = ip
         srv.connections.add(self)
         self._arm()
 
@@ -98,15 +155,22 @@ class TcpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def _read_timeout(self) -> None:
+        self.server.read_timeouts += 1
+        if self.transport is not None:
+            self.transport.abort()
+
     def data_received(self, data: bytes) -> None:
         self._arm()
         buf = self.buf + data
         handle = self.server.handler.handle
+        done = False
         while len(buf) >= 2:
             (ln,) = _LEN.unpack_from(buf)
             if len(buf) < 2 + ln:
                 break
             msg, buf = buf[2 : 2 + ln], buf[2 + ln :]
+            done = True
             try:
                 resp = handle(msg, self.peer, self.reply, True)
             except Exception:
@@ -117,6 +181,23 @@ class TcpConnection(asyncio.Protocol):
                 self._hand_over(buf)
                 return
         self.buf = buf
+        # Read timeout: a message begun (bytes held) must be whole within it.
+        if (done or not buf) and self.reading is not None:
+            self.reading.cancel()
+            self.reading = None
+        if buf and self.reading is None and self.server.read_timeout:
+            loop = asyncio.get_running_loop()
+            self.reading = loop.call_later(self.server.read_timeout, self._read_timeout)
+
+    def pause_writing(self) -> None:
+        """The answers waiting to be sent are over the high-water mark: stop reading
+        queries (a client that does not read its answers gets no more of them)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def take_over(self, taker: TakeOver, msg: bytes) -> None:
         """Give this connection away after *msg* (called while *msg* is handled).
@@ -160,16 +241,44 @@ class TcpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.idle is not None:
             self.idle.cancel()
-        self.server.connections.discard(self)
+        if self.reading is not None:
+            self.reading.cancel()
+            self.reading = None
+        srv = self.server
+        srv.connections.discard(self)
+        if self.client:
+            held = srv.per_client.get(self.client, 0) - 1
+            if held > 0:
+                srv.per_client[self.client] = held
+            else:
+                srv.per_client.pop(self.client, None)
+            self.client = ""
         self.transport = None
 
 
 class TcpListener:
-    def __init__(self, handler: Handler, idle_timeout: float, max_connections: int) -> None:
+    """The TCP side of one data plane (or of a control-plane listener): its connections
+    and their bounds. *max_per_client*: connections per client address (0: no limit);
+    *read_timeout*: seconds a message begun may take to arrive whole (0: none)."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        idle_timeout: float,
+        max_connections: int,
+        max_per_client: int = 0,
+        read_timeout: float = 0.0,
+    ) -> None:
         self.handler = handler
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.read_timeout = read_timeout
         self.connections: set[TcpConnection] = set()
+        self.per_client: dict[str, int] = {}  # open connections per client address
+        self.refused_total = 0  # closed at once: max_connections reached
+        self.refused_per_client = 0  # closed at once: max_per_client reached
+        self.read_timeouts = 0  # closed: a message not whole within read_timeout
 
     def factory(self) -> TcpConnection:
         return TcpConnection(self)

@@ -42,11 +42,31 @@ STAT_COUNTERS = (
     ("truncated", "mamori_truncated_total", "answers sent with TC=1"),
     ("dropped_malformed", "mamori_malformed_dropped_total", "malformed packets dropped"),
     (
+        "tcp_refused",
+        "mamori_tcp_refused_total",
+        "TCP connections closed at once (max connections, in all or per client address)",
+    ),
+    (
+        "tcp_read_timeouts",
+        "mamori_tcp_read_timeouts_total",
+        "TCP connections closed: a message begun not whole within tcp_read_timeout",
+    ),
+    (
         "udp_send_dropped",
         "mamori_udp_send_dropped_total",
         "UDP answers not sent (error, queue full)",
     ),
 )
+
+# Response rate limiting ([rrl]), by kind of response: pipeline counter rrl_<what>_<kind>
+RRL_KINDS = ("responses", "nxdomains", "errors")
+RRL_COUNTERS = (
+    ("limited", "mamori_rrl_limited_total", "UDP answers over their response rate limit"
+     " (with log_only: counted and sent)"),
+    ("dropped", "mamori_rrl_dropped_total", "UDP answers not sent (response rate limit)"),
+    ("slipped", "mamori_rrl_slipped_total", "UDP answers replaced by a TC=1 answer"
+     " (response rate limit, slip)"),
+)  # fmt: skip
 
 
 class MamoriCollector(Collector):
@@ -81,6 +101,11 @@ class MamoriCollector(Collector):
         for attr, name, doc in STAT_COUNTERS:
             c = C(name.removesuffix("_total"), doc + " (all workers)")
             c.add_metric([], totals.get(attr, 0))
+            yield c
+        for what, name, doc in RRL_COUNTERS:
+            c = C(name.removesuffix("_total"), doc + " (all workers)", labels=["kind"])
+            for kind in RRL_KINDS:
+                c.add_metric([kind], totals.get(f"rrl_{what}_{kind}", 0))
             yield c
         g = G("mamori_cache_entries", "entries in the caches (all workers)")
         g.add_metric([], totals.get("cache_entries", 0))
