@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mamori.web.openapi import SPEC
-from mamori.web.settings_api import OPENAPI_PATHS
+from mamori.web.settings_openapi import OPENAPI_PATHS
 
 
 def test_settings_paths_are_in_the_spec_with_their_errors() -> None:
