@@ -34,7 +34,9 @@ from mamori.policy import steps as steps_mod
 from mamori.policy.model import QTYPE_LABEL, Action, LocalRecord
 from mamori.policy.rules import SIMPLE_CODES, SPECIAL_TARGETS, LoadedZone, ZoneError, make_rule
 
-_TTL_RE = re.compile(r"^(\d+[smhdwSMHDW]?)+$")
+# BIND TTL forms: 300, 1h30m, 1w2d. Written so that a digit run can end only one way
+# (``(\d+[smhdw]?)+`` backtracked exponentially on "7777...7C": found by fuzzing).
+_TTL_RE = re.compile(r"^(?:\d+[smhdwSMHDW])*\d+[smhdwSMHDW]?$")
 _CLASSES = {"IN", "CH", "HS", "CS"}
 
 
