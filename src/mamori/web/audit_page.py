@@ -42,8 +42,8 @@ class AuditPage:
 
     async def page(self, request: Request) -> Response:
         console = self.console
-        if not console._user(request):
-            return console._login_redirect(request)  # type: ignore[no-any-return]
+        if not console.session_user(request):
+            return console.login_redirect(request)  # type: ignore[no-any-return]
         search = request.query_params.get("q", "").strip()[:200]
         before_text = request.query_params.get("before", "")
         before = int(before_text) if before_text.isdigit() else None
@@ -53,7 +53,7 @@ class AuditPage:
             older = "/audit?" + urllib.parse.urlencode(
                 {**({"q": search} if search else {}), "before": entries[-1].id}
             )
-        return console._page(  # type: ignore[no-any-return]
+        return console.render_page(  # type: ignore[no-any-return]
             request, "audit.html", N_("Audit log"), entries=entries, q=search, older=older,
             detail=lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True),
         )  # fmt: skip

@@ -132,13 +132,16 @@ class Console:
             token = request.session["csrf"] = secrets.token_hex(16)
         return str(token)
 
-    async def _form_ok(self, request: Request) -> Any:
-        form = await request.form()
-        if not secrets.compare_digest(str(form.get("csrf", "")), self._csrf(request)):
-            return None
-        return form
+    def csrf_ok(self, request: Request, given: object) -> bool:
+        """Is *given* (a form's ``csrf`` field) the session's CSRF token?"""
+        return secrets.compare_digest(str(given or ""), self._csrf(request))
 
-    def _user(self, request: Request) -> str | None:
+    async def checked_form(self, request: Request) -> Any:
+        """The request's form when it carries the session's CSRF token, else None."""
+        form = await request.form()
+        return form if self.csrf_ok(request, form.get("csrf")) else None
+
+    def session_user(self, request: Request) -> str | None:
         user = request.session.get("user")
         return str(user) if user else None
 
@@ -151,15 +154,15 @@ class Console:
             .render(lang=lang, languages=i18n.LANGUAGES, here_full=here_full, **ctx)
         )
 
-    def _t(self, request: Request, message: str, **values: Any) -> str:
+    def translate(self, request: Request, message: str, **values: Any) -> str:
         """*message* in the request's language, ``%(name)s`` filled from *values*."""
         text = i18n.Catalogue(i18n.choose(request)).gettext(message)
         return text % values if values else text
 
-    def _page(self, request: Request, template: str, title: str, **ctx: Any) -> Response:
-        user = self._user(request)
+    def render_page(self, request: Request, template: str, title: str, **ctx: Any) -> Response:
+        user = self.session_user(request)
         html = self._render(
-            request, template, title=self._t(request, title), nav=NAV, here=request.url.path,
+            request, template, title=self.translate(request, title), nav=NAV, here=request.url.path,
             user=user, csrf=self._csrf(request), fmt=_fmt, **ctx,
         )  # fmt: skip
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
@@ -181,16 +184,16 @@ class Console:
                             httponly=True)  # fmt: skip
         return resp
 
-    def _login_redirect(self, request: Request) -> Response:
+    def login_redirect(self, request: Request) -> Response:
         return RedirectResponse(f"/login?next={request.url.path}", 303)
 
     async def login(self, request: Request) -> Response:
         error = ""
         nxt = request.query_params.get("next", "/")
         if request.method == "POST":
-            form = await self._form_ok(request)
+            form = await self.checked_form(request)
             if form is None:
-                error = self._t(request, N_("The form expired; try again."))
+                error = self.translate(request, N_("The form expired; try again."))
             else:
                 user, password = str(form.get("user", "")), str(form.get("password", ""))
                 nxt = str(form.get("next", "/"))
@@ -201,7 +204,7 @@ class Console:
                     request.session["csrf"] = secrets.token_hex(16)
                     target = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/"
                     return RedirectResponse(target, 303)
-                error = self._t(request, N_("Wrong user or password."))
+                error = self.translate(request, N_("Wrong user or password."))
         html = self._render(
             request, "login.html", csrf=self._csrf(request), error=error, next=nxt,
             here=request.url.path,
@@ -209,14 +212,14 @@ class Console:
         return HTMLResponse(html, 200 if not error else 401)
 
     async def logout(self, request: Request) -> Response:
-        if await self._form_ok(request) is not None:
+        if await self.checked_form(request) is not None:
             request.session.clear()
         return RedirectResponse("/login", 303)
 
     # ------------------------------------------------------------- pages
     async def overview(self, request: Request) -> Response:
-        if not self._user(request):
-            return self._login_redirect(request)
+        if not self.session_user(request):
+            return self.login_redirect(request)
         o = await run_in_threadpool(self.data.overview)
         hit_rate, upstreams = "-", "-"
         rt = self.runtime
@@ -232,10 +235,10 @@ class Console:
 
         def label(key: str) -> str:  # "zone: NAME" in the page's language; categories as they are
             if key.startswith(ZONE_LABEL):
-                return self._t(request, N_("zone: %(name)s"), name=key[len(ZONE_LABEL) :])
+                return self.translate(request, N_("zone: %(name)s"), name=key[len(ZONE_LABEL) :])
             return key
 
-        return self._page(
+        return self.render_page(
             request, "overview.html", N_("Overview"), o=o, hit_rate=hit_rate,
             upstreams=upstreams,
             by_category={label(k): v for k, v in o["by_category"].items()},
@@ -256,8 +259,8 @@ class Console:
         return f, since_text
 
     async def queries(self, request: Request) -> Response:
-        if not self._user(request):
-            return self._login_redirect(request)
+        if not self.session_user(request):
+            return self.login_redirect(request)
         f, since_text = self._filter(request)
         before = request.query_params.get("before")
         older = int(before) if before and before.isdigit() else None
@@ -266,7 +269,7 @@ class Console:
         if older is None:  # the newest page: live, from the newest logged row on
             last_id = rows[0][0] if rows else await run_in_threadpool(self.data.last_id)
         qs = urlencode([(k, v) for k, v in request.query_params.items() if k != "before"])
-        return self._page(
+        return self.render_page(
             request, "queries.html", N_("Query log"), f=f, since=since_text,
             rows=[_query_row(r) for r in rows],
             next_id=rows[-1][0] if len(rows) == 50 else None, query_string=qs,
@@ -276,7 +279,7 @@ class Console:
     async def queries_json(self, request: Request) -> Response:
         """The live query log: rows logged after ``after`` (an id), oldest first, with the
         page's filters; each with its table row as the page shows it (``html``)."""
-        if not self._user(request):
+        if not self.session_user(request):
             return JSONResponse({"error": "log in first"}, 401)
         f, _ = self._filter(request)
         after_text = request.query_params.get("after", "")
@@ -295,7 +298,7 @@ class Console:
         return JSONResponse({"rows": out, "last": last}, headers={"Cache-Control": "no-store"})
 
     async def queries_csv(self, request: Request) -> Response:
-        if not self._user(request):
+        if not self.session_user(request):
             return PlainTextResponse("log in first\n", 401)
         f, _ = self._filter(request)
 
@@ -317,8 +320,8 @@ class Console:
         )  # fmt: skip
 
     async def policy(self, request: Request) -> Response:
-        if not self._user(request):
-            return self._login_redirect(request)
+        if not self.session_user(request):
+            return self.login_redirect(request)
         hits = await run_in_threadpool(self.data.policy_hits)
         zones, match = [], None
         rt = self.runtime
@@ -327,16 +330,16 @@ class Console:
         if rt is not None:
             for z in rt.zones():
                 rpz = rpz_by_name.get(z.name)
-                source = self._t(request, N_("file"))
+                source = self.translate(request, N_("file"))
                 if rpz is not None and rpz.primary:
                     primaries = ", ".join(str(p) for p in rpz.primary)
-                    source = self._t(request, N_("transfer from %(primaries)s"),
+                    source = self.translate(request, N_("transfer from %(primaries)s"),
                                      primaries=primaries)  # fmt: skip
                     sub = rt.subs.subs.get(z.name) if rt.subs is not None else None
                     if sub is not None:
                         source += f" ({sub.status.last_result})"
                 elif rpz is not None and rpz.feed:
-                    source = self._t(request, N_("feed %(name)s"), name=rpz.feed)
+                    source = self.translate(request, N_("feed %(name)s"), name=rpz.feed)
                 n, last = hits.get(z.name, (0, 0.0))
                 zones.append({"name": z.name, "serial": z.serial, "rules": z.rules,
                               "source": source, "applied": z.applied, "hits": n,
@@ -359,16 +362,18 @@ class Console:
             except ValueError:
                 found = None
             if found is not None:
-                action = self._t(request, N_("by query type")) if found.typed else found.hit[3]
+                action = (
+                    self.translate(request, N_("by query type")) if found.typed else found.hit[3]
+                )
                 match = {"action": action, "rule": found.rule.rule_name,
                          "zone": found.rule.zone,
                          "category": self.data.category.get(found.rule.zone, "")}  # fmt: skip
-        return self._page(request, "policy.html", N_("Policy"), zones=zones, explain=explain,
+        return self.render_page(request, "policy.html", N_("Policy"), zones=zones, explain=explain,
                           match=match, client=client, groups=groups)  # fmt: skip
 
     async def pdns_page(self, request: Request) -> Response:
-        if not self._user(request):
-            return self._login_redirect(request)
+        if not self.session_user(request):
+            return self.login_redirect(request)
         q = request.query_params.get("q", "").strip()
         kind = request.query_params.get("kind", "auto")
         after = request.query_params.get("after", "").strip()
@@ -386,7 +391,7 @@ class Console:
              "first": r["time_first"], "last": r["time_last"]}
             for r in rows[:30]
         ]  # fmt: skip
-        return self._page(request, "pdns.html", N_("Passive DNS"), q=q, kind=kind, rows=rows,
+        return self.render_page(request, "pdns.html", N_("Passive DNS"), q=q, kind=kind, rows=rows,
                           error=error, timeline=timeline, after=after,
                           before=before)  # fmt: skip
 
@@ -405,21 +410,21 @@ class Console:
                 for r in records[:500]]  # fmt: skip
 
     async def alerts(self, request: Request) -> Response:
-        if not self._user(request):
-            return self._login_redirect(request)
+        if not self.session_user(request):
+            return self.login_redirect(request)
         rows = await run_in_threadpool(self.data.alerts)
-        return self._page(request, "alerts.html", N_("Alerts"), alerts=rows)
+        return self.render_page(request, "alerts.html", N_("Alerts"), alerts=rows)
 
     async def reports(self, request: Request) -> Response:
-        if not self._user(request):
-            return self._login_redirect(request)
+        if not self.session_user(request):
+            return self.login_redirect(request)
         rows = await run_in_threadpool(self.data.reports)
-        return self._page(request, "reports.html", N_("False-positive reports"), reports=rows)
+        return self.render_page(request, "reports.html", N_("False-positive reports"), reports=rows)
 
     async def close_report(self, request: Request) -> Response:
-        if not self._user(request):
-            return self._login_redirect(request)
-        if await self._form_ok(request) is None:
+        if not self.session_user(request):
+            return self.login_redirect(request)
+        if await self.checked_form(request) is None:
             return PlainTextResponse("bad form token\n", 400)
         await run_in_threadpool(self.data.close_report, int(request.path_params["rid"]))
         return RedirectResponse("/reports", 303)

@@ -39,12 +39,12 @@ class RulesPage:
         ]
 
     def _why(self, request: Request, lead: str, error: str) -> str:
-        return self.console._t(request, lead, error=error)
+        return self.console.translate(request, lead, error=error)
 
     async def page(self, request: Request, error: str = "", status: int = 200) -> Response:
         c = self.console
-        if not c._user(request):
-            return c._login_redirect(request)
+        if not c.session_user(request):
+            return c.login_redirect(request)
         q = request.query_params.get("q", "").strip()[:253]
         show = request.query_params.get("audit", "").strip()[:253]
         offset = request.query_params.get("offset", "0")
@@ -55,21 +55,32 @@ class RulesPage:
             entries = await run_in_threadpool(self.api.audit.entries, 100, None, show)
             history = [audit_json(e) for e in entries if e.target == show]
         groups = [g.name for g in self.api.config().groups]
-        response = c._page(
+        response = c.render_page(
             request, "rules.html", N_("Rules"), rules=rules, total=total, q=q, offset=start,
             page=PAGE, groups=groups, error=error, show=show, history=history,
         )  # fmt: skip
         response.status_code = status
         return response
 
-    async def add(self, request: Request) -> Response:
+    async def _checked(self, request: Request) -> Response | tuple[str, Any]:
+        """(user, form) of a logged-in change with the session's CSRF token; else the
+        answer: the login page, or this page saying the form expired."""
         c = self.console
-        user = c._user(request)
+        user = c.session_user(request)
         if not user:
-            return c._login_redirect(request)
-        form = await c._form_ok(request)
+            return c.login_redirect(request)
+        form = await c.checked_form(request)
         if form is None:
-            return await self.page(request, c._t(request, N_("The form expired; try again.")), 400)
+            return await self.page(
+                request, c.translate(request, N_("The form expired; try again.")), 400
+            )
+        return user, form
+
+    async def add(self, request: Request) -> Response:
+        checked = await self._checked(request)
+        if isinstance(checked, Response):
+            return checked
+        user, form = checked
         doc = {
             "name": str(form.get("name", "")),
             "action": str(form.get("action", "block")),
@@ -89,13 +100,10 @@ class RulesPage:
         return RedirectResponse(f"/rules?q={quote(fields['name'])}", 303)
 
     async def remove(self, request: Request) -> Response:
-        c = self.console
-        user = c._user(request)
-        if not user:
-            return c._login_redirect(request)
-        form = await c._form_ok(request)
-        if form is None:
-            return await self.page(request, c._t(request, N_("The form expired; try again.")), 400)
+        checked = await self._checked(request)
+        if isinstance(checked, Response):
+            return checked
+        user, form = checked
         try:
             name = rule_name(str(form.get("name", "")))
         except RuleError as e:

@@ -9,7 +9,6 @@ loader, written to ``<store dir>/console.toml``, audited, applied by a reload.
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
@@ -47,30 +46,19 @@ class SettingsPages:
             Route("/groups/{name}/{op}", self.group_op, methods=["POST"]),
         ]
 
-    def _user(self, request: Request) -> str | None:
-        user = request.session.get("user")
-        return str(user) if user else None
-
-    def _csrf_ok(self, request: Request, given: object) -> bool:
-        token = str(request.session.get("csrf", ""))
-        return bool(token) and secrets.compare_digest(str(given or ""), token)
-
-    def _t(self, request: Request, message: str, **values: Any) -> str:
-        return self.console._t(request, message, **values)
-
     # ---------------------------------------------------------------- feeds
     async def feeds(
         self, request: Request, error: str = "", field: str = "", status: int = 200
     ) -> Response:
-        if not self._user(request):
-            return self.console._login_redirect(request)
+        if not self.console.session_user(request):
+            return self.console.login_redirect(request)
         feeds = await run_in_threadpool(self.s.feeds)
 
         def stale(f: dict[str, Any]) -> bool:
             last = f["last_good_update"]
             return not last or time.time() - last > 3 * f["refresh"]
 
-        resp = self.console._page(
+        resp = self.console.render_page(
             request, "feeds.html", N_("Feeds"), feeds=feeds, stale=stale, error=error, field=field,
             formats=UPLOAD_FORMATS, categories=CATEGORIES,
             overlay=self.s.overlay_path,
@@ -79,28 +67,28 @@ class SettingsPages:
         return resp
 
     async def feed_add(self, request: Request) -> Response:
-        user = self._user(request)
+        user = self.console.session_user(request)
         if not user:
-            return self.console._login_redirect(request)
+            return self.console.login_redirect(request)
         try:
             body, content = await form_feed(request)
             form = await request.form()
-            if not self._csrf_ok(request, form.get("csrf")):
-                return await self.feeds(request, self._t(request, EXPIRED), "", 400)
+            if not self.console.csrf_ok(request, form.get("csrf")):
+                return await self.feeds(request, self.console.translate(request, EXPIRED), "", 400)
             body.setdefault("enabled", True)
             await self.s.add_feed(f"user:{user}", client_address(request), body, content)
         except ApiError as e:
-            why = self._t(request, FEED_NOT_ADDED, error=str(e))
+            why = self.console.translate(request, FEED_NOT_ADDED, error=str(e))
             return await self.feeds(request, why, e.field or "", e.status)
         return RedirectResponse("/feeds", 303)
 
     async def feed_op(self, request: Request) -> Response:
-        user = self._user(request)
+        user = self.console.session_user(request)
         if not user:
-            return self.console._login_redirect(request)
+            return self.console.login_redirect(request)
         form = await request.form()
-        if not self._csrf_ok(request, form.get("csrf")):
-            return await self.feeds(request, self._t(request, EXPIRED), "", 400)
+        if not self.console.csrf_ok(request, form.get("csrf")):
+            return await self.feeds(request, self.console.translate(request, EXPIRED), "", 400)
         name, op = request.path_params["name"], request.path_params["op"]
         actor, addr = f"user:{user}", client_address(request)
         try:
@@ -114,7 +102,7 @@ class SettingsPages:
             else:
                 return PlainTextResponse("not found\n", 404)
         except ApiError as e:
-            why = self._t(request, FEED_NOT_CHANGED, name=name, error=str(e))
+            why = self.console.translate(request, FEED_NOT_CHANGED, name=name, error=str(e))
             return await self.feeds(request, why, e.field or "", e.status)
         return RedirectResponse("/feeds", 303)
 
@@ -122,10 +110,10 @@ class SettingsPages:
     async def groups(
         self, request: Request, error: str = "", field: str = "", status: int = 200
     ) -> Response:
-        if not self._user(request):
-            return self.console._login_redirect(request)
+        if not self.console.session_user(request):
+            return self.console.login_redirect(request)
         groups = await run_in_threadpool(self.s.groups)
-        resp = self.console._page(
+        resp = self.console.render_page(
             request, "groups.html", N_("Client groups"), groups=groups, error=error, field=field,
             overlay=self.s.overlay_path,
         )  # fmt: skip
@@ -133,12 +121,12 @@ class SettingsPages:
         return resp
 
     async def _group_form(self, request: Request) -> tuple[str, dict[str, Any]] | Response:
-        user = self._user(request)
+        user = self.console.session_user(request)
         if not user:
-            return self.console._login_redirect(request)
+            return self.console.login_redirect(request)
         form = await request.form()
-        if not self._csrf_ok(request, form.get("csrf")):
-            return await self.groups(request, self._t(request, EXPIRED), "", 400)
+        if not self.console.csrf_ok(request, form.get("csrf")):
+            return await self.groups(request, self.console.translate(request, EXPIRED), "", 400)
         body: dict[str, Any] = {}
         for key in ("name", "clients", "client_ids"):
             value = str(form.get(key, "")).strip()
@@ -159,7 +147,7 @@ class SettingsPages:
         try:
             await self.s.put_group(actor, client_address(request), body)
         except ApiError as e:
-            why = self._t(request, GROUP_NOT_ADDED, error=str(e))
+            why = self.console.translate(request, GROUP_NOT_ADDED, error=str(e))
             return await self.groups(request, why, e.field or "", e.status)
         return RedirectResponse("/groups", 303)
 
@@ -178,6 +166,6 @@ class SettingsPages:
             else:
                 return PlainTextResponse("not found\n", 404)
         except ApiError as e:
-            why = self._t(request, GROUP_NOT_CHANGED, name=name, error=str(e))
+            why = self.console.translate(request, GROUP_NOT_CHANGED, name=name, error=str(e))
             return await self.groups(request, why, e.field or "", e.status)
         return RedirectResponse("/groups", 303)
