@@ -30,6 +30,7 @@ from mamori.config.sections import (
     RulesConfig,
     ServerConfig,
     StoreConfig,
+    TlsConfig,
     UpstreamConfig,
     WebConfig,
     dataset_zone,
@@ -66,6 +67,7 @@ _SECTIONS: dict[str, type] = {
     "pdns": PdnsConfig,
     "blockpage": BlockpageConfig,
     "rules": RulesConfig,
+    "tls": TlsConfig,
 }
 
 
@@ -383,6 +385,9 @@ def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
         missing = [f for f in bl.feeds if f not in feed_names_known]
         if missing:
             raise ctx.error("dnsbl", "feeds", f"no [[feed]] named {', '.join(missing)}", i)
+    encrypted = [k for k in ("dot", "doh", "doq") if getattr(cfg.server, k)]
+    if encrypted and not (cfg.tls.cert and cfg.tls.key):
+        raise ctx.error("tls", "cert", f"[server] {encrypted[0]} needs [tls] cert and key (PEM)")
     if cfg.blockpage.enabled and not (cfg.blockpage.address or cfg.blockpage.listen):
         raise ctx.error("blockpage", "address", "give the block address (or listen = [...])")
     sink_names = {k.name for k in cfg.alert_sinks}

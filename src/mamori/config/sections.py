@@ -30,6 +30,23 @@ class ServerConfig:
     rate_burst: float = 2000.0
     rate_limit_action: str = "refused"
     stats_interval: float = 300.0
+    # Encrypted DNS (the certificate in [tls]): DNS over TLS (RFC 7858), over HTTPS
+    # (RFC 8484, path /dns-query), over QUIC (RFC 9250). Empty: not served.
+    dot: tuple[Endpoint, ...] = ()
+    doh: tuple[Endpoint, ...] = ()
+    doq: tuple[Endpoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """``[tls]``: the certificate of the encrypted DNS listeners (``[server] dot, doh,
+    doq``), PEM files reloaded on SIGHUP and when they change (ACME renewals).
+    *server_name* is the name the certificate is for (``dns.example.net``): device
+    names are its first label (``phone.dns.example.net``) and DDR (RFC 9462) announces it."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -188,6 +205,7 @@ class Config:
     path: Path
     server: ServerConfig = field(default_factory=ServerConfig)
     rrl: RrlConfig = field(default_factory=RrlConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     store: StoreConfig = field(default_factory=StoreConfig)

@@ -156,6 +156,29 @@ def endpoints(raw: Any, _ctx: Any, _rc: str) -> tuple[Endpoint, ...]:
     return tuple(parse_endpoint(x, 53) for x in items)
 
 
+def endpoints_default_port(port: int) -> Any:
+    """A list of addresses whose port defaults to *port* (853 for DoT, 443 for DoH)."""
+
+    def check(raw: Any, _ctx: Any, _rc: str) -> tuple[Endpoint, ...]:
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise InvalidValueError(
+                f'must be an address or a list of addresses, e.g. ["127.0.0.1:{port}"]'
+            )
+        return tuple(parse_endpoint(x, port) for x in items)
+
+    return check
+
+
+def host_name(raw: Any, _ctx: Any, _rc: str) -> str:
+    """A DNS host name (letters, digits, hyphens; no trailing dot), lowercased."""
+    label = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+    text = raw.lower().rstrip(".") if isinstance(raw, str) else ""
+    if not re.fullmatch(rf"{label}(\.{label})+", text):
+        raise InvalidValueError(f'must be a host name like "dns.example.net", got {raw!r}')
+    return text
+
+
 def endpoint(raw: Any, _ctx: Any, _rc: str) -> Endpoint:
     if not isinstance(raw, str):
         raise InvalidValueError('must be an address like "127.0.0.1:8053"')
