@@ -43,6 +43,7 @@ class ClientTable:
         self.v6 = [n for n in nets if n.version == 6]
         self.burst = burst
         self.clients: dict[str, ClientState] = {}
+        self.devices: dict[tuple[str, str], ClientState] = {}  # (address, device name)
 
     def is_allowed(self, ip: str) -> bool:
         try:
@@ -63,4 +64,18 @@ class ClientTable:
             slot = self.slots.slot(self.groups.groups_of(ip))
         st = ClientState(self.is_allowed(ip), self.burst, now, slot)
         self.clients[ip] = st
+        return st
+
+    def device(self, ip: str, device: str, now: float) -> ClientState:
+        """The record of a device named over encrypted DNS (*device*: a checked, lowercase
+        name) at address *ip*: allowed by its address, in the groups of its address and
+        of its name, logged with its name. Memoised per (address, name), bounded."""
+        st = self.devices.get((ip, device))
+        if st is None:
+            if len(self.devices) >= MAX_CLIENTS:
+                self.devices.clear()
+            groups = self.groups.groups_of(ip, device) if self.groups is not None else ()
+            slot = self.slots.slot(groups, device)
+            st = ClientState(self.is_allowed(ip), self.burst, now, slot)
+            self.devices[(ip, device)] = st
         return st

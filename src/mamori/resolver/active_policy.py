@@ -36,19 +36,24 @@ class ActivePolicy:
         self.rewrites: dict[bytes, tuple[Match, Entry]] = {}
 
 
+MAX_DEVICE_SLOTS = 10_000  # named devices with their own slot (query log name) per data plane
+
+
 class PolicySlot:
     """Where every stage reads the policy in force (``active`` is None: no policy).
 
     *groups*: the client groups this slot serves (() for clients in none);
-    *label*: them as the query log shows them.
+    *device*: the device name of a client named over encrypted DNS ("" otherwise);
+    *label*: both as the query log gets them (``groups.split_label``).
     """
 
-    __slots__ = ("active", "groups", "label")
+    __slots__ = ("active", "device", "groups", "label")
 
-    def __init__(self, groups: tuple[str, ...] = ()) -> None:
+    def __init__(self, groups: tuple[str, ...] = (), device: str = "") -> None:
         self.active: ActivePolicy | None = None
         self.groups = groups
-        self.label = group_label(groups)
+        self.device = device
+        self.label = group_label(groups, device)
 
 
 class PolicySlots:
@@ -61,10 +66,22 @@ class PolicySlots:
     def __init__(self) -> None:
         self.default = PolicySlot()  # clients in no group (and every client without groups)
         self.slots: dict[tuple[str, ...], PolicySlot] = {(): self.default}
+        # named devices: (groups, device) -> slot; bounded (names come from clients)
+        self.devices: dict[tuple[tuple[str, ...], str], PolicySlot] = {}
         self.policy: Policy | None = None
 
-    def slot(self, groups: tuple[str, ...]) -> PolicySlot:
-        """The slot of clients in exactly *groups* (made, with its view, on first use)."""
+    def slot(self, groups: tuple[str, ...], device: str = "") -> PolicySlot:
+        """The slot of clients in exactly *groups* (made, with its view, on first use);
+        with *device*, that device's own slot (the same view, its name in the log).
+        Past MAX_DEVICE_SLOTS named devices, new ones share the slot of their groups."""
+        if device:
+            dslot = self.devices.get((groups, device))
+            if dslot is not None:
+                return dslot
+            if len(self.devices) < MAX_DEVICE_SLOTS:
+                dslot = self.devices[(groups, device)] = PolicySlot(groups, device)
+                dslot.active = self.slot(groups).active
+                return dslot
         slot = self.slots.get(groups)
         if slot is None:
             slot = self.slots[groups] = PolicySlot(groups)
@@ -77,6 +94,8 @@ class PolicySlots:
         made: dict[int, ActivePolicy] = {}
         for groups, slot in self.slots.items():
             slot.active = self._active(groups, made)
+        for (groups, _device), dslot in self.devices.items():
+            dslot.active = self.slot(groups).active
 
     def _active(
         self, groups: tuple[str, ...], made: dict[int, ActivePolicy]

@@ -42,7 +42,7 @@ from mamori.dnsutil import wire
 from mamori.policy.engine import Policy
 from mamori.policy.groups import GroupClassifier
 from mamori.policy.model import Match
-from mamori.resolver.acl import ClientTable
+from mamori.resolver.acl import ClientState, ClientTable
 from mamori.resolver.active_policy import PolicySlots
 from mamori.resolver.cache import Cache, Entry
 from mamori.resolver.events import AnswerTap, EventQueue
@@ -118,7 +118,9 @@ class Pipeline:
         """Apply (re)loadable settings; called at start and on SIGHUP."""
         s, c = cfg.server, cfg.cache
         self.cfg = cfg
-        groups = GroupClassifier((g.name, g.clients) for g in cfg.groups)
+        groups = GroupClassifier(
+            ((g.name, g.clients) for g in cfg.groups), ((g.name, g.client_ids) for g in cfg.groups)
+        )
         self.clients = ClientTable(s.allow, s.rate_burst, self.slots, groups)
         self._client_get = self.clients.clients.get
         self.special.clients = self.clients
@@ -155,7 +157,13 @@ class Pipeline:
         return task
 
     # ------------------------------------------------------------------ hot path
-    def handle(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> bytes | None:
+    def handle(
+        self, data: bytes, addr: Any, reply: Reply, tcp: bool, client: ClientState | None = None
+    ) -> bytes | None:
+        """Answer one query: the answer's bytes now, or None (sent later through *reply*,
+        or dropped). *addr*: (address, port, ...); *tcp*: stream transport (TCP, DoT,
+        DoH, DoQ: no size limit, no rate limit); *client*: the record of a named device
+        (``clients.device``), else the address's own."""
         now = _time()
         stats = self.stats
         stats.queries += 1
@@ -193,7 +201,7 @@ class Pipeline:
         # Stage 4: client record -> ACL, then UDP rate limit (token bucket). The record
         # keeps the client's policy slot: the view of the policy for its groups.
         ip = addr[0]
-        cl = self._client_get(ip)
+        cl = client or self._client_get(ip)
         if cl is None:
             cl = self.clients.lookup(ip, now)
         if not cl.allowed:
