@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/mamori.toml
 
-.PHONY: run test venv test-deps lint bench clean demo-upstream fuzz fuzz-native
+.PHONY: run test venv test-deps lint bench clean demo-upstream fuzz fuzz-native audit
 
 $(STAMP): pyproject.toml constraints.txt setup.py $(wildcard src/mamori/resolver/udpbatch*.[ch])
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ test: venv test-deps lint
 	MAMORI_UDP_BATCH=0 $(VENV)/bin/pytest -q $(UDP_TESTS)
 	scripts/fuzz-native.sh $(FUZZ_SECONDS)
 	scripts/fuzz-python.sh $(FUZZ_PY_SECONDS)
+	VENV=$(VENV) scripts/audit-deps.sh
+
+# pip-audit over constraints.txt: fails on a known vulnerability; says "audit service
+# unreachable" (and does not fail) when PyPI's vulnerability data cannot be reached.
+audit: venv
+	VENV=$(VENV) scripts/audit-deps.sh
 
 FUZZ_SECONDS ?= 30
 FUZZ_PY_SECONDS ?= 10
