@@ -118,6 +118,16 @@ class WebConfig:
     listen: Endpoint = Endpoint("127.0.0.1", 8053)  # noqa: RUF009 (frozen dataclass)
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may scrape /metrics
     metrics_token: str = ""  # or a bearer token, from anywhere
+    # Throttling (web/security.py): failures within login_failure_window seconds, then
+    # HTTP 429 for login_lockout seconds; 0 = no limit.
+    login_failures_per_address: int = 10  # per IPv4 address / IPv6 /64
+    login_failures_per_user: int = 5  # per user name, from any address
+    api_key_failures_per_address: int = 20  # requests refused 401 that carried a key
+    login_failure_window: float = 60.0
+    login_lockout: float = 300.0
+    # Console sessions: ended after this long without a request / after this long at all
+    session_idle_timeout: float = 7200.0
+    session_max_age: float = 43200.0
 
 
 @dataclass(frozen=True)

@@ -74,12 +74,18 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
 
     async def scrape(request: Request) -> Response:
         client = request.client.host if request.client else None
-        if not metrics.allowed(cfg, client, request.headers.get("authorization")):
+        authorization = request.headers.get("authorization")
+        if not metrics.allowed(cfg, client, authorization):
+            if authorization and cfg.web.metrics_token:  # a wrong token: counted, throttled
+                return PlainTextResponse(
+                    "wrong token\n", 401, headers={"WWW-Authenticate": "Bearer"}
+                )
             return PlainTextResponse("forbidden\n", 403)
         body = await run_in_threadpool(generate_latest, reg)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     console = Console(cfg, keys, store, runtime)
+    reg.register(console.guard.collector())
     rest = Api(cfg, keys, runtime)
     first_admin(cfg, keys)
     app = Starlette(

@@ -8,12 +8,19 @@ item (``reports.sqlite``; `mamori reports list`), at most ``REPORTS_PER_HOUR``
 per client address (counted in memory; the report keeps the address as
 ``[store] client_addresses`` says). Plain HTTP only: over HTTPS the browser expects the real
 site's certificate (see docs/howto/see-what-was-blocked.md).
+
+The report form is, with the login form, the only write without a login: its
+token binds it to the name and the client address, its body is at most
+``REPORT_BYTES``, and the answers carry the security headers (a CSP with no
+script at all; the page's one inline stylesheet allowed by its hash).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import re
 import secrets
 import sqlite3
 import threading
@@ -24,6 +31,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -31,8 +39,10 @@ from starlette.routing import Route
 from mamori import config as cfgmod
 from mamori.dnsutil import wire
 from mamori.store.privacy import masker
+from mamori.web.security import SecurityHeaders, small_form
 
 REPORTS_PER_HOUR = 5
+REPORT_BYTES = 16 << 10  # the report form (name, token, a comment of 2000 characters)
 TEXT = {
     "en": {
         "title": "This site is blocked",
@@ -131,12 +141,24 @@ class BlockPage:
         self.client_text = masker(cfg.store.client_addresses)
         self.recent: dict[str, deque[float]] = {}  # full address -> report times, last hour
 
+    def csp(self) -> str:
+        """The block page's Content-Security-Policy: nothing but its own inline
+        stylesheet (by its SHA-256) and the report form posting to this listener."""
+        source, _f, _u = self.env.loader.get_source(self.env, "blocked.html")  # type: ignore[union-attr]
+        m = re.search(r"<style>(.*?)</style>", source, re.S)
+        style = base64.b64encode(hashlib.sha256(m.group(1).encode()).digest()).decode() if m else ""
+        return (
+            f"default-src 'none'; style-src 'sha256-{style}'; img-src 'self'; "
+            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        )
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[
                 Route("/report", self.report, methods=["POST"]),
                 Route("/{path:path}", self.page, methods=["GET", "HEAD"]),
-            ]
+            ],
+            middleware=[Middleware(SecurityHeaders, csp=self.csp())],
         )
 
     # ---------------------------------------------------------------- lookup
@@ -203,7 +225,9 @@ class BlockPage:
         return HTMLResponse(html, 403, headers={"Cache-Control": "no-store"})
 
     async def report(self, request: Request) -> Response:
-        form = await request.form()
+        form = await small_form(request, REPORT_BYTES)
+        if form is None:
+            return PlainTextResponse(f"report over {REPORT_BYTES} bytes\n", 413)
         name = str(form.get("name", ""))[:253].lower()
         comment = str(form.get("comment", ""))[:2000]
         client = request.client.host if request.client else ""

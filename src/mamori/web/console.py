@@ -1,9 +1,13 @@
 """The admin console: overview, query log, policy (with "explain"), feeds, passive DNS,
 alerts, false-positive reports.
 
-Login with a console user (``mamori users add``; scrypt hashes); a signed,
-HTTP-only session cookie; every form carries the session's CSRF token. All
-pages need a login; the APIs use API keys, ``/metrics`` its own rule.
+Login with a console user (``mamori users add``; scrypt hashes), throttled per
+client address and per user name (``[web] login_failures_per_*``: HTTP 429 with
+Retry-After); a signed, HTTP-only, SameSite=Strict session cookie that names a
+server-side session (``KeyStore.open_session``: a new one at each login, ended by
+logout, a password change, ``[web] session_idle_timeout`` or ``session_max_age``);
+every form carries the session's CSRF token. All pages need a login; the APIs use
+API keys, ``/metrics`` its own rule. web/security.py adds the security headers.
 """
 
 from __future__ import annotations
@@ -43,6 +47,13 @@ from mamori.web import i18n
 from mamori.web.consoledata import QUERY_COLUMNS, ZONE_LABEL, ConsoleData, QueryFilter
 from mamori.web.i18n import N_
 from mamori.web.keys import KeyStore
+from mamori.web.security import (
+    ApiKeyThrottle,
+    Guard,
+    SecurityHeaders,
+    SessionCheck,
+    small_form,
+)
 
 # (path, label): labels are English, translated where shown
 NAV = [("/", N_("Overview")), ("/queries", N_("Query log")), ("/policy", N_("Policy")),
@@ -50,7 +61,7 @@ NAV = [("/", N_("Overview")), ("/queries", N_("Query log")), ("/policy", N_("Pol
        ("/pdns", N_("Passive DNS")), ("/alerts", N_("Alerts")),
        ("/reports", N_("Reports")), ("/rules", N_("Rules")), ("/audit", N_("Audit"))]  # fmt: skip
 RCODES = {-1: "DROP", 0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
-SESSION_HOURS = 12
+LOGIN_FORM_BYTES = 16 << 10  # the login form (user, password, token): at most this
 LIVE_ROWS = 200  # at most this many new rows per poll of /queries.json
 
 
@@ -89,6 +100,7 @@ class Console:
             )
             self.envs[lang] = env
         self.env = self.envs["en"]
+        self.guard = Guard(cfg.web)
 
     def current_cfg(self) -> cfgmod.Config:
         """The configuration in force (after SIGHUP reloads), else the one started with."""
@@ -97,15 +109,21 @@ class Console:
         return cfg if cfg is not None else self.cfg
 
     def middleware(self) -> list[Middleware]:
+        """Outermost first: the security headers (and the cookie's Secure flag over
+        HTTPS), the wrong-API-key throttle, the signed session cookie, the server-side
+        session check."""
         return [
+            Middleware(SecurityHeaders),
+            Middleware(ApiKeyThrottle, guard=self.guard),
             Middleware(
                 SessionMiddleware,
                 secret_key=secret_key(self.cfg),
                 session_cookie="mamori_session",
-                max_age=SESSION_HOURS * 3600,
+                max_age=int(self.cfg.web.session_max_age),
                 same_site="strict",
-                https_only=False,
-            )
+                https_only=False,  # SecurityHeaders marks it Secure when served over HTTPS
+            ),
+            Middleware(SessionCheck, keys=self.keys, web=self.cfg.web),
         ]
 
     def routes(self) -> list[Route]:
@@ -188,31 +206,51 @@ class Console:
         return RedirectResponse(f"/login?next={request.url.path}", 303)
 
     async def login(self, request: Request) -> Response:
-        error = ""
+        """The login form; POST: throttled (429 + Retry-After) before the password is
+        checked, CSRF-checked, then a new session (no session fixation)."""
+        error, status, headers = "", 200, {}
         nxt = request.query_params.get("next", "/")
         if request.method == "POST":
-            form = await self.checked_form(request)
+            form = await small_form(request, LOGIN_FORM_BYTES)
             if form is None:
-                error = self.translate(request, N_("The form expired; try again."))
+                return PlainTextResponse(f"form over {LOGIN_FORM_BYTES} bytes\n", 413)
+            user, password = form.get("user", ""), form.get("password", "")
+            nxt = form.get("next", "/")
+            address = request.client.host if request.client else ""
+            if not self.csrf_ok(request, form.get("csrf")):
+                error, status = self.translate(request, N_("The form expired; try again.")), 400
+            elif wait := self.guard.login_begin(address, user):
+                error, status = self.translate(
+                    request, N_("Too many failed logins; try again in %(seconds)s seconds."),
+                    seconds=wait,
+                ), 429  # fmt: skip
+                headers["Retry-After"] = str(wait)
             else:
-                user, password = str(form.get("user", "")), str(form.get("password", ""))
-                nxt = str(form.get("next", "/"))
                 ok = await run_in_threadpool(self.keys.verify_user, user, password)
+                self.guard.login_done(address, user, ok)
                 if ok:
+                    sid = await run_in_threadpool(
+                        self.keys.open_session, user, self.cfg.web.session_max_age
+                    )
                     request.session.clear()
-                    request.session["user"] = user
-                    request.session["csrf"] = secrets.token_hex(16)
+                    request.session.update(
+                        {"user": user, "sid": sid, "csrf": secrets.token_hex(16)}
+                    )
                     target = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/"
                     return RedirectResponse(target, 303)
-                error = self.translate(request, N_("Wrong user or password."))
+                error, status = self.translate(request, N_("Wrong user or password.")), 401
         html = self._render(
             request, "login.html", csrf=self._csrf(request), error=error, next=nxt,
             here=request.url.path,
         )  # fmt: skip
-        return HTMLResponse(html, 200 if not error else 401)
+        return HTMLResponse(html, status, headers=headers)
 
     async def logout(self, request: Request) -> Response:
+        """End the session here and server-side (its cookie no longer works)."""
         if await self.checked_form(request) is not None:
+            sid = str(request.session.get("sid", ""))
+            if sid:
+                await run_in_threadpool(self.keys.close_session, sid)
             request.session.clear()
         return RedirectResponse("/login", 303)
 

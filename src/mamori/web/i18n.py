@@ -64,6 +64,8 @@ JA: dict[str, str] = {
     "Password": "パスワード",
     "The form expired; try again.": "フォームの有効期限が切れました。もう一度お試しください。",
     "Wrong user or password.": "ユーザー名またはパスワードが違います。",
+    "Too many failed logins; try again in %(seconds)s seconds.":
+        "ログインの失敗が多すぎます。%(seconds)s 秒後にもう一度お試しください。",
     "zone: %(name)s": "ゾーン: %(name)s",
     "file": "ファイル",
     "transfer from %(primaries)s": "%(primaries)s からゾーン転送",

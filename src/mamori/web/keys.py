@@ -40,7 +40,14 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created INTEGER NOT NULL,
     scope TEXT NOT NULL DEFAULT 'pdns'  -- one of SCOPES
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,  -- SHA-256 of the session id the signed cookie carries
+    user TEXT NOT NULL,
+    created REAL NOT NULL,  -- UNIX seconds: the login
+    seen REAL NOT NULL  -- UNIX seconds: the last request (to the minute)
+) WITHOUT ROWID;
 """
+SEEN_EVERY = 60.0  # seconds: a session's last-seen time is written at most this often
 SCOPES = ("pdns", "read", "admin")  # each includes the ones before it
 
 
@@ -192,6 +199,7 @@ class KeyStore:
 
     # ------------------------------------------------------------- console users
     def add_user(self, name: str, password: str) -> None:
+        """Create the console user *name*, or set its password: that ends its sessions."""
         if len(password) < 10:
             raise ValueError("the password needs at least 10 characters")
         with self.lock, self.db:
@@ -199,6 +207,7 @@ class KeyStore:
                 "INSERT OR REPLACE INTO users VALUES (?, ?, ?)",
                 (name, hash_password(password), int(time.time())),
             )
+            self.db.execute("DELETE FROM sessions WHERE user = ?", (name,))
 
     def verify_user(self, name: str, password: str) -> bool:
         row = self.db.execute("SELECT hash FROM users WHERE name = ?", (name,)).fetchone()
@@ -211,8 +220,52 @@ class KeyStore:
         return [r[0] for r in self.db.execute("SELECT name FROM users ORDER BY name")]
 
     def remove_user(self, name: str) -> bool:
+        """Remove the console user *name* and end its sessions; False: no such user."""
         with self.lock, self.db:
+            self.db.execute("DELETE FROM sessions WHERE user = ?", (name,))
             return self.db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
+
+    # ------------------------------------------------------------- console sessions
+    def open_session(self, user: str, max_age: float, now: float | None = None) -> str:
+        """A new session of *user* (a login): its id, for the signed cookie. Sessions
+        older than *max_age* seconds are forgotten on the way."""
+        now = time.time() if now is None else now
+        sid = secrets.token_urlsafe(32)
+        with self.lock, self.db:
+            self.db.execute("DELETE FROM sessions WHERE created < ?", (now - max_age,))
+            self.db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?)", (_hash(sid), user, now, now)
+            )
+        return sid
+
+    def session_user(
+        self, sid: str, idle: float, max_age: float, now: float | None = None
+    ) -> str | None:
+        """The user of session *sid* if it is alive: not closed, its user's password
+        unchanged, seen within *idle* seconds, begun within *max_age* seconds (both 0 =
+        no limit); else None (and an expired session is forgotten)."""
+        if not sid:
+            return None
+        now = time.time() if now is None else now
+        h = _hash(sid)
+        row = self.db.execute(
+            "SELECT user, created, seen FROM sessions WHERE id = ?", (h,)
+        ).fetchone()
+        if row is None:
+            return None
+        user, created, seen = row
+        if (max_age and now - created > max_age) or (idle and now - seen > idle):
+            self.close_session(sid)
+            return None
+        if now - seen >= SEEN_EVERY:
+            with self.lock, self.db:
+                self.db.execute("UPDATE sessions SET seen = ? WHERE id = ?", (now, h))
+        return str(user)
+
+    def close_session(self, sid: str) -> None:
+        """End session *sid* (logout)."""
+        with self.lock, self.db:
+            self.db.execute("DELETE FROM sessions WHERE id = ?", (_hash(sid),))
 
     def rate_info(self, name: str, now: float | None = None) -> dict[str, object]:
         """DNSDB's /rate_limit answer for a key."""

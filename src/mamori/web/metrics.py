@@ -7,6 +7,7 @@ Open to loopback by default, as exporters usually are; ``[web] metrics_allow``
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import sqlite3
 from collections.abc import Iterator
@@ -236,8 +237,10 @@ def registry(cfg: cfgmod.Config, runtime: Runtime | None = None) -> CollectorReg
 
 
 def allowed(cfg: cfgmod.Config, client: str | None, authorization: str | None) -> bool:
+    """May *client* (an address) with *authorization* (the header) scrape /metrics: a
+    ``metrics_allow`` address, or ``Bearer <metrics_token>`` (compared in constant time)."""
     token = cfg.web.metrics_token
-    if token and authorization == f"Bearer {token}":
+    if token and hmac.compare_digest((authorization or "").encode(), f"Bearer {token}".encode()):
         return True
     if client is None:
         return False
