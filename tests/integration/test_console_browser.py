@@ -19,11 +19,20 @@ import pytest
 from tests.conftest import require_binary
 from tests.integration.test_resolver_service import ZONE
 from tests.support.authserver import AuthServer
+from tests.support.browser import no_csp_violation, watch_csp
 from tests.support.mamori_proc import MamoriProcess
 from tests.support.net import free_port
 from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _no_csp_violation() -> Iterator[None]:
+    """Every page these tests open works under the console's CSP: none reports a violation."""
+    with no_csp_violation():
+        yield
+
 
 PASSWORD = "correct horse battery staple"
 
@@ -90,7 +99,7 @@ def test_console_and_block_page(site: tuple[MamoriProcess, int, int, Path], brow
     shots = tmp_path / "screenshots"
     shots.mkdir()
     base = f"http://127.0.0.1:{web}"
-    page = browser.new_page()
+    page = watch_csp(browser.new_page())
     page.set_default_timeout(15000)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -153,7 +162,7 @@ def test_console_and_block_page(site: tuple[MamoriProcess, int, int, Path], brow
     ]
     for locale, title, shot in pages:
         ctx = browser.new_context(locale=locale)
-        bpage = ctx.new_page()
+        bpage = watch_csp(ctx.new_page())
         bpage.goto(f"http://mail.example.test:{bp}/account/login")
         expect(bpage.locator("h1")).to_have_text(title)
         expect(bpage.locator("#blocked-name")).to_have_text("mail.example.test")
@@ -182,6 +191,33 @@ def test_console_and_block_page(site: tuple[MamoriProcess, int, int, Path], brow
     ]  # fmt: skip
 
 
+def test_csp_is_enforced_and_a_violation_would_be_seen(
+    site: tuple[MamoriProcess, int, int, Path], browser: object
+) -> None:
+    """The control for the CSP checks above: the console is served with its CSP, and an
+    inline script or style put into its page is refused by Chromium and reported."""
+    from playwright.sync_api import Browser
+
+    from tests.support.browser import VIOLATIONS
+
+    assert isinstance(browser, Browser)
+    _m, web, _bp, _tmp = site
+    page = watch_csp(browser.new_page())
+    response = page.goto(f"http://127.0.0.1:{web}/login")
+    assert response is not None
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page.evaluate(
+        "() => { const s = document.createElement('script');"
+        " s.textContent = 'window.inlineRan = true'; document.body.appendChild(s);"
+        " document.body.setAttribute('style', 'color: red'); }"
+    )
+    assert until(lambda: len(VIOLATIONS) >= 2, 5), VIOLATIONS
+    assert page.evaluate("window.inlineRan") is None
+    assert any("inline script" in v for v in VIOLATIONS), VIOLATIONS
+    VIOLATIONS.clear()  # seen as expected: not a failure of this test
+    page.close()
+
+
 def login(page: object, base: str) -> None:
     from playwright.sync_api import Page
 
@@ -206,7 +242,7 @@ def test_console_fixes_live_log_and_languages(
     shots.mkdir()
     base = f"http://127.0.0.1:{web}"
     ctx = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
-    page = ctx.new_page()
+    page = watch_csp(ctx.new_page())
     page.set_default_timeout(15000)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -264,7 +300,7 @@ def test_console_fixes_live_log_and_languages(
 
     # a Japanese browser gets Japanese from the login page on
     ctx = browser.new_context(locale="ja-JP", viewport={"width": 1280, "height": 900})
-    page = ctx.new_page()
+    page = watch_csp(ctx.new_page())
     page.set_default_timeout(15000)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{base}/")
@@ -300,7 +336,7 @@ def test_rule_dialog_follows_the_api_contract(
     _m, web, _bp, _tmp = site
     base = f"http://127.0.0.1:{web}"
     ctx = browser.new_context(locale="en-US")
-    page = ctx.new_page()
+    page = watch_csp(ctx.new_page())
     page.set_default_timeout(15000)
     login(page, base)
     sent: list[tuple[dict[str, object], dict[str, str]]] = []
@@ -373,7 +409,7 @@ def test_block_and_allow_from_the_console(
     m, web, _bp, _tmp = site
     base = f"http://127.0.0.1:{web}"
     ctx = browser.new_context(locale="en-US")
-    page = ctx.new_page()
+    page = watch_csp(ctx.new_page())
     page.set_default_timeout(15000)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -460,7 +496,7 @@ def test_rules_feeds_groups_audit_in_japanese(
     pages = {}
     for locale in ("en-US", "ja-JP"):
         ctx = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
-        pages[locale] = page = ctx.new_page()
+        pages[locale] = page = watch_csp(ctx.new_page())
         page.set_default_timeout(15000)
         page.on("pageerror", lambda e: errors.append(str(e)))
         login(page, base)

@@ -13,9 +13,17 @@ from tests.conftest import require_binary
 from tests.integration.test_resolver_service import ZONE
 from tests.integration.test_settings_api import UPLOAD, _rcode, _serve
 from tests.support.authserver import AuthServer
+from tests.support.browser import no_csp_violation, watch_csp
 from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _no_csp_violation() -> Iterator[None]:
+    """Every page these tests open works under the console's CSP: none reports a violation."""
+    with no_csp_violation():
+        yield
 
 
 @pytest.fixture
@@ -42,7 +50,7 @@ def test_feeds_and_groups_pages(tmp_path: Path, browser: object) -> None:
         m, api = _serve(tmp_path, up)
         toml = m.config.read_bytes()
         try:
-            page = browser.new_page()
+            page = watch_csp(browser.new_page())
             page.set_default_timeout(15000)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
