@@ -15,6 +15,7 @@ from mamori.web import (
     settings_openapi,  # noqa: F401 (its OPENAPI_PATHS)
     stats_api,  # noqa: F401 (its OPENAPI_PATHS)
 )
+from mamori.web.pdns_api import MAX_LIMIT
 
 _KEY: list[dict[str, list[str]]] = [{"apiKey": []}, {"basic": []}, {"authorization": []}]
 _FENCES = [
@@ -41,22 +42,24 @@ _SAF = {
     },
     "400": {"description": "bad request (message in the body)"},
     "401": {"description": "no or unknown API key"},
-    "429": {"description": "rate limit or daily quota (Retry-After)"},
-}
+    "404": {"description": "no such method, flex or search kind (message in the body)"},
+    "429": {"description": "rate limit or daily quota, or too many wrong keys from this"
+            " address (Retry-After)"},
+}  # fmt: skip
 
 
 def _path(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
     return {"get": {"summary": summary, "security": _KEY, "parameters": params, "responses": _SAF}}
 
 
-def _p(name: str, desc: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-        "description": desc,
-    }
+def _p(name: str, desc: str, enum: tuple[str, ...] = ()) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if enum:
+        schema["enum"] = list(enum)
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": desc}
+
+
+_METHOD = ("lookup", "summarize")
 
 
 SPEC: dict[str, Any] = {
@@ -88,12 +91,12 @@ SPEC: dict[str, Any] = {
                     {
                         "name": "dribble-paginate-count",
                         "in": "header",
-                        "schema": {"type": "integer"},
+                        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT},
                     },
                     {
                         "name": "dribble-paginate-cursor",
                         "in": "header",
-                        "schema": {"type": "integer"},
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 1 << 62},
                     },
                     {"name": "dribble-filter-rrtype", "in": "header", "schema": {"type": "string"}},
                     *_FENCES,
@@ -104,8 +107,12 @@ SPEC: dict[str, Any] = {
                         "headers": {"x-dribble-cursor": {"schema": {"type": "integer"}}},
                         "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
                     },
+                    "400": {"description": "bad request (message in the body)"},
                     "401": {"description": "no or unknown API key"},
-                    "429": {"description": "rate limit or quota"},
+                    "429": {
+                        "description": "rate limit or quota, or too many wrong keys from"
+                        " this address (Retry-After)"
+                    },
                 },
             }
         },
@@ -123,7 +130,7 @@ SPEC: dict[str, Any] = {
             "lookup|summarize by owner name (*.left and right.* wildcards); rrtype and"
             " bailiwick optional",
             [
-                _p("method", "lookup or summarize"),
+                _p("method", "lookup or summarize", _METHOD),
                 _p("name", "owner name"),
                 _p("rrtype", "optional"),
                 _p("bailiwick", "optional"),
@@ -134,7 +141,7 @@ SPEC: dict[str, Any] = {
         "/dnsdb/v2/{method}/rdata/name/{name}/{rrtype}": _path(
             "records whose rdata is a name (CNAME, NS, MX, PTR, SRV, DNAME targets)",
             [
-                _p("method", "lookup or summarize"),
+                _p("method", "lookup or summarize", _METHOD),
                 _p("name", "name"),
                 _p("rrtype", "optional"),
                 *_FENCES,
@@ -144,7 +151,7 @@ SPEC: dict[str, Any] = {
         "/dnsdb/v2/{method}/rdata/ip/{ip}": _path(
             "A/AAAA records of an address, a network (a.b.c.d,24) or a range (lo-hi)",
             [
-                _p("method", "lookup or summarize"),
+                _p("method", "lookup or summarize", _METHOD),
                 _p("ip", "address, network or range"),
                 *_FENCES,
                 *_PAGING,
@@ -153,8 +160,8 @@ SPEC: dict[str, Any] = {
         "/dnsdb/v2/{flex}/{what}/{value}/{rrtype}": _path(
             "flexible search: regex (RE2, linear time) or glob over rrnames or rdata",
             [
-                _p("flex", "regex or glob"),
-                _p("what", "rrnames or rdata"),
+                _p("flex", "regex or glob", ("regex", "glob")),
+                _p("what", "rrnames or rdata", ("rrnames", "rdata")),
                 _p("value", "pattern"),
                 _p("rrtype", "optional"),
                 *_PAGING,
