@@ -310,7 +310,7 @@ class SessionCheck:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = scope.get("session") if scope["type"] == "http" else None
-        if session and session.get("user"):
+        if session and session.get("user") and not str(scope["path"]).startswith(CACHEABLE):
             sid = str(session.get("sid", ""))
             user = await run_in_threadpool(self.keys.session_user, sid, self.idle, self.max_age)
             if user is None or user != session.get("user"):
