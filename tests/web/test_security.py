@@ -396,3 +396,5 @@ def test_ipv6_clients_are_counted_per_slash_64() -> None:
     assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
     assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
     assert client_key("192.0.2.1") == "192.0.2.1"
+    assert client_key("fe80::1%eth0") == "fe80::/64"
+    assert client_key("not an address") == "not an address"
