@@ -328,13 +328,28 @@ def group_names(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
     return tuple(feed_name(x, ctx, rc) for x in raw)
 
 
+_MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
+
+
 def client_ids(raw: Any, _ctx: Any, _rc: str) -> tuple[str, ...]:
-    """Device names (a DoH path or DoT/DoQ server-name label, AdGuard DNS style)."""
-    if not isinstance(raw, list) or not all(
-        isinstance(x, str) and re.fullmatch(r"[A-Za-z0-9-]{1,63}", x) for x in raw
-    ):
-        raise InvalidValueError("must be a list of device names: letters, digits, hyphens")
-    return tuple(x.lower() for x in raw)
+    """Device names: a DoH path or DoT/DoQ server-name label (AdGuard DNS style), or a
+    MAC address (EDNS client MAC; ``aa:bb:cc:dd:ee:ff`` or with hyphens, kept lowercase
+    with colons, as the query log shows it)."""
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise InvalidValueError("must be a list of device names or MAC addresses")
+    out = []
+    for x in raw:
+        low = x.lower()
+        if _MAC.fullmatch(low):
+            out.append(low.replace("-", ":"))
+        elif re.fullmatch(r"[a-z0-9-]{1,63}", low):
+            out.append(low)
+        else:
+            raise InvalidValueError(
+                f"{x!r} is neither a device name (letters, digits, hyphens) nor a MAC"
+                " address (aa:bb:cc:dd:ee:ff)"
+            )
+    return tuple(out)
 
 
 def feed_names(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
