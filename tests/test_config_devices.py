@@ -9,6 +9,7 @@ import pytest
 
 from mamori import config
 from mamori.errors import ConfigError
+from tests.support.testca import TestCA
 
 UP = '[upstream]\nservers = ["127.0.0.1:53"]\n'
 
@@ -56,6 +57,43 @@ def test_doh_canary_adds_the_built_in_zone_after_the_rules(tmp_path: Path) -> No
         _load(tmp_path, UP + '[[rpz]]\nname = "doh-canary.mamori"\nfile = "x.rpz"\n')
 
 
-def test_upstream_ca_file_is_relative_to_the_config(tmp_path: Path) -> None:
-    cfg = _load(tmp_path, UP + 'ca_file = "ca.pem"\n')
-    assert cfg.upstream.ca_file == tmp_path / "ca.pem"
+def test_upstream_ca_file_is_relative_to_the_config_and_must_load(tmp_path: Path) -> None:
+    ca = TestCA.make(tmp_path / "ca")
+    cfg = _load(tmp_path, UP + 'ca_file = "ca/ca.pem"\n')
+    assert cfg.upstream.ca_file == ca.cert
+    with pytest.raises(ConfigError, match=r"upstream\.ca_file: cannot load CA certificates from"):
+        _load(tmp_path, UP + 'ca_file = "missing.pem"\n')
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"m\.toml:\d+: upstream\.ca_file: cannot load"):
+        _load(tmp_path, UP + 'ca_file = "junk.pem"\n')
+
+
+@pytest.mark.parametrize(
+    ("server", "text"),
+    [
+        ("tls://192.0.2.1#dns.example.net", "tls://192.0.2.1:853#dns.example.net"),
+        ("tls://[2001:db8::1]:8853", "tls://[2001:db8::1]:8853"),
+        ("https://dns.example.net/dns-query", "https://dns.example.net:443/dns-query"),
+        (
+            "https://192.0.2.1:8443#dns.example.net",
+            "https://192.0.2.1:8443/dns-query#dns.example.net",
+        ),
+    ],
+)
+def test_encrypted_upstreams_parse(tmp_path: Path, server: str, text: str) -> None:
+    cfg = _load(tmp_path, f'[upstream]\nservers = ["{server}"]\n')
+    assert str(cfg.upstream.servers[0]) == text
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        ("tls://dns.example.net", "is not an IP address"),
+        ("tls://192.0.2.1#not_a_name", "is not a host name to verify"),
+        ("https://dns.example.net/q?x=1", "bad URL"),
+        ("quic://192.0.2.1", "unknown transport 'quic'"),
+    ],
+)
+def test_bad_encrypted_upstreams_say_why(tmp_path: Path, server: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"upstream\.servers: .*{message}"):
+        _load(tmp_path, f'[upstream]\nservers = ["{server}"]\n')

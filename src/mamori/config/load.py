@@ -366,6 +366,17 @@ def _convert(ctx: Ctx, section: str, key: str, raw: Any, resolv_conf: str) -> An
 
 
 def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
+    if cfg.upstream.ca_file is not None:
+        import ssl
+
+        try:
+            ssl.create_default_context(cafile=str(cfg.upstream.ca_file))
+        except (OSError, ssl.SSLError) as e:  # missing, unreadable, not PEM certificates
+            raise ctx.error(
+                "upstream",
+                "ca_file",
+                f"cannot load CA certificates from {cfg.upstream.ca_file}: {e}",
+            ) from None
     if resolver and not cfg.upstream.servers:
         raise ConfigError(
             ctx.path,
