@@ -30,14 +30,14 @@ import ssl
 import struct
 import time
 from pathlib import Path
-
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
+from typing import TYPE_CHECKING
 
 from mamori.config import UpstreamServer
 from mamori.dnsutil import wire
+
+if TYPE_CHECKING:  # imported when a DoH upstream is used (h2 takes ~0.1 s to import)
+    import h2.connection
+    import h2.events
 
 log = logging.getLogger("mamori.resolver.upstream")
 
@@ -134,7 +134,7 @@ class _Connection:
         error: BaseException = UpstreamConnectionError("the upstream closed the connection")
         try:
             await self.read(reader)
-        except (OSError, EOFError, asyncio.IncompleteReadError, h2.exceptions.ProtocolError) as e:
+        except (OSError, EOFError, asyncio.IncompleteReadError) as e:
             error = UpstreamConnectionError(f"connection lost: {e or e.__class__.__name__}")
         except asyncio.CancelledError:
             error = UpstreamConnectionError("connection closed")
@@ -225,6 +225,9 @@ class DohConnection(_Connection):
         self.authority = host if ep.port == 443 else f"{host}:{ep.port}"
 
     def opened(self, writer: asyncio.StreamWriter) -> None:
+        import h2.config
+        import h2.connection
+
         ssl_obj = writer.get_extra_info("ssl_object")
         if ssl_obj is None or ssl_obj.selected_alpn_protocol() != "h2":
             writer.close()
@@ -237,6 +240,8 @@ class DohConnection(_Connection):
     async def query(self, question: bytes, flags: int, opt: bytes) -> bytes:
         """One query; the raw answer (message ID 0). OSError when the server fails or
         answers other than 200 ``application/dns-message``."""
+        import h2.exceptions
+
         msg = wire.build_query(0, question[:-4], question[-4:], flags, opt)
         for attempt in (0, 1):
             reused = await self.ensure_open()
@@ -280,6 +285,8 @@ class DohConnection(_Connection):
         raise AssertionError("unreachable")
 
     async def read(self, reader: asyncio.StreamReader) -> None:
+        import h2.exceptions
+
         while True:
             data = await reader.read(65536)
             if not data:
@@ -287,11 +294,17 @@ class DohConnection(_Connection):
             conn, writer = self.h2, self.writer
             if conn is None or writer is None:
                 return
-            for event in conn.receive_data(data):
+            try:
+                events = conn.receive_data(data)
+            except h2.exceptions.ProtocolError as e:
+                raise UpstreamConnectionError(f"HTTP/2: {e}") from e
+            for event in events:
                 self._event(conn, event)
             writer.write(conn.data_to_send())
 
     def _event(self, conn: h2.connection.H2Connection, event: h2.events.Event) -> None:
+        import h2.events
+
         if isinstance(event, h2.events.ResponseReceived):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
