@@ -180,3 +180,29 @@ def test_the_pipeline_resolves_through_a_configured_doh_upstream(
     (resp,) = answers
     assert _addresses(resp) == {"192.0.2.1", "192.0.2.2"}
     assert dns.message.from_wire(resp).id == q.id
+
+
+def test_a_silent_tls_upstream_times_out_and_the_next_one_answers(peer: Peer) -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts TCP connections, never speaks TLS
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        servers = [f"tls://127.0.0.1:{port}#{NAME}", f"tls://127.0.0.1:{peer.dot}#{NAME}"]
+        pool = UpstreamPool(
+            UpstreamConfig(
+                servers=upstreams(servers, None, ""), timeout=0.5, attempts=2, ca_file=peer.ca.cert
+            )
+        )
+
+        async def run() -> str:
+            resp, name = await pool.resolve(WWW, 0x0100, False)
+            assert _addresses(resp) == {"192.0.2.1", "192.0.2.2"}
+            pool.close()
+            await asyncio.sleep(0)
+            return name
+
+        assert asyncio.run(run()) == servers[1]
+        stuck, good = pool.health()
+        assert (stuck.errors, good.errors) == (1, 0) and good.srtt > 0
