@@ -110,7 +110,8 @@ def test_a_mac_from_the_trusted_forwarder_names_the_device_over_udp_and_tcp(
     want = [(TRUSTED, "kids", PHONE, NX), (TRUSTED, "kids", PHONE, NX), (TRUSTED, "", "", OK),
             (OTHER, "", "", OK)]  # fmt: skip
     assert until(lambda: len(_logged(m, "www.example.test.")) == 4, 10)
-    assert _logged(m, "www.example.test.") == want
+    # with workers, their batches reach the writer in any order
+    assert sorted(_logged(m, "www.example.test.")) == sorted(want)
 
 
 def test_ddr_answer_through_kdig_validates_as_rfc_9462_svcb(
