@@ -108,6 +108,8 @@ def test_ddr_is_nodata_without_a_server_name_or_an_encrypted_listener(
 def test_ddr_is_refused_outside_allow_and_other_svcb_names_are_forwarded() -> None:
     m, _ = _ask('dot = ["127.0.0.1:8853"]', client="192.0.2.1")
     assert m.rcode() == dns.rcode.REFUSED and not m.answer
+    m, _ = _ask('dot = ["127.0.0.1:8853"]', use_edns=1)
+    assert m.rcode() == dns.rcode.BADVERS and not m.answer
     cfg = config.loads(BASE.format(server="", tls=TLS), Path("ddr.toml"))
     q = dns.message.make_query("_dns.example.net", "SVCB")
 

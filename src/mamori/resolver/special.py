@@ -18,6 +18,7 @@ from mamori.resolver.acl import ClientTable
 from mamori.resolver.ddr import DDR_NAME, QTYPE_SVCB, ddr_answer
 from mamori.resolver.query import (
     REASON_ACL,
+    REASON_BADVERS,
     REASON_DDR,
     REASON_FORMERR,
     REASON_META,
@@ -103,7 +104,8 @@ class SpecialMessages:
 
     def ddr(self, data: bytes, ip: str, tcp: bool, now: float, nend: int) -> bytes:
         """The DDR answer (RFC 9462): our encrypted endpoints as SVCB records, or NODATA
-        when there are none; REFUSED outside ``allow``, FORMERR for a bad OPT record.
+        when there are none; REFUSED outside ``allow``, FORMERR for a bad OPT record,
+        BADVERS for EDNS versions other than 0 (RFC 6891).
         Logged like any answer (outcome ``resolved``, reason ``ddr``, no upstream)."""
         clients = self.clients
         cl = clients.clients.get(ip) or clients.lookup(ip, now)
@@ -123,6 +125,10 @@ class SpecialMessages:
                 return self.formerr(data, ip, now, tcp)
             if end != len(data):
                 return self.formerr(data, ip, now, tcp)
+            if edns.version:
+                return self.replies.error(
+                    data, wire.BADVERS, ip, now, tcp, Outcome.ERROR, REASON_BADVERS, None, label
+                )
             opt = self.replies.opt_do if edns.do else self.replies.opt_plain
         elif qend != len(data):
             return self.formerr(data, ip, now, tcp)
