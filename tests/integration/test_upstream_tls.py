@@ -132,8 +132,11 @@ def test_a_wrong_ca_or_name_is_refused_and_logged(
     assert where in lines[0] and (NAME in lines[0] or "wrong.example.test" in lines[0])
 
 
-def test_a_connection_the_server_closed_is_opened_again(peer: Peer) -> None:
-    pool = _pool(f"tls://127.0.0.1:{peer.dot}#{NAME}", peer.ca.cert)
+@pytest.mark.parametrize("transport", ["tls", "https"])
+def test_a_connection_the_server_closed_is_opened_again(peer: Peer, transport: str) -> None:
+    server = (f"tls://127.0.0.1:{peer.dot}#{NAME}" if transport == "tls"
+              else f"https://127.0.0.1:{peer.doh}/dns-query#{NAME}")  # fmt: skip
+    pool = _pool(server, peer.ca.cert)
 
     async def run() -> None:
         assert _addresses((await pool.resolve(WWW, 0x0100, False))[0])
