@@ -14,6 +14,7 @@ declare -A need=(
   [rbldnsd]=rbldnsd
   [chromium]=chromium
   [clang]=clang
+  [dnsmasq]=dnsmasq-base
 )
 missing=()
 for bin in "${!need[@]}"; do

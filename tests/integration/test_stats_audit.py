@@ -34,7 +34,7 @@ NOW = time.time()
 def _row(ago: float, client: str, name: str, zone: str = "", outcome: str = "resolved") -> Any:
     rule, trigger, action = (f"{name}{zone}", "QNAME", "NXDOMAIN") if zone else ("", "", "")
     return (NOW - ago, client, name, 1, 3 if zone else 0, "", 0, "", False, "udp", zone,
-            rule, trigger, action, outcome, "", "")  # fmt: skip
+            rule, trigger, action, outcome, "", "", "")  # fmt: skip
 
 
 def _mamori(conf: Path, *args: str) -> str:

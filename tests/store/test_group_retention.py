@@ -19,7 +19,8 @@ def test_per_group_retention_deletes_only_that_groups_rows(tmp_path: Path) -> No
 
     def row(age_days: float, group: str) -> tuple[object, ...]:
         return (now - age_days * day, "192.0.2.1", f"{group or 'none'}-{age_days}.example.",
-                1, 0, "", 0, "", False, "udp", "", "", "", "", "resolved", "", group)  # fmt: skip
+                1, 0, "", 0, "", False, "udp", "", "", "", "", "resolved", "", group,
+                "")  # fmt: skip
 
     rows = [row(a, g) for a in (0.5, 2, 10, 40) for g in ("", "kids", "guests", "kids,guests")]
     store.write_queries(rows)  # type: ignore[arg-type]

@@ -59,7 +59,7 @@ def test_config_key(tmp_path: Path) -> None:
 
 def _row(client: str) -> tuple[object, ...]:
     return (1e9, client, "a.test.", 1, 0, "", 0, "", False, "udp", "", "", "", "", "resolved", "",
-            "")  # fmt: skip
+            "", "")  # fmt: skip
 
 
 def test_forget_client_address_or_network(tmp_path: Path) -> None:

@@ -69,9 +69,10 @@ def test_retention_prunes_old_rows(tmp_path: Path) -> None:
         "resolved",
         "",
         "",
+        "",
     )
     new = (now - 60, "192.0.2.1", "new.example.", 1, 0, "", 0, "", False, "udp", "", "", "", "",
-           "resolved", "", "")  # fmt: skip
+           "resolved", "", "", "")  # fmt: skip
     store.write_queries([old, new])
     w = EventWriter([], store, 0.01, retention_days=7)
     w._maybe_prune()
@@ -129,12 +130,12 @@ def test_policy_hit_counters_add_up_across_batches(tmp_path: Path) -> None:
 def test_hourly_counts_follow_the_query_log(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "q.db")
     row = (0.0, "192.0.2.1", "a.example.", 1, 0, "", 0, "", False, "udp", "", "", "", "",
-           "resolved", "", "")  # fmt: skip
+           "resolved", "", "", "")  # fmt: skip
     blocked = (0.0, "192.0.2.1", "b.example.", 1, 3, "", 0, "", False, "udp",
                "z.rpz.", "b.example.z.rpz", "QNAME", "NXDOMAIN", "blocked", "nxdomain",
-               "")  # fmt: skip
+               "", "")  # fmt: skip
     allowed = (0.0, "192.0.2.1", "c.example.", 1, 0, "", 0, "", True, "udp",
-               "z.rpz.", "c.example.z.rpz", "QNAME", "PASSTHRU", "cached", "", "")  # fmt: skip
+               "z.rpz.", "c.example.z.rpz", "QNAME", "PASSTHRU", "cached", "", "", "")  # fmt: skip
     store.write_queries([(7200.5, *row[1:]), (7300.0, *blocked[1:]), (10900.0, *row[1:])])
     store.write_queries([(7201.0, *blocked[1:]), (7202.0, *allowed[1:])])
     counts = store.db.execute("SELECT * FROM query_counts ORDER BY hour").fetchall()

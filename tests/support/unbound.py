@@ -14,8 +14,13 @@ from tests.support.net import free_port
 
 
 class Unbound:
-    def __init__(self, binary: str, workdir: Path, forward_port: int, extra: str = "") -> None:
+    def __init__(
+        self, binary: str, workdir: Path, forward_port: int, extra: str = "", server_extra: str = ""
+    ) -> None:
+        """*extra*: clauses after the forward zone; *server_extra*: lines of the server
+        clause (each indented two spaces, newline-terminated)."""
         self.binary = binary
+        self.server_extra = server_extra
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -34,7 +39,8 @@ class Unbound:
             '  module-config: "respip iterator"\n'
             # test. is one of Unbound's locally served zones (RFC 6761): let it forward.
             '  local-zone: "test." nodefault\n'
-            "remote-control:\n  control-enable: no\n"
+            + self.server_extra
+            + "remote-control:\n  control-enable: no\n"
             f'forward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@{self.forward_port}\n'
             + self.extra
         )

@@ -22,7 +22,7 @@ def row(name: str, zone: str = "", action: str = "", outcome: str = "resolved",
         client: str = "192.0.2.7", ts: float | None = None) -> tuple:  # type: ignore[type-arg]  # fmt: skip
     return (ts or time.time(), client, name, 1, 3 if outcome == "blocked" else 0, "", 0, "",
             False, "udp", zone, name if zone else "", "qname" if zone else "", action, outcome,
-            "", "")  # fmt: skip
+            "", "", "")  # fmt: skip
 
 
 def category_data(page: str) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """Command line: serve, check, web, and the zones, feeds, pdns, keys, users, reports,
-rules, store groups.
+rules, store, profile groups.
 
 One module per command group; this module only assembles them.
 """
@@ -12,6 +12,7 @@ from mamori import __version__
 from mamori.cli.feeds import feeds
 from mamori.cli.keys import keys, reports, users
 from mamori.cli.pdns import pdns
+from mamori.cli.profile import profile
 from mamori.cli.rules import rules
 from mamori.cli.serve import check, serve, web
 from mamori.cli.store import store
@@ -24,7 +25,7 @@ def cli() -> None:
     """mamori: DNS firewall, threat datasets and passive DNS."""
 
 
-for command in (serve, web, check, zones, feeds, pdns, keys, reports, users, rules, store):
+for command in (serve, web, check, zones, feeds, pdns, keys, reports, users, rules, store, profile):
     cli.add_command(command)
 
 

@@ -18,6 +18,7 @@ from mamori.config.feeds import DatasetConfig, FeedConfig, PdnsConfig, dataset_f
 from mamori.config.keys import CONVERTERS
 from mamori.config.overlay import Origin, Provenance, overlay_path
 from mamori.config.sections import (
+    CANARY_ZONE,
     BlockpageConfig,
     CacheConfig,
     Config,
@@ -33,6 +34,7 @@ from mamori.config.sections import (
     TlsConfig,
     UpstreamConfig,
     WebConfig,
+    canary_zone,
     dataset_zone,
     feed_zone,
     rules_zones,
@@ -216,8 +218,11 @@ def _finish(ctx: Ctx, cfg: Config, resolver: bool) -> Config:
     for i, z in enumerate(rpz):
         if z.name == "rules.mamori." or z.name.endswith(".rules.mamori."):
             raise ctx.error("rpz", "name", f"{z.name} is managed by mamori ([rules])", i)
-    # The local rules first: an allow rule beats every other zone.
-    return dataclasses.replace(cfg, rpz=rules_zones(cfg) + rpz + feeds + datasets)
+        if z.name == CANARY_ZONE:
+            raise ctx.error("rpz", "name", f"{z.name} is mamori's ([server] doh_canary)", i)
+    # The local rules first: an allow rule beats every other zone; then the DoH canary.
+    zones = rules_zones(cfg) + canary_zone(cfg) + rpz + feeds + datasets
+    return dataclasses.replace(cfg, rpz=zones)
 
 
 def _merge_overlay(
@@ -361,6 +366,17 @@ def _convert(ctx: Ctx, section: str, key: str, raw: Any, resolv_conf: str) -> An
 
 
 def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
+    if cfg.upstream.ca_file is not None:
+        import ssl
+
+        try:
+            ssl.create_default_context(cafile=str(cfg.upstream.ca_file))
+        except (OSError, ssl.SSLError) as e:  # missing, unreadable, not PEM certificates
+            raise ctx.error(
+                "upstream",
+                "ca_file",
+                f"cannot load CA certificates from {cfg.upstream.ca_file}: {e}",
+            ) from None
     if resolver and not cfg.upstream.servers:
         raise ConfigError(
             ctx.path,

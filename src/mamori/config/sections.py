@@ -35,6 +35,11 @@ class ServerConfig:
     dot: tuple[Endpoint, ...] = ()
     doh: tuple[Endpoint, ...] = ()
     doq: tuple[Endpoint, ...] = ()
+    # Clients (prefixes) whose EDNS client-MAC option (65001 raw, 65073 text/base64, as
+    # dnsmasq --add-mac sends them) names the device; () = nobody: the option is spoofable
+    trust_client_mac: tuple[str, ...] = ()
+    # Answer Firefox's canary use-application-dns.net NXDOMAIN (its DoH stays off)
+    doh_canary: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class UpstreamConfig:
     attempts: int = 3
     down_after: int = 3
     down_for: float = 10.0
+    # PEM CA bundle that tls:// and https:// upstreams must chain to (None: system CAs)
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -263,6 +270,16 @@ def zone_feeds(cfg: Config) -> dict[str, FeedConfig]:
 
 
 RULES_ZONE = "rules.mamori."
+CANARY_ZONE = "doh-canary.mamori."
+
+
+def canary_zone(cfg: Config) -> tuple[RpzConfig, ...]:
+    """The built-in zone answering Firefox's DoH canary ``use-application-dns.net``
+    NXDOMAIN, when ``[server] doh_canary = true`` (a file shipped in the package)."""
+    if not cfg.server.doh_canary:
+        return ()
+    shipped = Path(__file__).resolve().parents[1] / "data" / "doh-canary.rpz"
+    return (RpzConfig(name=CANARY_ZONE, file=shipped),)
 
 
 def rules_zones(cfg: Config) -> tuple[RpzConfig, ...]:

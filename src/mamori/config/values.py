@@ -28,11 +28,25 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class UpstreamServer:
+    """One ``[upstream] servers`` entry.
+
+    *transport*: "udp" (with TCP fallback on TC=1), "tcp", "tls" (DNS over TLS, RFC
+    7858) or "https" (DNS over HTTPS, RFC 8484). For "https" the endpoint's host may
+    be a host name (resolved by the system when connecting); otherwise an address.
+    *tls_name*: the name the server's certificate must carry ("tls", "https"; "" = its
+    address); *path*: the DoH URL's path ("https").
+    """
+
     endpoint: Endpoint
-    transport: str = "udp"  # "udp" (with TCP fallback on TC=1) or "tcp"
+    transport: str = "udp"
+    tls_name: str = ""
+    path: str = ""
 
     def __str__(self) -> str:
-        return f"{self.transport}://{self.endpoint}"
+        name = f"#{self.tls_name}" if self.tls_name and self.tls_name != self.endpoint.host else ""
+        if self.transport == "https":
+            return f"https://{self.endpoint}{self.path}{name}"
+        return f"{self.transport}://{self.endpoint}{name}"
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,41 @@ def read_resolv_conf(path: str) -> list[str]:
     return servers
 
 
+_HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_HOST_NAME = re.compile(rf"{_HOST_LABEL}(\.{_HOST_LABEL})*")
+
+
+def _tls_name(name: str, item: str) -> str:
+    low = name.lower().rstrip(".")
+    if not _HOST_NAME.fullmatch(low):
+        raise InvalidValueError(f"{name!r} in {item!r} is not a host name to verify")
+    return low
+
+
+def _encrypted_upstream(transport: str, text: str, item: str) -> UpstreamServer:
+    """``tls://ADDR[:853][#name]`` or ``https://HOST[:443][/path][#name]``."""
+    text, _, name = text.partition("#")
+    tls_name = _tls_name(name, item) if name else ""
+    if transport == "tls":
+        return UpstreamServer(parse_endpoint(text, 853), "tls", tls_name)
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit("https://" + text)
+        port = url.port or 443
+    except ValueError as e:
+        raise InvalidValueError(f"bad URL {item!r}: {e}") from None
+    host = url.hostname or ""
+    if url.query or url.username or not host:
+        raise InvalidValueError(f"bad URL {item!r} (https://HOST[:PORT]/path)")
+    try:
+        endpoint = Endpoint(str(ipaddress.ip_address(host)), port)
+    except ValueError:
+        endpoint = Endpoint(_tls_name(host, item), port)
+        tls_name = tls_name or endpoint.host
+    return UpstreamServer(endpoint, "https", tls_name, url.path or "/dns-query")
+
+
 def upstreams(raw: Any, _ctx: Any, resolv_conf: str) -> tuple[UpstreamServer, ...]:
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
@@ -219,8 +268,13 @@ def upstreams(raw: Any, _ctx: Any, resolv_conf: str) -> tuple[UpstreamServer, ..
         text = item.strip()
         if "://" in text:
             transport, _, text = text.partition("://")
+            if transport in ("tls", "https"):
+                out.append(_encrypted_upstream(transport, text, item))
+                continue
             if transport not in ("udp", "tcp"):
-                raise InvalidValueError(f"unknown transport {transport!r} in {item!r} (udp or tcp)")
+                raise InvalidValueError(
+                    f"unknown transport {transport!r} in {item!r} (udp, tcp, tls or https)"
+                )
         if text == "system":
             try:
                 addrs = read_resolv_conf(resolv_conf)
@@ -328,13 +382,28 @@ def group_names(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
     return tuple(feed_name(x, ctx, rc) for x in raw)
 
 
+_MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
+
+
 def client_ids(raw: Any, _ctx: Any, _rc: str) -> tuple[str, ...]:
-    """Device names (a DoH path or DoT/DoQ server-name label, AdGuard DNS style)."""
-    if not isinstance(raw, list) or not all(
-        isinstance(x, str) and re.fullmatch(r"[A-Za-z0-9-]{1,63}", x) for x in raw
-    ):
-        raise InvalidValueError("must be a list of device names: letters, digits, hyphens")
-    return tuple(x.lower() for x in raw)
+    """Device names: a DoH path or DoT/DoQ server-name label (AdGuard DNS style), or a
+    MAC address (EDNS client MAC; ``aa:bb:cc:dd:ee:ff`` or with hyphens, kept lowercase
+    with colons, as the query log shows it)."""
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise InvalidValueError("must be a list of device names or MAC addresses")
+    out = []
+    for x in raw:
+        low = x.lower()
+        if _MAC.fullmatch(low):
+            out.append(low.replace("-", ":"))
+        elif re.fullmatch(r"[a-z0-9-]{1,63}", low):
+            out.append(low)
+        else:
+            raise InvalidValueError(
+                f"{x!r} is neither a device name (letters, digits, hyphens) nor a MAC"
+                " address (aa:bb:cc:dd:ee:ff)"
+            )
+    return tuple(out)
 
 
 def feed_names(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:

@@ -167,7 +167,7 @@ class EventWriter(threading.Thread):
             ts, client, key, rcode, answer, latency, upstream, outcome, reason, tcp, hit = event[
                 :11
             ]
-            group = event[11]
+            group, _, device = event[11].partition("@")  # policy.groups.group_label's text
             qname, qtype = question_text(key, memo)
             zone = rule = trigger = action = ""
             label = _LABELS.get(outcome, str(outcome))
@@ -195,7 +195,7 @@ class EventWriter(threading.Thread):
             rows.append(
                 (ts, client_text(client), qname, qtype, rcode, answer, latency, upstream,
                  outcome == Outcome.CACHED, "tcp" if tcp else "udp", zone, rule, trigger, action,
-                 label, reason, group)
+                 label, reason, group, device)
             )  # fmt: skip
         if rows:
             self.store.write_queries(rows)

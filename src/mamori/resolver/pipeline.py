@@ -10,9 +10,12 @@ and, for DROP, logged with outcome ``dropped``). The stages, in order:
    (other opcodes and unusual section counts: ``_unusual``)
 2. question: hand-parsed, no dnspython; malformed -> FORMERR
 3. control traffic: NOTIFY, AXFR/IXFR, SOA/NS of a zone we publish -> the
-   control plane (``routing.ControlLink``), before any client check
+   control plane (``routing.ControlLink``), before any client check; SVCB
+   ``_dns.resolver.arpa`` (DDR, RFC 9462) answered locally (ddr.py)
 4. client: ACL (REFUSED outside ``allow``), UDP rate limit (acl.py)
-5. OPT record (EDNS0): payload size, DO bit; bad -> FORMERR / BADVERS
+5. OPT record (EDNS0): payload size, DO bit; bad -> FORMERR / BADVERS. Options are
+   read only when there are some and the client is a trusted forwarder ([server]
+   trust_client_mac): its EDNS client MAC (dnsutil/clientmac.py) names the device
 6. policy pre-check: Client-IP, QNAME (one index probe; memoised by name) ->
    rewritten answer (rewrite.py)
 7. cache: fresh hit -> patch ID/flags/TTLs, send                    [fast path]
@@ -39,12 +42,14 @@ from typing import Any
 
 from mamori.config import Config
 from mamori.dnsutil import wire
+from mamori.dnsutil.clientmac import client_mac
 from mamori.policy.engine import Policy
 from mamori.policy.groups import GroupClassifier
 from mamori.policy.model import Match
 from mamori.resolver.acl import ClientState, ClientTable
 from mamori.resolver.active_policy import PolicySlots
 from mamori.resolver.cache import Cache, Entry
+from mamori.resolver.ddr import QTYPE_SVCB, ddr_records, ddr_summary
 from mamori.resolver.events import AnswerTap, EventQueue
 from mamori.resolver.follow import CnameFollower
 from mamori.resolver.postcheck import PENDING, Decision, PostCheck
@@ -103,7 +108,7 @@ class Pipeline:
         )
         self.rewrite = Rewrite(self.replies, self.follower, self.spawn)
         self.special = SpecialMessages(self.replies, control)
-        self._special_types: tuple[bytes, ...] = TYPE_XFR
+        self._special_types: tuple[bytes, ...] = (*TYPE_XFR, QTYPE_SVCB)
         self.policy: Policy | None = None
         # Response rate limiting ([rrl]): the UDP listeners pass every answer through it
         # (batchio.py, server.py); None when off.
@@ -121,9 +126,11 @@ class Pipeline:
         groups = GroupClassifier(
             ((g.name, g.clients) for g in cfg.groups), ((g.name, g.client_ids) for g in cfg.groups)
         )
-        self.clients = ClientTable(s.allow, s.rate_burst, self.slots, groups)
+        self.clients = ClientTable(s.allow, s.rate_burst, self.slots, groups, s.trust_client_mac)
         self._client_get = self.clients.clients.get
         self.special.clients = self.clients
+        self.special.ddr_records = ddr_records(cfg)
+        self.special.ddr_summary = ddr_summary(cfg)
         self.rate = s.rate_limit
         self.burst = s.rate_burst
         self.max_udp = s.max_udp_size
@@ -147,7 +154,7 @@ class Pipeline:
     def set_routes(self, routes: Routes) -> None:
         """What goes to the control plane (published zones, transfers, NOTIFY)."""
         self.special.routes = routes
-        self._special_types = (*TYPE_XFR, *routes.types)
+        self._special_types = (*TYPE_XFR, QTYPE_SVCB, *routes.types)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a slow-path coroutine, kept referenced until done (drained at stop)."""
@@ -232,6 +239,10 @@ class Pipeline:
                     data, wire.BADVERS, ip, now, tcp, Outcome.ERROR, REASON_BADVERS, None,
                     cl.slot.label,
                 )  # fmt: skip
+            if rdlen and cl.mac_trusted:  # EDNS options from a trusted LAN forwarder
+                mac = client_mac(data, qend + 11, n)
+                if mac:
+                    cl = self.clients.device(ip, mac, now)
             do = 1 if oflags & 0x8000 else 0
             limit = 65535 if tcp else min(max(payload, 512), self.max_udp)
             opt = self.replies.opt_do if do else self.replies.opt_plain

@@ -62,6 +62,7 @@ REASON_UPSTREAM = "upstream-failed"  # every upstream failed (SERVFAIL, or STALE
 REASON_UPSTREAM_SERVFAIL = "upstream-servfail"  # an upstream answered SERVFAIL
 REASON_UPSTREAM_REFUSED = "upstream-refused"  # an upstream answered REFUSED (EDE 22 added)
 REASON_RECHECK = "recheck-timer"  # STALE: upstreams failed recently (RFC 8767 section 5)
+REASON_DDR = "ddr"  # RESOLVED locally: _dns.resolver.arpa SVCB (RFC 9462, resolver/ddr.py)
 
 
 class Query:

@@ -1,4 +1,5 @@
-"""Forwarding to upstream resolvers: UDP with TCP fallback on TC=1, or TCP only.
+"""Forwarding to upstream resolvers: UDP with TCP fallback on TC=1, TCP only, or
+encrypted: DNS over TLS and over HTTPS on persistent connections (upstream_tls.py).
 
 Each upstream keeps a smoothed RTT and a consecutive-failure count. Queries go
 to the healthy upstream with the lowest smoothed RTT first and fail over to the
@@ -24,6 +25,7 @@ from typing import Protocol, cast
 
 from mamori.config import UpstreamConfig, UpstreamServer
 from mamori.dnsutil import wire
+from mamori.resolver.upstream_tls import DohConnection, DotConnection, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +133,9 @@ class Upstream:
 
     def __init__(self, server: UpstreamServer, cfg: UpstreamConfig) -> None:
         self.server = server
-        self.name = str(server.endpoint)
+        # plain upstreams by address (as the query log always showed them); encrypted
+        # ones as configured (tls://ADDR:PORT#name, https://HOST:PORT/path)
+        self.name = str(server.endpoint) if server.transport in ("udp", "tcp") else str(server)
         self.cfg = cfg
         self.srtt = 0.0  # 0 = never measured yet
         self.fails = 0
@@ -144,6 +148,7 @@ class Upstream:
         self.latency_sum = 0.0
         self._channels: list[_UdpChannel] = []
         self._rr = 0
+        self._encrypted: DotConnection | DohConnection | None = None
 
     # -- health -------------------------------------------------------------
     def is_up(self, now: float) -> bool:
@@ -188,13 +193,30 @@ class Upstream:
         """Send one query; return the raw answer (TCP retry on TC=1)."""
         self.queries += 1
         opt = wire.build_opt(EDNS_PAYLOAD, do)
-        if self.server.transport == "tcp":
+        transport = self.server.transport
+        if transport in ("tls", "https"):
+            conn = self._encrypted
+            if conn is None:
+                conn = self._encrypted = self._connect_encrypted()
+            async with asyncio.timeout(self.cfg.timeout):
+                return await conn.query(question, flags, opt)
+        if transport == "tcp":
             return await self._query_tcp(question, flags, opt)
         resp = await self._query_udp(question, flags, opt)
         if resp[2] & 0x02:  # TC
             self.tcp_fallbacks += 1
             return await self._query_tcp(question, flags, opt)
         return resp
+
+    def _connect_encrypted(self) -> DotConnection | DohConnection:
+        ca = self.cfg.ca_file
+        conn: DotConnection | DohConnection
+        if self.server.transport == "tls":
+            conn = DotConnection(self.server, tls_context(ca), self.name)
+        else:
+            conn = DohConnection(self.server, tls_context(ca, ["h2"]), self.name)
+        conn.ca_file = ca
+        return conn
 
     async def _channel(self) -> _UdpChannel:
         chans = self._channels
@@ -256,6 +278,9 @@ class Upstream:
             if ch.transport is not None:
                 ch.transport.close()
         self._channels.clear()
+        if self._encrypted is not None:
+            self._encrypted.close()
+            self._encrypted = None
 
 
 class UpstreamPool:

@@ -28,13 +28,16 @@ class QueryRow(NamedTuple):
     outcome: str
     reason: str  # why, for outcomes that have one: the action, "acl", "upstream-failed" ...
     client_group: str  # the client's [[group]] names, comma-joined ("" when none)
+    # the device's name when the client named itself (DoH path, DoT/DoQ server name, EDNS
+    # client MAC as aa:bb:cc:dd:ee:ff); "" for a client known by its address only
+    device: str
 
 
 # Policy hit counter: (zone, trigger, action, hits, first hit, last hit UNIX time)
 HitCount = tuple[str, str, str, int, float, float]
 
 QueryRowTuple = tuple[
-    float, str, str, int, int, str, int, str, bool, str, str, str, str, str, str, str, str
+    float, str, str, int, int, str, int, str, bool, str, str, str, str, str, str, str, str, str
 ]
 
 

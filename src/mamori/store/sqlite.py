@@ -82,6 +82,8 @@ _MIGRATIONS = {
 _ADDED_COLUMNS = (
     # the client's [[group]] names, comma-joined ("" for none)
     ("query_log", "client_group", "TEXT NOT NULL DEFAULT ''"),
+    # the device's name (DoH path, DoT/DoQ server name, EDNS client MAC; "" for none)
+    ("query_log", "device", "TEXT NOT NULL DEFAULT ''"),
 )
 
 BLOCKED_OUTCOMES = ("blocked", "dropped")  # policy replaced the answer, or sent none
@@ -124,8 +126,8 @@ class SQLiteStore:
                 self.db.executemany(
                     "INSERT INTO query_log (ts, client, qname, qtype, rcode, answer, latency_us,"
                     " upstream, cache_hit, transport, policy_zone, policy_rule, policy_trigger,"
-                    " policy_action, outcome, reason, client_group)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " policy_action, outcome, reason, client_group, device)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
                 hours: dict[int, list[int]] = {}

@@ -185,6 +185,7 @@ class Api:
             action,
             str_param(request, "zone"),
             since,
+            device=str_param(request, "device", 64),
         )
         before = int_param(request, "before", None, 1, (1 << 63) - 1)
         limit = int_param(request, "limit", 50, 1, MAX_LIMIT)
@@ -400,6 +401,15 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
             "policy_action": {"type": "string", "nullable": True},
             "outcome": {"type": "string", "nullable": True},
             "reason": {"type": "string", "nullable": True},
+            "client_group": {
+                "type": "string",
+                "description": "the client's [[group]] names, comma-joined",
+            },
+            "device": {
+                "type": "string",
+                "description": "the device's name (DoH path, DoT/DoQ server name, EDNS client"
+                " MAC aa:bb:cc:dd:ee:ff); empty for a client known by its address only",
+            },
         },
     },
     "QueryList": {
@@ -538,6 +548,11 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "blocked, allowed, or a policy action (nxdomain, passthru...)",
                 ),
                 _q("zone", _TEXT, "policy zone"),
+                _q(
+                    "device",
+                    {"type": "string", "maxLength": 64, "pattern": _NO_NUL},
+                    "device name (exact): a DoH path or DoT/DoQ name, or a MAC address",
+                ),
                 _q(
                     "since",
                     {"type": "string", "pattern": "^(-?[0-9]{1,12})?$"},

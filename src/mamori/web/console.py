@@ -293,7 +293,8 @@ class Console:
             except ValueError:
                 since = None
         f = QueryFilter(p.get("client", "").strip(), p.get("name", "").strip(),
-                        p.get("action", ""), p.get("zone", "").strip(), since)  # fmt: skip
+                        p.get("action", ""), p.get("zone", "").strip(), since,
+                        device=p.get("device", "").strip())  # fmt: skip
         return f, since_text
 
     async def queries(self, request: Request) -> Response:
@@ -476,6 +477,7 @@ def _query_row(r: tuple[Any, ...]) -> dict[str, Any]:
         "zone": r[9], "rule": r[10], "action": r[11], "outcome": r[12],
         "blocked": r[12] in ("blocked", "dropped"),
         "group": r[14] if len(r) > 14 else "",  # the client's [[group]]s (query log v7+)
+        "device": r[15] if len(r) > 15 else "",  # the name the client gave itself
     }  # fmt: skip
 
 

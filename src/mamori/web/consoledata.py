@@ -16,10 +16,14 @@ TOP_QUERIED_SCAN = 50_000  # "top queried names": among the newest logged querie
 PAGE = 50
 QUERY_COLUMNS = ("id", "ts", "client", "qname", "qtype", "rcode", "answer", "cache_hit",
                  "upstream", "policy_zone", "policy_rule", "policy_action", "outcome",
-                 "reason", "client_group")  # fmt: skip
+                 "reason", "client_group", "device")  # fmt: skip
 # a query row's fields by name (rows are tuples in QUERY_COLUMNS order); "group": the
-# client's [[group]] names, comma-joined ("" when none)
-QUERY_FIELD = {**{c: i for i, c in enumerate(QUERY_COLUMNS)}, "group": len(QUERY_COLUMNS) - 1}
+# client's [[group]] names, comma-joined ("" when none); "device": the name a client gave
+# itself (DoH path, DoT/DoQ server name, EDNS client MAC; "" when none)
+QUERY_FIELD = {
+    **{c: i for i, c in enumerate(QUERY_COLUMNS)},
+    "group": QUERY_COLUMNS.index("client_group"),
+}
 # Blocks of a zone that has no category are counted under this prefix and the zone's name
 ZONE_LABEL = "zone: "
 # Outcomes that are blocks: policy replaced the answer, or sent none (not PASSTHRU, not
@@ -43,6 +47,7 @@ class QueryFilter:
     zone: str = ""
     since: float | None = None
     until: float | None = None
+    device: str = ""  # a device name (exact, lowercase)
 
     def sql(self) -> tuple[str, list[Any]]:
         parts: list[str] = []
@@ -50,6 +55,9 @@ class QueryFilter:
         if self.client:
             parts.append("client = ?")
             args.append(self.client)
+        if self.device:
+            parts.append("device = ?")
+            args.append(self.device.lower())
         if self.name:
             parts.append("qname LIKE ? ESCAPE '\\'")
             text = self.name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
