@@ -149,8 +149,28 @@ class Policy:
         self._branches: dict[tuple[int, bytes, bool], tuple[dict[int, Branch], Branch]] = {}
         # Client groups: does any zone apply to some groups only? Views by zones kept.
         self.has_groups = any(st.groups for st in settings)
-        self.base = self  # the policy version this is a view of (itself for the whole)
+        # The policy version this is a view of: None for the whole policy (``base``
+        # is then the policy itself, without a reference to itself: no reference
+        # cycle, so a replaced version is freed as soon as nothing uses it, with
+        # no help from the cyclic GC, which the data plane keeps away, gc.freeze()).
+        self._base: Policy | None = None
         self._views: dict[tuple[int, ...], Policy] = {}
+
+    @property
+    def base(self) -> Policy:
+        """The policy version this is a view of (itself for the whole policy)."""
+        return self if self._base is None else self._base
+
+    def retire(self) -> None:
+        """Forget the views made of this version (a newer one replaced it).
+
+        A view and its whole policy refer to each other; without this the pair
+        is only freed by the cyclic GC, and the data plane freezes every object
+        alive at a swap (``gc.freeze()``), so a replaced version with its memos
+        (up to *qname_memo* names) would stay in memory for good. Views still in
+        use keep working (each keeps its ``base``).
+        """
+        self._views.clear()
 
     @classmethod
     def from_loaded(
@@ -188,7 +208,7 @@ class Policy:
                 next(_VIEW_VERSIONS),
                 self._memo_size,
             )
-            view.base = self
+            view._base = self
             self._views[keep] = view
         return view
 

@@ -89,13 +89,16 @@ class PolicySlots:
         return slot
 
     def set_policy(self, policy: Policy | None) -> None:
-        """A new policy version: every slot gets its view of it."""
-        self.policy = policy
+        """A new policy version: every slot gets its view of it; the replaced one is
+        retired (its views forgotten: freed with it, see ``Policy.retire``)."""
+        old, self.policy = self.policy, policy
         made: dict[int, ActivePolicy] = {}
         for groups, slot in self.slots.items():
             slot.active = self._active(groups, made)
         for (groups, _device), dslot in self.devices.items():
             dslot.active = self.slot(groups).active
+        if old is not None and old is not policy:
+            old.retire()
 
     def _active(
         self, groups: tuple[str, ...], made: dict[int, ActivePolicy]
