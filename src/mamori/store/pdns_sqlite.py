@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,14 @@ CREATE TABLE IF NOT EXISTS nxdomain (
     count INTEGER NOT NULL,
     PRIMARY KEY (rrname, rrtype)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pdns_ingest (
+    file TEXT PRIMARY KEY,  -- capture identity: ingest.file_identity (content, not path)
+    path TEXT NOT NULL,  -- where it was last read from (information only)
+    size INTEGER NOT NULL,  -- bytes
+    messages INTEGER NOT NULL,  -- DNS messages of the capture whose tuples are committed
+    complete INTEGER NOT NULL,  -- 1: the whole capture is in the store
+    updated INTEGER NOT NULL  -- UNIX seconds
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sensors (
     sensor TEXT PRIMARY KEY,
     observations INTEGER NOT NULL,
@@ -93,6 +102,22 @@ ON CONFLICT (sensor) DO UPDATE SET
 # (rrname, rrtype, rdata, bailiwick) -> [time_first, time_last, count]
 Tuples = dict[tuple[str, int, str, str], list[int]]
 NxTuples = dict[tuple[str, int], list[int]]
+
+
+@dataclass(frozen=True)
+class FileProgress:
+    """How much of one capture is committed (written with its tuples, in one transaction).
+
+    ``file``: the capture's identity (hex digest); ``path``: where it was read;
+    ``size``: bytes; ``messages``: DNS messages read from its start whose tuples are
+    committed; ``complete``: the whole capture is.
+    """
+
+    file: str
+    path: str
+    size: int
+    messages: int
+    complete: bool
 
 
 @dataclass(frozen=True)
@@ -164,8 +189,11 @@ class PdnsSQLite:
         tuples: Tuples,
         nx: NxTuples | None = None,
         sensors: dict[str, tuple[int, int]] | None = None,
+        progress: FileProgress | None = None,
     ) -> None:
-        """Upsert aggregated tuples (and NXDOMAIN tuples, sensor counts) in one transaction."""
+        """Upsert aggregated tuples (and NXDOMAIN tuples, sensor counts) in one transaction,
+        with *progress*, the capture position these tuples bring the store to (a crash
+        leaves both or neither: a resumed ingest counts nothing twice)."""
         rnames: dict[str, str] = {}  # names repeat across types: reverse each once
         for name, _t, _r, _b in tuples:
             if name not in rnames:
@@ -213,6 +241,20 @@ class PdnsSQLite:
                 self.db.executemany(
                     _UPSERT_SENSOR, [(s, n, last) for s, (n, last) in sensors.items()]
                 )
+            if progress is not None:
+                p = progress
+                self.db.execute(
+                    "INSERT OR REPLACE INTO pdns_ingest VALUES (?, ?, ?, ?, ?, ?)",
+                    (p.file, p.path, p.size, p.messages, int(p.complete), int(time.time())),
+                )
+
+    def ingested(self, file: str) -> tuple[int, bool]:
+        """(messages committed, complete) of the capture with identity *file*; (0, False)
+        for one never seen."""
+        row = self.db.execute(
+            "SELECT messages, complete FROM pdns_ingest WHERE file = ?", (file,)
+        ).fetchone()
+        return (int(row[0]), bool(row[1])) if row else (0, False)
 
     def compact(self, before: int) -> tuple[int, int]:
         """Drop tuples (and NXDOMAIN rows) last seen before *before*; names no tuple
