@@ -36,8 +36,11 @@ import dns.rcode
 import dns.zone
 import pytest
 
+from mamori.xfr.zonefile import read_journal
+from tests.conftest import require_binary
 from tests.integration.test_resolver_service import ZONE
 from tests.support.authserver import AuthServer
+from tests.support.bind import Bind
 from tests.support.feedserver import FeedServer
 from tests.support.mamori_proc import MamoriProcess
 from tests.support.wait import until
@@ -47,12 +50,48 @@ pytestmark = pytest.mark.integration
 
 KILLS = 20
 BLOCKED = "www.example.test."  # in every version of the feed (the upstream answers it)
+IXFR_BLOCKED = "alias.example.test"  # in every version of the transferred policy zone
 
 
 @pytest.fixture
 def upstream() -> Iterator[AuthServer]:
     with AuthServer(ZONE, "example.test.") as srv:
         yield srv
+
+
+class Primary:
+    """BIND as the primary of policy zone rpz.test: each ``bump`` is a new serial that
+    reaches mamori as NOTIFY + IXFR (or by its refresh at start)."""
+
+    def __init__(self, tmp: Path, notify_port: int) -> None:
+        self.zone = tmp / "bind" / "rpz.test.zone"
+        self.serial = 1
+        self.zone.parent.mkdir()
+        self._write()
+        zones = (
+            'zone "rpz.test" { type primary; file "DIR/rpz.test.zone"; allow-transfer { any; };'
+            " ixfr-from-differences yes; max-ixfr-ratio unlimited; notify explicit;"
+            f" also-notify {{ 127.0.0.1 port {notify_port}; }}; }};\n"
+        )
+        self.bind = Bind(require_binary("named"), self.zone.parent, zones).start("rpz.test")
+
+    def _write(self) -> None:
+        # one rule changes per serial: BIND keeps many small deltas in its journal
+        # (bounded to twice the zone's size), so a secondary a few serials behind gets IXFR
+        rules = [IXFR_BLOCKED + " CNAME .", f"s{self.serial}.ixfr.example CNAME ."] + [
+            f"filler-{k}.ixfr.example CNAME ." for k in range(300)
+        ]
+        self.zone.write_text(
+            f"$TTL 60\n@ SOA ns.rpz.test. hostmaster.rpz.test. {self.serial} 1 1 600 30\n"
+            "@ NS localhost.\n" + "\n".join(rules) + "\n"
+        )
+        # BIND looks at the file's time: one second later each time, whatever the clock
+        os.utime(self.zone, (time.time() + self.serial, time.time() + self.serial))
+
+    def bump(self) -> None:
+        self.serial += 1
+        self._write()
+        self.bind.reload()
 
 
 def _feed(version: int) -> bytes:
@@ -86,6 +125,8 @@ def _serials(store: Path) -> dict[str, int]:
     service keeps (a half-written one fails here)."""
     out: dict[str, int] = {}
     for path in sorted(store.rglob("*")):
+        if path.parts[len(store.parts)] in ("bind", "web"):
+            continue  # the test's primary and feed host
         if not path.is_file() or path.name.startswith("."):
             continue  # .NAME.*.tmp: a temporary file a kill left behind (never read)
         if path.suffix in (".json", ".meta"):
@@ -95,6 +136,17 @@ def _serials(store: Path) -> dict[str, int]:
         elif path.suffix == ".zone":
             zone = dns.zone.from_file(str(path), relativize=False, check_origin=False)
             out[path.name] = int(zone.get_soa().serial)
+        elif path.suffix == ".jnl":  # IXFR journal: the serial its complete batches reach
+            zone_file = path.with_suffix("")
+            serial = int(
+                dns.zone.from_file(str(zone_file), relativize=False, check_origin=False)
+                .get_soa()
+                .serial
+            )
+            for d in read_journal(zone_file):
+                if d.old == serial:
+                    serial = d.new
+            out[path.name] = serial
         elif path.suffix == ".entries":
             lines = path.read_text().splitlines()
             assert lines and lines[0].startswith("# feed "), path
@@ -152,6 +204,11 @@ def test_serve_killed_at_random_points_keeps_files_serials_and_committed_rows(
         '[publish]\nallow = ["127.0.0.1/32"]\n'
     )
     m = MamoriProcess(tmp_path, [f"127.0.0.1:{upstream.port}"], extra=feed)
+    primary = Primary(tmp_path, m.port)
+    m.config.write_text(
+        m.config.read_text()
+        + f'[[rpz]]\nname = "rpz.test"\nprimary = "127.0.0.1:{primary.bind.port}"\n'
+    )
     # commits once a second: a kill finds up to a second of events in memory
     m.config.write_text(
         m.config.read_text().replace("flush_interval = 0.05", "flush_interval = 1.0")
@@ -175,6 +232,7 @@ def test_serve_killed_at_random_points_keeps_files_serials_and_committed_rows(
     try:
         for it in range(KILLS + 1):
             (tmp_path / "web" / "list.txt").write_bytes(_feed(it))
+            primary.bump()  # transferred at start (the refresh), or while it starts
             zone = tmp_path / "feeds" / "crashfeed.rpz"
             if zone.exists():  # due now: this start fetches the changed feed
                 os.utime(zone, (0, 0))
@@ -196,11 +254,14 @@ def test_serve_killed_at_random_points_keeps_files_serials_and_committed_rows(
                 # the service answers, with the last good version of the feed in force
                 assert until(lambda: ask(BLOCKED) == dns.rcode.NXDOMAIN, 20), m.stderr()[-3000:]
                 assert ask("mail.example.test.", "MX") == dns.rcode.NOERROR
+                assert ask(IXFR_BLOCKED + ".") == dns.rcode.NXDOMAIN  # the transferred zone
             if it == KILLS:
                 runs.append((0, first_id, 0))  # where the rows of the killed runs end
                 break
             load = Load(m.port, f"run{it}") if serving else None
             time.sleep(max(0.0, rng.uniform(time.monotonic(), kill_at) - time.monotonic()))
+            if serving:
+                primary.bump()  # NOTIFY + IXFR while it serves
             if m.db.exists():
                 committed = _rows(m.db)  # read as committed: must survive the kill
             time.sleep(max(0.0, kill_at - time.monotonic()))
@@ -214,6 +275,7 @@ def test_serve_killed_at_random_points_keeps_files_serials_and_committed_rows(
     finally:
         m.stop()
         srv.close()
+        primary.bind.stop()
     assert len(kill_points) == KILLS
     print("kill points (s after start, serving):", kill_points)
     assert sum(serving for _, serving in kill_points) >= KILLS // 2, kill_points
