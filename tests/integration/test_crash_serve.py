@@ -147,6 +147,9 @@ def _serials(store: Path) -> dict[str, int]:
                 if d.old == serial:
                     serial = d.new
             out[path.name] = serial
+        elif path.suffix in (".sqlite", ".db"):  # feed provenance, audit, query log
+            with sqlite3.connect(path, timeout=10) as c:
+                assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",), path
         elif path.suffix == ".entries":
             lines = path.read_text().splitlines()
             assert lines and lines[0].startswith("# feed "), path
