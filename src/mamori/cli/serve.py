@@ -184,6 +184,7 @@ def _pdns_tap(cfg: config_mod.Config, parts: Any) -> TapWriter | None:
     writer = TapWriter(
         tap, store, sensor, cfg.pdns.flush_interval, cfg.pdns.nxdomain, cfg.pdns.retention_days
     )
+    writer.begin()  # what the last run lost, if it crashed
     writer.start()
     log.info("passive DNS: upstream answers recorded in %s (sensor %s)", store.path, sensor)
     return writer

@@ -32,9 +32,7 @@ seconds are not counted. The number is logged and kept as ``lost_at_last_crash``
 from __future__ import annotations
 
 import logging
-import mmap
 import os
-import struct
 import threading
 import time
 from collections import deque
@@ -49,6 +47,7 @@ from mamori.resolver.events import DRAIN_MAX, Event, EventQueue
 from mamori.resolver.query import Outcome
 from mamori.store.base import QueryLogStore, WriterMark
 from mamori.store.privacy import masker
+from mamori.store.runs import ReceivedNote
 from mamori.threads import lower_thread_priority
 
 log = logging.getLogger(__name__)
@@ -169,9 +168,7 @@ class EventWriter(threading.Thread):
         crashed (call before ``start``)."""
         noted = self.received_note.read() if self.received_note else None
         try:
-            if noted is not None:
-                self.store.note_received(*noted)  # before the run is judged
-            self.run_id, last = self.store.begin_run(os.getpid())
+            self.run_id, last = self.store.begin_run(os.getpid(), noted)
         except Exception as e:
             log.error("query log: cannot record the writer's run: %s", e)
             return
@@ -319,44 +316,6 @@ class EventWriter(threading.Thread):
                 "policy hits since start: %s",
                 ", ".join(f"{z} {n}" for z, n in sorted(self.zone_hits.items())),
             )
-
-
-class ReceivedNote:
-    """A run's events received (taken from the queues or waiting in them), noted between
-    commits in a 16-byte memory-mapped file: run id and count, little-endian u64 each.
-    Stores into the mapping cost no system call; the page cache keeps them when the
-    process is killed (not at a power loss: the count is then only lower)."""
-
-    SIZE = 16
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._map: mmap.mmap | None = None
-
-    def read(self) -> tuple[int, int] | None:
-        """(run id, events received) noted by the last run, or None (no or bad file)."""
-        try:
-            data = self.path.read_bytes()
-        except OSError:
-            return None
-        if len(data) != self.SIZE:
-            return None
-        run, received = struct.unpack("<QQ", data)
-        return (run, received) if run else None
-
-    def start(self, run: int) -> None:
-        """Note for run *run* from now on (count 0). Errors are logged, not raised."""
-        try:
-            with self.path.open("wb") as f:
-                f.write(struct.pack("<QQ", run, 0))
-            with self.path.open("r+b") as f:
-                self._map = mmap.mmap(f.fileno(), self.SIZE)
-        except OSError as e:
-            log.warning("query log: cannot note received events in %s: %s", self.path, e)
-
-    def update(self, received: int) -> None:
-        if self._map is not None:
-            struct.pack_into("<Q", self._map, 8, received)
 
 
 def group_days(groups: Iterable[GroupConfig]) -> dict[str, int]:

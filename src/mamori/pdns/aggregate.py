@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from mamori.pdns.decode import from_wire
 from mamori.pdns.model import Nxdomain, Observation
+from mamori.store.base import WriterMark
 from mamori.store.pdns_sqlite import FileProgress, NxTuples, PdnsSQLite, Tuples
 
 
@@ -76,13 +77,18 @@ class Aggregator:
     def __len__(self) -> int:
         return len(self.tuples) + len(self.nx)
 
-    def flush(self, store: PdnsSQLite, progress: FileProgress | None = None) -> int:
-        """Write what was gathered (with *progress*, in the same transaction); return how
-        many tuples were written."""
-        if not self.tuples and not self.nx and not self.sensors and progress is None:
+    def flush(
+        self,
+        store: PdnsSQLite,
+        progress: FileProgress | None = None,
+        mark: WriterMark | None = None,
+    ) -> int:
+        """Write what was gathered (with *progress* or *mark*, in the same transaction);
+        return how many tuples were written."""
+        if not (self.tuples or self.nx or self.sensors or progress or mark):
             return 0
         n = len(self.tuples)
         sensors = {k: (v[0], v[1]) for k, v in self.sensors.items()}
-        store.write(self.tuples, self.nx, sensors, progress)
+        store.write(self.tuples, self.nx, sensors, progress, mark)
         self.tuples, self.nx, self.sensors, self.pending = {}, {}, {}, 0
         return n

@@ -80,11 +80,11 @@ class QueryLogStore(Protocol):
         """Append rows (QueryRow or plain tuples in the same field order) in one transaction,
         with the writer's *mark* (its counts as of this commit) in the same transaction."""
 
-    def begin_run(self, pid: int) -> tuple[int, WriterRun | None]:
-        """Record a writer run's start; (its id, the previous run or None)."""
-
-    def note_received(self, run: int, received: int) -> None:
-        """Raise run *run*'s received count to *received* (noted after its last commit)."""
+    def begin_run(
+        self, pid: int, noted: tuple[int, int] | None = None
+    ) -> tuple[int, WriterRun | None]:
+        """Record a writer run's start; (its id, the previous run or None). *noted*: the
+        previous run's (run, received) noted after its last commit (store/runs.py)."""
 
     def end_run(self, mark: WriterMark) -> None:
         """The run stopped cleanly (its final drain committed)."""

@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mamori.store import runs
+from mamori.store.base import WriterMark, WriterRun
 from mamori.store.pdns_keys import (
     ip_key,
     prefix_range,
@@ -178,6 +180,7 @@ class PdnsSQLite:
         self.db.execute(f"PRAGMA cache_size = -{CACHE_KB}")
         if not readonly:
             self.db.executescript(_SCHEMA)
+            self.db.execute(runs.ddl("tap_runs"))  # the resolver tap's crash accounting
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -190,10 +193,12 @@ class PdnsSQLite:
         nx: NxTuples | None = None,
         sensors: dict[str, tuple[int, int]] | None = None,
         progress: FileProgress | None = None,
+        mark: WriterMark | None = None,
     ) -> None:
         """Upsert aggregated tuples (and NXDOMAIN tuples, sensor counts) in one transaction,
         with *progress*, the capture position these tuples bring the store to (a crash
-        leaves both or neither: a resumed ingest counts nothing twice)."""
+        leaves both or neither: a resumed ingest counts nothing twice); *mark*: the
+        resolver tap's counts as of this commit (store/runs.py)."""
         rnames: dict[str, str] = {}  # names repeat across types: reverse each once
         for name, _t, _r, _b in tuples:
             if name not in rnames:
@@ -223,11 +228,11 @@ class PdnsSQLite:
             self.db.executemany("INSERT OR IGNORE INTO names (rrname, uname) VALUES (?, ?)", names)
             # The keyword index takes the new names in one statement (3x faster
             # than a row trigger): the names above its high-water mark.
-            mark = self.db.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
+            fts_mark = self.db.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
             self.db.execute(
                 "INSERT INTO names_fts (rowid, rrname, uname)"
                 " SELECT id, rrname, uname FROM names WHERE id > ?",
-                (mark[0] if mark else 0,),
+                (fts_mark[0] if fts_mark else 0,),
             )
             self.db.execute(
                 "INSERT OR REPLACE INTO meta"
@@ -241,12 +246,27 @@ class PdnsSQLite:
                 self.db.executemany(
                     _UPSERT_SENSOR, [(s, n, last) for s, (n, last) in sensors.items()]
                 )
+            if mark is not None:
+                runs.mark(self.db, "tap_runs", mark)
             if progress is not None:
                 p = progress
                 self.db.execute(
                     "INSERT OR REPLACE INTO pdns_ingest VALUES (?, ?, ?, ?, ?, ?)",
                     (p.file, p.path, p.size, p.messages, int(p.complete), int(time.time())),
                 )
+
+    def begin_run(
+        self, pid: int, noted: tuple[int, int] | None = None
+    ) -> tuple[int, WriterRun | None]:
+        """Record the start of a resolver tap run (``tap_runs``); (its id, the previous
+        run or None). Raises sqlite3.Error."""
+        with self.lock, self.db:
+            return runs.begin(self.db, "tap_runs", pid, noted)
+
+    def end_run(self, mark: WriterMark) -> None:
+        """The tap stopped cleanly after its final drain."""
+        with self.lock, self.db:
+            runs.mark(self.db, "tap_runs", mark, clean=True)
 
     def ingested(self, file: str) -> tuple[int, bool]:
         """(messages committed, complete) of the capture with identity *file*; (0, False)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mamori.errors import StoreError
+from mamori.store import runs
 from mamori.store.base import HitCount, QueryRowTuple, WriterMark, WriterRun
 
 SCHEMA_VERSION = 6
@@ -89,17 +89,7 @@ _ADDED_COLUMNS = (
 _ADDED_TABLES = (
     # one row per run of the query-log writer (control/writer.py), updated in the same
     # transaction as the rows it commits: what a crash lost is known at the next start
-    """CREATE TABLE IF NOT EXISTS writer_runs (
-        run         INTEGER PRIMARY KEY,
-        pid         INTEGER NOT NULL,
-        started     REAL    NOT NULL,  -- UNIX time
-        updated     REAL    NOT NULL,  -- UNIX time of the last commit
-        received    INTEGER NOT NULL DEFAULT 0,  -- events taken in or waiting, at that commit
-        committed   INTEGER NOT NULL DEFAULT 0,  -- events whose rows are committed
-        failed      INTEGER NOT NULL DEFAULT 0,  -- events in batches the store refused
-        clean       INTEGER NOT NULL DEFAULT 0,  -- 1: stopped after its final drain
-        lost_before INTEGER NOT NULL DEFAULT 0   -- events the previous run lost (a crash)
-    )""",
+    runs.ddl("writer_runs"),
 )
 
 BLOCKED_OUTCOMES = ("blocked", "dropped")  # policy replaced the answer, or sent none
@@ -161,54 +151,32 @@ class SQLiteStore:
                     [(h, q, b) for h, (q, b) in hours.items()],
                 )
                 if mark is not None:
-                    self._mark(mark)
+                    runs.mark(self.db, "writer_runs", mark)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
 
-    def _mark(self, m: WriterMark, clean: bool = False) -> None:
-        self.db.execute(
-            "UPDATE writer_runs SET updated = ?, received = ?, committed = ?, failed = ?,"
-            " clean = ? WHERE run = ?",
-            (time.time(), m.received, m.committed, m.failed, int(clean), m.run),
-        )
-
-    def begin_run(self, pid: int) -> tuple[int, WriterRun | None]:
+    def begin_run(
+        self, pid: int, noted: tuple[int, int] | None = None
+    ) -> tuple[int, WriterRun | None]:
         """Record the start of a writer run; (its run id, the previous run or None).
+        *noted*: the previous run's (run, received) noted after its last commit.
         Raises sqlite3.Error."""
         with self._lock:
-            row = self.db.execute(
-                "SELECT run, pid, started, updated, received, committed, failed, clean"
-                " FROM writer_runs ORDER BY run DESC LIMIT 1"
-            ).fetchone()
-            last = None
-            if row:
-                run, was, started, updated, received, committed, failed, clean = row
-                last = WriterRun(run, was, started, updated, received, committed, failed,
-                                 bool(clean))  # fmt: skip
-            now = time.time()
-            cur = self.db.execute(
-                "INSERT INTO writer_runs (pid, started, updated, lost_before) VALUES (?, ?, ?, ?)",
-                (pid, now, now, last.lost if last else 0),
-            )
-            # a few runs are enough to explain the last crash
-            self.db.execute(
-                "DELETE FROM writer_runs WHERE run <= ?", (int(cur.lastrowid or 0) - 100,)
-            )
-            return int(cur.lastrowid or 0), last
-
-    def note_received(self, run: int, received: int) -> None:
-        """Raise run *run*'s received count to *received* (noted after its last commit)."""
-        with self._lock:
-            self.db.execute(
-                "UPDATE writer_runs SET received = max(received, ?) WHERE run = ?", (received, run)
-            )
+            self.db.execute("BEGIN")
+            try:
+                out = runs.begin(self.db, "writer_runs", pid, noted)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            return out
 
     def end_run(self, mark: WriterMark) -> None:
         """The writer stopped cleanly after its final drain (nothing waiting was lost)."""
         with self._lock:
-            self._mark(mark, clean=True)
+            runs.mark(self.db, "writer_runs", mark, clean=True)
 
     def add_policy_hits(self, counts: Sequence[HitCount]) -> None:
         with self._lock:
