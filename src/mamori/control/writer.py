@@ -269,14 +269,15 @@ class EventWriter(threading.Thread):
                  outcome == Outcome.CACHED, "tcp" if tcp else "udp", zone, rule, trigger, action,
                  label, reason, group)
             )  # fmt: skip
-        # the rows and this run's counts in one transaction (the batch counted committed)
-        self.store.write_queries(rows, self.mark(len(batch)))
+        # the rows, their policy-hit counts and this run's counts in one transaction
+        # (the batch counted committed)
+        hit_counts = [
+            (z, t, a, int(n), first, last) for (z, t, a), (n, first, last) in counts.items()
+        ]
+        self.store.write_queries(rows, self.mark(len(batch)), hit_counts)
         self.committed += len(batch)
         self.written += len(rows)
         if counts:
-            self.store.add_policy_hits(
-                [(z, t, a, int(n), first, last) for (z, t, a), (n, first, last) in counts.items()]
-            )
             for (z, _t, a), (n, _f, _l) in counts.items():
                 self.zone_hits[z] = self.zone_hits.get(z, 0) + int(n)
                 self.actions[(z, a)] = self.actions.get((z, a), 0) + int(n)

@@ -76,9 +76,15 @@ class WriterRun:
 
 
 class QueryLogStore(Protocol):
-    def write_queries(self, rows: Sequence[QueryRowTuple], mark: WriterMark | None = None) -> None:
+    def write_queries(
+        self,
+        rows: Sequence[QueryRowTuple],
+        mark: WriterMark | None = None,
+        hits: Sequence[HitCount] = (),
+    ) -> None:
         """Append rows (QueryRow or plain tuples in the same field order) in one transaction,
-        with the writer's *mark* (its counts as of this commit) in the same transaction."""
+        with the writer's *mark* (its counts as of this commit) and the batch's policy-hit
+        counts (*hits*, added as ``add_policy_hits`` does) in the same transaction."""
 
     def begin_run(
         self, pid: int, noted: tuple[int, int] | None = None

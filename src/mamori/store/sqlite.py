@@ -127,9 +127,14 @@ class SQLiteStore:
             if column not in have:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
-    def write_queries(self, rows: Sequence[QueryRowTuple], mark: WriterMark | None = None) -> None:
+    def write_queries(
+        self,
+        rows: Sequence[QueryRowTuple],
+        mark: WriterMark | None = None,
+        hits: Sequence[HitCount] = (),
+    ) -> None:
         """Append *rows* in one transaction, with the writer's *mark* (its counts as of
-        this commit) in the same one. Raises sqlite3.Error."""
+        this commit) and the batch's policy *hits* in the same one. Raises sqlite3.Error."""
         with self._lock:
             self.db.execute("BEGIN")
             try:
@@ -150,6 +155,8 @@ class SQLiteStore:
                     " queries = queries + excluded.queries, blocked = blocked + excluded.blocked",
                     [(h, q, b) for h, (q, b) in hours.items()],
                 )
+                if hits:
+                    self._add_hits(hits)
                 if mark is not None:
                     runs.mark(self.db, "writer_runs", mark)
             except BaseException:
@@ -178,18 +185,21 @@ class SQLiteStore:
         with self._lock:
             runs.mark(self.db, "writer_runs", mark, clean=True)
 
+    def _add_hits(self, counts: Sequence[HitCount]) -> None:
+        self.db.executemany(
+            "INSERT INTO policy_hits (zone, trigger, action, hits, first_hit, last_hit)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (zone, trigger, action) DO UPDATE SET"
+            " hits = hits + excluded.hits,"
+            " first_hit = min(first_hit, excluded.first_hit),"
+            " last_hit = max(last_hit, excluded.last_hit)",
+            counts,
+        )
+
     def add_policy_hits(self, counts: Sequence[HitCount]) -> None:
         with self._lock:
             self.db.execute("BEGIN")
             try:
-                self.db.executemany(
-                    "INSERT INTO policy_hits (zone, trigger, action, hits, first_hit, last_hit)"
-                    " VALUES (?,?,?,?,?,?) ON CONFLICT (zone, trigger, action) DO UPDATE SET"
-                    " hits = hits + excluded.hits,"
-                    " first_hit = min(first_hit, excluded.first_hit),"
-                    " last_hit = max(last_hit, excluded.last_hit)",
-                    counts,
-                )
+                self._add_hits(counts)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
