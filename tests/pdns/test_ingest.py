@@ -60,17 +60,20 @@ def test_tcp_capture_is_reassembled(store: PdnsSQLite) -> None:
     }  # fmt: skip
 
 
-def test_udp_pcapng_aggregates_counts_and_times(store: PdnsSQLite) -> None:
+def test_udp_pcapng_aggregates_counts_and_times(tmp_path: Path, store: PdnsSQLite) -> None:
     ingest([PCAP / "gopassivedns__100_udp_lookups.pcap"], store, "test")
     rows = _tuples(store)
     assert sum(row[5] for row in rows) == 50  # 50 responses, one A record each
     (rec,) = store.rrset("www.fark.com")
     assert rec.rdata == "64.191.171.200" and rec.time_first <= rec.time_last
-    # the same capture again: counts double, times unchanged
-    ingest([PCAP / "gopassivedns__100_udp_lookups.pcap"], store, "test")
+    # the same capture again (even under another name): already in the store, nothing changes
+    copy = tmp_path / "renamed.pcapng"
+    copy.write_bytes((PCAP / "gopassivedns__100_udp_lookups.pcap").read_bytes())
+    again_result = ingest([copy], store, "test")
+    assert again_result.already == 1 and again_result.observations == 0
     (again,) = store.rrset("www.fark.com")
-    assert again.count == 2 * rec.count and again.time_first == rec.time_first
-    assert store.sensors()[0][:2] == ("test", 100)
+    assert again == rec
+    assert store.sensors()[0][:2] == ("test", 50)
 
 
 def _response(name: str, rdtype: str, *rdata: str, qid: int = 7) -> bytes:

@@ -246,11 +246,11 @@ def feeds_export(config_path: str, name: str, fmt: str, output: str | None) -> N
         if output is None:
             written, left = lists.write(fmt, name, category, rows, sys.stdout, target(action))
         else:
-            tmp = output + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                written, left = lists.write(fmt, name, category, rows, f, target(action))
-            import os
+            from pathlib import Path
 
-            os.replace(tmp, output)
+            from mamori.atomicfile import replacing
+
+            with replacing(Path(output)) as f:
+                written, left = lists.write(fmt, name, category, rows, f, target(action))
     note = f", {left} left out (not expressible in {fmt})" if left else ""
     click.echo(f"{name}: {written} entries written{note}", err=True)

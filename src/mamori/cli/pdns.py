@@ -32,11 +32,21 @@ def _store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsSQLite:
 @config_option
 @click.option("--sensor", default="", help="Sensor id for these captures (default: pcap:HOST).")
 @click.option("--no-nxdomain", is_flag=True, help="Do not keep NXDOMAIN observations.")
+@click.option(
+    "--commit-every",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Commit (with the capture's position) every N DNS messages: what a crash re-reads.",
+)
 @click.argument("captures", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 def pdns_ingest(
-    config_path: str, sensor: str, no_nxdomain: bool, captures: tuple[str, ...]
+    config_path: str, sensor: str, no_nxdomain: bool, commit_every: int, captures: tuple[str, ...]
 ) -> None:
-    """Read pcap/pcapng CAPTURES into the passive DNS store of the config."""
+    """Read pcap/pcapng CAPTURES into the passive DNS store of the config.
+
+    Safe to interrupt (even kill -9) and run again: what was committed is not
+    counted twice, and captures already ingested are skipped."""
     from mamori.cli.util import progress
     from mamori.pdns.ingest import ingest
     from mamori.pdns.sensors.pcap import CaptureError
@@ -52,6 +62,7 @@ def pdns_ingest(
                 sensor or f"pcap:{socket.gethostname()}",
                 report,  # type: ignore[arg-type]
                 keep_nxdomain=not no_nxdomain and cfg.pdns.nxdomain,
+                commit_every=commit_every,
             )
     except (CaptureError, OSError) as e:
         fail(MamoriError(str(e)))

@@ -58,9 +58,8 @@ def serve(config_path: str) -> None:
     finally:
         if alerts is not None:
             alerts.stop()
-        for child in children:
-            child.terminate()
-            child.wait(30)
+        if children is not None:
+            children.stop()
         if tap_writer is not None:
             tap_writer.stop()
             tap_writer.store.close()
@@ -149,18 +148,23 @@ def _alerts(cfg: config_mod.Config, runtime: Any) -> Any:
     return engine
 
 
-def _pdns_children(cfg: config_mod.Config) -> list[Any]:
+def _pdns_children(cfg: config_mod.Config) -> Any:
     """[pdns] dnstap / capture: collectors in child processes (their parsing stays off
-    the DNS loop)."""
-    import subprocess
+    the DNS loop), restarted with back-off when they die (control/children.py)."""
     import sys
 
-    out = []
+    from mamori.control.children import Child, ChildSupervisor
+
+    children = []
     for wanted, command in ((cfg.pdns.dnstap, "collect"), (cfg.pdns.capture, "capture")):
         if wanted:
-            cmd = [sys.executable, "-m", "mamori", "pdns", command, "--config", str(cfg.path)]
-            out.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL))
-    return out
+            argv = [sys.executable, "-m", "mamori", "pdns", command, "--config", str(cfg.path)]
+            children.append(Child(f"pdns {command}", argv))
+    if not children:
+        return None
+    supervisor = ChildSupervisor(children)
+    supervisor.start()
+    return supervisor
 
 
 def _pdns_tap(cfg: config_mod.Config, parts: Any) -> TapWriter | None:
@@ -180,6 +184,7 @@ def _pdns_tap(cfg: config_mod.Config, parts: Any) -> TapWriter | None:
     writer = TapWriter(
         tap, store, sensor, cfg.pdns.flush_interval, cfg.pdns.nxdomain, cfg.pdns.retention_days
     )
+    writer.begin()  # what the last run lost, if it crashed
     writer.start()
     log.info("passive DNS: upstream answers recorded in %s (sensor %s)", store.path, sensor)
     return writer

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mamori import atomicfile
 from mamori.errors import ConfigError
 
 OVERLAY_NAME = "console.toml"
@@ -148,23 +147,7 @@ def dumps(doc: dict[str, Any]) -> str:
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace *path* with *data*: a temporary file beside it, fsync, rename, fsync the
     directory (a crash leaves the old file or the new one, never half of one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    atomicfile.write_atomic(path, data, mode)
 
 
 def write_doc(path: Path, doc: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mamori.atomicfile import replacing_bytes, write_atomic
 from mamori.config import RpzConfig
 from mamori.policy.compiled import (
     FORMAT_VERSION,
@@ -124,24 +125,16 @@ class PolicyFiles:
 
         Blocking file I/O: run it in a thread (it releases the GIL while writing).
         """
-        self.dir.mkdir(parents=True, exist_ok=True)
         path = self.new_path(name)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with replacing_bytes(path) as f:
             f.writelines(parts)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
         return str(path)
 
     def record(self, name: str, path: str, source: str) -> None:
         """Make *path* the current file of *name* (the manifest is rewritten atomically)."""
         self.current[name] = {"file": path, "source": source}
         self._identity[path] = _stat(Path(path))
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.manifest_path.with_name("manifest.json.tmp")
-        tmp.write_text(json.dumps(self.current, indent=1, sort_keys=True))
-        os.replace(tmp, self.manifest_path)
+        write_atomic(self.manifest_path, json.dumps(self.current, indent=1, sort_keys=True))
 
     def prune(self, keep: set[str]) -> None:
         """Delete compiled files not in *keep* (mappings of deleted files stay valid)."""
@@ -208,16 +201,9 @@ def main(argv: list[str]) -> int:
     except (ZoneError, OSError, ValueError) as e:
         print(json.dumps({"ok": False, "error": str(e)}), flush=True)
         return 0
-    tmp = Path(out + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
+        write_atomic(Path(out), data)
     except OSError as e:  # e.g. a full disk: one line, not a traceback
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         print(json.dumps({"ok": False, "error": f"cannot write {out}: {e.strerror or e}"}))
         return 0
     verdict = {

@@ -143,14 +143,17 @@ class ControlPlane:
         cfg, parts, rt = self.cfg, self.parts, self.runtime
         await self.manager.start()
         assert parts.store is not None
-        self.events = EventQueue(cfg.store.queue_size)
-        sources = [queue_source(self.events), self.inbox.drain]
+        self.events = events = EventQueue(cfg.store.queue_size)
+        sources = [queue_source(events), self.inbox.drain]
         self.writer = EventWriter(
             sources, parts.store, cfg.store.flush_interval, cfg.store.query_log_days,
             cfg.store.client_addresses,
             group_days(cfg.groups),
+            backlog=lambda: len(events.items) + self.inbox.count,
+            received_path=cfg.store.path.with_name(cfg.store.path.name + "-events"),
         )  # fmt: skip
         self.writer.hit_listeners.extend(rt.hit_listeners)
+        self.writer.begin()  # what the last run lost, if it crashed
         self.writer.start()
         rt.writer, rt.subs = self.writer, self.subs
         rt.policy_source = lambda: self.manager.policy

@@ -12,15 +12,32 @@ as ``[store] client_addresses`` says (store/privacy.py); the alert rules get
 them whole, in memory, and apply the same rule to what they keep and send. A
 batch the store refuses (disk full, locked) is counted as failed and dropped:
 the DNS path never waits for the disk.
+
+Crash accounting (docs/architecture.md, "Crash safety"): a committed row is on
+disk (SQLite WAL; it survives a kill of the process). What waits in memory
+(the queues, a batch being written) is lost when the process is killed. Each
+run of the writer has a ``writer_runs`` row updated in the same transaction as
+every batch: events received (taken from the queues, or waiting in them, at
+that commit), committed, failed. Between commits, every ``SAMPLE_EVERY``
+seconds, the writer also notes the events received so far in a small
+memory-mapped file beside the database (``<db>-events``: no system call, and
+the page cache keeps it when the process is killed). A run that stops normally
+marks itself clean after its final drain; at the next start a run not marked
+clean is reported: it lost at least (received, the larger of the two notes) -
+committed - failed events; those that arrived in its last ``SAMPLE_EVERY``
+seconds are not counted. The number is logged and kept as ``lost_at_last_crash``
+(and in the next run's ``writer_runs.lost_before``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import dns.rdatatype
 
@@ -28,14 +45,16 @@ from mamori.config import GroupConfig
 from mamori.dnsutil import wire
 from mamori.resolver.events import DRAIN_MAX, Event, EventQueue
 from mamori.resolver.query import Outcome
-from mamori.store.base import QueryLogStore
+from mamori.store.base import QueryLogStore, WriterMark
 from mamori.store.privacy import masker
+from mamori.store.runs import ReceivedNote
 from mamori.threads import lower_thread_priority
 
 log = logging.getLogger(__name__)
 rpz_log = logging.getLogger("mamori.rpz")
 
 PRUNE_EVERY = 3600.0
+SAMPLE_EVERY = 0.1  # seconds between notes of the events received (crash accounting)
 NAME_MEMO_MAX = 100_000
 _LABELS = {o.value: o.label for o in Outcome}
 
@@ -107,9 +126,13 @@ class EventWriter(threading.Thread):
         retention_days: int,
         client_addresses: str = "full",
         group_days: dict[str, int] | None = None,
+        backlog: Callable[[], int] | None = None,
+        received_path: Path | None = None,
     ) -> None:
         """*retention_days*: of the query log (0: forever); *group_days*: per group
-        name, its own (0: forever; groups not in it use *retention_days*)."""
+        name, its own (0: forever; groups not in it use *retention_days*); *backlog*:
+        how many events wait in the sources now, and *received_path* the file noting
+        the events received between commits (the crash accounting)."""
         super().__init__(name="mamori-event-writer", daemon=True)
         self.sources = sources
         self.store = store
@@ -121,7 +144,13 @@ class EventWriter(threading.Thread):
         self.mask_client_rules = client_addresses != "full"
         self.group_days = group_days or {}
         self.written = 0
-        self.failed = 0
+        self.failed = 0  # events of batches the store refused
+        self.backlog = backlog or (lambda: 0)
+        self.received = 0  # events taken from the sources since start
+        self.committed = 0  # events whose rows are committed
+        self.run_id = 0  # this run's writer_runs row (0: none, the store refused)
+        self.lost_at_last_crash = 0  # events the previous run lost (a crash), at start
+        self.received_note = ReceivedNote(received_path) if received_path else None
         self._stop_flag = threading.Event()
         self._last_prune = 0.0
         self._names: dict[bytes, tuple[str, int]] = {}
@@ -134,12 +163,54 @@ class EventWriter(threading.Thread):
         # called after each batch with its policy hits (the alert rules); must not block
         self.hit_listeners: list[Callable[[list[HitRecord]], None]] = []
 
+    def begin(self) -> None:
+        """Record this run in the store and report what the previous one lost, if it
+        crashed (call before ``start``)."""
+        noted = self.received_note.read() if self.received_note else None
+        try:
+            self.run_id, last = self.store.begin_run(os.getpid(), noted)
+        except Exception as e:
+            log.error("query log: cannot record the writer's run: %s", e)
+            return
+        if self.received_note is not None:
+            self.received_note.start(self.run_id)
+        if last is not None and not last.clean:
+            self.lost_at_last_crash = last.lost
+            log.warning(
+                "query log: the last run (pid %d, last commit %s) did not stop cleanly:"
+                " %d events it had received were not written (lost); events after its"
+                " last commit are not counted",
+                last.pid,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.updated)),
+                last.lost,
+            )
+
+    def mark(self, pending: int = 0) -> WriterMark | None:
+        """This run's counts now; *pending*: events taken but not yet counted."""
+        if not self.run_id:
+            return None
+        received = self.received + self.backlog()
+        return WriterMark(self.run_id, received, self.committed + pending, self.failed)
+
     def run(self) -> None:
         lower_thread_priority()
-        while not self._stop_flag.wait(self.flush_interval):
-            self.flush_all()
-            self._maybe_prune()
+        note = self.received_note
+        tick = min(SAMPLE_EVERY, self.flush_interval) if note else self.flush_interval
+        due = time.monotonic() + self.flush_interval
+        while not self._stop_flag.wait(tick):
+            if note is not None:
+                note.update(self.received + self.backlog())
+            if time.monotonic() >= due:
+                self.flush_all()
+                self._maybe_prune()
+                due = time.monotonic() + self.flush_interval
         self.flush_all()  # final drain: everything still queued when asked to stop
+        mark = self.mark()
+        if mark is not None:
+            try:
+                self.store.end_run(mark)
+            except Exception as e:
+                log.error("query log: cannot mark the writer's clean stop: %s", e)
 
     def flush_all(self) -> None:
         for source in self.sources:
@@ -149,6 +220,7 @@ class EventWriter(threading.Thread):
     def flush(self, batch: list[Event]) -> None:
         if not batch:
             return
+        self.received += len(batch)
         try:
             self._flush(batch)
         except Exception as e:  # disk full, locked...: lose this batch, keep serving
@@ -197,13 +269,15 @@ class EventWriter(threading.Thread):
                  outcome == Outcome.CACHED, "tcp" if tcp else "udp", zone, rule, trigger, action,
                  label, reason, group, device)
             )  # fmt: skip
-        if rows:
-            self.store.write_queries(rows)
+        # the rows, their policy-hit counts and this run's counts in one transaction
+        # (the batch counted committed)
+        hit_counts = [
+            (z, t, a, int(n), first, last) for (z, t, a), (n, first, last) in counts.items()
+        ]
+        self.store.write_queries(rows, self.mark(len(batch)), hit_counts)
+        self.committed += len(batch)
         self.written += len(rows)
         if counts:
-            self.store.add_policy_hits(
-                [(z, t, a, int(n), first, last) for (z, t, a), (n, first, last) in counts.items()]
-            )
             for (z, _t, a), (n, _f, _l) in counts.items():
                 self.zone_hits[z] = self.zone_hits.get(z, 0) + int(n)
                 self.actions[(z, a)] = self.actions.get((z, a), 0) + int(n)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
@@ -22,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mamori.atomicfile import write_atomic
 from mamori.config.feeds import FeedConfig
 from mamori.dnsutil import textfile
 from mamori.feeds.parsers.base import FeedError, FeedUnreachableError
@@ -148,7 +148,4 @@ def _read_json(path: Path) -> Any:
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{time.monotonic_ns()}.tmp")
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(doc))

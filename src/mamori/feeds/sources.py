@@ -15,7 +15,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from mamori.atomicfile import replacing, write_atomic
 from mamori.config import Config, FeedConfig, StoreConfig, dataset_zone, feed_zone
 from mamori.config.feeds import dataset_feeds
 from mamori.dnsutil import textfile
@@ -88,7 +90,7 @@ def fetch(feed: FeedConfig, cache: Path, report: Report = _quiet) -> tuple[list[
     data, meta = cache / f"{feed.name}.data", cache / f"{feed.name}.meta"
     headers = {"User-Agent": "mamori feed updater"}
     if data.exists() and meta.exists():
-        m = json.loads(meta.read_text())
+        m = _read_meta(meta)
         if m.get("etag"):
             headers["If-None-Match"] = m["etag"]
         if m.get("last_modified"):
@@ -104,14 +106,14 @@ def fetch(feed: FeedConfig, cache: Path, report: Report = _quiet) -> tuple[list[
                 got += len(chunk)
                 report(f"download {feed.name}", got, total)
             body = b"".join(chunks)
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = data.with_name(data.name + ".tmp")
-            tmp.write_bytes(body)
-            tmp.replace(data)
-            meta.write_text(
+            # the body first, then its validators: a crash between the two leaves the new
+            # body with the old ETag (the next fetch gets it again), never the reverse
+            write_atomic(data, body)
+            write_atomic(
+                meta,
                 json.dumps(
                     {"etag": r.headers.get("ETag"), "last_modified": r.headers.get("Last-Modified")}
-                )
+                ),
             )
             return _lines(feed, body, feed.url), f"http {r.status}"
     except urllib.error.HTTPError as e:
@@ -130,18 +132,25 @@ def fetch(feed: FeedConfig, cache: Path, report: Report = _quiet) -> tuple[list[
     )
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The cached copy's HTTP validators; {} when unreadable (then fetched whole)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        log.warning("%s: unreadable (%s): the feed is fetched whole", path, e)
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def entries_path(feed: FeedConfig, store: StoreConfig) -> Path:
     """The feed's accepted entries (for the DNSBL responder and exports)."""
     return store.path.parent / "feeds" / f"{feed.name}.entries"
 
 
 def write_entries(path: Path, feed: FeedConfig, entries: list[Entry]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with replacing(path) as f:
         f.write(f"# feed {feed.name} category {feed.category}\n")
         f.writelines(f"{e.kind}\t{e.value}\n" for e in entries)
-    tmp.replace(path)
 
 
 def _plain(e: Entry) -> bool:

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 
 from mamori.pdns.decode import from_wire
 from mamori.pdns.model import Nxdomain, Observation
-from mamori.store.pdns_sqlite import NxTuples, PdnsSQLite, Tuples
+from mamori.store.base import WriterMark
+from mamori.store.pdns_sqlite import FileProgress, NxTuples, PdnsSQLite, Tuples
 
 
 class Aggregator:
@@ -76,12 +77,18 @@ class Aggregator:
     def __len__(self) -> int:
         return len(self.tuples) + len(self.nx)
 
-    def flush(self, store: PdnsSQLite) -> int:
-        """Write what was gathered; return how many tuples were written."""
-        if not self.tuples and not self.nx and not self.sensors:
+    def flush(
+        self,
+        store: PdnsSQLite,
+        progress: FileProgress | None = None,
+        mark: WriterMark | None = None,
+    ) -> int:
+        """Write what was gathered (with *progress* or *mark*, in the same transaction);
+        return how many tuples were written."""
+        if not (self.tuples or self.nx or self.sensors or progress or mark):
             return 0
         n = len(self.tuples)
         sensors = {k: (v[0], v[1]) for k, v in self.sensors.items()}
-        store.write(self.tuples, self.nx, sensors)
+        store.write(self.tuples, self.nx, sensors, progress, mark)
         self.tuples, self.nx, self.sensors, self.pending = {}, {}, {}, 0
         return n

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 
@@ -41,9 +42,61 @@ QueryRowTuple = tuple[
 ]
 
 
+@dataclass(frozen=True)
+class WriterMark:
+    """The query-log writer's counts (events, since its run started) as of a commit.
+
+    ``run``: its ``writer_runs`` row; ``received``: events taken from the queues or
+    waiting in them; ``committed``: events whose rows are committed (this batch
+    included); ``failed``: events in batches the store refused.
+    """
+
+    run: int
+    received: int
+    committed: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class WriterRun:
+    """A ``writer_runs`` row; ``lost`` is what it received and neither committed nor
+    counted as failed (0 after a clean stop; a lower bound after a crash)."""
+
+    run: int
+    pid: int
+    started: float
+    updated: float
+    received: int
+    committed: int
+    failed: int
+    clean: bool
+
+    @property
+    def lost(self) -> int:
+        return (
+            0 if self.clean else max(self.received - self.committed - self.failed, 0)
+        )  # policy replaced the answer, or sent none
+
+
 class QueryLogStore(Protocol):
-    def write_queries(self, rows: Sequence[QueryRowTuple]) -> None:
-        """Append rows (QueryRow or plain tuples in the same field order) in one transaction."""
+    def write_queries(
+        self,
+        rows: Sequence[QueryRowTuple],
+        mark: WriterMark | None = None,
+        hits: Sequence[HitCount] = (),
+    ) -> None:
+        """Append rows (QueryRow or plain tuples in the same field order) in one transaction,
+        with the writer's *mark* (its counts as of this commit) and the batch's policy-hit
+        counts (*hits*, added as ``add_policy_hits`` does) in the same transaction."""
+
+    def begin_run(
+        self, pid: int, noted: tuple[int, int] | None = None
+    ) -> tuple[int, WriterRun | None]:
+        """Record a writer run's start; (its id, the previous run or None). *noted*: the
+        previous run's (run, received) noted after its last commit (store/runs.py)."""
+
+    def end_run(self, mark: WriterMark) -> None:
+        """The run stopped cleanly (its final drain committed)."""
 
     def add_policy_hits(self, counts: Sequence[HitCount]) -> None:
         """Add to the per-zone hit counters (kept whatever the query log retention)."""

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mamori.store import runs
+from mamori.store.base import WriterMark, WriterRun
 from mamori.store.pdns_keys import (
     ip_key,
     prefix_range,
@@ -69,6 +72,14 @@ CREATE TABLE IF NOT EXISTS nxdomain (
     count INTEGER NOT NULL,
     PRIMARY KEY (rrname, rrtype)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pdns_ingest (
+    file TEXT PRIMARY KEY,  -- capture identity: ingest.file_identity (content, not path)
+    path TEXT NOT NULL,  -- where it was last read from (information only)
+    size INTEGER NOT NULL,  -- bytes
+    messages INTEGER NOT NULL,  -- DNS messages of the capture whose tuples are committed
+    complete INTEGER NOT NULL,  -- 1: the whole capture is in the store
+    updated INTEGER NOT NULL  -- UNIX seconds
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sensors (
     sensor TEXT PRIMARY KEY,
     observations INTEGER NOT NULL,
@@ -93,6 +104,22 @@ ON CONFLICT (sensor) DO UPDATE SET
 # (rrname, rrtype, rdata, bailiwick) -> [time_first, time_last, count]
 Tuples = dict[tuple[str, int, str, str], list[int]]
 NxTuples = dict[tuple[str, int], list[int]]
+
+
+@dataclass(frozen=True)
+class FileProgress:
+    """How much of one capture is committed (written with its tuples, in one transaction).
+
+    ``file``: the capture's identity (hex digest); ``path``: where it was read;
+    ``size``: bytes; ``messages``: DNS messages read from its start whose tuples are
+    committed; ``complete``: the whole capture is.
+    """
+
+    file: str
+    path: str
+    size: int
+    messages: int
+    complete: bool
 
 
 @dataclass(frozen=True)
@@ -153,6 +180,7 @@ class PdnsSQLite:
         self.db.execute(f"PRAGMA cache_size = -{CACHE_KB}")
         if not readonly:
             self.db.executescript(_SCHEMA)
+            self.db.execute(runs.ddl("tap_runs"))  # the resolver tap's crash accounting
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -164,8 +192,13 @@ class PdnsSQLite:
         tuples: Tuples,
         nx: NxTuples | None = None,
         sensors: dict[str, tuple[int, int]] | None = None,
+        progress: FileProgress | None = None,
+        mark: WriterMark | None = None,
     ) -> None:
-        """Upsert aggregated tuples (and NXDOMAIN tuples, sensor counts) in one transaction."""
+        """Upsert aggregated tuples (and NXDOMAIN tuples, sensor counts) in one transaction,
+        with *progress*, the capture position these tuples bring the store to (a crash
+        leaves both or neither: a resumed ingest counts nothing twice); *mark*: the
+        resolver tap's counts as of this commit (store/runs.py)."""
         rnames: dict[str, str] = {}  # names repeat across types: reverse each once
         for name, _t, _r, _b in tuples:
             if name not in rnames:
@@ -195,11 +228,11 @@ class PdnsSQLite:
             self.db.executemany("INSERT OR IGNORE INTO names (rrname, uname) VALUES (?, ?)", names)
             # The keyword index takes the new names in one statement (3x faster
             # than a row trigger): the names above its high-water mark.
-            mark = self.db.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
+            fts_mark = self.db.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
             self.db.execute(
                 "INSERT INTO names_fts (rowid, rrname, uname)"
                 " SELECT id, rrname, uname FROM names WHERE id > ?",
-                (mark[0] if mark else 0,),
+                (fts_mark[0] if fts_mark else 0,),
             )
             self.db.execute(
                 "INSERT OR REPLACE INTO meta"
@@ -213,6 +246,35 @@ class PdnsSQLite:
                 self.db.executemany(
                     _UPSERT_SENSOR, [(s, n, last) for s, (n, last) in sensors.items()]
                 )
+            if mark is not None:
+                runs.mark(self.db, "tap_runs", mark)
+            if progress is not None:
+                p = progress
+                self.db.execute(
+                    "INSERT OR REPLACE INTO pdns_ingest VALUES (?, ?, ?, ?, ?, ?)",
+                    (p.file, p.path, p.size, p.messages, int(p.complete), int(time.time())),
+                )
+
+    def begin_run(
+        self, pid: int, noted: tuple[int, int] | None = None
+    ) -> tuple[int, WriterRun | None]:
+        """Record the start of a resolver tap run (``tap_runs``); (its id, the previous
+        run or None). Raises sqlite3.Error."""
+        with self.lock, self.db:
+            return runs.begin(self.db, "tap_runs", pid, noted)
+
+    def end_run(self, mark: WriterMark) -> None:
+        """The tap stopped cleanly after its final drain."""
+        with self.lock, self.db:
+            runs.mark(self.db, "tap_runs", mark, clean=True)
+
+    def ingested(self, file: str) -> tuple[int, bool]:
+        """(messages committed, complete) of the capture with identity *file*; (0, False)
+        for one never seen."""
+        row = self.db.execute(
+            "SELECT messages, complete FROM pdns_ingest WHERE file = ?", (file,)
+        ).fetchone()
+        return (int(row[0]), bool(row[1])) if row else (0, False)
 
     def compact(self, before: int) -> tuple[int, int]:
         """Drop tuples (and NXDOMAIN rows) last seen before *before*; names no tuple

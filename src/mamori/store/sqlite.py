@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mamori.errors import StoreError
-from mamori.store.base import HitCount, QueryRowTuple
+from mamori.store import runs
+from mamori.store.base import HitCount, QueryRowTuple, WriterMark, WriterRun
 
 SCHEMA_VERSION = 6
 
@@ -86,6 +87,13 @@ _ADDED_COLUMNS = (
     ("query_log", "device", "TEXT NOT NULL DEFAULT ''"),
 )
 
+# Tables added when missing, after the numbered migrations (merge-friendly: no version).
+_ADDED_TABLES = (
+    # one row per run of the query-log writer (control/writer.py), updated in the same
+    # transaction as the rows it commits: what a crash lost is known at the next start
+    runs.ddl("writer_runs"),
+)
+
 BLOCKED_OUTCOMES = ("blocked", "dropped")  # policy replaced the answer, or sent none
 
 
@@ -114,12 +122,21 @@ class SQLiteStore:
             )
         for v in range(version + 1, SCHEMA_VERSION + 1):
             self.db.executescript(f"BEGIN; {_MIGRATIONS[v]} PRAGMA user_version = {v}; COMMIT;")
+        for ddl in _ADDED_TABLES:
+            self.db.execute(ddl)
         for table, column, decl in _ADDED_COLUMNS:
             have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
-    def write_queries(self, rows: Sequence[QueryRowTuple]) -> None:
+    def write_queries(
+        self,
+        rows: Sequence[QueryRowTuple],
+        mark: WriterMark | None = None,
+        hits: Sequence[HitCount] = (),
+    ) -> None:
+        """Append *rows* in one transaction, with the writer's *mark* (its counts as of
+        this commit) and the batch's policy *hits* in the same one. Raises sqlite3.Error."""
         with self._lock:
             self.db.execute("BEGIN")
             try:
@@ -140,23 +157,51 @@ class SQLiteStore:
                     " queries = queries + excluded.queries, blocked = blocked + excluded.blocked",
                     [(h, q, b) for h, (q, b) in hours.items()],
                 )
+                if hits:
+                    self._add_hits(hits)
+                if mark is not None:
+                    runs.mark(self.db, "writer_runs", mark)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
 
+    def begin_run(
+        self, pid: int, noted: tuple[int, int] | None = None
+    ) -> tuple[int, WriterRun | None]:
+        """Record the start of a writer run; (its run id, the previous run or None).
+        *noted*: the previous run's (run, received) noted after its last commit.
+        Raises sqlite3.Error."""
+        with self._lock:
+            self.db.execute("BEGIN")
+            try:
+                out = runs.begin(self.db, "writer_runs", pid, noted)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            return out
+
+    def end_run(self, mark: WriterMark) -> None:
+        """The writer stopped cleanly after its final drain (nothing waiting was lost)."""
+        with self._lock:
+            runs.mark(self.db, "writer_runs", mark, clean=True)
+
+    def _add_hits(self, counts: Sequence[HitCount]) -> None:
+        self.db.executemany(
+            "INSERT INTO policy_hits (zone, trigger, action, hits, first_hit, last_hit)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (zone, trigger, action) DO UPDATE SET"
+            " hits = hits + excluded.hits,"
+            " first_hit = min(first_hit, excluded.first_hit),"
+            " last_hit = max(last_hit, excluded.last_hit)",
+            counts,
+        )
+
     def add_policy_hits(self, counts: Sequence[HitCount]) -> None:
         with self._lock:
             self.db.execute("BEGIN")
             try:
-                self.db.executemany(
-                    "INSERT INTO policy_hits (zone, trigger, action, hits, first_hit, last_hit)"
-                    " VALUES (?,?,?,?,?,?) ON CONFLICT (zone, trigger, action) DO UPDATE SET"
-                    " hits = hits + excluded.hits,"
-                    " first_hit = min(first_hit, excluded.first_hit),"
-                    " last_hit = max(last_hit, excluded.last_hit)",
-                    counts,
-                )
+                self._add_hits(counts)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise

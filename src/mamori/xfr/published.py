@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mamori.atomicfile import write_atomic
 from mamori.config import Endpoint, TsigSpec
 from mamori.dnsutil import serial as rfc1982
 from mamori.policy.rules import LoadedZone
@@ -84,11 +85,10 @@ class Announcer:
 
     def _store_serial(self, name: str, serial: int, source: int) -> None:
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self._state(name).with_suffix(".tmp")
             doc = {"serial": serial, "source_serial": source, "time": time.time()}
-            tmp.write_text(json.dumps(doc))
-            tmp.replace(self._state(name))
+            # synced before it is used: a crash or power loss never brings back an older
+            # serial (secondaries would ignore the zone until it passed theirs)
+            write_atomic(self._state(name), json.dumps(doc))
         except OSError as e:
             log.warning("zone %s: cannot store the published serial: %s", name, e)
 

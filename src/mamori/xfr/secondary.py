@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from typing import Protocol
 
 import dns.name
 
+from mamori.atomicfile import write_atomic
 from mamori.config import Endpoint, RpzConfig
 from mamori.dnsutil import serial as rfc1982
 from mamori.policy.rules import LoadedZone
@@ -279,10 +279,7 @@ class Subscription:
         assert self.rpz.file is not None
         path = status_path(self.rpz.file)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(asdict(self.status), indent=1))
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(asdict(self.status), indent=1))
         except OSError as e:
             log.warning("zone %s: cannot write status file %s: %s", self.rpz.name, path, e)
 

@@ -17,6 +17,8 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
+from mamori import atomicfile
+from mamori.atomicfile import replacing
 from mamori.xfr.client import RR, Delta
 
 
@@ -32,21 +34,19 @@ def rr_line(rr: RR) -> str:
 
 def save_full(path: Path, origin: str, records: list[RR]) -> None:
     """Write the zone (SOA first) and drop the journal; never leaves a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with replacing(path) as f:
         f.write(f"; transferred copy of {origin}, written by mamori\n$ORIGIN {origin}\n")
         for rr in records:
             f.write(rr_line(rr) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # a crash before this unlink leaves the old journal: its deltas start from older
+    # serials than the new zone's and are skipped at load (zoneload applies a delta
+    # only from the serial the zone has)
     journal_path(path).unlink(missing_ok=True)
 
 
 def install(spool: Path, path: Path) -> None:
     """Put a transferred zone (written and synced to *spool*) in place; drop the journal."""
-    os.replace(spool, path)
+    atomicfile.install(spool, path)
     journal_path(path).unlink(missing_ok=True)
 
 

@@ -22,13 +22,13 @@ it means what the list means.
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Iterable
 from itertools import chain
 from pathlib import Path
 
 import dns.rdatatype
 
+from mamori.atomicfile import replacing
 from mamori.dnsutil import serial as rfc1982
 from mamori.feeds import precedence
 from mamori.feeds.normalize import Entry
@@ -113,17 +113,12 @@ def write_zone(path: Path, origin: str, lines: list[str], ttl: int = 300) -> tup
     if old_rules == lines:
         return old_serial, False
     serial = rfc1982.add(old_serial, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with replacing(path) as f:  # the old zone, or the new one: never half
         f.write(f"; compiled by mamori from feed data\n$ORIGIN {origin}\n$TTL {ttl}\n")
         f.write(f"@ SOA localhost. hostmaster.localhost. {serial} 3600 600 86400 60\n")
         f.write("@ NS localhost.\n")
         for line in lines:
             f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return serial, True
 
 
