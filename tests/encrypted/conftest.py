@@ -30,6 +30,7 @@ POLICY = """$TTL 60
 @ SOA ns.policy. h.policy. 1 3600 600 86400 30
 @ NS ns.policy.
 blocked.example.test CNAME .
+dns.mamori.test A 127.0.0.1
 """
 
 KIDS = """$TTL 60
