@@ -60,7 +60,7 @@ def auth() -> Iterator[AuthServer]:
         yield srv
 
 
-def start_service(tmp: Path, pki: Pki, auth: AuthServer, tls: str = "") -> Service:
+def start_service(tmp: Path, pki: Pki, auth: AuthServer, tls: str = "", more: str = "") -> Service:
     (tmp / "policy.rpz").write_text(POLICY)
     (tmp / "kids.rpz").write_text(KIDS)
     dot, doh = free_port(), free_port()
@@ -82,6 +82,7 @@ file = "{tmp / "policy.rpz"}"
 name = "kids"
 file = "{tmp / "kids.rpz"}"
 groups = ["kids"]
+{more}
 """
     m = MamoriProcess(
         tmp, [f"127.0.0.1:{auth.port}"], extra=extra,

@@ -67,13 +67,16 @@ def _ede(r: dns.message.Message) -> list[int]:
 
 def test_doq_client_gets_answer_and_block(service: Service) -> None:
     ok = dns.message.from_wire(
-        doq_query(service.doq, service.pki.ca, SERVER_NAME, _edns_query("www.example.test").to_wire())
+        doq_query(
+            service.doq, service.pki.ca, SERVER_NAME, _edns_query("www.example.test").to_wire()
+        )
     )
     assert ok.id == 0 and ok.rcode() == dns.rcode.NOERROR
     assert [rd.to_text() for rr in ok.answer for rd in rr] == ["192.0.2.1"]
     blocked = dns.message.from_wire(
-        doq_query(service.doq, service.pki.ca, SERVER_NAME,
-                  _edns_query("blocked.example.test").to_wire())  # fmt: skip
+        doq_query(
+            service.doq, service.pki.ca, SERVER_NAME, _edns_query("blocked.example.test").to_wire()
+        )
     )
     assert blocked.rcode() == dns.rcode.NXDOMAIN and _ede(blocked) == [15]
 

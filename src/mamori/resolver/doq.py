@@ -7,7 +7,9 @@ match, data on a unidirectional stream: the connection is closed with
 DOQ_PROTOCOL_ERROR (section 4.3). Bounds: connections in all and per client
 address (new ones past them are dropped before any handshake work: a flood of
 Initial packets costs a header parse each), the handshake timeout and QUIC's idle
-timeout. A server name ``{device}.{[tls] server_name}`` names the device.
+timeout; past half the connection limit, new clients get a stateless Retry (address
+validation) before any connection state is kept. A server name
+``{device}.{[tls] server_name}`` names the device.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from aioquic.asyncio.server import QuicServer
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.retry import QuicRetryTokenHandler
 from aioquic.tls import pull_client_hello
 
 from mamori.dnsutil.padding import pad_response, wants_padding
@@ -169,6 +172,7 @@ class DoqServer(QuicServer):
         self.peer: Any = None  # the sender of the datagram being handled
         self.open: set[DoqConnection] = set()
         self.per_client: dict[str, int] = {}
+        self.retry_tokens = QuicRetryTokenHandler()
 
     def set_configuration(self, configuration: QuicConfiguration) -> None:
         """The configuration (certificate) for connections from now on."""
@@ -179,9 +183,18 @@ class DoqServer(QuicServer):
         # A long-header Initial (RFC 9000 17.2.2) for a connection we do not have yet
         if len(data) > 6 and data[0] & 0xF0 == 0xC0:
             dcid = data[6 : 6 + data[5]]
-            if dcid not in self._protocols and self._full(addr[0]):
-                self.listener.refused += 1
-                return
+            if dcid not in self._protocols:
+                if self._full(addr[0]):
+                    self.listener.refused += 1
+                    return
+                # Past half the limit, new clients must prove their address first (a
+                # stateless Retry, RFC 9000 8.1.2): a spoofed flood then holds no state
+                # (off again below a quarter: tokens issued meanwhile stay good)
+                load = len(self.open) / self.listener.max_connections
+                if self._retry is None and load >= 0.5:
+                    self._retry = self.retry_tokens
+                elif self._retry is not None and load < 0.25:
+                    self._retry = None  # type: ignore[assignment]
         self.peer = addr
         super().datagram_received(data, addr)
 
