@@ -14,6 +14,7 @@ declare -A need=(
   [rbldnsd]=rbldnsd
   [chromium]=chromium
   [clang]=clang
+  [curl]=curl
 )
 missing=()
 for bin in "${!need[@]}"; do

@@ -39,7 +39,8 @@ def limited(
     web = free_port()
     svc = start_service(
         tmp_path_factory.mktemp("limited"), pki, auth,
-        tls=f"handshake_timeout = 1.0\nmax_per_client = {MAX_PER_CLIENT}\nmax_connections = 30",
+        tls="handshake_timeout = 1.0\nidle_timeout = 2.0\nread_timeout = 1.0\n"
+        f"max_per_client = {MAX_PER_CLIENT}\nmax_connections = 30",
         more=f'[web]\nenabled = true\nlisten = "127.0.0.1:{web}"\nmetrics_allow = ["127.0.0.1"]',
     )  # fmt: skip
     try:
@@ -191,7 +192,7 @@ def test_slow_handshakes_time_out_and_per_client_limit_holds(
 
 def test_trickled_message_is_closed_at_read_timeout(limited: tuple[Service, int]) -> None:
     """A DoT client that finishes its handshake then sends a message one byte at a time
-    is closed ([tls] read_timeout), however steadily it trickles."""
+    is closed ([tls] read_timeout, 1 s here), however steadily it trickles."""
     svc, web = limited
     ctx = ssl.create_default_context(cafile=str(svc.pki.ca))
     raw = socket.create_connection(("127.0.0.1", svc.dot), timeout=5)
@@ -214,6 +215,21 @@ def test_trickled_message_is_closed_at_read_timeout(limited: tuple[Service, int]
             ("mamori_encrypted_timeouts_total", (("kind", "read"), ("transport", "dot")))
         ] >= 1, 5,
     )  # fmt: skip
+
+
+def test_idle_dot_connection_is_closed_after_idle_timeout(limited: tuple[Service, int]) -> None:
+    svc, web = limited
+    ctx = ssl.create_default_context(cafile=str(svc.pki.ca))
+    raw = socket.create_connection(("127.0.0.1", svc.dot), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname=SERVER_NAME) as s:
+        q = dns.message.make_query("www.example.test", "A").to_wire()
+        s.sendall(struct.pack("!H", len(q)) + q)
+        (n,) = struct.unpack("!H", _recv(s, 2))
+        assert dns.message.from_wire(_recv(s, n)).answer
+        s.settimeout(10)
+        assert s.recv(1) == b""  # close_notify after [tls] idle_timeout (2 s)
+    idle = (("kind", "idle"), ("transport", "dot"))
+    assert until(lambda: _metrics(web)[("mamori_encrypted_timeouts_total", idle)] >= 1, 5)
 
 
 def test_quic_flood_is_bounded_and_doq_keeps_answering(limited: tuple[Service, int]) -> None:

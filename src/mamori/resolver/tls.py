@@ -223,6 +223,9 @@ class TlsConnection(asyncio.Protocol):
         self.sni: str | None = None
         self.timer: asyncio.TimerHandle | None = None  # handshake, then idle / read
         self.reading = False  # a message begun: the read timeout applies, not idle
+        self.ready_idle = False  # the timer running is the idle one
+        self.active = 0.0  # loop time of the last whole message
+        self.loop = asyncio.get_running_loop()
 
     # -------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -254,7 +257,7 @@ class TlsConnection(asyncio.Protocol):
     def _set_timer(self, delay: float, what: Any) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_later(delay, what) if delay else None
+        self.timer = self.loop.call_later(delay, what) if delay else None
 
     def _handshake_timeout(self) -> None:
         self.listener.handshake_timeouts += 1
@@ -262,6 +265,14 @@ class TlsConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _idle_timeout(self) -> None:
+        """The idle timer: close when nothing came for idle_timeout, else wait the rest
+        (input only stamps ``active``: no timer is rearmed per message)."""
+        self.timer = None
+        idle = self.listener.idle_timeout
+        left = self.active + idle - self.loop.time()
+        if left > 0:
+            self.timer = self.loop.call_later(left, self._idle_timeout)
+            return
         self.listener.idle_closed += 1
         self.close()
 
@@ -271,15 +282,18 @@ class TlsConnection(asyncio.Protocol):
             self.transport.abort()
 
     def busy(self, begun: bool) -> None:
-        """Restart the timer after input: the read timeout while a message is *begun*
-        (part of it held), else the idle timeout."""
+        """Note input: the read timeout runs while a message is *begun* (part of it
+        held), else the idle timeout."""
         lis = self.listener
         if begun:
             if not self.reading:
                 self.reading = True
                 self._set_timer(lis.read_timeout, self._read_timeout)
-        else:
+            return
+        self.active = self.loop.time()
+        if self.reading or self.timer is None or not self.ready_idle:
             self.reading = False
+            self.ready_idle = True
             self._set_timer(lis.idle_timeout, self._idle_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -323,6 +337,8 @@ class TlsConnection(asyncio.Protocol):
                 closed = True
                 break
             chunks.append(chunk)
+            if not self.incoming.pending and not tls.pending():
+                break  # all read (spares raising SSLWantReadError)
         self._flush()
         if chunks:
             self.on_data(b"".join(chunks) if len(chunks) > 1 else chunks[0])
