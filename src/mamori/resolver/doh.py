@@ -129,7 +129,13 @@ class DohConnection(TlsConnection):
         lis = self.listener
         client = lis.client_of(self.peer, device) if device else None
 
+        answered = False
+
         def reply(resp: bytes, _addr: Any) -> None:
+            nonlocal answered
+            if answered:
+                return  # one answer per request (a zone transfer's stream does not fit)
+            answered = True
             if pad:
                 resp = pad_response(resp)
             headers = [
@@ -242,7 +248,7 @@ class H2Session:
                     (b"content-length", b"%d" % len(body))]  # fmt: skip
             try:
                 self.h2.send_headers(sid, hdrs)
-            except h2.exceptions.StreamClosedError:
+            except h2.exceptions.ProtocolError:  # the stream is gone (reset by the client)
                 return
             self.waiting[sid] = body
             self._send_waiting()

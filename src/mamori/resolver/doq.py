@@ -135,9 +135,13 @@ class DoqConnection(QuicConnectionProtocol):
         lis = self.listener
         client = lis.client_of(self.peer, self.device) if self.device else None
 
+        answered = False
+
         def reply(resp: bytes, _addr: Any) -> None:
-            if self.gone:
-                return
+            nonlocal answered
+            if self.gone or answered:
+                return  # one answer per stream
+            answered = True
             if pad:
                 resp = pad_response(resp)
             try:

@@ -71,10 +71,15 @@ class Encrypted:
 
     def __init__(self, cfg: Config, pipeline: Pipeline, socks: list[socket.socket]) -> None:
         self.cfg = cfg
-        self.socks = socks
-        certs = load_certs(cfg)
-        assert certs is not None or not socks
+        try:
+            certs = load_certs(cfg)
+        except StartupError as e:  # a worker restarted after a bad renewal: port 53 serves
+            log.error("encrypted DNS not served by this worker: %s", e)
+            for sock in socks:
+                sock.close()
+            certs, socks = None, []
         self.certs = certs
+        self.socks = socks
         name = cfg.tls.server_name
         t = cfg.tls
         limits = (t.handshake_timeout, t.idle_timeout, t.read_timeout, t.max_connections,

@@ -158,7 +158,7 @@ class TlsListener:
     def __init__(
         self,
         kind: str,
-        certs: CertStore,
+        certs: CertStore | None,
         alpn: tuple[str, ...],
         handshake_timeout: float,
         idle_timeout: float,
@@ -250,6 +250,9 @@ class TlsConnection(asyncio.Protocol):
             self.client = ip
         lis.accepted += 1
         lis.connections.add(self)
+        if lis.certs is None:  # not serving (no certificate): cannot happen with sockets
+            t.abort()
+            return
         ctx = lis.certs.context(lis.alpn)
         self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
         self._set_timer(lis.handshake_timeout, self._handshake_timeout)
