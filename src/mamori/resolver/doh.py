@@ -28,7 +28,8 @@ from mamori.dnsutil import wire
 from mamori.dnsutil.padding import pad_response, wants_padding
 from mamori.resolver.dot import DnsListener
 from mamori.resolver.server import internal_error
-from mamori.resolver.tls import TlsConnection, device_name
+from mamori.resolver.tls import device_name
+from mamori.resolver.tlsconn import TlsConnection
 
 PATH = "/dns-query"
 CONTENT_TYPE = b"application/dns-message"

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from mamori.dnsutil.padding import pad_response, wants_padding
 from mamori.resolver.acl import ClientState
 from mamori.resolver.server import internal_error
-from mamori.resolver.tls import TlsConnection, TlsListener, device_from_sni
+from mamori.resolver.tls import device_from_sni
+from mamori.resolver.tlsconn import TlsConnection, TlsListener
 
 if TYPE_CHECKING:
     from mamori.resolver.pipeline import Pipeline
