@@ -84,8 +84,13 @@ class CertStore:
         ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
         try:
             ctx.load_cert_chain(self.cert, self.key)
-        except (OSError, ssl.SSLError) as e:
-            raise TlsError(f"[tls] cert {self.cert} / key {self.key}: {e}") from e
+        except ssl.SSLError as e:
+            raise TlsError(
+                f"[tls] cert {self.cert} / key {self.key}: not a PEM certificate chain and its"
+                f" private key, or the key does not match the certificate ({e})"
+            ) from e
+        except OSError as e:
+            raise TlsError(f"[tls] cert {self.cert} / key {self.key}: {e.strerror or e}") from e
         ctx.set_alpn_protocols(list(alpn))
         ctx.sni_callback = _remember_sni
         return ctx
