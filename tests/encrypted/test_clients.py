@@ -126,3 +126,49 @@ def test_padded_query_gets_answer_padded_to_468_octets(service: Service) -> None
     to a multiple of 468 octets."""
     out = _kdig(service, "+tls", "www.example.test")
     assert "PADDING:" in out and "Received 468 B" in out, out
+
+
+def test_http11_keep_alive_answers_pipelined_requests_in_order(service: Service) -> None:
+    """HTTP/1.1: three GETs and a POST written at once on one connection get their
+    answers in order (RFC 9112 pipelining), each with the max-age of its answer."""
+    import base64
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(service.pki.ca))
+    ctx.set_alpn_protocols(["http/1.1"])
+    names = ["www.example.test", "blocked.example.test", "games.example.test"]
+    reqs = b""
+    for n in names:
+        q = base64.urlsafe_b64encode(_edns_query(n).to_wire()).rstrip(b"=").decode()
+        reqs += f"GET /dns-query?dns={q} HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n".encode()
+    body = _edns_query("www.example.test").to_wire()
+    reqs += (
+        f"POST /dns-query HTTP/1.1\r\nHost: {SERVER_NAME}\r\nContent-Type: "
+        f"application/dns-message\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    raw = socket.create_connection(("127.0.0.1", service.doh), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname=SERVER_NAME) as s:
+        assert s.selected_alpn_protocol() == "http/1.1"
+        s.sendall(reqs)
+        data = b""
+        responses: list[tuple[bytes, bytes]] = []
+        while len(responses) < 4:
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+            while b"\r\n\r\n" in data:  # whole responses (head + content-length octets)
+                head, rest = data.split(b"\r\n\r\n", 1)
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                if len(rest) < length:
+                    break
+                responses.append((head, rest[:length]))
+                data = rest[length:]
+    assert [h.split(b"\r\n")[0] for h, _ in responses] == [b"HTTP/1.1 200 OK"] * 4
+    answers = [dns.message.from_wire(b) for _, b in responses]
+    assert [a.question[0].name.to_text() for a in answers] == [f"{n}." for n in names] + [
+        "www.example.test."
+    ]
+    assert all(a.id == 0 for a in answers)
+    assert b"cache-control: max-age=300\r\n" in responses[0][0] + b"\r\n"  # www: TTL 300
+    assert b"cache-control: max-age=30\r\n" in responses[1][0] + b"\r\n"  # the policy SOA

@@ -15,6 +15,7 @@ from __future__ import annotations
 import binascii
 from base64 import urlsafe_b64decode
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import h2.config
@@ -45,6 +46,13 @@ _PLAIN = {
     405: b"method not allowed: GET or POST\n", 413: b"DNS message over 65535 octets\n",
     415: b"content type must be application/dns-message\n",
 }  # fmt: skip
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
 
 
 def max_age(resp: bytes) -> int:
@@ -331,7 +339,7 @@ class H11Session:
         h = self.h11
         hdrs = [*headers, (b"content-length", b"%d" % len(body))]
         try:
-            out = h.send(h11.Response(status_code=status, headers=hdrs))
+            out = h.send(h11.Response(status_code=status, headers=hdrs, reason=_reason(status)))
             out = (out or b"") + (h.send(h11.Data(data=body)) or b"")
             out += h.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
@@ -357,7 +365,7 @@ class H11Session:
             lis.responses[status] = lis.responses.get(status, 0) + 1
             body = _PLAIN.get(status, b"bad request\n")
             try:
-                out = h.send(h11.Response(status_code=status, headers=[
+                out = h.send(h11.Response(status_code=status, reason=_reason(status), headers=[
                     (b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body)),
                     (b"connection", b"close")]))  # fmt: skip
                 out = (out or b"") + (h.send(h11.Data(data=body)) or b"")
