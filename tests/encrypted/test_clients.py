@@ -170,5 +170,6 @@ def test_http11_keep_alive_answers_pipelined_requests_in_order(service: Service)
         "www.example.test."
     ]
     assert all(a.id == 0 for a in answers)
-    assert b"cache-control: max-age=300\r\n" in responses[0][0] + b"\r\n"  # www: TTL 300
-    assert b"cache-control: max-age=30\r\n" in responses[1][0] + b"\r\n"  # the policy SOA
+    ages = [int(h.split(b"cache-control: max-age=")[1].split(b"\r\n")[0]) for h, _ in responses]
+    assert 200 < ages[0] <= 300  # www: TTL 300 (less when answered from the cache)
+    assert 0 < ages[1] <= 30  # blocked: the policy zone's SOA
