@@ -57,6 +57,7 @@ class DotConnection(TlsConnection):
         self.buf = b""
         self.device: str | None = None
         self.padded: set[bytes] = set()  # IDs of pending queries that asked for padding
+        self.batch: list[bytes] | None = None  # answers of the input being read, sent at once
 
     def on_ready(self) -> None:
         self.device = device_from_sni(self.sni, self.listener.server_name)
@@ -67,6 +68,8 @@ class DotConnection(TlsConnection):
         handle = lis.pipeline.handle
         client = lis.client_of(self.peer, self.device) if self.device else None
         done = False
+        batch: list[bytes] = []
+        self.batch = batch
         while len(buf) >= 2:
             (ln,) = _LEN.unpack_from(buf)
             if len(buf) < 2 + ln:
@@ -86,6 +89,9 @@ class DotConnection(TlsConnection):
                 resp = internal_error(msg)
             if resp is not None:
                 self.reply(resp, self.peer)
+        self.batch = None
+        if batch:  # one TLS write (and send) for the answers ready now
+            self.send(b"".join(batch) if len(batch) > 1 else batch[0])
         self.buf = buf
         if buf and done:
             self.reading = False  # a new message begun: its own read timeout
@@ -95,7 +101,10 @@ class DotConnection(TlsConnection):
         if self.padded and resp[:2] in self.padded:
             self.padded.discard(resp[:2])
             resp = pad_response(resp)
-        self.send(_LEN.pack(len(resp)) + resp)
+        if self.batch is not None:
+            self.batch.append(_LEN.pack(len(resp)) + resp)
+        else:
+            self.send(_LEN.pack(len(resp)) + resp)
 
     def on_lost(self) -> None:
         self.padded.clear()
