@@ -15,6 +15,7 @@ declare -A need=(
   [chromium]=chromium
   [clang]=clang
   [dnsmasq]=dnsmasq-base
+  [curl]=curl
 )
 missing=()
 for bin in "${!need[@]}"; do

@@ -14,3 +14,7 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The HTTP/2 and QUIC libraries log every header and packet at debug level: their
+    # warnings only, whatever *level* (the DoH/DoQ listeners log what matters themselves)
+    for name in ("hpack", "h2", "quic", "aioquic"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.root.level))

@@ -201,6 +201,7 @@ def check(config_path: str) -> None:
     """
     from mamori.config.load import load_effective
     from mamori.control.zoneload import load_policy
+    from mamori.resolver.encrypted import load_certs
 
     try:  # an error in the console's overlay is reported, not fatal (as in mamori serve)
         cfg, prov = load_effective(config_path, resolver=False, quiet=True)
@@ -208,11 +209,17 @@ def check(config_path: str) -> None:
         fail(e)
     try:  # the zones first: an error is reported alone, never after "OK"
         policy, loaded = load_policy(cfg.rpz)
+        load_certs(cfg)  # the [tls] certificate of dot/doh/doq, when one is set
     except MamoriError as e:
         fail(e)
     s = cfg.server
     click.echo(f"{config_path}: OK")
     click.echo(f"  listen:    {', '.join(str(e) for e in s.listen)} (udp{'+tcp' if s.tcp else ''})")
+    for what, eps in (("dot", s.dot), ("doh", s.doh), ("doq", s.doq)):
+        if eps:
+            click.echo(
+                f"  {what}:       {', '.join(str(e) for e in eps)} (certificate {cfg.tls.cert})"
+            )
     click.echo(f"  allow:     {', '.join(s.allow)}")
     click.echo(f"  workers:   {s.workers}")
     if cfg.upstream.servers:

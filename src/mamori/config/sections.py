@@ -52,6 +52,12 @@ class TlsConfig:
     cert: Path | None = None
     key: Path | None = None
     server_name: str = ""
+    # Bounds of the encrypted listeners, each per worker and per transport (DoT, DoH, DoQ)
+    handshake_timeout: float = 5.0  # seconds from accept to a finished TLS/QUIC handshake
+    idle_timeout: float = 30.0  # seconds a connection may stay without a query
+    read_timeout: float = 5.0  # seconds a DoT message, once begun, may take to arrive whole
+    max_connections: int = 10_000  # open connections
+    max_per_client: int = 100  # open connections per client address; 0 = no limit
 
 
 @dataclass(frozen=True)

@@ -43,12 +43,13 @@ from mamori.control.watch import watch_zone_files
 from mamori.control.writer import EventWriter, Inbox, group_days, queue_source
 from mamori.control.zonetraffic import ZoneTraffic
 from mamori.control.zygote import Zygote
-from mamori.errors import ConfigError
+from mamori.errors import ConfigError, StartupError
 from mamori.feeds.schedule import FeedLocks, run_feeds
 from mamori.policy.engine import Policy
 from mamori.resolver.batchio import describe as udp_io
 from mamori.resolver.batchio import serve_udp
 from mamori.resolver.dataplane import DataPlane
+from mamori.resolver.encrypted import bind_encrypted, load_certs
 from mamori.resolver.events import AnswerTap, EventQueue
 from mamori.resolver.policymap import Manifest
 from mamori.resolver.server import TcpListener, adopt, bind_all
@@ -95,12 +96,21 @@ def fork_worker_factory(cfg: Config) -> Zygote | None:
 
 def bind(cfg: Config, parts: Parts) -> None:
     """Bind every DNS listener now: a taken port fails before anything starts."""
+    load_certs(cfg)  # a certificate that does not load fails the start here
     if cfg.server.workers <= 1:
         parts.dns_socks = bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=False)
+        try:
+            parts.dns_socks += bind_encrypted(cfg, reuse_port=False)
+        except StartupError:
+            for s in parts.dns_socks:
+                s.close()
+            raise
     else:  # each worker binds its own set; this checks the addresses are free. Without
         # SO_REUSEPORT: a port another process holds (with or without it) counts as taken;
         # with it, a second mamori would silently share the first one's clients.
         for s in bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=False):
+            s.close()
+        for s in bind_encrypted(cfg, reuse_port=False):
             s.close()
         for bl in cfg.dnsbl:  # the DNSBL zones too: every worker serves them
             for s in bind_all(bl.listen, True, reuse_port=False):
@@ -365,6 +375,10 @@ def announce(cfg: Config) -> None:
         addrs, "+tcp" if cfg.server.tcp else "", n, "s" if n > 1 else "", ups,
     )  # fmt: skip
     log.info("UDP I/O: %s", udp_io())
+    for kind, eps in (("DNS over TLS", cfg.server.dot), ("DNS over HTTPS", cfg.server.doh),
+                      ("DNS over QUIC", cfg.server.doq)):  # fmt: skip
+        if eps:
+            log.info("%s on %s", kind, ", ".join(str(e) for e in eps))
 
 
 def run(parts: Parts) -> None:

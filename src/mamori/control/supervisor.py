@@ -35,6 +35,7 @@ from mamori.control import dnsbl
 from mamori.control.zygote import Zygote, describe_status
 from mamori.resolver import channel as ch
 from mamori.resolver.dataplane import Snapshot
+from mamori.resolver.encrypted import bind_encrypted
 from mamori.resolver.events import Event
 from mamori.resolver.policymap import Manifest
 from mamori.resolver.routing import Routes
@@ -124,6 +125,7 @@ class Supervisor:
         try:
             socks = bind_all(cfg.server.listen, cfg.server.tcp, reuse_port=True)
             try:
+                socks += bind_encrypted(cfg, reuse_port=True)  # DoT, DoH, DoQ: after port 53
                 socks += dnsbl.bind_for_worker(cfg)  # after the DNS ones, as the worker expects
             except Exception:
                 for s in socks:

@@ -21,6 +21,7 @@ from typing import Any
 from mamori.config import Config
 from mamori.policy.engine import Policy
 from mamori.resolver.batchio import BatchedUdp, serve_udp
+from mamori.resolver.encrypted import Encrypted, encrypted_count
 from mamori.resolver.events import AnswerTap, EventQueue
 from mamori.resolver.pipeline import Pipeline
 from mamori.resolver.routing import ControlLink, Routes
@@ -72,7 +73,11 @@ class Snapshot:
 
 
 class DataPlane:
-    """Listeners -> pipeline on the running event loop."""
+    """Listeners -> pipeline on the running event loop.
+
+    *socks*: the port-53 sockets (``bind_all``) followed by the encrypted ones
+    (``bind_encrypted``: DoT, DoH, DoQ); *cfg* says how many of each.
+    """
 
     def __init__(
         self,
@@ -85,7 +90,8 @@ class DataPlane:
         worker: int = 0,
     ) -> None:
         self.cfg = cfg
-        self.socks = socks
+        n_enc = encrypted_count(cfg)
+        self.socks = socks[: len(socks) - n_enc]
         self.events = events
         self.tap = tap
         self.worker = worker
@@ -96,6 +102,7 @@ class DataPlane:
             self.pipeline, s.tcp_idle_timeout, s.tcp_max_connections, s.tcp_max_per_client,
             s.tcp_read_timeout,
         )  # fmt: skip
+        self.encrypted = Encrypted(cfg, self.pipeline, socks[len(socks) - n_enc :])
         self.transports: list[BatchedUdp | asyncio.BaseTransport] = []
         self.servers: list[asyncio.AbstractServer] = []
         self._house: asyncio.Task[None] | None = None
@@ -108,6 +115,7 @@ class DataPlane:
                 self.transports.append(await serve_udp(sock, p, p.stats, limits=p))
             else:
                 self.servers.append(await loop.create_server(self.tcp.factory, sock=sock))
+        await self.encrypted.start()
         self._house = loop.create_task(self._housekeeping())
 
     # ----------------------------------------------------- control plane calls
@@ -138,6 +146,7 @@ class DataPlane:
         self.tcp.max_connections = cfg.server.tcp_max_connections
         self.tcp.max_per_client = cfg.server.tcp_max_per_client
         self.tcp.read_timeout = cfg.server.tcp_read_timeout
+        self.encrypted.reconfigure(cfg)
         self.events.limit = cfg.store.queue_size
         if self.tap is not None:
             self.tap.limit = cfg.pdns.queue_size
@@ -149,6 +158,7 @@ class DataPlane:
         stats = p.stats.as_dict()
         stats["tcp_refused"] = self.tcp.refused_total + self.tcp.refused_per_client
         stats["tcp_read_timeouts"] = self.tcp.read_timeouts
+        stats.update(self.encrypted.counters())
         return Snapshot(
             self.worker,
             os.getpid(),
@@ -203,11 +213,13 @@ class DataPlane:
             tr.close()
         for srv in self.servers:
             srv.close()
+        self.encrypted.stop_accepting()
         pending = set(self.pipeline.tasks)
         if pending:
             await asyncio.wait(pending, timeout=DRAIN_GRACE)
         for conn in list(self.tcp.connections):
             if conn.transport is not None:
                 conn.transport.close()
+        self.encrypted.close()
         self.pipeline.close()
         self.log_stats()

@@ -32,6 +32,7 @@ from mamori.config import Config
 from mamori.policy.engine import Policy
 from mamori.resolver import channel as ch
 from mamori.resolver.dataplane import DataPlane
+from mamori.resolver.encrypted import encrypted_count
 from mamori.resolver.events import AnswerTap, EventQueue
 from mamori.resolver.policymap import Manifest, PolicyMapError, PolicyMapper
 from mamori.resolver.query import Reply
@@ -151,7 +152,7 @@ class Worker:
         cfg = self.cfg
         events = EventQueue(cfg.store.queue_size)
         tap = AnswerTap(cfg.pdns.queue_size) if cfg.pdns.enabled else None
-        n_dns = len(cfg.server.listen) * (2 if cfg.server.tcp else 1)
+        n_dns = len(cfg.server.listen) * (2 if cfg.server.tcp else 1) + encrypted_count(cfg)
         dns_socks, rest = self.socks[:n_dns], self.socks[n_dns:]
         self.dp = dp = DataPlane(cfg, dns_socks, events, tap=tap, control=self, worker=self.number)
         dp.set_policy(self.policy)

@@ -115,6 +115,48 @@ class MamoriCollector(Collector):
         g.add_metric([], totals.get("cache_bytes", 0))
         yield g
         yield from self._upstreams(merge_upstreams(snaps))
+        s = self.cfg.server
+        if s.dot or s.doh or s.doq:
+            yield from self._encrypted(totals)
+
+    def _encrypted(self, totals: dict[str, int]) -> Iterator[Metric]:
+        """DoT / DoH / DoQ listeners: counters ``{transport}_{what}`` of the data planes."""
+        t = ["transport"]
+        kinds = ("dot", "doh", "doq")
+        accepted = C("mamori_encrypted_connections", "encrypted DNS connections accepted"
+                     " (all workers)", labels=t)  # fmt: skip
+        refused = C("mamori_encrypted_refused", "encrypted DNS connections closed at once:"
+                    " [tls] max_connections or max_per_client reached", labels=t)  # fmt: skip
+        failed = C("mamori_encrypted_handshake_failures", "TLS handshakes that failed"
+                   " (not TLS, no common version, cipher or ALPN)", labels=t)  # fmt: skip
+        timeouts = C("mamori_encrypted_timeouts", "encrypted DNS connections closed by a"
+                     " timeout: handshake, read (a message begun) or idle",
+                     labels=["transport", "kind"])  # fmt: skip
+        open_ = G("mamori_encrypted_open_connections", "encrypted DNS connections open now"
+                  " (all workers)", labels=t)  # fmt: skip
+        for k in kinds:
+            accepted.add_metric([k], totals.get(f"{k}_accepted", 0))
+            refused.add_metric([k], totals.get(f"{k}_refused", 0))
+            failed.add_metric([k], totals.get(f"{k}_handshake_failures", 0))
+            open_.add_metric([k], totals.get(f"{k}_open", 0))
+            timeouts.add_metric([k, "handshake"], totals.get(f"{k}_handshake_timeouts", 0))
+            timeouts.add_metric([k, "read"], totals.get(f"{k}_read_timeouts", 0))
+            timeouts.add_metric([k, "idle"], totals.get(f"{k}_idle_closed", 0))
+        yield from (accepted, refused, failed, timeouts, open_)
+        status = C("mamori_doh_responses", "DNS over HTTPS responses by HTTP status",
+                   labels=["status"])  # fmt: skip
+        for key in sorted(totals):
+            if key.startswith("doh_status_"):
+                status.add_metric([key.removeprefix("doh_status_")], totals[key])
+        yield status
+        c = C("mamori_doq_protocol_errors", "DoQ connections closed with DOQ_PROTOCOL_ERROR"
+              " (RFC 9250: ID not 0, bad length, unidirectional stream)")  # fmt: skip
+        c.add_metric([], totals.get("doq_protocol_errors", 0))
+        yield c
+        c = C("mamori_tls_reload_failures", "[tls] certificate reloads refused (the old"
+              " certificate kept serving; per worker)")  # fmt: skip
+        c.add_metric([], totals.get("tls_reload_failures", 0))
+        yield c
 
     def _workers(self, rt: Runtime) -> Iterator[Metric]:
         infos = rt.workers()
