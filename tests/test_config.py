@@ -189,3 +189,29 @@ def test_a_device_name_twice_in_one_group_says_so(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"group\.client_ids: dev1 is listed twice"):
         _load(tmp_path, text)
+
+
+TLS = '[tls]\ncert = "c.pem"\nkey = "k.pem"\n[upstream]\nservers = ["127.0.0.1"]\n'
+
+
+@pytest.mark.parametrize(
+    ("server", "line", "key"),
+    [
+        ('dot = ["127.0.0.1:8853"]\ndoh = ["127.0.0.1:8853"]\n', 3, "server.doh"),
+        ('listen = ["127.0.0.1:8853"]\ndot = ["127.0.0.1:8853"]\n', 3, "server.dot"),
+        ('listen = ["127.0.0.1:8853"]\ndoq = ["127.0.0.1:8853"]\n', 3, "server.doq"),
+    ],
+)
+def test_two_of_our_listeners_on_one_port_and_protocol_is_a_config_error(
+    tmp_path: Path, server: str, line: int, key: str
+) -> None:
+    with pytest.raises(ConfigError, match="is also in") as ei:
+        _load(tmp_path, "[server]\n" + server + TLS)
+    assert (ei.value.line, ei.value.key) == (line, key)
+
+
+def test_dot_and_doq_may_share_a_port_and_tcp_off_frees_listen(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[server]\ndot = ["127.0.0.1:853"]\ndoq = ["127.0.0.1:853"]\n' + TLS)
+    assert cfg.server.dot == cfg.server.doq
+    text = '[server]\ntcp = false\nlisten = ["127.0.0.1:8853"]\ndot = ["127.0.0.1:8853"]\n'
+    assert _load(tmp_path, text + TLS).server.dot[0].port == 8853

@@ -137,6 +137,7 @@ DNS_CT = "Content-Type: application/dns-message"
         ("400", "/dns-query", ["-H", DNS_CT, "--data-binary", "not a DNS message"]),
         ("400", f"/dns-query/Bad_Device?dns={GOOD}", []),
         ("413", "/dns-query", ["-H", DNS_CT, "--data-binary", "@BIG"]),
+        ("413", "/dns-query", ["-H", DNS_CT, "-H", "Content-Length: 999999999", "-d", "x"]),
     ],
     ids=[
         "ok",
@@ -149,6 +150,7 @@ DNS_CT = "Content-Type: application/dns-message"
         "bad-body",
         "bad-device",
         "huge-post",
+        "huge-declared-length",
     ],
 )
 def test_doh_client_mistakes_get_4xx(

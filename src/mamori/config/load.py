@@ -404,6 +404,7 @@ def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
     encrypted = [k for k in ("dot", "doh", "doq") if getattr(cfg.server, k)]
     if encrypted and not (cfg.tls.cert and cfg.tls.key):
         raise ctx.error("tls", "cert", f"[server] {encrypted[0]} needs [tls] cert and key (PEM)")
+    _check_listener_clash(cfg, ctx)
     if cfg.blockpage.enabled and not (cfg.blockpage.address or cfg.blockpage.listen):
         raise ctx.error("blockpage", "address", "give the block address (or listen = [...])")
     sink_names = {k.name for k in cfg.alert_sinks}
@@ -440,3 +441,17 @@ def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
                 if k not in known:
                     msg = f"key {k} is not in [publish] keys"
                     raise ctx.error(section, "publish_keys", msg, i)
+
+
+def _check_listener_clash(cfg: Config, ctx: Ctx) -> None:
+    """Two of our own listeners on one address, port and protocol (``listen`` TCP with
+    ``dot``/``doh``, ``listen`` UDP with ``doq``): a config error, not a bind failure."""
+    s = cfg.server
+    owners: dict[tuple[str, int, str], str] = {}
+    kinds = [("listen", "udp"), ("listen", "tcp")] if s.tcp else [("listen", "udp")]
+    kinds += [("doq", "udp"), ("dot", "tcp"), ("doh", "tcp")]
+    for key, proto in kinds:
+        for ep in getattr(s, key):
+            other = owners.setdefault((ep.host, ep.port, proto), key)
+            if other != key:
+                raise ctx.error("server", key, f"{ep} ({proto}) is also in [server] {other}")

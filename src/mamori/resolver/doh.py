@@ -207,6 +207,9 @@ class H2Session:
             return
         for ev in events:
             if isinstance(ev, h2.events.RequestReceived):
+                if _declared_size(ev.headers or []) > MAX_BODY:  # refused before the body
+                    self.conn.error(self._responder(ev.stream_id), 413)
+                    continue
                 self.streams[ev.stream_id] = (list(ev.headers or []), [], 0)
             elif isinstance(ev, h2.events.DataReceived):
                 sid = ev.stream_id
@@ -312,6 +315,9 @@ class H11Session:
                 return
             if isinstance(ev, h11.Request):
                 self.req, self.body, self.size = ev, [], 0
+                if _declared_size(ev.headers) > MAX_BODY:  # refused before the body comes
+                    self._fail(413)
+                    return
             elif isinstance(ev, h11.Data):
                 self.size += len(ev.data)
                 if self.size > MAX_BODY:
@@ -374,3 +380,14 @@ class H11Session:
             except h11.LocalProtocolError:
                 pass
         self.conn.close()
+
+
+def _declared_size(headers: Any) -> int:
+    """The Content-Length a request declares (octets; 0 when absent or not a number)."""
+    for k, v in headers:
+        if bytes(k).lower() == b"content-length":
+            try:
+                return int(bytes(v))
+            except ValueError:
+                return 0
+    return 0
