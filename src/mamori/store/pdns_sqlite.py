@@ -13,7 +13,8 @@ count. Secondary columns make each lookup an index range scan:
 * ``names_fts``, an FTS5 trigram index over distinct names: keyword substring
   search ("mizuho") without a table scan.
 
-One writer (batched upserts in a transaction, WAL), many readers.
+One writer (batched upserts in a transaction, WAL), many readers. The shapes and the
+contract every passive DNS store keeps are in ``store.pdns_base``.
 """
 
 from __future__ import annotations
@@ -22,11 +23,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from mamori.store import runs
 from mamori.store.base import WriterMark, WriterRun
+from mamori.store.pdns_base import (
+    NO_FENCES,
+    Fences,
+    FileProgress,
+    NxTuples,
+    Record,
+    Tuples,
+)
 from mamori.store.pdns_keys import (
     ip_key,
     prefix_range,
@@ -100,72 +108,6 @@ ON CONFLICT (sensor) DO UPDATE SET
     observations = observations + excluded.observations,
     last_seen = max(last_seen, excluded.last_seen)
 """
-
-# (rrname, rrtype, rdata, bailiwick) -> [time_first, time_last, count]
-Tuples = dict[tuple[str, int, str, str], list[int]]
-NxTuples = dict[tuple[str, int], list[int]]
-
-
-@dataclass(frozen=True)
-class FileProgress:
-    """How much of one capture is committed (written with its tuples, in one transaction).
-
-    ``file``: the capture's identity (hex digest); ``path``: where it was read;
-    ``size``: bytes; ``messages``: DNS messages read from its start whose tuples are
-    committed; ``complete``: the whole capture is.
-    """
-
-    file: str
-    path: str
-    size: int
-    messages: int
-    complete: bool
-
-
-@dataclass(frozen=True)
-class Record:
-    rrname: str
-    rrtype: int
-    rdata: str
-    bailiwick: str
-    time_first: int
-    time_last: int
-    count: int
-
-
-@dataclass(frozen=True)
-class Fences:
-    """DNSDB time fences (UNIX seconds; None: no fence), every one inclusive, as dnsdbq
-    documents ``-A`` ("on or after") and ``-B`` ("on or before"):
-
-    - ``first_before``: time_first <= value; ``first_after``: time_first >= value;
-    - ``last_before``: time_last <= value; ``last_after``: time_last >= value.
-
-    dnsdbq ``-A T -B U`` (life overlaps [T, U]) is ``last_after=T, first_before=U``;
-    with ``-c`` (whole life inside) ``first_after=T, last_before=U``.
-    """
-
-    first_before: int | None = None
-    first_after: int | None = None
-    last_before: int | None = None
-    last_after: int | None = None
-
-    def sql(self) -> tuple[str, list[int]]:
-        """The ``AND ...`` SQL conditions and their arguments."""
-        parts, args = [], []
-        for col, op, v in (
-            ("time_first", "<=", self.first_before),
-            ("time_first", ">=", self.first_after),
-            ("time_last", "<=", self.last_before),
-            ("time_last", ">=", self.last_after),
-        ):
-            if v is not None:
-                parts.append(f" AND {col} {op} ?")
-                args.append(v)
-        return "".join(parts), args
-
-
-NO_FENCES = Fences()
 
 
 class PdnsSQLite:
@@ -406,7 +348,8 @@ class PdnsSQLite:
         extra, fargs = fences.sql()
         sql = (
             "SELECT rrname, rrtype, rdata, bailiwick, time_first, time_last, count FROM rrset"
-            f" WHERE {where}{extra} ORDER BY time_last DESC, id LIMIT ? OFFSET ?"
+            f" WHERE {where}{extra}"
+            " ORDER BY time_last DESC, rrname, rrtype, rdata, bailiwick LIMIT ? OFFSET ?"
         )
         rows = self.db.execute(sql, [*args, *fargs, limit, offset])
         return [Record(*r) for r in rows]
@@ -423,3 +366,6 @@ def _like(text: str) -> str:
 def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+__all__ = ["NO_FENCES", "Fences", "FileProgress", "NxTuples", "PdnsSQLite", "Record", "Tuples"]
