@@ -13,6 +13,7 @@ that is not a DNS query 400.
 from __future__ import annotations
 
 import binascii
+import contextlib
 from base64 import urlsafe_b64decode
 from collections.abc import Callable
 from http import HTTPStatus
@@ -20,6 +21,7 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -208,7 +210,7 @@ class H2Session:
         for ev in events:
             if isinstance(ev, h2.events.RequestReceived):
                 if _declared_size(ev.headers or []) > MAX_BODY:  # refused before the body
-                    self.conn.error(self._responder(ev.stream_id), 413)
+                    self._refuse(ev.stream_id, 413)
                     continue
                 self.streams[ev.stream_id] = (list(ev.headers or []), [], 0)
             elif isinstance(ev, h2.events.DataReceived):
@@ -221,7 +223,7 @@ class H2Session:
                 size = st[2] + len(ev.data or b"")
                 if size > MAX_BODY:
                     del self.streams[sid]
-                    self.conn.error(self._responder(sid), 413)
+                    self._refuse(sid, 413)
                     continue
                 st[1].append(ev.data or b"")
                 self.streams[sid] = (st[0], st[1], size)
@@ -239,6 +241,15 @@ class H2Session:
                 self.conn.close()
                 return
         self.flush()
+
+    def _refuse(self, sid: int, status: int) -> None:
+        """Answer *status* before the request body is whole, then RST_STREAM NO_ERROR:
+        the client stops sending it (RFC 9113 section 8.1); the connection stays up."""
+        self.conn.error(self._responder(sid), status)
+        if self.conn.session is self:
+            # (StreamClosedError: the client had already ended or reset it)
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.h2.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
 
     def _request(self, sid: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         method = target = ""
