@@ -43,6 +43,10 @@ lint: venv
 # do not change with the UDP path); then the fuzz targets, bounded:
 # the native helper's and each parser's (atheris, FUZZ_PY_SECONDS each). All
 # of it stays under 20 minutes on 2 cores; `make fuzz` runs them for longer.
+# The tests mostly wait on real servers: PYTEST_JOBS processes (pytest-xdist; each
+# test module stays in one process, so its servers start once) run them side by side.
+PYTEST_JOBS ?= 2
+PYTEST := $(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadscope
 UDP_TESTS := tests/resolver tests/integration \
 	--ignore=tests/integration/test_console_browser.py \
 	--ignore=tests/integration/test_settings_browser.py \
@@ -53,8 +57,8 @@ UDP_TESTS := tests/resolver tests/integration \
 	--ignore=tests/integration/test_rules_api.py \
 	--ignore=tests/integration/test_upstream_tls.py
 test: venv test-deps lint
-	$(VENV)/bin/pytest
-	MAMORI_UDP_BATCH=0 $(VENV)/bin/pytest -q $(UDP_TESTS)
+	$(PYTEST)
+	MAMORI_UDP_BATCH=0 $(PYTEST) -q $(UDP_TESTS)
 	scripts/fuzz-native.sh $(FUZZ_SECONDS)
 	scripts/fuzz-python.sh $(FUZZ_PY_SECONDS)
 	VENV=$(VENV) scripts/audit-deps.sh
