@@ -89,3 +89,18 @@ def test_forget_targets_are_the_files_written(tmp_path: Path) -> None:
     path.write_text('[upstream]\nservers = ["127.0.0.1:53"]\n')
     cfg = config.load(path)
     assert {t.file for t in TARGETS} == {"", reports_path(cfg).name, history_path(cfg).name}
+
+
+def test_forget_client_erases_it_from_the_blocked_clients_per_hour(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "mamori.db")
+    blocked = list(_row("192.0.2.7"))
+    blocked[10], blocked[14] = "bad.rpz.", "blocked"  # policy_zone, outcome
+    store.write_queries([tuple(blocked), tuple(blocked)])  # type: ignore[list-item]
+    store.close()
+    with sqlite3.connect(tmp_path / "mamori.db") as db:
+        assert db.execute("SELECT client, n FROM block_clients").fetchall() == [("192.0.2.7", 2)]
+    # the two query-log rows and the one aggregate row
+    assert forget_client(tmp_path / "mamori.db", "192.0.2.7") == {"mamori.db": 3}
+    with sqlite3.connect(tmp_path / "mamori.db") as db:
+        assert db.execute("SELECT count(*) FROM block_clients").fetchone() == (0,)
+        assert db.execute("SELECT qname, n FROM block_counts").fetchall() == [("a.test.", 2)]

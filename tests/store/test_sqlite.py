@@ -145,6 +145,65 @@ def test_hourly_counts_follow_the_query_log(tmp_path: Path) -> None:
     store.close()
 
 
+_AGG = ("SELECT cast(ts / 3600 AS INTEGER) * 3600, policy_zone, qname, count(*) FROM query_log"
+        " WHERE policy_zone != '' AND outcome IN ('blocked', 'dropped') GROUP BY 1, 2, 3"
+        " ORDER BY 1, 2, 3")  # fmt: skip
+_AGG_CLIENTS = ("SELECT cast(ts / 3600 AS INTEGER) * 3600, policy_zone, client, client_group,"
+                " count(*), max(ts) FROM query_log WHERE policy_zone != ''"
+                " AND outcome IN ('blocked', 'dropped') GROUP BY 1, 2, 3, 4"
+                " ORDER BY 1, 2, 3, 4")  # fmt: skip
+
+
+def _blocked_rows(n: int) -> list[tuple[object, ...]]:
+    """*n* rows over 5 hours, 3 zones, 7 names, 4 clients in 2 groups; some not blocks."""
+    out = []
+    for i in range(n):
+        zone = ("", "a.rpz.", "b.rpz.", "c.rpz.")[i % 4]
+        outcome = ("resolved", "blocked", "dropped", "cached")[i % 3 if zone else 0]
+        out.append((3600.0 * (i % 5) + i % 3600, f"192.0.2.{i % 4}", f"n{i % 7}.test.", 1, 3,
+                    "", 0, "", False, "udp", zone, "", "QNAME", "NXDOMAIN", outcome, "",
+                    ("kids", "")[i % 4 % 2], ""))  # fmt: skip
+    return out
+
+
+def test_block_aggregates_equal_the_query_log_grouped_by_hour(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "q.db")
+    rows = _blocked_rows(3000)
+    for i in range(0, len(rows), 250):  # batches, as the writer commits them
+        store.write_queries(rows[i : i + 250])  # type: ignore[arg-type]
+    db = store.db
+    names = db.execute("SELECT * FROM block_counts ORDER BY 1, 2, 3").fetchall()
+    assert names == db.execute(_AGG).fetchall() and len(names) > 20
+    clients = db.execute("SELECT * FROM block_clients ORDER BY 1, 2, 3, 4").fetchall()
+    assert clients == db.execute(_AGG_CLIENTS).fetchall() and len(clients) > 10
+    # retention: the kids' rows are kept longer; hours go when they are all older
+    store.prune_queries(2 * 3600.0, {"kids": 0.0})
+    assert db.execute("SELECT min(hour) FROM block_counts").fetchone() == (7200,)
+    assert db.execute("SELECT DISTINCT client_group FROM block_clients WHERE hour < 7200"
+                      ).fetchall() == [("kids",)]  # fmt: skip
+    later = _AGG_CLIENTS.replace("WHERE", "WHERE ts >= 7200 AND")
+    assert db.execute("SELECT * FROM block_clients WHERE hour >= 7200 ORDER BY 1, 2, 3, 4"
+                      ).fetchall() == db.execute(later).fetchall()  # fmt: skip
+    store.close()
+
+
+def test_an_older_store_gets_its_block_aggregates_from_its_query_log(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    store = SQLiteStore(path)
+    store.write_queries(_blocked_rows(500))  # type: ignore[arg-type]
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.executescript("DROP TABLE block_counts; DROP TABLE block_clients;")
+    store = SQLiteStore(path)  # as a store written before the aggregates
+    assert store.db.execute("SELECT * FROM block_counts ORDER BY 1, 2, 3").fetchall() == (
+        store.db.execute(_AGG).fetchall()
+    )
+    assert store.db.execute("SELECT * FROM block_clients ORDER BY 1, 2, 3, 4").fetchall() == (
+        store.db.execute(_AGG_CLIENTS).fetchall()
+    )
+    store.close()
+
+
 def test_schema_6_gives_old_rows_their_outcome(tmp_path: Path) -> None:
     """A store written before the outcome column gets one from what the old row says."""
     path = tmp_path / "q.db"

@@ -10,7 +10,7 @@ them; everyone in that network goes with them). Rows kept without an address
 ``secure_delete`` (the freed pages are zeroed) and then truncates the WAL, so
 the erased data does not linger in the files; a running ``mamori serve`` may
 keep writing meanwhile (WAL, busy timeout). Aggregates without addresses
-(hourly counts, the hit log) stay. The audit log is not changed: it records
+(hourly counts, blocked names per hour, the hit log) stay. The audit log is not changed: it records
 administrators' actions, not DNS clients.
 """
 
@@ -37,6 +37,7 @@ class Target:
 
 TARGETS = (
     Target("", "query_log", "client"),
+    Target("", "block_clients", "client"),  # the console's blocked clients per hour
     Target("reports.sqlite", "reports", "client"),  # web/blockpage.py
     Target("alerts.sqlite", "alerts", "subject", "message LIKE 'client %'"),  # alerts/engine.py
 )
@@ -90,7 +91,7 @@ def forget_client(store_path: Path, network: str) -> dict[str, int]:
                 raise
             db.execute("COMMIT")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            out[path.name] = deleted
+            out[path.name] = out.get(path.name, 0) + deleted
         finally:
             db.close()
     return out

@@ -94,6 +94,40 @@ _ADDED_TABLES = (
     runs.ddl("writer_runs"),
 )
 
+# Blocks per hour, kept with each batch of rows (the console's overview reads these, not
+# the query log: at tens of millions of rows a scan took seconds and held the WAL open).
+# Created and filled from the query log when missing (a store of an older mamori).
+_BLOCK_TABLES = (
+    (
+        "block_counts",
+        """CREATE TABLE block_counts (
+            hour    INTEGER NOT NULL,  -- UNIX time of the hour's start
+            zone    TEXT NOT NULL,  -- policy zone
+            qname   TEXT NOT NULL,
+            n       INTEGER NOT NULL,  -- queries blocked
+            PRIMARY KEY (hour, zone, qname)
+        ) WITHOUT ROWID""",
+        "INSERT INTO block_counts SELECT cast(ts / 3600 AS INTEGER) * 3600, policy_zone, qname,"
+        " count(*) FROM query_log WHERE policy_zone != '' AND outcome IN ('blocked', 'dropped')"
+        " GROUP BY 1, 2, 3",
+    ),
+    (
+        "block_clients",
+        """CREATE TABLE block_clients (
+            hour    INTEGER NOT NULL,
+            zone    TEXT NOT NULL,
+            client  TEXT NOT NULL,  -- as the query log keeps it ([store] client_addresses)
+            client_group TEXT NOT NULL,  -- retention goes by it, as for the query log
+            n       INTEGER NOT NULL,
+            last    REAL NOT NULL,  -- UNIX time of the client's last block in that hour
+            PRIMARY KEY (hour, zone, client, client_group)
+        ) WITHOUT ROWID""",
+        "INSERT INTO block_clients SELECT cast(ts / 3600 AS INTEGER) * 3600, policy_zone,"
+        " client, client_group, count(*), max(ts) FROM query_log WHERE policy_zone != ''"
+        " AND outcome IN ('blocked', 'dropped') GROUP BY 1, 2, 3, 4",
+    ),
+)
+
 BLOCKED_OUTCOMES = ("blocked", "dropped")  # policy replaced the answer, or sent none
 
 
@@ -128,6 +162,11 @@ class SQLiteStore:
             have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        for table, ddl, fill in _BLOCK_TABLES:
+            if not self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone():
+                self.db.executescript(f"BEGIN; {ddl}; {fill}; COMMIT;")
 
     def write_queries(
         self,
@@ -157,6 +196,7 @@ class SQLiteStore:
                     " queries = queries + excluded.queries, blocked = blocked + excluded.blocked",
                     [(h, q, b) for h, (q, b) in hours.items()],
                 )
+                self._count_blocks(rows)
                 if hits:
                     self._add_hits(hits)
                 if mark is not None:
@@ -165,6 +205,34 @@ class SQLiteStore:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
+
+    def _count_blocks(self, rows: Sequence[QueryRowTuple]) -> None:
+        """Add the blocks among *rows* to block_counts and block_clients (in the caller's
+        transaction)."""
+        names: dict[tuple[int, str, str], int] = {}
+        clients: dict[tuple[int, str, str, str], list[float]] = {}
+        for r in rows:
+            if r[10] and r[14] in BLOCKED_OUTCOMES:  # policy_zone, outcome
+                hour = int(r[0] // 3600) * 3600
+                k = (hour, r[10], r[2])
+                names[k] = names.get(k, 0) + 1
+                c = clients.get((hour, r[10], r[1], r[16]))
+                if c is None:
+                    clients[(hour, r[10], r[1], r[16])] = [1, r[0]]
+                else:
+                    c[0] += 1
+                    c[1] = max(c[1], r[0])
+        if names:
+            self.db.executemany(
+                "INSERT INTO block_counts VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+                " n = n + excluded.n",
+                [(*k, n) for k, n in names.items()],
+            )
+            self.db.executemany(
+                "INSERT INTO block_clients VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+                " n = n + excluded.n, last = max(last, excluded.last)",
+                [(*k, n, last) for k, (n, last) in clients.items()],
+            )
 
     def begin_run(
         self, pid: int, noted: tuple[int, int] | None = None
@@ -221,12 +289,14 @@ class SQLiteStore:
         as the longest of its groups' retentions: *groups* maps a group name to
         its own cutoff (None: kept forever); a group not in it, and rows of
         clients in no group, use *before*.
-        The hourly totals follow *before*.
+        The hourly totals and the blocked names per hour follow *before*; the blocked
+        clients per hour follow their rows' retention (an hour goes once it is all older).
         """
         with self._lock:
             if not groups:
                 cur = self.db.execute("DELETE FROM query_log WHERE ts < ?", (before,))
                 n = cur.rowcount
+                self.db.execute("DELETE FROM block_clients WHERE hour + 3600 <= ?", (before,))
             else:
                 n = 0
                 self.db.execute("BEGIN")
@@ -238,11 +308,17 @@ class SQLiteStore:
                                 (cutoff, label),
                             )
                             n += cur.rowcount
+                            self.db.execute(
+                                "DELETE FROM block_clients WHERE hour + 3600 <= ?"
+                                " AND client_group = ?",
+                                (cutoff, label),
+                            )
                 except BaseException:
                     self.db.execute("ROLLBACK")
                     raise
                 self.db.execute("COMMIT")
             self.db.execute("DELETE FROM query_counts WHERE hour + 3600 <= ?", (before,))
+            self.db.execute("DELETE FROM block_counts WHERE hour + 3600 <= ?", (before,))
             return n
 
     def _group_cutoffs(
@@ -251,8 +327,11 @@ class SQLiteStore:
         """The cutoff of each group label among the rows old enough to go: the most
         lenient of its groups' (None: kept forever)."""
         out: dict[str, float | None] = {}
+        cut = max_cut(before, groups)
         for (label,) in self.db.execute(
-            "SELECT DISTINCT client_group FROM query_log WHERE ts < ?", (max_cut(before, groups),)
+            "SELECT client_group FROM query_log WHERE ts < ?"
+            " UNION SELECT client_group FROM block_clients WHERE hour < ?",
+            (cut, cut),
         ):
             if not label:
                 out[label] = before

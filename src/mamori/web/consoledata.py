@@ -39,6 +39,14 @@ def _ro(path: Path) -> sqlite3.Connection | None:
     return db
 
 
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return bool(
+        db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+    )
+
+
 @dataclass(frozen=True)
 class QueryFilter:
     client: str = ""
@@ -139,41 +147,34 @@ class ConsoleData:
             out["series"] = [(h, *rows.get(h, (0, 0))) for h in range(start, int(now) + 1, 3600)]
             out["queries"] = sum(n for _h, n, _b in out["series"])
             out["blocked"] = sum(b for _h, _n, b in out["series"])
+            # Blocks come from the per-hour aggregates the writer keeps (store/sqlite.py),
+            # counted by whole hours like the series: never a scan of the query log.
             by_cat: dict[str, int] = {}
-            for zone, n in db.execute(
-                "SELECT policy_zone, count(*) FROM query_log INDEXED BY query_log_zone"
-                f" WHERE policy_zone != '' AND {BLOCKED}"
-                " AND ts >= ? GROUP BY policy_zone",
-                (since,),
-            ):
-                cat = self.label(zone)
-                by_cat[cat] = by_cat.get(cat, 0) + n
-            out["by_category"] = dict(sorted(by_cat.items(), key=lambda kv: -kv[1]))
             hourly: dict[str, dict[int, int]] = {}
+            if not _has_table(db, "block_clients"):  # a store no writer of ours opened yet
+                return out
             for h, zone, n in db.execute(
-                "SELECT cast(ts / 3600 AS INTEGER) * 3600, policy_zone, count(*) FROM query_log"
-                f" INDEXED BY query_log_zone WHERE policy_zone != '' AND {BLOCKED} AND ts >= ?"
-                " GROUP BY 1, 2",
+                "SELECT hour, zone, sum(n) FROM block_counts WHERE hour >= ? GROUP BY 1, 2",
                 (start,),
             ):
                 cat = self.label(zone)
+                by_cat[cat] = by_cat.get(cat, 0) + n
                 row = hourly.setdefault(cat, {})
                 row[int(h)] = row.get(int(h), 0) + n
+            out["by_category"] = dict(sorted(by_cat.items(), key=lambda kv: -kv[1]))
             starts = [h for h, _n, _b in out["series"]]
             out["blocks_by_category"] = {
                 cat: [row.get(h, 0) for h in starts] for cat, row in hourly.items()
             }
             out["top_names"] = db.execute(
-                "SELECT qname, policy_zone, count(*) FROM query_log INDEXED BY query_log_zone"
-                f" WHERE policy_zone != '' AND {BLOCKED}"
-                " AND ts >= ? GROUP BY qname ORDER BY 3 DESC LIMIT 10",
-                (since,),
+                "SELECT qname, zone, sum(n) FROM block_counts WHERE hour >= ?"
+                " GROUP BY qname ORDER BY 3 DESC, qname LIMIT 10",
+                (start,),
             ).fetchall()
             out["top_clients"] = db.execute(
-                "SELECT client, count(*) FROM query_log INDEXED BY query_log_zone"
-                f" WHERE policy_zone != '' AND {BLOCKED} AND ts >= ?"
-                " GROUP BY client ORDER BY 2 DESC LIMIT 10",
-                (since,),
+                "SELECT client, sum(n) FROM block_clients WHERE hour >= ?"
+                " GROUP BY client ORDER BY 2 DESC, client LIMIT 10",
+                (start,),
             ).fetchall()
             out["top_queried"] = db.execute(
                 "SELECT qname, count(*) FROM (SELECT qname, ts FROM query_log"
