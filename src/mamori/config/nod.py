@@ -51,7 +51,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("nod", "action"): choice(*NOD_ACTIONS),
     ("nod", "zone"): zone_name,
     ("nod", "warmup"): duration(0, 365 * 86_400),
-    ("nod", "refresh"): float_range(1, 86_400),
+    ("nod", "refresh"): float_range(0.1, 86_400),
     ("nod", "continue_for"): duration(60, 30 * 86_400),
     ("nod", "dnsbl_zone"): zone_name,
     ("nod", "dnsbl_listen"): endpoints,
