@@ -16,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -202,6 +204,13 @@ def test_warn_shows_the_block_page_and_continue_lets_the_user_through(
             finally:
                 b.close()
         assert m.query("login.fresh.test").rcode() == dns.rcode.NXDOMAIN  # upstream's own
+        # a browser that still has the block address cached is told the site is allowed
+        req = urllib.request.Request(f"http://127.0.0.1:{bp}/", headers={"Host": "www.fresh.test"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=3)
+        with e.value as r:
+            html = r.read().decode()
+        assert r.code == 403 and 'id="allowed"' in html and 'id="continue"' not in html
         assert m.query("www.aging.test").answer[0][0].to_text() == "127.0.0.1"
     finally:
         site.shutdown()

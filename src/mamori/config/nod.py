@@ -28,6 +28,9 @@ NOD_ACTIONS = ("log", "block", "warn")
 
 @dataclass(frozen=True)
 class NodConfig:
+    """``[nod]``: durations in seconds (``window``, ``warmup``, ``continue_for``,
+    ``refresh``); ``dnsbl_ttl`` in seconds; the zones lowercase with the trailing dot."""
+
     enabled: bool = False
     window: int = 86_400  # seconds: first seen less than this long ago = new
     action: str = "log"  # log | block | warn

@@ -249,10 +249,13 @@ class BlockPage:
         why = self.explain(host, client)
         warn = why["category"] == "nod" and self.cfg.nod.action == "warn"
         allowed = False
-        if self.cfg.nod.enabled and self.cfg.nod.action == "warn":
+        if self.cfg.nod.enabled and self.cfg.nod.action == "warn" and not why["zone"]:
             from mamori.discovery.nod_publish import allowed_until
 
-            allowed = allowed_until(self.cfg, host) is not None
+            # continued, but the browser still has the block address: say so
+            allowed = warn = allowed_until(self.cfg, host) is not None
+            if allowed:
+                why["category"], why["zone"] = "nod", self.cfg.nod.zone
         path = request.url.path
         if request.url.query:
             path += "?" + request.url.query
