@@ -3,10 +3,13 @@ the DNSBL's age codes, the zone's rules, "continue", and the [nod] config's erro
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from mamori.cli import cli
 from mamori.config import loads
 from mamori.discovery.nod import NewDomain, find_new, registrable, zone_lines
 from mamori.discovery.nod_publish import allow, allowed_until, refresh
@@ -157,3 +160,16 @@ def test_nod_zone_comes_last_and_log_only_is_disabled_policy(tmp_path: Path) -> 
     bl = cfg.dnsbl[-1]
     assert (bl.zone, bl.kind, bl.files) == ("nod.bl.example.", "domain",
                                             (tmp_path / "nod" / "nod.entries",))  # fmt: skip
+
+
+def test_nod_list_says_until_when_a_young_store_warms_up(tmp_path: Path) -> None:
+    config = tmp_path / "mamori.toml"
+    config.write_text(CONFIG.format(tmp=tmp_path) + '[nod]\nwindow = "2h"\n')
+    now = int(time.time())
+    store = PdnsSQLite(tmp_path / "pdns.sqlite")
+    store.write({("www.a.example.", 1, "192.0.2.1", "example."): [now - 600, now, 1]})
+    store.close()
+    r = CliRunner().invoke(cli, ["nod", "list", "--config", str(config)])
+    assert r.exit_code == 0 and r.output.startswith("warming up until 20"), r.output
+    r = CliRunner().invoke(cli, ["nod", "list", "--config", str(config), "--since", "bogus"])
+    assert r.exit_code != 0 and "--since: not a time" in r.output

@@ -96,13 +96,17 @@ def registrable(name: str) -> str | None:
     return None if reg is None else reg + "."
 
 
-def find_new(store: PdnsStore, window: int, warmup: int, now: int | None = None) -> NodView:
+def find_new(
+    store: PdnsStore, window: int, warmup: int, now: int | None = None, observed: int | None = None
+) -> NodView:
     """The newly observed domains at *now* (UNIX seconds; default: the clock) for a
     *window* and *warmup* in seconds (see the module's docstring). Reads the store:
-    the names first seen since the bound, then each of their registrable domains'
-    first observation."""
+    its first observation (unless given as *observed*: a caller that saw the warm-up
+    end keeps it), the names first seen since the bound, then each of their
+    registrable domains' first observation."""
     now = int(time.time()) if now is None else now
-    observed = store.observed_since()
+    if observed is None:
+        observed = store.observed_since()
     if observed is None:
         return NodView(now, now, None, None, ())
     warm_until = observed + warmup

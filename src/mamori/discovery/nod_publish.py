@@ -100,11 +100,13 @@ class NodState:
         return changed
 
 
-def refresh(cfg: Config, store: PdnsStore, now: int | None = None) -> tuple[NodView, bool]:
+def refresh(
+    cfg: Config, store: PdnsStore, now: int | None = None, observed: int | None = None
+) -> tuple[NodView, bool]:
     """Compute what is new, write the zone and the DNSBL entries; (the view, whether the
-    policy zone changed)."""
+    policy zone changed). *observed*: the store's first observation, when known."""
     now = int(time.time()) if now is None else now
-    view = find_new(store, cfg.nod.window, cfg.nod.warmup_seconds, now)
+    view = find_new(store, cfg.nod.window, cfg.nod.warmup_seconds, now, observed)
     with NodState(cfg) as state:
         state.set_current(view)
         changed = state.write_zone(now)
@@ -169,6 +171,7 @@ async def run_nod(
     the last published zone keeps serving."""
     store: PdnsStore | None = None
     warned = False
+    observed: int | None = None  # the store's first observation, once the warm-up is over
     try:
         while True:
             cfg = current()
@@ -176,7 +179,9 @@ async def run_nod(
                 try:
                     if store is None:
                         store = await asyncio.to_thread(open_store)
-                    view, changed = await asyncio.to_thread(refresh, cfg, store)
+                    view, changed = await asyncio.to_thread(refresh, cfg, store, None, observed)
+                    if not view.warming:
+                        observed = view.observed_since  # (a scan saved at every refresh)
                     if view.warming and not warned and view.warm_until is not None:
                         warned = True
                         end = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(view.warm_until))
