@@ -191,6 +191,8 @@ async def run_nod(
                         await zones_changed()
                 except (OSError, sqlite3.Error) as e:
                     log.error("nod: refresh failed, previous zone serving: %s", e)
+                except Exception:  # a bug must not end the refreshes: logged, tried again
+                    log.exception("nod: refresh failed, previous zone serving")
             await asyncio.sleep(cfg.nod.refresh)
     finally:
         if store is not None:
