@@ -1,4 +1,4 @@
-"""Command line: serve, check, web, and the zones, feeds, pdns, keys, users, reports,
+"""Command line: serve, check, web, and the zones, feeds, pdns, nod, keys, users, reports,
 rules, store, profile groups.
 
 One module per command group; this module only assembles them.
@@ -11,6 +11,7 @@ import click
 from mamori import __version__
 from mamori.cli.feeds import feeds
 from mamori.cli.keys import keys, reports, users
+from mamori.cli.nod import nod
 from mamori.cli.pdns import pdns
 from mamori.cli.profile import profile
 from mamori.cli.rules import rules
@@ -25,7 +26,8 @@ def cli() -> None:
     """mamori: DNS firewall, threat datasets and passive DNS."""
 
 
-for command in (serve, web, check, zones, feeds, pdns, keys, reports, users, rules, store, profile):
+commands = (serve, web, check, zones, feeds, pdns, nod, keys, reports, users, rules, store, profile)
+for command in commands:
     cli.add_command(command)
 
 

@@ -49,6 +49,11 @@ def serve(config_path: str) -> None:
             zygote.close()
         fail(e)
     tap_writer = _pdns_tap(cfg, parts)
+    if cfg.nod.enabled:
+        parts.nod_store = _nod_store(cfg)
+        if not (cfg.pdns.enabled or cfg.pdns.dnstap or cfg.pdns.capture):
+            log.warning("[nod] reads passive DNS, but this server records none ([pdns]"
+                        " enabled = false): only ingested captures make domains new")  # fmt: skip
     children = _pdns_children(cfg)
     alerts = _alerts(cfg, runtime)
     try:
@@ -188,6 +193,14 @@ def _pdns_tap(cfg: config_mod.Config, parts: Any) -> TapWriter | None:
     writer.start()
     log.info("passive DNS: upstream answers recorded in %s (sensor %s)", store.path, sensor)
     return writer
+
+
+def _nod_store(cfg: config_mod.Config) -> Any:
+    """What opens the passive DNS store newly observed domains read ([nod])."""
+    from mamori.store.pdns_sqlite import PdnsSQLite
+
+    path = config_mod.pdns_path(cfg)
+    return lambda: PdnsSQLite(path)
 
 
 @click.command()

@@ -96,6 +96,7 @@ class DnsblConfig:
     kind: str = "ip"  # "ip" (reversed-octet / nibble queries) or "domain"
     lookup_url: str = ""  # TXT: "https://example.org/lookup?q={}" ({} = the query)
     ttl: int = 900
+    files: tuple[Path, ...] = ()  # more entries files (set by the loader: [nod] dnsbl_zone)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 from mamori.config.alerts import CONVERTERS as ALERT_CONVERTERS
 from mamori.config.feeds import CONVERTERS as FEED_CONVERTERS
+from mamori.config.nod import CONVERTERS as NOD_CONVERTERS
 from mamori.config.values import (
     boolean,
     choice,
@@ -133,6 +134,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("publish", "history"): int_range(0, 1000),
     **FEED_CONVERTERS,
     **ALERT_CONVERTERS,
+    **NOD_CONVERTERS,
     ("policy", "min_ns_dots"): int_range(0, 127),
     ("policy", "watch_interval"): float_range(0, 86_400),
 }

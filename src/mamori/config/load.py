@@ -16,9 +16,11 @@ from typing import Any
 from mamori.config import overlay as overlay_mod
 from mamori.config.feeds import DatasetConfig, FeedConfig, PdnsConfig, dataset_feeds
 from mamori.config.keys import CONVERTERS
+from mamori.config.nod import NodConfig
 from mamori.config.overlay import Origin, Provenance, overlay_path
 from mamori.config.sections import (
     CANARY_ZONE,
+    RULES_ZONE,
     BlockpageConfig,
     CacheConfig,
     Config,
@@ -37,6 +39,8 @@ from mamori.config.sections import (
     canary_zone,
     dataset_zone,
     feed_zone,
+    nod_dnsbl,
+    nod_zone,
     rules_zones,
 )
 from mamori.config.tables import (
@@ -70,6 +74,7 @@ _SECTIONS: dict[str, type] = {
     "blockpage": BlockpageConfig,
     "rules": RulesConfig,
     "tls": TlsConfig,
+    "nod": NodConfig,
 }
 
 
@@ -220,9 +225,12 @@ def _finish(ctx: Ctx, cfg: Config, resolver: bool) -> Config:
             raise ctx.error("rpz", "name", f"{z.name} is managed by mamori ([rules])", i)
         if z.name == CANARY_ZONE:
             raise ctx.error("rpz", "name", f"{z.name} is mamori's ([server] doh_canary)", i)
-    # The local rules first: an allow rule beats every other zone; then the DoH canary.
-    zones = rules_zones(cfg) + canary_zone(cfg) + rpz + feeds + datasets
-    return dataclasses.replace(cfg, rpz=zones)
+        if cfg.nod.enabled and z.name == cfg.nod.zone:
+            raise ctx.error("rpz", "name", f"{z.name} is mamori's ([nod] zone)", i)
+    # The local rules first: an allow rule beats every other zone; then the DoH canary;
+    # newly observed domains last (a feed that lists a name explains its block better).
+    zones = rules_zones(cfg) + canary_zone(cfg) + rpz + feeds + datasets + nod_zone(cfg)
+    return dataclasses.replace(cfg, rpz=zones, dnsbl=cfg.dnsbl + nod_dnsbl(cfg))
 
 
 def _merge_overlay(
@@ -407,6 +415,7 @@ def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
     _check_listener_clash(cfg, ctx)
     if cfg.blockpage.enabled and not (cfg.blockpage.address or cfg.blockpage.listen):
         raise ctx.error("blockpage", "address", "give the block address (or listen = [...])")
+    _check_nod(ctx, cfg)
     sink_names = {k.name for k in cfg.alert_sinks}
     for i, rule in enumerate(cfg.alerts):
         missing = [k for k in rule.sinks if k not in sink_names]
@@ -441,6 +450,25 @@ def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
                 if k not in known:
                     msg = f"key {k} is not in [publish] keys"
                     raise ctx.error(section, "publish_keys", msg, i)
+
+
+def _check_nod(ctx: Ctx, cfg: Config) -> None:
+    n = cfg.nod
+    if not n.enabled:
+        return
+    if n.action == "warn" and not (cfg.blockpage.enabled and cfg.blockpage.address):
+        raise ctx.error("nod", "action", '"warn" needs [blockpage] enabled and its address')
+    ours = (".rules.mamori.", ".feeds.mamori.", ".datasets.mamori.")
+    if n.zone in (RULES_ZONE, CANARY_ZONE) or n.zone.endswith(ours):
+        raise ctx.error("nod", "zone", f"{n.zone} is another zone of mamori's")
+    if bool(n.dnsbl_zone) != bool(n.dnsbl_listen):
+        given, missing = (
+            ("dnsbl_zone", "dnsbl_listen") if n.dnsbl_zone else ("dnsbl_listen", "dnsbl_zone")
+        )
+        raise ConfigError(ctx.path, ctx.line("nod", given), f"nod.{missing}",
+                          "a DNSBL needs both dnsbl_zone and dnsbl_listen")  # fmt: skip
+    if n.dnsbl_zone in {bl.zone for bl in cfg.dnsbl}:
+        raise ctx.error("nod", "dnsbl_zone", f"{n.dnsbl_zone} is also a [[dnsbl]] zone")
 
 
 def _check_listener_clash(cfg: Config, ctx: Ctx) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mamori.config.alerts import AlertConfig, SinkConfig
 from mamori.config.feeds import DatasetConfig, DnsblConfig, FeedConfig, PdnsConfig
+from mamori.config.nod import NodConfig
 from mamori.config.values import Endpoint, TsigSpec, UpstreamServer
 
 
@@ -246,6 +247,7 @@ class Config:
     alerts: tuple[AlertConfig, ...] = ()
     alert_sinks: tuple[SinkConfig, ...] = ()
     dnsbl: tuple[DnsblConfig, ...] = ()
+    nod: NodConfig = field(default_factory=NodConfig)
 
 
 def pdns_path(cfg: Config) -> Path:
@@ -316,3 +318,30 @@ def dataset_zone(ds: DatasetConfig, cfg_store: StoreConfig) -> RpzConfig:
         publish_keys=ds.publish_keys,
         groups=ds.groups,
     )
+
+
+def nod_dir(cfg_store: StoreConfig) -> Path:
+    """Where newly observed domains keep their zone, DNSBL entries and state."""
+    return cfg_store.path.parent / "nod"
+
+
+def nod_zone(cfg: Config) -> tuple[RpzConfig, ...]:
+    """The managed policy zone of newly observed domains (``[nod]``), applied after every
+    other zone: ``log`` is policy ``disabled`` (hits logged, nothing applied)."""
+    n = cfg.nod
+    if not n.enabled:
+        return ()
+    policy = "disabled" if n.action == "log" else "given"
+    path = nod_dir(cfg.store) / "nod.rpz"
+    return (RpzConfig(name=n.zone, file=path, policy=policy, managed=True),)
+
+
+def nod_dnsbl(cfg: Config) -> tuple[DnsblConfig, ...]:
+    """The DNSBL of newly observed domains (``[nod] dnsbl_zone``), a name list answering
+    ``127.0.2.N`` by age (discovery/nod.py)."""
+    n = cfg.nod
+    if not (n.enabled and n.dnsbl_zone):
+        return ()
+    entries = nod_dir(cfg.store) / "nod.entries"
+    return (DnsblConfig(zone=n.dnsbl_zone, listen=n.dnsbl_listen, kind="domain",
+                        ttl=n.dnsbl_ttl, files=(entries,)),)  # fmt: skip

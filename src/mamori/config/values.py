@@ -417,3 +417,27 @@ def ip_address(raw: Any, _ctx: Any, _rc: str) -> str:
         return str(ipaddress.ip_address(raw if isinstance(raw, str) else ""))
     except ValueError:
         raise InvalidValueError(f"must be an IP address; got {raw!r}") from None
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration(lo: int, hi: int) -> Any:
+    """Seconds as an integer or a string with a unit: ``"90s"``, ``"30m"``, ``"24h"``,
+    ``"7d"``, ``"2w"``; between *lo* and *hi* seconds."""
+
+    def conv(raw: Any, _ctx: Any, _rc: str) -> int:
+        seconds: int | None = None
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            seconds = raw
+        elif isinstance(raw, str):
+            m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", raw.lower())
+            if m:
+                seconds = int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        if seconds is None:
+            raise InvalidValueError(f'must be a duration like "24h", "90m" or 3600; got {raw!r}')
+        if not lo <= seconds <= hi:
+            raise InvalidValueError(f"must be between {lo} and {hi} seconds; got {seconds}")
+        return seconds
+
+    return conv

@@ -62,7 +62,8 @@ async def start(
     out: list[Server] = []
     feeds = {f.name: f for f in cfg.feeds}
     for bl, zone_socks in zip(cfg.dnsbl, socks, strict=True):
-        responder = Responder(bl, [entries_path(feeds[n], cfg.store) for n in bl.feeds])
+        paths = [entries_path(feeds[n], cfg.store) for n in bl.feeds] + list(bl.files)
+        responder = Responder(bl, paths)
         tcp = TcpListener(responder, 10.0, 1000)
         for sock in zone_socks:
             if sock.type == socket.SOCK_DGRAM:

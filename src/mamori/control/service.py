@@ -54,6 +54,7 @@ from mamori.resolver.events import AnswerTap, EventQueue
 from mamori.resolver.policymap import Manifest
 from mamori.resolver.server import TcpListener, adopt, bind_all
 from mamori.store.base import QueryLogStore
+from mamori.store.pdns_base import PdnsStore
 from mamori.xfr.primary import Publisher
 
 log = logging.getLogger("mamori.resolver.service")
@@ -82,6 +83,7 @@ class Parts:
         self.web_factory: Callable[[], list[Any]] = list
         self.web: list[Any] = []  # the uvicorn servers built by web_factory
         self.tap: AnswerTap | None = None  # passive DNS: answers to record
+        self.nod_store: Callable[[], PdnsStore] | None = None  # opens it for [nod]
         self.on_stop: list[Callable[[], None]] = []
 
 
@@ -432,6 +434,11 @@ def run(parts: Parts) -> None:
             spawn(watch_zone_files(lambda: plane.cfg, plane.zone_files_changed)),
             spawn(run_feeds(lambda: plane.cfg, plane.zone_files_changed, feed_locks)),
         ]
+        if parts.nod_store is not None:  # newly observed domains: refreshed periodically
+            from mamori.discovery.nod_publish import run_nod
+
+            nod = run_nod(lambda: plane.cfg, parts.nod_store, plane.zone_files_changed)
+            background.append(spawn(nod))
         # The web imports and apps take ~0.2 s: built off the loop (it answers DNS meanwhile).
         parts.web = await asyncio.to_thread(parts.web_factory)
         web_tasks = [spawn(w.serve()) for w in parts.web]

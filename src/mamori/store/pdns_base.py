@@ -145,6 +145,20 @@ class PdnsStore(Protocol):
     def nxdomain(self, name: str, limit: int = 1000) -> list[tuple[str, int, int, int, int]]:
         """(rrname, rrtype, time_first, time_last, count) of NXDOMAIN answers for *name*."""
 
+    # Newly observed domains (discovery/nod.py)
+    def names_first_seen_since(self, since: int, limit: int = 1_000_000) -> list[tuple[str, int]]:
+        """(rrname, time_first) of the names whose first observation (the least
+        time_first of all their tuples; NXDOMAIN answers not counted) is at or after
+        *since* (UNIX seconds), earliest first, then by name; at most *limit*."""
+
+    def earliest_below(self, domain: str) -> int | None:
+        """The least time_first (UNIX seconds) of *domain* (``example.com.``) and of every
+        name below it; None when none was observed."""
+
+    def observed_since(self) -> int | None:
+        """When the store began observing: the least time_first of all its tuples (UNIX
+        seconds); None when it is empty."""
+
     def sensors(self) -> list[tuple[str, int, int]]:
         """(sensor, observations, last seen)."""
 

@@ -320,6 +320,32 @@ class PdnsSQLite:
             )
         )
 
+    # ------------------------------------------- newly observed domains (discovery/nod.py)
+    def names_first_seen_since(self, since: int, limit: int = 1_000_000) -> list[tuple[str, int]]:
+        """Names first observed at or after *since* (see ``PdnsStore``): the tuples first
+        seen since then (a scan: there is no time_first index), each name's least
+        time_first over all its tuples by the unique index."""
+        rows = self.db.execute(
+            "SELECT rrname, min(time_first) AS first FROM rrset WHERE rrname IN"
+            " (SELECT rrname FROM rrset WHERE time_first >= ?)"
+            " GROUP BY rrname HAVING first >= ? ORDER BY first, rrname LIMIT ?",
+            (since, since, limit),
+        )
+        return [(str(n), int(f)) for n, f in rows]
+
+    def earliest_below(self, domain: str) -> int | None:
+        """The least time_first of *domain* and the names below it (the rname index)."""
+        lo, hi = prefix_range(reverse_name(domain.lower().rstrip(".") + "."))
+        row = self.db.execute(
+            "SELECT min(time_first) FROM rrset WHERE rname >= ? AND rname < ?", (lo, hi)
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def observed_since(self) -> int | None:
+        """The least time_first of the store (a scan)."""
+        row = self.db.execute("SELECT min(time_first) FROM rrset").fetchone()
+        return None if row[0] is None else int(row[0])
+
     def sensors(self) -> list[tuple[str, int, int]]:
         return list(self.db.execute("SELECT sensor, observations, last_seen FROM sensors"))
 

@@ -17,6 +17,7 @@ script at all; the page's one inline stylesheet allowed by its hash).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -67,7 +68,19 @@ TEXT = {
             "spam": "spam source",
             "adware": "adware",
             "custom": "a local policy of this network",
+            "nod": "a newly observed domain: first seen on this network only lately",
         },
+        "nod_title": "This site is new",
+        "nod_intro": "Your network's DNS firewall has seen this site only lately:",
+        "first_seen": "First seen",
+        "nod_todo": "Sites that appeared hours ago are often made for phishing or malware and "
+        "vanish again. If you did not expect this site, do not go on. If you know it, you may "
+        "continue: it is then allowed on this network for a while.",
+        "continue_button": "Continue to the site",
+        "continue_note": "Continuing allows this domain for everyone on this network for",
+        "hours": "hours",
+        "allowed": "This site is allowed now. Your browser may still remember the block "
+        "address for a minute: reload the page shortly.",
     },
     "ja": {
         "title": "このサイトはブロックされました",
@@ -92,7 +105,20 @@ TEXT = {
             "spam": "スパムの送信元",
             "adware": "アドウェア",
             "custom": "このネットワークのポリシー",
+            "nod": "新しく観測されたドメイン(このネットワークで最近初めて見られたもの)",
         },
+        "nod_title": "このサイトは新しいサイトです",
+        "nod_intro": "このネットワークの DNS ファイアウォールは次のサイトを最近初めて観測しました:",
+        "first_seen": "初観測",
+        "nod_todo": "数時間前に現れたサイトは、フィッシングやマルウェアのために作られ、すぐに消える"
+        "ことがよくあります。心当たりがない場合は先に進まないでください。よく知っているサイトなら"
+        "続行できます。続行すると、しばらくの間このネットワークで許可されます。",
+        "continue_button": "サイトへ進む",
+        "continue_note": "続行すると、このドメインはこのネットワークの全員に対して"
+        "次の時間許可されます:",
+        "hours": "時間",
+        "allowed": "このサイトは許可されました。ブラウザーがブロック用のアドレスをしばらく"
+        "覚えていることがあります。少し待ってからページを再読み込みしてください。",
     },
 }
 
@@ -156,6 +182,7 @@ class BlockPage:
         return Starlette(
             routes=[
                 Route("/report", self.report, methods=["POST"]),
+                Route("/continue", self.continue_to, methods=["POST"]),
                 Route("/{path:path}", self.page, methods=["GET", "HEAD"]),
             ],
             middleware=[Middleware(SecurityHeaders, csp=self.csp())],
@@ -177,6 +204,10 @@ class BlockPage:
         if match is None:
             return out
         out["zone"], out["rule"] = match.rule.zone, match.rule.rule_name
+        nod = self.cfg.nod
+        if nod.enabled and match.rule.zone == nod.zone:
+            out["category"], out["since"] = "nod", self._nod_first_seen(name)
+            return out
         feed = self.categories.get(match.rule.zone)
         if feed is not None:
             out["category"], out["feed"] = feed.category, feed.name
@@ -198,6 +229,12 @@ class BlockPage:
                         return {"since": since, "reason": p.reason}
         return {}
 
+    def _nod_first_seen(self, name: str) -> str:
+        from mamori.discovery.nod_publish import first_seen
+
+        ts = first_seen(self.cfg, name)
+        return "" if ts is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
     # ---------------------------------------------------------------- pages
     def _csrf(self, name: str, client: str) -> str:
         return hmac.new(self.secret, f"{name}|{client}".encode(), hashlib.sha256).hexdigest()
@@ -210,16 +247,33 @@ class BlockPage:
         t = TEXT[lang]
         client = request.client.host if request.client else ""
         why = self.explain(host, client)
+        warn = why["category"] == "nod" and self.cfg.nod.action == "warn"
+        allowed = False
+        if self.cfg.nod.enabled and self.cfg.nod.action == "warn" and not why["zone"]:
+            from mamori.discovery.nod_publish import allowed_until
+
+            # continued, but the browser still has the block address: say so
+            allowed = warn = allowed_until(self.cfg, host) is not None
+            if allowed:
+                why["category"], why["zone"] = "nod", self.cfg.nod.zone
+        path = request.url.path
+        if request.url.query:
+            path += "?" + request.url.query
         html = self.env.get_template("blocked.html").render(
             lang=lang,
             t=t,
             name=host,
+            category=why["category"],
             category_text=t["categories"].get(why["category"], why["category"]),  # type: ignore[attr-defined]
             source=why["feed"] or why["zone"].rstrip(".") or "-",
             since=why["since"],
             reason=why["reason"],
             csrf=self._csrf(host, client),
             reported=request.query_params.get("reported") == "1",
+            warn=warn,
+            allowed=allowed,
+            next_path=path,
+            continue_hours=f"{self.cfg.nod.continue_for / 3600:g}",
         )
         # 403: not the site's content; no caching of someone else's name
         return HTMLResponse(html, 403, headers={"Cache-Control": "no-store"})
@@ -254,3 +308,28 @@ class BlockPage:
                     (now, self.client_text(client), name, why["zone"], why["rule"], comment),
                 )
         return RedirectResponse("/?reported=1", 303)
+
+    async def continue_to(self, request: Request) -> Response:
+        """The warning of a newly observed domain ([nod] action = "warn"): continue. The
+        domain leaves the NOD zone for [nod] continue_for (discovery/nod_publish.py),
+        the policy is compiled again, and the browser goes back to where it was."""
+        form = await small_form(request, REPORT_BYTES)
+        if form is None:
+            return PlainTextResponse(f"form over {REPORT_BYTES} bytes\n", 413)
+        name = str(form.get("name", ""))[:253].lower()
+        client = request.client.host if request.client else ""
+        if not hmac.compare_digest(str(form.get("csrf", "")), self._csrf(name, client)):
+            return PlainTextResponse("bad form token\n", 400)
+        if self.cfg.nod.action != "warn" or self.explain(name, client)["category"] != "nod":
+            return PlainTextResponse("this name is not held by a warning\n", 409)
+        from mamori.discovery.nod_publish import allow
+
+        until = await asyncio.to_thread(allow, self.cfg, name, self.client_text(client))
+        if until is None:
+            return PlainTextResponse("this name is not a newly observed domain\n", 409)
+        if self.runtime is not None and self.runtime.zones_changed is not None:
+            await self.runtime.zones_changed()  # compiled and in force before the redirect
+        target = str(form.get("next", "/"))
+        if not target.startswith("/") or target.startswith("//") or "\\" in target:
+            target = "/"
+        return RedirectResponse(target, 303, headers={"Cache-Control": "no-store"})

@@ -59,6 +59,7 @@ _HDR = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
 _QTC = struct.Struct("!HH")
 EDNS_PAYLOAD = 1232
+_NAME_TABLE = {**data_mod.NAME_CODES, **data_mod.NOD_CODES}  # name lists' return codes
 
 
 class Responder:
@@ -275,11 +276,16 @@ class Responder:
     def _codes(self, listing: data_mod.Listing) -> list[str]:
         if "test" in listing.categories:
             return ["127.0.0.2"]  # RFC 5782: the test point answers 127.0.0.2 in every list
-        table = data_mod.IP_CODES if self.cfg.kind == "ip" else data_mod.NAME_CODES
+        table = data_mod.IP_CODES if self.cfg.kind == "ip" else _NAME_TABLE
         return sorted({table.get(c, table["custom"]) for c in listing.categories})
 
     def _reason(self, listing: data_mod.Listing | None, value: str) -> str:
         assert listing is not None
+        nod = sorted(c for c in listing.categories if c in data_mod.NOD_CODES)
+        if nod and len(nod) == len(listing.categories):
+            hours = nod[0].split("-")[1]
+            text = f"{value}: newly observed domain, first seen less than {hours} hours ago"
+            return text + " (mamori nod)"
         cats = ", ".join(sorted(listing.categories))
         text = f"{value} listed by mamori: {cats} (feeds: {', '.join(sorted(listing.feeds))})"
         if self.cfg.lookup_url:

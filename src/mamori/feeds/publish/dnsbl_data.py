@@ -32,6 +32,9 @@ NAME_CODES = {
     "adware": "127.0.1.8",
     "custom": "127.0.1.9",
 }
+# Newly observed domains ([nod] dnsbl_zone, Spamhaus ZRD's idea): category "nod-N" is a
+# name first seen less than N hours ago (N from 2: the first two hours share 127.0.2.2)
+NOD_CODES = {f"nod-{h}": f"127.0.2.{h}" for h in range(2, 255)}
 WRONG_QUERY = "127.255.255.252"  # a name asked of an IP list, or an address of a name list
 
 
@@ -98,7 +101,9 @@ def load(paths: list[Path]) -> Data:
         feed = head[2] if len(head) > 4 else path.stem
         category = head[4] if len(head) > 4 else "custom"
         for line in lines[1:]:
+            # kind TAB value [TAB category of this entry: the header's when absent]
             kind, _, value = line.partition("\t")
+            value, _, own = value.partition("\t")
             if kind in ("ip", "cidr"):
                 net = ipaddress.ip_network(value, strict=False)
                 key = (net.version, net.prefixlen)
@@ -110,7 +115,7 @@ def load(paths: list[Path]) -> Data:
                 listing = data.wild.setdefault(value, Listing())
             else:
                 continue
-            listing.categories.add(category)
+            listing.categories.add(own or category)
             listing.feeds.add(feed)
     for version in (4, 6):
         data.order[version] = sorted((k for k in data.nets if k[0] == version), reverse=True)
