@@ -343,9 +343,9 @@ def path(raw: Any, ctx: Any, _rc: str) -> Path:
 
 
 def paths(raw: Any, ctx: Any, rc: str) -> tuple[Path, ...]:
-    """A file path or a list of them."""
+    """A file path or a list of them (maybe empty)."""
     items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list) or not items:
+    if not isinstance(items, list):
         raise InvalidValueError("must be a file path or a list of file paths")
     return tuple(path(i, ctx, rc) for i in items)
 
