@@ -50,6 +50,14 @@ def test_not_routed_ranges_have_no_as_and_gzip_tsv_reads(tmp_path: Path) -> None
     assert t.lookup(int.from_bytes(key)) == GeoInfo(None, "", "")
 
 
+def test_an_unsorted_tsv_is_sorted_and_still_bisects(tmp_path: Path) -> None:
+    lines = write_tsv(tmp_path / "ip2asn.tsv").read_text().splitlines()
+    (tmp_path / "shuffled.tsv").write_text("\n".join(reversed(lines)) + "\n")
+    geo = open_geo([], [tmp_path / "shuffled.tsv"], builtin_country=False)
+    for address, expected in CASES:
+        assert geo.lookup(address) == expected, address
+
+
 def test_an_asn_file_and_a_country_file_combine_and_builtin_rir_data_fills_in(
     tmp_path: Path,
 ) -> None:
