@@ -170,3 +170,23 @@ def test_holder_runs_without_enrichment_when_a_database_breaks_at_reload(
     assert holder.get([], [broken], False, True) is None
     assert "broken.tsv:1: not an address range" in caplog.text
     assert holder.get([], [tsv], False, False) is None  # [geo] removed
+
+
+def test_a_damaged_data_section_is_logged_once_and_left_out_the_tsv_still_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import maxminddb
+
+    good = write_asn_mmdb(tmp_path / "asn.mmdb")
+    with maxminddb.open_database(str(good)) as r:
+        m = r.metadata()
+        tree = m.node_count * m.record_size * 2 // 8
+    data = bytearray(good.read_bytes())
+    data[tree + 16 : tree + 56] = b"\xff" * 40  # the data section, past the 16-byte separator
+    bad = tmp_path / "damaged.mmdb"
+    bad.write_bytes(bytes(data))
+    geo = open_geo([bad], [write_tsv(tmp_path / "ip2asn.tsv")], builtin_country=False)
+    assert geo.lookup("192.0.2.1") == GeoInfo(64500, "EXAMPLE-HOSTING", "JP")  # from the TSV
+    assert geo.lookup("203.0.113.9") == GeoInfo(64502, "BULLETPROOF-LTD", "RU")
+    assert caplog.text.count("damaged database") == 1 and "damaged.mmdb" in caplog.text
+    geo.close()

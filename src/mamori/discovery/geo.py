@@ -20,6 +20,7 @@ import bisect
 import gzip
 import ipaddress
 import logging
+import threading
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -229,14 +230,18 @@ class Mmdb:
             detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise GeoError(f"{path}: not a readable MaxMind DB file: {detail}") from None
         self._ranges: dict[int, list[tuple[int, int]]] | None = None
+        self.damaged = False  # a lookup found damaged data (logged once)
 
     def lookup(self, address: str) -> GeoInfo | None:
         try:
             rec = self.reader.get(address)
-        except ValueError:  # an IPv6 address in an IPv4-only database
+        except ValueError:  # an IPv6 address in an IPv4-only database; a closed reader
             return None
         except Exception as e:  # maxminddb.InvalidDatabaseError: a damaged data section
-            raise GeoError(f"{self.path}: damaged database: {e}") from None
+            if not self.damaged:
+                log.error("[geo] %s: damaged database (%s): its answers are left out", self.path, e)
+            self.damaged = True
+            return None
         return _from_record(rec) if isinstance(rec, dict) else None
 
     def ranges(self, asn: int) -> list[tuple[int, int]]:
@@ -300,7 +305,7 @@ class Geo:
 
     def lookup(self, address: str) -> GeoInfo | None:
         """*address* (IPv4 or IPv6 text) -> GeoInfo; None if not an address or nothing is
-        known of it. GeoError when a database turns out damaged."""
+        known of it (a damaged MaxMind DB is logged once and its answers left out)."""
         try:
             return self._cache[address]
         except KeyError:
@@ -390,21 +395,23 @@ class GeoHolder:
     def __init__(self) -> None:
         self._key: tuple[Any, ...] | None = None
         self._geo: Geo | None = None
+        self._lock = threading.Lock()  # request threads ask at once: one opens
 
     def get(
         self, mmdb: Sequence[Path], ip2asn: Sequence[Path], builtin: bool, on: bool
     ) -> Geo | None:
         key = (on, tuple(mmdb), tuple(ip2asn), builtin)
-        if key != self._key:
-            old, self._geo, self._key = self._geo, None, key
-            if old is not None:
-                old.close()
-            if on:
-                try:
-                    self._geo = open_geo(mmdb, ip2asn, builtin)
-                except GeoError as e:
-                    log.error("[geo] %s: running without ASN/country enrichment", e)
-        return self._geo
+        with self._lock:
+            if key != self._key:
+                old, self._geo, self._key = self._geo, None, key
+                if old is not None:
+                    old.close()
+                if on:
+                    try:
+                        self._geo = open_geo(mmdb, ip2asn, builtin)
+                    except GeoError as e:
+                        log.error("[geo] %s: running without ASN/country enrichment", e)
+            return self._geo
 
 
 ADDRESS_TYPES = (1, 28)  # A, AAAA: the records whose rdata is an address

@@ -313,7 +313,7 @@ class Console:
         qs = urlencode([(k, v) for k, v in request.query_params.items() if k != "before"])
         return self.render_page(
             request, "queries.html", N_("Query log"), f=f, since=since_text,
-            rows=self._with_geo([_query_row(r) for r in rows]),
+            rows=await run_in_threadpool(self._with_geo, [_query_row(r) for r in rows]),
             next_id=rows[-1][0] if len(rows) == 50 else None, query_string=qs,
             live=older is None, last_id=last_id,
         )  # fmt: skip
@@ -434,7 +434,8 @@ class Console:
         ]  # fmt: skip
         return self.render_page(request, "pdns.html", N_("Passive DNS"), q=q, kind=kind, rows=rows,
                           error=error, timeline=timeline, after=after,
-                          before=before, geo=self.geo() is not None)  # fmt: skip
+                          before=before,
+                          geo=await run_in_threadpool(self.geo) is not None)  # fmt: skip
 
     def _pdns_rows(self, q: str, kind: str, fences: Fences) -> list[dict[str, Any]]:
         from mamori.pdns import query

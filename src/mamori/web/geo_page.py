@@ -117,7 +117,7 @@ class GeoPage:
             return c.login_redirect(request)
         text = request.query_params.get("days", "7")
         days = min(int(text), 366) if text.isdigit() and int(text) > 0 else 7
-        geo = self.geo()
+        geo = await run_in_threadpool(self.geo)  # the first use opens the databases
         data: dict[str, Any] = {"buckets": [], "series": {}, "totals": [], "bucket": 86400}
         if geo is not None:
             data = await run_in_threadpool(self._data, geo, days)

@@ -103,7 +103,9 @@ class PdnsApi:
         except ValueError as e:
             return PlainTextResponse(f"{e}\n", 400)
         page = records[cursor : cursor + count]
-        geo = self.geo() if _true(request.query_params.get("geo")) else None  # a mamori extension
+        geo = None  # ?geo=true: a mamori extension (the first use opens the databases)
+        if _true(request.query_params.get("geo")):
+            geo = await run_in_threadpool(self.geo)
         return self._cof_page(page, geo, len(records) > cursor + count, cursor + count)
 
     @staticmethod
@@ -128,11 +130,11 @@ class PdnsApi:
             return self._refused(e)
         except (ValueError, BadRequest) as e:
             return PlainTextResponse(f"{e}\n", 400)
-        geo = self.geo()
-        if geo is None:
-            return PlainTextResponse("no AS databases: configure [geo] mmdb or ip2asn\n", 404)
         from starlette.concurrency import run_in_threadpool
 
+        geo = await run_in_threadpool(self.geo)
+        if geo is None:
+            return PlainTextResponse("no AS databases: configure [geo] mmdb or ip2asn\n", 404)
         records = await run_in_threadpool(
             records_on_asn, self.store, geo, asn, fences, count + 1, cursor
         )
