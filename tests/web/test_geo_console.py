@@ -31,7 +31,7 @@ def _row(ts: float, qname: str, answer: str, blocked: bool) -> tuple[object, ...
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
     tmp = tmp_path_factory.mktemp("geo")
     write_asn_mmdb(tmp / "asn.mmdb")
     write_country_mmdb(tmp / "country.mmdb")
@@ -60,13 +60,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     store.close()
     keys = KeyStore(keys_path(cfg))
     key = keys.add("analyst")
+    reader = keys.add("reader", scope="read")
     keys.close()
     with ConsoleServer(cfg) as srv:
-        yield srv.base, key
+        yield srv.base, key, reader
 
 
-def test_pdns_page_shows_as_and_country_and_pivots_on_an_as(served: tuple[str, str]) -> None:
-    base, _key = served
+def test_pdns_page_shows_as_and_country_and_pivots_on_an_as(served: tuple[str, str, str]) -> None:
+    base, _key, _reader = served
     c = Client(base)
     c.login()
     status, page = c.get("/pdns?q=shop.example")
@@ -80,8 +81,8 @@ def test_pdns_page_shows_as_and_country_and_pivots_on_an_as(served: tuple[str, s
     assert "bad.example." not in page
 
 
-def test_query_log_answers_carry_as_and_country(served: tuple[str, str]) -> None:
-    base, _key = served
+def test_query_log_answers_carry_as_and_country(served: tuple[str, str, str]) -> None:
+    base, _key, _reader = served
     c = Client(base)
     c.login()
     status, page = c.get("/queries?name=shop.example")
@@ -95,9 +96,9 @@ def test_query_log_answers_carry_as_and_country(served: tuple[str, str]) -> None
 
 
 def test_countries_page_counts_blocks_by_the_blocked_names_countries(
-    served: tuple[str, str],
+    served: tuple[str, str, str],
 ) -> None:
-    base, _key = served
+    base, _key, _reader = served
     c = Client(base)
     c.login()
     status, page = c.get("/geo?days=7")
@@ -117,9 +118,9 @@ def test_countries_page_counts_blocks_by_the_blocked_names_countries(
 
 
 def test_cof_is_standard_unless_asked_and_the_asn_pivot_paginates(
-    served: tuple[str, str],
+    served: tuple[str, str, str],
 ) -> None:
-    base, key = served
+    base, key, _reader = served
     c = Client(base)
     auth = {"X-API-Key": key}
     status, _h, body = c.request("/pdns/query/bad.example", headers=auth)
@@ -146,3 +147,20 @@ def test_cof_is_standard_unless_asked_and_the_asn_pivot_paginates(
     assert status == 401
     status, _h, body = c.request("/pdns/asn/ASX", headers=auth)
     assert status == 400 and b"not an AS number" in body
+
+
+def test_stats_api_gives_blocks_by_country(served: tuple[str, str, str]) -> None:
+    base, pdns_key, reader = served
+    c = Client(base)
+    status, _h, body = c.request("/api/v1/stats/countries?days=7", headers={"X-API-Key": reader})
+    assert status == 200
+    doc = json.loads(body)
+    assert [(x["country"], x["blocked"]) for x in doc["countries"]] == [
+        ("RU", 3), ("??", 1), ("DE", 1),
+    ]  # fmt: skip
+    assert doc["countries"][0]["top_names"] == ["bad.example."]
+    assert doc["bucket"] == DAY and len(doc["buckets"]) == len(doc["series"]["RU"])
+    status, _h, body = c.request("/api/v1/stats/countries?days=0", headers={"X-API-Key": reader})
+    assert status == 400 and json.loads(body)["field"] == "days"
+    status, _h, _b = c.request("/api/v1/stats/countries", headers={"X-API-Key": pdns_key})
+    assert status == 403  # a passive DNS key does not read the REST API
