@@ -75,6 +75,8 @@ def test_asn_pivot_lists_every_name_hosted_on_the_as(conf: Path) -> None:
     out = _run("pdns", "query", "--config", str(conf), "--asn", "64500", "-l", "1", "-O", "1",
                "-j")  # fmt: skip
     assert [json.loads(x)["rrname"] for x in out.splitlines()] == ["v6.example."]
+    out = _run("pdns", "query", "--config", str(conf), "--asn", "64500", "-t", "AAAA", "-j")
+    assert [json.loads(x)["rrname"] for x in out.splitlines()] == ["v6.example."]
     r = _run("pdns", "query", "--config", str(conf), "--asn", "65000", code=1)
     assert "no results" in r
     r = _run("pdns", "query", "--config", str(conf), "--asn", "ASX", code=2)
@@ -85,5 +87,9 @@ def test_without_geo_the_output_stays_standard_and_asn_is_refused(tmp_path: Path
     conf = _conf(tmp_path, "")
     out = _run("pdns", "query", "--config", str(conf), "-r", "bad.example", "-j")
     assert set(json.loads(out)) == {"count", "time_first", "time_last", "rrtype", "rrname", "rdata"}
+    r = _run("pdns", "query", "--config", str(conf), "--asn", "64500", code=2)
+    assert "--asn needs AS databases" in r
+    # [geo] with the bundled RIR countries only: countries, but no AS to pivot on
+    conf.write_text(conf.read_text() + "[geo]\n")
     r = _run("pdns", "query", "--config", str(conf), "--asn", "64500", code=2)
     assert "--asn needs AS databases" in r

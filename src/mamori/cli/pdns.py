@@ -175,9 +175,10 @@ def pdns_query(
             if as_number:
                 from mamori.discovery.geo import records_on_asn
 
-                if geo is None:
+                if geo is None or not (geo.mmdbs or geo.tsvs):
                     fail(MamoriError("--asn needs AS databases: [geo] mmdb or ip2asn"))
                 records = records_on_asn(store, geo, as_number, fences, limit, offset)
+                records = [r for r in records if ask.rrtype in (None, r.rrtype)]
             else:
                 records = query.run(store, ask, fences, limit, offset)
         finally:
@@ -220,7 +221,7 @@ def _parse_asn(text: str) -> int:
 
 def _geo(cfg: cfgmod.Config) -> Geo | None:
     """The ``[geo]`` databases of *cfg* opened (None without ``[geo]``); a database that
-    cannot be read is a clear error (exit 1)."""
+    cannot be read is a clear error naming it (exit 2)."""
     if not cfg.geo.enabled:
         return None
     from mamori.discovery.geo import GeoError, open_geo
