@@ -217,14 +217,15 @@ class Ip2Asn:
 
 class Mmdb:
     """A MaxMind DB file (``maxminddb``, memory-mapped): the AS and/or country fields of
-    GeoLite2 / GeoIP2, DB-IP and IPinfo records."""
+    GeoLite2 / GeoIP2, DB-IP and IPinfo records. MODE_AUTO: the C extension (libmaxminddb,
+    memory-mapped) when the wheel has it, else the pure-Python reader."""
 
     def __init__(self, path: Path) -> None:
         import maxminddb
 
         self.path = path
         try:
-            self.reader = maxminddb.open_database(str(path), maxminddb.MODE_MMAP)
+            self.reader = maxminddb.open_database(str(path), maxminddb.MODE_AUTO)
             self.kind = self.reader.metadata().database_type
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as e:
             detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
