@@ -7,6 +7,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +15,10 @@ from mamori import config as cfgmod
 from mamori.cli.util import config_option, fail, load_config, setup_logging
 from mamori.errors import MamoriError
 from mamori.store.pdns_sqlite import PdnsSQLite
+
+if TYPE_CHECKING:
+    from mamori.discovery.geo import Geo, GeoInfo
+    from mamori.store.pdns_base import Record
 
 
 @click.group()
@@ -81,6 +86,7 @@ def pdns_ingest(
 @click.option("-r", "rrset", help="NAME[/TYPE[/BAILIWICK]]; *.NAME below it, NAME.* to the right")
 @click.option("-n", "rdata_name", help="NAME[/TYPE]: records whose rdata is this name")
 @click.option("-i", "rdata_ip", help="IP, CIDR (a.b.c.d/24 or a.b.c.d,24) or LOW-HIGH")
+@click.option("--asn", "asn", help="AS number (15169 or AS15169): records whose address is in it")
 @click.option("-t", "rrtype", help="Only this rrtype (with -r, -n)")
 @click.option("-A", "after", help="Seen on or after: epoch, ISO date/time, or relative (1w2d)")
 @click.option("-B", "before", help="Seen on or before: same forms")
@@ -101,6 +107,7 @@ def pdns_query(
     rrset: str | None,
     rdata_name: str | None,
     rdata_ip: str | None,
+    asn: str | None,
     rrtype: str | None,
     after: str | None,
     before: str | None,
@@ -115,23 +122,31 @@ def pdns_query(
     server: str,
     key: str,
 ) -> None:
-    """Look up the local store (or --server), as dnsdbq looks up DNSDB (exit 1: nothing found)."""
+    """Look up the local store (or --server), as dnsdbq looks up DNSDB (exit 1: nothing found).
+
+    With [geo] in the config, A/AAAA records show their AS and country (-j: asn,
+    as_name, country)."""
     from mamori.pdns import formats, query
     from mamori.pdns.model import type_code
     from mamori.store.pdns_sqlite import Fences
 
-    given = [x for x in (rrset, rdata_name, rdata_ip) if x]
+    given = [x for x in (rrset, rdata_name, rdata_ip, asn) if x]
     if len(given) != 1:
-        fail(MamoriError("give exactly one of -r, -n, -i"))
+        fail(MamoriError("give exactly one of -r, -n, -i, --asn"))
+    if asn and server:
+        fail(MamoriError("--asn looks up the local store (give --config FILE, not --server)"))
     if not server and not config_path:
         fail(MamoriError("give --config FILE (the local store) or --server URL --key KEY"))
     try:
+        as_number = _parse_asn(asn) if asn else 0
         if rrset:
             ask = query.parse_rrset(rrset)
         elif rdata_name:
             ask = query.parse_rdata_name(rdata_name)
+        elif rdata_ip:
+            ask = query.parse_rdata_ip(rdata_ip)
         else:
-            ask = query.parse_rdata_ip(rdata_ip or "")
+            ask = query.Ask("asn", str(as_number))
         if rrtype:
             ask = query.Ask(ask.kind, ask.value, type_code(rrtype), ask.bailiwick)
         a = formats.parse_time(after) if after else None
@@ -143,6 +158,7 @@ def pdns_query(
     fences = (
         Fences(first_after=a, last_before=b) if complete else Fences(last_after=a, first_before=b)
     )
+    geo: Geo | None = None
     if server:
         from mamori.pdns.remote import RemoteError, run
 
@@ -152,25 +168,75 @@ def pdns_query(
             fail(MamoriError(str(e)))
     else:
         assert config_path is not None
-        store = _store(load_config(config_path), readonly=True)
+        cfg = load_config(config_path)
+        geo = _geo(cfg)
+        store = _store(cfg, readonly=True)
         try:
-            records = query.run(store, ask, fences, limit, offset)
+            if as_number:
+                from mamori.discovery.geo import records_on_asn
+
+                if geo is None or not (geo.mmdbs or geo.tsvs):
+                    fail(MamoriError("--asn needs AS databases: [geo] mmdb or ip2asn"))
+                records = records_on_asn(store, geo, as_number, fences, limit, offset)
+                records = [r for r in records if ask.rrtype in (None, r.rrtype)]
+            else:
+                records = query.run(store, ask, fences, limit, offset)
         finally:
             store.close()
     if sort_key:
         field = {"first": "time_first", "last": "time_last", "count": "count",
                  "name": "rrname", "data": "rdata"}[sort_key]  # fmt: skip
         records.sort(key=lambda r: getattr(r, field), reverse=descending or not ascending)
+    from mamori.discovery.geo import record_geo
+
+    def info(r: Record) -> GeoInfo | None:
+        return record_geo(geo, r.rrtype, r.rdata)
+
     if as_json:
         for r in records:
-            click.echo(json.dumps(formats.cof(r)))
+            g = info(r)
+            click.echo(json.dumps({**formats.cof(r), **(g.fields() if g else {})}))
     elif as_csv:
-        click.echo(formats.csv_text(records), nl=False)
+        extra = None
+        if geo is not None:
+            extra = ("asn", "as_name", "country"), lambda r: _geo_columns(info(r))
+        click.echo(formats.csv_text(records, extra), nl=False)
     elif records:
-        click.echo(formats.text(records), nl=False)
+
+        def note(r: Record) -> str:
+            g = info(r)
+            return g.label() if g else ""
+
+        click.echo(formats.text(records, note if geo is not None else None), nl=False)
     if not records:
         click.echo(";; no results", err=True)
         sys.exit(1)
+
+
+def _parse_asn(text: str) -> int:
+    from mamori.discovery.geo import parse_asn
+
+    return parse_asn(text)
+
+
+def _geo(cfg: cfgmod.Config) -> Geo | None:
+    """The ``[geo]`` databases of *cfg* opened (None without ``[geo]``); a database that
+    cannot be read is a clear error naming it (exit 2)."""
+    if not cfg.geo.enabled:
+        return None
+    from mamori.discovery.geo import GeoError, open_geo
+
+    g = cfg.geo
+    try:
+        return open_geo(g.mmdb, g.ip2asn, g.builtin_country)
+    except GeoError as e:
+        fail(e)
+
+
+def _geo_columns(g: GeoInfo | None) -> list[object]:
+    if g is None:
+        return ["", "", ""]
+    return ["" if g.asn is None else g.asn, g.as_name, g.country]
 
 
 @pdns.command("search")

@@ -24,6 +24,7 @@ from mamori.config.values import (
     networks,
     notify_targets,
     path,
+    paths,
     primaries,
     rpz_policy,
     size,
@@ -137,4 +138,8 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     **NOD_CONVERTERS,
     ("policy", "min_ns_dots"): int_range(0, 127),
     ("policy", "watch_interval"): float_range(0, 86_400),
+    ("geo", "enabled"): boolean,
+    ("geo", "mmdb"): paths,
+    ("geo", "ip2asn"): paths,
+    ("geo", "builtin_country"): boolean,
 }

@@ -24,6 +24,7 @@ from mamori.config.sections import (
     BlockpageConfig,
     CacheConfig,
     Config,
+    GeoConfig,
     GroupConfig,
     LogConfig,
     PolicyConfig,
@@ -75,6 +76,7 @@ _SECTIONS: dict[str, type] = {
     "rules": RulesConfig,
     "tls": TlsConfig,
     "nod": NodConfig,
+    "geo": GeoConfig,
 }
 
 
@@ -195,6 +197,8 @@ def _parse(text: str, path: Path, resolv_conf: str) -> tuple[Ctx, dict[str, Any]
         if not isinstance(value, dict):
             raise ConfigError(str(path), ctx.line(None, name), name, "must be a table")
         sections[name] = _build(ctx, name, _SECTIONS[name], value, resolv_conf)
+        if name == "geo" and "enabled" not in value:  # a [geo] table turns enrichment on
+            sections[name] = dataclasses.replace(sections[name], enabled=True)
     return ctx, sections
 
 
@@ -413,6 +417,7 @@ def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
     if encrypted and not (cfg.tls.cert and cfg.tls.key):
         raise ctx.error("tls", "cert", f"[server] {encrypted[0]} needs [tls] cert and key (PEM)")
     _check_listener_clash(cfg, ctx)
+    _check_geo(cfg, ctx)
     if cfg.blockpage.enabled and not (cfg.blockpage.address or cfg.blockpage.listen):
         raise ctx.error("blockpage", "address", "give the block address (or listen = [...])")
     _check_nod(ctx, cfg)
@@ -483,3 +488,35 @@ def _check_listener_clash(cfg: Config, ctx: Ctx) -> None:
             other = owners.setdefault((ep.host, ep.port, proto), key)
             if other != key:
                 raise ctx.error("server", key, f"{ep} ({proto}) is also in [server] {other}")
+
+
+def _check_geo(cfg: Config, ctx: Ctx) -> None:
+    """The ``[geo]`` databases can be opened: a MaxMind DB's metadata reads, an iptoasn
+    TSV's first line has its five columns (read whole when first used)."""
+    if not cfg.geo.enabled:
+        return
+    import gzip
+
+    import maxminddb
+
+    for p in cfg.geo.mmdb:
+        try:
+            maxminddb.open_database(str(p), maxminddb.MODE_MMAP).close()
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as e:
+            detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            msg = f"{p}: not a readable MaxMind DB file: {detail}"
+            raise ctx.error("geo", "mmdb", msg) from None
+    for p in cfg.geo.ip2asn:
+        try:
+            with p.open("rb") as f:
+                head = f.read(2)
+            with gzip.open(p, "rt") if head == b"\x1f\x8b" else p.open() as f:
+                first = next((ln for ln in f if ln.strip() and not ln.startswith("#")), "")
+        except (OSError, EOFError, UnicodeDecodeError) as e:
+            detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise ctx.error("geo", "ip2asn", f"{p}: cannot read: {detail}") from None
+        if len(first.split("\t")) < 4:
+            raise ctx.error(
+                "geo", "ip2asn", f"{p}: not an iptoasn TSV (range_start, range_end, AS_number,"
+                " country_code, AS_description; tab-separated)",
+            )  # fmt: skip

@@ -225,6 +225,17 @@ class PublishConfig:
 
 
 @dataclass(frozen=True)
+class GeoConfig:
+    """``[geo]``: the AS and country of addresses (``discovery.geo``), from offline
+    databases the user supplies. On when the config has a ``[geo]`` table."""
+
+    enabled: bool = False  # set by the presence of [geo] (enabled = false turns it off)
+    mmdb: tuple[Path, ...] = ()  # MaxMind DB files: GeoLite2-ASN/-Country/-City, DB-IP, IPinfo
+    ip2asn: tuple[Path, ...] = ()  # iptoasn TSV files (ip2asn-combined.tsv[.gz])
+    builtin_country: bool = True  # countries from the bundled RIR data (iptocc) as fallback
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -240,6 +251,7 @@ class Config:
     pdns: PdnsConfig = field(default_factory=PdnsConfig)
     blockpage: BlockpageConfig = field(default_factory=BlockpageConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    geo: GeoConfig = field(default_factory=GeoConfig)
     rpz: tuple[RpzConfig, ...] = ()
     groups: tuple[GroupConfig, ...] = ()
     feeds: tuple[FeedConfig, ...] = ()

@@ -342,6 +342,14 @@ def path(raw: Any, ctx: Any, _rc: str) -> Path:
     return p if p.is_absolute() else (ctx.base / p)
 
 
+def paths(raw: Any, ctx: Any, rc: str) -> tuple[Path, ...]:
+    """A file path or a list of them (maybe empty)."""
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        raise InvalidValueError("must be a file path or a list of file paths")
+    return tuple(path(i, ctx, rc) for i in items)
+
+
 def zone_name(raw: Any, _ctx: Any, _rc: str) -> str:
     if not isinstance(raw, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+\.?", raw) or ".." in raw:
         raise InvalidValueError(f'must be a zone name like "rpz.example.", got {raw!r}')

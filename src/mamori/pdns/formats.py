@@ -6,6 +6,7 @@ import csv
 import io
 import re
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,22 +60,31 @@ def iso(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def text(records: list[Record]) -> str:
-    """dnsdbq's presentation: one block per tuple with its times and count."""
+def text(records: list[Record], note: Callable[[Record], str] | None = None) -> str:
+    """dnsdbq's presentation: one block per tuple with its times and count; *note*: a
+    comment for a record's line (``; AS15169 GOOGLE, US``), "" for none."""
     blocks = []
     for r in records:
         head = f";; record times: {iso(r.time_first)} .. {iso(r.time_last)}\n;; count: {r.count}"
         if r.bailiwick:
             head += f"; bailiwick: {r.bailiwick}"
-        blocks.append(f"{head}\n{r.rrname}  {type_text(r.rrtype)}  {r.rdata}\n")
+        extra = note(r) if note is not None else ""
+        tail = f"  ; {extra}" if extra else ""
+        blocks.append(f"{head}\n{r.rrname}  {type_text(r.rrtype)}  {r.rdata}{tail}\n")
     return "\n".join(blocks)
 
 
-def csv_text(records: list[Record]) -> str:
+def csv_text(
+    records: list[Record],
+    extra: tuple[Sequence[str], Callable[[Record], list[object]]] | None = None,
+) -> str:
+    """CSV with a header; *extra*: more columns (their names, a record's values)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["time_first", "time_last", "count", "bailiwick", "rrname", "rrtype", "rdata"])
+    more = list(extra[0]) if extra else []
+    w.writerow(["time_first", "time_last", "count", "bailiwick", "rrname", "rrtype", "rdata",
+                *more])  # fmt: skip
     for r in records:
         w.writerow([iso(r.time_first), iso(r.time_last), r.count, r.bailiwick, r.rrname,
-                    type_text(r.rrtype), r.rdata])  # fmt: skip
+                    type_text(r.rrtype), r.rdata, *(extra[1](r) if extra else [])])  # fmt: skip
     return buf.getvalue()

@@ -17,11 +17,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mamori import config as cfgmod
+from mamori.discovery.geo import GeoHolder, geo_of
 from mamori.store.pdns_sqlite import PdnsSQLite
 from mamori.web import metrics
 from mamori.web.api import Api
 from mamori.web.audit_page import AuditPage
 from mamori.web.console import Console, static_dir
+from mamori.web.geo_page import GeoPage
 from mamori.web.keys import KeyStore
 from mamori.web.openapi import SPEC
 from mamori.web.pdns_api import PdnsApi
@@ -66,7 +68,8 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
     """*runtime*: the running DNS service's parts (mamori serve), for /metrics."""
     store = PdnsSQLite(cfgmod.pdns_path(cfg))
     keys = KeyStore(keys_path(cfg))
-    api = PdnsApi(store, keys)
+    holder = GeoHolder()
+    api = PdnsApi(store, keys, lambda: geo_of(holder, console.current_cfg()))
     reg = metrics.registry(cfg, runtime)
 
     async def openapi(_request: Request) -> Response:
@@ -85,6 +88,7 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     console = Console(cfg, keys, store, runtime)
+    console.geo = lambda: geo_of(holder, console.current_cfg())
     reg.register(console.guard.collector())
     rest = Api(cfg, keys, runtime)
     first_admin(cfg, keys)
@@ -97,6 +101,7 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
             *StatsApi(console.data, keys, runtime).routes(),
             *AuditPage(cfg, console).routes(),
             *console.routes(),
+            *GeoPage(console, store, console.geo).routes(),
             *rest.routes(),
             *RulesPage(console, rest).routes(),
             *settings_routes(console, keys, Settings(cfg, runtime)),

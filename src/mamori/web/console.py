@@ -18,7 +18,7 @@ import ipaddress
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -40,6 +40,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from mamori import config as cfgmod
+from mamori.discovery.geo import Geo, answer_geo, parse_asn, record_geo, records_on_asn
 from mamori.pdns import formats
 from mamori.pdns.model import type_text
 from mamori.store.pdns_sqlite import Fences
@@ -58,7 +59,7 @@ from mamori.web.security import (
 # (path, label): labels are English, translated where shown
 NAV = [("/", N_("Overview")), ("/queries", N_("Query log")), ("/policy", N_("Policy")),
        ("/feeds", N_("Feeds")), ("/groups", N_("Groups")),
-       ("/pdns", N_("Passive DNS")), ("/alerts", N_("Alerts")),
+       ("/pdns", N_("Passive DNS")), ("/geo", N_("Countries")), ("/alerts", N_("Alerts")),
        ("/reports", N_("Reports")), ("/rules", N_("Rules")), ("/audit", N_("Audit"))]  # fmt: skip
 RCODES = {-1: "DROP", 0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
 LOGIN_FORM_BYTES = 16 << 10  # the login form (user, password, token): at most this
@@ -101,6 +102,8 @@ class Console:
             self.envs[lang] = env
         self.env = self.envs["en"]
         self.guard = Guard(cfg.web)
+        # the [geo] databases in force (the app factory sets it): AS and country of addresses
+        self.geo: Callable[[], Geo | None] = lambda: None
 
     def current_cfg(self) -> cfgmod.Config:
         """The configuration in force (after SIGHUP reloads), else the one started with."""
@@ -310,7 +313,7 @@ class Console:
         qs = urlencode([(k, v) for k, v in request.query_params.items() if k != "before"])
         return self.render_page(
             request, "queries.html", N_("Query log"), f=f, since=since_text,
-            rows=[_query_row(r) for r in rows],
+            rows=await run_in_threadpool(self._with_geo, [_query_row(r) for r in rows]),
             next_id=rows[-1][0] if len(rows) == 50 else None, query_string=qs,
             live=older is None, last_id=last_id,
         )  # fmt: skip
@@ -329,8 +332,7 @@ class Console:
         env = self.envs[i18n.choose(request)]
         macro = env.get_template("_macros.html").module.query_row  # type: ignore[attr-defined]
         out = []
-        for r in rows:
-            row = _query_row(r)
+        for row in await run_in_threadpool(self._with_geo, [_query_row(r) for r in rows]):
             row["html"] = str(macro(row))
             out.append(row)
         last = rows[-1][0] if rows else after
@@ -432,21 +434,43 @@ class Console:
         ]  # fmt: skip
         return self.render_page(request, "pdns.html", N_("Passive DNS"), q=q, kind=kind, rows=rows,
                           error=error, timeline=timeline, after=after,
-                          before=before)  # fmt: skip
+                          before=before,
+                          geo=await run_in_threadpool(self.geo) is not None)  # fmt: skip
 
     def _pdns_rows(self, q: str, kind: str, fences: Fences) -> list[dict[str, Any]]:
         from mamori.pdns import query
 
         store = self.pdns
-        if kind == "keyword":
+        geo = self.geo()
+        asn = 0
+        if kind != "keyword" and q[:2].lower() == "as" and q[2:].strip().isdigit():
+            asn = parse_asn(q)  # "AS15169": the names hosted on this AS
+        if asn:
+            if geo is None:
+                raise ValueError("AS lookups need [geo] databases (mmdb or ip2asn)")
+            records = records_on_asn(store, geo, asn, fences, limit=500)
+        elif kind == "keyword":
             names = store.keyword(q, 200)
             records = [r for n in names for r in store.rrset(n, fences=fences, limit=20)]
             records.sort(key=lambda r: -r.time_last)
         else:
             records = query.name_or_address(store, q, limit=500, fences=fences)
-        return [{"rrname": r.rrname, "type": type_text(r.rrtype), "rdata": r.rdata,
-                 "time_first": r.time_first, "time_last": r.time_last, "count": r.count}
-                for r in records[:500]]  # fmt: skip
+        out = []
+        for r in records[:500]:
+            g = record_geo(geo, r.rrtype, r.rdata)
+            out.append({"rrname": r.rrname, "type": type_text(r.rrtype), "rdata": r.rdata,
+                        "time_first": r.time_first, "time_last": r.time_last, "count": r.count,
+                        "asn": g.asn if g else None, "as_name": g.as_name if g else "",
+                        "country": g.country if g else ""})  # fmt: skip
+        return out
+
+    def _with_geo(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Query-log rows with ``geo``: "ADDRESS AS64500 NAME, JP" for each answer address
+        whose AS or country is known ([geo])."""
+        geo = self.geo()
+        for row in rows:
+            row["geo"] = [f"{a} {g.label()}" for a, g in answer_geo(geo, row["answer"])]
+        return rows
 
     async def alerts(self, request: Request) -> Response:
         if not self.session_user(request):

@@ -132,7 +132,8 @@ JA: dict[str, str] = {
     "The rule was not saved": "ルールは保存されませんでした",
     "No answer from the server": "サーバーから応答がありません",
     # passive DNS
-    "Name, address, network or keyword": "名前、アドレス、ネットワークまたはキーワード",
+    "Name, address, network, AS number or keyword":
+        "名前、アドレス、ネットワーク、AS番号またはキーワード",
     "Kind": "種類",
     "auto": "自動",
     "keyword": "キーワード",
@@ -277,5 +278,22 @@ JA: dict[str, str] = {
     "open": "未対応",
     "closed": "対応済み",
     "No false-positive reports.": "誤検知の報告はありません。",
+    # AS and country of addresses (pdns.html, geo.html, geo_page.py)
+    "Countries": "国別",
+    "AS": "AS(組織)",
+    "Country": "国",
+    "Names hosted on this AS": "このASでホストされている名前",
+    "No address databases: add a [geo] section to the configuration.":
+        "アドレスのデータベースがありません。設定に [geo] セクションを追加してください。",
+    "Days": "日数",
+    "AS number": "AS番号",
+    "Show": "表示",
+    "Blocks by destination country": "接続先の国別ブロック数",
+    "A blocked name's countries are those of the addresses passive DNS saw for it;"
+    " %(unknown)s: none known.":
+        "ブロックした名前の国は、パッシブDNSで観測されたそのアドレスの国です。"
+        "%(unknown)s: 不明。",
+    "Blocks": "ブロック数",
+    "No blocks in this window.": "この期間のブロックはありません。",
 }
 # fmt: on

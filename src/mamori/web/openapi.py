@@ -12,6 +12,7 @@ from typing import Any
 
 from mamori.web import api as rules_api  # noqa: F401 (its OPENAPI_PATHS)
 from mamori.web import (
+    geo_page,  # noqa: F401 (its OPENAPI_PATHS)
     settings_openapi,  # noqa: F401 (its OPENAPI_PATHS)
     stats_api,  # noqa: F401 (its OPENAPI_PATHS)
 )
@@ -100,6 +101,13 @@ SPEC: dict[str, Any] = {
                     },
                     {"name": "dribble-filter-rrtype", "in": "header", "schema": {"type": "string"}},
                     *_FENCES,
+                    {
+                        "name": "geo",
+                        "in": "query",
+                        "description": "true: A/AAAA records also carry asn, as_name, country"
+                        " ([geo] databases; a mamori extension)",
+                        "schema": {"type": "boolean"},
+                    },
                 ],
                 "responses": {
                     "200": {
@@ -113,6 +121,38 @@ SPEC: dict[str, Any] = {
                         "description": "rate limit or quota, or too many wrong keys from"
                         " this address (Retry-After)"
                     },
+                },
+            }
+        },
+        "/pdns/asn/{asn}": {
+            "get": {
+                "summary": "the A/AAAA records whose address is in an AS ([geo] databases), as"
+                " COF records with asn, as_name, country",
+                "security": _KEY,
+                "parameters": [
+                    _p("asn", "an AS number: 15169 or AS15169"),
+                    {
+                        "name": "dribble-paginate-count",
+                        "in": "header",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT},
+                    },
+                    {
+                        "name": "dribble-paginate-cursor",
+                        "in": "header",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 1 << 62},
+                    },
+                    *_FENCES,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "NDJSON COF records; x-dribble-cursor when more follow",
+                        "headers": {"x-dribble-cursor": {"schema": {"type": "integer"}}},
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    },
+                    "400": {"description": "not an AS number, or a bad time fence"},
+                    "401": {"description": "no or unknown API key"},
+                    "404": {"description": "no AS databases: [geo] is not configured"},
+                    "429": {"description": "rate limit or quota (Retry-After)"},
                 },
             }
         },

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import re2  # google-re2: linear-time regular expressions (no ReDoS)
@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from mamori.discovery.geo import Geo, parse_asn, record_geo, records_on_asn
 from mamori.pdns import formats, query
 from mamori.pdns.model import type_code, type_text
 from mamori.store.pdns_sqlite import Fences, PdnsSQLite, Record
@@ -35,12 +36,16 @@ class BadRequest(Exception):  # noqa: N818
 
 
 class PdnsApi:
-    def __init__(self, store: PdnsSQLite, keys: KeyStore) -> None:
+    def __init__(
+        self, store: PdnsSQLite, keys: KeyStore, geo: Callable[[], Geo | None] | None = None
+    ) -> None:
         self.store = store
         self.keys = keys
+        self.geo = geo or (lambda: None)
 
     def routes(self) -> list[Route]:
         return [
+            Route("/pdns/asn/{asn:str}", self.asn),
             Route("/pdns/query/{q:path}", self.cof),
             Route("/dnsdb/v2/ping", self.ping),
             Route("/dnsdb/v2/rate_limit", self.rate_limit),
@@ -98,11 +103,42 @@ class PdnsApi:
         except ValueError as e:
             return PlainTextResponse(f"{e}\n", 400)
         page = records[cursor : cursor + count]
-        body = "".join(json.dumps(formats.cof(r)) + "\n" for r in page)
-        headers = {}
-        if len(records) > cursor + count:
-            headers["x-dribble-cursor"] = str(cursor + count)
-        return Response(body, media_type=NDJSON, headers=headers)
+        geo = None  # ?geo=true: a mamori extension (the first use opens the databases)
+        if _true(request.query_params.get("geo")):
+            geo = await run_in_threadpool(self.geo)
+        return self._cof_page(page, geo, len(records) > cursor + count, cursor + count)
+
+    @staticmethod
+    def _cof_page(page: list[Record], geo: Geo | None, more: bool, next_cursor: int) -> Response:
+        lines = []
+        for r in page:
+            g = record_geo(geo, r.rrtype, r.rdata)
+            lines.append(json.dumps({**formats.cof(r), **(g.fields() if g else {})}) + "\n")
+        headers = {"x-dribble-cursor": str(next_cursor)} if more else {}
+        return Response("".join(lines), media_type=NDJSON, headers=headers)
+
+    async def asn(self, request: Request) -> Response:
+        """mamori's pivot: the A/AAAA records whose address is in an AS (``[geo]``), as
+        COF records with ``asn``, ``as_name``, ``country``; paginated as COF is."""
+        try:
+            self._auth(request)
+            asn = parse_asn(request.path_params["asn"])
+            count = _int(request.headers.get("dribble-paginate-count"), COF_PAGE, MAX_LIMIT)
+            cursor = _int(request.headers.get("dribble-paginate-cursor"), 0, 1 << 62)
+            fences = _fences(request.query_params)
+        except Refused as e:
+            return self._refused(e)
+        except (ValueError, BadRequest) as e:
+            return PlainTextResponse(f"{e}\n", 400)
+        from starlette.concurrency import run_in_threadpool
+
+        geo = await run_in_threadpool(self.geo)
+        if geo is None:
+            return PlainTextResponse("no AS databases: configure [geo] mmdb or ip2asn\n", 404)
+        records = await run_in_threadpool(
+            records_on_asn, self.store, geo, asn, fences, count + 1, cursor
+        )
+        return self._cof_page(records[:count], geo, len(records) > count, cursor + count)
 
     # ------------------------------------------------------------------ DNSDB
     async def ping(self, _request: Request) -> Response:
@@ -329,6 +365,10 @@ def _rtype(text: str) -> int | None:
     if not text or text.upper() == "ANY":
         return None
     return type_code(text)
+
+
+def _true(text: str | None) -> bool:
+    return (text or "").lower() in ("1", "true", "yes")
 
 
 def _int(text: str | None, default: int, maximum: int) -> int:

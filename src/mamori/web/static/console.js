@@ -37,6 +37,22 @@
       },
     });
   }
+  const countries = data("countries-data");
+  if (countries && document.getElementById("chart-countries")) {
+    const hourly = countries.bucket < 86400;
+    new Chart(document.getElementById("chart-countries"), {
+      type: "bar",
+      data: {
+        labels: countries.buckets.map((t) =>
+          new Date(t * 1000).toISOString().slice(hourly ? 5 : 0, hourly ? 16 : 10).replace("T", " ")),
+        datasets: Object.entries(countries.series).map(([cc, counts]) => ({ label: cc, data: counts })),
+      },
+      options: {
+        animation: false, responsive: true,
+        scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } },
+      },
+    });
+  }
   const cats = data("category-data");
   if (cats && document.getElementById("chart-categories")) {
     new Chart(document.getElementById("chart-categories"), {
