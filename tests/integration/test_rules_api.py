@@ -553,7 +553,7 @@ def test_schemathesis_finds_no_server_error_and_responses_conform(
         r = subprocess.run(
             [str(st), "--config-file", str(config), "run", f"{s.url}/openapi.json",
              "-H", f"X-API-Key: {s.key}", "--max-examples", "40", "--seed", "15", "-w", "1",
-             "--no-color"],
+             "--request-timeout", "60", "--no-color"],
             capture_output=True, text=True, timeout=400, cwd=tmp_path,
         )  # fmt: skip
         assert r.returncode == 0, r.stdout[-8000:] + r.stderr[-2000:]
