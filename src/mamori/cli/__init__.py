@@ -1,5 +1,5 @@
 """Command line: serve, check, web, and the zones, feeds, pdns, keys, users, reports,
-rules, store, profile groups.
+rules, store, profile, brand groups.
 
 One module per command group; this module only assembles them.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from mamori import __version__
+from mamori.cli.brand import brand
 from mamori.cli.feeds import feeds
 from mamori.cli.keys import keys, reports, users
 from mamori.cli.pdns import pdns
@@ -25,7 +26,8 @@ def cli() -> None:
     """mamori: DNS firewall, threat datasets and passive DNS."""
 
 
-for command in (serve, web, check, zones, feeds, pdns, keys, reports, users, rules, store, profile):
+for command in (serve, web, check, zones, feeds, pdns, brand, keys, reports, users, rules, store,
+                profile):  # fmt: skip
     cli.add_command(command)
 
 

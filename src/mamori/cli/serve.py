@@ -51,11 +51,13 @@ def serve(config_path: str) -> None:
     tap_writer = _pdns_tap(cfg, parts)
     children = _pdns_children(cfg)
     alerts = _alerts(cfg, runtime)
+    watch = _brand_watch(cfg, runtime, alerts)
     try:
         service.run(parts)
     except MamoriError as e:
         fail(e)
     finally:
+        watch.stop()
         if alerts is not None:
             alerts.stop()
         if children is not None:
@@ -146,6 +148,44 @@ def _alerts(cfg: config_mod.Config, runtime: Any) -> Any:
     runtime.crash_listeners.append(engine.on_crash_loop)
     engine.start()
     return engine
+
+
+class _PdnsFile:
+    """Passive DNS for the brand watch: the store file once it exists (``mamori pdns
+    ingest`` or the resolver's tap may create it after the start)."""
+
+    def __init__(self, path: Any) -> None:
+        self.path = path
+
+    def export_records(self) -> Any:
+        from mamori.store.pdns_sqlite import PdnsSQLite
+
+        if not self.path.exists():
+            return
+        store = PdnsSQLite(self.path, readonly=True)
+        try:
+            yield from store.export_records()
+        finally:
+            store.close()
+
+
+def _brand_watch(cfg: config_mod.Config, runtime: Any, alerts: Any) -> Any:
+    """The brand watch's thread: a pass every 10 minutes over passive DNS and the query
+    log with the [[brand]]s in force; new matches go to the alert rules."""
+    from mamori.discovery.brand_store import BrandMatches, brand_db_path
+    from mamori.discovery.brand_watch import BrandWatcher
+
+    watch = BrandWatcher(
+        lambda: runtime.config_source() or cfg,
+        _PdnsFile(config_mod.pdns_path(cfg)),
+        BrandMatches(brand_db_path(cfg.store.path)),
+        cfg.store.path,
+    )
+    if alerts is not None:
+        watch.listeners.append(alerts.on_brand)
+    runtime.brand_wake = watch.wake
+    watch.start()
+    return watch
 
 
 def _pdns_children(cfg: config_mod.Config) -> Any:

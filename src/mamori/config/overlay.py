@@ -35,7 +35,7 @@ HEADER = (
     "# Written by mamori (do not edit while it runs); your own TOML file is never changed.\n"
     "# Entries here are merged after your file's; a name your file defines wins.\n"
 )
-TOP_KEYS = ("feed", "group", "override")
+TOP_KEYS = ("feed", "group", "brand", "override")
 
 
 def overlay_path(store_dir: Path) -> Path:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mamori.config.alerts import AlertConfig, SinkConfig
+from mamori.config.brands import BrandConfig
 from mamori.config.feeds import DatasetConfig, DnsblConfig, FeedConfig, PdnsConfig
 from mamori.config.values import Endpoint, TsigSpec, UpstreamServer
 
@@ -246,6 +247,7 @@ class Config:
     alerts: tuple[AlertConfig, ...] = ()
     alert_sinks: tuple[SinkConfig, ...] = ()
     dnsbl: tuple[DnsblConfig, ...] = ()
+    brands: tuple[BrandConfig, ...] = ()
 
 
 def pdns_path(cfg: Config) -> Path:
