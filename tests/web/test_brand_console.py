@@ -68,8 +68,8 @@ def test_brand_page_adds_finds_blocks_and_exports(tmp_path: Path) -> None:
         c.login()
         status, page = c.get("/brands")
         assert status == 200 and "No brand watched yet" in page
-        status, page = _post(c, "/brands/add", {"csrf": _csrf(page), "name": "Mizuho",
-                                                "domains": "mizuho.co.jp mizuhobank.co.jp"})  # fmt: skip
+        form = {"csrf": _csrf(page), "name": "Mizuho", "domains": "mizuho.co.jp mizuhobank.co.jp"}
+        status, page = _post(c, "/brands/add", form)
         assert status == 200, page
         assert "[[brand]]" in (tmp_path / "console.toml").read_text() and runtime.woken == 1
         status, page = _post(c, "/brands/scan", {"csrf": _csrf(page)})
