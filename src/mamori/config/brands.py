@@ -12,7 +12,7 @@ from mamori.config.values import InvalidValueError
 from mamori.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
-_KEYWORD = re.compile(r"^[a-z0-9-]{3,63}$")
+_KEYWORD = re.compile(r"^[^\s.,/\\]{3,63}$")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,17 @@ class BrandConfig:
         """The keywords in effect."""
         if self.keywords is not None:
             return self.keywords
-        return tuple(sorted({d.split(".")[0] for d in self.domains if len(d.split(".")[0]) >= 4}))
+        labels = {_unicode(d.split(".")[0]) for d in self.domains}
+        return tuple(sorted(x for x in labels if len(x) >= 4 or not x.isascii()))
+
+
+def _unicode(label: str) -> str:
+    if label.startswith("xn--"):
+        try:
+            return label[4:].encode("ascii").decode("punycode")
+        except UnicodeError:
+            return label
+    return label
 
 
 def _name(raw: Any, _ctx: Any, _rc: str) -> str:
@@ -67,7 +77,7 @@ def _domains(raw: Any, _ctx: Any, _rc: str) -> tuple[str, ...]:
 
 def keyword(raw: Any) -> str:
     if not isinstance(raw, str) or not _KEYWORD.match(raw.lower()):
-        raise InvalidValueError("keywords are 3-63 letters, digits or '-'")
+        raise InvalidValueError("keywords are words of 3-63 characters (no space, dot, comma)")
     return raw.lower()
 
 

@@ -39,8 +39,9 @@ FUZZERS = (
     "omission", "plural", "repetition", "replacement", "subdomain", "transposition",
     "vowel-swap", "dictionary",
 )  # fmt: skip
-# Every kind a match can have, strongest evidence first.
-KINDS = (*FUZZERS, "tld-swap", "various", "idn-homograph", "edit-distance", "keyword")
+# Every kind a match can have, strongest evidence first (the brand's own label under
+# another suffix first).
+KINDS = ("tld-swap", *FUZZERS, "various", "idn-homograph", "edit-distance", "keyword")
 # Words a brand label is combined with (dnstwist's dictionary fuzzer).
 DICTIONARY = (
     "login", "secure", "account", "verify", "update", "support", "online", "bank",
@@ -273,6 +274,13 @@ class BrandIndex:
         words = sorted({k for b in self.brands for k in b.keywords}, key=len, reverse=True)
         self.keyword_rx = re.compile("|".join(map(re.escape, words))) if words else None
         self.keyword_brand = {k: i for i, b in enumerate(self.brands) for k in b.keywords}
+        for i, brand in enumerate(self.brands):  # every brand label first (never a look-alike)
+            for domain in brand.domains:
+                split = self.sfx.split(domain)
+                if split is None:
+                    raise ValueError(f"{domain} is not a registrable domain")
+                self.own[".".join(split)] = i
+                self.brand_labels.setdefault(split[0], (i, "tld-swap", ".".join(split)))
         for i, brand in enumerate(self.brands):
             for domain in brand.domains:
                 self._add_domain(i, domain)
@@ -287,19 +295,16 @@ class BrandIndex:
 
     def _add_domain(self, i: int, domain: str) -> None:
         split = self.sfx.split(domain)
-        if split is None:
-            raise ValueError(f"{domain} is not a registrable domain")
+        assert split is not None  # checked by __init__
         label, suffix = split
-        self.own[f"{label}.{suffix}"] = i
         target = f"{label}.{suffix}"
-        self.brand_labels.setdefault(label, (i, "tld-swap", target))
         # Label fuzzers on a neutral suffix (dnstwist restricts IDN glyphs by some
         # registries' rules; what we observe is not so restricted), then the suffix ones.
         fuzz = dnstwist.Fuzzer(f"{to_unicode(label)}.com", dictionary=DICTIONARY)
         fuzz.generate(fuzzers=list(FUZZERS))
         for p in sorted(fuzz.domains, key=lambda p: (KINDS.index(p["fuzzer"]), p["domain"])):
             gen = p["domain"][: -len(".com")]
-            if not gen or gen == label:
+            if not gen or gen == label or gen in self.brand_labels:
                 continue
             entry = (i, p["fuzzer"], target)
             if "." in gen:
