@@ -175,14 +175,18 @@ def test_a_match_is_new_once_and_the_query_log_names_its_clients(tmp_path: Path)
 def test_a_new_match_raises_a_brand_alert_once(tmp_path: Path) -> None:
     hook = Webhook()
     try:
-        path = _toml(tmp_path, '[[brand]]\nname = "Mizuho"\ndomains = ["mizuho.co.jp"]\n'
-                     '[[alert]]\nname = "lookalike"\nwhen = "brand"\nseverity = "critical"\n'
-                     f'[[alert_sink]]\nname = "hook"\ntype = "webhook"\nurl = "{hook.url}"\n')  # fmt: skip
+        body = (
+            '[[brand]]\nname = "Mizuho"\ndomains = ["mizuho.co.jp"]\n'
+            '[[alert]]\nname = "lookalike"\nwhen = "brand"\nseverity = "critical"\n'
+            f'[[alert_sink]]\nname = "hook"\ntype = "webhook"\nurl = "{hook.url}"\n'
+        )
+        path = _toml(tmp_path, body)
         cfg = config.load(path, resolver=False)
         qlog = tmp_path / "q.db"
         store = SQLiteStore(qlog)
-        store.write_queries([QueryRow(1_790_000_100.0, "192.0.2.7", "mizuh0.co.jp.", 1, 0, "",
-                             0, "", False, "udp", "", "", "", "", "resolved", "", "", "")])  # fmt: skip
+        row = QueryRow(1_790_000_100.0, "192.0.2.7", "mizuh0.co.jp.", 1, 0, "", 0, "", False,
+                       "udp", "", "", "", "", "resolved", "", "", "")  # fmt: skip
+        store.write_queries([row])
         store.close()
         engine = AlertEngine(cfg)
         engine.db = None  # no history file needed here
