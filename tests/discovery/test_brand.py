@@ -200,3 +200,21 @@ def test_a_new_match_raises_a_brand_alert_once(tmp_path: Path) -> None:
         assert alert["details"]["kind"] == "homoglyph" and "mizuho.co.jp" in alert["message"]
     finally:
         hook.close()
+
+
+def test_names_a_feed_lists_are_matched_with_the_feed_as_source(tmp_path: Path) -> None:
+    from mamori.discovery.brand_watch import feed_names
+    from mamori.feeds.publish.rpz import write_zone
+
+    (tmp_path / "list.txt").write_text("rnizuho.com\n")
+    body = f'[[feed]]\nname = "phish"\npath = "{tmp_path / "list.txt"}"\nformat = "domains"\n'
+    cfg = config.load(_toml(tmp_path, body), resolver=False)
+    lines = ["rnizuho.com CNAME .", "*.paypa1.com CNAME .", "24.0.2.0.192.rpz-ip CNAME .",
+             "example.org CNAME rpz-passthru."]  # fmt: skip
+    write_zone(tmp_path / "feeds" / "phish.rpz", "phish.feeds.mamori.", lines)
+    assert sorted(feed_names(cfg)) == [("phish", "paypa1.com"), ("phish", "rnizuho.com")]
+    matches = BrandMatches(tmp_path / "brand.sqlite")
+    result = run_pass(BrandIndex(BRANDS), matches, None, None, feeds=feed_names(cfg))
+    got = sorted((m.match.name, m.seen.sources) for m in result.new)
+    assert got == [("paypa1.com", ("feed:phish",)), ("rnizuho.com", ("feed:phish",))]
+    matches.close()

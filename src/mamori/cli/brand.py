@@ -95,7 +95,7 @@ def brand_report(
 
 def _scan(cfg: cfgmod.Config, matches: BrandMatches, full: bool) -> None:
     """One pass of the watch over the config's stores (progress on stderr)."""
-    from mamori.discovery.brand_watch import brand_index, run_pass
+    from mamori.discovery.brand_watch import brand_index, feed_names, run_pass
     from mamori.store.pdns_sqlite import PdnsSQLite
 
     index = brand_index(cfg.brands)
@@ -103,7 +103,7 @@ def _scan(cfg: cfgmod.Config, matches: BrandMatches, full: bool) -> None:
     pdns = PdnsSQLite(path, readonly=True) if path.exists() else None
     query_log = cfg.store.path if cfg.store.path.exists() else None
     try:
-        result = run_pass(index, matches, pdns, query_log, full=full)
+        result = run_pass(index, matches, pdns, query_log, full=full, feeds=feed_names(cfg))
     finally:
         if pdns is not None:
             pdns.close()

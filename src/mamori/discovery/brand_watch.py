@@ -1,6 +1,7 @@
 """One pass of the brand watch: read what was observed since the last pass (passive DNS
-tuples, the query log's names), match it against the brands' index, enrich the matches
-(seen times, addresses, asking clients) and merge them into the matches store.
+tuples, the query log's names) and what the feeds list, match it against the brands'
+index, enrich the matches (seen times, addresses, asking clients) and merge them into
+the matches store.
 
 Passive DNS is read through the store's ``export_records`` (``PdnsPortable``, either
 backend), in rrname order; a name whose latest tuple was last seen before the previous
@@ -17,7 +18,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -67,10 +68,12 @@ def run_pass(
     full: bool = False,
     now: float | None = None,
     progress: Callable[[int], None] | None = None,
+    feeds: Iterable[tuple[str, str]] = (),
 ) -> PassResult:
     """Match what was observed since the last pass (everything with *full*), merge the
     matches into *matches*; the new ones are in the result. *query_log*: the SQLite
-    query-log file (None: not read). *progress* is called with the names read so far."""
+    query-log file (None: not read). *feeds*: (feed name, listed name) pairs, matched
+    whole every pass (``feed_names``). *progress* is called with the names read so far."""
     started = time.monotonic()
     now = time.time() if now is None else now
     # brands not matched before (new, or changed): everything is read again
@@ -120,6 +123,16 @@ def run_pass(
         clients, qfirst, qlast = asked[m.name]
         found.append((m, Observed(int(qfirst), int(qlast), ("querylog",), (), tuple(clients))))
     result.names += len(qnames)
+    # names the feeds list (a look-alike a phishing feed knows before anyone asked)
+    listed: dict[str, list[str]] = {}
+    for feed, name in feeds:
+        listed.setdefault(name, []).append(feed)
+    known = {m.name for m, _ in found}
+    for m in index.match(listed):
+        if m.name not in known:
+            srcs = tuple(sorted({f"feed:{f}" for f in listed[m.name]}))
+            found.append((m, Observed(0, 0, srcs, (), ())))
+    result.names += len(listed)
     result.matched = len(found)
     result.new = matches.merge(found, now)
     if high:
@@ -128,6 +141,30 @@ def run_pass(
     matches.set_state(f"index:{index.fingerprint}", now)
     result.seconds = time.monotonic() - started
     return result
+
+
+def feed_names(cfg: Config) -> Iterator[tuple[str, str]]:
+    """(feed name, listed name) of every enabled feed's compiled zone (QNAME rules; a
+    ``*.`` wildcard gives the name below it; address and client rules and exceptions
+    are left out)."""
+    for feed in cfg.feeds:
+        if not feed.enabled:
+            continue
+        path = cfg.store.path.parent / "feeds" / f"{feed.name}.rpz"
+        try:
+            f = path.open(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        with f:
+            for line in f:
+                if not line or line[0] in "$; \t@\n":
+                    continue
+                owner = line.split(None, 1)[0]
+                if owner.endswith(".") or "rpz-" in owner or "mamori-" in owner:
+                    continue  # absolute names are not the feed's; Response-IP, Client-IP
+                if "rpz-passthru" in line:
+                    continue  # an exception (allowed), not a listed name
+                yield feed.name, owner.removeprefix("*.").lower()
 
 
 def _fresh(batch: dict[str, _Seen], mark: float | None) -> dict[str, _Seen]:
@@ -225,7 +262,8 @@ class BrandWatcher(threading.Thread):
         if self._index is None or self._index[0] != brands:
             self._index = (brands, brand_index(brands))
         full = time.monotonic() - self._full >= FULL_EVERY
-        result = run_pass(self._index[1], self.matches, self.pdns, self.query_log, full=full)
+        result = run_pass(self._index[1], self.matches, self.pdns, self.query_log, full=full,
+                          feeds=feed_names(self.config()))  # fmt: skip
         if full:
             self._full = time.monotonic()
         self.last = result
@@ -239,4 +277,4 @@ class BrandWatcher(threading.Thread):
         return result
 
 
-__all__ = ["BrandWatcher", "PassResult", "RecordSource", "brand_index", "run_pass"]
+__all__ = ["BrandWatcher", "PassResult", "RecordSource", "brand_index", "feed_names", "run_pass"]

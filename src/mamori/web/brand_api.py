@@ -17,7 +17,7 @@ from starlette.routing import Route
 from mamori import config as cfgmod
 from mamori.discovery.brand_export import to_csv, to_stix
 from mamori.discovery.brand_store import BrandMatches, StoredMatch, brand_db_path
-from mamori.discovery.brand_watch import PassResult, brand_index, run_pass
+from mamori.discovery.brand_watch import PassResult, brand_index, feed_names, run_pass
 from mamori.pdns.formats import parse_time
 from mamori.store.pdns_sqlite import PdnsSQLite
 from mamori.web.apiauth import ApiError, authorize, client_address, json_body
@@ -55,7 +55,7 @@ class BrandWatchData:
             pdns = PdnsSQLite(path, readonly=True) if path.exists() else None
             log = cfg.store.path if cfg.store.path.exists() else None
             try:
-                return run_pass(index, self.matches(), pdns, log)
+                return run_pass(index, self.matches(), pdns, log, feeds=feed_names(cfg))
             finally:
                 if pdns is not None:
                     pdns.close()
