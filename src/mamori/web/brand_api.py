@@ -115,15 +115,21 @@ class BrandApi:
             await authorize(request, self.keys)
             q = request.query_params
             brand = q.get("brand") or None
+            if brand is not None and len(brand) > 64:
+                raise ApiError(422, "brand: a brand name (up to 64 characters)", "brand")
             fmt = q.get("format") or "json"
             if fmt not in FORMATS:
                 raise ApiError(422, f"format is one of {', '.join(FORMATS)}", "format")
             since: float | None = None
             if q.get("since"):
                 try:
+                    if len(q["since"]) > 64:
+                        raise ValueError("too long")
                     since = parse_time(q["since"])
                 except ValueError as e:
-                    raise ApiError(422, str(e), "since") from None
+                    raise ApiError(422, f"since: {e}", "since") from None
+                if not -(1 << 53) < since < 1 << 53:
+                    raise ApiError(422, "since: out of range", "since")
             limit = _int(request, "limit", 1000, 1, MAX_LIMIT)
             offset = _int(request, "offset", 0, 0, 1 << 31)
             found, total = await run_in_threadpool(self.data.search, brand, since, limit, offset)
@@ -347,7 +353,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                 _q("brand", {"type": "string", "maxLength": 64}, "only this brand"),
                 _q(
                     "since",
-                    {"type": "string", "pattern": "^(-?[0-9]{1,12})?$"},
+                    {"type": "string", "maxLength": 64},
                     "detected or last seen at or after: epoch seconds or -seconds (ago);"
                     " ISO 8601 or 1w2d3h is accepted too",
                 ),

@@ -559,7 +559,10 @@ class Settings:
         if applied and wake is not None:
             wake()
         effective = next((b for b in self.brands() if b["name"] == bname), None)
-        return {**(effective or {"name": bname, **detail}), "applied": applied}
+        if effective is None:  # not in force yet (``mamori web`` alone: the next reload)
+            effective = {"name": bname, "domains": [], "keywords": [], "origin": "console",
+                         "defined_at": str(self.overlay_path), **detail}  # fmt: skip
+        return {**effective, "applied": applied}
 
     async def remove_brand(self, actor: str, address: str, name: str) -> None:
         async with self.lock:
