@@ -14,9 +14,10 @@ from publicsuffixlist import PublicSuffixList
 
 from mamori import config
 from mamori.alerts.engine import AlertEngine
-from mamori.discovery.brand import Brand, BrandIndex, Suffixes, levenshtein
+from mamori.discovery.brand import Brand, BrandIndex, levenshtein
 from mamori.discovery.brand_store import BrandMatches, brand_db_path
 from mamori.discovery.brand_watch import BrandWatcher, run_pass
+from mamori.discovery.suffixes import Suffixes
 from mamori.errors import ConfigError
 from mamori.store.base import QueryRow
 from mamori.store.sqlite import SQLiteStore
