@@ -203,6 +203,7 @@ def _query_log(path: Path | None, since: float | None) -> dict[str, tuple[Sequen
 
 WATCH_EVERY = 600.0  # seconds between passes of the running service's watch
 FULL_EVERY = 86400.0  # seconds between its full passes
+FIRST_AFTER = 30.0  # seconds after the start before the first pass (the start goes first)
 
 
 def brand_index(brands: Sequence[BrandConfig]) -> BrandIndex:
@@ -222,6 +223,7 @@ class BrandWatcher(threading.Thread):
         matches: BrandMatches,
         query_log: Path | None,
         every: float = WATCH_EVERY,
+        first_after: float = FIRST_AFTER,
     ) -> None:
         super().__init__(name="mamori-brand-watch", daemon=True)
         self.config = config
@@ -229,6 +231,7 @@ class BrandWatcher(threading.Thread):
         self.matches = matches
         self.query_log = query_log
         self.every = every
+        self.first_after = first_after
         self.listeners: list[Callable[[list[dict[str, object]]], None]] = []
         self.last: PassResult | None = None
         self.passes = 0
@@ -247,6 +250,8 @@ class BrandWatcher(threading.Thread):
         self.join(30)
 
     def run(self) -> None:
+        self._wake.wait(self.first_after)
+        self._wake.clear()
         while not self._stop_flag.is_set():
             try:
                 self.run_once()
