@@ -219,3 +219,17 @@ def test_names_a_feed_lists_are_matched_with_the_feed_as_source(tmp_path: Path) 
     got = sorted((m.match.name, m.seen.sources) for m in result.new)
     assert got == [("paypa1.com", ("feed:phish",)), ("rnizuho.com", ("feed:phish",))]
     matches.close()
+
+
+def test_forget_client_erases_it_from_the_matches(tmp_path: Path) -> None:
+    from mamori.discovery.brand_store import Observed
+    from mamori.store.forget import forget_client
+
+    matches = BrandMatches(brand_db_path(tmp_path / "q.db"))
+    [m] = BrandIndex(BRANDS).match(["rnizuho.com"])
+    seen = Observed(1, 2, ("querylog",), (), ("192.0.2.7", "198.51.100.1"))
+    assert len(matches.merge([(m, seen)], 10.0)) == 1
+    assert forget_client(tmp_path / "q.db", "192.0.2.0/24") == {"brand.sqlite": 1}
+    [kept], _ = matches.search()
+    assert kept.seen.clients == ("198.51.100.1",) and kept.match == m
+    matches.close()

@@ -32,15 +32,28 @@ CREATE TABLE IF NOT EXISTS brand_matches (
     time_last INTEGER NOT NULL,  -- last seen (UNIX seconds)
     sources TEXT NOT NULL,       -- "pdns", "querylog", comma-joined
     addresses TEXT NOT NULL,     -- JSON list of A/AAAA rdata seen (at most 16)
-    clients TEXT NOT NULL,       -- JSON list of client addresses that asked (at most 32)
     detected REAL NOT NULL,      -- when the watch found it (UNIX time)
     PRIMARY KEY (brand, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS brand_matches_detected ON brand_matches (detected);
+-- the clients that asked (at most 32 per match), one row each: ``mamori store
+-- forget-client`` deletes a client's rows here as in the query log
+CREATE TABLE IF NOT EXISTS brand_clients (
+    brand TEXT NOT NULL,
+    name TEXT NOT NULL,
+    client TEXT NOT NULL,        -- as the query log keeps it ([store] client_addresses)
+    PRIMARY KEY (brand, name, client)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS brand_state (key TEXT PRIMARY KEY, value REAL NOT NULL);
 """
 MAX_ADDRESSES = 16
 MAX_CLIENTS = 32
+_COLUMNS = (
+    "brand, name, registrable, target, kind, distance, similarity, same_suffix, time_first,"
+    " time_last, sources, addresses, (SELECT coalesce(json_group_array(client), '[]') FROM"
+    " (SELECT client FROM brand_clients c WHERE c.brand = m.brand AND c.name = m.name"
+    " ORDER BY client)), detected"
+)
 
 
 @dataclass(frozen=True)
@@ -107,34 +120,47 @@ class BrandMatches:
         new: list[StoredMatch] = []
         with self.lock, self.db:
             for m, seen in found:
-                row = self.db.execute(
-                    "SELECT time_first, time_last, sources, addresses, clients FROM"
-                    " brand_matches WHERE brand = ? AND name = ?",
-                    (m.brand, m.name),
-                ).fetchone()
-                if row is None:
-                    self.db.execute(
-                        "INSERT INTO brand_matches VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (m.brand, m.name, m.registrable, m.target, m.kind, m.distance,
-                         m.similarity, int(m.same_suffix), seen.time_first, seen.time_last,
-                         ",".join(sorted(seen.sources)),
-                         json.dumps(list(seen.addresses[:MAX_ADDRESSES])),
-                         json.dumps(list(seen.clients[:MAX_CLIENTS])), now),
-                    )  # fmt: skip
+                # another pass (the console's, the service's) may have found it meanwhile:
+                # the insert that lands makes it new, the other updates
+                inserted = self.db.execute(
+                    "INSERT INTO brand_matches VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT (brand, name) DO NOTHING",
+                    (m.brand, m.name, m.registrable, m.target, m.kind, m.distance,
+                     m.similarity, int(m.same_suffix), seen.time_first, seen.time_last,
+                     ",".join(sorted(seen.sources)),
+                     json.dumps(list(seen.addresses[:MAX_ADDRESSES])), now),
+                ).rowcount  # fmt: skip
+                self._add_clients(m, seen.clients)
+                if inserted:
                     new.append(StoredMatch(m, seen, now))
                     continue
-                first = min(x for x in (row[0], seen.time_first) if x) if (
-                    row[0] or seen.time_first) else 0  # fmt: skip
+                row = self.db.execute(
+                    "SELECT time_first, time_last, sources, addresses FROM brand_matches"
+                    " WHERE brand = ? AND name = ?",
+                    (m.brand, m.name),
+                ).fetchone()
+                first = min((x for x in (row[0], seen.time_first) if x), default=0)
                 sources = sorted({*row[2].split(","), *seen.sources} - {""})
                 addresses = _union(json.loads(row[3]), seen.addresses, MAX_ADDRESSES)
-                clients = _union(json.loads(row[4]), seen.clients, MAX_CLIENTS)
                 self.db.execute(
                     "UPDATE brand_matches SET time_first = ?, time_last = ?, sources = ?,"
-                    " addresses = ?, clients = ? WHERE brand = ? AND name = ?",
+                    " addresses = ? WHERE brand = ? AND name = ?",
                     (first, max(row[1], seen.time_last), ",".join(sources),
-                     json.dumps(addresses), json.dumps(clients), m.brand, m.name),
+                     json.dumps(addresses), m.brand, m.name),
                 )  # fmt: skip
         return new
+
+    def _add_clients(self, m: Match, clients: Sequence[str]) -> None:
+        if not clients:
+            return
+        have = self.db.execute(
+            "SELECT count(*) FROM brand_clients WHERE brand = ? AND name = ?", (m.brand, m.name)
+        ).fetchone()[0]
+        for c in clients[: max(0, MAX_CLIENTS - have)]:
+            self.db.execute(
+                "INSERT INTO brand_clients VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (m.brand, m.name, c),
+            )
 
     def search(
         self,
@@ -157,9 +183,7 @@ class BrandMatches:
                 f"SELECT count(*) FROM brand_matches WHERE {where}", args
             ).fetchone()[0]
             rows = self.db.execute(
-                "SELECT brand, name, registrable, target, kind, distance, similarity,"
-                " same_suffix, time_first, time_last, sources, addresses, clients, detected"
-                f" FROM brand_matches WHERE {where}"
+                f"SELECT {_COLUMNS} FROM brand_matches m WHERE {where}"
                 " ORDER BY detected DESC, brand, name LIMIT ? OFFSET ?",
                 [*args, limit, offset],
             ).fetchall()
@@ -168,9 +192,7 @@ class BrandMatches:
     def get(self, brand: str, name: str) -> StoredMatch | None:
         with self.lock:
             r = self.db.execute(
-                "SELECT brand, name, registrable, target, kind, distance, similarity,"
-                " same_suffix, time_first, time_last, sources, addresses, clients, detected"
-                " FROM brand_matches WHERE brand = ? AND name = ?",
+                f"SELECT {_COLUMNS} FROM brand_matches m WHERE brand = ? AND name = ?",
                 (brand, name),
             ).fetchone()
         return None if r is None else _row(r)
