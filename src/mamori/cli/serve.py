@@ -290,8 +290,8 @@ def check(config_path: str) -> None:
 
 
 def _echo_settings(cfg: config_mod.Config, prov: Any) -> None:
-    """The effective feeds and groups and where each came from (the user's TOML file:line,
-    or the console's overlay file)."""
+    """The effective feeds, groups and brands and where each came from (the user's TOML
+    file:line, or the console's overlay file)."""
     for f in cfg.feeds:
         state = "" if f.enabled else " (disabled)"
         if f.name in prov.overrides:
@@ -302,6 +302,9 @@ def _echo_settings(cfg: config_mod.Config, prov: Any) -> None:
         members = ", ".join((*g.clients, *g.client_ids)) or "no clients"
         origin = prov.origins.get(("group", g.name), "")
         click.echo(f"  group:     {g.name}: {members}, from {origin}")
+    for b in cfg.brands:
+        origin = prov.origins.get(("brand", b.name), "")
+        click.echo(f"  brand:     {b.name}: {', '.join(b.domains)}, from {origin}")
     for kind, name, origin in prov.shadowed:
         click.echo(
             f"  shadowed:  {kind} {name} of {origin} is not used:"
