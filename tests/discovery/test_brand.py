@@ -233,3 +233,45 @@ def test_forget_client_erases_it_from_the_matches(tmp_path: Path) -> None:
     [kept], _ = matches.search()
     assert kept.seen.clients == ("198.51.100.1",) and kept.match == m
     matches.close()
+
+
+def test_report_filters_and_formats(tmp_path: Path) -> None:
+    import csv
+    import io
+    import json
+
+    import stix2
+    from click.testing import CliRunner
+
+    from mamori.cli import cli
+
+    body = (
+        '[[brand]]\nname = "Mizuho"\ndomains = ["mizuho.co.jp"]\n'
+        '[[brand]]\nname = "PayPal"\ndomains = ["paypal.com"]\n'
+    )
+    conf = str(_toml(tmp_path, body))
+    store = SQLiteStore(tmp_path / "q.db")
+    rows = [QueryRow(1_790_000_000.0 + i, "192.0.2.7", name, 1, 0, "", 0, "", False, "udp", "",
+                     "", "", "", "resolved", "", "", "")
+            for i, name in enumerate(["rnizuho.com.", "paypa1.com.", "example.org."])]  # fmt: skip
+    store.write_queries(rows)
+    store.close()
+
+    def report(*args: str) -> tuple[int, str]:
+        r = CliRunner().invoke(cli, ["brand", "report", "--config", conf, *args])
+        return r.exit_code, r.output
+
+    code, out = report("--json")
+    assert code == 0 and {json.loads(x)["name"] for x in out.splitlines() if x[0] == "{"} == {
+        "rnizuho.com", "paypa1.com"}  # fmt: skip
+    code, out = report("--no-scan", "--csv", "--brand", "PayPal")
+    rows_out = list(csv.DictReader(io.StringIO(out[out.index("brand,") :])))
+    assert code == 0 and [r["name"] for r in rows_out] == ["paypa1.com"]
+    assert rows_out[0]["clients"] == "192.0.2.7" and rows_out[0]["kind"] == "homoglyph"
+    code, out = report("--no-scan", "--stix")
+    bundle = stix2.parse(out[out.index("{") :], allow_custom=False)
+    assert sorted(o.pattern for o in bundle.objects) == [
+        "[domain-name:value = 'paypa1.com']", "[domain-name:value = 'rnizuho.com']"]  # fmt: skip
+    assert report("--no-scan", "--since", "2100-01-01")[0] == 1  # nothing that recent
+    assert report("--no-scan", "--since", "yesterday")[0] == 2
+    assert report("--brand", "Nope")[0] == 2
