@@ -1,5 +1,6 @@
 """Acceptance of the brand watch: look-alikes of two brands (every dnstwist fuzzer kind,
-IDN homographs in Cyrillic and Greek, the issue's own examples) mixed with unrelated
+IDN homographs in Cyrillic and Greek written here, random one-letter changes, the
+issue's own examples) mixed with unrelated
 real names (CoinBlockerLists and URLhaus hosts, ``../shared/data``) are answered in a
 generated capture, ingested with ``mamori pdns ingest`` and reported by ``mamori brand
 report --json``: recall >= 0.9, unrelated names reported <= 5%."""
@@ -73,6 +74,11 @@ def _lookalikes(rng: random.Random) -> dict[str, str]:
                     except idna.IDNAError:  # mixed scripts some registries refuse
                         name = f"xn--{uname.encode('punycode').decode()}.{suffix}"
                     out.setdefault(name, "idn-" + ("cyrillic" if script == 0 else "greek"))
+            for _ in range(5):  # one letter changed at random (no keyboard or glyph table)
+                i = rng.randrange(len(label))
+                c = rng.choice([x for x in "abcdefghijklmnopqrstuvwxyz" if x != label[i]])
+                other = rng.choice(["com", "net", "xyz", suffix])
+                out.setdefault(f"{label[:i]}{c}{label[i + 1 :]}.{other}", "random-edit")
     for name in ISSUE_EXAMPLES:
         out.setdefault(name, "issue")
     for domains in BRANDS.values():
@@ -125,7 +131,7 @@ def test_lookalikes_in_a_capture_are_reported_and_unrelated_names_are_not(
     rng = random.Random(17)
     lookalikes = _lookalikes(rng)
     kinds = set(lookalikes.values())
-    assert set(REQUIRED) <= kinds and {"idn-cyrillic", "idn-greek"} <= kinds
+    assert set(REQUIRED) <= kinds and {"idn-cyrillic", "idn-greek", "random-edit"} <= kinds
     unrelated = _unrelated(rng, 2000)
     names = sorted({*lookalikes, *unrelated})
     rng.shuffle(names)
