@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily
 
 from mamori.cli import cli
 from mamori.config import alerts as alert_keys
+from mamori.config import brands as brand_keys
 from mamori.config import feeds as feed_keys
 from mamori.config import keys as core_keys
 from mamori.web import metrics
@@ -28,7 +29,12 @@ CLI_MD = REFERENCE / "cli.md"
 # --------------------------------------------------------------------------- config
 def config_keys() -> set[tuple[str, str]]:
     """Every (section, key) the loader accepts: the core sections and the [[table]] ones."""
-    return set(core_keys.CONVERTERS) | set(feed_keys.CONVERTERS) | set(alert_keys.CONVERTERS)
+    return (
+        set(core_keys.CONVERTERS)
+        | set(feed_keys.CONVERTERS)
+        | set(alert_keys.CONVERTERS)
+        | set(brand_keys.CONVERTERS)
+    )
 
 
 def config_sections(text: str) -> dict[str, str]:

@@ -83,12 +83,19 @@ def test_forget_client_address_or_network(tmp_path: Path) -> None:
 
 def test_forget_targets_are_the_files_written(tmp_path: Path) -> None:
     from mamori.alerts.engine import history_path
+    from mamori.discovery.brand_store import brand_db_path
     from mamori.web.blockpage import reports_path
 
     path = tmp_path / "m.toml"
     path.write_text('[upstream]\nservers = ["127.0.0.1:53"]\n')
     cfg = config.load(path)
-    assert {t.file for t in TARGETS} == {"", reports_path(cfg).name, history_path(cfg).name}
+    written = {
+        "",
+        reports_path(cfg).name,
+        history_path(cfg).name,
+        brand_db_path(cfg.store.path).name,
+    }
+    assert {t.file for t in TARGETS} == written
 
 
 def test_forget_client_erases_it_from_the_blocked_clients_per_hour(tmp_path: Path) -> None:

@@ -93,14 +93,15 @@ def texts(page: str) -> list[str]:
 
 PAGES = ["/", "/queries", "/policy?explain=www.example", "/pdns?q=www.example", "/alerts",
          "/reports", "/rules", "/rules?audit=ads.example.test", "/rules?q=nothing", "/feeds",
-         "/groups", "/audit", "/audit?q=nothing"]  # fmt: skip
+         "/groups", "/audit", "/audit?q=nothing", "/brands"]  # fmt: skip
 # Data the settings pages show as it is: feed categories and formats (config values), the
 # examples in placeholders, TOML, and what the test adds (a feed, a group, a rule)
 DATA = {*CATEGORIES, *UPLOAD_FORMATS, "URL", "ads.example.com", "my-list", "kids, guests",
         "https://example.org/list.txt", "192.168.1.64/28 fd00::/64", "tablet-1", "[[feed]]",
         "[[rpz]]", "[[dataset]]", 'groups = ["name"]', "local-ads", "list.txt", "kids",
         "kids.rules.mamori.", "ads.example.test", "user:admin", "rule.add",
-        "from the test"}  # fmt: skip
+        "from the test", "STIX 2.1", "Mizuho", "mizuho.co.jp mizuhobank.co.jp",
+        "mizuho"}  # fmt: skip
 SETTINGS = """[[feed]]
 name = "local-ads"
 path = "{list}"

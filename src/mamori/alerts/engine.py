@@ -33,6 +33,8 @@ CHECK_EVERY = 30.0
 # outcome of the answer: "blocked", "dropped", "log_only" (policy disabled), else let through)
 Hit = tuple[float, str, str, str, str, str, str]
 BLOCKING = ("blocked", "dropped")
+# A new brand look-alike as the watch hands it over: brand, name, kind, target, distance ...
+BrandAlert = dict[str, object]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -58,6 +60,7 @@ class AlertEngine(threading.Thread):
         self.failed = 0
         self._stop_flag = threading.Event()
         self.crashes: queue.Queue[tuple[int, str, float]] = queue.Queue(maxsize=100)
+        self.brands: queue.Queue[list[BrandAlert]] = queue.Queue(maxsize=100)
         self._last: dict[tuple[str, str], float] = {}  # (rule, subject) -> last alert
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._born = time.time()
@@ -81,6 +84,14 @@ class AlertEngine(threading.Thread):
         except queue.Full:
             self.dropped += 1
 
+    def on_brand(self, matches: list[BrandAlert]) -> None:
+        """From the brand watch: new look-alike matches. Never blocks (a full queue drops
+        and counts)."""
+        try:
+            self.brands.put_nowait(matches)
+        except queue.Full:
+            self.dropped += len(matches)
+
     def stop(self) -> None:
         self._stop_flag.set()
         self.join(15)
@@ -101,6 +112,8 @@ class AlertEngine(threading.Thread):
                     self._hit(hit)
                 while not self.crashes.empty():
                     self._crash(*self.crashes.get_nowait())
+                while not self.brands.empty():
+                    self._brand(self.brands.get_nowait())
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + CHECK_EVERY
                     self.check_state()
@@ -192,6 +205,17 @@ class AlertEngine(threading.Thread):
         for rule in self.cfg.alerts:
             if rule.when == "worker_restarts":
                 self.fire(rule, f"worker {worker}", message, {"worker": str(worker)}, when)
+
+    def _brand(self, matches: list[BrandAlert]) -> None:
+        """One alert per new look-alike and ``when = "brand"`` rule (throttled by name)."""
+        for rule in self.cfg.alerts:
+            if rule.when != "brand":
+                continue
+            for m in matches:
+                self.fire(rule, str(m["name"]),
+                          f"brand {m['brand']}: look-alike {m['name']} ({m['kind']},"
+                          f" imitates {m['target']}, distance {m['distance']})",
+                          {k: str(v) for k, v in m.items()}, time.time())  # fmt: skip
 
     def _workers_failing(self, rule: AlertConfig, now: float) -> None:
         """A data-plane worker that keeps dying (its restarts are being delayed)."""

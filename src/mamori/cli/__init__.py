@@ -1,5 +1,5 @@
-"""Command line: serve, check, web, and the zones, feeds, pdns, nod, keys, users, reports,
-rules, store, profile groups.
+"""Command line: serve, check, web, and the zones, feeds, pdns, nod, brand, keys, users,
+reports, rules, store, profile groups.
 
 One module per command group; this module only assembles them.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from mamori import __version__
+from mamori.cli.brand import brand
 from mamori.cli.feeds import feeds
 from mamori.cli.keys import keys, reports, users
 from mamori.cli.nod import nod
@@ -26,7 +27,8 @@ def cli() -> None:
     """mamori: DNS firewall, threat datasets and passive DNS."""
 
 
-commands = (serve, web, check, zones, feeds, pdns, nod, keys, reports, users, rules, store, profile)
+commands = (serve, web, check, zones, feeds, pdns, nod, brand, keys, reports, users, rules,
+            store, profile)  # fmt: skip
 for command in commands:
     cli.add_command(command)
 

@@ -56,11 +56,13 @@ def serve(config_path: str) -> None:
                         " enabled = false): only ingested captures make domains new")  # fmt: skip
     children = _pdns_children(cfg)
     alerts = _alerts(cfg, runtime)
+    watch = _brand_watch(cfg, runtime, alerts)
     try:
         service.run(parts)
     except MamoriError as e:
         fail(e)
     finally:
+        watch.stop()
         if alerts is not None:
             alerts.stop()
         if children is not None:
@@ -151,6 +153,44 @@ def _alerts(cfg: config_mod.Config, runtime: Any) -> Any:
     runtime.crash_listeners.append(engine.on_crash_loop)
     engine.start()
     return engine
+
+
+class _PdnsFile:
+    """Passive DNS for the brand watch: the store file once it exists (``mamori pdns
+    ingest`` or the resolver's tap may create it after the start)."""
+
+    def __init__(self, path: Any) -> None:
+        self.path = path
+
+    def export_records(self) -> Any:
+        from mamori.store.pdns_sqlite import PdnsSQLite
+
+        if not self.path.exists():
+            return
+        store = PdnsSQLite(self.path, readonly=True)
+        try:
+            yield from store.export_records()
+        finally:
+            store.close()
+
+
+def _brand_watch(cfg: config_mod.Config, runtime: Any, alerts: Any) -> Any:
+    """The brand watch's thread: a pass every 10 minutes over passive DNS and the query
+    log with the [[brand]]s in force; new matches go to the alert rules."""
+    from mamori.discovery.brand_store import BrandMatches, brand_db_path
+    from mamori.discovery.brand_watch import BrandWatcher
+
+    watch = BrandWatcher(
+        lambda: runtime.config_source() or cfg,
+        _PdnsFile(config_mod.pdns_path(cfg)),
+        BrandMatches(brand_db_path(cfg.store.path)),
+        cfg.store.path,
+    )
+    if alerts is not None:
+        watch.listeners.append(alerts.on_brand)
+    runtime.brand_wake = watch.wake
+    watch.start()
+    return watch
 
 
 def _pdns_children(cfg: config_mod.Config) -> Any:
@@ -263,8 +303,8 @@ def check(config_path: str) -> None:
 
 
 def _echo_settings(cfg: config_mod.Config, prov: Any) -> None:
-    """The effective feeds and groups and where each came from (the user's TOML file:line,
-    or the console's overlay file)."""
+    """The effective feeds, groups and brands and where each came from (the user's TOML
+    file:line, or the console's overlay file)."""
     for f in cfg.feeds:
         state = "" if f.enabled else " (disabled)"
         if f.name in prov.overrides:
@@ -275,6 +315,9 @@ def _echo_settings(cfg: config_mod.Config, prov: Any) -> None:
         members = ", ".join((*g.clients, *g.client_ids)) or "no clients"
         origin = prov.origins.get(("group", g.name), "")
         click.echo(f"  group:     {g.name}: {members}, from {origin}")
+    for b in cfg.brands:
+        origin = prov.origins.get(("brand", b.name), "")
+        click.echo(f"  brand:     {b.name}: {', '.join(b.domains)}, from {origin}")
     for kind, name, origin in prov.shadowed:
         click.echo(
             f"  shadowed:  {kind} {name} of {origin} is not used:"

@@ -17,7 +17,7 @@ from mamori.config.values import (
 )
 
 CATEGORIES = ("phishing", "botnet-cc", "malware", "cryptominer", "spam", "adware", "custom")
-WHEN = ("hit", "feed_stale", "upstream_down", "transfer_failed", "worker_restarts")
+WHEN = ("hit", "feed_stale", "upstream_down", "transfer_failed", "worker_restarts", "brand")
 
 
 @dataclass(frozen=True)

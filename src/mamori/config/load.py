@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mamori.config import overlay as overlay_mod
+from mamori.config.brands import BrandConfig, build_brands
 from mamori.config.feeds import DatasetConfig, FeedConfig, PdnsConfig, dataset_feeds
 from mamori.config.keys import CONVERTERS
 from mamori.config.nod import NodConfig
@@ -144,7 +145,7 @@ def loads_effective(
     store = sections.get("store", StoreConfig())
     opath = overlay_path(store.path.parent)
     prov = Provenance(opath)
-    for key, section in (("feeds", "feed"), ("groups", "group")):
+    for key, section in (("feeds", "feed"), ("groups", "group"), ("brands", "brand")):
         for i, t in enumerate(sections.get(key, ())):
             prov.origins[(section, t.name)] = Origin(str(path), ctx.line(section, None, i), False)
     try:
@@ -191,6 +192,9 @@ def _parse(text: str, path: Path, resolv_conf: str) -> tuple[Ctx, dict[str, Any]
             continue
         if name == "alert_sink":
             sections["alert_sinks"] = build_sinks(ctx, value)
+            continue
+        if name == "brand":
+            sections["brands"] = build_brands(ctx, value)
             continue
         if name not in _SECTIONS:
             raise ConfigError(str(path), ctx.line(name, None), name, "unknown section")
@@ -307,6 +311,17 @@ def _merge_overlay(
             prov.overrides[name] = table["enabled"]
     out["feeds"] = tuple(feeds)
     out["groups"] = tuple(groups)
+    user_brands: tuple[BrandConfig, ...] = sections.get("brands", ())
+    brands = list(user_brands)
+    brand_names = {b.name for b in user_brands}
+    for i, b in enumerate(build_brands(octx, doc["brand"]) if "brand" in doc else ()):
+        origin = Origin(str(opath), octx.line("brand", None, i), True)
+        if b.name in brand_names:
+            prov.shadowed.append(("brand", b.name, origin))
+            continue
+        brands.append(b)
+        prov.origins[("brand", b.name)] = origin
+    out["brands"] = tuple(brands)
     return out
 
 

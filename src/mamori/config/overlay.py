@@ -1,11 +1,11 @@
-"""The console's overlay: feeds and groups edited from the console or the REST API.
+"""The console's overlay: feeds, groups and brands edited from the console or the REST API.
 
 mamori never rewrites the user's TOML file (its comments and layout stay as
 written). What the console and ``/api/v1/feeds`` / ``/api/v1/groups`` change is
 kept in a file mamori owns, ``<store dir>/console.toml``, written atomically
 (temporary file, fsync, rename), and merged by the loader (``load.py``):
 
-- ``[[feed]]`` and ``[[group]]`` tables there are appended to the user's;
+- ``[[feed]]``, ``[[group]]`` and ``[[brand]]`` tables there are appended to the user's;
 - ``[override.feed.NAME] enabled = true|false`` switches one of the user's own
   feeds on or off (the user's table itself is left alone);
 - a name defined in both files: the user's TOML wins; ``mamori check`` says the
@@ -35,7 +35,7 @@ HEADER = (
     "# Written by mamori (do not edit while it runs); your own TOML file is never changed.\n"
     "# Entries here are merged after your file's; a name your file defines wins.\n"
 )
-TOP_KEYS = ("feed", "group", "override")
+TOP_KEYS = ("feed", "group", "brand", "override")
 
 
 def overlay_path(store_dir: Path) -> Path:
@@ -131,9 +131,9 @@ def _key(k: str) -> str:
 
 
 def dumps(doc: dict[str, Any]) -> str:
-    """The overlay document as TOML text (feeds, groups, then overrides)."""
+    """The overlay document as TOML text (feeds, groups, brands, then overrides)."""
     out = [HEADER]
-    for section in ("feed", "group"):
+    for section in ("feed", "group", "brand"):
         for table in doc.get(section, []):
             out.append(f"\n[[{section}]]\n")
             out.extend(f"{_key(k)} = {_value(v)}\n" for k, v in table.items())

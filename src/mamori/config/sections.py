@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mamori.config.alerts import AlertConfig, SinkConfig
+from mamori.config.brands import BrandConfig
 from mamori.config.feeds import DatasetConfig, DnsblConfig, FeedConfig, PdnsConfig
 from mamori.config.nod import NodConfig
 from mamori.config.values import Endpoint, TsigSpec, UpstreamServer
@@ -260,6 +261,7 @@ class Config:
     alert_sinks: tuple[SinkConfig, ...] = ()
     dnsbl: tuple[DnsblConfig, ...] = ()
     nod: NodConfig = field(default_factory=NodConfig)
+    brands: tuple[BrandConfig, ...] = ()
 
 
 def pdns_path(cfg: Config) -> Path:

@@ -85,6 +85,8 @@ class Runtime:
         self.update_feed: Callable[[str], Awaitable[dict[str, Any]]] | None = None
         # A feed was removed (its data deleted): the scheduler forgets when it last ran.
         self.feed_removed: Callable[[str], None] | None = None
+        # Run the brand watch now (a [[brand]] was added or changed from the console/API).
+        self.brand_wake: Callable[[], None] | None = None
 
     @property
     def config(self) -> Config | None:

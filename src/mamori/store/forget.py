@@ -1,5 +1,6 @@
 """Erase what the store keeps about a client address or network (``mamori store
-forget-client``): its query log rows, its block page reports, the alerts about it.
+forget-client``): its query log rows, its block page reports, the alerts about it,
+the brand watch's record of it asking for a look-alike.
 
 Rows are matched by the address they hold: an address given matches rows
 holding that exact address; a network (``192.0.2.0/24``) matches every row
@@ -40,6 +41,7 @@ TARGETS = (
     Target("", "block_clients", "client"),  # the console's blocked clients per hour
     Target("reports.sqlite", "reports", "client"),  # web/blockpage.py
     Target("alerts.sqlite", "alerts", "subject", "message LIKE 'client %'"),  # alerts/engine.py
+    Target("brand.sqlite", "brand_clients", "client"),  # discovery/brand_store.py
 )
 
 

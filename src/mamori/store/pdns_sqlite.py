@@ -355,6 +355,23 @@ class PdnsSQLite:
         n = self.db.execute("SELECT count(*) FROM names").fetchone()[0]
         return int(t), int(n)
 
+    def export_records(self) -> Iterator[Record]:
+        """Every tuple in rrname order, read in pages (never the whole store in memory)."""
+        last: tuple[str, int, str, str] = ("", -1, "", "")
+        while True:
+            with self.lock:
+                rows = self.db.execute(
+                    "SELECT rrname, rrtype, rdata, bailiwick, time_first, time_last, count"
+                    " FROM rrset WHERE (rrname, rrtype, rdata, bailiwick) > (?, ?, ?, ?)"
+                    " ORDER BY rrname, rrtype, rdata, bailiwick LIMIT 50000",
+                    last,
+                ).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield Record(*r)
+            last = rows[-1][:4]
+
     def _select(
         self,
         where: str,

@@ -22,6 +22,8 @@ from mamori.store.pdns_sqlite import PdnsSQLite
 from mamori.web import metrics
 from mamori.web.api import Api
 from mamori.web.audit_page import AuditPage
+from mamori.web.brand_api import BrandApi, BrandWatchData
+from mamori.web.brand_page import BrandPage
 from mamori.web.console import Console, static_dir
 from mamori.web.geo_page import GeoPage
 from mamori.web.keys import KeyStore
@@ -59,9 +61,16 @@ def first_admin(cfg: cfgmod.Config, keys: KeyStore) -> None:
     )
 
 
-def settings_routes(console: Console, keys: KeyStore, settings: Settings) -> list[Any]:
-    """Feeds and groups edited from the console and the REST API (settings_api.py)."""
-    return [*SettingsApi(settings, keys).routes(), *SettingsPages(console, settings).routes()]
+def settings_routes(console: Console, keys: KeyStore, settings: Settings, rest: Api) -> list[Any]:
+    """Feeds, groups and brands edited from the console and the REST API (settings_api.py,
+    brand_api.py)."""
+    brands = BrandWatchData(settings)
+    return [
+        *SettingsApi(settings, keys).routes(),
+        *SettingsPages(console, settings).routes(),
+        *BrandApi(settings, keys, brands).routes(),
+        *BrandPage(console, rest, settings, brands).routes(),
+    ]
 
 
 def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
@@ -104,7 +113,7 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
             *GeoPage(console, store, console.geo).routes(),
             *rest.routes(),
             *RulesPage(console, rest).routes(),
-            *settings_routes(console, keys, Settings(cfg, runtime)),
+            *settings_routes(console, keys, Settings(cfg, runtime), rest),
         ],
         middleware=console.middleware(),
     )

@@ -58,7 +58,7 @@ from mamori.web.security import (
 
 # (path, label): labels are English, translated where shown
 NAV = [("/", N_("Overview")), ("/queries", N_("Query log")), ("/policy", N_("Policy")),
-       ("/feeds", N_("Feeds")), ("/groups", N_("Groups")),
+       ("/feeds", N_("Feeds")), ("/groups", N_("Groups")), ("/brands", N_("Brands")),
        ("/pdns", N_("Passive DNS")), ("/geo", N_("Countries")), ("/alerts", N_("Alerts")),
        ("/reports", N_("Reports")), ("/rules", N_("Rules")), ("/audit", N_("Audit"))]  # fmt: skip
 RCODES = {-1: "DROP", 0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}

@@ -257,6 +257,36 @@ JA: dict[str, str] = {
     "The group was not added: %(error)s": "グループは追加されませんでした: %(error)s",
     "Group %(name)s was not changed: %(error)s":
         "グループ %(name)s は変更されませんでした: %(error)s",
+    # the Brands page (brands.html, brand_page.py)
+    "Brands": "ブランド監視",
+    "Brand": "ブランド",
+    "Domains": "ドメイン",
+    "Keywords": "キーワード",
+    "Watch a brand": "ブランドを監視する",
+    "Domains (space or comma separated)": "ドメイン(空白またはカンマ区切り)",
+    "Keywords (optional)": "キーワード(省略可)",
+    "Brands added here are kept in <code>%(overlay)s</code>; your TOML file is not changed.":
+        "ここで追加したブランドは <code>%(overlay)s</code> に保存されます。お使いの TOML"
+        " ファイルは変更されません。",
+    "No brand watched yet: add one below or as [[brand]] in the configuration.":
+        "監視しているブランドはまだありません。下のフォームか、設定ファイルの [[brand]]"
+        " で追加してください。",
+    "Look-alikes (%(total)s)": "類似ドメイン(%(total)s 件)",
+    "all": "すべて",
+    "Show": "表示",
+    "Look for new ones now": "今すぐ新しいものを探す",
+    "Export": "書き出し",
+    "Imitates": "模倣先",
+    "Distance": "編集距離",
+    "Similarity": "見た目の類似度",
+    "Resolves to": "名前解決先",
+    "does not resolve": "名前解決されない",
+    "No look-alikes found.": "類似ドメインは見つかっていません。",
+    "The brand was not added: %(error)s": "ブランドは追加されませんでした: %(error)s",
+    "The brand was not removed: %(error)s": "ブランドは削除されませんでした: %(error)s",
+    "%(name)s was not blocked: %(error)s": "%(name)s はブロックされませんでした: %(error)s",
+    "%(names)s names looked at: %(new)s new look-alikes.":
+        "%(names)s 件の名前を調べました。新しい類似ドメイン: %(new)s 件。",
     # the Audit page (audit.html, audit_page.py)
     "Audit log": "監査ログ",
     "a name, an action (rule.add), a user": "名前、操作(rule.add)、ユーザー",
@@ -287,7 +317,6 @@ JA: dict[str, str] = {
         "アドレスのデータベースがありません。設定に [geo] セクションを追加してください。",
     "Days": "日数",
     "AS number": "AS番号",
-    "Show": "表示",
     "Blocks by destination country": "接続先の国別ブロック数",
     "A blocked name's countries are those of the addresses passive DNS saw for it;"
     " %(unknown)s: none known.":

@@ -56,6 +56,7 @@ REJECTS_SHOWN = 100  # rejected lines of the last update listed per feed
 FEED_KEYS = ("name", "url", "format", "category", "refresh", "enabled", "action", "groups",
              "max_bad", "delist_after", "columns")  # fmt: skip
 GROUP_KEYS = ("name", "clients", "client_ids", "query_log_days")
+BRAND_KEYS = ("name", "domains", "keywords")
 UPLOAD_FORMATS = tuple(f for f in FORMATS if f not in ("taxii", "misp"))
 
 
@@ -510,6 +511,73 @@ class Settings:
             doc["group"] = [t for t in doc.get("group", []) if t.get("name") != name]
             await run_in_threadpool(self._check, doc, "group", None)
             await self._commit(doc, actor, address, "group.remove", name, {})
+
+    # --------------------------------------------------------------- brands
+    def brands(self) -> list[dict[str, Any]]:
+        """The [[brand]]s in force, with their origin (the user's TOML or the console's)."""
+        cfg, prov = self.cfg, self.provenance()
+        out = []
+        for b in cfg.brands:
+            origin = prov.origins.get(("brand", b.name))
+            out.append({
+                "name": b.name,
+                "domains": list(b.domains),
+                "keywords": list(b.words()),
+                "origin": "console" if origin is not None and origin.overlay else "toml",
+                "defined_at": str(origin) if origin is not None else str(cfg.path),
+            })  # fmt: skip
+        return out
+
+    def brand(self, name: str) -> dict[str, Any]:
+        b = next((b for b in self.brands() if b["name"] == name), None)
+        if b is None:
+            raise ApiError(404, f"no brand named {name}")
+        return b
+
+    async def add_brand(self, actor: str, address: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A new console [[brand]] (checked by the config loader, kept in the overlay)."""
+        table = _table(body, BRAND_KEYS, "brand")
+        bname = table.get("name")
+        if not isinstance(bname, str) or not bname:
+            raise ApiError(422, "give the brand a name", "name")
+        if "domains" not in table:
+            raise ApiError(422, 'list the brand\'s domains = ["example.com"]', "domains")
+        async with self.lock:
+            prov = await run_in_threadpool(self._provenance_for_change)
+            where = self._user_defines(prov, "brand", bname)
+            if where is not None:
+                raise ApiError(409, f"brand {bname} is defined in {where}: edit it there", "name")
+            if any(b.name == bname for b in self.cfg.brands):
+                raise ApiError(409, f"brand {bname} exists", "name")
+            doc = self._read_overlay()
+            tables = [t for t in doc.get("brand", []) if t.get("name") != bname]
+            doc["brand"] = [*tables, table]
+            await run_in_threadpool(self._check, doc, "brand", len(tables))
+            detail = {k: v for k, v in table.items() if k != "name"}
+            applied = await self._commit(doc, actor, address, "brand.add", bname, detail)
+        wake = getattr(self.runtime, "brand_wake", None)
+        if applied and wake is not None:
+            wake()
+        effective = next((b for b in self.brands() if b["name"] == bname), None)
+        if effective is None:  # not in force yet (``mamori web`` alone: the next reload)
+            effective = {"name": bname, "domains": [], "keywords": [], "origin": "console",
+                         "defined_at": str(self.overlay_path), **detail}  # fmt: skip
+        return {**effective, "applied": applied}
+
+    async def remove_brand(self, actor: str, address: str, name: str) -> None:
+        async with self.lock:
+            await run_in_threadpool(self._provenance_for_change)
+            b = await run_in_threadpool(self.brand, name)
+            if b["origin"] == "toml":
+                raise ApiError(
+                    409, f"brand {name} is defined in {b['defined_at']}: remove it there"
+                )
+            doc = self._read_overlay()
+            doc["brand"] = [t for t in doc.get("brand", []) if t.get("name") != name]
+            if not doc["brand"]:
+                del doc["brand"]
+            await run_in_threadpool(self._check, doc, "brand", None)
+            await self._commit(doc, actor, address, "brand.remove", name, {})
 
 
 def _table(body: dict[str, Any], keys: tuple[str, ...], section: str) -> dict[str, Any]:
