@@ -176,17 +176,23 @@ def _pdns_tap(cfg: config_mod.Config, parts: Any) -> TapWriter | None:
 
     from mamori.pdns.sensors.resolver_tap import TapWriter
     from mamori.resolver.events import AnswerTap
-    from mamori.store.pdns_sqlite import PdnsSQLite
+    from mamori.store.pdns_open import describe, note_path, open_pdns
 
     parts.tap = tap = AnswerTap(cfg.pdns.queue_size)
-    store = PdnsSQLite(config_mod.pdns_path(cfg))
+    store = open_pdns(cfg)
     sensor = cfg.pdns.sensor or f"resolver:{socket.gethostname()}"
     writer = TapWriter(
-        tap, store, sensor, cfg.pdns.flush_interval, cfg.pdns.nxdomain, cfg.pdns.retention_days
+        tap,
+        store,
+        sensor,
+        cfg.pdns.flush_interval,
+        cfg.pdns.nxdomain,
+        cfg.pdns.retention_days,
+        note=note_path(cfg),
     )
     writer.begin()  # what the last run lost, if it crashed
     writer.start()
-    log.info("passive DNS: upstream answers recorded in %s (sensor %s)", store.path, sensor)
+    log.info("passive DNS: upstream answers recorded in %s (sensor %s)", describe(cfg), sensor)
     return writer
 
 
@@ -212,6 +218,14 @@ def check(config_path: str) -> None:
         load_certs(cfg)  # the [tls] certificate of dot/doh/doq, when one is set
     except MamoriError as e:
         fail(e)
+    pdns_lines: list[str] = []
+    if cfg.pdns.url is not None:  # ClickHouse: connect, say the version and the schema
+        from mamori.store import pdns_open
+
+        try:
+            pdns_lines = pdns_open.check(cfg)
+        except MamoriError as e:
+            fail(MamoriError(f"[pdns] url {cfg.pdns.url}: {e}"))
     s = cfg.server
     click.echo(f"{config_path}: OK")
     click.echo(f"  listen:    {', '.join(str(e) for e in s.listen)} (udp{'+tcp' if s.tcp else ''})")
@@ -230,6 +244,8 @@ def check(config_path: str) -> None:
             " `mamori zones serve` and `mamori feeds update` run without"
         )
     click.echo(f"  store:     {cfg.store.path}")
+    for line in pdns_lines:
+        click.echo(f"  {line}")
     settings = policy.settings if policy is not None else []
     applied = {st.name: st.policy for st in settings}
     for z in loaded.values():

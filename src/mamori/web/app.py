@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mamori import config as cfgmod
-from mamori.store.pdns_sqlite import PdnsSQLite
+from mamori.store.pdns_open import open_pdns
 from mamori.web import metrics
 from mamori.web.api import Api
 from mamori.web.audit_page import AuditPage
@@ -64,7 +64,7 @@ def settings_routes(console: Console, keys: KeyStore, settings: Settings) -> lis
 
 def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
     """*runtime*: the running DNS service's parts (mamori serve), for /metrics."""
-    store = PdnsSQLite(cfgmod.pdns_path(cfg))
+    store = open_pdns(cfg)
     keys = KeyStore(keys_path(cfg))
     api = PdnsApi(store, keys)
     reg = metrics.registry(cfg, runtime)

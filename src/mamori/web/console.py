@@ -42,7 +42,7 @@ from starlette.routing import Route
 from mamori import config as cfgmod
 from mamori.pdns import formats
 from mamori.pdns.model import type_text
-from mamori.store.pdns_sqlite import Fences
+from mamori.store.pdns_base import Fences
 from mamori.web import i18n
 from mamori.web.consoledata import QUERY_COLUMNS, ZONE_LABEL, ConsoleData, QueryFilter
 from mamori.web.i18n import N_

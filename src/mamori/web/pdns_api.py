@@ -21,7 +21,8 @@ from starlette.routing import Route
 
 from mamori.pdns import formats, query
 from mamori.pdns.model import type_code, type_text
-from mamori.store.pdns_sqlite import Fences, PdnsSQLite, Record
+from mamori.store.pdns_base import Fences, PdnsStore, Record
+from mamori.store.pdns_open import distinct_values
 from mamori.web.keys import KeyStore, Refused
 
 NDJSON = "application/x-ndjson"
@@ -35,7 +36,7 @@ class BadRequest(Exception):  # noqa: N818
 
 
 class PdnsApi:
-    def __init__(self, store: PdnsSQLite, keys: KeyStore) -> None:
+    def __init__(self, store: PdnsStore, keys: KeyStore) -> None:
         self.store = store
         self.keys = keys
 
@@ -208,16 +209,7 @@ class PdnsApi:
         self, what: str, matcher: Any, rrtype: int | None, limit: int
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        db = self.store.db
-        args: list[object] = []
-        if what == "rrnames":
-            sql = "SELECT DISTINCT rrname, rrtype FROM rrset"
-        else:
-            sql = "SELECT DISTINCT rdata, rrtype FROM rrset"
-        if rrtype is not None:
-            sql += " WHERE rrtype = ?"
-            args.append(rrtype)
-        for value, rtype in db.execute(sql, args):
+        for value, rtype in distinct_values(self.store, what, rrtype):
             if matcher(value):
                 key = "rrname" if what == "rrnames" else "rdata"
                 out.append({key: value, "rrtype": type_text(rtype)})

@@ -1,0 +1,114 @@
+"""Which passive DNS store a config means: SQLite (default) or ClickHouse (``[pdns] url``).
+
+The CLI and the web app factory open the store here; everything else sees the
+``PdnsStore`` Protocol (``store.pdns_base``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mamori import config as cfgmod
+from mamori.store.pdns_base import PdnsStore
+
+
+def is_clickhouse(cfg: cfgmod.Config) -> bool:
+    return cfg.pdns.url is not None
+
+
+def local_dir(cfg: cfgmod.Config) -> Path:
+    """Where this node keeps passive DNS files of its own: the SQLite store's directory,
+    or (ClickHouse) ``pdns-spool/`` beside the [store] path: batches waiting for the
+    server, the tap's crash note."""
+    if cfg.pdns.url is None:
+        return cfgmod.pdns_path(cfg).parent
+    return cfg.store.path.parent / "pdns-spool"
+
+
+def note_path(cfg: cfgmod.Config) -> Path:
+    """The resolver tap's ``ReceivedNote`` file (store/runs.py)."""
+    if cfg.pdns.url is None:
+        p = cfgmod.pdns_path(cfg)
+        return p.with_name(p.name + "-answers")
+    return local_dir(cfg) / "tap-answers"
+
+
+def describe(cfg: cfgmod.Config) -> str:
+    return str(cfg.pdns.url) if cfg.pdns.url is not None else str(cfgmod.pdns_path(cfg))
+
+
+def open_pdns(cfg: cfgmod.Config, readonly: bool = False) -> PdnsStore:
+    """The passive DNS store of *cfg*. ClickHouse: connects lazily (a server that is down
+    does not stop the caller: writes are kept in the spool). Raises StoreError."""
+    if cfg.pdns.url is None:
+        from mamori.store.pdns_sqlite import PdnsSQLite
+
+        return PdnsSQLite(cfgmod.pdns_path(cfg), readonly=readonly)
+    from mamori.store.ch_conn import DriverConn, read_password
+    from mamori.store.pdns_clickhouse import PdnsClickHouse
+    from mamori.store.pdns_spool import Spool
+
+    url = cfg.pdns.url
+    conn = DriverConn(url, read_password(url, cfg.pdns.password_file))
+    spool = None if readonly else Spool(local_dir(cfg), cfg.pdns.spool_size)
+    return PdnsClickHouse(conn, spool, readonly=readonly)
+
+
+def check(cfg: cfgmod.Config) -> list[str]:
+    """``mamori check``: lines saying where the store is; for ClickHouse, the server's
+    version and the schema state (tables present, created, missing). Raises StoreError
+    (cannot connect, refused)."""
+    if cfg.pdns.url is None:
+        return [f"pdns:      SQLite {cfgmod.pdns_path(cfg)}"]
+    from mamori.store import pdns_chschema as schema
+    from mamori.store.ch_conn import DriverConn, read_password
+    from mamori.store.pdns_clickhouse import PdnsClickHouse
+
+    url = cfg.pdns.url
+    conn = DriverConn(url, read_password(url, cfg.pdns.password_file), timeout=5.0)
+    try:
+        version = conn.version()
+        store = PdnsClickHouse(conn, None, readonly=True)
+        have = store.tables() if _has_db(conn) else set()
+        missing = [t for t, _ in schema.ddl(conn.database, version) if t not in have]
+        created = store.ensure_schema() if missing else []
+        still = [t for t in missing if t not in created]
+    finally:
+        conn.close()
+    v = ".".join(str(x) for x in version)
+    lines = [f"pdns:      ClickHouse {url}, server {v}"]
+    present = len(schema.ddl(conn.database, version)) - len(missing)
+    lines.append(
+        f"  schema:  {present} tables present, {len(created)} created"
+        + (f", missing: {', '.join(still)}" if still else "")
+    )
+    for lack in schema.missing_features(version):
+        lines.append(f"  server lacks: {lack}")
+    return lines
+
+
+def _has_db(conn: Any) -> bool:
+    from mamori.store.ch_conn import lit
+
+    rows = conn.query(f"SELECT count() FROM system.databases WHERE name = {lit(conn.database)}")
+    return bool(int(rows[0][0]))
+
+
+def distinct_values(store: PdnsStore, what: str, rrtype: int | None) -> Iterator[tuple[str, int]]:
+    """(rrname or rdata, rrtype) pairs, each once, of any backend (DNSDB flex search).
+    *what*: ``rrnames`` or ``rdata``."""
+    own = getattr(store, "distinct", None)
+    if own is not None:
+        yield from own(what, rrtype)
+        return
+    db = getattr(store, "db")  # noqa: B009 (SQLite: its connection)
+    col = "rrname" if what == "rrnames" else "rdata"
+    sql = f"SELECT DISTINCT {col}, rrtype FROM rrset"
+    args: list[object] = []
+    if rrtype is not None:
+        sql += " WHERE rrtype = ?"
+        args.append(rrtype)
+    for value, rtype in db.execute(sql, args):
+        yield str(value), int(rtype)
