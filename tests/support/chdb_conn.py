@@ -33,6 +33,9 @@ class ChdbConn:
         values = ", ".join(lit(tuple(r)) for r in rows)
         self.query(f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES {values}")
 
+    def insert_columns(self, table: str, columns: Sequence[str], data: Sequence[list[Any]]) -> None:
+        self.insert(table, columns, list(zip(*data, strict=True)))
+
     def version(self) -> tuple[int, ...]:
         return tuple(int(x) for x in str(self.query("SELECT version()")[0][0]).split("."))
 

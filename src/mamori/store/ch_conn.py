@@ -31,6 +31,9 @@ class Conn(Protocol):
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         """Insert *rows* as ONE block (one part of a MergeTree table: all or nothing)."""
 
+    def insert_columns(self, table: str, columns: Sequence[str], data: Sequence[list[Any]]) -> None:
+        """``insert`` with the rows given column by column (*data*: one list per column)."""
+
     def version(self) -> tuple[int, ...]:
         """The server's version, e.g. (18, 16, 1)."""
 
@@ -139,6 +142,16 @@ class DriverConn:
             f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES",
             list(rows),
             settings=settings,
+        )
+
+    def insert_columns(self, table: str, columns: Sequence[str], data: Sequence[list[Any]]) -> None:
+        n = (len(data[0]) if data else 0) + 1
+        settings = {"insert_block_size": n, "max_insert_block_size": n, "max_block_size": n}
+        self._run(
+            f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES",
+            list(data),  # type: ignore[arg-type]
+            settings=settings,
+            columnar=True,
         )
 
     def version(self) -> tuple[int, ...]:

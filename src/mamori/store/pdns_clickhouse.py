@@ -21,7 +21,14 @@ from mamori.store import pdns_chschema as schema
 from mamori.store.base import WriterMark, WriterRun
 from mamori.store.ch_conn import ChUnavailable, Conn, lit
 from mamori.store.pdns_base import NO_FENCES, Fences, FileProgress, NxTuples, Record, Tuples
-from mamori.store.pdns_keys import ip_key, prefix_range, rdata_name, reverse_name, unicode_if_idn
+from mamori.store.pdns_keys import (
+    NAME_RDATA,
+    ip_key,
+    prefix_range,
+    rdata_name,
+    reverse_name,
+    unicode_if_idn,
+)
 from mamori.store.pdns_spool import Spool
 
 log = logging.getLogger(__name__)
@@ -107,7 +114,7 @@ class PdnsClickHouse:
         batch: dict[str, Any] = {
             "id": uuid.uuid4().hex,
             "created": int(time.time()),
-            "tuples": [[*k, *v] for k, v in tuples.items()],
+            "tuples": tuples,  # a dict until it is kept on disk (then lists: _keep)
             "nx": [[*k, *v] for k, v in (nx or {}).items()],
             "sensors": [[s, n, last] for s, (n, last) in (sensors or {}).items()],
             "progress": None if progress is None else [
@@ -132,6 +139,8 @@ class PdnsClickHouse:
 
     def _keep(self, batch: dict[str, Any]) -> None:
         assert self.spool is not None
+        if isinstance(batch["tuples"], dict):
+            batch = {**batch, "tuples": [[*k, *v] for k, v in batch["tuples"].items()]}
         if self.spool.append(batch, len(batch["tuples"])):
             self._note_progress(batch)
 
@@ -180,28 +189,43 @@ class PdnsClickHouse:
         self.ensure_schema()
         bid = MARK + batch["id"]
         created = int(batch["created"])
-        rrset: list[tuple[Any, ...]] = []
-        rdata: list[tuple[Any, ...]] = []
+        cols: list[list[Any]] = [[], [], [], [], [], [], []]  # pdns_rrset_in, by column
+        piv: list[list[Any]] = [[], [], [], [], [], [], [], []]  # pdns_rdata_in
         names: dict[str, str] = {}
         rnames: dict[str, str] = {}
-        for name, rtype, rd, bw, first, last, n in batch["tuples"]:
+        rn, rt, rd_, bw_, tf, tl, cn = cols
+        pivot = PIVOT_TYPES
+        for name, rtype, rd, bw, first, last, n in _rows(batch["tuples"]):
             rname = rnames.get(name)
             if rname is None:
-                rname = rnames[name] = reverse_name(name)
-                names[name] = unicode_if_idn(name)
-            rrset.append((rname, rtype, rd, bw, first, last, n))
-            pkey = _pkey(rtype, rd)
-            if pkey is not None:
-                rdata.append((pkey, rtype, rname, rd, bw, first, last, n))
+                rname = rnames[name] = (
+                    ".".join(name[:-1].split(".")[::-1]) + "."
+                    if name.endswith(".") and ".." not in name
+                    else reverse_name(name)
+                )
+                names[name] = unicode_if_idn(name) if "xn--" in name else ""
+            rn.append(rname)
+            rt.append(rtype)
+            rd_.append(rd)
+            bw_.append(bw)
+            tf.append(first)
+            tl.append(last)
+            cn.append(n)
+            if rtype in pivot:
+                pkey = _pkey(rtype, rd)
+                if pkey is not None:
+                    for col, v in zip(piv, (pkey, rtype, rname, rd, bw, first, last, n),
+                                      strict=True):  # fmt: skip
+                        col.append(v)
         nx = [(name, rtype, f, la, c) for name, rtype, f, la, c in batch["nx"]]
         sensors = [(s, n, last) for s, n, last in batch["sensors"]]
         todo = {
-            "pdns_rrset": (rrset, (bid, 0, "", "", created, created, 0)),
-            "pdns_rdata": (rdata, (bid, 0, "", "", "", created, created, 0)),
-            "pdns_nxdomain": (nx, (bid, 0, created, created, 0)),
-            "pdns_sensors": (sensors, (bid, 0, created)),
+            "pdns_rrset": (cols, (bid, 0, "", "", created, created, 0)),
+            "pdns_rdata": (piv, (bid, 0, "", "", "", created, created, 0)),
+            "pdns_nxdomain": (_columns(nx, 5), (bid, 0, created, created, 0)),
+            "pdns_sensors": (_columns(sensors, 3), (bid, 0, created)),
         }
-        todo = {t: v for t, v in todo.items() if v[0]}
+        todo = {t: v for t, v in todo.items() if v[0][0]}
         if todo:
             key = {"pdns_rrset": "rname", "pdns_rdata": "pkey", "pdns_nxdomain": "rrname",
                    "pdns_sensors": "sensor"}  # fmt: skip
@@ -210,11 +234,15 @@ class PdnsClickHouse:
                 for t in todo
             )
             done = {str(t) for t, n in self.conn.query(union) if int(n)}
-            for table, (rows, marker) in todo.items():
+            for table, (columns, marker) in todo.items():
                 if table not in done:
-                    self.conn.insert(f"{table}_in", schema.columns(table), [*rows, marker])
+                    for col, v in zip(columns, marker, strict=True):
+                        col.append(v)
+                    self.conn.insert_columns(f"{table}_in", schema.columns(table), columns)
         if names:
-            self.conn.insert("pdns_names", ["rrname", "uname"], list(names.items()))
+            self.conn.insert_columns(
+                "pdns_names", ["rrname", "uname"], [list(names), list(names.values())]
+            )
         mark = batch.get("mark")
         if mark:
             self._mark(WriterMark(*mark))
@@ -514,6 +542,28 @@ class PdnsClickHouse:
         if tuples:
             self.write(tuples)
         return n
+
+
+PIVOT_TYPES = frozenset((1, 28, *NAME_RDATA))
+
+
+def _rows(tuples: Any) -> Iterator[tuple[Any, ...]]:
+    """A batch's tuples as (name, type, rdata, bailiwick, first, last, count): from the
+    ``Tuples`` dict, or from the lists of a batch kept on disk."""
+    if isinstance(tuples, dict):
+        for (name, rtype, rd, bw), (first, last, n) in tuples.items():
+            yield name, rtype, rd, bw, first, last, n
+    else:
+        for row in tuples:
+            yield tuple(row)
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    out: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for col, v in zip(out, row, strict=True):
+            col.append(v)
+    return out
 
 
 def _pkey(rtype: int, rd: str) -> str | bytes | None:
