@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mamori import config as cfgmod
 from mamori.store.pdns_base import PdnsStore
+
+if TYPE_CHECKING:  # static conformance: mypy checks both backends against the Protocols
+    from mamori.store.pdns_base import PdnsPortable
+    from mamori.store.pdns_clickhouse import PdnsClickHouse
+    from mamori.store.pdns_sqlite import PdnsSQLite
+
+    def _conforms(ch: PdnsClickHouse, lite: PdnsSQLite) -> tuple[PdnsStore, PdnsPortable]:
+        both: list[PdnsStore] = [ch, lite]
+        return both[0], ch
 
 
 def is_clickhouse(cfg: cfgmod.Config) -> bool:
