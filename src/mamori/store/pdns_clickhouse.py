@@ -189,34 +189,7 @@ class PdnsClickHouse:
         self.ensure_schema()
         bid = MARK + batch["id"]
         created = int(batch["created"])
-        cols: list[list[Any]] = [[], [], [], [], [], [], []]  # pdns_rrset_in, by column
-        piv: list[list[Any]] = [[], [], [], [], [], [], [], []]  # pdns_rdata_in
-        names: dict[str, str] = {}
-        rnames: dict[str, str] = {}
-        rn, rt, rd_, bw_, tf, tl, cn = cols
-        pivot = PIVOT_TYPES
-        for name, rtype, rd, bw, first, last, n in _rows(batch["tuples"]):
-            rname = rnames.get(name)
-            if rname is None:
-                rname = rnames[name] = (
-                    ".".join(name[:-1].split(".")[::-1]) + "."
-                    if name.endswith(".") and ".." not in name
-                    else reverse_name(name)
-                )
-                names[name] = unicode_if_idn(name) if "xn--" in name else ""
-            rn.append(rname)
-            rt.append(rtype)
-            rd_.append(rd)
-            bw_.append(bw)
-            tf.append(first)
-            tl.append(last)
-            cn.append(n)
-            if rtype in pivot:
-                pkey = _pkey(rtype, rd)
-                if pkey is not None:
-                    for col, v in zip(piv, (pkey, rtype, rname, rd, bw, first, last, n),
-                                      strict=True):  # fmt: skip
-                        col.append(v)
+        cols, piv, names = _tuple_columns(batch["tuples"])
         nx = [(name, rtype, f, la, c) for name, rtype, f, la, c in batch["nx"]]
         sensors = [(s, n, last) for s, n, last in batch["sensors"]]
         todo = {
@@ -547,15 +520,38 @@ class PdnsClickHouse:
 PIVOT_TYPES = frozenset((1, 28, *NAME_RDATA))
 
 
-def _rows(tuples: Any) -> Iterator[tuple[Any, ...]]:
-    """A batch's tuples as (name, type, rdata, bailiwick, first, last, count): from the
-    ``Tuples`` dict, or from the lists of a batch kept on disk."""
+def _tuple_columns(tuples: Any) -> tuple[list[list[Any]], list[list[Any]], dict[str, str]]:
+    """A batch's tuples (the ``Tuples`` dict, or the lists of a batch kept on disk) as the
+    columns of ``pdns_rrset_in`` and ``pdns_rdata_in``, and {name: U-label form or ""}.
+    Column-wise (zip, comprehensions): the per-tuple Python work is what limits ingest."""
     if isinstance(tuples, dict):
-        for (name, rtype, rd, bw), (first, last, n) in tuples.items():
-            yield name, rtype, rd, bw, first, last, n
+        if not tuples:
+            return [[] for _ in range(7)], [[] for _ in range(8)], {}
+        key_cols = list(zip(*tuples, strict=True))
+        val_cols = list(zip(*tuples.values(), strict=True))
     else:
-        for row in tuples:
-            yield tuple(row)
+        if not tuples:
+            return [[] for _ in range(7)], [[] for _ in range(8)], {}
+        every = list(zip(*tuples, strict=True))
+        key_cols, val_cols = every[:4], every[4:]
+    rrnames, types, rdatas, bws = key_cols
+    rev = {n: _reverse(n) for n in set(rrnames)}
+    rnames = [rev[n] for n in rrnames]
+    cols = [rnames, list(types), list(rdatas), list(bws), *(list(c) for c in val_cols)]
+    pivot = PIVOT_TYPES
+    keys = [_pkey(t, r) if t in pivot else None for t, r in zip(types, rdatas, strict=True)]
+    sel = [i for i, k in enumerate(keys) if k is not None]
+    piv: list[list[Any]] = [[keys[i] for i in sel]]
+    for col in (types, rnames, rdatas, bws, *val_cols):
+        piv.append([col[i] for i in sel])
+    names = {n: (unicode_if_idn(n) if "xn--" in n else "") for n in rev}
+    return cols, piv, names
+
+
+def _reverse(name: str) -> str:
+    if name.endswith(".") and ".." not in name:
+        return ".".join(name[:-1].split(".")[::-1]) + "."
+    return reverse_name(name)
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
