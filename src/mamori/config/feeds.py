@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mamori.config.clickhouse import ClickHouseUrl, clickhouse_url, secret_file
+from mamori.config.clickhouse import ClickHouseUrl, clickhouse_url, cluster_name, secret_file
 from mamori.config.values import (
     Endpoint,
     InvalidValueError,
@@ -116,6 +116,7 @@ class PdnsConfig:
     retention_days: int = 0  # drop tuples not seen for this long (0: keep them all)
     url: ClickHouseUrl | None = None  # clickhouse://HOST:9000/DB: the store in ClickHouse
     password_file: Path | None = None  # the ClickHouse password (first line of this file)
+    cluster: str = ""  # ClickHouse cluster: local tables per shard + Distributed tables
     spool_size: int = 1 << 30  # bytes of batches kept on disk while ClickHouse is away
 
 
@@ -196,6 +197,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("pdns", "retention_days"): int_range(0, 36500),
     ("pdns", "url"): clickhouse_url,
     ("pdns", "password_file"): secret_file,
+    ("pdns", "cluster"): cluster_name,
     ("pdns", "spool_size"): size,
     ("dnsbl", "zone"): zone_name,
     ("dnsbl", "listen"): endpoints,

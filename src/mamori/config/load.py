@@ -388,6 +388,8 @@ def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
         raise ctx.error("cache", "min_ttl", "is larger than cache.max_ttl")
     if cfg.pdns.url is not None and cfg.pdns.path is not None:
         raise ctx.error("pdns", "url", "give path (SQLite) or url (ClickHouse), not both")
+    if cfg.pdns.cluster and cfg.pdns.url is None:
+        raise ctx.error("pdns", "cluster", "is a ClickHouse cluster: needs pdns.url")
     if cfg.pdns.password_file is not None and cfg.pdns.url is None:
         raise ctx.error("pdns", "password_file", "is the ClickHouse password: needs pdns.url")
     if cfg.pdns.url is not None and cfg.pdns.url.password and cfg.pdns.password_file:

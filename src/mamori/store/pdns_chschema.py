@@ -93,8 +93,10 @@ def modern(version: tuple[int, ...]) -> bool:
     return version >= MODERN
 
 
-def ddl(db: str, version: tuple[int, ...]) -> list[tuple[str, str]]:
-    """(table, CREATE ... IF NOT EXISTS statement) for every object, in creation order."""
+def ddl(db: str, version: tuple[int, ...], suffix: str = "") -> list[tuple[str, str]]:
+    """(table, CREATE ... IF NOT EXISTS statement) for every object, in creation order.
+    *suffix*: ``_shard`` for the local tables of a cluster (``distributed`` adds the
+    tables over them)."""
     new = modern(version)
     lc = "LowCardinality(String)" if new else "String"
     out: list[tuple[str, str]] = []
@@ -105,9 +107,9 @@ def ddl(db: str, version: tuple[int, ...]) -> list[tuple[str, str]]:
         granule = 1024 if table in ("pdns_rrset", "pdns_rdata") else 8192
         out.append(
             (
-                table,
+                table + suffix,
                 (
-                    f"CREATE TABLE IF NOT EXISTS {db}.{table} ({defs}, {stored})"
+                    f"CREATE TABLE IF NOT EXISTS {db}.{table}{suffix} ({defs}, {stored})"
                     f" ENGINE = AggregatingMergeTree ORDER BY ({order})"
                     f" SETTINGS index_granularity = {granule}"
                 ),
@@ -119,23 +121,46 @@ def ddl(db: str, version: tuple[int, ...]) -> list[tuple[str, str]]:
             + ", ".join(f"{c} {t}" for c, _k, t in agg)
         )
         out.append(
-            (f"{table}_in", f"CREATE TABLE IF NOT EXISTS {db}.{table}_in ({inputs}) ENGINE = Null")
+            (
+                f"{table}_in{suffix}",
+                f"CREATE TABLE IF NOT EXISTS {db}.{table}_in{suffix} ({inputs}) ENGINE = Null",
+            )
         )
         states = ", ".join(f"arrayReduce('{_STATE[k]}', [{c}]) AS {c}" for c, k, _t in agg)
         keys = ", ".join(c for c, _t in cols)
         out.append(
             (
-                f"{table}_mv",
+                f"{table}_mv{suffix}",
                 (
-                    f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{table}_mv TO {db}.{table}"
-                    f" AS SELECT {keys}, {states} FROM {db}.{table}_in"
+                    f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{table}_mv{suffix}"
+                    f" TO {db}.{table}{suffix}"
+                    f" AS SELECT {keys}, {states} FROM {db}.{table}_in{suffix}"
                 ),
             )
         )
     for table, (spec, engine) in _PLAIN.items():
         body = spec.format(index=_KEYWORD_INDEX if new else "")
-        out.append((table, f"CREATE TABLE IF NOT EXISTS {db}.{table} ({body}) ENGINE = {engine}"))
+        out.append(
+            (
+                table + suffix,
+                f"CREATE TABLE IF NOT EXISTS {db}.{table}{suffix} ({body}) ENGINE = {engine}",
+            )
+        )
     return out
+
+
+def distributed(db: str, cluster: str) -> list[tuple[str, str]]:
+    """A cluster's ``Distributed`` tables (read by every lookup) over the ``_shard`` tables.
+    The store writes each shard's rows into that shard's own tables itself (exactly once
+    per shard, see ``PdnsClickHouse``), so the sharding key here is only for others."""
+    return [
+        (
+            t,
+            f"CREATE TABLE IF NOT EXISTS {db}.{t} AS {db}.{t}_shard"
+            f" ENGINE = Distributed({cluster}, {db}, {t}_shard, rand())",
+        )
+        for t in TABLES
+    ]
 
 
 def columns(table: str) -> list[str]:

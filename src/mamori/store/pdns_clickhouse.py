@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,21 @@ class PdnsClickHouse:
     """*conn*: the server (``ch_conn``); *spool*: where batches wait while it is away
     (None: a failed write raises ``ChUnavailable``); *readonly*: no schema creation."""
 
-    def __init__(self, conn: Conn, spool: Spool | None = None, readonly: bool = False) -> None:
+    def __init__(
+        self,
+        conn: Conn,
+        spool: Spool | None = None,
+        readonly: bool = False,
+        cluster: str = "",
+        connect: Callable[[str, int], Conn] | None = None,
+    ) -> None:
+        """*cluster*: a name of the server's ``remote_servers``: local ``*_shard`` tables on
+        every shard, ``Distributed`` tables over them; *connect(host, port)* opens a shard
+        (each shard's rows are written to it directly, exactly once per shard)."""
         self.conn = conn
+        self.cluster = cluster
+        self._connect = connect
+        self.shards: list[Conn] = []
         self.dbname = conn.database
         self.spool = spool
         self.readonly = readonly
@@ -79,6 +93,8 @@ class PdnsClickHouse:
         """Create what is missing; the objects created. Raises StoreError."""
         if self._schema_ok:
             return []
+        if self.cluster:
+            return self._cluster_schema()
         self.conn.query(f"CREATE DATABASE IF NOT EXISTS {self.dbname}")
         have = self.tables()
         created = []
@@ -89,6 +105,64 @@ class PdnsClickHouse:
         self._schema_ok = True
         return created
 
+    def _cluster_schema(self) -> list[str]:
+        """On every node (the shards and this one): the local tables and the Distributed
+        ones. Run by mamori on each node, so no ZooKeeper is needed (``ON CLUSTER`` DDL
+        needs it)."""
+        from mamori.errors import StoreError
+
+        rows = self.conn.query(
+            "SELECT shard_num, host_address, port FROM system.clusters"
+            f" WHERE cluster = {lit(self.cluster)} ORDER BY shard_num, replica_num"
+        )
+        first: dict[int, tuple[str, int]] = {}
+        for num, host, port in rows:
+            first.setdefault(int(num), (str(host), int(port)))
+        if not first:
+            raise StoreError(f"ClickHouse: no cluster {self.cluster!r} in remote_servers")
+        if self._connect is None:
+            raise StoreError("ClickHouse cluster: no way to connect to the shards")
+        if not self.shards:
+            self.shards = [self._connect(h, p) for _n, (h, p) in sorted(first.items())]
+        created = []
+        for node in [*self.shards, self.conn]:
+            node.query(f"CREATE DATABASE IF NOT EXISTS {self.dbname}")
+            rows = node.query(f"SELECT name FROM system.tables WHERE database = {lit(self.dbname)}")
+            have = {str(r[0]) for r in rows}
+            version = node.version()
+            for name, stmt in [*schema.ddl(self.dbname, version, "_shard"),
+                               *schema.distributed(self.dbname, self.cluster)]:  # fmt: skip
+                if name not in have:
+                    node.query(stmt)
+                    created.append(name)
+        self._schema_ok = True
+        return created
+
+    def _local(self, table: str) -> str:
+        return table + "_shard" if self.cluster else table
+
+    def _split(self, key: list[Any]) -> list[list[int]]:
+        """Row numbers per shard (crc32 of the key: stable across processes)."""
+        n = len(self.shards)
+        parts: list[list[int]] = [[] for _ in range(n)]
+        for i, k in enumerate(key):
+            parts[zlib.crc32(k if isinstance(k, bytes) else k.encode()) % n].append(i)
+        return parts
+
+    def _insert_once(self, conn: Conn, table: str, columns: list[list[Any]], bid: str,
+                     marker: tuple[Any, ...]) -> None:  # fmt: skip
+        """Insert *columns* and the batch marker into *table* on *conn* unless its marker
+        is there already (one block: one part, all or nothing)."""
+        key = _MARKER_KEY[table]
+        local = self._local(table)
+        rows = conn.query(f"SELECT count() FROM {self.dbname}.{local} WHERE {key} = {lit(bid)}")
+        if int(rows[0][0]):
+            return
+        for col, v in zip(columns, marker, strict=True):
+            col.append(v)
+        conn.insert_columns(f"{table}_in{'_shard' if self.cluster else ''}",
+                            schema.columns(table), columns)  # fmt: skip
+
     def tables(self) -> set[str]:
         rows = self.conn.query(
             f"SELECT name FROM system.tables WHERE database = {lit(self.dbname)}"
@@ -98,7 +172,8 @@ class PdnsClickHouse:
     def close(self) -> None:
         if self.spool is not None and len(self.spool) and not self.readonly:
             self.drain(force=True)
-        self.conn.close()
+        for conn in [*self.shards, self.conn]:
+            conn.close()
 
     # ------------------------------------------------------------------ writing
     def write(
@@ -199,6 +274,13 @@ class PdnsClickHouse:
             "pdns_sensors": (_columns(sensors, 3), (bid, 0, created)),
         }
         todo = {t: v for t, v in todo.items() if v[0][0]}
+        if todo and self.cluster:
+            for table, (columns, marker) in todo.items():
+                for conn, idx in zip(self.shards, self._split(columns[0]), strict=True):
+                    if idx:
+                        part = [[c[i] for i in idx] for c in columns]
+                        self._insert_once(conn, table, part, bid, marker)
+            todo = {}
         if todo:
             key = {"pdns_rrset": "rname", "pdns_rdata": "pkey", "pdns_nxdomain": "rrname",
                    "pdns_sensors": "sensor"}  # fmt: skip
@@ -212,7 +294,13 @@ class PdnsClickHouse:
                     for col, v in zip(columns, marker, strict=True):
                         col.append(v)
                     self.conn.insert_columns(f"{table}_in", schema.columns(table), columns)
-        if names:
+        if names and self.cluster:
+            ns = list(names)
+            for conn, idx in zip(self.shards, self._split(ns), strict=True):
+                if idx:
+                    part = [[ns[i] for i in idx], [names[ns[i]] for i in idx]]
+                    conn.insert_columns("pdns_names_shard", ["rrname", "uname"], part)
+        elif names:
             self.conn.insert_columns(
                 "pdns_names", ["rrname", "uname"], [list(names), list(names.values())]
             )
@@ -221,8 +309,8 @@ class PdnsClickHouse:
             self._mark(WriterMark(*mark))
         p = batch.get("progress")
         if p:
-            self.conn.insert(
-                "pdns_ingest",
+            self._home().insert(
+                self._local("pdns_ingest"),
                 ["file", "path", "size", "messages", "complete", "updated"],
                 [(p[0], p[1], int(p[2]), int(p[3]), int(bool(p[4])), created)],
             )
@@ -246,9 +334,13 @@ class PdnsClickHouse:
         return WriterRun(int(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4]), int(r[5]),
                          int(r[6]), bool(r[7]))  # fmt: skip
 
+    def _home(self) -> Conn:
+        """Where the small tables (capture progress, tap runs) are written: the first shard."""
+        return self.shards[0] if self.cluster else self.conn
+
     def _put_run(self, r: WriterRun, lost_before: int) -> None:
-        self.conn.insert(
-            "pdns_tap_runs",
+        self._home().insert(
+            self._local("pdns_tap_runs"),
             ["run", "pid", "started", "updated", "received", "committed", "failed", "clean",
              "lost_before", "version"],
             [(r.run, r.pid, r.started, r.updated, r.received, r.committed, r.failed,
@@ -326,20 +418,24 @@ class PdnsClickHouse:
             else:
                 cond = f"({order}) IN (SELECT {order} FROM {db}.{table}"
                 cond += f" GROUP BY {order} HAVING maxMerge({last}) < {b})"
-            self.conn.query(f"ALTER TABLE {db}.{table} DELETE WHERE {cond}")
-            self._wait_mutations(table)
-        self.conn.query(
-            f"ALTER TABLE {db}.pdns_names DELETE WHERE rrname NOT IN"
-            f" (SELECT {RRNAME} FROM {db}.pdns_rrset GROUP BY rname)"
-        )
-        self._wait_mutations("pdns_names")
+            for conn in self.shards or [self.conn]:
+                # a key's rows are all on one shard: the shard's own table decides
+                local = cond.replace(f"{db}.{table} ", f"{db}.{self._local(table)} ")
+                conn.query(f"ALTER TABLE {db}.{self._local(table)} DELETE WHERE {local}")
+                self._wait_mutations(conn, self._local(table))
+        for conn in self.shards or [self.conn]:
+            conn.query(
+                f"ALTER TABLE {db}.{self._local('pdns_names')} DELETE WHERE rrname NOT IN"
+                f" (SELECT {RRNAME} FROM {db}.pdns_rrset GROUP BY rname)"
+            )
+            self._wait_mutations(conn, self._local("pdns_names"))
         names_after = int(self.conn.query(f"SELECT uniqExact(rrname) FROM {db}.pdns_names")[0][0])
         return tuples, max(names_before - names_after, 0)
 
-    def _wait_mutations(self, table: str) -> None:
+    def _wait_mutations(self, conn: Conn, table: str) -> None:
         deadline = time.monotonic() + MUTATION_WAIT
         while time.monotonic() < deadline:
-            rows = self.conn.query(
+            rows = conn.query(
                 "SELECT count() FROM system.mutations WHERE database = "
                 f"{lit(self.dbname)} AND table = {lit(table)} AND is_done = 0"
             )
@@ -518,6 +614,8 @@ class PdnsClickHouse:
 
 
 PIVOT_TYPES = frozenset((1, 28, *NAME_RDATA))
+_MARKER_KEY = {"pdns_rrset": "rname", "pdns_rdata": "pkey", "pdns_nxdomain": "rrname",
+               "pdns_sensors": "sensor"}  # fmt: skip
 
 
 def _tuple_columns(tuples: Any) -> tuple[list[list[Any]], list[list[Any]], dict[str, str]]:

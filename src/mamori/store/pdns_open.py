@@ -6,11 +6,14 @@ The CLI and the web app factory open the store here; everything else sees the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mamori import config as cfgmod
+from mamori.config.clickhouse import ClickHouseUrl
+from mamori.store.ch_conn import Conn
 from mamori.store.pdns_base import PdnsStore
 
 if TYPE_CHECKING:  # static conformance: mypy checks both backends against the Protocols
@@ -60,9 +63,21 @@ def open_pdns(cfg: cfgmod.Config, readonly: bool = False) -> PdnsStore:
     from mamori.store.pdns_spool import Spool
 
     url = cfg.pdns.url
-    conn = DriverConn(url, read_password(url, cfg.pdns.password_file))
+    password = read_password(url, cfg.pdns.password_file)
+    conn = DriverConn(url, password)
     spool = None if readonly else Spool(local_dir(cfg), cfg.pdns.spool_size)
-    return PdnsClickHouse(conn, spool, readonly=readonly)
+    return PdnsClickHouse(conn, spool, readonly, cfg.pdns.cluster, shard_connector(url, password))
+
+
+def shard_connector(url: ClickHouseUrl, password: str) -> Callable[[str, int], Conn]:
+    """Opens a cluster's shard (host and port from ``system.clusters``) with *url*'s
+    database, user and password."""
+    from mamori.store.ch_conn import DriverConn
+
+    def connect(host: str, port: int) -> Conn:
+        return DriverConn(replace(url, host=host, port=port), password)
+
+    return connect
 
 
 def check(cfg: cfgmod.Config) -> list[str]:
@@ -76,19 +91,27 @@ def check(cfg: cfgmod.Config) -> list[str]:
     from mamori.store.pdns_clickhouse import PdnsClickHouse
 
     url = cfg.pdns.url
-    conn = DriverConn(url, read_password(url, cfg.pdns.password_file), timeout=5.0)
+    password = read_password(url, cfg.pdns.password_file)
+    conn = DriverConn(url, password, timeout=5.0)
     try:
         version = conn.version()
-        store = PdnsClickHouse(conn, None, readonly=True)
+        cluster = cfg.pdns.cluster
+        store = PdnsClickHouse(conn, None, True, cluster, shard_connector(url, password))
         have = store.tables() if _has_db(conn) else set()
-        missing = [t for t, _ in schema.ddl(conn.database, version) if t not in have]
+        objects = (
+            [*schema.ddl(conn.database, version, "_shard"),
+             *schema.distributed(conn.database, cluster)]
+            if cluster
+            else schema.ddl(conn.database, version)
+        )  # fmt: skip
+        missing = [t for t, _ in objects if t not in have]
         created = store.ensure_schema() if missing else []
         still = [t for t in missing if t not in created]
     finally:
         conn.close()
     v = ".".join(str(x) for x in version)
     lines = [f"pdns:      ClickHouse {url}, server {v}"]
-    present = len(schema.ddl(conn.database, version)) - len(missing)
+    present = len(objects) - len(missing)
     lines.append(
         f"  schema:  {present} tables present, {len(created)} created"
         + (f", missing: {', '.join(still)}" if still else "")
