@@ -141,3 +141,24 @@ def test_a_full_spool_drops_and_counts_and_writes_never_block(
     assert until(lambda: store.drain(force=True) == 0, 30)
     assert store.stats()[0] > 0 and kept + store.spool.dropped == 10
     store.close()
+
+
+def test_one_process_at_a_time_sends_a_shared_spool(
+    server: clickhouse.ClickHouse, tmp_path: Path
+) -> None:
+    """``mamori serve`` and ``mamori pdns ingest`` keep batches in one spool: while one
+    holds the spool's lock the other sends nothing (no batch in flight twice)."""
+    a, b = _store(server, tmp_path), _store(server, tmp_path)
+    assert a.spool is not None and b.spool is not None
+    server.kill()
+    for batch in _batches(3, 50, seed=5):
+        a.write(batch)
+    assert len(b.spool) == 3  # b sees a's kept batches
+    server.start()
+    with a.spool.sending() as mine:
+        assert mine
+        assert b.drain(force=True) == 3  # locked out: nothing sent
+    assert b.drain(force=True) == 0
+    assert _contents(b) == _expected(_batches(3, 50, seed=5))
+    a.close()
+    b.close()

@@ -237,6 +237,16 @@ class PdnsClickHouse:
             return 0
         if not force and time.monotonic() < self._retry_at:
             return len(self.spool)
+        with self.spool.sending() as mine:
+            if mine:
+                self._drain()
+        left = len(self.spool)
+        if not left:
+            self._spooled_progress.clear()
+        return left
+
+    def _drain(self) -> None:
+        assert self.spool is not None
         for path in self.spool.files():
             try:
                 batch = self.spool.read(path)
@@ -254,10 +264,6 @@ class PdnsClickHouse:
                 self.spool.set_aside(path)
                 continue
             self.spool.remove(path)
-        left = len(self.spool)
-        if not left:
-            self._spooled_progress.clear()
-        return left
 
     def _send(self, batch: dict[str, Any]) -> None:
         """Insert one batch exactly once (marker rows). Raises ChUnavailable, StoreError."""

@@ -51,9 +51,11 @@ def describe(cfg: cfgmod.Config) -> str:
     return str(cfg.pdns.url) if cfg.pdns.url is not None else str(cfgmod.pdns_path(cfg))
 
 
-def open_pdns(cfg: cfgmod.Config, readonly: bool = False) -> PdnsStore:
+def open_pdns(cfg: cfgmod.Config, readonly: bool = False, writer: bool = True) -> PdnsStore:
     """The passive DNS store of *cfg*. ClickHouse: connects lazily (a server that is down
-    does not stop the caller: writes are kept in the spool). Raises StoreError."""
+    does not stop the caller: writes are kept in the spool); *writer* False (the web app:
+    lookups only): no spool, the writers of this node send what is kept. Raises
+    StoreError."""
     if cfg.pdns.url is None:
         from mamori.store.pdns_sqlite import PdnsSQLite
 
@@ -65,7 +67,7 @@ def open_pdns(cfg: cfgmod.Config, readonly: bool = False) -> PdnsStore:
     url = cfg.pdns.url
     password = read_password(url, cfg.pdns.password_file)
     conn = DriverConn(url, password)
-    spool = None if readonly else Spool(local_dir(cfg), cfg.pdns.spool_size)
+    spool = Spool(local_dir(cfg), cfg.pdns.spool_size) if writer and not readonly else None
     return PdnsClickHouse(conn, spool, readonly, cfg.pdns.cluster, shard_connector(url, password))
 
 

@@ -64,7 +64,7 @@ def settings_routes(console: Console, keys: KeyStore, settings: Settings) -> lis
 
 def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
     """*runtime*: the running DNS service's parts (mamori serve), for /metrics."""
-    store = open_pdns(cfg)
+    store = open_pdns(cfg, writer=False)  # lookups; the tap (serve) writes
     keys = KeyStore(keys_path(cfg))
     api = PdnsApi(store, keys)
     reg = metrics.registry(cfg, runtime)
