@@ -8,6 +8,7 @@ is run on an old and a current ClickHouse. Values go into SQL only through ``lit
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -88,6 +89,8 @@ class DriverConn:
     ) -> None:
         from clickhouse_driver import Client
 
+        # the driver logs a traceback per failed connection; the store logs one line
+        logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
         self.database = url.database
         self.url = url
         self._client = Client(
