@@ -16,6 +16,7 @@ declare -A need=(
   [clang]=clang
   [dnsmasq]=dnsmasq-base
   [curl]=curl
+  [clickhouse-server]=clickhouse-server
 )
 missing=()
 for bin in "${!need[@]}"; do
@@ -32,7 +33,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   # The packages' own services are not wanted: tests start private instances.
-  for svc in unbound knot named rbldnsd; do
+  for svc in unbound knot named rbldnsd clickhouse-server; do
     if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
   done
 else

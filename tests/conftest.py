@@ -17,3 +17,27 @@ def require_binary(name: str) -> str:
             pytest.fail(msg)
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One Debian clickhouse-server (18.16) for the session, on free 127.0.0.1 ports with
+    its own config and data under a temporary directory; stopped by PID at the end.
+    Tests isolate themselves by database (``clickhouse_db``)."""
+    from tests.support import clickhouse
+
+    if clickhouse.BINARY is None:
+        if os.environ.get("CI"):
+            pytest.fail(clickhouse.MISSING)
+        pytest.skip(clickhouse.MISSING)
+    server = clickhouse.ClickHouse(tmp_path_factory.mktemp("clickhouse")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clickhouse_url(clickhouse_server):  # type: ignore[no-untyped-def]
+    """A ``clickhouse://`` URL of the session's server with a database of this test's own."""
+    import uuid
+
+    return clickhouse_server.url.rsplit("/", 1)[0] + f"/t_{uuid.uuid4().hex[:12]}"

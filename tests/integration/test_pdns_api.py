@@ -7,6 +7,7 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import jsonschema
 import pypdns
 import pytest
 
-from mamori.store.pdns_sqlite import PdnsSQLite
+from mamori.config.load import load
+from mamori.store.pdns_open import open_pdns
 from tests.integration.test_resolver_service import ZONE
 from tests.support.authserver import AuthServer
 from tests.support.mamori_proc import MamoriProcess
@@ -38,18 +40,21 @@ def _mamori(*args: str, conf: Path) -> str:
     return r.stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str, Path]]:
+@pytest.fixture(scope="module", params=["sqlite", "clickhouse"])
+def api(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, str, str, Path]]:
+    """``mamori serve`` with its passive DNS in SQLite, or in Debian's ClickHouse server."""
     tmp = tmp_path_factory.mktemp("api")
     port = free_port()
+    extra = f'[web]\nenabled = true\nlisten = "127.0.0.1:{port}"\n'
+    if request.param == "clickhouse":
+        server = request.getfixturevalue("clickhouse_server")
+        extra += f'[pdns]\nurl = "{server.url.rsplit("/", 1)[0]}/api_{uuid.uuid4().hex[:8]}"\n'
     with AuthServer(ZONE, "example.test.") as up:
-        m = MamoriProcess(
-            tmp,
-            [f"127.0.0.1:{up.port}"],
-            extra=f'[web]\nenabled = true\nlisten = "127.0.0.1:{port}"\n',
-        )
+        m = MamoriProcess(tmp, [f"127.0.0.1:{up.port}"], extra=extra)
         _mamori("pdns", "ingest", *map(str, sorted(PCAP.glob("*.pcap"))), conf=m.config)
-        store = PdnsSQLite(tmp / "pdns.sqlite")
+        store = open_pdns(load(m.config, resolver=False))
         # 120 names on one address: more than a page of pypdns (50) and a DNSDB limit
         shared = "203.0.113.80"
         store.write({(f"h{i:03d}.shared-host.example.", 1, shared, ""): [1000 + i, 2000 + i, 1]

@@ -72,3 +72,40 @@ def test_upstream_answers_are_recorded_without_clients(
         assert "127.0.0.1" not in dump.replace("ns1.example.test.", "")  # no client address
     finally:
         db.close()
+
+
+def test_upstream_answers_reach_clickhouse(
+    tmp_path: Path, upstream: AuthServer, clickhouse_url: str
+) -> None:
+    """The same sensor with ``[pdns] url``: the tap writes to Debian's ClickHouse server and
+    ``mamori pdns query`` reads it back; no column holds a client."""
+    from mamori.config.load import load
+    from mamori.store.pdns_open import open_pdns
+
+    extra = (
+        f'[pdns]\nenabled = true\nflush_interval = 0.2\nsensor = "fw1"\nurl = "{clickhouse_url}"\n'
+    )
+    m = MamoriProcess(tmp_path, [f"127.0.0.1:{upstream.port}"], extra=extra).start()
+    try:
+        for _ in range(3):
+            assert m.query("www.example.test", "A").answer
+        assert m.query("nope.example.test", "A").rcode() == 3
+    finally:
+        assert m.stop() == 0, m.stderr()
+    www = _query(m.config, "-r", "www.example.test/A")
+    assert sorted((r["rdata"], r["count"]) for r in www) == [
+        (["192.0.2.1"], 1), (["192.0.2.2"], 1),
+    ]  # fmt: skip
+    store = open_pdns(load(m.config, resolver=False), readonly=True)
+    try:
+        assert [n[:2] + n[4:] for n in store.nxdomain("nope.example.test")] == [
+            ("nope.example.test.", 1, 1)
+        ]
+        assert [s[0] for s in store.sensors()] == ["fw1"]
+        db = clickhouse_url.rsplit("/", 1)[1]
+        cols = store.conn.query(f"SELECT name FROM system.columns WHERE database = '{db}'")  # type: ignore[attr-defined]
+        assert cols and not [c for (c,) in cols if "client" in c or "addr" in c]
+    finally:
+        store.close()
+    assert (tmp_path / "pdns-spool" / "tap-answers").exists()  # the tap's crash note
+    assert not list((tmp_path / "pdns-spool").glob("*.batch"))  # nothing left waiting

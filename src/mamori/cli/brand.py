@@ -96,11 +96,10 @@ def brand_report(
 def _scan(cfg: cfgmod.Config, matches: BrandMatches, full: bool) -> None:
     """One pass of the watch over the config's stores (progress on stderr)."""
     from mamori.discovery.brand_watch import brand_index, feed_names, run_pass
-    from mamori.store.pdns_sqlite import PdnsSQLite
+    from mamori.store.pdns_open import open_pdns_reader
 
     index = brand_index(cfg.brands)
-    path = cfgmod.pdns_path(cfg)
-    pdns = PdnsSQLite(path, readonly=True) if path.exists() else None
+    pdns = open_pdns_reader(cfg)
     query_log = cfg.store.path if cfg.store.path.exists() else None
     try:
         result = run_pass(index, matches, pdns, query_log, full=full, feeds=feed_names(cfg))

@@ -7,7 +7,6 @@ import time
 
 import click
 
-from mamori import config as cfgmod
 from mamori.cli.util import config_option, fail, load_config
 from mamori.errors import MamoriError
 
@@ -33,17 +32,20 @@ def nod_list(config_path: str, since_text: str, as_json: bool) -> None:
     from the passive DNS store, earliest first."""
     from mamori.discovery.nod import find_new
     from mamori.pdns.formats import parse_time
-    from mamori.store.pdns_sqlite import PdnsSQLite
+    from mamori.store.pdns_open import describe, open_pdns_reader
 
     cfg = load_config(config_path)
     try:
         since = parse_time(since_text) if since_text else None
     except ValueError as e:
         fail(MamoriError(f"--since: {e}"))
-    path = cfgmod.pdns_path(cfg)
-    if not path.exists():
-        fail(MamoriError(f"{path}: no passive DNS store yet (mamori pdns ingest, or [pdns])"))
-    store = PdnsSQLite(path, readonly=True)
+    store = open_pdns_reader(cfg)
+    if store is None:
+        fail(
+            MamoriError(
+                f"{describe(cfg)}: no passive DNS store yet (mamori pdns ingest, or [pdns])"
+            )
+        )
     try:
         view = find_new(store, cfg.nod.window, cfg.nod.warmup_seconds)
     finally:

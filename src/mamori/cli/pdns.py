@@ -14,7 +14,7 @@ import click
 from mamori import config as cfgmod
 from mamori.cli.util import config_option, fail, load_config, setup_logging
 from mamori.errors import MamoriError
-from mamori.store.pdns_sqlite import PdnsSQLite
+from mamori.store.pdns_base import PdnsStore
 
 if TYPE_CHECKING:
     from mamori.discovery.geo import Geo, GeoInfo
@@ -26,11 +26,16 @@ def pdns() -> None:
     """Passive DNS: ingest packet captures, query what was resolved."""
 
 
-def _store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsSQLite:
+def _store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsStore:
+    from mamori.store.pdns_open import is_clickhouse, open_pdns
+
     path = cfgmod.pdns_path(cfg)
-    if readonly and not path.exists():
+    if readonly and not is_clickhouse(cfg) and not path.exists():
         fail(MamoriError(f"{path}: no passive DNS store yet (mamori pdns ingest, or [pdns])"))
-    return PdnsSQLite(path, readonly=readonly)
+    try:
+        return open_pdns(cfg, readonly=readonly)
+    except MamoriError as e:
+        fail(e)
 
 
 @pdns.command("ingest")
@@ -69,11 +74,24 @@ def pdns_ingest(
                 keep_nxdomain=not no_nxdomain and cfg.pdns.nxdomain,
                 commit_every=commit_every,
             )
-    except (CaptureError, OSError) as e:
+        kept = _drain(store)
+    except (CaptureError, OSError, MamoriError) as e:
         fail(MamoriError(str(e)))
     finally:
         store.close()
     click.echo(result.summary())
+    if kept:
+        click.echo(
+            f"{kept} batch(es) kept on disk: ClickHouse did not take them; they are sent by"
+            " the next run (or mamori serve) once it answers",
+            err=True,
+        )
+
+
+def _drain(store: PdnsStore) -> int:
+    """ClickHouse: send the batches kept on disk now; how many are still kept."""
+    drain = getattr(store, "drain", None)
+    return int(drain(force=True)) if drain is not None else 0
 
 
 @pdns.command("query")
@@ -128,7 +146,7 @@ def pdns_query(
     as_name, country)."""
     from mamori.pdns import formats, query
     from mamori.pdns.model import type_code
-    from mamori.store.pdns_sqlite import Fences
+    from mamori.store.pdns_base import Fences
 
     given = [x for x in (rrset, rdata_name, rdata_ip, asn) if x]
     if len(given) != 1:
@@ -290,6 +308,7 @@ def pdns_search(config_path: str, keyword: str, limit: int, as_json: bool) -> No
 def pdns_stats(config_path: str) -> None:
     """Store size and sensors (observations, last seen)."""
     from mamori.pdns.formats import iso
+    from mamori.store.pdns_open import describe, is_clickhouse
 
     cfg = load_config(config_path)
     path = cfgmod.pdns_path(cfg)
@@ -297,10 +316,15 @@ def pdns_stats(config_path: str) -> None:
     try:
         tuples, names = store.stats()
         sensors = store.sensors()
+    except MamoriError as e:
+        fail(e)
     finally:
         store.close()
-    size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
-    click.echo(f"{path}: {tuples} tuples, {names} names, {size / 1e6:.1f} MB")
+    if is_clickhouse(cfg):
+        click.echo(f"{describe(cfg)}: {tuples} tuples, {names} names")
+    else:
+        size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+        click.echo(f"{path}: {tuples} tuples, {names} names, {size / 1e6:.1f} MB")
     for sensor, n, last in sorted(sensors):
         click.echo(f"  sensor {sensor}: {n} observations, last {iso(last)}")
 
@@ -397,7 +421,11 @@ def pdns_compact(config_path: str, days: int) -> None:
     store = _store(cfg)
     try:
         tuples, names = store.compact(int(time.time() - keep * 86400))
-        store.db.execute("VACUUM")
+        db = getattr(store, "db", None)
+        if db is not None:  # SQLite: give the space back
+            db.execute("VACUUM")
+    except MamoriError as e:
+        fail(e)
     finally:
         store.close()
     click.echo(f"dropped {tuples} tuples and {names} names not seen for {keep} days")

@@ -156,20 +156,23 @@ def _alerts(cfg: config_mod.Config, runtime: Any) -> Any:
 
 
 class _PdnsFile:
-    """Passive DNS for the brand watch: the store file once it exists (``mamori pdns
-    ingest`` or the resolver's tap may create it after the start)."""
+    """Passive DNS for the brand watch: the store once it exists (``mamori pdns ingest``
+    or the resolver's tap may create the SQLite file after the start)."""
 
-    def __init__(self, path: Any) -> None:
-        self.path = path
+    def __init__(self, cfg: config_mod.Config) -> None:
+        self.cfg = cfg
 
     def export_records(self) -> Any:
-        from mamori.store.pdns_sqlite import PdnsSQLite
+        from typing import cast
 
-        if not self.path.exists():
+        from mamori.store.pdns_base import PdnsPortable
+        from mamori.store.pdns_open import open_pdns_reader
+
+        store = open_pdns_reader(self.cfg)
+        if store is None:
             return
-        store = PdnsSQLite(self.path, readonly=True)
         try:
-            yield from store.export_records()
+            yield from cast(PdnsPortable, store).export_records()  # both backends have it
         finally:
             store.close()
 
@@ -182,7 +185,7 @@ def _brand_watch(cfg: config_mod.Config, runtime: Any, alerts: Any) -> Any:
 
     watch = BrandWatcher(
         lambda: runtime.config_source() or cfg,
-        _PdnsFile(config_mod.pdns_path(cfg)),
+        _PdnsFile(cfg),
         BrandMatches(brand_db_path(cfg.store.path)),
         cfg.store.path,
     )
@@ -221,26 +224,31 @@ def _pdns_tap(cfg: config_mod.Config, parts: Any) -> TapWriter | None:
 
     from mamori.pdns.sensors.resolver_tap import TapWriter
     from mamori.resolver.events import AnswerTap
-    from mamori.store.pdns_sqlite import PdnsSQLite
+    from mamori.store.pdns_open import describe, note_path, open_pdns
 
     parts.tap = tap = AnswerTap(cfg.pdns.queue_size)
-    store = PdnsSQLite(config_mod.pdns_path(cfg))
+    store = open_pdns(cfg)
     sensor = cfg.pdns.sensor or f"resolver:{socket.gethostname()}"
     writer = TapWriter(
-        tap, store, sensor, cfg.pdns.flush_interval, cfg.pdns.nxdomain, cfg.pdns.retention_days
+        tap,
+        store,
+        sensor,
+        cfg.pdns.flush_interval,
+        cfg.pdns.nxdomain,
+        cfg.pdns.retention_days,
+        note=note_path(cfg),
     )
     writer.begin()  # what the last run lost, if it crashed
     writer.start()
-    log.info("passive DNS: upstream answers recorded in %s (sensor %s)", store.path, sensor)
+    log.info("passive DNS: upstream answers recorded in %s (sensor %s)", describe(cfg), sensor)
     return writer
 
 
 def _nod_store(cfg: config_mod.Config) -> Any:
     """What opens the passive DNS store newly observed domains read ([nod])."""
-    from mamori.store.pdns_sqlite import PdnsSQLite
+    from mamori.store.pdns_open import open_pdns
 
-    path = config_mod.pdns_path(cfg)
-    return lambda: PdnsSQLite(path)
+    return lambda: open_pdns(cfg, writer=False)
 
 
 @click.command()
@@ -265,6 +273,14 @@ def check(config_path: str) -> None:
         load_certs(cfg)  # the [tls] certificate of dot/doh/doq, when one is set
     except MamoriError as e:
         fail(e)
+    pdns_lines: list[str] = []
+    if cfg.pdns.url is not None:  # ClickHouse: connect, say the version and the schema
+        from mamori.store import pdns_open
+
+        try:
+            pdns_lines = pdns_open.check(cfg)
+        except MamoriError as e:
+            fail(MamoriError(f"[pdns] url {cfg.pdns.url}: {e}"))
     s = cfg.server
     click.echo(f"{config_path}: OK")
     click.echo(f"  listen:    {', '.join(str(e) for e in s.listen)} (udp{'+tcp' if s.tcp else ''})")
@@ -283,6 +299,8 @@ def check(config_path: str) -> None:
             " `mamori zones serve` and `mamori feeds update` run without"
         )
     click.echo(f"  store:     {cfg.store.path}")
+    for line in pdns_lines:
+        click.echo(f"  {line}")
     settings = policy.settings if policy is not None else []
     applied = {st.name: st.policy for st in settings}
     for z in loaded.values():

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mamori.config.clickhouse import ClickHouseUrl, clickhouse_url, cluster_name, secret_file
 from mamori.config.values import (
     Endpoint,
     InvalidValueError,
@@ -25,6 +26,7 @@ from mamori.config.values import (
     int_range,
     key_names,
     path,
+    size,
     zone_name,
 )
 
@@ -113,6 +115,10 @@ class PdnsConfig:
     capture: str = ""  # a network interface to capture DNS from (root / CAP_NET_RAW)
     capture_port: int = 53  # the DNS port to capture (to or from)
     retention_days: int = 0  # drop tuples not seen for this long (0: keep them all)
+    url: ClickHouseUrl | None = None  # clickhouse://HOST:9000/DB: the store in ClickHouse
+    password_file: Path | None = None  # the ClickHouse password (first line of this file)
+    cluster: str = ""  # ClickHouse cluster: local tables per shard + Distributed tables
+    spool_size: int = 1 << 30  # bytes of batches kept on disk while ClickHouse is away
 
 
 def _categories(raw: Any, ctx: Any, rc: str) -> tuple[str, ...]:
@@ -190,6 +196,10 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("pdns", "capture"): _text,
     ("pdns", "capture_port"): int_range(1, 65535),
     ("pdns", "retention_days"): int_range(0, 36500),
+    ("pdns", "url"): clickhouse_url,
+    ("pdns", "password_file"): secret_file,
+    ("pdns", "cluster"): cluster_name,
+    ("pdns", "spool_size"): size,
     ("dnsbl", "zone"): zone_name,
     ("dnsbl", "listen"): endpoints,
     ("dnsbl", "feeds"): feed_names,

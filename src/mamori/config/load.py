@@ -413,6 +413,14 @@ def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
         )
     if cfg.cache.min_ttl > cfg.cache.max_ttl:
         raise ctx.error("cache", "min_ttl", "is larger than cache.max_ttl")
+    if cfg.pdns.url is not None and cfg.pdns.path is not None:
+        raise ctx.error("pdns", "url", "give path (SQLite) or url (ClickHouse), not both")
+    if cfg.pdns.cluster and cfg.pdns.url is None:
+        raise ctx.error("pdns", "cluster", "is a ClickHouse cluster: needs pdns.url")
+    if cfg.pdns.password_file is not None and cfg.pdns.url is None:
+        raise ctx.error("pdns", "password_file", "is the ClickHouse password: needs pdns.url")
+    if cfg.pdns.url is not None and cfg.pdns.url.password and cfg.pdns.password_file:
+        raise ctx.error("pdns", "password_file", "the url has a password already: give one")
     if cfg.server.rate_limit and cfg.server.rate_burst < 1:
         raise ctx.error("server", "rate_burst", "must be at least 1")
     feed_names_known = {f.name for f in cfg.feeds}

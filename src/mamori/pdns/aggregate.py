@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from mamori.pdns.decode import from_wire
 from mamori.pdns.model import Nxdomain, Observation
 from mamori.store.base import WriterMark
-from mamori.store.pdns_sqlite import FileProgress, NxTuples, PdnsSQLite, Tuples
+from mamori.store.pdns_base import FileProgress, NxTuples, PdnsStore, Tuples
 
 
 class Aggregator:
@@ -79,7 +79,7 @@ class Aggregator:
 
     def flush(
         self,
-        store: PdnsSQLite,
+        store: PdnsStore,
         progress: FileProgress | None = None,
         mark: WriterMark | None = None,
     ) -> int:

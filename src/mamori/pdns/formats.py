@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mamori.pdns.model import type_text
-from mamori.store.pdns_sqlite import Record
+from mamori.store.pdns_base import Record
 
 _REL = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 

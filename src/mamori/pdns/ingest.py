@@ -2,7 +2,8 @@
 
 Crash safety: every commit writes the aggregated tuples together with the
 capture's position (how many of its DNS messages they cover, and whether the
-capture is complete) in ONE SQLite transaction (``pdns_ingest`` table). An
+capture is complete) in ONE transaction (SQLite; ClickHouse: one batch written
+exactly once, the position last) (``pdns_ingest`` table). An
 ingest killed at any point and run again skips the messages already committed
 (they are read, not counted) and a complete capture is skipped whole, so nothing
 is counted twice. A capture is known by its content (``file_identity``), not its
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from mamori.pdns.aggregate import Aggregator
 from mamori.pdns.sensors.pcap import Counters, Reader
-from mamori.store.pdns_sqlite import FileProgress, PdnsSQLite
+from mamori.store.pdns_base import FileProgress, PdnsStore
 
 FLUSH_TUPLES = 500_000  # ~100 MB of aggregated tuples in memory
 COMMIT_EVERY = 100_000  # DNS messages between commits (what a crash makes read again)
@@ -67,7 +68,7 @@ class IngestResult:
 
 def ingest(
     paths: list[Path],
-    store: PdnsSQLite,
+    store: PdnsStore,
     sensor: str,
     progress: Callable[[str, int, int | None], None] | None = None,
     keep_nxdomain: bool = True,

@@ -6,8 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 
 from mamori.pdns.model import type_code
+from mamori.store.pdns_base import NO_FENCES, Fences, PdnsStore, Record
 from mamori.store.pdns_keys import net_range
-from mamori.store.pdns_sqlite import NO_FENCES, Fences, PdnsSQLite, Record
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def is_address(q: str) -> bool:
 
 
 def name_or_address(
-    store: PdnsSQLite,
+    store: PdnsStore,
     q: str,
     rrtype: int | None = None,
     limit: int = 10000,
@@ -80,7 +80,7 @@ def name_or_address(
 
 
 def run(
-    store: PdnsSQLite, ask: Ask, fences: Fences = NO_FENCES, limit: int = 10000, offset: int = 0
+    store: PdnsStore, ask: Ask, fences: Fences = NO_FENCES, limit: int = 10000, offset: int = 0
 ) -> list[Record]:
     if ask.kind == "rrset":
         return store.rrset(ask.value, ask.rrtype, ask.bailiwick, fences, limit, offset)

@@ -10,7 +10,7 @@ import urllib.request
 
 from mamori.pdns.model import type_code, type_text
 from mamori.pdns.query import Ask
-from mamori.store.pdns_sqlite import Fences, Record
+from mamori.store.pdns_base import Fences, Record
 
 
 class RemoteError(Exception):

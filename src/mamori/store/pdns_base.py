@@ -178,3 +178,7 @@ class PdnsPortable(Protocol):
         """Merge *records* as ``write`` does (min first, max last, summed count), committed
         every *batch*; the number of records read. Into an empty store the counts and
         times come out exactly as exported."""
+
+
+class PdnsFull(PdnsStore, PdnsPortable, Protocol):
+    """What both backends are: the lookups, the writes and the moves."""

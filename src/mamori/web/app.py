@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from mamori import config as cfgmod
 from mamori.discovery.geo import GeoHolder, geo_of
-from mamori.store.pdns_sqlite import PdnsSQLite
+from mamori.store.pdns_open import open_pdns
 from mamori.web import metrics
 from mamori.web.api import Api
 from mamori.web.audit_page import AuditPage
@@ -75,7 +75,7 @@ def settings_routes(console: Console, keys: KeyStore, settings: Settings, rest: 
 
 def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
     """*runtime*: the running DNS service's parts (mamori serve), for /metrics."""
-    store = PdnsSQLite(cfgmod.pdns_path(cfg))
+    store = open_pdns(cfg, writer=False)  # lookups; the tap (serve) writes
     keys = KeyStore(keys_path(cfg))
     holder = GeoHolder()
     api = PdnsApi(store, keys, lambda: geo_of(holder, console.current_cfg()))

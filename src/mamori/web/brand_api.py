@@ -14,12 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mamori import config as cfgmod
 from mamori.discovery.brand_export import to_csv, to_stix
 from mamori.discovery.brand_store import BrandMatches, StoredMatch, brand_db_path
 from mamori.discovery.brand_watch import PassResult, brand_index, feed_names, run_pass
 from mamori.pdns.formats import parse_time
-from mamori.store.pdns_sqlite import PdnsSQLite
+from mamori.store.pdns_open import open_pdns_reader
 from mamori.web.apiauth import ApiError, authorize, client_address, json_body
 from mamori.web.keys import KeyStore
 from mamori.web.settings_api import Settings
@@ -51,8 +50,7 @@ class BrandWatchData:
         cfg = self.s.cfg
         with self._pass:
             index = brand_index(cfg.brands)
-            path = cfgmod.pdns_path(cfg)
-            pdns = PdnsSQLite(path, readonly=True) if path.exists() else None
+            pdns = open_pdns_reader(cfg)
             log = cfg.store.path if cfg.store.path.exists() else None
             try:
                 return run_pass(index, self.matches(), pdns, log, feeds=feed_names(cfg))

@@ -43,7 +43,7 @@ from mamori import config as cfgmod
 from mamori.discovery.geo import Geo, answer_geo, parse_asn, record_geo, records_on_asn
 from mamori.pdns import formats
 from mamori.pdns.model import type_text
-from mamori.store.pdns_sqlite import Fences
+from mamori.store.pdns_base import Fences
 from mamori.web import i18n
 from mamori.web.consoledata import QUERY_COLUMNS, ZONE_LABEL, ConsoleData, QueryFilter
 from mamori.web.i18n import N_

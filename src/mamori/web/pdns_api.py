@@ -22,7 +22,8 @@ from starlette.routing import Route
 from mamori.discovery.geo import Geo, parse_asn, record_geo, records_on_asn
 from mamori.pdns import formats, query
 from mamori.pdns.model import type_code, type_text
-from mamori.store.pdns_sqlite import Fences, PdnsSQLite, Record
+from mamori.store.pdns_base import Fences, PdnsStore, Record
+from mamori.store.pdns_open import distinct_values
 from mamori.web.keys import KeyStore, Refused
 
 NDJSON = "application/x-ndjson"
@@ -37,7 +38,7 @@ class BadRequest(Exception):  # noqa: N818
 
 class PdnsApi:
     def __init__(
-        self, store: PdnsSQLite, keys: KeyStore, geo: Callable[[], Geo | None] | None = None
+        self, store: PdnsStore, keys: KeyStore, geo: Callable[[], Geo | None] | None = None
     ) -> None:
         self.store = store
         self.keys = keys
@@ -244,16 +245,7 @@ class PdnsApi:
         self, what: str, matcher: Any, rrtype: int | None, limit: int
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        db = self.store.db
-        args: list[object] = []
-        if what == "rrnames":
-            sql = "SELECT DISTINCT rrname, rrtype FROM rrset"
-        else:
-            sql = "SELECT DISTINCT rdata, rrtype FROM rrset"
-        if rrtype is not None:
-            sql += " WHERE rrtype = ?"
-            args.append(rrtype)
-        for value, rtype in db.execute(sql, args):
+        for value, rtype in distinct_values(self.store, what, rrtype):
             if matcher(value):
                 key = "rrname" if what == "rrnames" else "rdata"
                 out.append({key: value, "rrtype": type_text(rtype)})

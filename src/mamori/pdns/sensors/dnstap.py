@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mamori.pdns.aggregate import Aggregator
+from mamori.store.pdns_base import PdnsStore
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +221,9 @@ class Gatherer:
 
 
 async def collect(
-    where: str, store: object, sensor_prefix: str, keep_nxdomain: bool, interval: float
+    where: str, store: PdnsStore, sensor_prefix: str, keep_nxdomain: bool, interval: float
 ) -> None:
     """Run the collector until cancelled, writing a batch every *interval* seconds."""
-    from mamori.store.pdns_sqlite import PdnsSQLite
-
-    assert isinstance(store, PdnsSQLite)
     gather = Gatherer(sensor_prefix, keep_nxdomain)
     server, col = await serve(where, gather)
     log.info("dnstap: collecting on %s", where)

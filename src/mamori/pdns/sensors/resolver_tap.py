@@ -17,11 +17,12 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 
 from mamori.pdns.aggregate import Aggregator
 from mamori.resolver.events import AnswerTap
 from mamori.store.base import WriterMark
-from mamori.store.pdns_sqlite import PdnsSQLite
+from mamori.store.pdns_base import PdnsStore
 from mamori.store.runs import ReceivedNote
 from mamori.threads import lower_thread_priority
 
@@ -34,12 +35,15 @@ class TapWriter(threading.Thread):
     def __init__(
         self,
         tap: AnswerTap,
-        store: PdnsSQLite,
+        store: PdnsStore,
         sensor: str,
         flush_interval: float,
         keep_nxdomain: bool = True,
         retention_days: int = 0,
+        note: Path | None = None,
     ) -> None:
+        """*note*: the file noting answers received between commits (crash accounting;
+        default: ``<SQLite store>-answers``)."""
         super().__init__(name="mamori-pdns-tap", daemon=True)
         self.tap = tap
         self.store = store
@@ -57,7 +61,10 @@ class TapWriter(threading.Thread):
         self.failed_answers = 0  # answers of batches the store refused
         self.run_id = 0
         self.lost_at_last_crash = 0
-        self.note = ReceivedNote(store.path.with_name(store.path.name + "-answers"))
+        if note is None:
+            path = getattr(store, "path")  # noqa: B009 (the SQLite store's file)
+            note = path.with_name(path.name + "-answers")
+        self.note = ReceivedNote(note)
 
     def begin(self) -> None:
         """Record this run; log what the previous one lost if it crashed (before start)."""

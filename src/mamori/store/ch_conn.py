@@ -1,0 +1,169 @@
+"""A ClickHouse connection as the stores use it: SQL text in, rows out, and inserts.
+
+``Conn`` is the seam: ``DriverConn`` speaks the native protocol (``clickhouse-driver``,
+which works with Debian's clickhouse-server 18.16 and with current releases); the
+tests add an in-process engine (``chdb``) behind the same Protocol, so the same SQL
+is run on an old and a current ClickHouse. Values go into SQL only through ``lit``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from mamori.config.clickhouse import ClickHouseUrl
+from mamori.errors import StoreError
+
+Row = tuple[Any, ...]
+
+
+class Conn(Protocol):
+    database: str
+
+    def query(self, sql: str) -> list[Row]:
+        """Run *sql*; its rows. Raises ``ChUnavailable`` (no answer: down, slow) or
+        ``StoreError`` (the server refused the statement)."""
+
+    def stream(self, sql: str) -> Iterator[Row]:
+        """The rows of *sql*, streamed in blocks (never all in memory)."""
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """Insert *rows* as ONE block (one part of a MergeTree table: all or nothing)."""
+
+    def insert_columns(self, table: str, columns: Sequence[str], data: Sequence[list[Any]]) -> None:
+        """``insert`` with the rows given column by column (*data*: one list per column)."""
+
+    def version(self) -> tuple[int, ...]:
+        """The server's version, e.g. (18, 16, 1)."""
+
+    def close(self) -> None: ...
+
+
+class ChUnavailable(StoreError):  # noqa: N818 (a state, not a programming error)
+    """ClickHouse did not answer (refused, reset, timed out): the request may or may not
+    have been carried out."""
+
+
+def lit(value: object) -> str:
+    """A SQL literal for *value* (int, str, bytes, None, or a list/tuple of them)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return f"unhex('{value.hex()}')"
+    if isinstance(value, str):
+        if not value.isprintable():  # control bytes: exact, whatever the escaping rules
+            return f"unhex('{value.encode().hex()}')"
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(lit(v) for v in value) + ")"
+    raise TypeError(f"no SQL literal for {type(value).__name__}")
+
+
+def read_password(url: ClickHouseUrl, password_file: Path | None) -> str:
+    """The password: the first line of *password_file* when given, else the URL's."""
+    if password_file is None:
+        return url.password
+    try:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise StoreError(f"{password_file}: cannot read the ClickHouse password: {e}") from e
+    return lines[0].strip() if lines else ""
+
+
+class DriverConn:
+    """The native protocol (TCP, port 9000) through ``clickhouse-driver``.
+
+    *timeout*: seconds for connecting and for each send/receive; a server slower than
+    that is treated as unavailable (the caller keeps its batch for later)."""
+
+    def __init__(
+        self, url: ClickHouseUrl, password: str = "", timeout: float = 10.0, create_db: bool = True
+    ) -> None:
+        from clickhouse_driver import Client
+
+        # the driver logs a traceback per failed connection; the store logs one line
+        logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
+        self.database = url.database
+        self.url = url
+        self._client = Client(
+            url.host,
+            port=url.port,
+            user=url.user,
+            password=password or url.password,
+            database="default",  # the database may not exist yet
+            connect_timeout=timeout,
+            send_receive_timeout=timeout,
+            sync_request_timeout=timeout,
+            settings={"strings_as_bytes": False},
+        )
+
+    def _run(self, sql: str, data: Sequence[Row] | None = None, **kw: Any) -> Any:
+        from clickhouse_driver.errors import (
+            Error,
+            NetworkError,
+            ServerException,
+            SocketTimeoutError,
+        )
+
+        try:
+            if data is None:
+                return self._client.execute(sql, **kw)
+            return self._client.execute(sql, data, **kw)
+        except ServerException as e:
+            raise StoreError(f"ClickHouse {self.url}: {_first_line(str(e))}") from e
+        except (NetworkError, SocketTimeoutError, OSError, EOFError) as e:
+            self._client.disconnect()
+            raise ChUnavailable(f"ClickHouse {self.url}: {_first_line(str(e)) or e!r}") from e
+        except Error as e:
+            self._client.disconnect()
+            raise ChUnavailable(f"ClickHouse {self.url}: {_first_line(str(e))}") from e
+
+    def query(self, sql: str) -> list[Row]:
+        return list(self._run(sql))
+
+    def stream(self, sql: str) -> Iterator[Row]:
+        from clickhouse_driver.errors import Error
+
+        try:
+            yield from self._client.execute_iter(sql, settings={"max_block_size": 65536})
+        except (Error, OSError, EOFError) as e:
+            self._client.disconnect()
+            raise ChUnavailable(f"ClickHouse {self.url}: {_first_line(str(e))}") from e
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        n = len(rows) + 1
+        settings = {"insert_block_size": n, "max_insert_block_size": n, "max_block_size": n}
+        self._run(
+            f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES",
+            list(rows),
+            settings=settings,
+        )
+
+    def insert_columns(self, table: str, columns: Sequence[str], data: Sequence[list[Any]]) -> None:
+        n = (len(data[0]) if data else 0) + 1
+        settings = {"insert_block_size": n, "max_insert_block_size": n, "max_block_size": n}
+        self._run(
+            f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES",
+            list(data),  # type: ignore[arg-type]
+            settings=settings,
+            columnar=True,
+        )
+
+    def version(self) -> tuple[int, ...]:
+        text = str(self.query("SELECT version()")[0][0])
+        return tuple(int(x) for x in text.split(".") if x.isdigit())
+
+    def close(self) -> None:
+        self._client.disconnect()
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0][:300]

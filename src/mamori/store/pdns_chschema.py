@@ -1,0 +1,181 @@
+"""The passive DNS schema in ClickHouse, in SQL that Debian's 18.16 and current releases run.
+
+Tuples are aggregated by the engine: ``AggregatingMergeTree`` tables hold states of
+min(time_first), max(time_last) and sum(count); reads merge them (``minMerge`` ...
+``GROUP BY``), so every answer is exact before and after background merges.
+
+Writes go into ``Null`` tables; a materialized view turns each row into states
+(``arrayReduce('minState', [x])``: row by row, no GROUP BY, so one INSERT block is one
+part of the target: all or nothing) and stores them:
+
+* ``pdns_rrset``: by owner, ``ORDER BY (rname, ...)`` with ``rname`` the labels reversed
+  (``com.example.www.``): exact names and ``*.example.com`` are prefix ranges;
+* ``pdns_rdata``: the pivot table, ``ORDER BY (pkey, ...)``: ``pkey`` is 0x01 + the
+  address as 16 bytes (IPv4 mapped) for A/AAAA, 0x02 + the reversed name inside
+  CNAME/NS/PTR/DNAME/MX/SRV rdata: an address, a CIDR network, a range, a name or
+  ``*.example.com`` in the rdata are key ranges;
+* ``pdns_names``: distinct names and their U-label form, for keyword search (an
+  n-gram bloom filter skip index on servers that have them: 19.x on; 18.16 scans);
+* ``pdns_nxdomain``, ``pdns_sensors``: aggregated the same way;
+* ``pdns_ingest`` (capture progress) and ``pdns_tap_runs`` (the tap's crash accounting):
+  ``ReplacingMergeTree``, read by their latest version.
+
+Batches are written exactly once: every insert into an aggregating table carries a
+marker row whose key is 0x00 + the batch id, in the same block (the same part); a
+batch whose marker is present is not inserted again (a reply lost after the INSERT
+succeeded, a ClickHouse killed mid-batch).
+"""
+
+from __future__ import annotations
+
+MODERN = (20, 1)  # LowCardinality, data skipping indexes: not in 18.16
+
+AGG = {
+    "first": "AggregateFunction(min, UInt32)",
+    "last": "AggregateFunction(max, UInt32)",
+    "sum": "AggregateFunction(sum, UInt64)",
+}
+
+# table -> (plain input columns, aggregated columns, ORDER BY)
+AGGREGATING: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str, str]], str]] = {
+    "pdns_rrset": (
+        [("rname", "String"), ("rrtype", "UInt16"), ("rdata", "String"), ("bailiwick", "{lc}")],
+        [("time_first", "first", "UInt32"), ("time_last", "last", "UInt32"),
+         ("count", "sum", "UInt64")],
+        "rname, rrtype, rdata, bailiwick",
+    ),
+    "pdns_rdata": (
+        [("pkey", "String"), ("rrtype", "UInt16"), ("rname", "String"), ("rdata", "String"),
+         ("bailiwick", "{lc}")],
+        [("time_first", "first", "UInt32"), ("time_last", "last", "UInt32"),
+         ("count", "sum", "UInt64")],
+        "pkey, rrtype, rname, rdata, bailiwick",
+    ),
+    "pdns_nxdomain": (
+        [("rrname", "String"), ("rrtype", "UInt16")],
+        [("time_first", "first", "UInt32"), ("time_last", "last", "UInt32"),
+         ("count", "sum", "UInt64")],
+        "rrname, rrtype",
+    ),
+    "pdns_sensors": (
+        [("sensor", "String")],
+        [("observations", "sum", "UInt64"), ("last_seen", "last", "UInt32")],
+        "sensor",
+    ),
+}  # fmt: skip
+_STATE = {"first": "minState", "last": "maxState", "sum": "sumState"}
+MARKER = "\x00"  # first byte of a batch marker's key (no name, address or sensor has it)
+
+_PLAIN = {
+    "pdns_names": (
+        "rrname String, uname String{index}",
+        "ReplacingMergeTree ORDER BY rrname SETTINGS index_granularity = 1024",
+    ),
+    "pdns_ingest": (
+        "file String, path String, size UInt64, messages UInt64, complete UInt8, updated UInt32",
+        "ReplacingMergeTree(messages) ORDER BY file",
+    ),
+    "pdns_tap_runs": (
+        "run UInt64, pid UInt32, started Float64, updated Float64, received UInt64,"
+        " committed UInt64, failed UInt64, clean UInt8, lost_before UInt64, version UInt64",
+        "ReplacingMergeTree(version) ORDER BY run",
+    ),
+}
+_KEYWORD_INDEX = (
+    ", INDEX kw_name rrname TYPE ngrambf_v1(3, 65536, 2, 0) GRANULARITY 1"
+    ", INDEX kw_uname uname TYPE ngrambf_v1(3, 16384, 2, 0) GRANULARITY 1"
+)
+
+TABLES = [*AGGREGATING, *_PLAIN]
+
+
+def modern(version: tuple[int, ...]) -> bool:
+    return version >= MODERN
+
+
+def ddl(db: str, version: tuple[int, ...], suffix: str = "") -> list[tuple[str, str]]:
+    """(table, CREATE ... IF NOT EXISTS statement) for every object, in creation order.
+    *suffix*: ``_shard`` for the local tables of a cluster (``distributed`` adds the
+    tables over them)."""
+    new = modern(version)
+    lc = "LowCardinality(String)" if new else "String"
+    out: list[tuple[str, str]] = []
+    for table, (plain, agg, order) in AGGREGATING.items():
+        cols = [(c, t.format(lc=lc)) for c, t in plain]
+        defs = ", ".join(f"{c} {t}" for c, t in cols)
+        stored = ", ".join(f"{c} {AGG[kind]}" for c, kind, _t in agg)
+        granule = 1024 if table in ("pdns_rrset", "pdns_rdata") else 8192
+        out.append(
+            (
+                table + suffix,
+                (
+                    f"CREATE TABLE IF NOT EXISTS {db}.{table}{suffix} ({defs}, {stored})"
+                    f" ENGINE = AggregatingMergeTree ORDER BY ({order})"
+                    f" SETTINGS index_granularity = {granule}"
+                ),
+            )
+        )
+        inputs = (
+            ", ".join(f"{c} {t}" for c, t in cols)
+            + ", "
+            + ", ".join(f"{c} {t}" for c, _k, t in agg)
+        )
+        out.append(
+            (
+                f"{table}_in{suffix}",
+                f"CREATE TABLE IF NOT EXISTS {db}.{table}_in{suffix} ({inputs}) ENGINE = Null",
+            )
+        )
+        states = ", ".join(f"arrayReduce('{_STATE[k]}', [{c}]) AS {c}" for c, k, _t in agg)
+        keys = ", ".join(c for c, _t in cols)
+        out.append(
+            (
+                f"{table}_mv{suffix}",
+                (
+                    f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{table}_mv{suffix}"
+                    f" TO {db}.{table}{suffix}"
+                    f" AS SELECT {keys}, {states} FROM {db}.{table}_in{suffix}"
+                ),
+            )
+        )
+    for table, (spec, engine) in _PLAIN.items():
+        body = spec.format(index=_KEYWORD_INDEX if new else "")
+        out.append(
+            (
+                table + suffix,
+                f"CREATE TABLE IF NOT EXISTS {db}.{table}{suffix} ({body}) ENGINE = {engine}",
+            )
+        )
+    return out
+
+
+def distributed(db: str, cluster: str) -> list[tuple[str, str]]:
+    """A cluster's ``Distributed`` tables (read by every lookup) over the ``_shard`` tables.
+    The store writes each shard's rows into that shard's own tables itself (exactly once
+    per shard, see ``PdnsClickHouse``), so the sharding key here is only for others."""
+    return [
+        (
+            t,
+            f"CREATE TABLE IF NOT EXISTS {db}.{t} AS {db}.{t}_shard"
+            f" ENGINE = Distributed({cluster}, {db}, {t}_shard, rand())",
+        )
+        for t in TABLES
+    ]
+
+
+def columns(table: str) -> list[str]:
+    """The input columns of an aggregating table (its ``_in`` table), in order."""
+    plain, agg, _order = AGGREGATING[table]
+    return [c for c, _t in plain] + [c for c, _k, _t in agg]
+
+
+def missing_features(version: tuple[int, ...]) -> list[str]:
+    """What this server lacks that the schema uses on current releases."""
+    if modern(version):
+        return []
+    return [
+        "LowCardinality columns (bailiwick: plain String)",
+        "data skipping indexes (keyword search scans pdns_names)",
+        "table TTL (retention by `mamori pdns compact` / [pdns] retention_days only)",
+        "SimpleAggregateFunction (AggregateFunction states are used everywhere)",
+    ]

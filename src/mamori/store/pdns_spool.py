@@ -1,0 +1,102 @@
+"""Batches kept on local disk while ClickHouse is down or slow, sent in order later.
+
+One file per batch (``<nanoseconds>-<pid>.batch``: zlib-compressed JSON), written
+atomically (``atomicfile``): a crash leaves a whole batch or none. Several processes
+may keep batches in one spool (``mamori serve`` and a ``mamori pdns ingest``); only the
+one holding the spool's lock (``flock`` on ``.lock``) sends them, so no batch is in
+flight twice. The directory is bounded
+(*limit* bytes): a batch that does not fit is refused, counted and logged, and the
+caller decides (the passive DNS store drops it: DNS is never held up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mamori.atomicfile import replacing_bytes
+
+log = logging.getLogger(__name__)
+SUFFIX = ".batch"
+
+
+class Spool:
+    def __init__(self, directory: Path, limit: int) -> None:
+        self.dir = directory
+        self.limit = limit
+        self.dropped = 0  # batches refused: the bound was reached
+        self.dropped_items = 0  # their tuples
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.bytes = sum(_size(f) for f in self.files())
+        self._last = 0
+
+    def files(self) -> list[Path]:
+        """The batches waiting, oldest first."""
+        return sorted(p for p in self.dir.glob("*" + SUFFIX) if p.stem[:1].isdigit())
+
+    def __len__(self) -> int:
+        return len(self.files())
+
+    def append(self, batch: dict[str, Any], items: int = 0) -> bool:
+        """Keep *batch* (JSON-able) after the others; False (counted, logged) when the
+        bound would be passed. Raises OSError (disk full, permissions)."""
+        data = zlib.compress(json.dumps(batch, separators=(",", ":")).encode(), 1)
+        if self.bytes + len(data) > self.limit:
+            self.dropped += 1
+            self.dropped_items += items
+            log.error(
+                "passive DNS: spool %s is full (%d of %d bytes): a batch of %d tuples is"
+                " dropped (%d batches dropped so far)",
+                self.dir, self.bytes, self.limit, items, self.dropped,
+            )  # fmt: skip
+            return False
+        self._last = max(time.time_ns(), self._last + 1)  # names sort in write order
+        with replacing_bytes(self.dir / f"{self._last:020d}-{os.getpid()}{SUFFIX}", 0o600) as f:
+            f.write(data)
+        self.bytes += len(data)
+        return True
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[bool]:
+        """Hold the spool's lock while sending; yields False (send nothing) when another
+        process holds it."""
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # releases the lock
+
+    def read(self, path: Path) -> dict[str, Any]:
+        """A kept batch. Raises OSError, ValueError (a damaged file)."""
+        out: dict[str, Any] = json.loads(zlib.decompress(path.read_bytes()))
+        return out
+
+    def remove(self, path: Path) -> None:
+        self.bytes -= _size(path)
+        path.unlink(missing_ok=True)
+
+    def set_aside(self, path: Path) -> None:
+        """Move a batch the server refuses to ``rejected/`` (kept for a person to look at)."""
+        self.bytes -= _size(path)
+        (self.dir / "rejected").mkdir(exist_ok=True)
+        path.rename(self.dir / "rejected" / path.name)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
