@@ -12,6 +12,7 @@ from mamori import __version__
 from mamori.cli.feeds import feeds
 from mamori.cli.keys import keys, reports, users
 from mamori.cli.pdns import pdns
+from mamori.cli.preview import feeds_preview
 from mamori.cli.profile import profile
 from mamori.cli.rules import rules
 from mamori.cli.serve import check, serve, web
@@ -27,6 +28,9 @@ def cli() -> None:
 
 for command in (serve, web, check, zones, feeds, pdns, keys, reports, users, rules, store, profile):
     cli.add_command(command)
+
+
+feeds.add_command(feeds_preview)  # mamori feeds preview (its own module)
 
 
 def main() -> None:

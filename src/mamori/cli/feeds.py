@@ -69,7 +69,7 @@ def feeds_list(config_path: str) -> None:
     for feed in cfg.feeds:
         zone = cfgmod.feed_zone(feed, cfg.store)
         source = feed.url or str(feed.path)
-        state = "disabled" if not feed.enabled else ("enforced" if feed.enforce else "not enforced")
+        state = "disabled" if not feed.enabled else _enforced(feed.enforce)
         if feed.publish:
             state += ", published"
         click.echo(
@@ -78,10 +78,16 @@ def feeds_list(config_path: str) -> None:
     for ds in cfg.datasets:
         zone = cfgmod.dataset_zone(ds, cfg.store)
         names = ", ".join(f.name for f in dataset_feeds(ds, cfg.feeds))
-        state = ("enforced" if ds.enforce else "not enforced") + (
+        state = _enforced(ds.enforce) + (
             ", published" if ds.publish else ""
         )
         click.echo(f"dataset {ds.name} [{state}] = {names}: {_compiled(zone)}")
+
+
+def _enforced(enforce: bool | str) -> str:
+    if enforce == "preview":
+        return "preview (logged as would block, not applied)"
+    return "enforced" if enforce else "not enforced"
 
 
 def _compiled(zone: cfgmod.RpzConfig) -> str:
@@ -254,3 +260,4 @@ def feeds_export(config_path: str, name: str, fmt: str, output: str | None) -> N
                 written, left = lists.write(fmt, name, category, rows, f, target(action))
     note = f", {left} left out (not expressible in {fmt})" if left else ""
     click.echo(f"{name}: {written} entries written{note}", err=True)
+
