@@ -79,8 +79,10 @@ def feeds_preview(
                 return cand.from_config(cfg, target)
 
         elif path.exists() or "/" in target:
+            if not path.exists():
+                raise PreviewError(f"{path}: no such file")
             if not path.is_file():
-                raise PreviewError(f"{path}: not a readable file")
+                raise PreviewError(f"{path}: not a file")
 
             def build() -> Candidate:
                 return cand.from_file(path, fmt or "")
