@@ -78,9 +78,7 @@ def feeds_list(config_path: str) -> None:
     for ds in cfg.datasets:
         zone = cfgmod.dataset_zone(ds, cfg.store)
         names = ", ".join(f.name for f in dataset_feeds(ds, cfg.feeds))
-        state = _enforced(ds.enforce) + (
-            ", published" if ds.publish else ""
-        )
+        state = _enforced(ds.enforce) + (", published" if ds.publish else "")
         click.echo(f"dataset {ds.name} [{state}] = {names}: {_compiled(zone)}")
 
 
@@ -260,4 +258,3 @@ def feeds_export(config_path: str, name: str, fmt: str, output: str | None) -> N
                 written, left = lists.write(fmt, name, category, rows, f, target(action))
     note = f", {left} left out (not expressible in {fmt})" if left else ""
     click.echo(f"{name}: {written} entries written{note}", err=True)
-

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import mmap
 import time
 from pathlib import Path
 
@@ -11,38 +10,11 @@ import click
 
 from mamori import config as cfgmod
 from mamori.cli.util import config_option, fail, load_config, setup_logging
+from mamori.control.zoneload import zones_in_force
 from mamori.discovery.preview import Candidate, Report, ZoneSpec
 
 FORMAT_CHOICES = ("hosts", "domains", "wildcards", "adblock", "dnsmasq", "unbound", "bind", "csv",
                   "ips", "rpz", "stix")  # fmt: skip
-
-
-def zones_in_force(cfg: cfgmod.Config) -> list[ZoneSpec]:
-    """The applied policy zones, in order, compiled: the service's compiled file when it
-    was made from the zone's current source (mapped), else loaded and compiled here.
-    Zones that cannot be loaded are left out (the service does not apply them either)."""
-    from mamori.control.compiler import PolicyFiles, source_of
-    from mamori.control.zoneload import load_zone, zone_settings
-    from mamori.policy.compiled import CompiledZone, compile_zone
-    from mamori.policy.rules import ZoneError
-
-    files = PolicyFiles(cfg.store.path.parent / "policy")
-    out: list[ZoneSpec] = []
-    for rpz in cfg.rpz:
-        if not rpz.apply or rpz.file is None:
-            continue
-        path = None if rpz.primary else files.reusable(rpz.name, source_of(rpz))
-        try:
-            if path is not None:
-                with open(path, "rb") as f:
-                    zone = CompiledZone(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-            else:
-                zone = CompiledZone(compile_zone(load_zone(rpz)))
-        except (ZoneError, OSError, ValueError) as e:
-            click.echo(f"policy zone {rpz.name} left out: {e}", err=True)
-            continue
-        out.append((zone, zone_settings(rpz)))
-    return out
 
 
 @click.command("preview")

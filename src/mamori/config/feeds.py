@@ -93,7 +93,6 @@ class DatasetConfig:
     publish_keys: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()  # applies only to clients of these [[group]]s; () = everyone
 
-
     @property
     def preview(self) -> bool:
         """``enforce = "preview"``: evaluated and logged as "would block", never applied."""

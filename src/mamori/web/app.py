@@ -25,6 +25,7 @@ from mamori.web.console import Console, static_dir
 from mamori.web.keys import KeyStore
 from mamori.web.openapi import SPEC
 from mamori.web.pdns_api import PdnsApi
+from mamori.web.preview_api import PreviewApi, PreviewPage, Previews
 from mamori.web.rules_page import RulesPage
 from mamori.web.settings_api import Settings, SettingsApi
 from mamori.web.settings_pages import SettingsPages
@@ -58,8 +59,15 @@ def first_admin(cfg: cfgmod.Config, keys: KeyStore) -> None:
 
 
 def settings_routes(console: Console, keys: KeyStore, settings: Settings) -> list[Any]:
-    """Feeds and groups edited from the console and the REST API (settings_api.py)."""
-    return [*SettingsApi(settings, keys).routes(), *SettingsPages(console, settings).routes()]
+    """Feeds and groups edited from the console and the REST API (settings_api.py), and
+    the feeds' impact preview (preview_api.py)."""
+    previews = Previews(settings)
+    return [
+        *SettingsApi(settings, keys).routes(),
+        *SettingsPages(console, settings).routes(),
+        *PreviewApi(previews, keys).routes(),
+        *PreviewPage(console, previews).routes(),
+    ]
 
 
 def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:

@@ -12,6 +12,7 @@ from typing import Any
 
 from mamori.web import api as rules_api  # noqa: F401 (its OPENAPI_PATHS)
 from mamori.web import (
+    preview_api,  # noqa: F401 (its OPENAPI_PATHS)
     settings_openapi,  # noqa: F401 (its OPENAPI_PATHS)
     stats_api,  # noqa: F401 (its OPENAPI_PATHS)
 )
