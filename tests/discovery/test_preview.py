@@ -99,8 +99,9 @@ def test_warnings_popular_long_history_and_allowed_by_a_later_zone(tmp_path: Pat
     later = zone(tmp_path, "allow.", "bank.example CNAME rpz-passthru.\n")
     pdns = PdnsSQLite(tmp_path / "pdns.sqlite")
     old = int(NOW - 400 * DAY)
+    new = int(NOW - DAY)
     pdns.write({("old.example.", 1, "192.0.2.80", "example."): [old, int(NOW), 5],
-                ("new.example.", 1, "192.0.2.81", "example."): [int(NOW - DAY), int(NOW), 1]})  # fmt: skip
+                ("new.example.", 1, "192.0.2.81", "example."): [new, int(NOW), 1]})  # fmt: skip
     clients = [f"192.0.2.{i}" for i in range(1, 9)]
     rows = [row("bank.example.", c) for c in clients[:2]] + [
         row("cdn.example.", c) for c in clients

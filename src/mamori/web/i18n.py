@@ -231,7 +231,8 @@ JA: dict[str, str] = {
     "Allowed by an earlier zone (not counted)": "先に評価されるゾーンで許可 (数に含めない)",
     "Evaluated after the zones in force before it: %(zones)s.":
         "適用中の次のゾーンの後に評価されます: %(zones)s。",
-    "Evaluated first: no zone in force before it.": "最初に評価されます (先に適用されるゾーンなし)。",
+    "Evaluated first: no zone in force before it.":
+        "最初に評価されます (先に適用されるゾーンなし)。",
     "Possible false positives": "誤検知の可能性",
     "Top names": "上位の名前",
     "Top clients": "上位のクライアント",
