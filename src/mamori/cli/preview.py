@@ -10,7 +10,7 @@ import click
 
 from mamori import config as cfgmod
 from mamori.cli.util import config_option, fail, load_config, setup_logging
-from mamori.control.zoneload import zones_in_force
+from mamori.control.inforce import zones_in_force
 from mamori.discovery.preview import Candidate, Report, ZoneSpec
 
 FORMAT_CHOICES = ("hosts", "domains", "wildcards", "adblock", "dnsmasq", "unbound", "bind", "csv",

@@ -10,15 +10,13 @@ tests, benchmarks); the service compiles zones instead (policy.py).
 from __future__ import annotations
 
 import logging
-import mmap
 import time
 from collections.abc import Generator
 
-from mamori.config import Config, RpzConfig
+from mamori.config import RpzConfig
 from mamori.errors import StartupError
 from mamori.policy import delta
 from mamori.policy import zone as zone_mod
-from mamori.policy.compiled import CompiledZone, compile_zone
 from mamori.policy.engine import Policy, ZoneSettings
 from mamori.policy.rules import LoadedZone, ZoneError
 from mamori.policy.steps import run
@@ -109,28 +107,3 @@ def load_policy(
         [loaded[r.name] for r in applied], [zone_settings(r) for r in applied], version
     )
     return policy, loaded
-
-
-def zones_in_force(cfg: Config) -> list[tuple[CompiledZone, ZoneSettings]]:
-    """The applied policy zones, in order, compiled: the service's compiled file when it
-    was made from the zone's current source (mapped), else loaded and compiled here.
-    Zones that cannot be loaded are left out (the service does not apply them either)."""
-    from mamori.control.compiler import PolicyFiles, source_of
-
-    files = PolicyFiles(cfg.store.path.parent / "policy")
-    out: list[tuple[CompiledZone, ZoneSettings]] = []
-    for rpz in cfg.rpz:
-        if not rpz.apply or rpz.file is None:
-            continue
-        path = None if rpz.primary else files.reusable(rpz.name, source_of(rpz))
-        try:
-            if path is not None:
-                with open(path, "rb") as f:
-                    zone = CompiledZone(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-            else:
-                zone = CompiledZone(compile_zone(load_zone(rpz)))
-        except (ZoneError, OSError, ValueError) as e:
-            log.warning("policy zone %s left out: %s", rpz.name, e)
-            continue
-        out.append((zone, zone_settings(rpz)))
-    return out

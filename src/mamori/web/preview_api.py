@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mamori import config as cfgmod
-from mamori.control.zoneload import zones_in_force
+from mamori.control.inforce import zones_in_force
 from mamori.discovery import candidate as cand
 from mamori.discovery.preview import (
     Candidate,
