@@ -130,17 +130,19 @@ def _load_rules(rules: list[str], origin: str) -> LoadedZone:
     with tempfile.TemporaryDirectory(prefix="mamori-preview-") as tmp:
         path = Path(tmp) / "candidate.rpz"
         rpz_out.write_zone(path, origin, rules)
-        return _load(path, origin)
+        return load_file(path, origin)
 
 
-def _load(path: Path, origin: str) -> LoadedZone:
+def load_file(path: Path, origin: str) -> LoadedZone:
+    """A policy zone file loaded (records that cannot be used skipped); PreviewError."""
     try:
         return zone_mod.load(path, origin, "skip")
     except (ZoneError, OSError) as e:
         raise PreviewError(f"{path}: {e}") from e
 
 
-def _compiled(zone: LoadedZone) -> CompiledZone:
+def compiled(zone: LoadedZone) -> CompiledZone:
+    """*zone* compiled in memory (the form the service maps)."""
     return CompiledZone(compile_zone(zone))
 
 
@@ -160,7 +162,7 @@ def from_file(path: Path, fmt: str = "", action: str = "nxdomain") -> Candidate:
                            f" ({', '.join(LINE_FORMATS)})")  # fmt: skip
     zone, notes = compile_lines(lines, fmt, FILE_ZONE, str(path), action)
     settings = ZoneSettings(FILE_ZONE)
-    return Candidate(str(path), "file", _compiled(zone), settings, (f"format {fmt}", *notes))
+    return Candidate(str(path), "file", compiled(zone), settings, (f"format {fmt}", *notes))
 
 
 def from_config(cfg: Config, name: str) -> Candidate:
@@ -174,7 +176,7 @@ def from_config(cfg: Config, name: str) -> Candidate:
         rpz = dataset_zone(ds, cfg.store)
         assert rpz.file is not None
         if rpz.file.exists():
-            zone = _load(rpz.file, rpz.name)
+            zone = load_file(rpz.file, rpz.name)
             notes: tuple[str, ...] = ()
         else:
             members = [f.name for f in dataset_feeds(ds, cfg.feeds)]
@@ -182,14 +184,14 @@ def from_config(cfg: Config, name: str) -> Candidate:
                 entries, allowed = db.listed(members), db.listed(members, ALLOW)
             zone = _load_rules(rpz_out.rules(entries, allowed, target(ds.action)), rpz.name)
             notes = ("dataset not compiled yet: the union of its feeds' stored entries",)
-        return Candidate(name, "dataset", _compiled(zone), settings_of(rpz), notes)
+        return Candidate(name, "dataset", compiled(zone), settings_of(rpz), notes)
     zname = name.rstrip(".").lower() + "."
     found = next((z for z in cfg.rpz if z.name == zname), None)
     if found is not None and found.file is not None:
         if not found.file.exists():
             raise PreviewError(f"policy zone {found.name}: {found.file} does not exist (yet)")
-        zone = _load(found.file, found.name)
-        return Candidate(found.name, "rpz", _compiled(zone), settings_of(found))
+        zone = load_file(found.file, found.name)
+        return Candidate(found.name, "rpz", compiled(zone), settings_of(found))
     raise PreviewError(f"no feed, dataset or policy zone named {name}")
 
 
@@ -197,7 +199,8 @@ def _feed(cfg: Config, feed: FeedConfig) -> Candidate:
     rpz = feed_zone(feed, cfg.store)
     assert rpz.file is not None
     if rpz.file.exists():
-        return Candidate(feed.name, "feed", _compiled(_load(rpz.file, rpz.name)), settings_of(rpz))
+        zone = load_file(rpz.file, rpz.name)
+        return Candidate(feed.name, "feed", compiled(zone), settings_of(rpz))
     if feed.format not in LINE_FORMATS:
         raise PreviewError(f"feed {feed.name} has not been updated yet: mamori feeds update"
                            f" {feed.name}")  # fmt: skip
@@ -208,4 +211,4 @@ def _feed(cfg: Config, feed: FeedConfig) -> Candidate:
     zone, notes = compile_lines(lines, feed.format, rpz.name, f"feed {feed.name}", feed.action,
                                 feed.max_bad, feed.allowlist, feed.columns)  # fmt: skip
     note = f"not updated yet: read from its source ({source}), nothing stored"
-    return Candidate(feed.name, "feed", _compiled(zone), settings_of(rpz), (note, *notes))
+    return Candidate(feed.name, "feed", compiled(zone), settings_of(rpz), (note, *notes))
