@@ -133,6 +133,7 @@ class Report:
     not_replayed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -161,6 +162,7 @@ class Report:
             "not_replayed": self.not_replayed,
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
         }
 
 
@@ -323,15 +325,18 @@ class _Scan:
     names: list[str] = field(default_factory=list)
     answers: set[str] = field(default_factory=set)  # holding a CNAME
     error: BaseException | None = None
+    seconds: float = 0.0
 
 
 def _scan(log: QueryLog, since: float, until: float, out: _Scan) -> None:
+    t0 = time.monotonic()
     try:
         out.totals = log.totals(since, until)
         out.names = log.names(since, until)
         out.answers = log.answers(since, until, False)
     except BaseException as e:  # re-raised by the caller's thread
         out.error = e
+    out.seconds = time.monotonic() - t0
 
 
 def run_preview(
@@ -355,6 +360,7 @@ def run_preview(
     scanner.start()
     try:
         candidate = build()
+        compiled_at = time.monotonic()
     except BaseException:
         log.db.interrupt()
         scanner.join()
@@ -381,6 +387,8 @@ def run_preview(
     if settings.recursive_only:
         rep.not_replayed.append("recursive_only (the query log keeps no RD bit: taken as RD=1)")
 
+    rep.phases = {"compile": compiled_at - t0, "first scan (in parallel)": first.seconds}
+    t1 = time.monotonic()
     # 1-2. what the candidate alone could match
     names = {n for n in first.names if (k := _wire(n)) and cz.qname(k) is not None}
     has_rip = cz.has_ip(Trigger.RESPONSE_IP)
@@ -395,29 +403,30 @@ def run_preview(
     if cz.has_ip(Trigger.CLIENT_IP):
         clients = [c for c in log.clients(since, until) if _client_listed(cz, c)]
 
+    rep.phases["probe"] = time.monotonic() - t1
+    t1 = time.monotonic()
     # 3. those rows, decided by the whole policy
     per_name: dict[str, list[int]] = {}  # name -> [queries]
     name_clients: dict[str, set[str]] = {}
     per_client: Counter[str] = Counter()
     parsed: dict[str, tuple[tuple[bytes, ...], tuple[tuple[int, int], ...]]] = {}
     views: dict[str, tuple[Policy, Policy]] = {}
+    # Without Client-IP rules a decision does not depend on the client: one per
+    # (groups, name, type, answer), whatever the number of clients asking.
+    by_client = policy.has_client_ip
+    decided: dict[tuple[str, str, int, str], Match | None] = {}
     for qname, client, qtype, group, answer, n in log.rows(since, until, names, answers, clients):
-        pair = views.get(group)
-        if pair is None:
-            groups = [g for g in group.split(",") if g]
-            pair = views[group] = (policy.view(groups), alone.view(groups))
-        view, own = pair
-        chain_addrs = parsed.get(answer)
-        if chain_addrs is None:
-            chain_addrs = parsed[answer] = parse_answer(answer)
-        key = _wire(qname)
-        if not key:
-            continue
-        mine = decide(own, client, key, qtype, *chain_addrs)
-        if not _blocks(mine):
+        if by_client:
+            m = _row_decision(policy, alone, views, parsed, client, qname, qtype, group, answer)
+        else:
+            memo_key = (group, qname, qtype, answer)
+            if memo_key in decided:
+                m = decided[memo_key]
+            else:
+                m = _row_decision(policy, alone, views, parsed, client, qname, qtype, group, answer)
+                decided[memo_key] = m
+        if m is None:
             continue  # the candidate alone would not block it (no rule, or its own PASSTHRU)
-        m = decide(view, client, key, qtype, *chain_addrs)
-        assert m is not None
         if m.rule.zone == name:
             per_name.setdefault(qname, [0])[0] += n
             name_clients.setdefault(qname, set()).add(client)
@@ -434,14 +443,46 @@ def run_preview(
     rep.top_names = [(k, per_name[k][0], len(name_clients[k])) for k in ranked[: opts.top]]
     rep.top_clients = sorted(per_client.items(), key=lambda kv: (-kv[1], kv[0]))[: opts.top]
 
+    rep.phases["replay"] = time.monotonic() - t1
+    t1 = time.monotonic()
     # 4. false-positive warnings
     others = [*before, *after]
     seen = rep.clients_seen
     warnings = _warnings(ranked, per_name, name_clients, seen, pdns, others, opts, until)
     rep.warnings_total = len(warnings)
     rep.warnings = warnings[:WARN_MAX]
+    rep.phases["warnings"] = time.monotonic() - t1
     rep.seconds = time.monotonic() - t0
     return rep
+
+
+def _row_decision(
+    policy: Policy,
+    alone: Policy,
+    views: dict[str, tuple[Policy, Policy]],
+    parsed: dict[str, tuple[tuple[bytes, ...], tuple[tuple[int, int], ...]]],
+    client: str,
+    qname: str,
+    qtype: int,
+    group: str,
+    answer: str,
+) -> Match | None:
+    """The whole policy's decision for a logged query the candidate alone would block
+    (None: the candidate alone would not: no rule, or its own PASSTHRU)."""
+    pair = views.get(group)
+    if pair is None:
+        groups = [g for g in group.split(",") if g]
+        pair = views[group] = (policy.view(groups), alone.view(groups))
+    view, own = pair
+    chain_addrs = parsed.get(answer)
+    if chain_addrs is None:
+        chain_addrs = parsed[answer] = parse_answer(answer)
+    key = _wire(qname)
+    if not key or not _blocks(decide(own, client, key, qtype, *chain_addrs)):
+        return None
+    m = decide(view, client, key, qtype, *chain_addrs)
+    assert m is not None  # the candidate's rule at least
+    return m
 
 
 def _wire(name: str) -> bytes:
