@@ -200,20 +200,28 @@ class QueryLog:
         ).fetchone()
         return int(n), int(c)
 
-    def names(self, since: float, until: float) -> list[str]:
-        """The distinct query names (SQLite's DISTINCT: the scan runs without the GIL)."""
+    def names(self, since: float, until: float) -> tuple[set[str], set[str]]:
+        """The distinct query names, and the distinct answers naming a CNAME target, in one
+        scan (SQLite's DISTINCT: it runs without the GIL)."""
         cur = self.db.execute(
-            "SELECT DISTINCT qname FROM query_log NOT INDEXED WHERE ts >= ? AND ts < ?",
+            "SELECT DISTINCT qname, CASE WHEN instr(answer, 'CNAME ') THEN answer ELSE '' END"
+            " FROM query_log NOT INDEXED WHERE ts >= ? AND ts < ?",
             (since, until),
         )
-        return [r[0] for r in cur]
+        names: set[str] = set()
+        answers: set[str] = set()
+        for qname, answer in cur:
+            names.add(qname)
+            if answer:
+                answers.add(answer)
+        return names, answers
 
-    def answers(self, since: float, until: float, with_addresses: bool) -> set[str]:
-        """The distinct answers holding a CNAME (and, *with_addresses*, an A/AAAA)."""
-        where = "(answer LIKE 'CNAME %' OR answer LIKE '%;CNAME %')"
-        if with_addresses:
-            where = "(answer LIKE 'A %' OR answer LIKE 'AAAA %' OR answer LIKE '%;A %'" \
-                    " OR answer LIKE '%;AAAA %' OR " + where + ")"  # fmt: skip
+    def answers(self, since: float, until: float) -> set[str]:
+        """The distinct answers holding a CNAME or an A/AAAA record."""
+        where = (
+            "(answer LIKE 'A %' OR answer LIKE 'AAAA %' OR answer LIKE '%;A %'"
+            " OR answer LIKE '%;AAAA %' OR instr(answer, 'CNAME '))"
+        )
         cur = self.db.execute(
             f"SELECT DISTINCT answer FROM query_log NOT INDEXED WHERE ts >= ? AND ts < ?"
             f" AND {where}",
@@ -322,7 +330,7 @@ class _Scan:
     """What the first pass over the log found (run while the candidate compiles)."""
 
     totals: tuple[int, int] = (0, 0)
-    names: list[str] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
     answers: set[str] = field(default_factory=set)  # holding a CNAME
     error: BaseException | None = None
     seconds: float = 0.0
@@ -332,8 +340,7 @@ def _scan(log: QueryLog, since: float, until: float, out: _Scan) -> None:
     t0 = time.monotonic()
     try:
         out.totals = log.totals(since, until)
-        out.names = log.names(since, until)
-        out.answers = log.answers(since, until, False)
+        out.names, out.answers = log.names(since, until)
     except BaseException as e:  # re-raised by the caller's thread
         out.error = e
     out.seconds = time.monotonic() - t0
@@ -393,7 +400,7 @@ def run_preview(
     names = {n for n in first.names if (k := _wire(n)) and cz.qname(k) is not None}
     has_rip = cz.has_ip(Trigger.RESPONSE_IP)
     answers = set()
-    for a in log.answers(since, until, True) if has_rip else first.answers:
+    for a in log.answers(since, until) if has_rip else first.answers:
         chain, addrs = parse_answer(a)
         if any(cz.qname(n) is not None for n in chain) or (
             has_rip and any(cz.ip_longest(Trigger.RESPONSE_IP, v, x) for v, x in addrs)
