@@ -119,6 +119,7 @@ JA: dict[str, str] = {
     "(cache)": "(キャッシュ)",
     "%(action)s by %(zone)s": "%(zone)s により %(action)s",
     "would block (preview) by %(zone)s": "%(zone)s がブロックする予定 (プレビュー)",
+    "would block (preview)": "ブロックする予定 (プレビュー)",
     # Block / Allow
     "Add a rule": "ルールを追加",
     "Block": "ブロック",
