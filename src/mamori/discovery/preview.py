@@ -35,32 +35,34 @@ candidate does not save the name: the candidate comes first).
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from mamori.dnsutil import wire
-from mamori.errors import MamoriError
+from mamori.discovery.replay import (
+    PreviewError,
+    QueryLog,
+    blocks,
+    client_listed,
+    decide,
+    parse_answer,
+    wire_name,
+)
 from mamori.policy.compiled import CompiledZone
 from mamori.policy.engine import Policy, ZoneSettings
 from mamori.policy.model import Action, Match, Trigger
 from mamori.store.pdns_base import PdnsStore
 
+__all__ = ["Candidate", "Options", "PreviewError", "QueryLog", "Report", "ZoneSpec", "run_preview"]
+
 DAY = 86400
 TOP = 10  # names and clients listed
 WARN_MAX = 50  # warnings listed (the count says how many more)
 ZoneSpec = tuple[CompiledZone, ZoneSettings]
-
-
-class PreviewError(MamoriError):
-    """A preview that cannot run: unknown name, unreadable file, unusable feed."""
 
 
 @dataclass(frozen=True)
@@ -166,155 +168,6 @@ class Report:
         }
 
 
-# ---------------------------------------------------------------- the query log
-class QueryLog:
-    """The SQLite query log (``store.sqlite``), read-only, as the preview reads it.
-
-    PreviewError when the file does not exist or is not a query log.
-    """
-
-    def __init__(self, path: Path) -> None:
-        if not path.exists():
-            raise PreviewError(f"{path}: no query log (has mamori serve run with this store?)")
-        try:
-            # used by one thread at a time: the scan thread while the candidate compiles
-            self.db = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
-            )
-            self.db.execute("PRAGMA query_only = 1")
-            self.db.execute("SELECT qname, client, qtype, client_group, answer FROM query_log"
-                            " LIMIT 0")  # fmt: skip
-        except sqlite3.Error as e:
-            raise PreviewError(f"{path}: cannot read the query log: {e}") from e
-
-    def close(self) -> None:
-        self.db.close()
-
-    def totals(self, since: float, until: float) -> tuple[int, int]:
-        """(queries, distinct clients) in [since, until)."""
-        (n,) = self.db.execute(
-            "SELECT count(*) FROM query_log WHERE ts >= ? AND ts < ?", (since, until)
-        ).fetchone()
-        (c,) = self.db.execute(
-            "SELECT count(DISTINCT client) FROM query_log WHERE ts >= ? AND ts < ?", (since, until)
-        ).fetchone()
-        return int(n), int(c)
-
-    def names(self, since: float, until: float) -> set[str]:
-        """The distinct query names (a set built from one column: at 10M rows 3x faster
-        than SQLite's DISTINCT, which probes a B-tree per row)."""
-        cur = self.db.execute(
-            "SELECT qname FROM query_log NOT INDEXED WHERE ts >= ? AND ts < ?", (since, until)
-        )
-        return {r[0] for r in cur}
-
-    def cname_answers(self, since: float, until: float) -> set[str]:
-        """The distinct answers naming a CNAME target."""
-        cur = self.db.execute(
-            "SELECT DISTINCT answer FROM query_log NOT INDEXED WHERE ts >= ? AND ts < ?"
-            " AND instr(answer, 'CNAME ')",
-            (since, until),
-        )
-        return {r[0] for r in cur}
-
-    def answers(self, since: float, until: float) -> set[str]:
-        """The distinct answers holding a CNAME or an A/AAAA record."""
-        where = (
-            "(answer LIKE 'A %' OR answer LIKE 'AAAA %' OR answer LIKE '%;A %'"
-            " OR answer LIKE '%;AAAA %' OR instr(answer, 'CNAME '))"
-        )
-        cur = self.db.execute(
-            f"SELECT DISTINCT answer FROM query_log NOT INDEXED WHERE ts >= ? AND ts < ?"
-            f" AND {where}",
-            (since, until),
-        )
-        return {r[0] for r in cur}
-
-    def clients(self, since: float, until: float) -> list[str]:
-        cur = self.db.execute(
-            "SELECT DISTINCT client FROM query_log WHERE ts >= ? AND ts < ?", (since, until)
-        )
-        return [r[0] for r in cur]
-
-    def rows(
-        self,
-        since: float,
-        until: float,
-        names: Iterable[str],
-        answers: Iterable[str],
-        clients: Iterable[str],
-    ) -> Iterator[tuple[str, str, int, str, str, int]]:
-        """(qname, client, qtype, client_group, answer, queries) of the rows whose name,
-        answer or client is one of those given, grouped."""
-        terms, args = [], []
-        for column, given in (("qname", names), ("answer", answers), ("client", clients)):
-            values = sorted(given)
-            if values:
-                terms.append(f"{column} IN (SELECT value FROM json_each(?))")
-                args.append(json.dumps(values))
-        if not terms:
-            return
-        cur = self.db.execute(
-            "SELECT qname, client, qtype, client_group, answer, count(*) FROM query_log NOT INDEXED"
-            f" WHERE ts >= ? AND ts < ? AND ({' OR '.join(terms)})"
-            " GROUP BY qname, client, qtype, client_group, answer",
-            (since, until, *args),
-        )
-        yield from cur
-
-
-# ------------------------------------------------------------------- decisions
-def parse_answer(answer: str) -> tuple[tuple[bytes, ...], tuple[tuple[int, int], ...]]:
-    """(CNAME targets in order as wire names, A/AAAA addresses as (version, int)) of a
-    logged answer summary (``"CNAME a.example.;A 192.0.2.1"``)."""
-    chain: list[bytes] = []
-    addrs: list[tuple[int, int]] = []
-    for part in answer.split(";"):
-        rtype, _, value = part.partition(" ")
-        if rtype == "CNAME" and value:
-            key = _wire(value)
-            if key:
-                chain.append(key)
-        elif rtype in ("A", "AAAA") and value:
-            try:
-                ip = ipaddress.ip_address(value)
-            except ValueError:
-                continue
-            addrs.append((ip.version, int(ip)))
-    return tuple(chain), tuple(addrs)
-
-
-def decide(
-    policy: Policy,
-    client: str,
-    qname: bytes,
-    qtype: int,
-    chain: tuple[bytes, ...],
-    addrs: tuple[tuple[int, int], ...],
-) -> Match | None:
-    """The match that decides a query as the resolver decides it (pipeline pre-check,
-    then postcheck): the query name's Client-IP/QNAME match, then along the CNAME
-    chain, Response-IP on the last name's addresses, zones in order, log-only zones
-    skipped. No NSDNAME/NSIP (no name-server data). None: no zone decides."""
-    found, _ = policy.check_query_typed(client, qname, qtype)
-    names = (qname, *chain)
-    last = len(names) - 1
-    for pos, name in enumerate(names):
-        match = found if pos == 0 else policy.check_query_typed(None, name, qtype)[0]
-        limit = match.rule.zone_index if match is not None else policy.nzones
-        if policy.late_before(limit):
-            late, _ = policy.check_late(addrs if pos == last else (), (), (), limit)
-            if late is not None:
-                return late
-        if match is not None:
-            return match
-    return None
-
-
-def _blocks(m: Match | None) -> bool:
-    return m is not None and m.action is not Action.PASSTHRU
-
-
 # ---------------------------------------------------------------------- replay
 @dataclass(frozen=True)
 class Options:
@@ -407,7 +260,7 @@ def run_preview(
     }
     t1 = time.monotonic()
     # 1-2. what the candidate alone could match
-    names = {n for n in first.names if (k := _wire(n)) and cz.qname(k) is not None}
+    names = {n for n in first.names if (k := wire_name(n)) and cz.qname(k) is not None}
     has_rip = cz.has_ip(Trigger.RESPONSE_IP)
     answers = set()
     for a in log.answers(since, until) if has_rip else first.answers:
@@ -418,7 +271,7 @@ def run_preview(
             answers.add(a)
     clients = []
     if cz.has_ip(Trigger.CLIENT_IP):
-        clients = [c for c in log.clients(since, until) if _client_listed(cz, c)]
+        clients = [c for c in log.clients(since, until) if client_listed(cz, c)]
 
     rep.phases["probe"] = time.monotonic() - t1
     t1 = time.monotonic()
@@ -449,7 +302,7 @@ def run_preview(
             name_clients.setdefault(qname, set()).add(client)
             per_client[client] += n
             rep.blocked_queries += n
-        elif _blocks(m):
+        elif blocks(m):
             rep.already_blocked += n
             rep.already_blocked_by[m.rule.zone] = rep.already_blocked_by.get(m.rule.zone, 0) + n
         else:
@@ -494,44 +347,12 @@ def _row_decision(
     chain_addrs = parsed.get(answer)
     if chain_addrs is None:
         chain_addrs = parsed[answer] = parse_answer(answer)
-    key = _wire(qname)
-    if not key or not _blocks(decide(own, client, key, qtype, *chain_addrs)):
+    key = wire_name(qname)
+    if not key or not blocks(decide(own, client, key, qtype, *chain_addrs)):
         return None
     m = decide(view, client, key, qtype, *chain_addrs)
     assert m is not None  # the candidate's rule at least
     return m
-
-
-def _wire(name: str) -> bytes:
-    """The lowercased wire form of a logged name (the engine's key); b"" if it has none."""
-    name = name.lower()
-    if "\\" not in name:  # the usual case, without the escape-aware parser
-        text = name.rstrip(".")
-        if not text:
-            return b"\x00"
-        try:
-            raw = text.encode("ascii")
-        except UnicodeEncodeError:
-            return b""
-        labels = raw.split(b".")
-        if all(0 < len(lb) < 64 for lb in labels) and len(raw) < 254:
-            return b"".join(bytes((len(lb),)) + lb for lb in labels) + b"\x00"
-        return b""
-    try:
-        return wire.text_to_name(name)
-    except (ValueError, UnicodeEncodeError):
-        return b""
-
-
-def _client_listed(zone: CompiledZone, client: str) -> bool:
-    """Has *zone* a Client-IP rule for *client* (an address, IPv4-mapped taken as IPv4)?"""
-    try:
-        addr = ipaddress.ip_address(client.split("%", maxsplit=1)[0])
-    except ValueError:
-        return False
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return zone.ip_longest(Trigger.CLIENT_IP, addr.version, int(addr)) is not None
 
 
 def _warnings(
@@ -558,7 +379,7 @@ def _warnings(
         if first is not None and until - first >= opts.history_days * DAY:
             reasons.append("long-history")
             words.append(f"in passive DNS for {int((until - first) // DAY)} days")
-        key = _wire(name)
+        key = wire_name(name)
         for z, s in allow:
             hit = z.qname(key)
             if hit is None:
