@@ -172,6 +172,8 @@ def decide(
 
 
 def blocks(m: Match | None) -> bool:
+    """Does *m* block the query (any action but PASSTHRU: the answer is replaced or none
+    is sent; the query log's outcome ``blocked`` or ``dropped``)?"""
     return m is not None and m.action is not Action.PASSTHRU
 
 
