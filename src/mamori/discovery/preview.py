@@ -35,12 +35,14 @@ candidate does not save the name: the candidate comes first).
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from mamori.discovery.replay import (
@@ -62,6 +64,7 @@ __all__ = ["Candidate", "Options", "PreviewError", "QueryLog", "Report", "ZoneSp
 DAY = 86400
 TOP = 10  # names and clients listed
 WARN_MAX = 50  # warnings listed (the count says how many more)
+PROCESS_ROWS = 2_000_000  # logged queries from which the first pass runs in a child process
 ZoneSpec = tuple[CompiledZone, ZoneSettings]
 
 
@@ -203,6 +206,58 @@ def _scan(log: QueryLog, since: float, until: float, out: _Scan) -> None:
     out.cpu = time.thread_time() - c0
 
 
+def scan_file(path: str, since: float, until: float) -> _Scan:
+    """``_scan`` of the log in *path* (in a child process: its own interpreter lock)."""
+    out = _Scan()
+    try:
+        log = QueryLog(Path(path))
+    except PreviewError as e:
+        out.error = e
+        return out
+    try:
+        _scan(log, since, until, out)
+    finally:
+        log.close()
+    return out
+
+
+class _FirstPass:
+    """The first pass over the log while the candidate compiles: in a thread for a small
+    log; for a big one (building the set of names is Python work, it would share the
+    interpreter lock with the compile) in a child process (spawned)."""
+
+    def __init__(self, log: QueryLog, since: float, until: float) -> None:
+        self.log, self.out = log, _Scan()
+        self.pool: Any = None
+        if log.count(since, until) >= PROCESS_ROWS:
+            self.pool = multiprocessing.get_context("spawn").Pool(1)
+            self.job = self.pool.apply_async(scan_file, (str(log.path), since, until))
+        else:
+            self.thread = threading.Thread(
+                target=_scan, args=(log, since, until, self.out), daemon=True
+            )
+            self.thread.start()
+
+    def result(self) -> _Scan:
+        if self.pool is None:
+            self.thread.join()
+            return self.out
+        try:
+            out: _Scan = self.job.get()
+        finally:
+            self.pool.close()
+            self.pool.join()
+        return out
+
+    def stop(self) -> None:
+        if self.pool is None:
+            self.log.db.interrupt()
+            self.thread.join()
+        else:
+            self.pool.terminate()
+            self.pool.join()
+
+
 def run_preview(
     build: Callable[[], Candidate],
     place: Callable[[Candidate], tuple[Sequence[ZoneSpec], Sequence[ZoneSpec]]],
@@ -213,24 +268,21 @@ def run_preview(
     """Replay the query log of the last ``opts.days`` against the candidate *build*
     makes, placed by *place*: (the zones in force before it, in order; those after it,
     whose PASSTHRU rules are looked at for warnings). The first pass over the log runs
-    in a thread while *build* compiles (SQLite scans without the GIL). Errors of *build*
+    beside *build* (a thread, or a child process for a big log). Errors of *build*
     (PreviewError) are raised after the scan is stopped. Blocking: run it in a thread
     from an event loop."""
     t0 = time.monotonic()
     until = (opts.now if opts.now is not None else time.time()) + 1
     since = until - 1 - opts.days * DAY
-    first = _Scan()
-    scanner = threading.Thread(target=_scan, args=(log, since, until, first), daemon=True)
-    scanner.start()
+    scanning = _FirstPass(log, since, until)
     c0 = time.thread_time()
     try:
         candidate = build()
         compiled_at, compile_cpu = time.monotonic(), time.thread_time() - c0
     except BaseException:
-        log.db.interrupt()
-        scanner.join()
+        scanning.stop()
         raise
-    scanner.join()
+    first = scanning.result()
     if first.error is not None:
         if isinstance(first.error, sqlite3.Error):
             raise PreviewError(f"cannot read the query log: {first.error}") from first.error

@@ -46,9 +46,17 @@ class QueryLog:
                             " LIMIT 0")  # fmt: skip
         except sqlite3.Error as e:
             raise PreviewError(f"{path}: cannot read the query log: {e}") from e
+        self.path = path
 
     def close(self) -> None:
         self.db.close()
+
+    def count(self, since: float, until: float) -> int:
+        """Queries in [since, until) (the time index: no scan)."""
+        (n,) = self.db.execute(
+            "SELECT count(*) FROM query_log WHERE ts >= ? AND ts < ?", (since, until)
+        ).fetchone()
+        return int(n)
 
     def totals(self, since: float, until: float) -> tuple[int, int]:
         """(queries, distinct clients) in [since, until)."""
