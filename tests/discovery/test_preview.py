@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from mamori import config as cfgmod
 from mamori.cli import cli
+from mamori.control.writer import EventWriter
 from mamori.discovery import candidate as cand
 from mamori.discovery import preview as preview_mod
 from mamori.discovery.preview import Candidate, Options, QueryLog, Report, ZoneSpec, run_preview
@@ -19,6 +20,7 @@ from mamori.errors import ConfigError
 from mamori.policy.compiled import CompiledZone, compile_zone
 from mamori.policy.engine import ZoneSettings
 from mamori.policy.zone import load
+from mamori.resolver.query import Outcome
 from mamori.store.pdns_sqlite import PdnsSQLite
 from mamori.store.sqlite import SQLiteStore
 from tests.support.console import Client, ConsoleServer, write_config
@@ -205,3 +207,29 @@ def test_api_and_console_page_show_the_cli_numbers(tmp_path: Path) -> None:
             and 'id="blocked-queries">2<' in page
             and 'id="blocked-clients">2<' in page
         )
+
+
+def test_writer_shows_a_log_only_match_on_the_answer_no_rule_changed(tmp_path: Path) -> None:
+    """enforce = "preview": the log-only (disabled) match goes on its query's row; a row
+    whose answer a rule changed keeps that rule; a log-only match is no row itself."""
+    store = SQLiteStore(tmp_path / "q.db")
+    w = EventWriter([], store, 0.01, retention_days=0)
+    key = b"\x03bad\x07example\x00\x00\x01\x00\x01\x00"
+    would = ("cand.feeds.mamori.", "bad.example.cand.feeds.mamori", "QNAME", "disabled", False)
+    block = ("local.", "bad.example.local", "QNAME", "NXDOMAIN", False)
+
+    def event(client: str, outcome: Outcome, hit: tuple[object, ...] | None) -> tuple[object, ...]:
+        return (NOW, client, key, 0, "A 192.0.2.1", 0, "", outcome, "", False, hit, "")
+
+    w.flush([event("192.0.2.1", Outcome.LOG_ONLY, would),
+             event("192.0.2.1", Outcome.RESOLVED, None),
+             event("192.0.2.2", Outcome.LOG_ONLY, would),
+             event("192.0.2.2", Outcome.BLOCKED, block),
+             event("192.0.2.3", Outcome.RESOLVED, None)])  # type: ignore[list-item]  # fmt: skip
+    rows = store.db.execute(
+        "SELECT client, policy_zone, policy_action, outcome FROM query_log ORDER BY id"
+    ).fetchall()
+    store.close()
+    assert rows == [("192.0.2.1", "cand.feeds.mamori.", "disabled", "resolved"),
+                    ("192.0.2.2", "local.", "NXDOMAIN", "blocked"),
+                    ("192.0.2.3", "", "", "resolved")]  # fmt: skip
