@@ -14,6 +14,7 @@ from mamori.cli.feeds import feeds
 from mamori.cli.keys import keys, reports, users
 from mamori.cli.nod import nod
 from mamori.cli.pdns import pdns
+from mamori.cli.preview import feeds_preview
 from mamori.cli.profile import profile
 from mamori.cli.rules import rules
 from mamori.cli.serve import check, serve, web
@@ -31,6 +32,9 @@ commands = (serve, web, check, zones, feeds, pdns, nod, brand, keys, reports, us
             store, profile)  # fmt: skip
 for command in commands:
     cli.add_command(command)
+
+
+feeds.add_command(feeds_preview)  # mamori feeds preview (its own module)
 
 
 def main() -> None:

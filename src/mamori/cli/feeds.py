@@ -69,7 +69,7 @@ def feeds_list(config_path: str) -> None:
     for feed in cfg.feeds:
         zone = cfgmod.feed_zone(feed, cfg.store)
         source = feed.url or str(feed.path)
-        state = "disabled" if not feed.enabled else ("enforced" if feed.enforce else "not enforced")
+        state = "disabled" if not feed.enabled else _enforced(feed.enforce)
         if feed.publish:
             state += ", published"
         click.echo(
@@ -78,10 +78,14 @@ def feeds_list(config_path: str) -> None:
     for ds in cfg.datasets:
         zone = cfgmod.dataset_zone(ds, cfg.store)
         names = ", ".join(f.name for f in dataset_feeds(ds, cfg.feeds))
-        state = ("enforced" if ds.enforce else "not enforced") + (
-            ", published" if ds.publish else ""
-        )
+        state = _enforced(ds.enforce) + (", published" if ds.publish else "")
         click.echo(f"dataset {ds.name} [{state}] = {names}: {_compiled(zone)}")
+
+
+def _enforced(enforce: bool | str) -> str:
+    if enforce == "preview":
+        return "preview (logged as would block, not applied)"
+    return "enforced" if enforce else "not enforced"
 
 
 def _compiled(zone: cfgmod.RpzConfig) -> str:

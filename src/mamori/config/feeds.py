@@ -47,6 +47,7 @@ FORMATS = (
 )
 # The columns a CSV feed's value may come from, in order of preference.
 CSV_VALUE_COLUMNS = ("host", "domain", "hostname", "url", "value")
+PREVIEW = "preview"  # enforce = "preview": log-only (policy "disabled")
 CATEGORIES = ("phishing", "botnet-cc", "malware", "cryptominer", "spam", "adware", "custom")
 
 
@@ -61,7 +62,9 @@ class FeedConfig:
     category: str = "custom"
     refresh: int = 3600  # seconds between updates while serving
     enabled: bool = True
-    enforce: bool = True  # apply it as a policy zone in `mamori serve`
+    # apply it as a policy zone in `mamori serve`; "preview": evaluated and logged as
+    # "would block" (the zone's policy "disabled", BIND's log-only), never applied
+    enforce: bool | str = True
     publish: bool = False  # serve its policy zone by AXFR/IXFR ([publish])
     publish_keys: tuple[str, ...] = ()
     action: str = "nxdomain"  # nxdomain, nodata, or cname:TARGET (walled garden)
@@ -73,6 +76,11 @@ class FeedConfig:
     columns: tuple[str, ...] = ()  # csv: the column names of a file without a header
     groups: tuple[str, ...] = ()  # applies only to clients of these [[group]]s; () = everyone
 
+    @property
+    def preview(self) -> bool:
+        """``enforce = "preview"``: evaluated and logged as "would block", never applied."""
+        return self.enforce == PREVIEW
+
 
 @dataclass(frozen=True)
 class DatasetConfig:
@@ -82,10 +90,15 @@ class DatasetConfig:
     feeds: tuple[str, ...] = ()  # [[feed]] names ...
     categories: tuple[str, ...] = ()  # ... and/or every feed of these categories
     action: str = "nxdomain"
-    enforce: bool = False  # apply it in `mamori serve` (feeds usually are already)
+    enforce: bool | str = False  # apply it in `mamori serve` (feeds usually are); or "preview"
     publish: bool = False
     publish_keys: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()  # applies only to clients of these [[group]]s; () = everyone
+
+    @property
+    def preview(self) -> bool:
+        """``enforce = "preview"``: evaluated and logged as "would block", never applied."""
+        return self.enforce == PREVIEW
 
 
 @dataclass(frozen=True)
@@ -153,6 +166,12 @@ def _columns(raw: Any, _ctx: Any, _rc: str) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def _enforce(raw: Any, _ctx: Any, _rc: str) -> bool | str:
+    if isinstance(raw, bool) or raw == PREVIEW:
+        return raw  # type: ignore[no-any-return]
+    raise InvalidValueError(f'must be true, false or "preview", got {raw!r}')
+
+
 def _text(raw: Any, _ctx: Any, _rc: str) -> str:
     if not isinstance(raw, str):
         raise InvalidValueError("must be a string")
@@ -167,7 +186,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("feed", "category"): choice(*CATEGORIES),
     ("feed", "refresh"): int_range(60, 7 * 86400),
     ("feed", "enabled"): boolean,
-    ("feed", "enforce"): boolean,
+    ("feed", "enforce"): _enforce,
     ("feed", "publish"): boolean,
     ("feed", "publish_keys"): key_names,
     ("feed", "action"): feed_action,
@@ -182,7 +201,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("dataset", "feeds"): feed_names,
     ("dataset", "categories"): _categories,
     ("dataset", "action"): feed_action,
-    ("dataset", "enforce"): boolean,
+    ("dataset", "enforce"): _enforce,
     ("dataset", "publish"): boolean,
     ("dataset", "publish_keys"): key_names,
     ("dataset", "groups"): group_names,

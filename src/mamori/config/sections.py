@@ -278,8 +278,10 @@ def feed_zone(feed: FeedConfig, cfg_store: StoreConfig) -> RpzConfig:
     return RpzConfig(
         name=f"{feed.name}.feeds.mamori.",
         file=cfg_store.path.parent / "feeds" / f"{feed.name}.rpz",
+        # enforce = "preview": applied as a log-only zone (what it would block is logged)
+        policy="disabled" if feed.preview else "given",
         feed=feed.name,
-        apply=feed.enforce,
+        apply=bool(feed.enforce),
         publish=feed.publish,
         publish_keys=feed.publish_keys,
         groups=feed.groups,
@@ -326,8 +328,9 @@ def dataset_zone(ds: DatasetConfig, cfg_store: StoreConfig) -> RpzConfig:
     return RpzConfig(
         name=f"{ds.name}.datasets.mamori.",
         file=cfg_store.path.parent / "feeds" / f"{ds.name}.dataset.rpz",
+        policy="disabled" if ds.preview else "given",
         feed=ds.name,
-        apply=ds.enforce,
+        apply=bool(ds.enforce),
         publish=ds.publish,
         publish_keys=ds.publish_keys,
         groups=ds.groups,

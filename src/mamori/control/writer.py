@@ -154,6 +154,10 @@ class EventWriter(threading.Thread):
         self._stop_flag = threading.Event()
         self._last_prune = 0.0
         self._names: dict[bytes, tuple[str, int]] = {}
+        # A log-only zone's match (policy "disabled", a feed with enforce = "preview"),
+        # kept until its query's own answer event (which follows it on the same queue):
+        # a row whose answer no rule changed shows it as "would block" (action "disabled").
+        self._would: dict[tuple[str, bytes], tuple[str, str, str, str, bool]] = {}
         self.zone_hits: dict[str, int] = {}  # policy hits per zone since start
         # since start, for /metrics: answers by rcode (-1: none sent) and by outcome,
         # policy hits by (zone, action)
@@ -260,8 +264,18 @@ class EventWriter(threading.Thread):
                         client_text(client), qname.rstrip("."), trigger, action, qname.rstrip("."),
                         _type_text(qtype), rule,
                     )  # fmt: skip
-            if outcome == log_only:
-                continue  # a disabled zone's match: a hit, not an answer
+            if outcome == log_only:  # a disabled zone's match: a hit, not an answer
+                if len(self._would) >= NAME_MEMO_MAX:
+                    self._would.clear()  # (answers never sent: bounded)
+                if hit is not None:
+                    self._would.setdefault((client, key), hit)  # the first zone's, in order
+                continue
+            if self._would:
+                would = self._would.pop((client, key), None)
+                if would is not None and hit is None:
+                    zone, rule, trigger, action, _ = would  # "would block": action "disabled"
+                    if trigger == "CLIENT-IP" and self.mask_client_rules:
+                        rule = "rpz-client-ip." + zone.rstrip(".")
             rcodes[rcode] = rcodes.get(rcode, 0) + 1
             outcomes[label] = outcomes.get(label, 0) + 1
             rows.append(

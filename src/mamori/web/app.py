@@ -29,6 +29,7 @@ from mamori.web.geo_page import GeoPage
 from mamori.web.keys import KeyStore
 from mamori.web.openapi import SPEC
 from mamori.web.pdns_api import PdnsApi
+from mamori.web.preview_api import PreviewApi, PreviewPage, Previews
 from mamori.web.rules_page import RulesPage
 from mamori.web.settings_api import Settings, SettingsApi
 from mamori.web.settings_pages import SettingsPages
@@ -63,13 +64,16 @@ def first_admin(cfg: cfgmod.Config, keys: KeyStore) -> None:
 
 def settings_routes(console: Console, keys: KeyStore, settings: Settings, rest: Api) -> list[Any]:
     """Feeds, groups and brands edited from the console and the REST API (settings_api.py,
-    brand_api.py)."""
+    brand_api.py), and the feeds' impact preview (preview_api.py)."""
     brands = BrandWatchData(settings)
+    previews = Previews(settings)
     return [
         *SettingsApi(settings, keys).routes(),
         *SettingsPages(console, settings).routes(),
         *BrandApi(settings, keys, brands).routes(),
         *BrandPage(console, rest, settings, brands).routes(),
+        *PreviewApi(previews, keys).routes(),
+        *PreviewPage(console, previews).routes(),
     ]
 
 

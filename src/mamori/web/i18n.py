@@ -118,6 +118,8 @@ JA: dict[str, str] = {
     "Older": "さらに古いクエリ",
     "(cache)": "(キャッシュ)",
     "%(action)s by %(zone)s": "%(zone)s により %(action)s",
+    "would block (preview) by %(zone)s": "%(zone)s がブロックする予定 (プレビュー)",
+    "would block (preview)": "ブロックする予定 (プレビュー)",
     # Block / Allow
     "Add a rule": "ルールを追加",
     "Block": "ブロック",
@@ -214,6 +216,30 @@ JA: dict[str, str] = {
     "Disable": "無効化",
     "Enable": "有効化",
     "Refresh now": "今すぐ更新",
+    # feed impact preview (preview_api.py, preview.html)
+    "Preview": "プレビュー",
+    "Feed preview": "フィードのプレビュー",
+    "No preview of %(name)s: %(error)s": "%(name)s のプレビューはできません: %(error)s",
+    "Days of the query log": "クエリログの日数",
+    "Back to the feeds": "フィード一覧に戻る",
+    "%(name)s (zone %(zone)s)": "%(name)s (ゾーン %(zone)s)",
+    "Last %(days)s days: %(queries)s queries from %(clients)s clients.":
+        "直近 %(days)s 日: %(clients)s 台のクライアントから %(queries)s 件のクエリ。",
+    "Would block: queries": "ブロックされるクエリ数",
+    "Would block: names": "ブロックされる名前の数",
+    "Would block: clients": "影響を受けるクライアント数",
+    "Already blocked by an earlier zone (not counted)":
+        "先に評価されるゾーンでブロック済み (数に含めない)",
+    "Allowed by an earlier zone (not counted)": "先に評価されるゾーンで許可 (数に含めない)",
+    "Evaluated after the zones in force before it: %(zones)s.":
+        "適用中の次のゾーンの後に評価されます: %(zones)s。",
+    "Evaluated first: no zone in force before it.":
+        "最初に評価されます (先に適用されるゾーンなし)。",
+    "Possible false positives": "誤検知の可能性",
+    "Top names": "上位の名前",
+    "Top clients": "上位のクライアント",
+    "Why": "理由",
+    "Not replayed: %(what)s": "再現していない条件: %(what)s",
     "Rejected lines, last update that parsed the feed (%(n)s)":
         "取り込めなかった行(フィードを解析した最後の更新、%(n)s 行)",
     "Rejected lines, last update that parsed the feed (%(n)s shown)":

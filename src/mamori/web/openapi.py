@@ -14,6 +14,7 @@ from mamori.web import api as rules_api  # noqa: F401 (its OPENAPI_PATHS)
 from mamori.web import (
     brand_api,  # noqa: F401 (its OPENAPI_PATHS)
     geo_page,  # noqa: F401 (its OPENAPI_PATHS)
+    preview_api,  # noqa: F401 (its OPENAPI_PATHS)
     settings_openapi,  # noqa: F401 (its OPENAPI_PATHS)
     stats_api,  # noqa: F401 (its OPENAPI_PATHS)
 )
