@@ -2,8 +2,9 @@
 
 Version 2 keeps each tuple in ``rr``, a WITHOUT ROWID table whose primary key
 (name id, rrtype, rdata, bailiwick) is the only copy of the key: no rowid, no
-separate unique index. Names are stored once, in ``names``, found by a 47-bit
-hash of the name (an integer index, a third of a text index). Canonical A/AAAA
+separate unique index. Names are stored once, in ``names``, with their labels
+reversed (``com.example.www.``): one index serves an exact name and every name
+below a domain. Canonical A/AAAA
 addresses are stored as their 4/16 bytes, so the address index holds no text.
 MX and SRV rdata is stored target first (``mx.example.\\x0110``), so one index on
 rdata finds every name-bearing record by its target. ``aux`` carries what an index
@@ -17,11 +18,10 @@ tuple at 10M tuples) is migrated in place on open, in one transaction.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import sqlite3
 
-from mamori.store.pdns_keys import ip_key, rdata_name
+from mamori.store.pdns_keys import ip_key, rdata_name, reverse_name
 
 SCHEMA_VERSION = 2
 
@@ -32,11 +32,9 @@ NAMED_TYPES = "(2, 5, 12, 15, 33, 39)"
 DDL = f"""
 CREATE TABLE IF NOT EXISTS names (
     id INTEGER PRIMARY KEY,
-    h INTEGER NOT NULL,  -- name_hash(rrname)
-    rrname TEXT NOT NULL,
-    uname TEXT NOT NULL  -- U-labels of an IDN name, '' for the others
+    rname TEXT NOT NULL UNIQUE,  -- labels reversed: com.example.www.
+    uname TEXT NOT NULL  -- U-labels of an IDN name (not reversed), '' for the others
 );
-CREATE INDEX IF NOT EXISTS names_h ON names (h);
 CREATE TABLE IF NOT EXISTS rr (
     name INTEGER NOT NULL,  -- names.id
     rrtype INTEGER NOT NULL,
@@ -52,13 +50,13 @@ CREATE INDEX IF NOT EXISTS rr_ip ON rr (rdata) WHERE rrtype IN (1, 28);
 CREATE INDEX IF NOT EXISTS rr_rdname ON rr (rdata) WHERE rrtype IN {NAMED_TYPES};
 CREATE INDEX IF NOT EXISTS rr_aux ON rr (aux) WHERE aux IS NOT NULL;
 CREATE VIRTUAL TABLE IF NOT EXISTS names_fts USING fts5 (
-    rrname, uname, content='names', content_rowid='id', tokenize='trigram',
+    rname, uname, content='names', content_rowid='id', tokenize='trigram',
     detail='none', columnsize=0
 );
 CREATE VIEW IF NOT EXISTS rrset AS
-    SELECT names.rrname AS rrname, rr.rrtype AS rrtype, pdns_rdata(rr.rrtype, rr.rdata) AS rdata,
-           rr.bailiwick AS bailiwick, rr.time_first AS time_first, rr.time_last AS time_last,
-           rr.count AS count
+    SELECT pdns_fwd(names.rname) AS rrname, rr.rrtype AS rrtype,
+           pdns_rdata(rr.rrtype, rr.rdata) AS rdata, rr.bailiwick AS bailiwick,
+           rr.time_first AS time_first, rr.time_last AS time_last, rr.count AS count
     FROM rr JOIN names ON names.id = rr.name;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nxdomain (
@@ -85,10 +83,9 @@ CREATE TABLE IF NOT EXISTS sensors (
 """
 
 
-def name_hash(name: str) -> int:
-    """A name's 32-bit key in ``names.h`` (BLAKE2b, signed: 4 bytes in SQLite's record
-    format; names sharing one are told apart by ``rrname``)."""
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), signed=True)
+def forward(rname: str) -> str:
+    """``com.example.www.`` -> ``www.example.com.`` (and back: the same operation)."""
+    return reverse_name(rname)
 
 
 def encode(rrtype: int, rdata: str) -> tuple[str | bytes, str | bytes | None]:
@@ -144,7 +141,7 @@ def ip_parts(lo: bytes, hi: bytes) -> list[tuple[str, bytes, bytes]]:
 def connect_functions(db: sqlite3.Connection) -> None:
     """The SQL functions the ``rrset`` view and the migration use (per connection)."""
     db.create_function("pdns_rdata", 2, _sql_decode, deterministic=True)
-    db.create_function("pdns_hash", 1, name_hash, deterministic=True)
+    db.create_function("pdns_fwd", 1, forward, deterministic=True)
     db.create_function("pdns_store", 2, lambda t, r: encode(t, r)[0], deterministic=True)
     db.create_function("pdns_aux", 2, lambda t, r: encode(t, r)[1], deterministic=True)
 
@@ -170,9 +167,9 @@ def migrate_1(db: sqlite3.Connection) -> None:
         " pdns_aux(r.rrtype, r.rdata), r.time_first, r.time_last, r.count"
         " FROM rrset r JOIN names n ON n.rrname = r.rrname ORDER BY 1, 2, 3, 4")  # fmt: skip
     run("DROP TABLE rrset")
-    run("CREATE TABLE names_v2 (id INTEGER PRIMARY KEY, h INTEGER NOT NULL,"
-        " rrname TEXT NOT NULL, uname TEXT NOT NULL)")  # fmt: skip
-    run("INSERT INTO names_v2 SELECT id, pdns_hash(rrname), rrname, uname FROM names")
+    run("CREATE TABLE names_v2 (id INTEGER PRIMARY KEY, rname TEXT NOT NULL UNIQUE,"
+        " uname TEXT NOT NULL)")  # fmt: skip
+    run("INSERT INTO names_v2 SELECT id, pdns_fwd(rrname), uname FROM names")
     run("DROP TABLE names")
     run("ALTER TABLE names_v2 RENAME TO names")
     for stmt in statements():

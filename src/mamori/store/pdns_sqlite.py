@@ -4,9 +4,9 @@ One row per (rrname, rrtype, rdata, bailiwick) with time_first, time_last and
 count, in ``rr`` (schema in ``store.pdns_schema``: integer name ids, addresses as
 bytes, no rowid). Each lookup is an index range scan or a trigram index probe:
 
-* exact name: ``names.h`` (the name's hash) -> name id -> ``rr`` primary key;
-* ``*.example.com`` and ``www.example.*``: the FTS5 trigram index over names
-  (``LIKE '%.example.com.'`` / ``'www.example.%'``), each candidate checked exactly;
+* exact name: ``names.rname`` (labels reversed) -> name id -> ``rr`` primary key;
+* ``*.example.com``: the range [``com.example.``, ``com.example/``) of ``names.rname``;
+* ``www.example.*``: the FTS5 trigram index over names, each candidate checked exactly;
 * an address, a CIDR network or a range: ``rr_ip`` (4/16-byte rdata) and ``rr_aux``;
 * the name inside CNAME/NS/PTR/DNAME rdata: ``rr_rdname``; MX/SRV targets: ``rr_aux``;
 * ``names_fts``, the trigram index: keyword substring search ("mizuho").
@@ -37,7 +37,7 @@ from mamori.store.pdns_base import (
     Record,
     Tuples,
 )
-from mamori.store.pdns_keys import unicode_if_idn
+from mamori.store.pdns_keys import prefix_range, reverse_name, unicode_if_idn
 
 SCHEMA_VERSION = schema.SCHEMA_VERSION
 
@@ -55,8 +55,8 @@ ON CONFLICT (sensor) DO UPDATE SET
     observations = observations + excluded.observations,
     last_seen = max(last_seen, excluded.last_seen)
 """
-_COLUMNS = "n.rrname, r.rrtype, r.rdata, r.bailiwick, r.time_first, r.time_last, r.count"
-_ORDER = "n.rrname, r.rrtype, pdns_rdata(r.rrtype, r.rdata), r.bailiwick"
+_COLUMNS = "n.rname, r.rrtype, r.rdata, r.bailiwick, r.time_first, r.time_last, r.count"
+_ORDER = "pdns_fwd(n.rname), r.rrtype, pdns_rdata(r.rrtype, r.rdata), r.bailiwick"
 log = logging.getLogger(__name__)
 
 
@@ -108,35 +108,27 @@ class PdnsSQLite:
         with *progress*, the capture position these tuples bring the store to (a crash
         leaves both or neither: a resumed ingest counts nothing twice); *mark*: the
         resolver tap's counts as of this commit (store/runs.py)."""
-        encode, name_hash = schema.encode, schema.name_hash
-        hashes: dict[str, int] = {}  # names repeat across types: hash each once
+        encode = schema.encode
+        rnames: dict[str, str] = {}  # names repeat across types: reverse each once
         rows = []
         for (name, rtype, rdata, bw), (first, last, n) in tuples.items():
-            h = hashes.get(name)
-            if h is None:
-                h = hashes[name] = name_hash(name)
+            rname = rnames.get(name)
+            if rname is None:
+                rname = rnames[name] = reverse_name(name)
             value, aux = encode(rtype, rdata)
-            rows.append((h, name, rtype, value, bw, aux, first, last, n))
-        names = [(h, name, unicode_if_idn(name)) for name, h in hashes.items()]
+            rows.append((rname, rtype, value, bw, aux, first, last, n))
+        names = sorted((rname, unicode_if_idn(name)) for name, rname in rnames.items())
         with self.lock, self.db:
-            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS new_names (h, rrname, uname)")
             self.db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS staging (h, rrname, rrtype, rdata, bailiwick,"
+                "CREATE TEMP TABLE IF NOT EXISTS staging (rname, rrtype, rdata, bailiwick,"
                 " aux, time_first, time_last, count)"
             )
-            self.db.executemany("INSERT INTO new_names VALUES (?, ?, ?)", names)
-            # new names get ids in name order (one writer: the transaction holds the lock)
-            self.db.execute(
-                "INSERT INTO names (h, rrname, uname) SELECT h, rrname, uname FROM new_names s"
-                " WHERE NOT EXISTS (SELECT 1 FROM names n WHERE n.h = s.h AND n.rrname = s.rrname)"
-                " ORDER BY rrname"
-            )
-            self.db.execute("DELETE FROM new_names")
-            self.db.executemany("INSERT INTO staging VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany("INSERT OR IGNORE INTO names (rname, uname) VALUES (?, ?)", names)
+            self.db.executemany("INSERT INTO staging VALUES (?,?,?,?,?,?,?,?)", rows)
             self.db.execute(
                 "INSERT INTO rr SELECT n.id, s.rrtype, s.rdata, s.bailiwick, s.aux,"
                 " s.time_first, s.time_last, s.count"
-                " FROM staging s JOIN names n ON n.h = s.h AND n.rrname = s.rrname WHERE true"
+                " FROM staging s JOIN names n ON n.rname = s.rname WHERE true"
                 " ORDER BY 1, 2, 3, 4"
                 " ON CONFLICT (name, rrtype, rdata, bailiwick) DO UPDATE SET"
                 " time_first = min(time_first, excluded.time_first),"
@@ -147,8 +139,8 @@ class PdnsSQLite:
             # than a row trigger): the names above its high-water mark.
             fts_mark = self.db.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
             self.db.execute(
-                "INSERT INTO names_fts (rowid, rrname, uname)"
-                " SELECT id, rrname, uname FROM names WHERE id > ?",
+                "INSERT INTO names_fts (rowid, rname, uname)"
+                " SELECT id, rname, uname FROM names WHERE id > ?",
                 (fts_mark[0] if fts_mark else 0,),
             )
             self.db.execute(
@@ -219,8 +211,8 @@ class PdnsSQLite:
             f"SELECT {_COLUMNS} FROM rr r JOIN names n ON n.id = r.name ORDER BY {_ORDER}"
         )
         decode = schema.decode
-        for name, rtype, rdata, bw, first, last, n in cur:
-            yield Record(name, rtype, decode(rtype, rdata), bw, first, last, n)
+        for rname, rtype, rdata, bw, first, last, n in cur:
+            yield Record(reverse_name(rname), rtype, decode(rtype, rdata), bw, first, last, n)
 
     def import_records(self, records: Iterable[Record], batch: int = 50_000) -> int:
         """Merge *records* as ``write`` does (min time_first, max time_last, summed count),
@@ -264,26 +256,25 @@ class PdnsSQLite:
         name = name.lower()
         args: list[object]
         if name.startswith("*."):
-            suffix = "." + name[2:].rstrip(".") + "."
+            lo, hi = prefix_range(reverse_name(name[2:]))
+            # strictly below: a name's own rname is the prefix itself
             inner = (
-                "SELECT r.* FROM rr r JOIN names n ON n.id = r.name WHERE r.name IN"
-                " (SELECT rowid FROM names_fts WHERE rrname LIKE ?)"
-                " AND substr(n.rrname, -?) = ? AND length(n.rrname) > ?"
+                "SELECT * FROM rr WHERE name IN"
+                " (SELECT id FROM names WHERE rname > ? AND rname < ?)"
             )
-            args = ["%" + suffix, len(suffix), suffix, len(suffix)]
+            args = [lo, hi]
         elif name.endswith(".*") or name.endswith(".*."):
             prefix = name[: name.rindex("*")]
+            ids, args = _candidates(prefix)
             inner = (
-                "SELECT r.* FROM rr r JOIN names n ON n.id = r.name WHERE r.name IN"
-                " (SELECT rowid FROM names_fts WHERE rrname LIKE ?) AND substr(n.rrname, 1, ?) = ?"
+                f"SELECT r.* FROM rr r JOIN names n ON n.id = r.name WHERE r.name IN ({ids})"
+                " AND substr(pdns_fwd(n.rname), 1, ?) = ?"
             )
-            args = [prefix + "%", len(prefix), prefix]
+            args += [len(prefix), prefix]
         else:
             full = name if name.endswith(".") else name + "."
-            inner = (
-                "SELECT * FROM rr WHERE name = (SELECT id FROM names WHERE h = ? AND rrname = ?)"
-            )
-            args = [schema.name_hash(full), full]
+            inner = "SELECT * FROM rr WHERE name = (SELECT id FROM names WHERE rname = ?)"
+            args = [reverse_name(full)]
         return self._select(inner, args, rrtype, bailiwick, fences, limit, offset)
 
     def rdata_ip(
@@ -340,17 +331,22 @@ class PdnsSQLite:
         word = word.lower()
         if len(word) < 3:
             raise ValueError("a keyword needs at least 3 characters")
-        pattern = "%" + word + "%"  # "_" and "%" match more: the check below is exact
+        # names are kept with their labels reversed: "bank.co" is "co....bank" there
+        pieces = word.split(".")
+        rpattern = "%" + pieces[-1] + "%"
+        if len(pieces) > 1:  # the label ending pieces[0] comes after the whole ones
+            rpattern += "".join("." + x for x in reversed(pieces[1:-1])) + ".%" + pieces[0] + "%"
         rows = self.db.execute(
-            "SELECT rrname, uname FROM names WHERE id IN"
-            " (SELECT rowid FROM names_fts WHERE rrname LIKE ?"
+            "SELECT rname, uname FROM names WHERE id IN"
+            " (SELECT rowid FROM names_fts WHERE rname LIKE ?"
             " UNION SELECT rowid FROM names_fts WHERE uname LIKE ?) ORDER BY id",
-            (pattern, pattern),
+            (rpattern, "%" + word + "%"),
         )
-        out: list[str] = []
-        for rrname, uname in rows:
-            if word in rrname or word in uname.lower():
-                out.append(rrname)
+        out: list[str] = []  # "_" and "%" match more in LIKE: this check is exact
+        for rname, uname in rows:
+            name = reverse_name(rname)
+            if word in name or word in uname.lower():
+                out.append(name)
                 if len(out) >= limit:
                     break
         return out
@@ -360,13 +356,13 @@ class PdnsSQLite:
         out: dict[str, tuple[int, int, int]] = {}
         for chunk in _chunks(list(names), 500):
             marks = ",".join("?" * len(chunk))
-            for name, first, last, n in self.db.execute(
-                "SELECT n.rrname, min(r.time_first), max(r.time_last), sum(r.count)"
-                f" FROM names n JOIN rr r ON r.name = n.id WHERE n.h IN ({marks})"
-                f" AND n.rrname IN ({marks}) GROUP BY n.rrname",
-                [*(schema.name_hash(x) for x in chunk), *chunk],
+            for rname, first, last, n in self.db.execute(
+                "SELECT n.rname, min(r.time_first), max(r.time_last), sum(r.count)"
+                f" FROM names n JOIN rr r ON r.name = n.id WHERE n.rname IN ({marks})"
+                " GROUP BY n.rname",
+                [reverse_name(x) for x in chunk],
             ):
-                out[name] = (first, last, n)
+                out[reverse_name(rname)] = (first, last, n)
         return out
 
     def nxdomain(self, name: str, limit: int = 1000) -> list[tuple[str, int, int, int, int]]:
@@ -413,11 +409,32 @@ class PdnsSQLite:
         )
         decode = schema.decode
         return [
-            Record(name, rtype, decode(rtype, rdata), bw, first, last, n)
-            for name, rtype, rdata, bw, first, last, n in self.db.execute(
+            Record(reverse_name(rname), rtype, decode(rtype, rdata), bw, first, last, n)
+            for rname, rtype, rdata, bw, first, last, n in self.db.execute(
                 sql, [*args, *fargs, limit, offset]
             )
         ]
+
+
+def _candidates(prefix: str) -> tuple[str, list[object]]:
+    """A subquery of the ids of names that may start with *prefix* (``www.example.``; the
+    caller checks each exactly), and its arguments. The trigram index is asked for the
+    trigrams of the prefix's most telling label (the longest that is not a common host
+    label: "www" is in a third of all names, and a trigram that common makes the probe
+    read all of them), or for the whole prefix when no label has 3 characters."""
+    labels = [x for x in prefix.split(".") if len(x) >= 3]
+    telling = [x for x in labels if x not in _COMMON] or labels
+    if not telling:
+        return "SELECT rowid FROM names_fts WHERE rname LIKE ?", ["%" + reverse_name(prefix)]
+    label = max(telling, key=len)
+    grams = [label[i : i + 3] for i in range(len(label) - 2)]
+    step = max(1, len(grams) // _GRAMS)
+    query = " ".join('"' + g.replace('"', '""') + '"' for g in grams[::step][:_GRAMS])
+    return "SELECT rowid FROM names_fts WHERE names_fts MATCH ?", [query]
+
+
+_GRAMS = 8  # trigrams asked at most (each one more doclist to step through)
+_COMMON = frozenset(["www", "mail", "smtp", "api", "cdn", "static", "login", "webmail", "ftp"])
 
 
 def _like(text: str) -> str:
