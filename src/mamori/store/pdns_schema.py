@@ -4,8 +4,8 @@ Version 2 keeps each tuple in ``rr``, a WITHOUT ROWID table whose primary key
 (name id, rrtype, rdata, bailiwick) is the only copy of the key: no rowid, no
 separate unique index. Names are stored once, in ``names``, with their labels
 reversed (``com.example.www.``): one index serves an exact name and every name
-below a domain. Canonical A/AAAA
-addresses are stored as their 4/16 bytes, so the address index holds no text.
+below a domain. Canonical A/AAAA addresses are stored as their 4/16 bytes, so the
+address index holds no text.
 MX and SRV rdata is stored target first (``mx.example.\\x0110``), so one index on
 rdata finds every name-bearing record by its target. ``aux`` carries what an index
 needs and rdata does not say by itself (NULL for nearly every row): the lowercase
