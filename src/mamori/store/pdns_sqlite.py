@@ -42,6 +42,7 @@ from mamori.store.pdns_keys import prefix_range, reverse_name, unicode_if_idn
 SCHEMA_VERSION = schema.SCHEMA_VERSION
 
 CACHE_KB = 256 * 1024
+WAL_LIMIT = 64 << 20  # bytes
 _UPSERT_NX = """
 INSERT INTO nxdomain VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (rrname, rrtype) DO UPDATE SET
@@ -71,6 +72,9 @@ class PdnsSQLite:
         schema.connect_functions(self.db)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # A batch of 500,000 tuples grows the WAL by hundreds of MB; once checkpointed it
+        # is cut back to this, instead of keeping its largest size on disk for good.
+        self.db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
         # Index pages stay in memory: batched upserts touch pages all over the indexes.
         self.db.execute(f"PRAGMA cache_size = -{CACHE_KB}")
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
