@@ -261,6 +261,7 @@ def test_a_schema_1_store_opens_migrated_and_answers_the_same(
     migrated = PdnsSQLite(old, readonly=True)
     assert migrated.db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     assert migrated.db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert migrated.db.execute("PRAGMA freelist_count").fetchone() == (0,)  # vacuumed
     assert list(migrated.export_records()) == list(store.export_records())
     for ask in ("www.example.com", "*.example.com", "www.example.*", "example.com"):
         assert migrated.rrset(ask) == store.rrset(ask)
