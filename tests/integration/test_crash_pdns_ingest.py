@@ -23,6 +23,7 @@ import dns.message
 import dns.rrset
 import pytest
 
+from mamori.store.pdns_schema import connect_functions
 from tests.support import pcapgen
 
 pytestmark = pytest.mark.integration
@@ -74,6 +75,7 @@ def _ingest(conf: Path, caps: list[Path]) -> subprocess.Popen[bytes]:
 def _tuples(db: Path) -> list[tuple[object, ...]]:
     with sqlite3.connect(db) as c:
         assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        connect_functions(c)  # the rrset view shows stored addresses as text
         return c.execute(
             "SELECT rrname, rrtype, rdata, count, time_first, time_last FROM rrset ORDER BY 1, 2, 3"
         ).fetchall()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mamori.store.pdns_schema import connect_functions
 from tests.integration.test_resolver_service import ZONE
 from tests.support.authserver import AuthServer
 from tests.support.mamori_proc import MamoriProcess
@@ -57,6 +58,7 @@ def test_upstream_answers_are_recorded_without_clients(
     assert [r["rdata"] for r in mx] == [["10 mx1.example.test."]]
     assert _query(m.config, "-i", "192.0.2.0/24", "-t", "A")  # by address
     db = sqlite3.connect(tmp_path / "pdns.sqlite")
+    connect_functions(db)  # the rrset view shows stored addresses as text
     try:
         assert db.execute("SELECT rrname, count FROM nxdomain").fetchall() == [
             ("nope.example.test.", 1)
@@ -64,7 +66,7 @@ def test_upstream_answers_are_recorded_without_clients(
         assert db.execute("SELECT sensor, observations FROM sensors").fetchone()[0] == "fw1"
         columns = {
             c[1]
-            for t in ("rrset", "nxdomain", "names", "sensors")
+            for t in ("rr", "rrset", "nxdomain", "names", "sensors")
             for c in db.execute(f"PRAGMA table_info({t})")
         }
         assert not {c for c in columns if "client" in c or "addr" in c}

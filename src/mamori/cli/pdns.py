@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mamori import config as cfgmod
+from mamori.cli.pdns_move import pdns_export, pdns_import
 from mamori.cli.util import config_option, fail, load_config, setup_logging
 from mamori.errors import MamoriError
 from mamori.store.pdns_base import PdnsStore
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 @click.group()
 def pdns() -> None:
     """Passive DNS: ingest packet captures, query what was resolved."""
+
+
+pdns.add_command(pdns_export)
+pdns.add_command(pdns_import)
 
 
 def _store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsStore:

@@ -1,16 +1,18 @@
-"""Passive DNS output: COF / DNSDB JSON records, dnsdbq-style text, CSV; time arguments."""
+"""Passive DNS output: COF / DNSDB JSON records, dnsdbq-style text, CSV; time arguments;
+the NDJSON lines ``mamori pdns export`` writes and ``import`` reads."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from mamori.pdns.model import type_text
+from mamori.pdns.model import type_code, type_text
 from mamori.store.pdns_base import Record
 
 _REL = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -88,3 +90,88 @@ def csv_text(
         w.writerow([iso(r.time_first), iso(r.time_last), r.count, r.bailiwick, r.rrname,
                     type_text(r.rrtype), r.rdata, *(extra[1](r) if extra else [])])  # fmt: skip
     return buf.getvalue()
+
+
+# ------------------------------------------------------- moving a store (export / import)
+#
+# One JSON object a line (NDJSON). "dnsdb": the object dnsdbq -j prints for a DNSDB
+# v2 lookup (rdata a list); "cof": the CIRCL Passive DNS Common Output Format draft
+# (draft-dulaunoy-dnsop-passive-dns-cof, rdata a string). Both carry rrname, rrtype,
+# rdata, bailiwick (when known), time_first, time_last (UNIX seconds) and count.
+MOVE_FORMATS = ("dnsdb", "cof")
+
+
+def export_line(r: Record, fmt: str) -> str:
+    """One tuple as a JSON line (no newline) in *fmt* ("dnsdb" or "cof")."""
+    out: dict[str, Any] = {"rrname": r.rrname, "rrtype": type_text(r.rrtype)}
+    out["rdata"] = [r.rdata] if fmt == "dnsdb" else r.rdata
+    if r.bailiwick:
+        out["bailiwick"] = r.bailiwick
+    out.update(time_first=r.time_first, time_last=r.time_last, count=r.count)
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
+class BadLineError(ValueError):
+    """A line that is not a passive DNS record; ``line``: its number (from 1)."""
+
+    def __init__(self, line: int, why: str) -> None:
+        super().__init__(f"line {line}: {why}")
+        self.line = line
+
+
+def parse_line(text: str, fmt: str, line: int) -> list[Record]:
+    """The records of one exported line (several when DNSDB rdata lists several; none for
+    a blank line or DNSDB SAF framing, ``{"cond": ...}``). Raises BadLineError naming *line*."""
+    if not text.strip():
+        return []
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise BadLineError(line, f"not JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise BadLineError(line, "not a JSON object")
+    if fmt == "dnsdb":
+        if "cond" in obj and "obj" not in obj:
+            return []  # SAF framing around a DNSDB v2 answer
+        obj = obj.get("obj", obj)
+        if not isinstance(obj, dict):
+            raise BadLineError(line, '"obj" is not a JSON object')
+        for key in ("time_first", "time_last"):  # zone file observations
+            if key not in obj and "zone_" + key in obj:
+                obj[key] = obj["zone_" + key]
+    try:
+        return _records(obj)
+    except (ValueError, TypeError) as e:
+        raise BadLineError(line, str(e)) from None
+
+
+def _records(obj: dict[str, Any]) -> list[Record]:
+    missing = [k for k in ("rrname", "rrtype", "rdata", "time_first", "time_last", "count")
+               if k not in obj]  # fmt: skip
+    if missing:
+        raise ValueError("missing " + ", ".join(missing))
+    name, rtype, rdata, bw = obj["rrname"], obj["rrtype"], obj["rdata"], obj.get("bailiwick", "")
+    if not isinstance(name, str) or not name.strip("."):
+        raise ValueError(f"rrname {name!r} is not a name")
+    if isinstance(rtype, str):
+        rtype = type_code(rtype)
+    if not _is_int(rtype) or not 0 <= rtype <= 65535:
+        raise ValueError(f"rrtype {obj['rrtype']!r} is not a type")
+    rdatas = rdata if isinstance(rdata, list) else [rdata]
+    if not rdatas or not all(isinstance(x, str) for x in rdatas):
+        raise ValueError("rdata is not a string or a list of strings")
+    if not isinstance(bw, str):
+        raise ValueError(f"bailiwick {bw!r} is not a name")
+    first, last, count = obj["time_first"], obj["time_last"], obj["count"]
+    for key, v in (("time_first", first), ("time_last", last), ("count", count)):
+        if not _is_int(v) or v < 0:
+            raise ValueError(f"{key} {v!r} is not a whole number >= 0")
+    if first > last:
+        raise ValueError(f"time_first {first} is after time_last {last}")
+    name = name.lower().rstrip(".") + "."
+    bw = bw.lower().rstrip(".") + "." if bw.strip(".") else ""
+    return [Record(name, rtype, x, bw, first, last, count) for x in rdatas]
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

@@ -1,0 +1,172 @@
+"""``mamori pdns export`` / ``import``: a passive DNS store to NDJSON and back (DNSDB or
+COF objects), through the ``PdnsPortable`` seam so that any backend can be either end."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+
+from mamori import config as cfgmod
+from mamori.cli.util import config_option, fail, load_config
+from mamori.errors import MamoriError
+from mamori.pdns import formats
+from mamori.store.pdns_base import PdnsPortable, Record
+from mamori.store.pdns_sqlite import PdnsSQLite
+
+
+def _store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsSQLite:
+    path = cfgmod.pdns_path(cfg)
+    if readonly and not path.exists():
+        fail(MamoriError(f"{path}: no passive DNS store yet (mamori pdns ingest, or [pdns])"))
+    return PdnsSQLite(path, readonly=readonly)
+
+
+@click.command("export")
+@config_option
+@click.option("-o", "--output", default="-", show_default=True, help="FILE, or - for stdout")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["dnsdb", "cof"]),
+    default="dnsdb",
+    show_default=True,
+    help="dnsdb: as dnsdbq -j prints (rdata a list); cof: CIRCL COF (rdata a string)",
+)
+def pdns_export(config_path: str, output: str, fmt: str) -> None:
+    """Write every tuple of the store as NDJSON, in name order (streamed: memory stays
+    flat). A FILE appears whole or not at all."""
+    from mamori.atomicfile import replacing
+
+    store = _store(load_config(config_path), readonly=True)
+    total = store.stats()[0]
+    source: PdnsPortable = store
+    n = 0
+    try:
+        with _bar() as report, contextlib.ExitStack() as stack:
+            out = sys.stdout if output == "-" else stack.enter_context(replacing(Path(output)))
+            for n, r in enumerate(source.export_records(), 1):
+                out.write(formats.export_line(r, fmt) + "\n")
+                if n % 10_000 == 0:
+                    report("export", n, total)
+            report("export", n, n)
+    except OSError as e:
+        fail(MamoriError(f"{output}: {e}"))
+    finally:
+        store.close()
+    click.echo(f"exported {n} tuples ({fmt}) to {output}", err=True)
+
+
+@click.command("import")
+@config_option
+@click.argument("source")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["dnsdb", "cof"]),
+    default="dnsdb",
+    show_default=True,
+    help="dnsdb: dnsdbq -j lines (SAF framing and zone_time_* read too); cof: CIRCL COF",
+)
+@click.option("--skip-bad", is_flag=True, help="Skip lines that are not records (and count them)")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Commit every N records",
+)
+def pdns_import(config_path: str, source: str, fmt: str, skip_bad: bool, batch: int) -> None:
+    """Merge an NDJSON export (SOURCE: a FILE or - for stdin) into the store: per tuple,
+    the earliest time_first, the latest time_last, counts added (so importing the same
+    export twice doubles its counts).
+
+    A bad line stops the import naming its line number (exit 2). A FILE is read through
+    once first, so nothing is imported from a FILE with a bad line; from stdin, the
+    records before it are imported, and the message says how many. --skip-bad skips bad
+    lines instead, and counts them."""
+    cfg = load_config(config_path)
+    path = None if source == "-" else Path(source)
+    if path is not None and not path.is_file():
+        fail(MamoriError(f"{source}: no such file"))
+    errors: list[formats.BadLineError] = []
+    if path is not None and not skip_bad:
+        try:
+            with path.open("rb") as f:
+                for _ in _lines(f, fmt, False, errors, lambda _: None):
+                    pass
+        except OSError as e:
+            fail(MamoriError(f"{source}: {e}"))
+        if errors:
+            fail(MamoriError(f"{source}: {errors[0]} (nothing imported)"))
+    store = _store(cfg)
+    target: PdnsPortable = store
+    stdin: BinaryIO = sys.stdin.buffer
+    already = store.stats()[0]
+    try:
+        with _bar() as report:
+            size = path.stat().st_size if path is not None else None
+            stream = path.open("rb") if path is not None else contextlib.nullcontext(stdin)
+            with stream as f:
+                lines = _lines(f, fmt, skip_bad, errors, lambda done: report("import", done, size))
+                read = target.import_records(lines, batch)
+    except (OSError, ValueError, sqlite3.Error) as e:
+        fail(MamoriError(f"{source}: {e}"))
+    finally:
+        store.close()
+    if errors and not skip_bad:
+        fail(MamoriError(f"{source}: {errors[0]}: stopped there; the {read} records before it"
+                         " are imported"))  # fmt: skip
+    if already:
+        click.echo(f"note: the store held {already} tuples: counts of tuples in both added up",
+                   err=True)  # fmt: skip
+    msg = f"imported {read} records from {source}"
+    if errors:
+        first = ", ".join(str(e.line) for e in errors[:10])
+        more = " ..." if len(errors) > 10 else ""
+        msg += f"; skipped {len(errors)} bad lines (lines {first}{more})"
+    click.echo(msg, err=True)
+
+
+@contextlib.contextmanager
+def _bar() -> Iterator[Callable[[str, int, int | None], None]]:
+    """A rich progress bar on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda what, done, total: None
+        return
+    from mamori.cli.util import progress
+
+    with progress() as report:
+        yield report  # type: ignore[misc]
+
+
+def _lines(
+    f: BinaryIO,
+    fmt: str,
+    skip_bad: bool,
+    errors: list[formats.BadLineError],
+    report: Callable[[int], None],
+) -> Iterator[Record]:
+    """Records of an NDJSON stream. A bad line goes into *errors*; it ends the stream
+    unless *skip_bad*. *report* gets the bytes read every 10,000 lines."""
+    done = 0
+    for number, raw in enumerate(f, 1):
+        done += len(raw)
+        try:
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                raise formats.BadLineError(number, "not UTF-8") from None
+            yield from formats.parse_line(text, fmt, number)
+        except formats.BadLineError as e:
+            errors.append(e)
+            if not skip_bad:
+                return
+        if number % 10_000 == 0:
+            report(done)
+    report(done)

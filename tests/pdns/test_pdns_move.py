@@ -1,0 +1,169 @@
+"""`mamori pdns export` / `import`: a store moved through NDJSON files comes out exactly
+the same; bad lines are named by number and nothing is half-imported from a file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mamori.cli import cli
+from mamori.store.pdns_base import Record
+from mamori.store.pdns_sqlite import PdnsSQLite
+
+T = 1_700_000_000
+TUPLES = {
+    ("www.example.com.", 1, "192.0.2.1", ""): [T, T + 50, 3],
+    ("www.example.com.", 28, "2001:DB8::2", ""): [T + 5, T + 40, 2],
+    ("example.com.", 2, "ns1.dns.example.net.", "com."): [T - 9, T + 90, 9],
+    ("example.com.", 15, "10 mx.example.com.", ""): [T, T + 80, 4],
+    ("xn--bcher-kva.example.", 16, '"bücher \\"quoted\\""', ""): [T, T, 1],
+    ("big.example.", 1, "198.51.100.7", ""): [0, 2**40, 2**40],
+}
+
+
+def _conf(tmp_path: Path, name: str) -> Path:
+    c = tmp_path / f"{name}.toml"
+    c.write_text(
+        f'[store]\npath = "{tmp_path}/{name}.db"\n[pdns]\npath = "{tmp_path}/{name}-pdns.db"\n'
+    )
+    return c
+
+
+def _records(tmp_path: Path, name: str) -> list[Record]:
+    path = tmp_path / f"{name}-pdns.db"
+    if not path.exists():
+        return []
+    store = PdnsSQLite(path, readonly=True)
+    try:
+        return list(store.export_records())
+    finally:
+        store.close()
+
+
+def _run(*args: str, code: int = 0, stdin: str | None = None) -> str:
+    r = CliRunner().invoke(cli, list(args), input=stdin, catch_exceptions=False)
+    assert r.exit_code == code, r.output
+    return r.output
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    conf = _conf(tmp_path, "src")
+    store = PdnsSQLite(tmp_path / "src-pdns.db")
+    store.write(TUPLES)
+    store.close()
+    return conf
+
+
+@pytest.mark.parametrize("fmt", ["dnsdb", "cof"])
+def test_export_import_round_trip_is_exact(tmp_path: Path, source: Path, fmt: str) -> None:
+    dump = tmp_path / f"dump.{fmt}.json"
+    _run("pdns", "export", "--config", str(source), "--format", fmt, "-o", str(dump))
+    lines = [json.loads(x) for x in dump.read_text().splitlines()]
+    assert len(lines) == len(TUPLES)
+    (rdata,) = [x["rdata"] for x in lines if x["rrtype"] == "AAAA"]
+    assert rdata == (["2001:DB8::2"] if fmt == "dnsdb" else "2001:DB8::2")
+    out = _run(
+        "pdns", "import", "--config", str(_conf(tmp_path, "dst")), "--format", fmt, str(dump)
+    )
+    assert f"imported {len(TUPLES)} records" in out
+    assert _records(tmp_path, "dst") == _records(tmp_path, "src")
+    # again: the counts add up, first and last stay
+    _run("pdns", "import", "--config", str(_conf(tmp_path, "dst")), "--format", fmt, str(dump))
+    again = _records(tmp_path, "dst")
+    assert [(r.time_first, r.time_last, r.count) for r in again] == [
+        (r.time_first, r.time_last, 2 * r.count) for r in _records(tmp_path, "src")
+    ]
+
+
+def test_export_to_stdout_imports_from_stdin(tmp_path: Path, source: Path) -> None:
+    out = CliRunner().invoke(cli, ["pdns", "export", "--config", str(source)]).stdout
+    _run("pdns", "import", "--config", str(_conf(tmp_path, "dst")), "-", stdin=out)
+    assert _records(tmp_path, "dst") == _records(tmp_path, "src")
+
+
+def test_dnsdb_saf_framing_and_zone_times_are_read(tmp_path: Path) -> None:
+    saf = tmp_path / "saf.json"
+    obj = {
+        "rrname": "Www.Example.COM",
+        "rrtype": "A",
+        "rdata": ["192.0.2.1", "192.0.2.2"],
+        "zone_time_first": 10,
+        "zone_time_last": 20,
+        "count": 5,
+        "bailiwick": "example.com",
+    }
+    saf.write_text(
+        "\n".join(json.dumps(x) for x in [{"cond": "begin"}, {"obj": obj}, {"cond": "succeeded"}])
+        + "\n"
+    )
+    _run("pdns", "import", "--config", str(_conf(tmp_path, "dst")), str(saf))
+    assert _records(tmp_path, "dst") == [
+        Record("www.example.com.", 1, "192.0.2.1", "example.com.", 10, 20, 5),
+        Record("www.example.com.", 1, "192.0.2.2", "example.com.", 10, 20, 5),
+    ]
+
+
+GOOD = (
+    '{"rrname":"a.example.","rrtype":"A","rdata":"192.0.2.1",'
+    '"time_first":1,"time_last":2,"count":1}'
+)
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("{not json", "line 2: not JSON"),
+        ('{"rrname":"b.example.","rrtype":"A","rdata":"x","time_first":3}', "line 2: missing"),
+        (GOOD.replace('"count":1', '"count":-1'), "line 2: count -1 is not a whole number"),
+        (GOOD.replace('"time_first":1', '"time_first":9'), "line 2: time_first 9 is after"),
+        (GOOD.replace('"A"', '"NOPE"'), "line 2: unknown rrtype"),
+        ("[1, 2]", "line 2: not a JSON object"),
+    ],
+)
+def test_a_bad_line_in_a_file_imports_nothing(tmp_path: Path, bad: str, why: str) -> None:
+    f = tmp_path / "bad.json"
+    f.write_text(f"{GOOD}\n{bad}\n{GOOD}\n")
+    out = _run(
+        "pdns", "import", "--config", str(_conf(tmp_path, "dst")), "--format", "cof", str(f), code=2
+    )
+    assert why in out and "nothing imported" in out
+    assert _records(tmp_path, "dst") == []
+
+
+def test_skip_bad_counts_and_names_the_lines(tmp_path: Path) -> None:
+    f = tmp_path / "bad.json"
+    f.write_bytes(f"{GOOD}\nnope\n\n".encode() + b"\xff\xfe\n" + f"{GOOD}\n".encode())
+    out = _run(
+        "pdns",
+        "import",
+        "--config",
+        str(_conf(tmp_path, "dst")),
+        "--format",
+        "cof",
+        "--skip-bad",
+        str(f),
+    )
+    assert "imported 2 records" in out and "skipped 2 bad lines (lines 2, 4)" in out
+    assert [r.count for r in _records(tmp_path, "dst")] == [2]
+
+
+def test_a_bad_line_on_stdin_keeps_what_came_before_and_says_so(tmp_path: Path) -> None:
+    out = _run(
+        "pdns",
+        "import",
+        "--config",
+        str(_conf(tmp_path, "dst")),
+        "--format",
+        "cof",
+        "--batch",
+        "1",
+        "-",
+        stdin=f"{GOOD}\n{GOOD}\n{{\n{GOOD}\n",
+        code=2,
+    )
+    assert "line 3: not JSON" in out and "the 2 records before it are imported" in out
+    assert [r.count for r in _records(tmp_path, "dst")] == [2]
