@@ -108,7 +108,7 @@ def test_continue_takes_the_domain_out_of_the_zone_until_it_expires(tmp_path: Pa
     )
     cfg = loads(text, tmp_path / "mamori.toml")
     store = _store(tmp_path, {"old.example.": 72, "new.example.": 1, "other.example.": 1})
-    zone = tmp_path / "nod" / "nod.rpz"
+    zone = tmp_path / "nod" / "nod.mamori.rpz"
     _view, changed = refresh(cfg, store, NOW)
     assert changed and "www" not in zone.read_text()
     assert "\nnew.example A 192.0.2.53\n*.new.example A 192.0.2.53\n" in zone.read_text()
@@ -125,6 +125,25 @@ def test_continue_takes_the_domain_out_of_the_zone_until_it_expires(tmp_path: Pa
         "domain\tnew.example\tnod-4", "wildcard\tnew.example\tnod-4",
         "domain\tother.example\tnod-4", "wildcard\tother.example\tnod-4",
     ]  # fmt: skip
+
+
+def test_a_renamed_zone_gets_a_file_of_its_own_and_a_load_never_sees_the_old_one(
+    tmp_path: Path,
+) -> None:
+    from mamori.config.sections import nod_zone
+    from mamori.policy.zone import load
+
+    base = CONFIG.format(tmp=tmp_path) + '[nod]\nenabled = true\naction = "block"\n'
+    store = _store(tmp_path, {"old.example.": 72, "new.example.": 1})
+    refresh(loads(base, tmp_path / "mamori.toml"), store, NOW)
+    cfg = loads(base + 'zone = "nod.example."\n', tmp_path / "mamori.toml")
+    (rpz,) = nod_zone(cfg)
+    assert rpz.file == tmp_path / "nod" / "nod.example.rpz" and not rpz.file.exists()
+    _view, changed = refresh(cfg, store, NOW + 60)  # same domains, another zone: written
+    assert changed
+    text = rpz.file.read_text()
+    assert "$ORIGIN nod.example.\n" in text and "\nnew.example CNAME .\n" in text
+    assert load(rpz.file, "nod.example.") is not None  # its own origin: loads
 
 
 @pytest.mark.parametrize(
@@ -173,3 +192,34 @@ def test_nod_list_says_until_when_a_young_store_warms_up(tmp_path: Path) -> None
     assert r.exit_code == 0 and r.output.startswith("warming up until 20"), r.output
     r = CliRunner().invoke(cli, ["nod", "list", "--config", str(config), "--since", "bogus"])
     assert r.exit_code != 0 and "--since: not a time" in r.output
+
+
+def test_turned_off_by_a_reload_its_dnsbl_answers_nothing(tmp_path: Path) -> None:
+    """A DNSBL listener stays until a restart; its entries must not keep ages that no
+    longer move."""
+    import asyncio
+
+    from mamori.discovery.nod_publish import run_nod
+
+    on = CONFIG.format(tmp=tmp_path) + (
+        '[nod]\nenabled = true\ndnsbl_zone = "nod.bl.example."\ndnsbl_listen = ["127.0.0.1:1"]\n'
+    )
+    store = _store(tmp_path, {"old.example.": 72, "new.example.": 1})
+    refresh(loads(on, tmp_path / "mamori.toml"), store, NOW)
+    entries = tmp_path / "nod" / "nod.entries"
+    assert "new.example" in entries.read_text()
+    off = loads(CONFIG.format(tmp=tmp_path) + "[nod]\nenabled = false\n", tmp_path / "m.toml")
+
+    async def one_round() -> None:
+        async def nothing() -> None:
+            return None
+
+        task = asyncio.create_task(run_nod(lambda: off, lambda: store, nothing))
+        for _ in range(200):  # bounded: up to 2 s
+            await asyncio.sleep(0.01)
+            if entries.read_text() == "":
+                break
+        task.cancel()
+
+    asyncio.run(one_round())
+    assert entries.read_text() == ""

@@ -140,6 +140,17 @@ def test_log_only_answers_and_records_the_hit(tmp_path: Path, upstream: AuthServ
         assert until(lambda: ("nod.mamori.", "QNAME", "disabled") in hits(), 15), hits()
         r = m.query("www.aging.test")
         assert r.rcode() == 0 and "192.0.2.3" in r.answer[0].to_text()
+
+        def logged() -> list[tuple[str, str, str]]:
+            with sqlite3.connect(m.db) as db:
+                return db.execute(
+                    "SELECT qname, policy_zone, policy_action FROM query_log"
+                    " WHERE policy_zone != ''"
+                ).fetchall()
+
+        # the query log row says it too (the console shows it as "would block")
+        row = ("www.aging.test.", "nod.mamori.", "disabled")
+        assert until(lambda: row in logged(), 15), logged()
     finally:
         assert m.stop() == 0, m.stderr()
 

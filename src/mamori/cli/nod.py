@@ -56,7 +56,7 @@ def nod_list(config_path: str, since_text: str, as_json: bool) -> None:
         doc = {
             "now": _iso(now),
             "window": cfg.nod.window,
-            "since": _iso(view.since),
+            "since": _iso(since if since is not None and since > view.since else view.since),
             "observed_since": _iso(view.observed_since),
             "warm_until": _iso(view.warm_until),
             "warming": view.warming,
@@ -72,7 +72,8 @@ def nod_list(config_path: str, since_text: str, as_json: bool) -> None:
         until = _iso(view.warm_until) or "(the store is empty)"
         click.echo(f"warming up until {until}: no domain is new before (see [nod] warmup)")
         return
-    click.echo(f"{len(domains)} newly observed domains (first seen since {_iso(view.since)})")
+    shown = since if since is not None and since > view.since else view.since
+    click.echo(f"{len(domains)} newly observed domains (first seen since {_iso(shown)})")
     for d in domains:
         age = (now - d.first_seen) // 60
         click.echo(f"{d.domain:<40} {_iso(d.first_seen)}  {age // 60:>3}h{age % 60:02d}m"

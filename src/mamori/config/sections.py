@@ -342,6 +342,12 @@ def nod_dir(cfg_store: StoreConfig) -> Path:
     return cfg_store.path.parent / "nod"
 
 
+def nod_zone_file(cfg: Config) -> Path:
+    """The NOD policy zone's file, named after ``[nod] zone`` (another zone name is
+    another file: a zone renamed by a reload never loads the old zone's file)."""
+    return nod_dir(cfg.store) / f"{cfg.nod.zone}rpz"
+
+
 def nod_zone(cfg: Config) -> tuple[RpzConfig, ...]:
     """The managed policy zone of newly observed domains (``[nod]``), applied after every
     other zone: ``log`` is policy ``disabled`` (hits logged, nothing applied)."""
@@ -349,8 +355,7 @@ def nod_zone(cfg: Config) -> tuple[RpzConfig, ...]:
     if not n.enabled:
         return ()
     policy = "disabled" if n.action == "log" else "given"
-    path = nod_dir(cfg.store) / "nod.rpz"
-    return (RpzConfig(name=n.zone, file=path, policy=policy, managed=True),)
+    return (RpzConfig(name=n.zone, file=nod_zone_file(cfg), policy=policy, managed=True),)
 
 
 def nod_dnsbl(cfg: Config) -> tuple[DnsblConfig, ...]:

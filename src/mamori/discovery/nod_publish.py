@@ -2,8 +2,9 @@
 
 Files in ``<store dir>/nod/`` (``config.nod_dir``):
 
-* ``nod.rpz``: the managed policy zone ``[nod] zone`` (rewritten only when its rules
-  change; the control plane compiles it like a feed's zone);
+* ``<zone>rpz`` (``nod.mamori.rpz``): the managed policy zone ``[nod] zone``
+  (rewritten only when its rules change; the control plane compiles it like a
+  feed's zone; named after the zone, so a renamed zone starts a file of its own);
 * ``nod.entries``: the DNSBL's entries, each with its age code (``[nod] dnsbl_zone``);
 * ``nod.sqlite``: ``current`` (the new domains of the last refresh: domain, first
   seen) and ``exceptions`` (domain, until, client, created: the names a user chose
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from mamori.atomicfile import write_atomic
 from mamori.config import Config
-from mamori.config.sections import nod_dir
+from mamori.config.sections import nod_dir, nod_zone_file
 from mamori.discovery.nod import NodView, entries_text, find_new, registrable, zone_lines
 from mamori.feeds.publish.rpz import write_zone
 from mamori.store.pdns_base import PdnsStore
@@ -95,8 +96,7 @@ class NodState:
         domains = [str(d) for (d,) in self.db.execute("SELECT domain FROM current")]
         lines = zone_lines([d for d in domains if d not in allowed], self.cfg.nod.action,
                            self.cfg.blockpage.address)  # fmt: skip
-        path = nod_dir(self.cfg.store) / "nod.rpz"
-        _serial, changed = write_zone(path, self.cfg.nod.zone, lines, ZONE_TTL)
+        _serial, changed = write_zone(nod_zone_file(self.cfg), self.cfg.nod.zone, lines, ZONE_TTL)
         return changed
 
 
@@ -193,6 +193,13 @@ async def run_nod(
                     log.error("nod: refresh failed, previous zone serving: %s", e)
                 except Exception:  # a bug must not end the refreshes: logged, tried again
                     log.exception("nod: refresh failed, previous zone serving")
+            else:
+                # turned off by a reload: a DNSBL still listening (its listener goes at the
+                # next restart) answers nothing rather than ages that no longer move
+                entries = nod_dir(cfg.store) / "nod.entries"
+                if _read(entries):
+                    await asyncio.to_thread(write_atomic, entries, "")
+                    log.info("nod: turned off, its DNSBL entries emptied")
             await asyncio.sleep(cfg.nod.refresh)
     finally:
         if store is not None:

@@ -108,9 +108,9 @@ def lines(v: Verdict, rdata: dict[str, str]) -> list[str]:
 
 
 def write_zone(path: Path, origin: str, lines: list[str], ttl: int = 300) -> tuple[int, bool]:
-    """Write the zone if its rules changed; (serial, changed)."""
-    old_serial, old_rules = _read(path)
-    if old_rules == lines:
+    """Write the zone if its rules or its origin changed; (serial, changed)."""
+    old_serial, old_rules, old_origin = _read(path)
+    if old_rules == lines and old_origin == origin:
         return old_serial, False
     serial = rfc1982.add(old_serial, 1)
     with replacing(path) as f:  # the old zone, or the new one: never half
@@ -122,16 +122,19 @@ def write_zone(path: Path, origin: str, lines: list[str], ttl: int = 300) -> tup
     return serial, True
 
 
-def _read(path: Path) -> tuple[int, list[str] | None]:
+def _read(path: Path) -> tuple[int, list[str] | None, str]:
+    """(serial, rule lines, $ORIGIN) of a zone file written by ``write_zone``."""
     if not path.exists():
-        return 0, None
-    serial, out = 0, []
+        return 0, None, ""
+    serial, out, origin = 0, [], ""
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("@ SOA"):
             serial = int(line.split()[4])
+        elif line.startswith("$ORIGIN "):
+            origin = line.split()[1]
         elif line and not line.startswith((";", "$", "@")):
             out.append(line)
-    return serial, out
+    return serial, out, origin
 
 
 _TRIGGER_LABELS = ("rpz-ip", "rpz-nsip", "rpz-client-ip", "rpz-nsdname")
