@@ -223,3 +223,11 @@ def test_turned_off_by_a_reload_its_dnsbl_answers_nothing(tmp_path: Path) -> Non
 
     asyncio.run(one_round())
     assert entries.read_text() == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("24h", 86_400), ("1h30m", 5_400), ("1d12h", 129_600)]
+)
+def test_window_takes_durations_with_several_units(tmp_path: Path, text: str, seconds: int) -> None:
+    cfg = loads(CONFIG.format(tmp=tmp_path) + f'[nod]\nwindow = "{text}"\n', tmp_path / "m.toml")
+    assert cfg.nod.window == seconds

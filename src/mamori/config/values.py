@@ -431,17 +431,19 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def duration(lo: int, hi: int) -> Any:
-    """Seconds as an integer or a string with a unit: ``"90s"``, ``"30m"``, ``"24h"``,
-    ``"7d"``, ``"2w"``; between *lo* and *hi* seconds."""
+    """Seconds as an integer or a string with units: ``"90s"``, ``"30m"``, ``"24h"``,
+    ``"7d"``, ``"2w"``, ``"1h30m"``; between *lo* and *hi* seconds."""
 
     def conv(raw: Any, _ctx: Any, _rc: str) -> int:
         seconds: int | None = None
         if isinstance(raw, int) and not isinstance(raw, bool):
             seconds = raw
-        elif isinstance(raw, str):
-            m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", raw.lower())
-            if m:
-                seconds = int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        elif isinstance(raw, str) and re.fullmatch(r"(?:\s*\d+\s*[smhdw])+\s*", raw.lower()):
+            # one unit or several, largest first or not: "24h", "1h30m", "1w2d"
+            seconds = sum(
+                int(n) * _DURATION_UNITS[u]
+                for n, u in re.findall(r"(\d+)\s*([smhdw])", raw.lower())
+            )
         if seconds is None:
             raise InvalidValueError(f'must be a duration like "24h", "90m" or 3600; got {raw!r}')
         if not lo <= seconds <= hi:
