@@ -184,3 +184,9 @@ def test_a_query_row_shows_the_client_group_when_the_log_has_it(tmp_path: Path) 
         html = str(macro(_query_row((*r, "kids"))))
         assert f'10.0.0.2 <span class="group" title="{title}">(kids)</span>' in html
         assert "(kids)" not in str(macro(_query_row(r)))
+
+
+def test_newly_observed_domains_are_a_category_of_their_own(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, '[nod]\nenabled = true\naction = "block"\n')
+    assert ConsoleData(cfg).label("nod.mamori.") == "newly-observed"
+    assert ConsoleData(write_config(tmp_path, "")).label("nod.mamori.") == "zone: nod.mamori"

@@ -90,8 +90,11 @@ class QueryFilter:
 
 
 def categories(cfg: cfgmod.Config) -> dict[str, str]:
-    """Policy zone name -> category: a feed's ``category``; a dataset's when it has one."""
+    """Policy zone name -> category: a feed's ``category``; a dataset's when it has one;
+    ``newly-observed`` for the ``[nod]`` zone."""
     out = {z: f.category for z, f in cfgmod.zone_feeds(cfg).items() if f.category}
+    if cfg.nod.enabled:  # newly observed domains ([nod]) are a category of their own
+        out[cfg.nod.zone] = "newly-observed"
     for ds in cfg.datasets:
         cats = set(ds.categories) | {f.category for f in cfg.feeds if f.name in ds.feeds}
         if len(cats) == 1:
