@@ -97,12 +97,26 @@ def _text(key: bytes) -> str:
         ("192.0.2.0\tnope\t1\tJP\tX\n", "ip2asn.tsv:2: not an address range"),
         ("192.0.2.0\t192.0.2.9\tAS1\tJP\tX\n", "ip2asn.tsv:2: not an AS number"),
         ("192.0.2.9\t192.0.2.0\t1\tJP\tX\n", "ip2asn.tsv:2: range ends before it starts"),
+        ("192.0.2.0\t192.0.2.9\t4294967296\tJP\tX\n", "ip2asn.tsv:2: not an AS number"),
+        ("192.0.2.0\t192.0.2.9\t+5\tJP\tX\n", "ip2asn.tsv:2: not an AS number"),
+        ("192.0.2.0\t2001:db8::1\t5\tJP\tX\n", "ip2asn.tsv:2: a range mixing IPv4 and IPv6"),
+        ("this is not a range\n", "ip2asn.tsv:2: expected range_start"),
     ],
 )
 def test_a_bad_tsv_line_is_named_by_file_and_line(tmp_path: Path, text: str, message: str) -> None:
     p = tmp_path / "ip2asn.tsv"
     p.write_text("1.0.0.0\t1.0.0.255\t13335\tUS\tCLOUDFLARENET\n" + text)
     with pytest.raises(GeoError, match=message):
+        Ip2Asn(p)
+    # config load (and so `mamori check`) reads the whole file: the same line named
+    with pytest.raises(ConfigError, match=":7: geo.ip2asn: .*" + message):
+        cfgmod.load(_config(tmp_path, 'ip2asn = "ip2asn.tsv"'))
+
+
+def test_non_utf8_bytes_are_named_by_line(tmp_path: Path) -> None:
+    p = tmp_path / "ip2asn.tsv"
+    p.write_bytes(b"1.0.0.0\t1.0.0.255\t13335\tUS\tX\n" * 2 + b"1.0.1.0\t1.0.1.9\t5\tUS\t\xff\n")
+    with pytest.raises(GeoError, match=r"ip2asn\.tsv:3: not UTF-8 text"):
         Ip2Asn(p)
 
 
@@ -141,7 +155,7 @@ def test_geo_config_loads_and_is_off_without_a_geo_table(tmp_path: Path) -> None
         ('mmdb = ["missing.mmdb"]', ":7: geo.mmdb", "missing.mmdb: not a readable MaxMind DB"),
         ('mmdb = "bad.mmdb"', ":7: geo.mmdb", "bad.mmdb: not a readable MaxMind DB file"),
         ('mmdb = []\nip2asn = "missing.tsv"', ":8: geo.ip2asn", "missing.tsv: cannot read"),
-        ('ip2asn = "bad.mmdb"', ":7: geo.ip2asn", "bad.mmdb: not an iptoasn TSV"),
+        ('ip2asn = "bad.mmdb"', ":7: geo.ip2asn", "bad.mmdb:1: expected range_start"),
         ("mmdb = 5", ":7: geo.mmdb", "must be a file path or a list"),
         ('ip2asn = "x.tsv"\ncountry = "JP"', ":8: geo.country", "unknown key"),
     ],
@@ -190,3 +204,26 @@ def test_a_damaged_data_section_is_logged_once_and_left_out_the_tsv_still_answer
     assert geo.lookup("203.0.113.9") == GeoInfo(64502, "BULLETPROOF-LTD", "RU")
     assert caplog.text.count("damaged database") == 1 and "damaged.mmdb" in caplog.text
     geo.close()
+
+
+def test_holder_reopens_a_replaced_file_and_keeps_builtin_countries_when_it_breaks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+
+    tsv = write_tsv(tmp_path / "ip2asn.tsv")
+    holder = GeoHolder()
+    geo = holder.get([], [tsv], True, True)
+    assert geo is not None and geo.lookup("192.0.2.1") == GeoInfo(64500, "EXAMPLE-HOSTING", "JP")
+    new = tmp_path / "new.tsv"  # replaced in place (rename over), same config
+    new.write_text("192.0.2.0\t192.0.2.255\t64999\tUS\tNEW-OWNER\n")
+    os.replace(new, tsv)
+    geo = holder.get([], [tsv], True, True)
+    assert geo is not None and geo.lookup("192.0.2.1") == GeoInfo(64999, "NEW-OWNER", "US")
+    assert not holder.broken
+    tsv.write_text("192.0.2.0\tnot-an-address\t1\tJP\tX\n")  # damaged
+    geo = holder.get([], [tsv], True, True)
+    assert holder.broken and geo is not None and not geo.tsvs
+    assert geo.lookup("1.1.1.1") == GeoInfo(None, "", "AU")  # the bundled RIR data still
+    assert holder.get([], [tsv], True, True) is geo
+    assert caplog.text.count("not an address range") == 1

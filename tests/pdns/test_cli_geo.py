@@ -93,3 +93,21 @@ def test_without_geo_the_output_stays_standard_and_asn_is_refused(tmp_path: Path
     conf.write_text(conf.read_text() + "[geo]\n")
     r = _run("pdns", "query", "--config", str(conf), "--asn", "64500", code=2)
     assert "--asn needs AS databases" in r
+
+
+def test_overlapping_ranges_put_a_record_under_one_as_and_csv_cells_are_not_formulas(
+    tmp_path: Path,
+) -> None:
+    # 192.0.2.0/24 is AS64501; a later line of the same range says AS64502: it wins
+    # ("=HYPERLINK(...)": an AS name a spreadsheet would run as a formula)
+    (tmp_path / "ip2asn.tsv").write_text(
+        "192.0.2.0\t192.0.2.255\t64501\tDE\tOTHER-NET\n"
+        '192.0.2.0\t192.0.2.255\t64502\tRU\t=HYPERLINK("http://x")\n'
+    )
+    conf = _conf(tmp_path, '[geo]\nip2asn = "ip2asn.tsv"\n')
+    out = _run("pdns", "query", "--config", str(conf), "--asn", "AS64502", "-j")
+    assert [json.loads(x)["rrname"] for x in out.splitlines()] == ["shop.example.", "mail.example."]
+    r = _run("pdns", "query", "--config", str(conf), "--asn", "AS64501", code=1)
+    assert "no results" in r  # not the same records a second time under the other AS
+    rows = _run("pdns", "query", "--config", str(conf), "-r", "shop.example", "--csv")
+    assert rows.splitlines()[1].endswith(',64502,"\'=HYPERLINK(""http://x"")",RU')

@@ -164,3 +164,32 @@ def test_stats_api_gives_blocks_by_country(served: tuple[str, str, str]) -> None
     assert status == 400 and json.loads(body)["field"] == "days"
     status, _h, _b = c.request("/api/v1/stats/countries", headers={"X-API-Key": pdns_key})
     assert status == 403  # a passive DNS key does not read the REST API
+
+
+def test_a_replaced_tsv_is_picked_up_and_a_damaged_one_answers_503(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    import os
+
+    tmp = tmp_path_factory.mktemp("geo-tsv")
+    tsv = tmp / "ip2asn.tsv"
+    tsv.write_text("192.0.2.0\t192.0.2.255\t64500\tJP\tEXAMPLE-HOSTING\n")
+    cfg = write_config(tmp, f'[geo]\nip2asn = "{tsv}"\n')
+    pdns = PdnsSQLite(cfgmod.pdns_path(cfg))
+    pdns.write({("shop.example.", 1, "192.0.2.10", ""): [int(NOW) - DAY, int(NOW), 1]})
+    pdns.close()
+    keys = KeyStore(keys_path(cfg))
+    auth = {"X-API-Key": keys.add("analyst")}
+    keys.close()
+    with ConsoleServer(cfg) as srv:
+        c = Client(srv.base)
+        status, _h, body = c.request("/pdns/asn/64500", headers=auth)
+        assert status == 200 and b"shop.example." in body
+        new = tmp / "new.tsv"  # the file replaced in place, no SIGHUP
+        new.write_text("192.0.2.0\t192.0.2.255\t64999\tUS\tNEW-OWNER\n")
+        os.replace(new, tsv)
+        status, _h, body = c.request("/pdns/asn/64999", headers=auth)
+        assert status == 200 and b"NEW-OWNER" in body
+        tsv.write_text("192.0.2.0\tnot-an-address\t1\tJP\tX\n")  # damaged
+        status, _h, body = c.request("/pdns/asn/64999", headers=auth)
+        assert status == 503 and b"could not be read (see the log)" in body

@@ -148,8 +148,12 @@ class Ip2Asn:
             with path.open("rb") as raw:
                 gz = raw.read(2) == b"\x1f\x8b"
             opener: Any = gzip.open if gz else open
-            with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
-                for no, raw_line in enumerate(f, 1):
+            with opener(path, "rb") as f:
+                for no, raw_bytes in enumerate(f, 1):
+                    try:
+                        raw_line = raw_bytes.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise GeoError(f"{path}:{no}: not UTF-8 text") from None
                     line = raw_line.rstrip("\r\n")
                     if not line or line.startswith("#"):
                         continue
@@ -163,6 +167,8 @@ class Ip2Asn:
                     if lo is None or hi is None:
                         raise GeoError(f"{path}:{no}: not an address range: {cols[0]} {cols[1]}")
                     try:
+                        if not cols[2].strip().isdigit():
+                            raise ValueError
                         asn = int(cols[2])
                         if not 0 <= asn < 1 << 32:
                             raise ValueError
@@ -171,6 +177,8 @@ class Ip2Asn:
                     a, b = int.from_bytes(lo), int.from_bytes(hi)
                     if b < a:
                         raise GeoError(f"{path}:{no}: range ends before it starts")
+                    if (_V4_BASE <= a <= _V4_LAST) != (_V4_BASE <= b <= _V4_LAST):
+                        raise GeoError(f"{path}:{no}: a range mixing IPv4 and IPv6")
                     cc = cc_raw.get(cols[3])
                     if cc is None:
                         cc = cc_raw[cols[3]] = cc_index.setdefault(_country(cols[3]), len(cc_index))
@@ -389,30 +397,54 @@ def key_text(key: bytes) -> str:
 
 class GeoHolder:
     """The ``Geo`` of the configuration in force, for a long-running process (the web
-    app): opened on first use and again when ``[geo]`` changes (SIGHUP reload). A
-    database that cannot be read then is logged once and the process goes on without
-    enrichment (None) until the configuration changes again."""
+    app): opened on first use and again when ``[geo]`` changes (SIGHUP reload) or
+    one of its files is replaced (mtime, size or inode differ: a stat per use). A database
+    that cannot be read then is logged once and the process goes on without enrichment
+    (None; the bundled country data alone when ``builtin_country``; ``broken`` set) until
+    the configuration or the files change again."""
 
     def __init__(self) -> None:
         self._key: tuple[Any, ...] | None = None
         self._geo: Geo | None = None
         self._lock = threading.Lock()  # request threads ask at once: one opens
+        self.broken = False  # a configured database could not be read (see the log)
 
     def get(
         self, mmdb: Sequence[Path], ip2asn: Sequence[Path], builtin: bool, on: bool
     ) -> Geo | None:
-        key = (on, tuple(mmdb), tuple(ip2asn), builtin)
         with self._lock:
+            stats = _stats([*mmdb, *ip2asn]) if on else ()
+            key = (on, tuple(mmdb), tuple(ip2asn), builtin, stats)
             if key != self._key:
                 old, self._geo, self._key = self._geo, None, key
                 if old is not None:
                     old.close()
+                self.broken = False
                 if on:
                     try:
                         self._geo = open_geo(mmdb, ip2asn, builtin)
                     except GeoError as e:
-                        log.error("[geo] %s: running without ASN/country enrichment", e)
+                        self.broken = True
+                        if builtin:
+                            log.error("[geo] %s: running on the bundled country data only", e)
+                            self._geo = Geo((), (), True)
+                        else:
+                            log.error("[geo] %s: running without ASN/country enrichment", e)
             return self._geo
+
+
+def _stats(paths: Sequence[Path]) -> tuple[tuple[int, int, int] | None, ...]:
+    """Per file (st_mtime_ns, st_size, st_ino); None for one that cannot be stat'ed: a
+    file replaced in place changes its tuple and is reopened at the next use."""
+    out: list[tuple[int, int, int] | None] = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
 
 
 ADDRESS_TYPES = (1, 28)  # A, AAAA: the records whose rdata is an address
@@ -448,7 +480,8 @@ def records_on_asn(
     store: Any, geo: Geo, asn: int, fences: Any = None, limit: int = 10000, offset: int = 0
 ) -> list[Any]:
     """The pivot "what is hosted on this AS": the A/AAAA records (``store.pdns_base.Record``)
-    whose address lies in one of AS *asn*'s ranges, by ``PdnsStore.rdata_ip`` range
+    whose address lies in one of AS *asn*'s ranges and whose address lookup gives *asn*
+    (where ranges overlap a record is under one AS only), by ``PdnsStore.rdata_ip`` range
     lookups, in the store's order (time_last descending, then the tuple), *offset* and
     *limit* applied to the whole. *fences*: ``Fences`` (None: none)."""
     from mamori.store.pdns_base import NO_FENCES
@@ -458,7 +491,9 @@ def records_on_asn(
     merged: dict[tuple[str, int, str, str], Any] = {}
     for lo, hi in geo.asn_ranges(asn):
         for r in store.rdata_ip(lo, hi, fences, want, 0):
-            merged[(r.rrname, r.rrtype, r.rdata, r.bailiwick)] = r
+            info = geo.lookup(r.rdata)  # overlapping ranges: the AS a lookup gives decides
+            if info is not None and info.asn == asn:
+                merged[(r.rrname, r.rrtype, r.rdata, r.bailiwick)] = r
     out = sorted(
         merged.values(),
         key=lambda r: (-r.time_last, r.rrname, r.rrtype, r.rdata, r.bailiwick),

@@ -76,6 +76,14 @@ def text(records: list[Record], note: Callable[[Record], str] | None = None) -> 
     return "\n".join(blocks)
 
 
+def _cell(value: object) -> object:
+    """A text cell starting with ``=``, ``+``, ``-`` or ``@`` prefixed with ``'`` (OWASP
+    CSV injection): a spreadsheet then shows it as text, not a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
+
+
 def csv_text(
     records: list[Record],
     extra: tuple[Sequence[str], Callable[[Record], list[object]]] | None = None,
@@ -87,8 +95,9 @@ def csv_text(
     w.writerow(["time_first", "time_last", "count", "bailiwick", "rrname", "rrtype", "rdata",
                 *more])  # fmt: skip
     for r in records:
+        more_cells = [_cell(v) for v in (extra[1](r) if extra else [])]
         w.writerow([iso(r.time_first), iso(r.time_last), r.count, r.bailiwick, r.rrname,
-                    type_text(r.rrtype), r.rdata, *(extra[1](r) if extra else [])])  # fmt: skip
+                    type_text(r.rrtype), r.rdata, *more_cells])  # fmt: skip
     return buf.getvalue()
 
 

@@ -82,7 +82,7 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
     store = open_pdns(cfg, writer=False)  # lookups; the tap (serve) writes
     keys = KeyStore(keys_path(cfg))
     holder = GeoHolder()
-    api = PdnsApi(store, keys, lambda: geo_of(holder, console.current_cfg()))
+    api = PdnsApi(store, keys, lambda: geo_of(holder, console.current_cfg()), lambda: holder.broken)
     reg = metrics.registry(cfg, runtime)
 
     async def openapi(_request: Request) -> Response:

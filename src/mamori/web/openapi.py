@@ -154,6 +154,10 @@ SPEC: dict[str, Any] = {
                     "400": {"description": "not an AS number, or a bad time fence"},
                     "401": {"description": "no or unknown API key"},
                     "404": {"description": "no AS databases: [geo] is not configured"},
+                    "503": {
+                        "description": "[geo] is configured but its databases could not"
+                        " be read (see the log)"
+                    },
                     "429": {"description": "rate limit or quota (Retry-After)"},
                 },
             }

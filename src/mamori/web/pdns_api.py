@@ -38,11 +38,16 @@ class BadRequest(Exception):  # noqa: N818
 
 class PdnsApi:
     def __init__(
-        self, store: PdnsStore, keys: KeyStore, geo: Callable[[], Geo | None] | None = None
+        self,
+        store: PdnsStore,
+        keys: KeyStore,
+        geo: Callable[[], Geo | None] | None = None,
+        geo_broken: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
         self.keys = keys
         self.geo = geo or (lambda: None)
+        self.geo_broken = geo_broken or (lambda: False)  # configured but unreadable
 
     def routes(self) -> list[Route]:
         return [
@@ -134,7 +139,10 @@ class PdnsApi:
         from starlette.concurrency import run_in_threadpool
 
         geo = await run_in_threadpool(self.geo)
-        if geo is None:
+        if self.geo_broken():
+            msg = "the [geo] databases could not be read (see the log)\n"
+            return PlainTextResponse(msg, 503)
+        if geo is None or not (geo.mmdbs or geo.tsvs):
             return PlainTextResponse("no AS databases: configure [geo] mmdb or ip2asn\n", 404)
         records = await run_in_threadpool(
             records_on_asn, self.store, geo, asn, fences, count + 1, cursor
