@@ -16,15 +16,20 @@ from mamori import config as cfgmod
 from mamori.cli.util import config_option, fail, load_config
 from mamori.errors import MamoriError
 from mamori.pdns import formats
-from mamori.store.pdns_base import PdnsPortable, Record
-from mamori.store.pdns_sqlite import PdnsSQLite
+from mamori.store.pdns_base import PdnsFull, PdnsPortable, Record
 
 
-def _store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsSQLite:
-    path = cfgmod.pdns_path(cfg)
-    if readonly and not path.exists():
-        fail(MamoriError(f"{path}: no passive DNS store yet (mamori pdns ingest, or [pdns])"))
-    return PdnsSQLite(path, readonly=readonly)
+def _store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsFull:
+    """The config's store through the factory: SQLite, or ClickHouse with [pdns] url."""
+    from mamori.store.pdns_open import describe, is_clickhouse, open_pdns
+
+    if readonly and not is_clickhouse(cfg) and not cfgmod.pdns_path(cfg).exists():
+        where = describe(cfg)
+        fail(MamoriError(f"{where}: no passive DNS store yet (mamori pdns ingest, or [pdns])"))
+    try:
+        return open_pdns(cfg, readonly=readonly)
+    except MamoriError as e:
+        fail(e)
 
 
 @click.command("export")
