@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mamori import config as cfgmod
-from mamori.cli.pdns_move import pdns_export, pdns_import
+from mamori.cli.pdns_move import open_store, pdns_export, pdns_import
 from mamori.cli.util import config_option, fail, load_config, setup_logging
 from mamori.errors import MamoriError
 from mamori.store.pdns_base import PdnsStore
@@ -29,18 +29,6 @@ def pdns() -> None:
 
 pdns.add_command(pdns_export)
 pdns.add_command(pdns_import)
-
-
-def _store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsStore:
-    from mamori.store.pdns_open import is_clickhouse, open_pdns
-
-    path = cfgmod.pdns_path(cfg)
-    if readonly and not is_clickhouse(cfg) and not path.exists():
-        fail(MamoriError(f"{path}: no passive DNS store yet (mamori pdns ingest, or [pdns])"))
-    try:
-        return open_pdns(cfg, readonly=readonly)
-    except MamoriError as e:
-        fail(e)
 
 
 @pdns.command("ingest")
@@ -68,7 +56,7 @@ def pdns_ingest(
 
     cfg = load_config(config_path)
     setup_logging("warning")
-    store = _store(cfg)
+    store = open_store(cfg)
     try:
         with progress() as report:
             result = ingest(
@@ -193,7 +181,7 @@ def pdns_query(
         assert config_path is not None
         cfg = load_config(config_path)
         geo = _geo(cfg)
-        store = _store(cfg, readonly=True)
+        store = open_store(cfg, readonly=True)
         try:
             if as_number:
                 from mamori.discovery.geo import records_on_asn
@@ -275,7 +263,7 @@ def pdns_search(config_path: str, keyword: str, limit: int, as_json: bool) -> No
     from mamori.store.pdns_keys import unicode_name
 
     cfg = load_config(config_path)
-    store = _store(cfg, readonly=True)
+    store = open_store(cfg, readonly=True)
     try:
         try:
             names = store.keyword(keyword, limit)
@@ -317,7 +305,7 @@ def pdns_stats(config_path: str) -> None:
 
     cfg = load_config(config_path)
     path = cfgmod.pdns_path(cfg)
-    store = _store(cfg, readonly=True)
+    store = open_store(cfg, readonly=True)
     try:
         tuples, names = store.stats()
         sensors = store.sensors()
@@ -350,7 +338,7 @@ def pdns_collect(config_path: str, listen: str) -> None:
     where = listen or cfg.pdns.dnstap
     if not where:
         fail(MamoriError("no dnstap listener: set [pdns] dnstap or --listen"))
-    store = _store(cfg)
+    store = open_store(cfg)
 
     async def main() -> None:
         task = asyncio.current_task()
@@ -386,7 +374,7 @@ def pdns_capture(config_path: str, interface: str) -> None:
     iface = interface or cfg.pdns.capture
     if not iface:
         fail(MamoriError("no interface: set [pdns] capture or -i"))
-    store = _store(cfg)
+    store = open_store(cfg)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -423,7 +411,7 @@ def pdns_compact(config_path: str, days: int) -> None:
     keep = days or cfg.pdns.retention_days
     if keep <= 0:
         fail(MamoriError("nothing to do: give --days N or set [pdns] retention_days"))
-    store = _store(cfg)
+    store = open_store(cfg)
     try:
         tuples, names = store.compact(int(time.time() - keep * 86400))
         db = getattr(store, "db", None)

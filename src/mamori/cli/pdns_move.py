@@ -19,7 +19,7 @@ from mamori.pdns import formats
 from mamori.store.pdns_base import PdnsFull, PdnsPortable, Record
 
 
-def _store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsFull:
+def open_store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsFull:
     """The config's store through the factory: SQLite, or ClickHouse with [pdns] url."""
     from mamori.store.pdns_open import describe, is_clickhouse, open_pdns
 
@@ -48,7 +48,7 @@ def pdns_export(config_path: str, output: str, fmt: str) -> None:
     flat). A FILE appears whole or not at all."""
     from mamori.atomicfile import replacing
 
-    store = _store(load_config(config_path), readonly=True)
+    store = open_store(load_config(config_path), readonly=True)
     total = store.stats()[0]
     source: PdnsPortable = store
     n = 0
@@ -109,7 +109,7 @@ def pdns_import(config_path: str, source: str, fmt: str, skip_bad: bool, batch: 
             fail(MamoriError(f"{source}: {e}"))
         if errors:
             fail(MamoriError(f"{source}: {errors[0]} (nothing imported)"))
-    store = _store(cfg)
+    store = open_store(cfg)
     target: PdnsPortable = store
     stdin: BinaryIO = sys.stdin.buffer
     already = store.stats()[0]
