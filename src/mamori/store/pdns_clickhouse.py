@@ -387,8 +387,12 @@ class PdnsClickHouse:
         self._mark(mark, clean=True)
 
     def ingested(self, file: str) -> tuple[int, bool]:
-        """(messages committed, complete): in ClickHouse or kept in the spool."""
-        spooled = self._spooled_progress.get(file, (0, False))
+        """(messages committed, complete): in ClickHouse or kept in the spool. Batches go
+        out in order, so the spool's position of a capture is never behind the server's:
+        with the server away, a capture the spool knows is answered from it. Raises
+        ChUnavailable when the server is away and the spool knows nothing of *file* (it
+        may be in ClickHouse already: guessing "never seen" would count it twice)."""
+        spooled = self._spooled_progress.get(file)
         try:
             self.ensure_schema()
             rows = self.conn.query(
@@ -396,7 +400,11 @@ class PdnsClickHouse:
                 f" WHERE file = {lit(file)}"
             )
         except ChUnavailable:
+            if spooled is None:
+                raise
             return spooled
+        if spooled is None:
+            spooled = (0, False)
         done, whole = (int(rows[0][0]), bool(rows[0][1])) if rows and rows[0][2] else (0, False)
         return max(done, spooled[0]), whole or spooled[1]
 
