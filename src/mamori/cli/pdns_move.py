@@ -49,10 +49,10 @@ def pdns_export(config_path: str, output: str, fmt: str) -> None:
     from mamori.atomicfile import replacing
 
     store = open_store(load_config(config_path), readonly=True)
-    total = store.stats()[0]
     source: PdnsPortable = store
     n = 0
     try:
+        total = store.stats()[0]
         with _bar() as report, contextlib.ExitStack() as stack:
             out = sys.stdout if output == "-" else stack.enter_context(replacing(Path(output)))
             for n, r in enumerate(source.export_records(), 1):
@@ -62,6 +62,8 @@ def pdns_export(config_path: str, output: str, fmt: str) -> None:
             report("export", n, n)
     except OSError as e:
         fail(MamoriError(f"{output}: {e}"))
+    except MamoriError as e:  # the store cannot answer (ClickHouse away): nothing written
+        fail(e)
     finally:
         store.close()
     click.echo(f"exported {n} tuples ({fmt}) to {output}", err=True)
@@ -112,8 +114,8 @@ def pdns_import(config_path: str, source: str, fmt: str, skip_bad: bool, batch: 
     store = open_store(cfg)
     target: PdnsPortable = store
     stdin: BinaryIO = sys.stdin.buffer
-    already = store.stats()[0]
     try:
+        already = store.stats()[0]
         with _bar() as report:
             size = path.stat().st_size if path is not None else None
             stream = path.open("rb") if path is not None else contextlib.nullcontext(stdin)
@@ -122,6 +124,8 @@ def pdns_import(config_path: str, source: str, fmt: str, skip_bad: bool, batch: 
                 read = target.import_records(lines, batch)
     except (OSError, ValueError, sqlite3.Error) as e:
         fail(MamoriError(f"{source}: {e}"))
+    except MamoriError as e:  # the store cannot answer (ClickHouse away)
+        fail(e)
     finally:
         store.close()
     if errors and not skip_bad:
