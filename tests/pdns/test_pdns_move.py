@@ -122,6 +122,28 @@ GOOD = (
         (GOOD.replace('"time_first":1', '"time_first":9'), "line 2: time_first 9 is after"),
         (GOOD.replace('"A"', '"NOPE"'), "line 2: unknown rrtype"),
         ("[1, 2]", "line 2: not a JSON object"),
+        (GOOD.replace('"192.0.2.1"', '"x"'), "line 2: rdata 'x' is not an IPv4 address (A)"),
+        (
+            GOOD.replace('"A","rdata":"192.0.2.1"', '"AAAA","rdata":"192.0.2.1"'),
+            "line 2: rdata '192.0.2.1' is not an IPv6 address (AAAA)",
+        ),
+        (
+            GOOD.replace("a.example.", "e..example."),
+            "line 2: rrname 'e..example.' is not a DNS name: an empty label",
+        ),
+        (GOOD.replace("a.example.", "a" * 64 + ".example."), "over 63 octets"),
+        (GOOD.replace("a.example.", ("a" * 62 + ".") * 5), "longer than 255 octets"),
+        (GOOD.replace("a.example.", "bücher.example."), "not ASCII"),
+        (
+            GOOD.replace('"A","rdata":"192.0.2.1"', '"CNAME","rdata":"b..example."'),
+            "line 2: CNAME rdata 'b..example.' is not a DNS name",
+        ),
+        (
+            GOOD.replace('"A","rdata":"192.0.2.1"', '"MX","rdata":"mx.example."'),
+            "line 2: rdata 'mx.example.' is not MX rdata (PREFERENCE NAME)",
+        ),
+        (GOOD.replace('"A"', '"ANY"'), "line 2: rrtype 'ANY' is not a record type"),
+        (GOOD.replace('"count"', '"bailiwick":"x..","count"'), "bailiwick 'x..' is not a DNS"),
     ],
 )
 def test_a_bad_line_in_a_file_imports_nothing(tmp_path: Path, bad: str, why: str) -> None:

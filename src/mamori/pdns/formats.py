@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import json
 import re
 import time
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from mamori.dnsutil.wire import WireError, text_to_name
 from mamori.pdns.model import type_code, type_text
 from mamori.store.pdns_base import Record
 
@@ -162,15 +164,23 @@ def _records(obj: dict[str, Any]) -> list[Record]:
     name, rtype, rdata, bw = obj["rrname"], obj["rrtype"], obj["rdata"], obj.get("bailiwick", "")
     if not isinstance(name, str) or not name.strip("."):
         raise ValueError(f"rrname {name!r} is not a name")
+    _check_name("rrname", name)
     if isinstance(rtype, str):
         rtype = type_code(rtype)
     if not _is_int(rtype) or not 0 <= rtype <= 65535:
         raise ValueError(f"rrtype {obj['rrtype']!r} is not a type")
+    if rtype in {0, 41} or 128 <= rtype <= 255:
+        raise ValueError(f"rrtype {obj['rrtype']!r} is not a record type (RFC 6895: reserved,"
+                         " meta or query type)")  # fmt: skip
     rdatas = rdata if isinstance(rdata, list) else [rdata]
     if not rdatas or not all(isinstance(x, str) for x in rdatas):
         raise ValueError("rdata is not a string or a list of strings")
+    for x in rdatas:
+        _check_rdata(rtype, x)
     if not isinstance(bw, str):
         raise ValueError(f"bailiwick {bw!r} is not a name")
+    if bw.strip("."):
+        _check_name("bailiwick", bw)
     first, last, count = obj["time_first"], obj["time_last"], obj["count"]
     for key, v in (("time_first", first), ("time_last", last), ("count", count)):
         if not _is_int(v) or v < 0:
@@ -180,6 +190,54 @@ def _records(obj: dict[str, Any]) -> list[Record]:
     name = name.lower().rstrip(".") + "."
     bw = bw.lower().rstrip(".") + "." if bw.strip(".") else ""
     return [Record(name, rtype, x, bw, first, last, count) for x in rdatas]
+
+
+def _check_name(what: str, name: str) -> None:
+    """ValueError unless *name* is a DNS name in presentation form (ASCII, ``\\DDD``
+    escapes): no empty label, labels of at most 63 octets, at most 255 octets in all
+    (RFC 1035 2.3.4)."""
+    why = ""
+    if not name.isascii():
+        why = "not ASCII (IDNs are kept in their xn-- form)"
+    else:
+        try:
+            text_to_name(name if name != "." else "")
+        except WireError as e:
+            too_long = "255" in str(e)
+            why = "longer than 255 octets" if too_long else "an empty label or one over 63 octets"
+        except (ValueError, IndexError):
+            why = "a bad escape"
+    if why:
+        raise ValueError(f"{what} {name!r} is not a DNS name: {why}")
+
+
+_RDATA_NAME_FIELD = {5: (0, 1), 2: (0, 1), 12: (0, 1), 39: (0, 1), 15: (1, 2), 33: (3, 4)}
+
+
+def _check_rdata(rrtype: int, rdata: str) -> None:
+    """ValueError unless *rdata* fits *rrtype* where the store keeps it typed: A/AAAA an
+    address, CNAME/NS/PTR/DNAME a name, MX ``PREF NAME``, SRV ``PRIO WEIGHT PORT NAME``
+    (the numbers 0-65535). Other types' rdata is kept as text, unchecked."""
+    if rrtype in (1, 28):
+        version = 4 if rrtype == 1 else 6
+        try:
+            if "%" in rdata or ipaddress.ip_address(rdata).version != version:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"rdata {rdata!r} is not an IPv{version} address ({type_text(rrtype)})"
+            ) from None
+        return
+    where = _RDATA_NAME_FIELD.get(rrtype)
+    if where is None:
+        return
+    pos, count = where
+    fields = rdata.split(" ")
+    kind = type_text(rrtype)
+    if len(fields) != count or not all(f.isdigit() and int(f) <= 65535 for f in fields[:pos]):
+        form = {15: "PREFERENCE NAME", 33: "PRIORITY WEIGHT PORT NAME"}.get(rrtype, "NAME")
+        raise ValueError(f"rdata {rdata!r} is not {kind} rdata ({form})")
+    _check_name(f"{kind} rdata", fields[pos])
 
 
 def _is_int(v: object) -> bool:
