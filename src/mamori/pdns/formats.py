@@ -15,7 +15,7 @@ from typing import Any
 
 from mamori.dnsutil.wire import WireError, text_to_name
 from mamori.pdns.model import type_code, type_text
-from mamori.store.pdns_base import Record
+from mamori.store.pdns_base import NxRecord, Record
 
 _REL = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -122,6 +122,16 @@ def export_line(r: Record, fmt: str) -> str:
     return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
 
 
+def export_nx_line(nx: NxRecord) -> str:
+    """One NXDOMAIN row as a JSON line (no newline), the same in both formats: the name
+    and type asked, ``"rcode": "NXDOMAIN"`` and no ``rdata`` (neither COF nor DNSDB has
+    a form for it: a mamori extension that ``parse_line`` reads back)."""
+    out: dict[str, Any] = {"rrname": nx.rrname, "rrtype": type_text(nx.rrtype),
+                           "rcode": "NXDOMAIN", "time_first": nx.time_first,
+                           "time_last": nx.time_last, "count": nx.count}  # fmt: skip
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
 class BadLineError(ValueError):
     """A line that is not a passive DNS record; ``line``: its number (from 1)."""
 
@@ -130,9 +140,10 @@ class BadLineError(ValueError):
         self.line = line
 
 
-def parse_line(text: str, fmt: str, line: int) -> list[Record]:
+def parse_line(text: str, fmt: str, line: int) -> list[Record | NxRecord]:
     """The records of one exported line (several when DNSDB rdata lists several; none for
-    a blank line or DNSDB SAF framing, ``{"cond": ...}``). Raises BadLineError naming *line*."""
+    a blank line or DNSDB SAF framing, ``{"cond": ...}``; an ``NxRecord`` for a line of
+    ``export_nx_line``). Raises BadLineError naming *line*."""
     if not text.strip():
         return []
     try:
@@ -151,9 +162,43 @@ def parse_line(text: str, fmt: str, line: int) -> list[Record]:
             if key not in obj and "zone_" + key in obj:
                 obj[key] = obj["zone_" + key]
     try:
-        return _records(obj)
+        if "rcode" in obj:
+            return [_nx_record(obj)]
+        return list(_records(obj))
     except (ValueError, TypeError) as e:
         raise BadLineError(line, str(e)) from None
+
+
+def _nx_record(obj: dict[str, Any]) -> NxRecord:
+    """An NXDOMAIN row (``export_nx_line``): no rdata; rrtype the type asked (any)."""
+    if obj["rcode"] != "NXDOMAIN":
+        raise ValueError(f"rcode {obj['rcode']!r}: only NXDOMAIN rows are read")
+    missing = [k for k in ("rrname", "rrtype", "time_first", "time_last", "count")
+               if k not in obj]  # fmt: skip
+    if missing:
+        raise ValueError("missing " + ", ".join(missing))
+    if obj.get("rdata") not in (None, "", []):
+        raise ValueError("an NXDOMAIN row has no rdata")
+    name, rtype = obj["rrname"], obj["rrtype"]
+    if not isinstance(name, str) or not name.strip("."):
+        raise ValueError(f"rrname {name!r} is not a name")
+    _check_name("rrname", name)
+    if isinstance(rtype, str):
+        rtype = type_code(rtype)
+    if not _is_int(rtype) or not 0 <= rtype <= 65535:
+        raise ValueError(f"rrtype {obj['rrtype']!r} is not a type")
+    first, last, count = _times(obj)
+    return NxRecord(name.lower().rstrip(".") + ".", rtype, first, last, count)
+
+
+def _times(obj: dict[str, Any]) -> tuple[int, int, int]:
+    first, last, count = obj["time_first"], obj["time_last"], obj["count"]
+    for key, v in (("time_first", first), ("time_last", last), ("count", count)):
+        if not _is_int(v) or v < 0:
+            raise ValueError(f"{key} {v!r} is not a whole number >= 0")
+    if first > last:
+        raise ValueError(f"time_first {first} is after time_last {last}")
+    return first, last, count
 
 
 def _records(obj: dict[str, Any]) -> list[Record]:
@@ -181,12 +226,7 @@ def _records(obj: dict[str, Any]) -> list[Record]:
         raise ValueError(f"bailiwick {bw!r} is not a name")
     if bw.strip("."):
         _check_name("bailiwick", bw)
-    first, last, count = obj["time_first"], obj["time_last"], obj["count"]
-    for key, v in (("time_first", first), ("time_last", last), ("count", count)):
-        if not _is_int(v) or v < 0:
-            raise ValueError(f"{key} {v!r} is not a whole number >= 0")
-    if first > last:
-        raise ValueError(f"time_first {first} is after time_last {last}")
+    first, last, count = _times(obj)
     name = name.lower().rstrip(".") + "."
     bw = bw.lower().rstrip(".") + "." if bw.strip(".") else ""
     return [Record(name, rtype, x, bw, first, last, count) for x in rdatas]

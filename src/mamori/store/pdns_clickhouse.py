@@ -21,7 +21,15 @@ from typing import Any
 from mamori.store import pdns_chschema as schema
 from mamori.store.base import WriterMark, WriterRun
 from mamori.store.ch_conn import ChUnavailable, Conn, lit
-from mamori.store.pdns_base import NO_FENCES, Fences, FileProgress, NxTuples, Record, Tuples
+from mamori.store.pdns_base import (
+    NO_FENCES,
+    Fences,
+    FileProgress,
+    NxRecord,
+    NxTuples,
+    Record,
+    Tuples,
+)
 from mamori.store.pdns_keys import (
     NAME_RDATA,
     ip_key,
@@ -630,6 +638,14 @@ class PdnsClickHouse:
         )
         for r in self.conn.stream(sql):
             yield _record(r)
+
+    def export_nxdomain(self) -> Iterator[NxRecord]:
+        """Every NXDOMAIN row, streamed in (rrname, rrtype) order."""
+        for r in self.conn.stream(
+            f"SELECT rrname, rrtype, {_AGG} FROM {self.dbname}.pdns_nxdomain"
+            f" WHERE rrname >= {LOW} GROUP BY rrname, rrtype ORDER BY rrname, rrtype"
+        ):
+            yield NxRecord(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]))
 
     def import_records(self, records: Iterable[Record], batch: int = 50_000) -> int:
         """Merge *records* as ``write`` does, one batch (exactly once) every *batch*."""
