@@ -132,6 +132,9 @@ def _toml(tmp_path: Path, body: str) -> Path:
          "unknown key"),
         ('[[brand]]\nname = "A"\ndomains = ["a.com"]\n[[brand]]\nname = "A"\n'
          'domains = ["b.com"]\n', 7, "brand.name", "listed twice"),
+        ('[[brand]]\nname = "Mizuho"\ndomains = ["a.com"]\n[[brand]]\nname = "MIZUHO"\n'
+         'domains = ["b.com"]\n', 7, "brand.name",
+         "brand MIZUHO is listed twice (as Mizuho: names ignore case)"),
     ],
 )  # fmt: skip
 def test_config_errors_name_file_line_and_key(

@@ -130,6 +130,8 @@ class BrandApi:
                     raise ApiError(422, "since: out of range", "since")
             limit = _int(request, "limit", 1000, 1, MAX_LIMIT)
             offset = _int(request, "offset", 0, 0, 1 << 31)
+            if brand is not None:
+                brand = await run_in_threadpool(self._known_brand, brand)
             found, total = await run_in_threadpool(self.data.search, brand, since, limit, offset)
             if fmt == "csv":
                 text = await run_in_threadpool(to_csv, found)
@@ -155,6 +157,18 @@ class BrandApi:
             )
         except ApiError as e:
             return e.response()
+
+    def _known_brand(self, brand: str) -> str:
+        """*brand* as the watch names it: a brand in force (names ignore case), or one
+        removed whose matches are still listed. ApiError 404 for neither."""
+        names = [b.name for b in self.s.cfg.brands]
+        same = next((n for n in names if n.casefold() == brand.casefold()), None)
+        if same is not None:
+            return same
+        if self.data.search(brand, None, 1, 0)[1]:
+            return brand
+        known = ", ".join(names) or "none"
+        raise ApiError(404, f"no brand named {brand} (watched: {known})", "brand")
 
     async def scan(self, request: Request) -> Response:
         try:
@@ -189,8 +203,9 @@ def _errors(*codes: int) -> dict[str, Any]:
     why = {
         400: "bad request (not JSON, not an object)",
         403: "a read-only key, or a console session without its X-CSRF-Token, on a change",
-        404: "no such brand",
-        409: "conflicts with the configuration (defined in the user's TOML, exists)",
+        404: "no such brand (names ignore case)",
+        409: "conflicts with the configuration (defined in the user's TOML, exists: brand"
+        " names ignore case)",
         413: "body too large",
         415: "send application/json",
         422: "a value is invalid: field names it",
@@ -348,7 +363,12 @@ OPENAPI_PATHS: dict[str, Any] = {
             "summary": "look-alikes found (newest detection first): JSON, CSV or STIX 2.1",
             "security": _SEC,
             "parameters": [
-                _q("brand", {"type": "string", "maxLength": 64}, "only this brand"),
+                _q(
+                    "brand",
+                    {"type": "string", "maxLength": 64},
+                    "only this brand (its name, in any case; 404 for a brand neither watched"
+                    " nor with matches listed)",
+                ),
                 _q(
                     "since",
                     {"type": "string", "maxLength": 64},
@@ -381,7 +401,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                         "application/stix+json": {"schema": {"type": "object"}},
                     },
                 },
-                **_errors(422),
+                **_errors(404, 422),
             },
         },
     },
