@@ -22,7 +22,9 @@ def _conf(tmp_path: Path, name: str, url: str) -> Path:
 
 
 def _away(tmp_path: Path) -> Path:
-    return _conf(tmp_path, "away", f"clickhouse://127.0.0.1:{free_port()}/db")
+    c = _conf(tmp_path, "away", f"clickhouse://127.0.0.1:{free_port()}/db")
+    c.write_text(c.read_text() + '[[brand]]\nname = "Mizuho"\ndomains = ["mizuho.co.jp"]\n')
+    return c
 
 
 def _run(*args: str, code: int = 0) -> str:
@@ -83,12 +85,14 @@ def test_a_capture_the_spool_knows_is_answered_from_it_while_clickhouse_is_away(
 @pytest.mark.parametrize(
     "args",
     [
-        ("query", "-r", "example.com"),
-        ("query", "-i", "192.0.2.0/24"),
-        ("search", "mizuho"),
-        ("stats",),
-        ("export",),
-        ("import", "REC"),
+        ("pdns", "query", "-r", "example.com"),
+        ("pdns", "query", "-i", "192.0.2.0/24"),
+        ("pdns", "search", "mizuho"),
+        ("pdns", "stats"),
+        ("pdns", "export"),
+        ("pdns", "import", "REC"),
+        ("brand", "report"),
+        ("nod", "list"),
     ],
 )
 def test_lookups_name_the_server_and_the_cause_when_clickhouse_is_away(
@@ -98,7 +102,7 @@ def test_lookups_name_the_server_and_the_cause_when_clickhouse_is_away(
     rec.write_text('{"rrname":"a.example.","rrtype":"A","rdata":"192.0.2.1",'
                    '"time_first":1,"time_last":2,"count":1}\n')  # fmt: skip
     argv = [str(rec) if a == "REC" else a for a in args]
-    out = _run("pdns", *argv, "--config", str(_away(tmp_path)), code=2)
+    out = _run(*argv, "--config", str(_away(tmp_path)), code=2)
     last = out.strip().splitlines()[-1]
     assert last.startswith("mamori: error: ClickHouse clickhouse://default@127.0.0.1:"), out
     assert "Connection refused" in last and "Traceback" not in out

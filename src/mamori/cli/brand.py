@@ -106,6 +106,8 @@ def _scan(cfg: cfgmod.Config, matches: BrandMatches, full: bool) -> None:
     query_log = cfg.store.path if cfg.store.path.exists() else None
     try:
         result = run_pass(index, matches, pdns, query_log, full=full, feeds=feed_names(cfg))
+    except MamoriError as e:  # the store cannot answer (ClickHouse away): nothing merged
+        fail(e)
     finally:
         if pdns is not None:
             pdns.close()

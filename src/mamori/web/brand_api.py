@@ -6,6 +6,7 @@ added and removed as feeds and groups are, ``settings_api.Settings``) and
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -17,11 +18,14 @@ from starlette.routing import Route
 from mamori.discovery.brand_export import to_csv, to_stix
 from mamori.discovery.brand_store import BrandMatches, StoredMatch, brand_db_path
 from mamori.discovery.brand_watch import PassResult, brand_index, feed_names, run_pass
+from mamori.errors import StoreError
 from mamori.pdns.formats import parse_time
 from mamori.store.pdns_open import open_pdns_reader
 from mamori.web.apiauth import ApiError, authorize, client_address, json_body
 from mamori.web.keys import KeyStore
 from mamori.web.settings_api import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_LIMIT = 10_000
 FORMATS = ("json", "csv", "stix")
@@ -173,7 +177,14 @@ class BrandApi:
     async def scan(self, request: Request) -> Response:
         try:
             await authorize(request, self.keys)
-            r = await run_in_threadpool(self.data.scan)
+            try:
+                r = await run_in_threadpool(self.data.scan)
+            except StoreError as e:  # passive DNS cannot answer (ClickHouse away)
+                log.error("brand watch: scan: %s", e)
+                err = ApiError(503, "passive DNS cannot be read now (see the server log);"
+                               " try again later")  # fmt: skip
+                err.retry_after = 30
+                raise err from None
             return JSONResponse(
                 {
                     "names": r.names,
@@ -209,6 +220,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         413: "body too large",
         415: "send application/json",
         422: "a value is invalid: field names it",
+        503: "passive DNS cannot be read now (ClickHouse down: see the log; Retry-After)",
     }
     out = {
         "401": _json("no or unknown API key, and no console session", "Error"),
@@ -409,7 +421,10 @@ OPENAPI_PATHS: dict[str, Any] = {
         "post": {
             "summary": "run a pass of the brand watch now (names observed since the last)",
             "security": _SEC,
-            "responses": {"200": _json("what the pass did", "BrandPass"), **_errors(403)},
+            "responses": {
+                "200": _json("what the pass did", "BrandPass"),
+                **_errors(403, 503),
+            },
         },
     },
 }
