@@ -118,7 +118,9 @@ class PdnsStore(Protocol):
     def end_run(self, mark: WriterMark) -> None: ...
 
     def ingested(self, file: str) -> tuple[int, bool]:
-        """(messages committed, complete) of a capture by identity; (0, False) if unseen."""
+        """(messages committed, complete) of a capture by identity; (0, False) if unseen.
+        Raises StoreError when the store cannot tell (ClickHouse away, and no batch of
+        that capture kept in the spool): never a guess that could count it twice."""
 
     def compact(self, before: int) -> tuple[int, int]:
         """Drop what was last seen before *before*; (tuples, names) removed."""
