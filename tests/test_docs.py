@@ -1,4 +1,5 @@
-"""The reference pages are complete: every config key, metric and CLI command is documented.
+"""The reference pages are complete: every config key, metric and CLI command is documented,
+and README.md lists every how-to and reference page.
 
 A key, a metric or a command added to the code without a line in docs/reference/
 fails here, and the failure names what is missing.
@@ -137,3 +138,15 @@ def test_every_cli_command_is_documented() -> None:
         if not re.search(rf"\bmamori {re.escape(path)}(?![\w-])", text)
     ]
     assert not missing, f"{CLI_MD.name} does not document: {', '.join(missing)}"
+
+
+# --------------------------------------------------------------------------- README
+def test_readme_lists_every_howto_and_reference_page() -> None:
+    docs = REFERENCE.parent
+    readme = (docs.parent / "README.md").read_text(encoding="utf-8")
+    listed = readme.partition("## Documentation")[2]
+    pages = sorted([*docs.glob("howto/*.md"), *docs.glob("reference/*.md")])
+    assert len(pages) > 20 and "watch-your-brand.md" in {p.name for p in pages}
+    missing = [p.relative_to(docs.parent).as_posix() for p in pages]
+    missing = [m for m in missing if f"`{m}`" not in listed]
+    assert not missing, f"README.md's documentation list lacks: {', '.join(missing)}"

@@ -132,6 +132,9 @@ def _toml(tmp_path: Path, body: str) -> Path:
          "unknown key"),
         ('[[brand]]\nname = "A"\ndomains = ["a.com"]\n[[brand]]\nname = "A"\n'
          'domains = ["b.com"]\n', 7, "brand.name", "listed twice"),
+        ('[[brand]]\nname = "Mizuho"\ndomains = ["a.com"]\n[[brand]]\nname = "MIZUHO"\n'
+         'domains = ["b.com"]\n', 7, "brand.name",
+         "brand MIZUHO is listed twice (as Mizuho: names ignore case)"),
     ],
 )  # fmt: skip
 def test_config_errors_name_file_line_and_key(
@@ -171,6 +174,32 @@ def test_a_match_is_new_once_and_the_query_log_names_its_clients(tmp_path: Path)
     [kept], total = matches.search("Mizuho", None, 10, 0)
     assert total == 1 and kept.detected == 1_790_000_300.0
     matches.close()
+
+
+def test_lookalikes_passive_dns_saw_only_as_nxdomain_are_matched(tmp_path: Path) -> None:
+    from mamori.store.pdns_sqlite import PdnsSQLite
+
+    t = 1_790_000_000
+    store = PdnsSQLite(tmp_path / "pdns.sqlite")
+    store.write(
+        {("mizuh0.co.jp.", 1, "203.0.113.9", ""): [t, t + 50, 3]},
+        nx={("rnizuho.com.", 1): [t + 10, t + 90, 4], ("rnizuho.com.", 28): [t + 5, t + 20, 1],
+            ("mizuh0.co.jp.", 28): [t, t, 1], ("example.org.", 1): [t, t, 1]},
+    )  # fmt: skip
+    matches = BrandMatches(tmp_path / "brand.sqlite")
+    try:
+        result = run_pass(BrandIndex(BRANDS), matches, store, None, now=t + 100.0)
+        got = {m.match.name: m.as_json() for m in result.new}
+        assert sorted(got) == ["mizuh0.co.jp", "rnizuho.com"]
+        nx = got["rnizuho.com"]
+        assert (nx["sources"], nx["addresses"], nx["time_first"], nx["time_last"]) == (
+            ["pdns-nxdomain"], [], t + 5, t + 90)  # fmt: skip
+        assert got["mizuh0.co.jp"]["sources"] == ["pdns"]  # resolved: its tuples tell
+        again = run_pass(BrandIndex(BRANDS), matches, store, None, now=t + 200.0)
+        assert again.new == []
+    finally:
+        matches.close()
+        store.close()
 
 
 def test_a_new_match_raises_a_brand_alert_once(tmp_path: Path) -> None:

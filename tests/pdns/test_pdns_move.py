@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mamori.cli import cli
-from mamori.store.pdns_base import Record
+from mamori.store.pdns_base import NxRecord, Record
 from mamori.store.pdns_sqlite import PdnsSQLite
 
 T = 1_700_000_000
@@ -49,13 +49,25 @@ def _run(*args: str, code: int = 0, stdin: str | None = None) -> str:
     return r.output
 
 
+NX = {("nope.example.com.", 1): [T, T + 7, 5], ("nope.example.com.", 255): [T + 1, T + 1, 1],
+      ("parked-mizuho.example.", 28): [T - 3, T + 9, 2]}  # fmt: skip
+
+
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     conf = _conf(tmp_path, "src")
     store = PdnsSQLite(tmp_path / "src-pdns.db")
-    store.write(TUPLES)
+    store.write(TUPLES, nx=NX)
     store.close()
     return conf
+
+
+def _nx(tmp_path: Path, name: str) -> list[NxRecord]:
+    store = PdnsSQLite(tmp_path / f"{name}-pdns.db", readonly=True)
+    try:
+        return list(store.export_nxdomain())
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("fmt", ["dnsdb", "cof"])
@@ -63,26 +75,48 @@ def test_export_import_round_trip_is_exact(tmp_path: Path, source: Path, fmt: st
     dump = tmp_path / f"dump.{fmt}.json"
     _run("pdns", "export", "--config", str(source), "--format", fmt, "-o", str(dump))
     lines = [json.loads(x) for x in dump.read_text().splitlines()]
-    assert len(lines) == len(TUPLES)
-    (rdata,) = [x["rdata"] for x in lines if x["rrtype"] == "AAAA"]
+    assert len(lines) == len(TUPLES) + len(NX)
+    assert lines[-3:] == [  # after the tuples, the same in both formats
+        {"rrname": "nope.example.com.", "rrtype": "A", "rcode": "NXDOMAIN",
+         "time_first": T, "time_last": T + 7, "count": 5},
+        {"rrname": "nope.example.com.", "rrtype": "ANY", "rcode": "NXDOMAIN",
+         "time_first": T + 1, "time_last": T + 1, "count": 1},
+        {"rrname": "parked-mizuho.example.", "rrtype": "AAAA", "rcode": "NXDOMAIN",
+         "time_first": T - 3, "time_last": T + 9, "count": 2},
+    ]  # fmt: skip
+    (rdata,) = [x["rdata"] for x in lines if x["rrtype"] == "AAAA" and "rcode" not in x]
     assert rdata == (["2001:DB8::2"] if fmt == "dnsdb" else "2001:DB8::2")
     out = _run(
         "pdns", "import", "--config", str(_conf(tmp_path, "dst")), "--format", fmt, str(dump)
     )
-    assert f"imported {len(TUPLES)} records" in out
+    assert f"imported {len(TUPLES)} records and {len(NX)} NXDOMAIN rows" in out
     assert _records(tmp_path, "dst") == _records(tmp_path, "src")
+    assert _nx(tmp_path, "dst") == _nx(tmp_path, "src") and len(_nx(tmp_path, "src")) == 3
     # again: the counts add up, first and last stay
     _run("pdns", "import", "--config", str(_conf(tmp_path, "dst")), "--format", fmt, str(dump))
     again = _records(tmp_path, "dst")
     assert [(r.time_first, r.time_last, r.count) for r in again] == [
         (r.time_first, r.time_last, 2 * r.count) for r in _records(tmp_path, "src")
     ]
+    assert [(r.time_first, r.time_last, r.count) for r in _nx(tmp_path, "dst")] == [
+        (r.time_first, r.time_last, 2 * r.count) for r in _nx(tmp_path, "src")
+    ]
+
+
+def test_export_without_nxdomain_rows(tmp_path: Path, source: Path) -> None:
+    dump = tmp_path / "dump.json"
+    r = CliRunner().invoke(
+        cli, ["pdns", "export", "--config", str(source), "--no-nxdomain", "-o", str(dump)]
+    )
+    assert r.exit_code == 0 and f"exported {len(TUPLES)} tuples (dnsdb)" in r.output
+    assert "rcode" not in dump.read_text() and len(dump.read_text().splitlines()) == len(TUPLES)
 
 
 def test_export_to_stdout_imports_from_stdin(tmp_path: Path, source: Path) -> None:
     out = CliRunner().invoke(cli, ["pdns", "export", "--config", str(source)]).stdout
     _run("pdns", "import", "--config", str(_conf(tmp_path, "dst")), "-", stdin=out)
     assert _records(tmp_path, "dst") == _records(tmp_path, "src")
+    assert _nx(tmp_path, "dst") == _nx(tmp_path, "src")
 
 
 def test_dnsdb_saf_framing_and_zone_times_are_read(tmp_path: Path) -> None:
@@ -122,6 +156,35 @@ GOOD = (
         (GOOD.replace('"time_first":1', '"time_first":9'), "line 2: time_first 9 is after"),
         (GOOD.replace('"A"', '"NOPE"'), "line 2: unknown rrtype"),
         ("[1, 2]", "line 2: not a JSON object"),
+        (GOOD.replace('"192.0.2.1"', '"x"'), "line 2: rdata 'x' is not an IPv4 address (A)"),
+        (
+            GOOD.replace('"A","rdata":"192.0.2.1"', '"AAAA","rdata":"192.0.2.1"'),
+            "line 2: rdata '192.0.2.1' is not an IPv6 address (AAAA)",
+        ),
+        (
+            GOOD.replace("a.example.", "e..example."),
+            "line 2: rrname 'e..example.' is not a DNS name: an empty label",
+        ),
+        (GOOD.replace("a.example.", "a" * 64 + ".example."), "over 63 octets"),
+        (GOOD.replace("a.example.", ("a" * 62 + ".") * 5), "longer than 255 octets"),
+        (GOOD.replace("a.example.", "bücher.example."), "not ASCII"),
+        (
+            GOOD.replace('"A","rdata":"192.0.2.1"', '"CNAME","rdata":"b..example."'),
+            "line 2: CNAME rdata 'b..example.' is not a DNS name",
+        ),
+        (
+            GOOD.replace('"A","rdata":"192.0.2.1"', '"MX","rdata":"mx.example."'),
+            "line 2: rdata 'mx.example.' is not MX rdata (PREFERENCE NAME)",
+        ),
+        (GOOD.replace('"A"', '"ANY"'), "line 2: rrtype 'ANY' is not a record type"),
+        (GOOD.replace('"count"', '"bailiwick":"x..","count"'), "bailiwick 'x..' is not a DNS"),
+        (GOOD.replace('"count"', '"rcode":"NXDOMAIN","count"'), "an NXDOMAIN row has no rdata"),
+        (GOOD.replace('"count"', '"rcode":"SERVFAIL","count"'), "only NXDOMAIN rows are read"),
+        (
+            '{"rrname":"a..b.","rrtype":"A","rcode":"NXDOMAIN","time_first":1,"time_last":2,'
+            '"count":1}',
+            "rrname 'a..b.' is not a DNS name",
+        ),
     ],
 )
 def test_a_bad_line_in_a_file_imports_nothing(tmp_path: Path, bad: str, why: str) -> None:
@@ -185,7 +248,8 @@ def test_sqlite_to_clickhouse_and_back_through_the_cli(
     small = [x for x in dump.read_text().splitlines() if json.loads(x)["time_last"] < 2**32]
     dump.write_text("".join(x + "\n" for x in small))
     out = _run("pdns", "import", "--config", str(ch), str(dump))
-    assert f"imported {len(small)} records" in out and len(small) >= 3
+    assert f"imported {len(small) - len(NX)} records and {len(NX)} NXDOMAIN rows" in out
+    assert len(small) >= 3 + len(NX)
     assert not (tmp_path / "pdns.sqlite").exists() and not list(tmp_path.glob("ch*pdns*"))
     _run("pdns", "export", "--config", str(ch), "-o", str(back))
     assert sorted(back.read_text().splitlines()) == sorted(dump.read_text().splitlines())

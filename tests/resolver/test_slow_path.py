@@ -157,6 +157,30 @@ def test_match_on_a_cname_target_keeps_the_upstream_cnames(tmp_path: Path) -> No
     _run(go())
 
 
+def test_a_log_only_match_on_a_cname_target_is_logged_on_cache_hits_too(tmp_path: Path) -> None:
+    """A preview feed (policy "disabled"): every answer's events carry what it would have
+    blocked, the resolved one and those from the cache (the decision's memo) alike."""
+
+    async def go() -> None:
+        p = Pipeline(_cfg(), EventQueue(1000), FakeUpstream(UPSTREAM_ZONE))
+        f = tmp_path / "preview.zone"
+        f.write_text(POLICY_SOA + "*.evil.test CNAME .\n")
+        zone = zone_mod.load(f, "cand.feeds.mamori.")
+        p.set_policy(Policy.from_loaded([zone], [ZoneSettings(zone.name, "disabled")], 1))
+        c = Client(p)
+        for qid in (1, 2, 3):
+            r = await c.ask("alias.test", qid=qid)
+            assert r.rcode() == dns.rcode.NOERROR and len(r.answer) == 3  # never applied
+        ev = _events(p)
+        got = [(e[7], e[8], e[10][1] if e[10] else None) for e in ev]
+        would = (Outcome.LOG_ONLY, "disabled", "*.evil.test.cand.feeds.mamori")
+        assert got == [would, (Outcome.RESOLVED, "", None),
+                       would, (Outcome.CACHED, "", None),
+                       would, (Outcome.CACHED, "", None)]  # fmt: skip
+
+    _run(go())
+
+
 def test_passthru_lets_the_answer_through_and_is_not_a_block(tmp_path: Path) -> None:
     async def go() -> None:
         p = Pipeline(_cfg(), EventQueue(1000), FakeUpstream(UPSTREAM_ZONE))

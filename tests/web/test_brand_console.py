@@ -127,6 +127,21 @@ def test_brands_api_adds_lists_and_removes_with_a_key(tmp_path: Path) -> None:
         assert status == 200 and isinstance(doc, dict)
         got = [(b["name"], b["origin"], b["keywords"]) for b in doc["brands"]]
         assert got == [("Rakuten", "toml", ["rakuten"]), ("Mizuho", "console", ["mizuho"])]
+        # brand names ignore case: no second Mizuho, no console RAKUTEN beside the TOML's
+        status, doc = call("POST", "/api/v1/brands", admin,
+                           {"name": "MIZUHO", "domains": ["mizuhobank.co.jp"]})  # fmt: skip
+        assert status == 409 and isinstance(doc, dict), doc
+        assert "brand MIZUHO exists (as Mizuho: brand names ignore case)" in doc["error"]
+        status, doc = call("POST", "/api/v1/brands", admin,
+                           {"name": "rakuten", "domains": ["rakuten.com"]})  # fmt: skip
+        assert status == 409 and isinstance(doc, dict) and "defined in" in doc["error"], doc
+        assert call("GET", "/api/v1/brands/mizuho", reader)[0] == 200
+        # matches of one brand: any case; an unknown brand is 404, not an empty list
+        status, doc = call("GET", "/api/v1/brand-matches?brand=rakuten", reader)
+        assert status == 200 and isinstance(doc, dict) and doc["matches"] == [], doc
+        status, doc = call("GET", "/api/v1/brand-matches?brand=nope", reader)
+        assert status == 404 and isinstance(doc, dict), doc
+        assert doc["error"] == "no brand named nope (watched: Rakuten, Mizuho)"
         assert call("DELETE", "/api/v1/brands/Rakuten", admin)[0] == 409  # the user's TOML
         assert call("DELETE", "/api/v1/brands/Mizuho", reader)[0] == 403
         assert call("DELETE", "/api/v1/brands/Mizuho", admin)[0] == 204

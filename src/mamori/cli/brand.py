@@ -55,9 +55,12 @@ def brand_report(
     setup_logging(cfg.log.level)
     if not cfg.brands:
         fail(MamoriError(f"{cfg.path}: no [[brand]] to watch"))
-    if brand_name is not None and brand_name not in {b.name for b in cfg.brands}:
-        known = ", ".join(b.name for b in cfg.brands)
-        fail(MamoriError(f"no [[brand]] named {brand_name!r} (known: {known})"))
+    if brand_name is not None:  # brand names ignore case
+        same = [b.name for b in cfg.brands if b.name.casefold() == brand_name.casefold()]
+        if not same:
+            known = ", ".join(b.name for b in cfg.brands)
+            fail(MamoriError(f"no [[brand]] named {brand_name!r} (known: {known})"))
+        brand_name = same[0]
     try:
         after = parse_time(since) if since else None
     except ValueError as e:
@@ -103,6 +106,8 @@ def _scan(cfg: cfgmod.Config, matches: BrandMatches, full: bool) -> None:
     query_log = cfg.store.path if cfg.store.path.exists() else None
     try:
         result = run_pass(index, matches, pdns, query_log, full=full, feeds=feed_names(cfg))
+    except MamoriError as e:  # the store cannot answer (ClickHouse away): nothing merged
+        fail(e)
     finally:
         if pdns is not None:
             pdns.close()

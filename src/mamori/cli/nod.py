@@ -48,6 +48,8 @@ def nod_list(config_path: str, since_text: str, as_json: bool) -> None:
         )
     try:
         view = find_new(store, cfg.nod.window, cfg.nod.warmup_seconds)
+    except MamoriError as e:  # the store cannot answer (ClickHouse away)
+        fail(e)
     finally:
         store.close()
     domains = [d for d in view.domains if since is None or d.first_seen >= since]

@@ -192,6 +192,8 @@ def pdns_query(
                 records = [r for r in records if ask.rrtype in (None, r.rrtype)]
             else:
                 records = query.run(store, ask, fences, limit, offset)
+        except MamoriError as e:  # the store cannot answer (ClickHouse away, damaged file)
+            fail(e)
         finally:
             store.close()
     if sort_key:
@@ -270,6 +272,8 @@ def pdns_search(config_path: str, keyword: str, limit: int, as_json: bool) -> No
         except ValueError as e:
             fail(MamoriError(str(e)))
         seen = store.names_first_last(names)
+    except MamoriError as e:  # the store cannot answer (ClickHouse away, damaged file)
+        fail(e)
     finally:
         store.close()
     psl = PublicSuffixList()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -16,7 +16,7 @@ from mamori import config as cfgmod
 from mamori.cli.util import config_option, fail, load_config
 from mamori.errors import MamoriError
 from mamori.pdns import formats
-from mamori.store.pdns_base import PdnsFull, PdnsPortable, Record
+from mamori.store.pdns_base import NxRecord, NxTuples, PdnsFull, PdnsPortable, Record
 
 
 def open_store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsFull:
@@ -43,16 +43,22 @@ def open_store(cfg: cfgmod.Config, readonly: bool = False) -> PdnsFull:
     show_default=True,
     help="dnsdb: as dnsdbq -j prints (rdata a list); cof: CIRCL COF (rdata a string)",
 )
-def pdns_export(config_path: str, output: str, fmt: str) -> None:
+@click.option(
+    "--no-nxdomain",
+    is_flag=True,
+    help='Leave out the NXDOMAIN rows (lines with "rcode": "NXDOMAIN" and no rdata,'
+    " after the tuples: a mamori extension other COF/DNSDB readers may not know)",
+)
+def pdns_export(config_path: str, output: str, fmt: str, no_nxdomain: bool) -> None:
     """Write every tuple of the store as NDJSON, in name order (streamed: memory stays
-    flat). A FILE appears whole or not at all."""
+    flat), then its NXDOMAIN rows. A FILE appears whole or not at all."""
     from mamori.atomicfile import replacing
 
     store = open_store(load_config(config_path), readonly=True)
-    total = store.stats()[0]
     source: PdnsPortable = store
-    n = 0
+    n = nx = 0
     try:
+        total = store.stats()[0]
         with _bar() as report, contextlib.ExitStack() as stack:
             out = sys.stdout if output == "-" else stack.enter_context(replacing(Path(output)))
             for n, r in enumerate(source.export_records(), 1):
@@ -60,11 +66,18 @@ def pdns_export(config_path: str, output: str, fmt: str) -> None:
                 if n % 10_000 == 0:
                     report("export", n, total)
             report("export", n, n)
+            if not no_nxdomain:
+                for row in source.export_nxdomain():
+                    out.write(formats.export_nx_line(row) + "\n")
+                    nx += 1
     except OSError as e:
         fail(MamoriError(f"{output}: {e}"))
+    except MamoriError as e:  # the store cannot answer (ClickHouse away): nothing written
+        fail(e)
     finally:
         store.close()
-    click.echo(f"exported {n} tuples ({fmt}) to {output}", err=True)
+    rows = f" and {nx} NXDOMAIN rows" if nx else ""
+    click.echo(f"exported {n} tuples{rows} ({fmt}) to {output}", err=True)
 
 
 @click.command("import")
@@ -87,9 +100,9 @@ def pdns_export(config_path: str, output: str, fmt: str) -> None:
     help="Commit every N records",
 )
 def pdns_import(config_path: str, source: str, fmt: str, skip_bad: bool, batch: int) -> None:
-    """Merge an NDJSON export (SOURCE: a FILE or - for stdin) into the store: per tuple,
-    the earliest time_first, the latest time_last, counts added (so importing the same
-    export twice doubles its counts).
+    """Merge an NDJSON export (SOURCE: a FILE or - for stdin) into the store: per tuple
+    (and per NXDOMAIN row), the earliest time_first, the latest time_last, counts added
+    (so importing the same export twice doubles its counts).
 
     A bad line stops the import naming its line number (exit 2). A FILE is read through
     once first, so nothing is imported from a FILE with a bad line; from stdin, the
@@ -112,30 +125,67 @@ def pdns_import(config_path: str, source: str, fmt: str, skip_bad: bool, batch: 
     store = open_store(cfg)
     target: PdnsPortable = store
     stdin: BinaryIO = sys.stdin.buffer
-    already = store.stats()[0]
+    nx = _NxDiverter(store, batch)
     try:
+        already = store.stats()[0]
         with _bar() as report:
             size = path.stat().st_size if path is not None else None
             stream = path.open("rb") if path is not None else contextlib.nullcontext(stdin)
             with stream as f:
                 lines = _lines(f, fmt, skip_bad, errors, lambda done: report("import", done, size))
-                read = target.import_records(lines, batch)
+                read = target.import_records(nx.records(lines), batch)
+                nx.flush()
     except (OSError, ValueError, sqlite3.Error) as e:
         fail(MamoriError(f"{source}: {e}"))
+    except MamoriError as e:  # the store cannot answer (ClickHouse away)
+        fail(e)
     finally:
         store.close()
     if errors and not skip_bad:
-        fail(MamoriError(f"{source}: {errors[0]}: stopped there; the {read} records before it"
-                         " are imported"))  # fmt: skip
+        fail(MamoriError(f"{source}: {errors[0]}: stopped there; the {read} records"
+                         f"{nx.said()} before it are imported"))  # fmt: skip
     if already:
         click.echo(f"note: the store held {already} tuples: counts of tuples in both added up",
                    err=True)  # fmt: skip
-    msg = f"imported {read} records from {source}"
+    msg = f"imported {read} records{nx.said()} from {source}"
     if errors:
         first = ", ".join(str(e.line) for e in errors[:10])
         more = " ..." if len(errors) > 10 else ""
         msg += f"; skipped {len(errors)} bad lines (lines {first}{more})"
     click.echo(msg, err=True)
+
+
+class _NxDiverter:
+    """Takes the NXDOMAIN rows out of a stream of parsed lines and merges them into
+    *store* through ``write``'s *nx*, every *batch* rows and at ``flush``."""
+
+    def __init__(self, store: PdnsFull, batch: int) -> None:
+        self.store, self.batch = store, batch
+        self.pending: NxTuples = {}
+        self.read = 0
+
+    def records(self, lines: Iterable[Record | NxRecord]) -> Iterator[Record]:
+        for r in lines:
+            if isinstance(r, Record):
+                yield r
+                continue
+            self.read += 1
+            have = self.pending.get((r.rrname, r.rrtype))
+            if have is None:
+                self.pending[(r.rrname, r.rrtype)] = [r.time_first, r.time_last, r.count]
+            else:
+                have[0], have[1] = min(have[0], r.time_first), max(have[1], r.time_last)
+                have[2] += r.count
+            if self.read % self.batch == 0:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.write({}, nx=self.pending)
+            self.pending = {}
+
+    def said(self) -> str:
+        return f" and {self.read} NXDOMAIN rows" if self.read else ""
 
 
 @contextlib.contextmanager
@@ -156,7 +206,7 @@ def _lines(
     skip_bad: bool,
     errors: list[formats.BadLineError],
     report: Callable[[int], None],
-) -> Iterator[Record]:
+) -> Iterator[Record | NxRecord]:
     """Records of an NDJSON stream. A bad line goes into *errors*; it ends the stream
     unless *skip_bad*. *report* gets the bytes read every 10,000 lines."""
     done = 0

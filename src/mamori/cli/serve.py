@@ -176,6 +176,20 @@ class _PdnsFile:
         finally:
             store.close()
 
+    def export_nxdomain(self) -> Any:
+        from typing import cast
+
+        from mamori.store.pdns_base import PdnsPortable
+        from mamori.store.pdns_open import open_pdns_reader
+
+        store = open_pdns_reader(self.cfg)
+        if store is None:
+            return
+        try:
+            yield from cast(PdnsPortable, store).export_nxdomain()
+        finally:
+            store.close()
+
 
 def _brand_watch(cfg: config_mod.Config, runtime: Any, alerts: Any) -> Any:
     """The brand watch's thread: a pass every 10 minutes over passive DNS and the query

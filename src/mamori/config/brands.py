@@ -104,8 +104,10 @@ def build_brands(ctx: Ctx, value: Any) -> tuple[BrandConfig, ...]:
             raise ConfigError(ctx.path, where, "brand.name", "missing name")
         if not brand.domains:
             raise ConfigError(ctx.path, where, "brand.domains", 'list domains = ["example.com"]')
-        if any(b.name == brand.name for b in out):
-            raise ctx.error("brand", "name", f"brand {brand.name} is listed twice", i)
+        twin = next((b for b in out if b.name.casefold() == brand.name.casefold()), None)
+        if twin is not None:
+            also = "" if twin.name == brand.name else f" (as {twin.name}: names ignore case)"
+            raise ctx.error("brand", "name", f"brand {brand.name} is listed twice{also}", i)
         out.append(brand)
     return tuple(out)
 

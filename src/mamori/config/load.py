@@ -313,10 +313,10 @@ def _merge_overlay(
     out["groups"] = tuple(groups)
     user_brands: tuple[BrandConfig, ...] = sections.get("brands", ())
     brands = list(user_brands)
-    brand_names = {b.name for b in user_brands}
+    brand_names = {b.name.casefold() for b in user_brands}  # brand names ignore case
     for i, b in enumerate(build_brands(octx, doc["brand"]) if "brand" in doc else ()):
         origin = Origin(str(opath), octx.line("brand", None, i), True)
-        if b.name in brand_names:
+        if b.name.casefold() in brand_names:
             prov.shadowed.append(("brand", b.name, origin))
             continue
         brands.append(b)

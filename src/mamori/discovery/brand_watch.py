@@ -3,8 +3,9 @@ tuples, the query log's names) and what the feeds list, match it against the bra
 index, enrich the matches (seen times, addresses, asking clients) and merge them into
 the matches store.
 
-Passive DNS is read through the store's ``export_records`` (``PdnsPortable``, either
-backend), in rrname order; a name whose latest tuple was last seen before the previous
+Passive DNS is read through the store's ``export_records`` and ``export_nxdomain``
+(``PdnsPortable``, either backend: the tuples, then the NXDOMAIN rows), in rrname
+order; a name whose latest tuple was last seen before the previous
 pass's high-water mark (the latest time_last it read, less ``SLACK``) was matched then
 and is skipped (matching is cheap; reading is the cost of a pass). Captures of older
 traffic ingested later are found by a full pass (``full``: the service runs one every
@@ -27,7 +28,7 @@ from mamori.config import Config
 from mamori.config.brands import BrandConfig
 from mamori.discovery.brand import Brand, BrandIndex, Match
 from mamori.discovery.brand_store import BrandMatches, Observed, StoredMatch
-from mamori.store.pdns_base import Record
+from mamori.store.pdns_base import NxRecord, Record
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,13 @@ ADDRESS_TYPES = (1, 28)
 
 
 class RecordSource(Protocol):
-    """Passive DNS as the watch reads it (``store.pdns_base.PdnsPortable``)."""
+    """Passive DNS as the watch reads it (``store.pdns_base.PdnsPortable``): the tuples,
+    then the NXDOMAIN rows (a look-alike that only ever answered NXDOMAIN: parked,
+    pre-registration probes, names of a campaign not live yet)."""
 
     def export_records(self) -> Iterator[Record]: ...
+
+    def export_nxdomain(self) -> Iterator[NxRecord]: ...
 
 
 @dataclass
@@ -114,6 +119,22 @@ def run_pass(
             if rec.rrtype in ADDRESS_TYPES and len(s.addresses) < 16:
                 s.addresses.append(rec.rdata)
         flush(_fresh(batch, mark))
+        # names passive DNS saw only as NXDOMAIN (none of their tuples matched above)
+        resolved = {m.name for m, _ in found}
+        nx: dict[str, _Seen] = {}
+        for row in pdns.export_nxdomain():
+            high = max(high, row.time_last)
+            s = nx.get(row.rrname)
+            if s is None:
+                if len(nx) >= BATCH:
+                    _flush_nx(index, _fresh(nx, mark), resolved, asked, found)
+                    result.names += len(nx)
+                    nx = {}
+                nx[row.rrname] = _Seen(row.time_first, row.time_last)
+            else:
+                s.first, s.last = min(s.first, row.time_first), max(s.last, row.time_last)
+        _flush_nx(index, _fresh(nx, mark), resolved, asked, found)
+        result.names += len(nx)
     # names only the query log has (never resolved, or no passive DNS)
     in_pdns = {m.name for m, _ in found}
     qnames = [n for n in asked if n not in in_pdns]
@@ -165,6 +186,25 @@ def feed_names(cfg: Config) -> Iterator[tuple[str, str]]:
                 if "rpz-passthru" in line:
                     continue  # an exception (allowed), not a listed name
                 yield feed.name, owner.removeprefix("*.").lower()
+
+
+def _flush_nx(
+    index: BrandIndex,
+    batch: dict[str, _Seen],
+    resolved: set[str],
+    asked: dict[str, tuple[Sequence[str], int, int]],
+    found: list[tuple[Match, Observed]],
+) -> None:
+    """Match names passive DNS saw answered NXDOMAIN (source ``pdns-nxdomain``; no
+    addresses: the report says "does not resolve"), but not those a tuple matched."""
+    for m in index.match(batch):
+        if m.name in resolved:
+            continue
+        s = batch.get(m.name + ".") or batch.get(m.name) or _Seen(0, 0)
+        clients, qfirst, qlast = asked.get(m.name, ((), 0, 0))
+        sources = ("pdns-nxdomain",) + (("querylog",) if clients else ())
+        first = min((x for x in (s.first, qfirst) if x), default=0)
+        found.append((m, Observed(first, max(s.last, qlast), sources, (), tuple(clients))))
 
 
 def _fresh(batch: dict[str, _Seen], mark: float | None) -> dict[str, _Seen]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import json
 import re
 import time
@@ -12,8 +13,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from mamori.dnsutil.wire import WireError, text_to_name
 from mamori.pdns.model import type_code, type_text
-from mamori.store.pdns_base import Record
+from mamori.store.pdns_base import NxRecord, Record
 
 _REL = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -120,6 +122,16 @@ def export_line(r: Record, fmt: str) -> str:
     return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
 
 
+def export_nx_line(nx: NxRecord) -> str:
+    """One NXDOMAIN row as a JSON line (no newline), the same in both formats: the name
+    and type asked, ``"rcode": "NXDOMAIN"`` and no ``rdata`` (neither COF nor DNSDB has
+    a form for it: a mamori extension that ``parse_line`` reads back)."""
+    out: dict[str, Any] = {"rrname": nx.rrname, "rrtype": type_text(nx.rrtype),
+                           "rcode": "NXDOMAIN", "time_first": nx.time_first,
+                           "time_last": nx.time_last, "count": nx.count}  # fmt: skip
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
 class BadLineError(ValueError):
     """A line that is not a passive DNS record; ``line``: its number (from 1)."""
 
@@ -128,9 +140,10 @@ class BadLineError(ValueError):
         self.line = line
 
 
-def parse_line(text: str, fmt: str, line: int) -> list[Record]:
+def parse_line(text: str, fmt: str, line: int) -> list[Record | NxRecord]:
     """The records of one exported line (several when DNSDB rdata lists several; none for
-    a blank line or DNSDB SAF framing, ``{"cond": ...}``). Raises BadLineError naming *line*."""
+    a blank line or DNSDB SAF framing, ``{"cond": ...}``; an ``NxRecord`` for a line of
+    ``export_nx_line``). Raises BadLineError naming *line*."""
     if not text.strip():
         return []
     try:
@@ -149,9 +162,43 @@ def parse_line(text: str, fmt: str, line: int) -> list[Record]:
             if key not in obj and "zone_" + key in obj:
                 obj[key] = obj["zone_" + key]
     try:
-        return _records(obj)
+        if "rcode" in obj:
+            return [_nx_record(obj)]
+        return list(_records(obj))
     except (ValueError, TypeError) as e:
         raise BadLineError(line, str(e)) from None
+
+
+def _nx_record(obj: dict[str, Any]) -> NxRecord:
+    """An NXDOMAIN row (``export_nx_line``): no rdata; rrtype the type asked (any)."""
+    if obj["rcode"] != "NXDOMAIN":
+        raise ValueError(f"rcode {obj['rcode']!r}: only NXDOMAIN rows are read")
+    missing = [k for k in ("rrname", "rrtype", "time_first", "time_last", "count")
+               if k not in obj]  # fmt: skip
+    if missing:
+        raise ValueError("missing " + ", ".join(missing))
+    if obj.get("rdata") not in (None, "", []):
+        raise ValueError("an NXDOMAIN row has no rdata")
+    name, rtype = obj["rrname"], obj["rrtype"]
+    if not isinstance(name, str) or not name.strip("."):
+        raise ValueError(f"rrname {name!r} is not a name")
+    _check_name("rrname", name)
+    if isinstance(rtype, str):
+        rtype = type_code(rtype)
+    if not _is_int(rtype) or not 0 <= rtype <= 65535:
+        raise ValueError(f"rrtype {obj['rrtype']!r} is not a type")
+    first, last, count = _times(obj)
+    return NxRecord(name.lower().rstrip(".") + ".", rtype, first, last, count)
+
+
+def _times(obj: dict[str, Any]) -> tuple[int, int, int]:
+    first, last, count = obj["time_first"], obj["time_last"], obj["count"]
+    for key, v in (("time_first", first), ("time_last", last), ("count", count)):
+        if not _is_int(v) or v < 0:
+            raise ValueError(f"{key} {v!r} is not a whole number >= 0")
+    if first > last:
+        raise ValueError(f"time_first {first} is after time_last {last}")
+    return first, last, count
 
 
 def _records(obj: dict[str, Any]) -> list[Record]:
@@ -162,24 +209,75 @@ def _records(obj: dict[str, Any]) -> list[Record]:
     name, rtype, rdata, bw = obj["rrname"], obj["rrtype"], obj["rdata"], obj.get("bailiwick", "")
     if not isinstance(name, str) or not name.strip("."):
         raise ValueError(f"rrname {name!r} is not a name")
+    _check_name("rrname", name)
     if isinstance(rtype, str):
         rtype = type_code(rtype)
     if not _is_int(rtype) or not 0 <= rtype <= 65535:
         raise ValueError(f"rrtype {obj['rrtype']!r} is not a type")
+    if rtype in {0, 41} or 128 <= rtype <= 255:
+        raise ValueError(f"rrtype {obj['rrtype']!r} is not a record type (RFC 6895: reserved,"
+                         " meta or query type)")  # fmt: skip
     rdatas = rdata if isinstance(rdata, list) else [rdata]
     if not rdatas or not all(isinstance(x, str) for x in rdatas):
         raise ValueError("rdata is not a string or a list of strings")
+    for x in rdatas:
+        _check_rdata(rtype, x)
     if not isinstance(bw, str):
         raise ValueError(f"bailiwick {bw!r} is not a name")
-    first, last, count = obj["time_first"], obj["time_last"], obj["count"]
-    for key, v in (("time_first", first), ("time_last", last), ("count", count)):
-        if not _is_int(v) or v < 0:
-            raise ValueError(f"{key} {v!r} is not a whole number >= 0")
-    if first > last:
-        raise ValueError(f"time_first {first} is after time_last {last}")
+    if bw.strip("."):
+        _check_name("bailiwick", bw)
+    first, last, count = _times(obj)
     name = name.lower().rstrip(".") + "."
     bw = bw.lower().rstrip(".") + "." if bw.strip(".") else ""
     return [Record(name, rtype, x, bw, first, last, count) for x in rdatas]
+
+
+def _check_name(what: str, name: str) -> None:
+    """ValueError unless *name* is a DNS name in presentation form (ASCII, ``\\DDD``
+    escapes): no empty label, labels of at most 63 octets, at most 255 octets in all
+    (RFC 1035 2.3.4)."""
+    why = ""
+    if not name.isascii():
+        why = "not ASCII (IDNs are kept in their xn-- form)"
+    else:
+        try:
+            text_to_name(name if name != "." else "")
+        except WireError as e:
+            too_long = "255" in str(e)
+            why = "longer than 255 octets" if too_long else "an empty label or one over 63 octets"
+        except (ValueError, IndexError):
+            why = "a bad escape"
+    if why:
+        raise ValueError(f"{what} {name!r} is not a DNS name: {why}")
+
+
+_RDATA_NAME_FIELD = {5: (0, 1), 2: (0, 1), 12: (0, 1), 39: (0, 1), 15: (1, 2), 33: (3, 4)}
+
+
+def _check_rdata(rrtype: int, rdata: str) -> None:
+    """ValueError unless *rdata* fits *rrtype* where the store keeps it typed: A/AAAA an
+    address, CNAME/NS/PTR/DNAME a name, MX ``PREF NAME``, SRV ``PRIO WEIGHT PORT NAME``
+    (the numbers 0-65535). Other types' rdata is kept as text, unchecked."""
+    if rrtype in (1, 28):
+        version = 4 if rrtype == 1 else 6
+        try:
+            if "%" in rdata or ipaddress.ip_address(rdata).version != version:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"rdata {rdata!r} is not an IPv{version} address ({type_text(rrtype)})"
+            ) from None
+        return
+    where = _RDATA_NAME_FIELD.get(rrtype)
+    if where is None:
+        return
+    pos, count = where
+    fields = rdata.split(" ")
+    kind = type_text(rrtype)
+    if len(fields) != count or not all(f.isdigit() and int(f) <= 65535 for f in fields[:pos]):
+        form = {15: "PREFERENCE NAME", 33: "PRIORITY WEIGHT PORT NAME"}.get(rrtype, "NAME")
+        raise ValueError(f"rdata {rdata!r} is not {kind} rdata ({form})")
+    _check_name(f"{kind} rdata", fields[pos])
 
 
 def _is_int(v: object) -> bool:

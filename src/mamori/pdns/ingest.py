@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mamori.errors import StoreError
 from mamori.pdns.aggregate import Aggregator
 from mamori.pdns.sensors.pcap import Counters, Reader
 from mamori.store.pdns_base import FileProgress, PdnsStore
@@ -77,12 +78,20 @@ def ingest(
     """Read *paths* (pcap/pcapng) into *store*, committing every *commit_every* DNS
     messages (and at each capture's end) with the capture's position; a capture
     already complete is skipped, one interrupted resumes after its last commit.
-    Raises CaptureError (not a capture) and OSError."""
+    Raises CaptureError (not a capture), OSError, and StoreError (the store cannot tell
+    whether a capture was ingested before, e.g. ClickHouse is away: that capture and
+    the ones after it are not read, nothing is counted twice)."""
     out = IngestResult()
     agg = Aggregator(keep_nxdomain)
     for path in paths:
         ident = file_identity(path)
-        done, complete = store.ingested(ident)
+        try:
+            done, complete = store.ingested(ident)
+        except StoreError as e:  # ClickHouse away, and the spool knows nothing of it
+            raise StoreError(
+                f"cannot tell whether {path} was already ingested: {e}; nothing of it was"
+                " read: try again when the server is back"
+            ) from e
         size = path.stat().st_size
         if complete:
             out.already += 1

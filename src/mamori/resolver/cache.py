@@ -102,8 +102,9 @@ class Entry:
         # and their glue: (NS names as lowercased wire, (version, int) addresses)
         self.auth_ns: tuple[tuple[bytes, ...], tuple[tuple[int, int], ...]] | None = None
         # Memo of the policy decision made after resolution (Response-IP, NSDNAME,
-        # NSIP, names in the CNAME chain): (policy version, zone limit, decision)
-        self.rewrite: tuple[int, int, tuple[Match, int] | None] | None = None
+        # NSIP, names in the CNAME chain): (policy version, zone limit, decision, the
+        # log-only zones' matches met on the way: logged again on every hit)
+        self.rewrite: tuple[int, int, tuple[Match, int] | None, tuple[Match, ...]] | None = None
 
     def render(self, age: int) -> bytes:
         """Body with every TTL decreased by *age* seconds (floored at 0)."""

@@ -17,7 +17,9 @@ the lookups themselves go through the answer cache.
 
 The decision for a cached answer is memoised on the cache entry per policy
 version, so a repeated query costs one tuple comparison. The matches of zones
-with policy ``disabled`` met on the way are logged (they would have applied).
+with policy ``disabled`` (a feed's ``enforce = "preview"``) met on the way are
+logged (they would have applied): memoised with the decision, they are logged on
+every answer, from the cache too.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class PostCheck:
         memo = entry.rewrite
         if memo is not None and memo[0] == policy.version and memo[1] == limit:
             override = memo[2]
+            for m in memo[3]:  # log-only ("disabled") zones: on every answer, cached too
+                self.replies.event(q, -1, "", Outcome.LOG_ONLY, "disabled", m.hit)
         else:
             result = self._decide(policy, q.key, entry, found, q.rd, missing_ns_ok)
             if isinstance(result, bytes):
@@ -110,7 +114,8 @@ class PostCheck:
     ) -> Decision | None:
         """Log the disabled zones' matches; memoise (and return) what overrides ``q.found``.
 
-        Only the override is memoised on the entry: ``q.found`` itself may depend
+        Only the override (and the disabled zones' matches, logged again on every
+        answer from the memo) is memoised on the entry: ``q.found`` itself may depend
         on the client (Client-IP rules).
         """
         for m in disabled:  # "disabled" zones: log what they would have done
@@ -119,7 +124,7 @@ class PostCheck:
         override = decision if decision is not None and decision[0] is not found else None
         if memo:
             limit = found.rule.zone_index if found is not None else policy.nzones
-            entry.rewrite = (policy.version, limit, override)
+            entry.rewrite = (policy.version, limit, override, tuple(disabled))
         return override
 
     # ------------------------------------------------------------ decisions

@@ -49,6 +49,19 @@ class Record:
 
 
 @dataclass(frozen=True)
+class NxRecord:
+    """NXDOMAIN answers aggregated (the ``nxdomain`` rows): ``rrname`` the name asked
+    (lowercase, final dot), ``rrtype`` the type asked (QTYPE: ANY and other query types
+    too), ``time_first``/``time_last`` UNIX seconds, ``count`` answers seen."""
+
+    rrname: str
+    rrtype: int
+    time_first: int
+    time_last: int
+    count: int
+
+
+@dataclass(frozen=True)
 class Fences:
     """DNSDB time fences (UNIX seconds; None: no fence), every one inclusive, as dnsdbq
     documents ``-A`` ("on or after") and ``-B`` ("on or before"):
@@ -105,7 +118,9 @@ class PdnsStore(Protocol):
     def end_run(self, mark: WriterMark) -> None: ...
 
     def ingested(self, file: str) -> tuple[int, bool]:
-        """(messages committed, complete) of a capture by identity; (0, False) if unseen."""
+        """(messages committed, complete) of a capture by identity; (0, False) if unseen.
+        Raises StoreError when the store cannot tell (ClickHouse away, and no batch of
+        that capture kept in the spool): never a guess that could count it twice."""
 
     def compact(self, before: int) -> tuple[int, int]:
         """Drop what was last seen before *before*; (tuples, names) removed."""
@@ -173,6 +188,10 @@ class PdnsPortable(Protocol):
 
     def export_records(self) -> Iterator[Record]:
         """Every tuple, streamed (never the whole store in memory), in rrname order."""
+
+    def export_nxdomain(self) -> Iterator[NxRecord]:
+        """Every NXDOMAIN row, streamed, in (rrname, rrtype) order. (Imported through
+        ``write``'s *nx*: they merge as tuples do.)"""
 
     def import_records(self, records: Iterable[Record], batch: int = 50_000) -> int:
         """Merge *records* as ``write`` does (min first, max last, summed count), committed

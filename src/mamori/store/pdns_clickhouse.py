@@ -21,7 +21,15 @@ from typing import Any
 from mamori.store import pdns_chschema as schema
 from mamori.store.base import WriterMark, WriterRun
 from mamori.store.ch_conn import ChUnavailable, Conn, lit
-from mamori.store.pdns_base import NO_FENCES, Fences, FileProgress, NxTuples, Record, Tuples
+from mamori.store.pdns_base import (
+    NO_FENCES,
+    Fences,
+    FileProgress,
+    NxRecord,
+    NxTuples,
+    Record,
+    Tuples,
+)
 from mamori.store.pdns_keys import (
     NAME_RDATA,
     ip_key,
@@ -387,8 +395,12 @@ class PdnsClickHouse:
         self._mark(mark, clean=True)
 
     def ingested(self, file: str) -> tuple[int, bool]:
-        """(messages committed, complete): in ClickHouse or kept in the spool."""
-        spooled = self._spooled_progress.get(file, (0, False))
+        """(messages committed, complete): in ClickHouse or kept in the spool. Batches go
+        out in order, so the spool's position of a capture is never behind the server's:
+        with the server away, a capture the spool knows is answered from it. Raises
+        ChUnavailable when the server is away and the spool knows nothing of *file* (it
+        may be in ClickHouse already: guessing "never seen" would count it twice)."""
+        spooled = self._spooled_progress.get(file)
         try:
             self.ensure_schema()
             rows = self.conn.query(
@@ -396,7 +408,11 @@ class PdnsClickHouse:
                 f" WHERE file = {lit(file)}"
             )
         except ChUnavailable:
+            if spooled is None:
+                raise
             return spooled
+        if spooled is None:
+            spooled = (0, False)
         done, whole = (int(rows[0][0]), bool(rows[0][1])) if rows and rows[0][2] else (0, False)
         return max(done, spooled[0]), whole or spooled[1]
 
@@ -622,6 +638,14 @@ class PdnsClickHouse:
         )
         for r in self.conn.stream(sql):
             yield _record(r)
+
+    def export_nxdomain(self) -> Iterator[NxRecord]:
+        """Every NXDOMAIN row, streamed in (rrname, rrtype) order."""
+        for r in self.conn.stream(
+            f"SELECT rrname, rrtype, {_AGG} FROM {self.dbname}.pdns_nxdomain"
+            f" WHERE rrname >= {LOW} GROUP BY rrname, rrtype ORDER BY rrname, rrtype"
+        ):
+            yield NxRecord(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]))
 
     def import_records(self, records: Iterable[Record], batch: int = 50_000) -> int:
         """Merge *records* as ``write`` does, one batch (exactly once) every *batch*."""

@@ -33,6 +33,7 @@ from mamori.store.pdns_base import (
     NO_FENCES,
     Fences,
     FileProgress,
+    NxRecord,
     NxTuples,
     Record,
     Tuples,
@@ -222,6 +223,15 @@ class PdnsSQLite:
         decode = schema.decode
         for rname, rtype, rdata, bw, first, last, n in cur:
             yield Record(reverse_name(rname), rtype, decode(rtype, rdata), bw, first, last, n)
+
+    def export_nxdomain(self) -> Iterator[NxRecord]:
+        """Every NXDOMAIN row, streamed in (rrname, rrtype) order."""
+        cur = self.db.execute(
+            "SELECT rrname, rrtype, time_first, time_last, count FROM nxdomain"
+            " ORDER BY rrname, rrtype"
+        )
+        for row in cur:
+            yield NxRecord(*row)
 
     def import_records(self, records: Iterable[Record], batch: int = 50_000) -> int:
         """Merge *records* as ``write`` does (min time_first, max time_last, summed count),

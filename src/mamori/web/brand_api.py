@@ -6,6 +6,7 @@ added and removed as feeds and groups are, ``settings_api.Settings``) and
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -17,11 +18,14 @@ from starlette.routing import Route
 from mamori.discovery.brand_export import to_csv, to_stix
 from mamori.discovery.brand_store import BrandMatches, StoredMatch, brand_db_path
 from mamori.discovery.brand_watch import PassResult, brand_index, feed_names, run_pass
+from mamori.errors import StoreError
 from mamori.pdns.formats import parse_time
 from mamori.store.pdns_open import open_pdns_reader
 from mamori.web.apiauth import ApiError, authorize, client_address, json_body
 from mamori.web.keys import KeyStore
 from mamori.web.settings_api import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_LIMIT = 10_000
 FORMATS = ("json", "csv", "stix")
@@ -130,6 +134,8 @@ class BrandApi:
                     raise ApiError(422, "since: out of range", "since")
             limit = _int(request, "limit", 1000, 1, MAX_LIMIT)
             offset = _int(request, "offset", 0, 0, 1 << 31)
+            if brand is not None:
+                brand = await run_in_threadpool(self._known_brand, brand)
             found, total = await run_in_threadpool(self.data.search, brand, since, limit, offset)
             if fmt == "csv":
                 text = await run_in_threadpool(to_csv, found)
@@ -156,10 +162,29 @@ class BrandApi:
         except ApiError as e:
             return e.response()
 
+    def _known_brand(self, brand: str) -> str:
+        """*brand* as the watch names it: a brand in force (names ignore case), or one
+        removed whose matches are still listed. ApiError 404 for neither."""
+        names = [b.name for b in self.s.cfg.brands]
+        same = next((n for n in names if n.casefold() == brand.casefold()), None)
+        if same is not None:
+            return same
+        if self.data.search(brand, None, 1, 0)[1]:
+            return brand
+        known = ", ".join(names) or "none"
+        raise ApiError(404, f"no brand named {brand} (watched: {known})", "brand")
+
     async def scan(self, request: Request) -> Response:
         try:
             await authorize(request, self.keys)
-            r = await run_in_threadpool(self.data.scan)
+            try:
+                r = await run_in_threadpool(self.data.scan)
+            except StoreError as e:  # passive DNS cannot answer (ClickHouse away)
+                log.error("brand watch: scan: %s", e)
+                err = ApiError(503, "passive DNS cannot be read now (see the server log);"
+                               " try again later")  # fmt: skip
+                err.retry_after = 30
+                raise err from None
             return JSONResponse(
                 {
                     "names": r.names,
@@ -189,11 +214,13 @@ def _errors(*codes: int) -> dict[str, Any]:
     why = {
         400: "bad request (not JSON, not an object)",
         403: "a read-only key, or a console session without its X-CSRF-Token, on a change",
-        404: "no such brand",
-        409: "conflicts with the configuration (defined in the user's TOML, exists)",
+        404: "no such brand (names ignore case)",
+        409: "conflicts with the configuration (defined in the user's TOML, exists: brand"
+        " names ignore case)",
         413: "body too large",
         415: "send application/json",
         422: "a value is invalid: field names it",
+        503: "passive DNS cannot be read now (ClickHouse down: see the log; Retry-After)",
     }
     out = {
         "401": _json("no or unknown API key, and no console session", "Error"),
@@ -348,7 +375,12 @@ OPENAPI_PATHS: dict[str, Any] = {
             "summary": "look-alikes found (newest detection first): JSON, CSV or STIX 2.1",
             "security": _SEC,
             "parameters": [
-                _q("brand", {"type": "string", "maxLength": 64}, "only this brand"),
+                _q(
+                    "brand",
+                    {"type": "string", "maxLength": 64},
+                    "only this brand (its name, in any case; 404 for a brand neither watched"
+                    " nor with matches listed)",
+                ),
                 _q(
                     "since",
                     {"type": "string", "maxLength": 64},
@@ -381,7 +413,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                         "application/stix+json": {"schema": {"type": "object"}},
                     },
                 },
-                **_errors(422),
+                **_errors(404, 422),
             },
         },
     },
@@ -389,7 +421,10 @@ OPENAPI_PATHS: dict[str, Any] = {
         "post": {
             "summary": "run a pass of the brand watch now (names observed since the last)",
             "security": _SEC,
-            "responses": {"200": _json("what the pass did", "BrandPass"), **_errors(403)},
+            "responses": {
+                "200": _json("what the pass did", "BrandPass"),
+                **_errors(403, 503),
+            },
         },
     },
 }

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from mamori.errors import StoreError
 from mamori.store.rules import RuleError, check_rule
 from mamori.web.api import Api
 from mamori.web.apiauth import ApiError, client_address
@@ -29,6 +30,7 @@ NOT_ADDED = N_("The brand was not added: %(error)s")
 NOT_REMOVED = N_("The brand was not removed: %(error)s")
 NOT_BLOCKED = N_("%(name)s was not blocked: %(error)s")
 SCANNED = N_("%(names)s names looked at: %(new)s new look-alikes.")
+NOT_SCANNED = N_("The scan could not read passive DNS: %(error)s")
 
 
 class BrandPage:
@@ -136,7 +138,11 @@ class BrandPage:
         checked = await self._checked(request)
         if isinstance(checked, Response):
             return checked
-        result = await run_in_threadpool(self.data.scan)
+        try:
+            result = await run_in_threadpool(self.data.scan)
+        except StoreError as e:  # passive DNS cannot answer (ClickHouse away)
+            why = self.console.translate(request, NOT_SCANNED, error=str(e))
+            return await self.page(request, why, "", 503)
         note = self.console.translate(request, SCANNED, names=f"{result.names:,}",
                                       new=str(len(result.new)))  # fmt: skip
         return await self.page(request, notice=note)

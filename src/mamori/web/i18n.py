@@ -313,6 +313,8 @@ JA: dict[str, str] = {
     "%(name)s was not blocked: %(error)s": "%(name)s はブロックされませんでした: %(error)s",
     "%(names)s names looked at: %(new)s new look-alikes.":
         "%(names)s 件の名前を調べました。新しい類似ドメイン: %(new)s 件。",
+    "The scan could not read passive DNS: %(error)s":
+        "スキャンでパッシブDNSを読めませんでした: %(error)s",
     # the Audit page (audit.html, audit_page.py)
     "Audit log": "監査ログ",
     "a name, an action (rule.add), a user": "名前、操作(rule.add)、ユーザー",

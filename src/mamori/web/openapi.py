@@ -48,6 +48,8 @@ _SAF = {
     "404": {"description": "no such method, flex or search kind (message in the body)"},
     "429": {"description": "rate limit or daily quota, or too many wrong keys from this"
             " address (Retry-After)"},
+    "503": {"description": "the passive DNS store cannot answer (ClickHouse down: see the"
+            " log; Retry-After)"},
 }  # fmt: skip
 
 
@@ -123,6 +125,10 @@ SPEC: dict[str, Any] = {
                         "description": "rate limit or quota, or too many wrong keys from"
                         " this address (Retry-After)"
                     },
+                    "503": {
+                        "description": "the passive DNS store cannot answer (ClickHouse"
+                        " down: see the log; Retry-After)"
+                    },
                 },
             }
         },
@@ -156,7 +162,7 @@ SPEC: dict[str, Any] = {
                     "404": {"description": "no AS databases: [geo] is not configured"},
                     "503": {
                         "description": "[geo] is configured but its databases could not"
-                        " be read (see the log)"
+                        " be read, or the passive DNS store cannot answer (see the log)"
                     },
                     "429": {"description": "rate limit or quota (Retry-After)"},
                 },

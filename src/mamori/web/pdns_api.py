@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import re2  # google-re2: linear-time regular expressions (no ReDoS)
@@ -20,11 +21,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from mamori.discovery.geo import Geo, parse_asn, record_geo, records_on_asn
+from mamori.errors import StoreError
 from mamori.pdns import formats, query
 from mamori.pdns.model import type_code, type_text
 from mamori.store.pdns_base import Fences, PdnsStore, Record
 from mamori.store.pdns_open import distinct_values
 from mamori.web.keys import KeyStore, Refused
+
+log = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
 DEFAULT_LIMIT = 10000
@@ -50,16 +54,17 @@ class PdnsApi:
         self.geo_broken = geo_broken or (lambda: False)  # configured but unreadable
 
     def routes(self) -> list[Route]:
+        g = _store_guard
         return [
-            Route("/pdns/asn/{asn:str}", self.asn),
-            Route("/pdns/query/{q:path}", self.cof),
+            Route("/pdns/asn/{asn:str}", g(self.asn)),
+            Route("/pdns/query/{q:path}", g(self.cof)),
             Route("/dnsdb/v2/ping", self.ping),
             Route("/dnsdb/v2/rate_limit", self.rate_limit),
-            Route("/dnsdb/v2/{method:str}/rrset/name/{rest:path}", self.rrset),
-            Route("/dnsdb/v2/{method:str}/rdata/name/{rest:path}", self.rdata_name),
-            Route("/dnsdb/v2/{method:str}/rdata/ip/{rest:path}", self.rdata_ip),
+            Route("/dnsdb/v2/{method:str}/rrset/name/{rest:path}", g(self.rrset)),
+            Route("/dnsdb/v2/{method:str}/rdata/name/{rest:path}", g(self.rdata_name)),
+            Route("/dnsdb/v2/{method:str}/rdata/ip/{rest:path}", g(self.rdata_ip)),
             Route("/dnsdb/v2/{method:str}/rdata/raw/{rest:path}", self.rdata_raw),
-            Route("/dnsdb/v2/{flex:str}/{what:str}/{rest:path}", self.flex),
+            Route("/dnsdb/v2/{flex:str}/{what:str}/{rest:path}", g(self.flex)),
         ]
 
     # ------------------------------------------------------------------ auth
@@ -260,6 +265,26 @@ class PdnsApi:
                 if len(out) >= limit:
                     break
         return out
+
+
+UNAVAILABLE = "the passive DNS store is unavailable (see the server log); try again later\n"
+
+
+def _store_guard(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """*handler*, answering 503 (``Retry-After: 30``) when the store cannot answer
+    (``StoreError``: ClickHouse down or refusing, a damaged file) instead of a 500; the
+    cause (server address included) goes to the log, not to the client."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except StoreError as e:
+            log.error("passive DNS API %s: %s", request.url.path, e)
+            return PlainTextResponse(UNAVAILABLE, 503, headers={"Retry-After": "30"})
+
+    return guarded
 
 
 def _saf(objs: list[dict[str, Any]], limited: bool) -> Response:

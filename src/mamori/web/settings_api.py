@@ -529,7 +529,8 @@ class Settings:
         return out
 
     def brand(self, name: str) -> dict[str, Any]:
-        b = next((b for b in self.brands() if b["name"] == name), None)
+        """The brand in force named *name* (names ignore case); ApiError 404."""
+        b = next((b for b in self.brands() if b["name"].casefold() == name.casefold()), None)
         if b is None:
             raise ApiError(404, f"no brand named {name}")
         return b
@@ -544,13 +545,19 @@ class Settings:
             raise ApiError(422, 'list the brand\'s domains = ["example.com"]', "domains")
         async with self.lock:
             prov = await run_in_threadpool(self._provenance_for_change)
-            where = self._user_defines(prov, "brand", bname)
+            fold = bname.casefold()  # brand names ignore case: Mizuho is MIZUHO
+            where = next((str(o) for (kind, n), o in prov.origins.items()
+                          if kind == "brand" and n.casefold() == fold and not o.overlay),
+                         None)  # fmt: skip
             if where is not None:
                 raise ApiError(409, f"brand {bname} is defined in {where}: edit it there", "name")
-            if any(b.name == bname for b in self.cfg.brands):
-                raise ApiError(409, f"brand {bname} exists", "name")
+            twin = next((b.name for b in self.cfg.brands if b.name.casefold() == fold), None)
+            if twin is not None:
+                also = "" if twin == bname else f" (as {twin}: brand names ignore case)"
+                raise ApiError(409, f"brand {bname} exists{also}", "name")
             doc = self._read_overlay()
-            tables = [t for t in doc.get("brand", []) if t.get("name") != bname]
+            tables = [t for t in doc.get("brand", [])
+                      if str(t.get("name", "")).casefold() != fold]  # fmt: skip
             doc["brand"] = [*tables, table]
             await run_in_threadpool(self._check, doc, "brand", len(tables))
             detail = {k: v for k, v in table.items() if k != "name"}
@@ -568,6 +575,7 @@ class Settings:
         async with self.lock:
             await run_in_threadpool(self._provenance_for_change)
             b = await run_in_threadpool(self.brand, name)
+            name = b["name"]
             if b["origin"] == "toml":
                 raise ApiError(
                     409, f"brand {name} is defined in {b['defined_at']}: remove it there"
