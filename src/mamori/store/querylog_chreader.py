@@ -87,14 +87,14 @@ class ClickHouseQueryReader:
     def hourly(self, start: int, node: str = "") -> dict[int, tuple[int, int]]:
         rows = self._q(
             f"SELECT hour, sum(queries), sum(blocked) FROM {self.db}.query_counts"
-            f" WHERE hour >= {int(start)}{_node(node)} GROUP BY hour"
+            f" WHERE hour >= {max(int(start), 1)}{_node(node)} GROUP BY hour"
         )
         return {int(h): (int(n), int(b)) for h, n, b in rows}
 
     def blocks_by_zone(self, start: int, node: str = "") -> list[tuple[int, str, int]]:
         rows = self._q(
             f"SELECT hour, zone, sum(n) FROM {self.db}.block_counts"
-            f" WHERE hour >= {int(start)}{_node(node)} GROUP BY hour, zone"
+            f" WHERE hour >= {max(int(start), 1)}{_node(node)} GROUP BY hour, zone"
         )
         return [(int(h), str(z), int(n)) for h, z, n in rows]
 
@@ -103,7 +103,7 @@ class ClickHouseQueryReader:
     ) -> list[tuple[str, str, int]]:
         rows = self._q(
             f"SELECT qname, any(zone), sum(n) AS c FROM {self.db}.block_counts"
-            f" WHERE hour >= {int(start)}{_node(node)} GROUP BY qname"
+            f" WHERE hour >= {max(int(start), 1)}{_node(node)} GROUP BY qname"
             f" ORDER BY c DESC, qname LIMIT {int(limit)}"
         )
         return [(str(q), str(z), int(n)) for q, z, n in rows]
@@ -113,7 +113,7 @@ class ClickHouseQueryReader:
     ) -> list[tuple[str, int]]:
         rows = self._q(
             f"SELECT client, sum(n) AS c FROM {self.db}.block_clients"
-            f" WHERE hour >= {int(start)}{_node(node)} GROUP BY client"
+            f" WHERE hour >= {max(int(start), 1)}{_node(node)} GROUP BY client"
             f" ORDER BY c DESC, client LIMIT {int(limit)}"
         )
         return [(str(c), int(n)) for c, n in rows]

@@ -192,7 +192,7 @@ class SQLiteQueryReader:
             return db.execute(
                 f"SELECT qname, count(*) FROM (SELECT qname, ts FROM query_log {cond}"
                 " ORDER BY id DESC LIMIT ?) WHERE ts >= ? GROUP BY qname"
-                " ORDER BY 2 DESC LIMIT ?",
+                " ORDER BY 2 DESC, qname LIMIT ?",
                 (*args, scan, since, limit),
             ).fetchall()
 
