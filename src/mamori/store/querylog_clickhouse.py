@@ -313,15 +313,14 @@ class QueryLogClickHouse:
                 self.conn.query(f"ALTER TABLE {db}.query_log DROP PARTITION {int(p)}")
         if n:
             self.conn.query(f"ALTER TABLE {db}.query_log DELETE WHERE {where}")
-        for _w, label, cutoff in conds:
-            self.conn.query(
-                f"ALTER TABLE {db}.block_clients DELETE WHERE hour + 3600 <= {lit(cutoff)}"
-                f" AND client_group = {lit(label)} AND hour > 0"
-            )
-        for t in ("query_counts", "block_counts"):
-            self.conn.query(
-                f"ALTER TABLE {db}.{t} DELETE WHERE hour + 3600 <= {lit(before)} AND hour > 0"
-            )
+        # the aggregates: a mutation only where rows are to go (each rewrites parts)
+        deletes = [("block_clients", f"hour + 3600 <= {lit(c)} AND client_group = {lit(lb)}")
+                   for _w, lb, c in conds]  # fmt: skip
+        deletes += [(t, f"hour + 3600 <= {lit(before)}") for t in ("query_counts", "block_counts")]
+        for table, old in deletes:
+            cond = old + " AND hour > 0"  # never a batch's marker row
+            if int(self.conn.query(f"SELECT count() FROM {db}.{table} WHERE {cond}")[0][0]):
+                self.conn.query(f"ALTER TABLE {db}.{table} DELETE WHERE {cond}")
         return n
 
     def wait_mutations(self, timeout: float = 60.0) -> bool:
