@@ -11,7 +11,8 @@ not skipped; the live view lags by that much.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from mamori.store.base import QUERY_COLUMNS, HitCount, QueryFilter
@@ -57,18 +58,38 @@ def _node(node: str, column: str = "node") -> str:
 
 
 class ClickHouseQueryReader:
-    """*conn*: the server (its database); *settle*: the live view's lag in seconds."""
+    """*conn*: the server (its database), used by one thread at a time, or a function
+    opening a connection: one per call then (the web app's requests run in threads; a
+    driver connection is not shared between them); *settle*: the live view's lag in
+    seconds."""
 
-    def __init__(self, conn: Conn, settle: float = SETTLE) -> None:
-        self.conn = conn
-        self.db = conn.database
+    def __init__(self, conn: Conn | Callable[[], Conn], settle: float = SETTLE) -> None:
+        self._conn = conn if not callable(conn) else None
+        self._open = conn if callable(conn) else None
+        self.db = (self._conn or self._new()).database
         self.settle = settle
         self._ok = False
 
-    def _ready(self) -> bool:
+    def _new(self) -> Conn:
+        assert self._open is not None
+        c: Conn = self._open()
+        return c
+
+    @contextmanager
+    def _use(self) -> Iterator[Conn]:
+        if self._conn is not None:
+            yield self._conn
+            return
+        c = self._new()
+        try:
+            yield c
+        finally:
+            c.close()
+
+    def _ready(self, conn: Conn) -> bool:
         """The tables exist (a fleet whose nodes have not written yet has none)."""
         if not self._ok:
-            rows = self.conn.query(
+            rows = conn.query(
                 "SELECT count() FROM system.tables WHERE database ="
                 f" {lit(self.db)} AND name IN ('query_log', 'alerts')"
             )
@@ -76,12 +97,19 @@ class ClickHouseQueryReader:
         return self._ok
 
     def _q(self, sql: str) -> list[tuple[Any, ...]]:
-        if not self._ready():
-            return []
-        return [tuple(r) for r in self.conn.query(sql)]
+        with self._use() as conn:
+            if not self._ready(conn):
+                return []
+            return [tuple(r) for r in conn.query(sql)]
+
+    def _stream(self, sql: str) -> Iterator[tuple[Any, ...]]:
+        with self._use() as conn:
+            if self._ready(conn):
+                yield from conn.stream(sql)
 
     def close(self) -> None:
-        self.conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
     # ------------------------------------------------------------- overview
     def hourly(self, start: int, node: str = "") -> dict[int, tuple[int, int]]:
@@ -175,9 +203,7 @@ class ClickHouseQueryReader:
         return int(rows[0][0]) if rows else 0
 
     def queries_csv(self, f: QueryFilter, limit: int = 100_000) -> Iterator[tuple[Any, ...]]:
-        if not self._ready():
-            return
-        yield from self.conn.stream(
+        yield from self._stream(
             f"SELECT {_COLS} FROM {self.db}.query_log WHERE {where(f)}"
             f" ORDER BY id DESC LIMIT {int(limit)}"
         )
@@ -260,9 +286,9 @@ class ClickHouseQueryReader:
             values = sorted(given)
             if values:
                 terms.append(f"{column} IN {lit(tuple(values))}")
-        if not terms or not self._ready():
+        if not terms:
             return
-        for q, c, t, g, a, n in self.conn.stream(
+        for q, c, t, g, a, n in self._stream(
             "SELECT qname, client, qtype, client_group, answer, count()"
             f" FROM {self.db}.query_log WHERE {self._range(since, until)}"
             f" AND ({' OR '.join(terms)}) GROUP BY qname, client, qtype, client_group, answer"
@@ -270,9 +296,7 @@ class ClickHouseQueryReader:
             yield str(q), str(c), int(t), str(g), str(a), int(n)
 
     def name_clients(self, since: float) -> Iterator[tuple[str, str, float, float]]:
-        if not self._ready():
-            return
-        for q, c, f, la in self.conn.stream(
+        for q, c, f, la in self._stream(
             f"SELECT qname, client, min(ts), max(ts) FROM {self.db}.query_log"
             f" WHERE id >= {_id_at(since)} AND ts >= {lit(float(since))} GROUP BY qname, client"
         ):

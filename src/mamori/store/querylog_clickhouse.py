@@ -214,6 +214,17 @@ class QueryLogClickHouse:
         if batch.get("mark"):
             self._mark(WriterMark(*batch["mark"]))
 
+    def put_alert(self, alert: Sequence[Any]) -> None:
+        """One alert (time, rule, severity, subject, message, delivered, failed) of this
+        node. Raises StoreError (ChUnavailable: the server did not answer)."""
+        self.ensure_schema()
+        t, rule, severity, subject, message, delivered, failed = alert
+        self.conn.insert(
+            "alerts",
+            ["time", "node", "rule", "severity", "subject", "message", "delivered", "failed"],
+            [(float(t), self.node, rule, severity, subject, message, delivered, failed)],
+        )
+
     # ------------------------------------------------------------------ runs
     def _put_run(self, r: WriterRun, lost_before: int) -> None:
         self.conn.insert(

@@ -5,11 +5,16 @@ the writer thread the ``QueryLogStore`` Protocol (``store.base``)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mamori import config as cfgmod
+from mamori.errors import StoreError
 from mamori.store.base import QueryLogReader, QueryLogStore
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # static conformance: mypy checks both backends against the Protocols
     from mamori.store.querylog_chreader import ClickHouseQueryReader
@@ -55,6 +60,31 @@ def open_query_store(cfg: cfgmod.Config) -> QueryLogStore:
     return QueryLogClickHouse(conn, cfg.server.node_name, spool)
 
 
+def alert_sink(cfg: cfgmod.Config) -> Callable[[tuple[Any, ...]], None]:
+    """With ``[store] url``: a function putting one alert (time, rule, severity, subject,
+    message, delivered, failed) into ClickHouse's ``alerts`` table with this node's name
+    (errors logged: the local history keeps it). One connection per alert (alerts are
+    throttled: a few per minute at most)."""
+    from mamori.store.ch_conn import DriverConn, read_password
+    from mamori.store.querylog_clickhouse import QueryLogClickHouse
+
+    assert cfg.store.url is not None
+    password = read_password(cfg.store.url, cfg.store.password_file)
+    url = cfg.store.url
+
+    def put(alert: tuple[Any, ...]) -> None:
+        store = QueryLogClickHouse(DriverConn(url, password, timeout=5.0), cfg.server.node_name,
+                                   create=False)  # fmt: skip
+        try:
+            store.put_alert(alert)
+        except StoreError as e:
+            log.error("alerts: not written to %s: %s", url, e)
+        finally:
+            store.conn.close()
+
+    return put
+
+
 def open_query_reader(cfg: cfgmod.Config) -> QueryLogReader:
     """The readers' view of *cfg*'s query log (connects lazily). Raises StoreError."""
     if cfg.store.url is None:
@@ -64,8 +94,9 @@ def open_query_reader(cfg: cfgmod.Config) -> QueryLogReader:
     from mamori.store.ch_conn import DriverConn, read_password
     from mamori.store.querylog_chreader import ClickHouseQueryReader
 
-    password = read_password(cfg.store.url, cfg.store.password_file)
-    return ClickHouseQueryReader(DriverConn(cfg.store.url, password), settle(cfg))
+    url = cfg.store.url
+    password = read_password(url, cfg.store.password_file)
+    return ClickHouseQueryReader(lambda: DriverConn(url, password), settle(cfg))
 
 
 def check(cfg: cfgmod.Config) -> list[str]:

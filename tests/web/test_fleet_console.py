@@ -1,0 +1,81 @@
+"""A fleet: two nodes with their own ``[server] node_name`` write their query logs and
+alerts to one ClickHouse (Debian's server); one console (``mamori web`` alone: no DNS)
+shows both and filters by node, in the pages, the CSV, the live JSON and the API."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+from pathlib import Path
+
+from mamori.store.querylog_open import alert_sink, open_query_store
+from mamori.web.app import keys_path
+from mamori.web.keys import KeyStore
+from tests.store.test_querylog_contract import hits
+from tests.support.console import Client, ConsoleServer, write_config
+
+START = time.time() - 7200  # within the overview's 24 hours, older than the live lag
+
+
+def _rows(node: str, n: int) -> list[tuple[object, ...]]:
+    return [
+        (START + i * 60.0, "192.0.2.9", f"q{i}.{node}.example.", 1, 3, "", 0, "", False, "udp",
+         "block.rpz.", f"q{i}.{node}.example.block.rpz.", "QNAME", "NXDOMAIN", "blocked", "",
+         "", "")
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_two_nodes_one_clickhouse_one_console_filtered_by_node(
+    tmp_path: Path, clickhouse_url: str
+) -> None:
+    nodes = {"edge-a": 5, "edge-b": 3}
+    for node, n in nodes.items():
+        (tmp_path / node).mkdir()
+        cfg = write_config(
+            tmp_path / node, f'url = "{clickhouse_url}"\n[server]\nnode_name = "{node}"\n'
+        )
+        store = open_query_store(cfg)  # each node's writer, its own spool
+        rows = _rows(node, n)
+        store.write_queries(rows, None, hits(rows))  # type: ignore[arg-type]
+        store.close()
+        fire = alert_sink(cfg)
+        fire((START + 1.0, "c2", "critical", f"192.0.2.9@{node}", "contacted C&C", "log", ""))
+    (tmp_path / "console").mkdir()
+    console = write_config(
+        tmp_path / "console", f'url = "{clickhouse_url}"\n[server]\nnode_name = "console"\n'
+    )
+    keys = KeyStore(keys_path(console))
+    key = keys.add("analyst", scope="read")
+    keys.close()
+    with ConsoleServer(console) as srv:  # no runtime: the APIs and console, without DNS
+        c = Client(srv.base)
+        c.login()
+        _s, page = c.get("/queries")
+        assert re.findall(r'<option value="(edge-[ab])"', page) == ["edge-a", "edge-b"]
+        assert {"q0.edge-a.example.", "q2.edge-b.example."} <= set(
+            re.findall(r'class="qname">([^<]+)<', page)
+        )
+        _s, page = c.get("/queries?node=edge-b")
+        names = re.findall(r'class="qname">([^<]+)<', page)
+        assert sorted(names) == [f"q{i}.edge-b.example." for i in range(3)]
+        assert set(re.findall(r'class="node">([^<]*)<', page)) == {"edge-b"}
+        _s, text = c.get("/queries.csv?node=edge-a")
+        table = list(csv.reader(io.StringIO(text)))
+        assert table[0][-1] == "node" and {r[-1] for r in table[1:]} == {"edge-a"}
+        assert len(table) == 1 + 5
+        status, doc = c.json("/queries.json?node=edge-a&after=0")
+        assert status == 200 and [r["node"] for r in doc["rows"]] == ["edge-a"] * 5
+        status, _h, body = c.request("/api/v1/queries?node=edge-b", headers={"X-API-Key": key})
+        out = json.loads(body)["queries"]
+        assert status == 200 and [q["node"] for q in out] == ["edge-b"] * 3
+        _s, page = c.get("/?node=edge-a")
+        assert '<option value="edge-a" selected>' in page
+        assert re.search(r'id="n-queries">5<', page) and re.search(r'id="n-blocked">5<', page)
+        _s, page = c.get("/")
+        assert re.search(r'id="n-queries">8<', page), "every node's queries"
+        _s, page = c.get("/alerts")
+        assert "192.0.2.9@edge-a" in page and "192.0.2.9@edge-b" in page
