@@ -120,8 +120,11 @@ class QueryLogClickHouse:
             self._keep(batch)
 
     def _keep(self, batch: dict[str, Any]) -> None:
+        """Keep *batch* in the spool. Raises StoreError when it is full (the writer counts
+        the batch's events as failed)."""
         assert self.spool is not None
-        self.spool.append(batch, len(batch["rows"]))
+        if not self.spool.append(batch, len(batch["rows"])):
+            raise StoreError(f"query log: spool {self.spool.dir} is full: batch dropped")
 
     def _away(self, e: Exception) -> None:
         if time.monotonic() >= self._retry_at:
