@@ -21,6 +21,7 @@ from mamori.store.ch_conn import Conn, lit
 BLOCKED = "outcome IN ('blocked', 'dropped')"
 _COLS = ", ".join(QUERY_COLUMNS)
 SETTLE = 2.0  # seconds (default): the live view's lag
+WINDOWS = (3_600_000_000, 86_400_000_000)  # id spans (microseconds) a page tries first
 
 
 def _id_at(t: float) -> int:
@@ -181,12 +182,21 @@ class ClickHouseQueryReader:
         self, f: QueryFilter, before_id: int | None = None, limit: int = 50
     ) -> list[tuple[Any, ...]]:
         cond = where(f)
+        top = _id_at(time.time())
         if before_id is not None:
             cond += f" AND id < {int(before_id)}"
-        return self._q(
-            f"SELECT {_COLS} FROM {self.db}.query_log WHERE {cond}"
-            f" ORDER BY id DESC LIMIT {int(limit)}"
-        )
+            top = int(before_id)
+        # the newest hour of ids first, then the day, then all: a page of the newest rows
+        # reads one key range, not the table (ORDER BY ... LIMIT sorts what it reads)
+        for window in (*WINDOWS, None):
+            low = "" if window is None else f" AND id >= {max(top - window, 0)}"
+            rows = self._q(
+                f"SELECT {_COLS} FROM {self.db}.query_log WHERE {cond}{low}"
+                f" ORDER BY id DESC LIMIT {int(limit)}"
+            )
+            if len(rows) >= limit or window is None or top - window <= 0:
+                return rows
+        return []
 
     def queries_after(
         self, f: QueryFilter, after_id: int, limit: int = 200
