@@ -10,12 +10,14 @@ import json
 import re
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 from mamori.store.querylog_open import alert_sink, open_query_store
 from mamori.web.app import keys_path
 from mamori.web.keys import KeyStore
 from tests.store.test_querylog_contract import hits
-from tests.support.console import Client, ConsoleServer, write_config
+from tests.support.console import PASSWORD, Client, ConsoleServer, write_config
+from tests.support.net import free_port
 
 START = time.time() - 7200  # within the overview's 24 hours, older than the live lag
 
@@ -79,3 +81,24 @@ def test_two_nodes_one_clickhouse_one_console_filtered_by_node(
         assert re.search(r'id="n-queries">8<', page), "every node's queries"
         _s, page = c.get("/alerts")
         assert "192.0.2.9@edge-a" in page and "192.0.2.9@edge-b" in page
+
+
+def test_a_clickhouse_that_does_not_answer_gives_503_not_a_crash(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    cfg = write_config(tmp_path, f'url = "clickhouse://127.0.0.1:{port}/fleet"\n')
+    keys = KeyStore(keys_path(cfg))
+    key = keys.add("analyst", scope="read")
+    keys.close()
+    with ConsoleServer(cfg) as srv:
+        c = Client(srv.base)
+        _s, page = c.get("/login")
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+        assert csrf
+        form = urlencode({"csrf": csrf.group(1), "user": "admin", "password": PASSWORD,
+                          "next": "/queries"})  # fmt: skip
+        status, page = c._post("/login", form.encode())  # logged in, then the page: 503
+        assert status == 503 and "does not answer" in page, (status, page)
+        status, page = c.get("/?node=x")
+        assert status == 503 and "Connection refused" in page
+        status, _h, body = c.request("/api/v1/queries", headers={"X-API-Key": key})
+        assert status == 503 and "error" in json.loads(body)

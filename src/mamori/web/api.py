@@ -573,7 +573,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                 _q("before", _BEFORE, "only ids below this (next_before of the last page)"),
                 _q("limit", {**_LIMIT, "default": 50}, "rows"),
             ],
-            "responses": {"200": _json("query log rows", "QueryList"), **_errors(422)},
+            "responses": {"200": _json("query log rows", "QueryList"), **_errors(422, 503)},
         },
     },
     "/api/v1/explain": {
