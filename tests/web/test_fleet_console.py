@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-from mamori.store.querylog_open import alert_sink, open_query_store
+from mamori.alerts.engine import AlertEngine
+from mamori.store.querylog_open import open_query_store
 from mamori.web.app import keys_path
 from mamori.web.keys import KeyStore
 from tests.store.test_querylog_contract import hits
 from tests.support.console import PASSWORD, Client, ConsoleServer, write_config
 from tests.support.net import free_port
+from tests.support.wait import until
 
 START = time.time() - 7200  # within the overview's 24 hours, older than the live lag
 
@@ -38,14 +40,20 @@ def test_two_nodes_one_clickhouse_one_console_filtered_by_node(
     for node, n in nodes.items():
         (tmp_path / node).mkdir()
         cfg = write_config(
-            tmp_path / node, f'url = "{clickhouse_url}"\n[server]\nnode_name = "{node}"\n'
+            tmp_path / node,
+            f'url = "{clickhouse_url}"\n[server]\nnode_name = "{node}"\n'
+            '[[alert]]\nname = "c2"\nwhen = "hit"\nthrottle = 0\n',
         )
         store = open_query_store(cfg)  # each node's writer, its own spool
         rows = _rows(node, n)
         store.write_queries(rows, None, hits(rows))  # type: ignore[arg-type]
         store.close()
-        fire = alert_sink(cfg)
-        fire((START + 1.0, "c2", "critical", f"192.0.2.9@{node}", "contacted C&C", "log", ""))
+        engine = AlertEngine(cfg)  # the node's alert rules: history here and in ClickHouse
+        engine.start()
+        engine.on_hits([(START, f"192.0.2.{n}", "q0.example.", "block.rpz.", "QNAME",
+                         "NXDOMAIN", "blocked")])  # fmt: skip
+        assert until(lambda e=engine: e.sent == 1, 10)  # type: ignore[misc]
+        engine.stop()
     (tmp_path / "console").mkdir()
     console = write_config(
         tmp_path / "console", f'url = "{clickhouse_url}"\n[server]\nnode_name = "console"\n'
@@ -80,7 +88,7 @@ def test_two_nodes_one_clickhouse_one_console_filtered_by_node(
         _s, page = c.get("/")
         assert re.search(r'id="n-queries">8<', page), "every node's queries"
         _s, page = c.get("/alerts")
-        assert "192.0.2.9@edge-a" in page and "192.0.2.9@edge-b" in page
+        assert "192.0.2.5" in page and "192.0.2.3" in page, "both nodes' alerts"
 
 
 def test_a_clickhouse_that_does_not_answer_gives_503_not_a_crash(tmp_path: Path) -> None:
