@@ -52,7 +52,7 @@ def test_two_nodes_one_clickhouse_one_console_filtered_by_node(
         engine.start()
         engine.on_hits([(START, f"192.0.2.{n}", "q0.example.", "block.rpz.", "QNAME",
                          "NXDOMAIN", "blocked")])  # fmt: skip
-        assert until(lambda e=engine: e.sent == 1, 10)  # type: ignore[misc]
+        assert until(lambda e=engine: e.sent == 1, 10)
         engine.stop()
     (tmp_path / "console").mkdir()
     console = write_config(
