@@ -20,6 +20,16 @@ def require_binary(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
+def chdb_session(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A current ClickHouse engine in-process (chdb), one per test process (chdb allows
+    one); tests isolate themselves by database."""
+    chdb = pytest.importorskip("chdb.session", reason="chdb (a current ClickHouse) not installed")
+    s = chdb.Session(str(tmp_path_factory.mktemp("chdb")))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
 def clickhouse_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """One Debian clickhouse-server (18.16) for the session, on free 127.0.0.1 ports with
     its own config and data under a temporary directory; stopped by PID at the end.

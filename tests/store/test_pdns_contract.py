@@ -48,14 +48,6 @@ def load(store: Any) -> None:
     store.write(BATCH2, NX2, {"s1": (5, T + 250), "s2": (1, T + 99)})
 
 
-@pytest.fixture(scope="session")
-def chdb_session(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    chdb = pytest.importorskip("chdb.session", reason="chdb (a current ClickHouse) not installed")
-    s = chdb.Session(str(tmp_path_factory.mktemp("chdb")))
-    yield s
-    s.close()
-
-
 def _open(kind: str, tmp: Path, request: pytest.FixtureRequest) -> Any:
     """A new, empty store of *kind* (a database of its own on the ClickHouse servers)."""
     if kind == "sqlite":

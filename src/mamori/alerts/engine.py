@@ -101,6 +101,10 @@ class AlertEngine(threading.Thread):
         db = sqlite3.connect(history_path(self.cfg), timeout=10)
         db.executescript(_SCHEMA)
         self.db = db
+        if self.cfg.store.url is not None:  # the fleet's history: every node's alerts
+            from mamori.store.querylog_open import alert_sink
+
+            self.fleet = alert_sink(self.cfg)
         next_check = time.monotonic() + CHECK_EVERY
         try:
             while not self._stop_flag.is_set():
@@ -276,4 +280,8 @@ class AlertEngine(threading.Thread):
                     (when, rule.name, rule.severity, subject, message, ",".join(ok),
                      "; ".join(bad)),
                 )  # fmt: skip
+        fleet = getattr(self, "fleet", None)
+        if fleet is not None:  # ClickHouse ([store] url): a failure costs only that copy
+            fleet((when, rule.name, rule.severity, subject, message, ",".join(ok),
+                   "; ".join(bad)))  # fmt: skip
         return bool(ok)

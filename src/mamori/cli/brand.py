@@ -100,10 +100,11 @@ def _scan(cfg: cfgmod.Config, matches: BrandMatches, full: bool) -> None:
     """One pass of the watch over the config's stores (progress on stderr)."""
     from mamori.discovery.brand_watch import brand_index, feed_names, run_pass
     from mamori.store.pdns_open import open_pdns_reader
+    from mamori.store.querylog_open import brand_source
 
     index = brand_index(cfg.brands)
     pdns = open_pdns_reader(cfg)
-    query_log = cfg.store.path if cfg.store.path.exists() else None
+    query_log = brand_source(cfg)
     try:
         result = run_pass(index, matches, pdns, query_log, full=full, feeds=feed_names(cfg))
     except MamoriError as e:  # the store cannot answer (ClickHouse away): nothing merged

@@ -36,6 +36,7 @@ def feeds_preview(
     from mamori.discovery import candidate as cand
     from mamori.discovery.preview import Options, PreviewError, QueryLog, run_preview
     from mamori.store.pdns_sqlite import PdnsSQLite
+    from mamori.store.querylog_open import log_source
 
     cfg = load_config(config_path)
     setup_logging("warning")
@@ -66,7 +67,7 @@ def feeds_preview(
         def place(c: Candidate) -> tuple[list[ZoneSpec], list[ZoneSpec]]:
             return cand.place(cfg, c.settings.name, in_force)
 
-        log = QueryLog(cfg.store.path)
+        log = QueryLog(log_source(cfg))
         pdns_file = cfgmod.pdns_path(cfg)
         pdns = PdnsSQLite(pdns_file, readonly=True) if pdns_file.exists() else None
         try:

@@ -25,7 +25,7 @@ def serve(config_path: str) -> None:
     """Run the DNS firewall in the foreground (SIGTERM stops, SIGHUP reloads)."""
     from mamori.control import service
     from mamori.control.view import Runtime
-    from mamori.store.sqlite import SQLiteStore
+    from mamori.store.querylog_open import open_query_store
 
     # A fatal signal (SIGSEGV, or SIGBUS from a compiled policy file truncated under its
     # mapping) leaves a traceback on stderr; a SIGHUP before the start completes is ignored
@@ -43,7 +43,7 @@ def serve(config_path: str) -> None:
     try:
         service.bind(cfg, parts)
         parts.web_factory = _web_factory(cfg, runtime)  # binds now, builds the apps later
-        parts.store = SQLiteStore(cfg.store.path)
+        parts.store = open_query_store(cfg)
     except MamoriError as e:
         if zygote is not None:
             zygote.close()
@@ -196,12 +196,13 @@ def _brand_watch(cfg: config_mod.Config, runtime: Any, alerts: Any) -> Any:
     log with the [[brand]]s in force; new matches go to the alert rules."""
     from mamori.discovery.brand_store import BrandMatches, brand_db_path
     from mamori.discovery.brand_watch import BrandWatcher
+    from mamori.store.querylog_open import log_source
 
     watch = BrandWatcher(
         lambda: runtime.config_source() or cfg,
         _PdnsFile(cfg),
         BrandMatches(brand_db_path(cfg.store.path)),
-        cfg.store.path,
+        log_source(cfg),
     )
     if alerts is not None:
         watch.listeners.append(alerts.on_brand)
@@ -295,6 +296,14 @@ def check(config_path: str) -> None:
             pdns_lines = pdns_open.check(cfg)
         except MamoriError as e:
             fail(MamoriError(f"[pdns] url {cfg.pdns.url}: {e}"))
+    store_lines = [f"store:     {cfg.store.path} (node {cfg.server.node_name})"]
+    if cfg.store.url is not None:  # the query log in ClickHouse: version, schema
+        from mamori.store import querylog_open
+
+        try:
+            store_lines = querylog_open.check(cfg)
+        except MamoriError as e:
+            fail(MamoriError(f"[store] url {cfg.store.url}: {e}"))
     s = cfg.server
     click.echo(f"{config_path}: OK")
     click.echo(f"  listen:    {', '.join(str(e) for e in s.listen)} (udp{'+tcp' if s.tcp else ''})")
@@ -312,8 +321,7 @@ def check(config_path: str) -> None:
             "  upstreams: none: `mamori serve` needs [upstream] servers;"
             " `mamori zones serve` and `mamori feeds update` run without"
         )
-    click.echo(f"  store:     {cfg.store.path}")
-    for line in pdns_lines:
+    for line in [*store_lines, *pdns_lines]:
         click.echo(f"  {line}")
     settings = policy.settings if policy is not None else []
     applied = {st.name: st.policy for st in settings}

@@ -82,17 +82,17 @@ def zones_hits(config_path: str) -> None:
     """Per-zone policy hit counters from the store (zone, trigger, action, hits)."""
     import time
 
-    from mamori.store.sqlite import SQLiteStore
+    from mamori.store.querylog_open import open_query_reader
 
     cfg = load_config(config_path)
     try:
-        store = SQLiteStore(cfg.store.path)
+        reader = open_query_reader(cfg)  # [store] url: every node's counters
+        try:
+            rows = reader.policy_hits()
+        finally:
+            reader.close()
     except MamoriError as e:
         fail(e)
-    try:
-        rows = store.policy_hits()
-    finally:
-        store.close()
     if not rows:
         click.echo("no policy hits recorded")
         return

@@ -82,3 +82,15 @@ def secret_file(raw: Any, ctx: Any, rc: str) -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidValueError(f"cannot read {p}: {e}") from None
     return p
+
+
+def node_name(raw: Any, _ctx: Any, _rc: str) -> str:
+    """Config converter of ``[server] node_name``: 1 to 64 printable characters, no
+    leading or trailing space."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidValueError(f"must be a non-empty name, got {raw!r}")
+    if len(raw) > 64:
+        raise InvalidValueError(f"must be at most 64 characters, got {len(raw)}")
+    if not raw.isprintable() or raw != raw.strip():
+        raise InvalidValueError(f"must be printable, without leading/trailing spaces: {raw!r}")
+    return raw

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mamori.config.alerts import CONVERTERS as ALERT_CONVERTERS
+from mamori.config.clickhouse import clickhouse_url, node_name, secret_file
 from mamori.config.feeds import CONVERTERS as FEED_CONVERTERS
 from mamori.config.nod import CONVERTERS as NOD_CONVERTERS
 from mamori.config.values import (
@@ -39,6 +40,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("server", "listen"): endpoints,
     ("server", "allow"): networks,
     ("server", "workers"): workers,
+    ("server", "node_name"): node_name,
     ("server", "tcp"): boolean,
     ("server", "max_udp_size"): int_range(512, 4096),
     ("server", "tcp_idle_timeout"): float_range(0.5, 3600),
@@ -92,6 +94,9 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("store", "queue_size"): int_range(1, 10_000_000),
     ("store", "flush_interval"): float_range(0.01, 60),
     ("store", "client_addresses"): choice("full", "truncate", "none"),
+    ("store", "url"): clickhouse_url,
+    ("store", "password_file"): secret_file,
+    ("store", "spool_size"): size,
     ("web", "enabled"): boolean,
     ("web", "listen"): endpoint,
     ("web", "metrics_allow"): networks,

@@ -7,11 +7,13 @@ validated (``load.py``); nothing here reads files.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mamori.config.alerts import AlertConfig, SinkConfig
 from mamori.config.brands import BrandConfig
+from mamori.config.clickhouse import ClickHouseUrl
 from mamori.config.feeds import DatasetConfig, DnsblConfig, FeedConfig, PdnsConfig
 from mamori.config.nod import NodConfig
 from mamori.config.values import Endpoint, TsigSpec, UpstreamServer
@@ -42,6 +44,9 @@ class ServerConfig:
     trust_client_mac: tuple[str, ...] = ()
     # Answer Firefox's canary use-application-dns.net NXDOMAIN (its DoH stays off)
     doh_canary: bool = False
+    # This node's name in a fleet: every query-log row, policy hit and alert it writes
+    # carries it (the console filters by it). Default: the host name.
+    node_name: str = field(default_factory=lambda: default_node_name())  # noqa: PLW0108 (defined below)
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,10 @@ class StoreConfig:
     queue_size: int = 100_000
     flush_interval: float = 0.5
     client_addresses: str = "full"  # full, truncate (/24, /48) or none (store/privacy.py)
+    # The query, hit and alert logs in ClickHouse (a fleet's one place); None: SQLite (path)
+    url: ClickHouseUrl | None = None
+    password_file: Path | None = None  # the ClickHouse password (first line of this file)
+    spool_size: int = 1 << 30  # bytes of batches kept on disk while ClickHouse is away
 
 
 @dataclass(frozen=True)
@@ -367,3 +376,11 @@ def nod_dnsbl(cfg: Config) -> tuple[DnsblConfig, ...]:
     entries = nod_dir(cfg.store) / "nod.entries"
     return (DnsblConfig(zone=n.dnsbl_zone, listen=n.dnsbl_listen, kind="domain",
                         ttl=n.dnsbl_ttl, files=(entries,)),)  # fmt: skip
+
+
+NODE_NAME_MAX = 64  # characters of [server] node_name
+
+
+def default_node_name() -> str:
+    """The host name (``socket.gethostname()``), cut to ``NODE_NAME_MAX`` characters."""
+    return (socket.gethostname() or "localhost")[:NODE_NAME_MAX]

@@ -16,7 +16,6 @@ the SQLite store's ``query_log`` table, read from the previous pass's time on.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,7 +27,10 @@ from mamori.config import Config
 from mamori.config.brands import BrandConfig
 from mamori.discovery.brand import Brand, BrandIndex, Match
 from mamori.discovery.brand_store import BrandMatches, Observed, StoredMatch
+from mamori.errors import StoreError
+from mamori.store.base import QueryLogReader
 from mamori.store.pdns_base import NxRecord, Record
+from mamori.store.querylog_sqlite import SQLiteQueryReader
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ def run_pass(
     index: BrandIndex,
     matches: BrandMatches,
     pdns: RecordSource | None,
-    query_log: Path | None = None,
+    query_log: Path | QueryLogReader | None = None,
     full: bool = False,
     now: float | None = None,
     progress: Callable[[int], None] | None = None,
@@ -77,8 +79,9 @@ def run_pass(
 ) -> PassResult:
     """Match what was observed since the last pass (everything with *full*), merge the
     matches into *matches*; the new ones are in the result. *query_log*: the SQLite
-    query-log file (None: not read). *feeds*: (feed name, listed name) pairs, matched
-    whole every pass (``feed_names``). *progress* is called with the names read so far."""
+    query-log file or a ``QueryLogReader`` (None: not read). *feeds*: (feed name, listed
+    name) pairs, matched whole every pass (``feed_names``). *progress* is called with the
+    names read so far."""
     started = time.monotonic()
     now = time.time() if now is None else now
     # brands not matched before (new, or changed): everything is read again
@@ -213,20 +216,21 @@ def _fresh(batch: dict[str, _Seen], mark: float | None) -> dict[str, _Seen]:
     return {n: s for n, s in batch.items() if s.last >= mark}
 
 
-def _query_log(path: Path | None, since: float | None) -> dict[str, tuple[Sequence[str], int, int]]:
-    """qname (no final dot) -> (clients, first ask, last ask) from the query log."""
+def _query_log(
+    source: Path | QueryLogReader | None, since: float | None
+) -> dict[str, tuple[Sequence[str], int, int]]:
+    """qname (no final dot) -> (clients, first ask, last ask) from the query log (*source*:
+    the SQLite file, or a ``QueryLogReader``)."""
     out: dict[str, tuple[Sequence[str], int, int]] = {}
-    if path is None or not path.exists():
+    if source is None:
         return out
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    if isinstance(source, Path):
+        if not source.exists():
+            return out
+        source = SQLiteQueryReader(source)
     try:
-        rows = db.execute(
-            "SELECT qname, client, min(ts), max(ts) FROM query_log WHERE ts >= ?"
-            " GROUP BY qname, client",
-            (since or 0,),
-        )
         acc: dict[str, tuple[list[str], float, float]] = {}
-        for qname, client, first, last in rows:
+        for qname, client, first, last in source.name_clients(since or 0):
             name = str(qname).rstrip(".").lower()
             clients, f, la = acc.get(name, ([], first, last))
             if len(clients) < 32:
@@ -234,10 +238,8 @@ def _query_log(path: Path | None, since: float | None) -> dict[str, tuple[Sequen
             acc[name] = (clients, min(f, first), max(la, last))
         for name, (clients, f, la) in acc.items():
             out[name] = (clients, int(f), int(la))
-    except sqlite3.OperationalError as e:  # an empty or older store: no query log table
-        log.warning("brand watch: query log %s not read: %s", path, e)
-    finally:
-        db.close()
+    except StoreError as e:  # an empty or older store: no query log table; a server away
+        log.warning("brand watch: query log not read: %s", e)
     return out
 
 
@@ -261,7 +263,7 @@ class BrandWatcher(threading.Thread):
         config: Callable[[], Config],
         pdns: RecordSource | None,
         matches: BrandMatches,
-        query_log: Path | None,
+        query_log: Path | QueryLogReader | None,
         every: float = WATCH_EVERY,
         first_after: float = FIRST_AFTER,
     ) -> None:

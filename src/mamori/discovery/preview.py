@@ -229,7 +229,7 @@ class _FirstPass:
     def __init__(self, log: QueryLog, since: float, until: float) -> None:
         self.log, self.out = log, _Scan()
         self.pool: Any = None
-        if log.count(since, until) >= PROCESS_ROWS:
+        if log.path is not None and log.count(since, until) >= PROCESS_ROWS:
             self.pool = multiprocessing.get_context("spawn").Pool(1)
             self.job = self.pool.apply_async(scan_file, (str(log.path), since, until))
         else:
@@ -251,7 +251,7 @@ class _FirstPass:
 
     def stop(self) -> None:
         if self.pool is None:
-            self.log.db.interrupt()
+            self.log.interrupt()
             self.thread.join()
         else:
             self.pool.terminate()

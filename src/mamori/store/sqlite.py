@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from mamori.errors import StoreError
-from mamori.store import runs
+from mamori.store import base, runs
 from mamori.store.base import HitCount, QueryRowTuple, WriterMark, WriterRun
 
 SCHEMA_VERSION = 6
@@ -85,6 +85,8 @@ _ADDED_COLUMNS = (
     ("query_log", "client_group", "TEXT NOT NULL DEFAULT ''"),
     # the device's name (DoH path, DoT/DoQ server name, EDNS client MAC; "" for none)
     ("query_log", "device", "TEXT NOT NULL DEFAULT ''"),
+    # the [server] node_name of the node that logged the row ("" before nodes were named)
+    ("query_log", "node", "TEXT NOT NULL DEFAULT ''"),
 )
 
 # Tables added when missing, after the numbered migrations (merge-friendly: no version).
@@ -92,6 +94,8 @@ _ADDED_TABLES = (
     # one row per run of the query-log writer (control/writer.py), updated in the same
     # transaction as the rows it commits: what a crash lost is known at the next start
     runs.ddl("writer_runs"),
+    # the nodes that wrote here ([server] node_name) and when last: the console's node list
+    "CREATE TABLE IF NOT EXISTS nodes (node TEXT PRIMARY KEY, last REAL NOT NULL) WITHOUT ROWID",
 )
 
 # Blocks per hour, kept with each batch of rows (the console's overview reads these, not
@@ -128,14 +132,19 @@ _BLOCK_TABLES = (
     ),
 )
 
-BLOCKED_OUTCOMES = ("blocked", "dropped")  # policy replaced the answer, or sent none
+BLOCKED_OUTCOMES = base.BLOCKED_OUTCOMES
+
+
+_NODE = "(SELECT value FROM temp.node)"  # the writer's node, beside each row's values
 
 
 class SQLiteStore:
-    """The embedded store. Not shared across threads: the writer owns it."""
+    """The embedded store. Not shared across threads: the writer owns it. *node*: the
+    ``[server] node_name`` its query-log rows are tagged with."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, node: str = "") -> None:
         self.path = path
+        self.node = node
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -143,6 +152,8 @@ class SQLiteStore:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
+            self.db.execute("CREATE TEMP TABLE node (value TEXT NOT NULL)")
+            self.db.execute("INSERT INTO temp.node VALUES (?)", (node,))
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"{path}: cannot open store: {e}") from e
         self._lock = threading.Lock()
@@ -182,10 +193,16 @@ class SQLiteStore:
                 self.db.executemany(
                     "INSERT INTO query_log (ts, client, qname, qtype, rcode, answer, latency_us,"
                     " upstream, cache_hit, transport, policy_zone, policy_rule, policy_trigger,"
-                    " policy_action, outcome, reason, client_group, device)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " policy_action, outcome, reason, client_group, device, node)"
+                    f" VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,{_NODE})",
                     rows,
                 )
+                if rows:
+                    self.db.execute(
+                        "INSERT INTO nodes VALUES (?, ?) ON CONFLICT DO UPDATE SET"
+                        " last = max(last, excluded.last)",
+                        (self.node, max(r[0] for r in rows)),
+                    )
                 hours: dict[int, list[int]] = {}
                 for r in rows:  # hourly totals: the console's charts without a scan
                     h = hours.setdefault(int(r[0] // 3600) * 3600, [0, 0])
@@ -324,21 +341,13 @@ class SQLiteStore:
     def _group_cutoffs(
         self, before: float, groups: Mapping[str, float | None]
     ) -> dict[str, float | None]:
-        """The cutoff of each group label among the rows old enough to go: the most
-        lenient of its groups' (None: kept forever)."""
-        out: dict[str, float | None] = {}
         cut = max_cut(before, groups)
-        for (label,) in self.db.execute(
+        labels = self.db.execute(
             "SELECT client_group FROM query_log WHERE ts < ?"
             " UNION SELECT client_group FROM block_clients WHERE hour < ?",
             (cut, cut),
-        ):
-            if not label:
-                out[label] = before
-                continue
-            own = [groups.get(g, before) for g in label.split(",")]
-            out[label] = None if None in own else min(c for c in own if c is not None)
-        return out
+        )
+        return label_cutoffs((label for (label,) in labels), before, groups)
 
     def close(self) -> None:
         with self._lock:
@@ -348,3 +357,18 @@ class SQLiteStore:
 def max_cut(before: float, groups: Mapping[str, float | None]) -> float:
     """The latest cutoff of all: no row at or after it is deleted."""
     return max([before, *(c for c in groups.values() if c is not None)])
+
+
+def label_cutoffs(
+    labels: Iterable[str], before: float, groups: Mapping[str, float | None]
+) -> dict[str, float | None]:
+    """The cutoff of each group label ("a,b": a client in groups a and b): the most
+    lenient of its groups' (None: kept forever); "" and groups not in *groups*: *before*."""
+    out: dict[str, float | None] = {}
+    for label in labels:
+        if not label:
+            out[label] = before
+            continue
+        own = [groups.get(g, before) for g in label.split(",")]
+        out[label] = None if None in own else min(c for c in own if c is not None)
+    return out

@@ -186,6 +186,7 @@ class Api:
             str_param(request, "zone"),
             since,
             device=str_param(request, "device", 64),
+            node=str_param(request, "node", 64),
         )
         before = int_param(request, "before", None, 1, (1 << 63) - 1)
         limit = int_param(request, "limit", 50, 1, MAX_LIMIT)
@@ -410,6 +411,11 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                 "description": "the device's name (DoH path, DoT/DoQ server name, EDNS client"
                 " MAC aa:bb:cc:dd:ee:ff); empty for a client known by its address only",
             },
+            "node": {
+                "type": "string",
+                "description": "the [server] node_name of the node that logged it (empty:"
+                " logged before nodes were named)",
+            },
         },
     },
     "QueryList": {
@@ -554,6 +560,11 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "device name (exact): a DoH path or DoT/DoQ name, or a MAC address",
                 ),
                 _q(
+                    "node",
+                    {"type": "string", "maxLength": 64, "pattern": _NO_NUL},
+                    "the [server] node_name that logged it (exact)",
+                ),
+                _q(
                     "since",
                     {"type": "string", "pattern": "^(-?[0-9]{1,12})?$"},
                     "epoch seconds or -seconds (relative); an ISO 8601 time or 1w2d3h (ago)"
@@ -562,7 +573,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                 _q("before", _BEFORE, "only ids below this (next_before of the last page)"),
                 _q("limit", {**_LIMIT, "default": 50}, "rows"),
             ],
-            "responses": {"200": _json("query log rows", "QueryList"), **_errors(422)},
+            "responses": {"200": _json("query log rows", "QueryList"), **_errors(422, 503)},
         },
     },
     "/api/v1/explain": {

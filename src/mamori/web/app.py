@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from mamori import config as cfgmod
 from mamori.discovery.geo import GeoHolder, geo_of
+from mamori.store.ch_conn import ChUnavailable
 from mamori.store.pdns_open import open_pdns
 from mamori.web import metrics
 from mamori.web.api import Api
@@ -120,7 +121,17 @@ def create_app(cfg: cfgmod.Config, runtime: Any = None) -> Starlette:
             *settings_routes(console, keys, Settings(cfg, runtime), rest),
         ],
         middleware=console.middleware(),
+        exception_handlers={ChUnavailable: _unavailable},
     )
     app.state.pdns = store
     app.state.keys = keys
     return app
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """A ClickHouse store that does not answer (down, slow): 503, one line, retry later."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    headers = {"Retry-After": "10", "Cache-Control": "no-store"}
+    if request.url.path.startswith("/api/") or "json" in request.headers.get("accept", ""):
+        return JSONResponse({"error": str(exc)}, 503, headers=headers)
+    return PlainTextResponse(f"the store does not answer: {exc}\n", 503, headers=headers)

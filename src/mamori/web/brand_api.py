@@ -21,6 +21,7 @@ from mamori.discovery.brand_watch import PassResult, brand_index, feed_names, ru
 from mamori.errors import StoreError
 from mamori.pdns.formats import parse_time
 from mamori.store.pdns_open import open_pdns_reader
+from mamori.store.querylog_open import brand_source
 from mamori.web.apiauth import ApiError, authorize, client_address, json_body
 from mamori.web.keys import KeyStore
 from mamori.web.settings_api import Settings
@@ -55,7 +56,7 @@ class BrandWatchData:
         with self._pass:
             index = brand_index(cfg.brands)
             pdns = open_pdns_reader(cfg)
-            log = cfg.store.path if cfg.store.path.exists() else None
+            log = brand_source(cfg)
             try:
                 return run_pass(index, self.matches(), pdns, log, feeds=feed_names(cfg))
             finally:

@@ -261,7 +261,9 @@ class Console:
     async def overview(self, request: Request) -> Response:
         if not self.session_user(request):
             return self.login_redirect(request)
-        o = await run_in_threadpool(self.data.overview)
+        node = request.query_params.get("node", "").strip()
+        o = await run_in_threadpool(self.data.overview, 24, None, node)
+        nodes = await run_in_threadpool(self.data.nodes)
         hit_rate, upstreams = "-", "-"
         rt = self.runtime
         if rt is not None and rt.snapshots():
@@ -281,7 +283,7 @@ class Console:
 
         return self.render_page(
             request, "overview.html", N_("Overview"), o=o, hit_rate=hit_rate,
-            upstreams=upstreams,
+            upstreams=upstreams, nodes=nodes, node=node,
             by_category={label(k): v for k, v in o["by_category"].items()},
             blocks_by_category={label(k): v for k, v in o["blocks_by_category"].items()},
         )  # fmt: skip
@@ -297,7 +299,8 @@ class Console:
                 since = None
         f = QueryFilter(p.get("client", "").strip(), p.get("name", "").strip(),
                         p.get("action", ""), p.get("zone", "").strip(), since,
-                        device=p.get("device", "").strip())  # fmt: skip
+                        device=p.get("device", "").strip(),
+                        node=p.get("node", "").strip())  # fmt: skip
         return f, since_text
 
     async def queries(self, request: Request) -> Response:
@@ -306,16 +309,20 @@ class Console:
         f, since_text = self._filter(request)
         before = request.query_params.get("before")
         older = int(before) if before and before.isdigit() else None
-        rows = await run_in_threadpool(self.data.queries, f, older)
         last_id = 0
-        if older is None:  # the newest page: live, from the newest logged row on
-            last_id = rows[0][0] if rows else await run_in_threadpool(self.data.last_id)
+        if older is None:  # the newest page: live, from the newest row the live view has
+            # (read first: a row logged meanwhile comes by the live view, never lost)
+            last_id = await run_in_threadpool(self.data.last_id)
+            rows = await run_in_threadpool(self.data.queries, f, last_id + 1)
+        else:
+            rows = await run_in_threadpool(self.data.queries, f, older)
+        nodes = await run_in_threadpool(self.data.nodes)
         qs = urlencode([(k, v) for k, v in request.query_params.items() if k != "before"])
         return self.render_page(
             request, "queries.html", N_("Query log"), f=f, since=since_text,
             rows=await run_in_threadpool(self._with_geo, [_query_row(r) for r in rows]),
             next_id=rows[-1][0] if len(rows) == 50 else None, query_string=qs,
-            live=older is None, last_id=last_id,
+            live=older is None, last_id=last_id, nodes=nodes,
         )  # fmt: skip
 
     async def queries_json(self, request: Request) -> Response:
@@ -502,6 +509,7 @@ def _query_row(r: tuple[Any, ...]) -> dict[str, Any]:
         "blocked": r[12] in ("blocked", "dropped"),
         "group": r[14] if len(r) > 14 else "",  # the client's [[group]]s (query log v7+)
         "device": r[15] if len(r) > 15 else "",  # the name the client gave itself
+        "node": r[16] if len(r) > 16 else "",  # the [server] node_name that logged it
     }  # fmt: skip
 
 

@@ -9,7 +9,6 @@ counted once for every country of its name's A/AAAA addresses (``[geo]`` databas
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,9 +19,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mamori.discovery.geo import Geo
+from mamori.store.base import QueryLogReader
 from mamori.web.apiauth import ApiError, authorize
 from mamori.web.console import Console
-from mamori.web.consoledata import BLOCKED
 from mamori.web.i18n import N_
 
 UNKNOWN = "??"  # no address, or no country known for it
@@ -44,7 +43,7 @@ def name_countries(pdns: Any, geo: Geo, name: str) -> set[str]:
 
 
 def blocks_by_country(
-    query_db: sqlite3.Connection | None,
+    reader: QueryLogReader | None,
     pdns: Any,
     geo: Geo,
     days: int,
@@ -59,14 +58,9 @@ def blocks_by_country(
     start = int(since // bucket) * bucket
     buckets = list(range(start, int(now) + 1, bucket))
     out: dict[str, Any] = {"buckets": buckets, "series": {}, "totals": [], "bucket": bucket}
-    if query_db is None:
+    if reader is None:
         return out
-    rows = query_db.execute(
-        f"SELECT cast(ts / {bucket} AS INTEGER) * {bucket}, qname, count(*) FROM query_log"
-        f" INDEXED BY query_log_zone WHERE policy_zone != '' AND {BLOCKED} AND ts >= ?"
-        " GROUP BY 1, 2",
-        (since,),
-    ).fetchall()
+    rows = reader.blocks_by_bucket(since, bucket)
     countries: dict[str, set[str]] = {}
     per: dict[str, dict[int, int]] = {}
     names: dict[str, dict[str, int]] = {}
@@ -131,15 +125,7 @@ class GeoPage:
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     def _data(self, geo: Geo, days: int, now: float | None = None) -> dict[str, Any]:
-        path = self.console.current_cfg().store.path
-        db = None
-        if path.exists():
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return blocks_by_country(db, self.pdns, geo, days, now)
-        finally:
-            if db is not None:
-                db.close()
+        return blocks_by_country(self.console.data.reader, self.pdns, geo, days, now)
 
     async def page(self, request: Request) -> Response:
         c = self.console

@@ -84,6 +84,8 @@ JA: dict[str, str] = {
         "問い合わせたもの、24時間)",
     "Client": "クライアント",
     "Device": "デバイス",
+    "Node": "ノード",
+    "all nodes": "すべてのノード",
     "Hits": "ヒット数",
     "Last": "最終",
     "Names": "名前",

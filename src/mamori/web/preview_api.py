@@ -30,6 +30,7 @@ from mamori.discovery.preview import (
     run_preview,
 )
 from mamori.store.pdns_sqlite import PdnsSQLite
+from mamori.store.querylog_open import log_source
 from mamori.web.apiauth import ApiError, authorize
 from mamori.web.console import Console
 from mamori.web.i18n import N_
@@ -91,7 +92,7 @@ class Previews:
         def place(c: Candidate) -> tuple[list[ZoneSpec], list[ZoneSpec]]:
             return cand.place(cfg, c.settings.name, in_force)
 
-        log = QueryLog(cfg.store.path)
+        log = QueryLog(log_source(cfg))
         pdns_file = cfgmod.pdns_path(cfg)
         pdns = PdnsSQLite(pdns_file, readonly=True) if pdns_file.exists() else None
         try:

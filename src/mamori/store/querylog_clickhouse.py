@@ -1,0 +1,363 @@
+"""The query and hit logs on ClickHouse: the ``QueryLogStore`` the writer thread uses
+(``[store] url``), on the schema of ``store.querylog_chschema``.
+
+A batch (the rows, their per-hour aggregates, policy-hit counts and the writer's mark)
+gets an id and row ids when it is made; it is sent exactly once: its query-log rows
+carry the batch id (found again by id range, per day partition), every aggregate insert
+carries a marker row in the same block. A ClickHouse that does not answer (down, slow:
+the connection's timeout) costs the writer at most that timeout: the batch is kept in
+the local spool (``pdns_spool.Spool``) and sent, in order, before the next one once the
+server answers again.
+
+Row ids: the row's time in microseconds, made strictly increasing per writer (a tie
+is bumped by 1): below 2**53 until the year 2255, ordered by time across nodes (two
+nodes' rows may tie on an id: the console's pages by id may then show such a row on
+two pages or skip it at a page boundary).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mamori.errors import StoreError
+from mamori.store import querylog_chschema as schema
+from mamori.store.base import BLOCKED_OUTCOMES, HitCount, QueryRowTuple, WriterMark, WriterRun
+from mamori.store.ch_conn import ChUnavailable, Conn, lit
+from mamori.store.pdns_spool import Spool
+from mamori.store.sqlite import label_cutoffs, max_cut
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = 5.0  # seconds between attempts while ClickHouse is away
+DAY = 86400
+_COLS = [c for c, _t in schema.QUERY_LOG]
+
+
+class QueryLogClickHouse:
+    """*conn*: the server; *node*: this node's ``[server] node_name``; *spool*: where
+    batches wait while the server is away (None: a failed write raises); *create*: create
+    the missing tables now (else at the first write)."""
+
+    def __init__(
+        self, conn: Conn, node: str, spool: Spool | None = None, create: bool = True
+    ) -> None:
+        self.conn = conn
+        self.db = conn.database
+        self.node = node
+        self.spool = spool
+        self._schema_ok = False
+        self._retry_at = 0.0
+        self._last_id = 0
+        self._runs: dict[int, tuple[int, float, int]] = {}  # run -> (pid, started, lost)
+        try:
+            if create:
+                self.ensure_schema()
+        except ChUnavailable as e:
+            log.warning("query log: %s (batches are kept in %s)", e, self._where())
+
+    def _where(self) -> str:
+        return str(self.spool.dir) if self.spool is not None else "memory"
+
+    def ensure_schema(self) -> list[str]:
+        """Create what is missing; the objects created. Raises StoreError."""
+        if self._schema_ok:
+            return []
+        self.conn.query(f"CREATE DATABASE IF NOT EXISTS {self.db}")
+        have = self.tables()
+        created = []
+        for name, stmt in schema.ddl(self.db):
+            if name not in have:
+                self.conn.query(stmt)
+                created.append(name)
+        self._schema_ok = True
+        return created
+
+    def tables(self) -> set[str]:
+        rows = self.conn.query(f"SELECT name FROM system.tables WHERE database = {lit(self.db)}")
+        return {str(r[0]) for r in rows}
+
+    # ------------------------------------------------------------------ writing
+    def _ids(self, rows: Sequence[QueryRowTuple]) -> list[int]:
+        out = []
+        last = self._last_id
+        for r in rows:
+            last = max(int(r[0] * 1_000_000), last + 1)
+            out.append(last)
+        self._last_id = last
+        return out
+
+    def write_queries(
+        self,
+        rows: Sequence[QueryRowTuple],
+        mark: WriterMark | None = None,
+        hits: Sequence[HitCount] = (),
+    ) -> None:
+        """Append *rows* with their aggregates, *hits* and *mark*, exactly once. With a
+        spool, never raises for a server that is away (the batch waits on disk)."""
+        batch = {
+            "id": uuid.uuid4().hex,
+            "node": self.node,
+            "rows": [[i, *r] for i, r in zip(self._ids(rows), rows, strict=True)],
+            "hits": [list(h) for h in hits],
+            "mark": None if mark is None else [mark.run, mark.received, mark.committed,
+                                               mark.failed],
+        }  # fmt: skip
+        if self.spool is None:
+            self._send(batch)
+            return
+        if len(self.spool) or time.monotonic() < self._retry_at:
+            self._keep(batch)
+            self.drain()
+            return
+        try:
+            self._send(batch)
+        except ChUnavailable as e:
+            self._away(e)
+            self._keep(batch)
+
+    def _keep(self, batch: dict[str, Any]) -> None:
+        """Keep *batch* in the spool. Raises StoreError when it is full (the writer counts
+        the batch's events as failed)."""
+        assert self.spool is not None
+        if not self.spool.append(batch, len(batch["rows"])):
+            raise StoreError(f"query log: spool {self.spool.dir} is full: batch dropped")
+
+    def _away(self, e: Exception) -> None:
+        if time.monotonic() >= self._retry_at:
+            log.warning("query log: %s; batches are kept in %s until it answers", e, self._where())
+        self._retry_at = time.monotonic() + RETRY_AFTER
+
+    def drain(self, force: bool = False) -> int:
+        """Send the kept batches, oldest first, until one fails; the number still kept."""
+        if self.spool is None:
+            return 0
+        if not force and time.monotonic() < self._retry_at:
+            return len(self.spool)
+        with self.spool.sending() as mine:
+            if mine:
+                for path in self.spool.files():
+                    try:
+                        batch = self.spool.read(path)
+                    except (OSError, ValueError) as e:
+                        log.error("query log: kept batch %s is damaged (%s): set aside", path, e)
+                        self.spool.set_aside(path)
+                        continue
+                    try:
+                        self._send(batch)
+                    except ChUnavailable as e:
+                        self._away(e)
+                        break
+                    except StoreError as e:  # refused: never blocks the others
+                        log.error("query log: ClickHouse refuses batch %s (%s): set aside", path, e)
+                        self.spool.set_aside(path)
+                        continue
+                    self.spool.remove(path)
+        return len(self.spool)
+
+    def _send(self, batch: dict[str, Any]) -> None:
+        """Insert one batch exactly once. Raises ChUnavailable, StoreError."""
+        self.ensure_schema()
+        bid, node, rows = batch["id"], batch["node"], batch["rows"]
+        marker = schema.MARKER + bid
+        days: dict[int, list[list[Any]]] = {}
+        for r in rows:  # one INSERT per day partition: one part each, all or nothing
+            days.setdefault(int(r[1]) // DAY, []).append(r)
+        hours: dict[int, list[int]] = {}
+        names: dict[tuple[int, str, str], int] = {}
+        clients: dict[tuple[int, str, str, str], int] = {}
+        for r in rows:
+            hour = int(r[1] // 3600) * 3600
+            h = hours.setdefault(hour, [0, 0])
+            h[0] += 1
+            if r[15] in BLOCKED_OUTCOMES:
+                h[1] += 1
+                if r[11]:  # policy_zone
+                    names[(hour, r[11], r[3])] = names.get((hour, r[11], r[3]), 0) + 1
+                    k = (hour, r[11], r[2], r[17])
+                    clients[k] = clients.get(k, 0) + 1
+        todo: dict[str, list[tuple[Any, ...]]] = {
+            "query_counts": [(h, node, q, b) for h, (q, b) in hours.items()],
+            "block_counts": [(h, node, z, q, n) for (h, z, q), n in names.items()],
+            "block_clients": [(h, node, z, c, g, n) for (h, z, c, g), n in clients.items()],
+            "policy_hits_in": [(z, t, a, node, n, f, la) for z, t, a, n, f, la in batch["hits"]],
+        }
+        markers = {
+            "query_counts": (0, marker, 0, 0),
+            "block_counts": (0, marker, "", "", 0),
+            "block_clients": (0, marker, "", "", "", 0),
+            "policy_hits_in": ("", "", "", marker, 0, 0.0, 0.0),
+        }
+        checks = [
+            f"SELECT {lit(f'q{d}')}, count() FROM {self.db}.query_log WHERE id >= {part[0][0]}"
+            f" AND id <= {part[-1][0]} AND batch = {lit(bid)}"
+            for d, part in days.items()
+        ]
+        checks += [
+            f"SELECT {lit(t)}, count() FROM {self.db}.{t.removesuffix('_in')}"
+            f" WHERE node = {lit(marker)}"
+            for t, v in todo.items()
+            if v
+        ]
+        done = set()
+        if checks:
+            done = {str(t) for t, n in self.conn.query(" UNION ALL ".join(checks)) if int(n)}
+        for d, part in days.items():
+            if f"q{d}" not in done:
+                data = [[r[0], r[1], node, *r[2:], bid] for r in part]
+                self.conn.insert("query_log", _COLS, [_row(r) for r in data])
+        for table, values in todo.items():
+            if values and table not in done:
+                cols = [c for c, _t in (schema.HITS_IN if table == "policy_hits_in"
+                                        else schema.SUMMING[table][0])]  # fmt: skip
+                self.conn.insert(table, cols, [*values, markers[table]])
+        if batch.get("mark"):
+            self._mark(WriterMark(*batch["mark"]))
+
+    def put_alert(self, alert: Sequence[Any]) -> None:
+        """One alert (time, rule, severity, subject, message, delivered, failed) of this
+        node. Raises StoreError (ChUnavailable: the server did not answer)."""
+        self.ensure_schema()
+        t, rule, severity, subject, message, delivered, failed = alert
+        self.conn.insert(
+            "alerts",
+            ["time", "node", "rule", "severity", "subject", "message", "delivered", "failed"],
+            [(float(t), self.node, rule, severity, subject, message, delivered, failed)],
+        )
+
+    # ------------------------------------------------------------------ runs
+    def _put_run(self, r: WriterRun, lost_before: int) -> None:
+        self.conn.insert(
+            "writer_runs",
+            ["node", "run", "pid", "started", "updated", "received", "committed", "failed",
+             "clean", "lost_before", "version"],
+            [(self.node, r.run, r.pid, r.started, r.updated, r.received, r.committed, r.failed,
+              int(r.clean), lost_before, time.time_ns())],
+        )  # fmt: skip
+
+    def _mark(self, m: WriterMark, clean: bool = False) -> None:
+        pid, started, lost_before = self._runs.get(m.run, (0, 0.0, 0))
+        run = WriterRun(m.run, pid, started, time.time(), m.received, m.committed, m.failed, clean)
+        self._put_run(run, lost_before)
+
+    def last_run(self) -> WriterRun | None:
+        """This node's latest writer run."""
+        cols = ", ".join(
+            f"argMax({c}, version)"
+            for c in ("pid", "started", "updated", "received", "committed", "failed", "clean",
+                      "lost_before")
+        )  # fmt: skip
+        rows = self.conn.query(
+            f"SELECT run, {cols} FROM {self.db}.writer_runs WHERE node = {lit(self.node)}"
+            " GROUP BY run ORDER BY run DESC LIMIT 1"
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        self._runs.setdefault(int(r[0]), (int(r[1]), float(r[2]), int(r[8])))
+        return WriterRun(int(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4]), int(r[5]),
+                         int(r[6]), bool(r[7]))  # fmt: skip
+
+    def begin_run(
+        self, pid: int, noted: tuple[int, int] | None = None
+    ) -> tuple[int, WriterRun | None]:
+        """Record a writer run's start; (its id, the previous run or None). Raises
+        StoreError (the writer then runs without crash accounting)."""
+        self.ensure_schema()
+        last = self.last_run()
+        if (
+            last is not None
+            and noted is not None
+            and noted[:1] == (last.run,)
+            and (noted[1] > last.received)
+        ):
+            last = WriterRun(last.run, last.pid, last.started, last.updated, noted[1],
+                             last.committed, last.failed, last.clean)  # fmt: skip
+            self._put_run(last, self._runs[last.run][2])
+        run = (last.run if last else 0) + 1
+        now = time.time()
+        lost = last.lost if last else 0
+        self._runs[run] = (pid, now, lost)
+        self._put_run(WriterRun(run, pid, now, now, 0, 0, 0, False), lost)
+        return run, last
+
+    def end_run(self, mark: WriterMark) -> None:
+        if self.spool is not None and self.drain(force=True):
+            raise ChUnavailable("batches still kept on disk: the run is not marked clean")
+        self._mark(mark, clean=True)
+
+    # ------------------------------------------------------------------ hits, retention
+    def add_policy_hits(self, counts: Sequence[HitCount]) -> None:
+        self.write_queries([], None, counts)
+
+    def policy_hits(self) -> list[HitCount]:
+        from mamori.store.querylog_chreader import ClickHouseQueryReader
+
+        return ClickHouseQueryReader(self.conn).policy_hits()
+
+    def prune_queries(self, before: float, groups: Mapping[str, float | None] | None = None) -> int:
+        """Delete rows older than *before* (per-group cutoffs as ``SQLiteStore``'s): whole
+        UTC days by dropping their partitions, the rest by ``ALTER TABLE ... DELETE``
+        (carried out in the background); the rows counted before. Raises StoreError."""
+        db = self.db
+        cut = max_cut(before, groups or {})
+        labels = [str(r[0]) for r in self.conn.query(
+            f"SELECT DISTINCT client_group FROM {db}.query_log WHERE ts < {lit(cut)}"
+        )]  # fmt: skip
+        cutoffs = label_cutoffs(labels, before, groups or {})
+        n = 0
+        conds = []
+        for label, cutoff in cutoffs.items():
+            if cutoff is not None:
+                conds.append((f"ts < {lit(cutoff)} AND client_group = {lit(label)}", label, cutoff))
+        if conds:
+            where = " OR ".join(f"({c})" for c, _l, _c in conds)
+            n = int(self.conn.query(f"SELECT count() FROM {db}.query_log WHERE {where}")[0][0])
+        whole = min([before, *(c for _w, _l, c in conds)]) if conds else before
+        if conds and all(c is not None for c in cutoffs.values()):
+            # days wholly older than every cutoff go as partitions (cheap); the rest by rows
+            for (p,) in self.conn.query(
+                f"SELECT DISTINCT partition FROM system.parts WHERE database = {lit(db)}"
+                f" AND table = 'query_log' AND active AND (toUInt32(partition) + 1) * {DAY}"
+                f" <= {int(whole)}"
+            ):
+                self.conn.query(f"ALTER TABLE {db}.query_log DROP PARTITION {int(p)}")
+        if n:
+            self.conn.query(f"ALTER TABLE {db}.query_log DELETE WHERE {where}")
+        # the aggregates: a mutation only where rows are to go (each rewrites parts)
+        deletes = [("block_clients", f"hour + 3600 <= {lit(c)} AND client_group = {lit(lb)}")
+                   for _w, lb, c in conds]  # fmt: skip
+        deletes += [(t, f"hour + 3600 <= {lit(before)}") for t in ("query_counts", "block_counts")]
+        for table, old in deletes:
+            cond = old + " AND hour > 0"  # never a batch's marker row
+            if int(self.conn.query(f"SELECT count() FROM {db}.{table} WHERE {cond}")[0][0]):
+                self.conn.query(f"ALTER TABLE {db}.{table} DELETE WHERE {cond}")
+        return n
+
+    def wait_mutations(self, timeout: float = 60.0) -> bool:
+        """Wait until the server has carried out its deletes; False on *timeout*."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            rows = self.conn.query(
+                f"SELECT count() FROM system.mutations WHERE database = {lit(self.db)}"
+                " AND is_done = 0"
+            )
+            if not int(rows[0][0]):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        if self.spool is not None and len(self.spool):
+            self.drain(force=True)
+        self.conn.close()
+
+
+def _row(r: list[Any]) -> tuple[Any, ...]:
+    """A query-log row with the driver's types (cache_hit as 0/1)."""
+    out = list(r)
+    out[10] = int(bool(out[10]))  # id, ts, node, client, ..., cache_hit
+    return tuple(out)

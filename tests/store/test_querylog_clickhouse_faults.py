@@ -1,0 +1,111 @@
+"""The query log on a ClickHouse that is killed mid-write: nothing lost, nothing doubled.
+
+The test runs its own Debian clickhouse-server (it is SIGKILLed and started again);
+batches the writer cannot send wait in the spool on disk and go out, in order, when
+the server is back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mamori.config.clickhouse import parse_clickhouse_url
+from mamori.store.base import QueryFilter, WriterMark
+from mamori.store.ch_conn import DriverConn
+from mamori.store.pdns_spool import Spool
+from mamori.store.querylog_chreader import ClickHouseQueryReader
+from mamori.store.querylog_clickhouse import QueryLogClickHouse
+from tests.store.test_querylog_contract import T0, hits, rows
+from tests.support import clickhouse
+from tests.support.wait import until
+
+pytestmark = pytest.mark.skipif(clickhouse.BINARY is None, reason=clickhouse.MISSING)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[clickhouse.ClickHouse]:
+    ch = clickhouse.ClickHouse(tmp_path / "ch").start()
+    yield ch
+    ch.stop()
+
+
+def _conn(ch: clickhouse.ClickHouse) -> DriverConn:
+    return DriverConn(parse_clickhouse_url(ch.url.rsplit("/", 1)[0] + "/qlog"), timeout=2.0)
+
+
+def _counts(r: ClickHouseQueryReader) -> tuple[int, int, int, int]:
+    """(rows, hourly queries, hourly blocked, policy hits) as the console reads them."""
+    hourly = r.hourly(0)
+    return (
+        len(r.queries(QueryFilter(), None, 100_000)),
+        sum(q for q, _b in hourly.values()),
+        sum(b for _q, b in hourly.values()),
+        sum(h[3] for h in r.policy_hits()),
+    )
+
+
+def test_sigkill_during_writes_then_restart_loses_and_doubles_nothing(
+    server: clickhouse.ClickHouse, tmp_path: Path
+) -> None:
+    data = rows(3000)
+    batches = [data[i : i + 100] for i in range(0, len(data), 100)]
+    store = QueryLogClickHouse(_conn(server), "n1", Spool(tmp_path / "spool", 1 << 30))
+    run, _last = store.begin_run(1)
+    sent = 0
+    killed = threading.Event()
+
+    def killer() -> None:  # SIGKILL while INSERTs are in flight
+        assert until(lambda: sent >= 8, 60)
+        server.kill()
+        killed.set()
+
+    t = threading.Thread(target=killer)
+    t.start()
+    for i, b in enumerate(batches):
+        store.write_queries(b, WriterMark(run, (i + 1) * 100, (i + 1) * 100, 0), hits(b))
+        sent = i + 1
+        if i == 20:
+            assert killed.wait(60)
+            assert store.spool is not None and len(store.spool) > 0  # kept on disk
+            server.start()
+    t.join()
+    assert until(lambda: store.drain(force=True) == 0, 30)
+    reader = ClickHouseQueryReader(_conn(server), settle=0.0)
+    blocked = sum(r[14] in ("blocked", "dropped") for r in data)
+    assert _counts(reader) == (len(data), len(data), blocked, sum(1 for r in data if r[10]))
+    ids = [r[0] for r in reader.queries(QueryFilter(), None, 100_000)]
+    assert len(set(ids)) == len(ids) and max(ids) < 2**53
+    store.end_run(WriterMark(run, len(data), len(data), 0))
+    again = QueryLogClickHouse(_conn(server), "n1")
+    last = again.last_run()
+    assert last is not None and last.clean and last.committed == len(data)
+    for s in (store, again, reader):
+        s.close()
+
+
+def test_a_batch_sent_again_after_a_lost_reply_counts_once(
+    server: clickhouse.ClickHouse, tmp_path: Path
+) -> None:
+    store = QueryLogClickHouse(_conn(server), "n1", Spool(tmp_path / "spool", 1 << 30))
+    data = rows(50, T0 + 86400 - 25 * 270.0)  # across a UTC midnight: two partitions
+    batch: dict[str, Any] = {
+        "id": "0f" * 16,
+        "node": "n1",
+        "rows": [[int(r[0] * 1e6), *r] for r in data],
+        "hits": [list(h) for h in hits(data)],
+        "mark": None,
+    }
+    assert store.spool is not None
+    for _ in range(3):  # kept twice (a reply lost), and once more later
+        assert store.spool.append(batch, len(data))
+    assert store.drain(force=True) == 0
+    reader = ClickHouseQueryReader(_conn(server), settle=0.0)
+    blocked = sum(r[14] in ("blocked", "dropped") for r in data)
+    assert _counts(reader) == (50, 50, blocked, sum(1 for r in data if r[10]))
+    store.close()
+    reader.close()
