@@ -2,10 +2,11 @@
 
 Totals and the hourly series of queries and blocks, blocks by category, the
 most blocked names and the clients with the most blocks over the last
-``hours`` (default 24), from ``ConsoleData.overview`` (what the overview page
-shows); the cache hit rate and upstreams up when the DNS service runs in the
-same process. Client addresses are as the query log keeps them (``[store]
-client_addresses``). An API key (``X-API-Key``) or a console session.
+``hours`` (default 24), of one ``node`` or every node, from
+``ConsoleData.overview`` (what the overview page shows); the cache hit rate
+and upstreams up when the DNS service runs in the same process. Client
+addresses are as the query log keeps them (``[store] client_addresses``).
+An API key (``X-API-Key``) or a console session.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ def _hours(request: Request) -> int:
     return hours
 
 
+def _node(request: Request) -> str:
+    """``node``: one node's figures (its ``[server] node_name``); "" for every node."""
+    node = request.query_params.get("node", "").strip()
+    if len(node) > 64 or "\x00" in node:
+        raise ApiError(400, "node: a [server] node_name (at most 64 characters)", "node")
+    return node
+
+
 class StatsApi:
     def __init__(self, data: ConsoleData, keys: KeyStore, runtime: Any = None) -> None:
         self.data = data
@@ -49,12 +58,14 @@ class StatsApi:
         try:
             await authorize(request, self.keys)
             hours = _hours(request)
+            node = _node(request)
         except ApiError as e:
             return e.response()
         now = time.time()
-        o = await run_in_threadpool(self.data.overview, hours, now)
+        o = await run_in_threadpool(self.data.overview, hours, now, node)
         body: dict[str, Any] = {
             "window": {"hours": hours, "since": now - hours * 3600, "until": now},
+            "node": node,
             "queries": o["queries"],
             "blocked": o["blocked"],
             "series": [{"hour": h, "queries": n, "blocked": b} for h, n, b in o["series"]],
@@ -86,6 +97,7 @@ _STATS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": [
         "window",
+        "node",
         "queries",
         "blocked",
         "series",
@@ -105,6 +117,7 @@ _STATS_SCHEMA: dict[str, Any] = {
                 "until": {"type": "number", "description": "UNIX time"},
             },
         },
+        "node": {"type": "string", "description": 'the node asked for ("": every node)'},
         "queries": _COUNT,
         "blocked": _COUNT,
         "series": {
@@ -178,7 +191,14 @@ OPENAPI_PATHS: dict[str, Any] = {
                         "default": 24,
                     },
                     "description": "the window: the last this many hours",
-                }
+                },
+                {
+                    "name": "node",
+                    "in": "query",
+                    "schema": {"type": "string", "maxLength": 64},
+                    "description": "one node's figures (its [server] node_name); every node's"
+                    " when absent",
+                },
             ],
             "responses": {
                 "200": {
@@ -186,11 +206,15 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "content": {"application/json": {"schema": _STATS_SCHEMA}},
                 },
                 "400": {
-                    "description": "bad parameter (field: hours)",
+                    "description": "bad parameter (field: hours, node)",
                     "content": {"application/json": {"schema": _ERROR}},
                 },
                 "401": {
                     "description": "no or unknown API key, no console session",
+                    "content": {"application/json": {"schema": _ERROR}},
+                },
+                "503": {
+                    "description": "the store does not answer (a ClickHouse that is away)",
                     "content": {"application/json": {"schema": _ERROR}},
                 },
                 "429": {
