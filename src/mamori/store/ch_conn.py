@@ -93,6 +93,7 @@ class DriverConn:
         logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
         self.database = url.database
         self.url = url
+        self._args = (password, timeout)
         self._client = Client(
             url.host,
             port=url.port,
@@ -156,6 +157,10 @@ class DriverConn:
             settings=settings,
             columnar=True,
         )
+
+    def clone(self) -> DriverConn:
+        """Another connection to the same server and database (one per thread)."""
+        return DriverConn(self.url, *self._args)
 
     def version(self) -> tuple[int, ...]:
         text = str(self.query("SELECT version()")[0][0])
