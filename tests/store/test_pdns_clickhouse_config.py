@@ -30,6 +30,10 @@ def test_url_forms() -> None:
     assert (u.host, u.port, u.database, u.user, u.password) == ("::1", 9000, "db_2", "ana@lyst",
                                                                  "p:ss")  # fmt: skip
     assert "p:ss" not in str(u)  # the password is never shown
+    # no database, with or without the slash: ClickHouse's own `default` database, as
+    # clickhouse-client and clickhouse-driver URLs have it; shown in every message
+    for text in ("clickhouse://h:9000/", "clickhouse://h"):
+        assert str(parse_clickhouse_url(text)) == "clickhouse://default@h:9000/default"
 
 
 @pytest.mark.parametrize(

@@ -284,3 +284,38 @@ def test_an_empty_store_was_never_observed(
         assert s.names_first_seen_since(0) == []
     finally:
         s.close()
+
+
+# rdata as capture decoders, imports and exports write it, and malformed values: the
+# ClickHouse views derive the pivot key in SQL; it must be the key Python derives
+PIVOT_CASES = [
+    (1, "192.0.2.1"), (1, "0.0.0.0"), (1, "255.255.255.255"), (1, "01.2.3.4"),
+    (1, "1.2.3"), (1, "256.1.1.1"), (1, "not-an-address"), (1, ""),
+    (28, "2001:db8::1"), (28, "::"), (28, "::ffff:192.0.2.1"), (28, "2001:DB8::A"),
+    (28, "1::2::3"), (28, "12345::"), (28, "192.0.2.7"),
+    (5, "Www.Example.COM."), (5, "www.example.com"), (5, "."), (2, "ns1..example.com."),
+    (12, "1.2.0.192.in-addr.arpa."), (39, "example.net."), (15, "10 mx.example.net."),
+    (15, "10"), (15, "10  MX.example.net."), (33, "0 5 5060 sip.example.com."),
+    (33, "0 5 5060"), (16, '"v=spf1 -all"'), (6, "ns. host. 1 2 3 4 5"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["clickhouse", "chdb"])
+def test_pivot_keys_derived_by_clickhouse_equal_the_python_keys(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from mamori.store.pdns_clickhouse import _pkey
+
+    s = _open(kind, tmp_path, request)
+    try:
+        s.write({(f"h{i}.example.", t, rd, ""): [T, T, 1] for i, (t, rd) in enumerate(PIVOT_CASES)})
+        rows = s.conn.query(f"SELECT rname, hex(pkey) FROM {s.dbname}.pdns_rdata WHERE rrtype != 0")
+        got = {str(r[0]): bytes.fromhex(str(r[1])) for r in rows}
+        want = {}
+        for i, (t, rd) in enumerate(PIVOT_CASES):
+            key = _pkey(t, rd)
+            if key is not None:
+                want[f"example.h{i}."] = key if isinstance(key, bytes) else key.encode()
+        assert got == want
+    finally:
+        s.close()

@@ -24,6 +24,7 @@ BINARY = shutil.which("clickhouse-server") or (
 )
 MISSING = "Debian's clickhouse-server is not installed (scripts/install-test-deps.sh)"
 CLUSTER = "mamori_test"
+PW_USER, PW = "mamori_pw", "s3cret-pw"  # a user with a password (error message tests)
 
 _CONFIG = """<?xml version="1.0"?>
 <yandex>
@@ -50,14 +51,16 @@ _CONFIG = """<?xml version="1.0"?>
   <builtin_dictionaries_reload_interval>3600</builtin_dictionaries_reload_interval>
   <max_session_timeout>3600</max_session_timeout>
   <default_session_timeout>60</default_session_timeout>
-  <remote_servers><{cluster}>{shards}</{cluster}></remote_servers>
+  <remote_servers><{cluster}>{shards}</{cluster}></remote_servers>{compression}
 </yandex>
 """
 _USERS = """<?xml version="1.0"?>
 <yandex>
   <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
   <users><default><password></password><networks><ip>127.0.0.1</ip></networks>
-    <profile>default</profile><quota>default</quota></default></users>
+    <profile>default</profile><quota>default</quota></default>
+    <{PW_USER}><password>{PW}</password><networks><ip>127.0.0.1</ip></networks>
+    <profile>default</profile><quota>default</quota></{PW_USER}></users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
     <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
   </interval></default></quotas>
@@ -66,8 +69,13 @@ _USERS = """<?xml version="1.0"?>
 
 
 class ClickHouse:
-    def __init__(self, root: Path, shards: list[tuple[str, int]] | None = None) -> None:
+    def __init__(
+        self, root: Path, shards: list[tuple[str, int]] | None = None, compression: str = ""
+    ) -> None:
+        """*compression*: the method of the server's ``<compression>`` section for every
+        part ("lz4": the server's default, "zstd"); "" leaves the section out."""
         self.root = root
+        self.compression = compression
         self.tcp = free_port()
         self.http = free_port()
         self.inter = free_port()
@@ -93,9 +101,18 @@ class ClickHouse:
                 inter=self.inter,
                 cluster=CLUSTER,
                 shards=xml,
+                compression=(
+                    f"\n  <compression><case><min_part_size>0</min_part_size>"
+                    f"<min_part_size_ratio>0</min_part_size_ratio>"
+                    f"<method>{self.compression}</method></case></compression>"
+                    if self.compression
+                    else ""
+                ),
             )
         )
-        (self.root / "users.xml").write_text(_USERS)
+        (self.root / "users.xml").write_text(
+            _USERS.replace("{PW_USER}", PW_USER).replace("{PW}", PW)
+        )
 
     def start(self, timeout: float = 60.0) -> ClickHouse:
         """Start (again, on the same ports and data) and wait until it answers."""

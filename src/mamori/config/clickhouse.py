@@ -35,7 +35,9 @@ class ClickHouseUrl:
 
 def parse_clickhouse_url(text: str) -> ClickHouseUrl:
     """``clickhouse://[user[:password]@]host[:port]/database``; ValueError naming what is
-    wrong. User and password are percent-decoded."""
+    wrong. User and password are percent-decoded. No database (``clickhouse://host:9000``
+    or ``.../``) is ClickHouse's ``default`` database, as for clickhouse-client and the
+    clickhouse-driver URLs; ``str()`` of the result always shows it."""
     u = urllib.parse.urlsplit(text)
     if u.scheme != "clickhouse":
         raise ValueError(f'must be "clickhouse://HOST:9000/DATABASE", got {text!r}')

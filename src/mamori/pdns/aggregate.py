@@ -25,20 +25,24 @@ class Aggregator:
 
     def add(self, observations: Iterable[Observation]) -> None:
         tuples = self.tuples
+        get = tuples.get
         n = 0
         last = 0
         sensor = ""
+        # no min()/max() calls: a call per observation is a large share of this loop
         for name, rtype, rdata, bw, when, sensor in observations:  # noqa: B007 (used after)
             key = (name, rtype, rdata, bw)
-            agg = tuples.get(key)
+            agg = get(key)
             if agg is None:
                 tuples[key] = [when, when, 1]
             else:
-                agg[0] = min(agg[0], when)
-                agg[1] = max(agg[1], when)
+                if when < agg[0]:
+                    agg[0] = when
+                elif when > agg[1]:  # first <= last: one of the two at most
+                    agg[1] = when
                 agg[2] += 1
             n += 1
-            if when > last:  # noqa: PLR1730 (max() costs a call per observation)
+            if when > last:  # noqa: PLR1730
                 last = when
         if n:
             s = self.sensors.setdefault(sensor, [0, 0])

@@ -9,6 +9,7 @@ is run on an old and a current ClickHouse. Values go into SQL only through ``lit
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,6 +94,7 @@ class DriverConn:
         logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
         self.database = url.database
         self.url = url
+        self._args = (password, timeout)
         self._client = Client(
             url.host,
             port=url.port,
@@ -118,25 +120,31 @@ class DriverConn:
                 return self._client.execute(sql, **kw)
             return self._client.execute(sql, data, **kw)
         except ServerException as e:
-            raise StoreError(f"ClickHouse {self.url}: {_first_line(str(e))}") from e
+            raise StoreError(f"ClickHouse {self.url}: {server_cause(e, self.url)}") from e
         except (NetworkError, SocketTimeoutError, OSError, EOFError) as e:
             self._client.disconnect()
-            raise ChUnavailable(f"ClickHouse {self.url}: {_first_line(str(e)) or e!r}") from e
+            raise ChUnavailable(f"ClickHouse {self.url}: {self._no_answer(e)}") from e
         except Error as e:
             self._client.disconnect()
-            raise ChUnavailable(f"ClickHouse {self.url}: {_first_line(str(e))}") from e
+            raise ChUnavailable(f"ClickHouse {self.url}: {self._no_answer(e)}") from e
+
+    def _no_answer(self, e: BaseException) -> str:
+        return network_cause(e, self.url, self._args[1])
 
     def query(self, sql: str) -> list[Row]:
         return list(self._run(sql))
 
     def stream(self, sql: str) -> Iterator[Row]:
-        from clickhouse_driver.errors import Error
+        from clickhouse_driver.errors import Error, ServerException
 
         try:
             yield from self._client.execute_iter(sql, settings={"max_block_size": 65536})
+        except ServerException as e:
+            self._client.disconnect()
+            raise StoreError(f"ClickHouse {self.url}: {server_cause(e, self.url)}") from e
         except (Error, OSError, EOFError) as e:
             self._client.disconnect()
-            raise ChUnavailable(f"ClickHouse {self.url}: {_first_line(str(e))}") from e
+            raise ChUnavailable(f"ClickHouse {self.url}: {self._no_answer(e)}") from e
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         n = len(rows) + 1
@@ -157,6 +165,10 @@ class DriverConn:
             columnar=True,
         )
 
+    def clone(self) -> DriverConn:
+        """Another connection to the same server and database (one per thread)."""
+        return DriverConn(self.url, *self._args)
+
     def version(self) -> tuple[int, ...]:
         text = str(self.query("SELECT version()")[0][0])
         return tuple(int(x) for x in text.split(".") if x.isdigit())
@@ -167,3 +179,49 @@ class DriverConn:
 
 def _first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0][:300]
+
+
+# server error codes (ClickHouse's ErrorCodes.cpp) -> the cause, in words
+_AUTH = {
+    192: "no such user",  # UNKNOWN_USER (before 20.x)
+    193: "wrong password",  # WRONG_PASSWORD (before 20.x)
+    194: "the user needs a password",  # REQUIRED_PASSWORD (before 20.x)
+    195: "not allowed from this address",  # IP_ADDRESS_NOT_ALLOWED
+    516: "unknown user or wrong password",  # AUTHENTICATION_FAILED (20.x on)
+}
+_DB_NAME = re.compile(r"[Dd]atabase `?([A-Za-z0-9_]+)`? (doesn't|does not) exist")
+
+
+def server_cause(e: Any, url: ClickHouseUrl) -> str:
+    """One line saying why the server refused (*e*: clickhouse-driver's ``ServerException``,
+    with ``code`` and ``message``): authentication, a missing database, access rights;
+    else the server's own first line after ``Code: N.``."""
+    code = int(getattr(e, "code", 0) or 0)
+    text = _first_line(str(getattr(e, "message", "") or "")).removeprefix("DB::Exception: ")
+    text = text.split(". Stack trace", 1)[0].rstrip(".")
+    if code in _AUTH:
+        return f"authentication failed for user {url.user}: {_AUTH[code]} (code {code})"
+    if code == 81:  # UNKNOWN_DATABASE
+        m = _DB_NAME.search(text)
+        return f"database {m.group(1) if m else url.database} does not exist (code 81)"
+    if code in (164, 291, 497):  # READONLY, DATABASE_ACCESS_DENIED, ACCESS_DENIED
+        return f"user {url.user} is not allowed to do this: {text} (code {code})"
+    return f"{text} (code {code})" if text else f"server error code {code}"
+
+
+def network_cause(e: BaseException, url: ClickHouseUrl, timeout: float) -> str:
+    """One line saying why there is no answer: refused, timed out, a host name that does
+    not resolve, a connection closed or reset (*e*: the driver's or the OS's error)."""
+    text = str(getattr(e, "message", "") or e or type(e).__name__)
+    low = text.lower()
+    if "refused" in low:
+        return "cannot connect: connection refused"
+    if "timed out" in low or "timeout" in low:
+        return f"no answer within {timeout:g} s (timed out)"
+    if "name or service not known" in low or "name resolution" in low or "nodename" in low:
+        return f"cannot connect: host name {url.host} does not resolve"
+    if "reset" in low:
+        return "the connection was reset by the server"
+    if isinstance(e, EOFError) or "unexpected eof" in low:
+        return "the server closed the connection"
+    return f"cannot connect: {_first_line(text)}"

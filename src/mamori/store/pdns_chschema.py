@@ -6,7 +6,10 @@ min(time_first), max(time_last) and sum(count); reads merge them (``minMerge`` .
 
 Writes go into ``Null`` tables; a materialized view turns each row into states
 (``arrayReduce('minState', [x])``: row by row, no GROUP BY, so one INSERT block is one
-part of the target: all or nothing) and stores them:
+part of the target: all or nothing) and stores them. The tuples of a batch go, as
+given (rrname, rrtype, rdata, bailiwick, first, last, count), into ``pdns_rrset_src``
+and ``pdns_rdata_src``: the views derive the keys below in SQL (the writer only
+transposes the batch: deriving them in Python limited ingest):
 
 * ``pdns_rrset``: by owner, ``ORDER BY (rname, ...)`` with ``rname`` the labels reversed
   (``com.example.www.``): exact names and ``*.example.com`` are prefix ranges;
@@ -29,6 +32,7 @@ succeeded, a ClickHouse killed mid-batch).
 from __future__ import annotations
 
 MODERN = (20, 1)  # LowCardinality, data skipping indexes: not in 18.16
+STRICT_IP = (22, 3)  # IPv4/IPv6StringToNum raise on text that is no address (OrDefault)
 
 AGG = {
     "first": "AggregateFunction(min, UInt32)",
@@ -87,6 +91,39 @@ _KEYWORD_INDEX = (
 )
 
 TABLES = [*AGGREGATING, *_PLAIN]
+# the tables whose input is a batch's tuples as given (``_src``), keys derived in SQL
+FROM_TUPLES = ("pdns_rrset", "pdns_rdata")
+TUPLE_COLUMNS = ["rrname", "rrtype", "rdata", "bailiwick", "time_first", "time_last", "count"]
+# a batch marker row: rrname = MARKER + batch id, kept as the key of both tables
+_IS_MARK = "substring(rrname, 1, 1) = '\\0'"
+# pdns_keys.reverse_name in SQL: labels reversed, empty ones dropped, final dot
+_REV = "concat(arrayStringConcat(arrayReverse(arrayFilter(x -> x != '', splitByChar('.', {0}))), '.'), '.')"  # noqa: E501
+# pdns_keys.ip_key: glibc inet_pton's IPv4 syntax is four decimal octets without
+# leading zeros, i.e. exactly the text IPv4NumToString gives back (checked that way:
+# cheaper than a regular expression), IPv4-mapped
+# pdns_keys.rdata_name: the name at the type's position among the rdata fields
+_NAME_AT = (
+    "lowerUTF8(arrayElement(extractAll(rdata, '[^ \\\\t\\\\n\\\\r]+'),"
+    " transform(rrtype, [5, 2, 12, 39, 15, 33], [1, 1, 1, 1, 2, 4], 0)))"
+)
+
+
+def _pkey(strict: bool) -> str:
+    """pdns_rdata.pkey in SQL (``pdns_clickhouse._pkey`` in Python): 0x01 + 16 address
+    bytes for A/AAAA, 0x02 + the reversed name in CNAME/NS/PTR/DNAME/MX/SRV rdata, ''
+    for no pivot row (not an address, no name at the type's position); for a marker row
+    its own key. Servers from 22.x raise on text that is not an address: ``OrDefault``."""
+    v6 = "IPv6StringToNumOrDefault(rdata)" if strict else "IPv6StringToNum(rdata)"
+    v4 = "IPv4StringToNumOrDefault(rdata)" if strict else "IPv4StringToNum(rdata)"
+    v4_ok = f"IPv4NumToString({v4}) = rdata"
+    v6_ok = f"({v6} != toFixedString('', 16) OR match(rdata, '^[0:]+$'))"
+    return (
+        f"multiIf({_IS_MARK}, rrname,"
+        f" rrtype IN (1, 28) AND position(rdata, ':') > 0,"
+        f" if({v6_ok}, concat('\\x01', {v6}), ''),"
+        f" rrtype IN (1, 28), if({v4_ok}, concat('\\x01', IPv4ToIPv6({v4})), ''),"
+        f" ({_NAME_AT} AS nm) != '', concat('\\x02', {_REV.format('nm')}), '')"
+    )
 
 
 def modern(version: tuple[int, ...]) -> bool:
@@ -115,6 +152,10 @@ def ddl(db: str, version: tuple[int, ...], suffix: str = "") -> list[tuple[str, 
                 ),
             )
         )
+        states = ", ".join(f"arrayReduce('{_STATE[k]}', [{c}]) AS {c}" for c, k, _t in agg)
+        if table in FROM_TUPLES:
+            out += _from_tuples(db, table, suffix, lc, states, version >= STRICT_IP)
+            continue
         inputs = (
             ", ".join(f"{c} {t}" for c, t in cols)
             + ", "
@@ -126,7 +167,6 @@ def ddl(db: str, version: tuple[int, ...], suffix: str = "") -> list[tuple[str, 
                 f"CREATE TABLE IF NOT EXISTS {db}.{table}_in{suffix} ({inputs}) ENGINE = Null",
             )
         )
-        states = ", ".join(f"arrayReduce('{_STATE[k]}', [{c}]) AS {c}" for c, k, _t in agg)
         keys = ", ".join(c for c, _t in cols)
         out.append(
             (
@@ -147,6 +187,37 @@ def ddl(db: str, version: tuple[int, ...], suffix: str = "") -> list[tuple[str, 
             )
         )
     return out
+
+
+def _from_tuples(
+    db: str, table: str, suffix: str, lc: str, states: str, strict: bool
+) -> list[tuple[str, str]]:
+    """The ``_src`` input table of *table* (a batch's tuples as given) and the view that
+    derives its keys: ``rname`` (and ``pkey`` for ``pdns_rdata``, whose view keeps only
+    the tuples that have one). Replaces the ``_in`` tables of earlier releases (left in
+    place, unused, in stores created by them)."""
+    src = f"{db}.{table}_src{suffix}"
+    inputs = (
+        f"rrname String, rrtype UInt16, rdata String, bailiwick {lc},"
+        " time_first UInt32, time_last UInt32, count UInt64"
+    )
+    rname = f"if({_IS_MARK}, rrname, {_REV.format('rrname')}) AS rname"
+    if table == "pdns_rrset":
+        select = f"SELECT {rname}, rrtype, rdata, bailiwick, {states} FROM {src}"
+    else:
+        rname = f"if({_IS_MARK}, '', {_REV.format('rrname')}) AS rname"
+        select = (
+            f"SELECT {_pkey(strict)} AS pkey, rrtype, {rname}, rdata, bailiwick, {states}"
+            f" FROM {src} WHERE pkey != ''"
+        )
+    return [
+        (f"{table}_src{suffix}", f"CREATE TABLE IF NOT EXISTS {src} ({inputs}) ENGINE = Null"),
+        (
+            f"{table}_srcmv{suffix}",
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{table}_srcmv{suffix}"
+            f" TO {db}.{table}{suffix} AS {select}",
+        ),
+    ]
 
 
 def distributed(db: str, cluster: str) -> list[tuple[str, str]]:
