@@ -105,5 +105,5 @@ def test_lookups_name_the_server_and_the_cause_when_clickhouse_is_away(
     out = _run(*argv, "--config", str(_away(tmp_path)), code=2)
     last = out.strip().splitlines()[-1]
     assert last.startswith("mamori: error: ClickHouse clickhouse://default@127.0.0.1:"), out
-    assert "Connection refused" in last and "Traceback" not in out
+    assert "cannot connect: connection refused" in last and "Traceback" not in out
     assert _kept(tmp_path) == []
