@@ -29,9 +29,13 @@ SUFFIX = ".batch"
 
 
 class Spool:
-    def __init__(self, directory: Path, limit: int) -> None:
+    """*directory*: the spool's own directory; *limit*: its bound in bytes; *label*: whose
+    batches these are, as the log messages say it ("passive DNS", "query log")."""
+
+    def __init__(self, directory: Path, limit: int, label: str = "passive DNS") -> None:
         self.dir = directory
         self.limit = limit
+        self.label = label
         self.dropped = 0  # batches refused: the bound was reached
         self.dropped_items = 0  # their tuples
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -53,9 +57,9 @@ class Spool:
             self.dropped += 1
             self.dropped_items += items
             log.error(
-                "passive DNS: spool %s is full (%d of %d bytes): a batch of %d tuples is"
+                "%s: spool %s is full (%d of %d bytes): a batch of %d items is"
                 " dropped (%d batches dropped so far)",
-                self.dir, self.bytes, self.limit, items, self.dropped,
+                self.label, self.dir, self.bytes, self.limit, items, self.dropped,
             )  # fmt: skip
             return False
         self._last = max(time.time_ns(), self._last + 1)  # names sort in write order
