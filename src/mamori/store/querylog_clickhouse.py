@@ -100,9 +100,9 @@ class QueryLogClickHouse:
         runs on each: ``ON CLUSTER`` would need ZooKeeper). Raises StoreError."""
         if not self.cluster:
             return [self.conn]
-        return [*self._shards(), self.conn]
+        return [*self.servers(), self.conn]
 
-    def _shards(self) -> list[Conn]:
+    def servers(self) -> list[Conn]:
         """The servers holding the rows: the shards, or the one server."""
         if not self.cluster:
             return [self.conn]
@@ -111,10 +111,11 @@ class QueryLogClickHouse:
         return self.shards
 
     def _shard(self, key: str) -> Conn:
-        shards = self._shards()
+        shards = self.servers()
         return shards[shard_of(key, len(shards))]
 
-    def _local(self, table: str) -> str:
+    def local(self, table: str) -> str:
+        """The name of *table* on the servers holding the rows (a cluster's ``_shard``)."""
         return table + schema.SHARD if self.cluster else table
 
     def tables(self) -> set[str]:
@@ -234,13 +235,13 @@ class QueryLogClickHouse:
             "policy_hits_in": ("", "", "", marker, 0, 0.0, 0.0),
         }
         checks = [
-            f"SELECT {lit(f'q{d}')}, count() FROM {self.db}.{self._local('query_log')}"
+            f"SELECT {lit(f'q{d}')}, count() FROM {self.db}.{self.local('query_log')}"
             f" WHERE id >= {part[0][0]}"
             f" AND id <= {part[-1][0]} AND batch = {lit(bid)}"
             for d, part in days.items()
         ]
         checks += [
-            f"SELECT {lit(t)}, count() FROM {self.db}.{self._local(t.removesuffix('_in'))}"
+            f"SELECT {lit(t)}, count() FROM {self.db}.{self.local(t.removesuffix('_in'))}"
             f" WHERE node = {lit(marker)}"
             for t, v in todo.items()
             if v
@@ -251,12 +252,12 @@ class QueryLogClickHouse:
         for d, part in days.items():
             if f"q{d}" not in done:
                 data = [[r[0], r[1], node, *r[2:], bid] for r in part]
-                conn.insert(self._local("query_log"), _COLS, [_row(r) for r in data])
+                conn.insert(self.local("query_log"), _COLS, [_row(r) for r in data])
         for table, values in todo.items():
             if values and table not in done:
                 cols = [c for c, _t in (schema.HITS_IN if table == "policy_hits_in"
                                         else schema.SUMMING[table][0])]  # fmt: skip
-                conn.insert(self._local(table), cols, [*values, markers[table]])
+                conn.insert(self.local(table), cols, [*values, markers[table]])
         if batch.get("mark"):
             self._mark(WriterMark(*batch["mark"]))
 
@@ -266,7 +267,7 @@ class QueryLogClickHouse:
         self.ensure_schema()
         t, rule, severity, subject, message, delivered, failed = alert
         self._shard(self.node).insert(
-            self._local("alerts"),
+            self.local("alerts"),
             ["time", "node", "rule", "severity", "subject", "message", "delivered", "failed"],
             [(float(t), self.node, rule, severity, subject, message, delivered, failed)],
         )
@@ -274,7 +275,7 @@ class QueryLogClickHouse:
     # ------------------------------------------------------------------ runs
     def _put_run(self, r: WriterRun, lost_before: int) -> None:
         self._shard(self.node).insert(
-            self._local("writer_runs"),
+            self.local("writer_runs"),
             ["node", "run", "pid", "started", "updated", "received", "committed", "failed",
              "clean", "lost_before", "version"],
             [(self.node, r.run, r.pid, r.started, r.updated, r.received, r.committed, r.failed,
@@ -360,8 +361,8 @@ class QueryLogClickHouse:
             where = " OR ".join(f"({c})" for c, _l, _c in conds)
             n = int(self.conn.query(f"SELECT count() FROM {db}.query_log WHERE {where}")[0][0])
         whole = min([before, *(c for _w, _l, c in conds)]) if conds else before
-        log_table = self._local("query_log")
-        for conn in self._shards():  # on a cluster: each shard's local tables
+        log_table = self.local("query_log")
+        for conn in self.servers():  # on a cluster: each shard's local tables
             if conds and all(c is not None for c in cutoffs.values()):
                 # days wholly older than every cutoff go as partitions (cheap); the rest by rows
                 for (p,) in conn.query(
@@ -379,7 +380,7 @@ class QueryLogClickHouse:
                 (t, f"hour + 3600 <= {lit(before)}") for t in ("query_counts", "block_counts")
             ]
             for table, old in deletes:
-                self._delete(conn, self._local(table), old + " AND hour > 0")  # never a marker
+                self._delete(conn, self.local(table), old + " AND hour > 0")  # never a marker
         return n
 
     def _delete(self, conn: Conn, table: str, cond: str) -> bool:
@@ -391,9 +392,10 @@ class QueryLogClickHouse:
         return True
 
     def wait_mutations(self, timeout: float = 60.0) -> bool:
-        """Wait until the server has carried out its deletes; False on *timeout*."""
+        """Wait until the server (every shard) has carried out its deletes (``ALTER TABLE
+        ... DELETE`` mutations); False on *timeout* seconds."""
         end = time.monotonic() + timeout
-        for conn in self._shards():
+        for conn in self.servers():
             while True:
                 rows = conn.query(
                     f"SELECT count() FROM system.mutations WHERE database = {lit(self.db)}"

@@ -70,6 +70,18 @@ def _cluster(cfg: cfgmod.Config, password: str) -> tuple[str, Callable[[str, int
     return cfg.store.cluster, shard_connector(cfg.store.url, password)
 
 
+def open_admin_store(cfg: cfgmod.Config) -> QueryLogClickHouse:
+    """*cfg*'s ClickHouse query log for an administrator's command (no spool, no schema
+    creation; connects lazily). Raises StoreError."""
+    from mamori.store.ch_conn import DriverConn, read_password
+    from mamori.store.querylog_clickhouse import QueryLogClickHouse
+
+    assert cfg.store.url is not None
+    password = read_password(cfg.store.url, cfg.store.password_file)
+    conn = DriverConn(cfg.store.url, password, timeout=30.0)
+    return QueryLogClickHouse(conn, cfg.server.node_name, None, False, *_cluster(cfg, password))
+
+
 def alert_sink(cfg: cfgmod.Config) -> Callable[[tuple[Any, ...]], None]:
     """With ``[store] url``: a function putting one alert (time, rule, severity, subject,
     message, delivered, failed) into ClickHouse's ``alerts`` table with this node's name
