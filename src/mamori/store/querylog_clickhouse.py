@@ -308,10 +308,22 @@ class QueryLogClickHouse:
     def begin_run(
         self, pid: int, noted: tuple[int, int] | None = None
     ) -> tuple[int, WriterRun | None]:
-        """Record a writer run's start; (its id, the previous run or None). Raises
-        StoreError (the writer then runs without crash accounting)."""
+        """Record a writer run's start; (its id, the previous run or None). The batches a
+        crashed run left in the spool were committed (to local disk, atomically): they
+        are sent first, so their marks count them as committed; those still kept (the
+        server went away meanwhile) count as committed too. Raises StoreError (the
+        writer then runs without crash accounting)."""
         self.ensure_schema()
+        if self.spool is not None and len(self.spool):
+            self.last_run()  # the previous run's pid and start, for the kept batches' marks
+            self.drain(force=True)
         last = self.last_run()
+        if last is not None and self.spool is not None:
+            kept = self._kept_mark(last.run)
+            if kept is not None and kept.committed > last.committed:
+                last = WriterRun(last.run, last.pid, last.started, last.updated,
+                                 max(last.received, kept.received), kept.committed,
+                                 max(last.failed, kept.failed), last.clean)  # fmt: skip
         if (
             last is not None
             and noted is not None
@@ -327,6 +339,19 @@ class QueryLogClickHouse:
         self._runs[run] = (pid, now, lost)
         self._put_run(WriterRun(run, pid, now, now, 0, 0, 0, False), lost)
         return run, last
+
+    def _kept_mark(self, run: int) -> WriterMark | None:
+        """The latest mark of run *run* among the batches still in the spool."""
+        assert self.spool is not None
+        out = None
+        for path in self.spool.files():
+            try:
+                m = self.spool.read(path).get("mark")
+            except (OSError, ValueError):
+                continue
+            if m and int(m[0]) == run and (out is None or int(m[2]) > out.committed):
+                out = WriterMark(*(int(x) for x in m))
+        return out
 
     def end_run(self, mark: WriterMark) -> None:
         if self.spool is not None and self.drain(force=True):
