@@ -99,6 +99,13 @@ class Spool:
         path.rename(self.dir / "rejected" / path.name)
 
 
+def usage(directory: Path) -> tuple[int, int]:
+    """(batches, bytes) waiting in the spool *directory* (0, 0 when it does not exist):
+    read from the disk, so any process of the node sees them."""
+    files = [p for p in directory.glob("*" + SUFFIX) if p.stem[:1].isdigit()]
+    return len(files), sum(_size(f) for f in files)
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
