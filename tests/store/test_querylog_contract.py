@@ -233,3 +233,21 @@ def test_retention_with_group_cutoffs(
     store.close()
     lite.close()
     r.close()
+
+
+def test_sqlite_alerts_are_this_nodes_and_filter_by_node(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = SQLiteStore(tmp_path / "store.sqlite", "n1")
+    write(store, rows(20))
+    with sqlite3.connect(tmp_path / "alerts.sqlite") as db:
+        db.execute(  # as alerts/engine.py keeps the history
+            "CREATE TABLE alerts (time REAL, rule TEXT, severity TEXT, subject TEXT,"
+            " message TEXT, delivered TEXT, failed TEXT)"
+        )
+        db.execute("INSERT INTO alerts VALUES (1.0, 'hits', 'warning', 's', 'm', '', '')")
+    r = SQLiteQueryReader(tmp_path / "store.sqlite", tmp_path / "alerts.sqlite")
+    want = [(1.0, "hits", "warning", "s", "m", "", "", "")]
+    assert r.alerts() == r.alerts(node="n1") == want
+    assert r.alerts(node="other") == []
+    store.close()
