@@ -19,7 +19,9 @@ On a cluster (``[store] cluster``) each node has the tables above as local ``*_s
 tables and ``Distributed`` tables under the usual names (what the reads use).
 
 Each insert into an aggregate carries a marker row (``node`` = 0x00 + the batch id,
-``hour`` 0) in the same block, so a batch whose marker is there is not counted again.
+``hour`` 0, a sum of 1: SummingMergeTree drops rows whose sums are all 0 when it merges)
+in the same block, so a batch whose marker is there is not counted again. Reads skip
+hour 0.
 """
 
 from __future__ import annotations

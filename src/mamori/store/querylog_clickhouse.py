@@ -228,10 +228,13 @@ class QueryLogClickHouse:
             "block_clients": [(h, node, z, c, g, n) for (h, z, c, g), n in clients.items()],
             "policy_hits_in": [(z, t, a, node, n, f, la) for z, t, a, n, f, la in batch["hits"]],
         }
+        # a marker's sum is 1, never 0: SummingMergeTree drops all-zero rows when it
+        # merges, and a marker gone would let a batch sent again be counted twice
+        # (reads and retention skip hour 0)
         markers = {
-            "query_counts": (0, marker, 0, 0),
-            "block_counts": (0, marker, "", "", 0),
-            "block_clients": (0, marker, "", "", "", 0),
+            "query_counts": (0, marker, 1, 0),
+            "block_counts": (0, marker, "", "", 1),
+            "block_clients": (0, marker, "", "", "", 1),
             "policy_hits_in": ("", "", "", marker, 0, 0.0, 0.0),
         }
         checks = [
