@@ -77,3 +77,38 @@ def test_store_cluster_errors_name_file_line_and_key(
         config.load(p)
     assert e.value.key == "store.cluster" and message in e.value.message
     assert str(e.value).startswith(f"{p}:")
+
+
+def test_a_node_configured_with_store_cluster_checks_writes_and_accounts_its_runs(
+    clickhouse_cluster: list[clickhouse.ClickHouse], tmp_path: Path
+) -> None:
+    from mamori.store.base import WriterMark
+    from mamori.store.querylog_open import check, open_query_reader, open_query_store
+
+    db = f"c_{uuid.uuid4().hex[:12]}"
+    p = tmp_path / "m.toml"
+    p.write_text(
+        f'[upstream]\nservers = ["127.0.0.1:5300"]\n[server]\nnode_name = "edge-a"\n'
+        f'[store]\npath = "{tmp_path / "m.db"}"\nurl = "clickhouse://127.0.0.1:'
+        f'{clickhouse_cluster[1].tcp}/{db}"\ncluster = "{clickhouse.CLUSTER}"\n'
+    )
+    cfg = config.load(p)
+    lines = check(cfg)
+    # 16 objects (9 local, 7 Distributed) on each of the two shards (this node is one)
+    assert lines[1] == "  schema:  0 tables present, 32 created"
+    assert check(cfg)[1] == "  schema:  16 tables present, 0 created"
+    store: Any = open_query_store(cfg)
+    run, last = store.begin_run(4242)
+    assert (run, last) == (1, None)
+    data = rows(100)
+    store.write_queries(data, WriterMark(run, 100, 100, 0), hits(data))
+    store.end_run(WriterMark(run, 100, 100, 0))
+    store.close()
+    again: Any = open_query_store(cfg)
+    run2, last = again.begin_run(4343)
+    assert run2 == 2 and last is not None and last.clean and last.committed == 100
+    assert (last.pid, last.lost) == (4242, 0)
+    again.close()
+    reader = open_query_reader(cfg)
+    assert reader.nodes() == ["edge-a"] and reader.count(0, 2e9) == 100
+    reader.close()
