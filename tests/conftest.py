@@ -51,3 +51,23 @@ def clickhouse_url(clickhouse_server):  # type: ignore[no-untyped-def]
     import uuid
 
     return clickhouse_server.url.rsplit("/", 1)[0] + f"/t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def clickhouse_cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Two Debian clickhouse-server processes forming the two-shard cluster
+    ``tests.support.clickhouse.CLUSTER`` (each knows both); stopped by PID at the end."""
+    from tests.support import clickhouse
+
+    if clickhouse.BINARY is None:
+        if os.environ.get("CI"):
+            pytest.fail(clickhouse.MISSING)
+        pytest.skip(clickhouse.MISSING)
+    root = tmp_path_factory.mktemp("chcluster")
+    a, b = clickhouse.ClickHouse(root / "a"), clickhouse.ClickHouse(root / "b")
+    a.shards = b.shards = [("127.0.0.1", a.tcp), ("127.0.0.1", b.tcp)]
+    try:
+        yield [a.start(), b.start()]
+    finally:
+        a.stop()
+        b.stop()

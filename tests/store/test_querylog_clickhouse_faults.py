@@ -109,3 +109,32 @@ def test_a_batch_sent_again_after_a_lost_reply_counts_once(
     assert _counts(reader) == (50, 50, blocked, sum(1 for r in data if r[10]))
     store.close()
     reader.close()
+
+
+def test_a_batch_sent_again_after_the_server_merged_its_parts_counts_once(
+    clickhouse_url: str, tmp_path: Path
+) -> None:
+    """SummingMergeTree drops rows whose sums are all 0 when it merges: a batch's marker
+    must survive merges, or a batch re-sent later is counted twice in the overview."""
+    conn = DriverConn(parse_clickhouse_url(clickhouse_url))
+    store = QueryLogClickHouse(conn, "n1", Spool(tmp_path / "spool", 1 << 30))
+    data = rows(60)
+    batch: dict[str, Any] = {"id": "5e" * 16, "node": "n1", "mark": None,
+                             "rows": [[int(r[0] * 1e6), *r] for r in data],
+                             "hits": [list(h) for h in hits(data)]}  # fmt: skip
+    assert store.spool is not None and store.spool.append(batch)
+    assert store.drain(force=True) == 0
+    more = rows(10, T0 + 86400 * 3)
+    store.write_queries(more, None)  # another part to merge with
+    for table in ("query_counts", "block_counts", "block_clients"):
+        conn.query(f"OPTIMIZE TABLE {conn.database}.{table} FINAL")
+    assert store.spool.append(batch) and store.drain(force=True) == 0  # sent again
+    reader = ClickHouseQueryReader(DriverConn(parse_clickhouse_url(clickhouse_url)), settle=0.0)
+    blocked = sum(r[14] in ("blocked", "dropped") for r in data + more)
+    hourly = reader.hourly(0)
+    assert sum(q for q, _b in hourly.values()) == 70
+    assert sum(b for _q, b in hourly.values()) == blocked
+    assert sum(n for _c, n in reader.top_blocked_clients(0, "", 100)) == blocked
+    assert sum(n for _h, _z, n in reader.blocks_by_zone(0)) == blocked
+    store.close()
+    reader.close()

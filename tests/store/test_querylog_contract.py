@@ -1,7 +1,9 @@
 """One contract for every query-log store: the same rows written through ``write_queries``
 give the same reads on SQLite, on Debian's ClickHouse server (18.16) and on a current
-ClickHouse engine (chdb). SQLite is the reference; row ids differ by backend (SQLite's
-rowid, ClickHouse's microsecond ids), so rows are compared without them, in order.
+ClickHouse engine (chdb), and on a two-shard cluster of Debian's servers (``[store]
+cluster``: local tables per shard, reads through Distributed tables). SQLite is the
+reference; row ids differ by backend (SQLite's rowid, ClickHouse's microsecond ids), so
+rows are compared without them, in order.
 """
 
 from __future__ import annotations
@@ -66,6 +68,17 @@ def open_kind(kind: str, tmp: Path, request: pytest.FixtureRequest, node: str = 
     from mamori.store.querylog_clickhouse import QueryLogClickHouse
 
     db = f"q_{uuid.uuid4().hex[:12]}"
+    if kind == "cluster":
+        from mamori.store.ch_cluster import shard_connector
+        from mamori.store.ch_conn import DriverConn
+        from tests.support.clickhouse import CLUSTER
+
+        servers = request.getfixturevalue("clickhouse_cluster")
+        url = parse_clickhouse_url(servers[0].url.rsplit("/", 1)[0] + "/" + db)
+        store = QueryLogClickHouse(DriverConn(url), node, Spool(tmp / f"spool-{node}", 1 << 30),
+                                   True, CLUSTER, shard_connector(url, ""))  # fmt: skip
+        other = parse_clickhouse_url(servers[1].url.rsplit("/", 1)[0] + "/" + db)
+        return store, ClickHouseQueryReader(DriverConn(other), settle=0.0)  # the other node
     if kind == "clickhouse":
         from mamori.store.ch_conn import DriverConn
 
@@ -81,7 +94,7 @@ def open_kind(kind: str, tmp: Path, request: pytest.FixtureRequest, node: str = 
     return store, ClickHouseQueryReader(rconn, settle=0.0)
 
 
-KINDS = ["sqlite", "clickhouse", "chdb"]
+KINDS = ["sqlite", "clickhouse", "chdb", "cluster"]
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -220,3 +233,21 @@ def test_retention_with_group_cutoffs(
     store.close()
     lite.close()
     r.close()
+
+
+def test_sqlite_alerts_are_this_nodes_and_filter_by_node(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = SQLiteStore(tmp_path / "store.sqlite", "n1")
+    write(store, rows(20))
+    with sqlite3.connect(tmp_path / "alerts.sqlite") as db:
+        db.execute(  # as alerts/engine.py keeps the history
+            "CREATE TABLE alerts (time REAL, rule TEXT, severity TEXT, subject TEXT,"
+            " message TEXT, delivered TEXT, failed TEXT)"
+        )
+        db.execute("INSERT INTO alerts VALUES (1.0, 'hits', 'warning', 's', 'm', '', '')")
+    r = SQLiteQueryReader(tmp_path / "store.sqlite", tmp_path / "alerts.sqlite")
+    want = [(1.0, "hits", "warning", "s", "m", "", "", "")]
+    assert r.alerts() == r.alerts(node="n1") == want
+    assert r.alerts(node="other") == []
+    store.close()

@@ -89,6 +89,14 @@ def test_two_nodes_one_clickhouse_one_console_filtered_by_node(
         assert re.search(r'id="n-queries">8<', page), "every node's queries"
         _s, page = c.get("/alerts")
         assert "192.0.2.5" in page and "192.0.2.3" in page, "both nodes' alerts"
+        table = page.split('id="alerts"', 1)[1]
+        assert "<th>Node</th>" in table
+        assert sorted(re.findall(r'class="node">([^<]*)<', table)) == ["edge-a", "edge-b"]
+        _s, page = c.get("/alerts?node=edge-b")
+        assert '<option value="edge-b" selected>' in page
+        table = page.split('id="alerts"', 1)[1]
+        assert re.findall(r'class="node">([^<]*)<', table) == ["edge-b"]
+        assert "192.0.2.3" in table and "192.0.2.5" not in table
 
 
 def test_a_clickhouse_that_does_not_answer_gives_503_not_a_crash(tmp_path: Path) -> None:

@@ -255,6 +255,9 @@ def _pdns_tap(cfg: config_mod.Config, parts: Any) -> TapWriter | None:
     )
     writer.begin()  # what the last run lost, if it crashed
     writer.start()
+    spool = getattr(store, "spool", None)  # ClickHouse: batches kept on disk (/metrics)
+    if spool is not None:
+        parts.runtime.spools["pdns"] = spool
     log.info("passive DNS: upstream answers recorded in %s (sensor %s)", describe(cfg), sensor)
     return writer
 

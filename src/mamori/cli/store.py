@@ -18,14 +18,25 @@ def store() -> None:
 @click.argument("address")
 def store_forget_client(config_path: str, address: str) -> None:
     """Erase the query log rows, block page reports and alerts of ADDRESS (an address,
-    or a network such as 192.0.2.0/24 for rows kept truncated)."""
-    from mamori.store.forget import forget_client
+    or a network such as 192.0.2.0/24 for rows kept truncated). With [store] url: in
+    ClickHouse too (every shard), waiting until the server has done it."""
+    from mamori.store.forget import forget_client, forget_client_clickhouse
 
     cfg = load_config(config_path)
     try:
         counts = forget_client(cfg.store.path, address)
+        if cfg.store.url is not None:
+            from mamori.store.querylog_open import open_admin_store
+
+            ch = open_admin_store(cfg)
+            try:
+                counts.update(forget_client_clickhouse(ch, address))
+            finally:
+                ch.close()
     except ValueError as e:
         fail(MamoriError(f"{address}: not an address or a network ({e})"))
+    except MamoriError as e:
+        fail(MamoriError(f"{address}: {e}"))
     for name, n in counts.items():
         click.echo(f"{name}: {n} rows deleted")
     if not counts:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mamori.config.alerts import CONVERTERS as ALERT_CONVERTERS
-from mamori.config.clickhouse import clickhouse_url, node_name, secret_file
+from mamori.config.clickhouse import clickhouse_url, cluster_name, node_name, secret_file
 from mamori.config.feeds import CONVERTERS as FEED_CONVERTERS
 from mamori.config.nod import CONVERTERS as NOD_CONVERTERS
 from mamori.config.values import (
@@ -97,6 +97,7 @@ CONVERTERS: dict[tuple[str, str], Any] = {
     ("store", "url"): clickhouse_url,
     ("store", "password_file"): secret_file,
     ("store", "spool_size"): size,
+    ("store", "cluster"): cluster_name,
     ("web", "enabled"): boolean,
     ("web", "listen"): endpoint,
     ("web", "metrics_allow"): networks,

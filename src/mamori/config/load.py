@@ -421,6 +421,8 @@ def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
         raise ctx.error("pdns", "password_file", "is the ClickHouse password: needs pdns.url")
     if cfg.pdns.url is not None and cfg.pdns.url.password and cfg.pdns.password_file:
         raise ctx.error("pdns", "password_file", "the url has a password already: give one")
+    if cfg.store.cluster and cfg.store.url is None:
+        raise ctx.error("store", "cluster", "is a ClickHouse cluster: needs store.url")
     if cfg.server.rate_limit and cfg.server.rate_burst < 1:
         raise ctx.error("server", "rate_burst", "must be at least 1")
     feed_names_known = {f.name for f in cfg.feeds}

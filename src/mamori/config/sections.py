@@ -134,6 +134,7 @@ class StoreConfig:
     url: ClickHouseUrl | None = None
     password_file: Path | None = None  # the ClickHouse password (first line of this file)
     spool_size: int = 1 << 30  # bytes of batches kept on disk while ClickHouse is away
+    cluster: str = ""  # ClickHouse cluster: local tables per shard + Distributed tables
 
 
 @dataclass(frozen=True)

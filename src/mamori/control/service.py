@@ -168,6 +168,9 @@ class ControlPlane:
         self.writer.begin()  # what the last run lost, if it crashed
         self.writer.start()
         rt.writer, rt.subs = self.writer, self.subs
+        spool = getattr(parts.store, "spool", None)  # ClickHouse: batches kept on disk
+        if spool is not None:
+            rt.spools["querylog"] = spool
         rt.policy_source = lambda: self.manager.policy
         rt.policy_version = lambda: self.manager.version
         rt.zone_source = self.manager.zone_infos

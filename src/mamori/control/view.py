@@ -64,6 +64,9 @@ class Runtime:
         self.snapshot_source: Callable[[], list[Snapshot]] = list
         self.worker_source: Callable[[], list[WorkerInfo]] = list
         self.dropped_source: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        # the local spools of batches waiting for ClickHouse, by store ("querylog",
+        # "pdns"): objects with ``dropped`` (batches refused: the spool was full)
+        self.spools: dict[str, Any] = {}
         self.writer: EventWriter | None = None
         self.subs: Subscriptions | None = None
         self.policy_version: Callable[[], int] = lambda: 0

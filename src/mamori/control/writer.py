@@ -26,7 +26,10 @@ marks itself clean after its final drain; at the next start a run not marked
 clean is reported: it lost at least (received, the larger of the two notes) -
 committed - failed events; those that arrived in its last ``SAMPLE_EVERY``
 seconds are not counted. The number is logged and kept as ``lost_at_last_crash``
-(and in the next run's ``writer_runs.lost_before``).
+(and in the next run's ``writer_runs.lost_before``). With ``[store] url``
+(ClickHouse) a batch kept in the local spool while the server is away is committed
+(local disk, written atomically): the next start sends what a crashed run kept
+before it counts, so those events are not reported lost.
 """
 
 from __future__ import annotations

@@ -206,9 +206,10 @@ class QueryLogReader(Protocol):
     def policy_hits(self, node: str = "") -> list[HitCount]:
         """The hit counters (zone, trigger, action, hits, first, last), by zone."""
 
-    def alerts(self, limit: int = 200) -> list[tuple[Any, ...]]:
-        """(time, rule, severity, subject, message, delivered, failed), newest first: this
-        node's alert history (SQLite), or every node's (ClickHouse)."""
+    def alerts(self, limit: int = 200, node: str = "") -> list[tuple[Any, ...]]:
+        """(time, rule, severity, subject, message, delivered, failed, node), newest first:
+        this node's alert history (SQLite: node ""), or every node's (ClickHouse: the
+        ``[server] node_name`` that raised it); *node*: only that node's."""
 
     # ---- geo page, feed preview, brand watch (time range reads)
     def blocks_by_bucket(self, since: float, bucket: int) -> list[tuple[int, str, int]]:

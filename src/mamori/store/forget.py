@@ -13,6 +13,13 @@ the erased data does not linger in the files; a running ``mamori serve`` may
 keep writing meanwhile (WAL, busy timeout). Aggregates without addresses
 (hourly counts, blocked names per hour, the hit log) stay. The audit log is not changed: it records
 administrators' actions, not DNS clients.
+
+With ``[store] url`` (ClickHouse) the query log, the blocked clients per hour and the
+fleet's copy of the alerts are in ClickHouse: the same rows (the same matching of
+addresses) are erased there by ``ALTER TABLE ... DELETE`` mutations, on every shard of
+a ``[store] cluster``, and waited for: when ``forget_client_clickhouse`` returns, the
+server has carried them out (it removes the replaced parts from disk a few minutes
+later: its ``old_parts_lifetime``). The local files are erased as above.
 """
 
 from __future__ import annotations
@@ -21,6 +28,13 @@ import ipaddress
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mamori.errors import StoreError
+from mamori.store.ch_conn import lit
+
+if TYPE_CHECKING:
+    from mamori.store.querylog_clickhouse import QueryLogClickHouse
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,6 +57,15 @@ TARGETS = (
     Target("alerts.sqlite", "alerts", "subject", "message LIKE 'client %'"),  # alerts/engine.py
     Target("brand.sqlite", "brand_clients", "client"),  # discovery/brand_store.py
 )
+
+
+# ClickHouse: (table, column, the rows that are about a client) as TARGETS' query log ones
+CH_TARGETS = (
+    Target("", "query_log", "client"),
+    Target("", "block_clients", "client", "hour > 0"),  # never a batch's marker row
+    Target("", "alerts", "subject", "message LIKE 'client %'"),
+)
+CHUNK = 5000  # addresses per mutation
 
 
 def parse_network(text: str) -> IPNetwork:
@@ -96,4 +119,36 @@ def forget_client(store_path: Path, network: str) -> dict[str, int]:
             out[path.name] = out.get(path.name, 0) + deleted
         finally:
             db.close()
+    return out
+
+
+def forget_client_clickhouse(
+    store: QueryLogClickHouse, network: str, timeout: float = 600.0
+) -> dict[str, int]:
+    """Delete the rows about *network* from the ClickHouse query log, blocked clients per
+    hour and alerts (every shard), and wait (at most *timeout* seconds) until the server
+    has carried the deletes out; {"DB.TABLE": rows deleted}. ValueError for a bad
+    *network*; StoreError (server away or refusing, deletes not done in time)."""
+    net = parse_network(network)
+    db = store.db
+    out: dict[str, int] = {}
+    have = store.tables()
+    for t in CH_TARGETS:
+        if t.table not in have:
+            continue
+        table = store.local(t.table)
+        deleted = 0
+        for conn in store.servers():
+            sql = f"SELECT DISTINCT {t.column} FROM {db}.{table} WHERE {t.where}"
+            values = sorted(v for (v,) in conn.stream(sql) if isinstance(v, str) and _in(v, net))
+            for i in range(0, len(values), CHUNK):
+                cond = f"{t.column} IN {lit(tuple(values[i : i + CHUNK]))} AND {t.where}"
+                deleted += int(conn.query(f"SELECT count() FROM {db}.{table} WHERE {cond}")[0][0])
+                conn.query(f"ALTER TABLE {db}.{table} DELETE WHERE {cond}")
+        out[f"{db}.{t.table}"] = deleted
+    if not store.wait_mutations(timeout):
+        raise StoreError(
+            f"ClickHouse {db}: the deletes were not carried out within {timeout:.0f} s"
+            " (see system.mutations; they go on in the background)"
+        )
     return out

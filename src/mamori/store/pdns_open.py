@@ -6,14 +6,12 @@ The CLI and the web app factory open the store here; everything else sees the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mamori import config as cfgmod
-from mamori.config.clickhouse import ClickHouseUrl
-from mamori.store.ch_conn import Conn
+from mamori.store.ch_cluster import shard_connector
 from mamori.store.pdns_base import PdnsFull, PdnsStore
 
 if TYPE_CHECKING:  # static conformance: mypy checks both backends against the Protocols
@@ -78,17 +76,6 @@ def open_pdns_reader(cfg: cfgmod.Config) -> PdnsFull | None:
     if cfg.pdns.url is None and not cfgmod.pdns_path(cfg).exists():
         return None
     return open_pdns(cfg, readonly=True, writer=False)
-
-
-def shard_connector(url: ClickHouseUrl, password: str) -> Callable[[str, int], Conn]:
-    """Opens a cluster's shard (host and port from ``system.clusters``) with *url*'s
-    database, user and password."""
-    from mamori.store.ch_conn import DriverConn
-
-    def connect(host: str, port: int) -> Conn:
-        return DriverConn(replace(url, host=host, port=port), password)
-
-    return connect
 
 
 def check(cfg: cfgmod.Config) -> list[str]:

@@ -29,9 +29,13 @@ SUFFIX = ".batch"
 
 
 class Spool:
-    def __init__(self, directory: Path, limit: int) -> None:
+    """*directory*: the spool's own directory; *limit*: its bound in bytes; *label*: whose
+    batches these are, as the log messages say it ("passive DNS", "query log")."""
+
+    def __init__(self, directory: Path, limit: int, label: str = "passive DNS") -> None:
         self.dir = directory
         self.limit = limit
+        self.label = label
         self.dropped = 0  # batches refused: the bound was reached
         self.dropped_items = 0  # their tuples
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -53,9 +57,9 @@ class Spool:
             self.dropped += 1
             self.dropped_items += items
             log.error(
-                "passive DNS: spool %s is full (%d of %d bytes): a batch of %d tuples is"
+                "%s: spool %s is full (%d of %d bytes): a batch of %d items is"
                 " dropped (%d batches dropped so far)",
-                self.dir, self.bytes, self.limit, items, self.dropped,
+                self.label, self.dir, self.bytes, self.limit, items, self.dropped,
             )  # fmt: skip
             return False
         self._last = max(time.time_ns(), self._last + 1)  # names sort in write order
@@ -93,6 +97,13 @@ class Spool:
         self.bytes -= _size(path)
         (self.dir / "rejected").mkdir(exist_ok=True)
         path.rename(self.dir / "rejected" / path.name)
+
+
+def usage(directory: Path) -> tuple[int, int]:
+    """(batches, bytes) waiting in the spool *directory* (0, 0 when it does not exist):
+    read from the disk, so any process of the node sees them."""
+    files = [p for p in directory.glob("*" + SUFFIX) if p.stem[:1].isdigit()]
+    return len(files), sum(_size(f) for f in files)
 
 
 def _size(path: Path) -> int:

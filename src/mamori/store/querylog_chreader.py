@@ -228,10 +228,10 @@ class ClickHouseQueryReader:
         return [(str(z), str(t), str(a), int(h), float(f), float(la))
                 for z, t, a, h, f, la in rows]  # fmt: skip
 
-    def alerts(self, limit: int = 200) -> list[tuple[Any, ...]]:
+    def alerts(self, limit: int = 200, node: str = "") -> list[tuple[Any, ...]]:
         return self._q(
-            "SELECT time, rule, severity, subject, message, delivered, failed"
-            f" FROM {self.db}.alerts ORDER BY time DESC LIMIT {int(limit)}"
+            "SELECT time, rule, severity, subject, message, delivered, failed, node"
+            f" FROM {self.db}.alerts WHERE 1{_node(node)} ORDER BY time DESC LIMIT {int(limit)}"
         )
 
     # ------------------------------------------------------------- time range reads

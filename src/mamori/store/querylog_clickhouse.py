@@ -9,6 +9,12 @@ the connection's timeout) costs the writer at most that timeout: the batch is ke
 the local spool (``pdns_spool.Spool``) and sent, in order, before the next one once the
 server answers again.
 
+On a cluster (*cluster*: ``[store] cluster``) every batch goes whole to one shard,
+chosen by its id (crc32): its rows, aggregates and markers in that shard's local
+``*_shard`` tables, so the marker check above stays exact (a batch sent again goes to
+the same shard and finds its markers there); the writer's runs and this node's alerts
+go to the shard of the node's name. Reads go through the ``Distributed`` tables.
+
 Row ids: the row's time in microseconds, made strictly increasing per writer (a tie
 is bumped by 1): below 2**53 until the year 2255, ordered by time across nodes (two
 nodes' rows may tie on an id: the console's pages by id may then show such a row on
@@ -20,12 +26,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mamori.errors import StoreError
 from mamori.store import querylog_chschema as schema
 from mamori.store.base import BLOCKED_OUTCOMES, HitCount, QueryRowTuple, WriterMark, WriterRun
+from mamori.store.ch_cluster import connect_shards, shard_of
 from mamori.store.ch_conn import ChUnavailable, Conn, lit
 from mamori.store.pdns_spool import Spool
 from mamori.store.sqlite import label_cutoffs, max_cut
@@ -40,12 +47,22 @@ _COLS = [c for c, _t in schema.QUERY_LOG]
 class QueryLogClickHouse:
     """*conn*: the server; *node*: this node's ``[server] node_name``; *spool*: where
     batches wait while the server is away (None: a failed write raises); *create*: create
-    the missing tables now (else at the first write)."""
+    the missing tables now (else at the first write); *cluster*: a name of the server's
+    ``remote_servers`` and *connect(host, port)* opening its shards."""
 
     def __init__(
-        self, conn: Conn, node: str, spool: Spool | None = None, create: bool = True
+        self,
+        conn: Conn,
+        node: str,
+        spool: Spool | None = None,
+        create: bool = True,
+        cluster: str = "",
+        connect: Callable[[str, int], Conn] | None = None,
     ) -> None:
         self.conn = conn
+        self.cluster = cluster
+        self._connect = connect
+        self.shards: list[Conn] = []
         self.db = conn.database
         self.node = node
         self.spool = spool
@@ -66,15 +83,40 @@ class QueryLogClickHouse:
         """Create what is missing; the objects created. Raises StoreError."""
         if self._schema_ok:
             return []
-        self.conn.query(f"CREATE DATABASE IF NOT EXISTS {self.db}")
-        have = self.tables()
         created = []
-        for name, stmt in schema.ddl(self.db):
-            if name not in have:
-                self.conn.query(stmt)
-                created.append(name)
+        for node in self.nodes():
+            node.query(f"CREATE DATABASE IF NOT EXISTS {self.db}")
+            rows = node.query(f"SELECT name FROM system.tables WHERE database = {lit(self.db)}")
+            have = {str(r[0]) for r in rows}
+            for name, stmt in schema.objects(self.db, self.cluster):
+                if name not in have:
+                    node.query(stmt)
+                    created.append(name)
         self._schema_ok = True
         return created
+
+    def nodes(self) -> list[Conn]:
+        """Where the schema lives: the server, and on a cluster every shard too (the DDL
+        runs on each: ``ON CLUSTER`` would need ZooKeeper). Raises StoreError."""
+        if not self.cluster:
+            return [self.conn]
+        return [*self.servers(), self.conn]
+
+    def servers(self) -> list[Conn]:
+        """The servers holding the rows: the shards, or the one server."""
+        if not self.cluster:
+            return [self.conn]
+        if not self.shards:
+            self.shards = connect_shards(self.conn, self.cluster, self._connect)
+        return self.shards
+
+    def _shard(self, key: str) -> Conn:
+        shards = self.servers()
+        return shards[shard_of(key, len(shards))]
+
+    def local(self, table: str) -> str:
+        """The name of *table* on the servers holding the rows (a cluster's ``_shard``)."""
+        return table + schema.SHARD if self.cluster else table
 
     def tables(self) -> set[str]:
         rows = self.conn.query(f"SELECT name FROM system.tables WHERE database = {lit(self.db)}")
@@ -162,6 +204,7 @@ class QueryLogClickHouse:
         """Insert one batch exactly once. Raises ChUnavailable, StoreError."""
         self.ensure_schema()
         bid, node, rows = batch["id"], batch["node"], batch["rows"]
+        conn = self._shard(bid)
         marker = schema.MARKER + bid
         days: dict[int, list[list[Any]]] = {}
         for r in rows:  # one INSERT per day partition: one part each, all or nothing
@@ -185,35 +228,39 @@ class QueryLogClickHouse:
             "block_clients": [(h, node, z, c, g, n) for (h, z, c, g), n in clients.items()],
             "policy_hits_in": [(z, t, a, node, n, f, la) for z, t, a, n, f, la in batch["hits"]],
         }
+        # a marker's sum is 1, never 0: SummingMergeTree drops all-zero rows when it
+        # merges, and a marker gone would let a batch sent again be counted twice
+        # (reads and retention skip hour 0)
         markers = {
-            "query_counts": (0, marker, 0, 0),
-            "block_counts": (0, marker, "", "", 0),
-            "block_clients": (0, marker, "", "", "", 0),
+            "query_counts": (0, marker, 1, 0),
+            "block_counts": (0, marker, "", "", 1),
+            "block_clients": (0, marker, "", "", "", 1),
             "policy_hits_in": ("", "", "", marker, 0, 0.0, 0.0),
         }
         checks = [
-            f"SELECT {lit(f'q{d}')}, count() FROM {self.db}.query_log WHERE id >= {part[0][0]}"
+            f"SELECT {lit(f'q{d}')}, count() FROM {self.db}.{self.local('query_log')}"
+            f" WHERE id >= {part[0][0]}"
             f" AND id <= {part[-1][0]} AND batch = {lit(bid)}"
             for d, part in days.items()
         ]
         checks += [
-            f"SELECT {lit(t)}, count() FROM {self.db}.{t.removesuffix('_in')}"
+            f"SELECT {lit(t)}, count() FROM {self.db}.{self.local(t.removesuffix('_in'))}"
             f" WHERE node = {lit(marker)}"
             for t, v in todo.items()
             if v
         ]
         done = set()
         if checks:
-            done = {str(t) for t, n in self.conn.query(" UNION ALL ".join(checks)) if int(n)}
+            done = {str(t) for t, n in conn.query(" UNION ALL ".join(checks)) if int(n)}
         for d, part in days.items():
             if f"q{d}" not in done:
                 data = [[r[0], r[1], node, *r[2:], bid] for r in part]
-                self.conn.insert("query_log", _COLS, [_row(r) for r in data])
+                conn.insert(self.local("query_log"), _COLS, [_row(r) for r in data])
         for table, values in todo.items():
             if values and table not in done:
                 cols = [c for c, _t in (schema.HITS_IN if table == "policy_hits_in"
                                         else schema.SUMMING[table][0])]  # fmt: skip
-                self.conn.insert(table, cols, [*values, markers[table]])
+                conn.insert(self.local(table), cols, [*values, markers[table]])
         if batch.get("mark"):
             self._mark(WriterMark(*batch["mark"]))
 
@@ -222,16 +269,16 @@ class QueryLogClickHouse:
         node. Raises StoreError (ChUnavailable: the server did not answer)."""
         self.ensure_schema()
         t, rule, severity, subject, message, delivered, failed = alert
-        self.conn.insert(
-            "alerts",
+        self._shard(self.node).insert(
+            self.local("alerts"),
             ["time", "node", "rule", "severity", "subject", "message", "delivered", "failed"],
             [(float(t), self.node, rule, severity, subject, message, delivered, failed)],
         )
 
     # ------------------------------------------------------------------ runs
     def _put_run(self, r: WriterRun, lost_before: int) -> None:
-        self.conn.insert(
-            "writer_runs",
+        self._shard(self.node).insert(
+            self.local("writer_runs"),
             ["node", "run", "pid", "started", "updated", "received", "committed", "failed",
              "clean", "lost_before", "version"],
             [(self.node, r.run, r.pid, r.started, r.updated, r.received, r.committed, r.failed,
@@ -264,10 +311,22 @@ class QueryLogClickHouse:
     def begin_run(
         self, pid: int, noted: tuple[int, int] | None = None
     ) -> tuple[int, WriterRun | None]:
-        """Record a writer run's start; (its id, the previous run or None). Raises
-        StoreError (the writer then runs without crash accounting)."""
+        """Record a writer run's start; (its id, the previous run or None). The batches a
+        crashed run left in the spool were committed (to local disk, atomically): they
+        are sent first, so their marks count them as committed; those still kept (the
+        server went away meanwhile) count as committed too. Raises StoreError (the
+        writer then runs without crash accounting)."""
         self.ensure_schema()
+        if self.spool is not None and len(self.spool):
+            self.last_run()  # the previous run's pid and start, for the kept batches' marks
+            self.drain(force=True)
         last = self.last_run()
+        if last is not None and self.spool is not None:
+            kept = self._kept_mark(last.run)
+            if kept is not None and kept.committed > last.committed:
+                last = WriterRun(last.run, last.pid, last.started, last.updated,
+                                 max(last.received, kept.received), kept.committed,
+                                 max(last.failed, kept.failed), last.clean)  # fmt: skip
         if (
             last is not None
             and noted is not None
@@ -283,6 +342,19 @@ class QueryLogClickHouse:
         self._runs[run] = (pid, now, lost)
         self._put_run(WriterRun(run, pid, now, now, 0, 0, 0, False), lost)
         return run, last
+
+    def _kept_mark(self, run: int) -> WriterMark | None:
+        """The latest mark of run *run* among the batches still in the spool."""
+        assert self.spool is not None
+        out = None
+        for path in self.spool.files():
+            try:
+                m = self.spool.read(path).get("mark")
+            except (OSError, ValueError):
+                continue
+            if m and int(m[0]) == run and (out is None or int(m[2]) > out.committed):
+                out = WriterMark(*(int(x) for x in m))
+        return out
 
     def end_run(self, mark: WriterMark) -> None:
         if self.spool is not None and self.drain(force=True):
@@ -317,43 +389,58 @@ class QueryLogClickHouse:
             where = " OR ".join(f"({c})" for c, _l, _c in conds)
             n = int(self.conn.query(f"SELECT count() FROM {db}.query_log WHERE {where}")[0][0])
         whole = min([before, *(c for _w, _l, c in conds)]) if conds else before
-        if conds and all(c is not None for c in cutoffs.values()):
-            # days wholly older than every cutoff go as partitions (cheap); the rest by rows
-            for (p,) in self.conn.query(
-                f"SELECT DISTINCT partition FROM system.parts WHERE database = {lit(db)}"
-                f" AND table = 'query_log' AND active AND (toUInt32(partition) + 1) * {DAY}"
-                f" <= {int(whole)}"
-            ):
-                self.conn.query(f"ALTER TABLE {db}.query_log DROP PARTITION {int(p)}")
-        if n:
-            self.conn.query(f"ALTER TABLE {db}.query_log DELETE WHERE {where}")
-        # the aggregates: a mutation only where rows are to go (each rewrites parts)
-        deletes = [("block_clients", f"hour + 3600 <= {lit(c)} AND client_group = {lit(lb)}")
-                   for _w, lb, c in conds]  # fmt: skip
-        deletes += [(t, f"hour + 3600 <= {lit(before)}") for t in ("query_counts", "block_counts")]
-        for table, old in deletes:
-            cond = old + " AND hour > 0"  # never a batch's marker row
-            if int(self.conn.query(f"SELECT count() FROM {db}.{table} WHERE {cond}")[0][0]):
-                self.conn.query(f"ALTER TABLE {db}.{table} DELETE WHERE {cond}")
+        log_table = self.local("query_log")
+        for conn in self.servers():  # on a cluster: each shard's local tables
+            if conds and all(c is not None for c in cutoffs.values()):
+                # days wholly older than every cutoff go as partitions (cheap); the rest by rows
+                for (p,) in conn.query(
+                    f"SELECT DISTINCT partition FROM system.parts WHERE database = {lit(db)}"
+                    f" AND table = {lit(log_table)} AND active"
+                    f" AND (toUInt32(partition) + 1) * {DAY} <= {int(whole)}"
+                ):
+                    conn.query(f"ALTER TABLE {db}.{log_table} DROP PARTITION {int(p)}")
+            if n:
+                self._delete(conn, log_table, where)
+            # the aggregates: a mutation only where rows are to go (each rewrites parts)
+            deletes = [("block_clients", f"hour + 3600 <= {lit(c)} AND client_group = {lit(lb)}")
+                       for _w, lb, c in conds]  # fmt: skip
+            deletes += [
+                (t, f"hour + 3600 <= {lit(before)}") for t in ("query_counts", "block_counts")
+            ]
+            for table, old in deletes:
+                self._delete(conn, self.local(table), old + " AND hour > 0")  # never a marker
         return n
 
+    def _delete(self, conn: Conn, table: str, cond: str) -> bool:
+        """``ALTER TABLE ... DELETE`` on *conn* where rows match *cond* (a mutation
+        rewrites parts: only when there is something to delete); whether one was made."""
+        if not int(conn.query(f"SELECT count() FROM {self.db}.{table} WHERE {cond}")[0][0]):
+            return False
+        conn.query(f"ALTER TABLE {self.db}.{table} DELETE WHERE {cond}")
+        return True
+
     def wait_mutations(self, timeout: float = 60.0) -> bool:
-        """Wait until the server has carried out its deletes; False on *timeout*."""
+        """Wait until the server (every shard) has carried out its deletes (``ALTER TABLE
+        ... DELETE`` mutations); False on *timeout* seconds."""
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            rows = self.conn.query(
-                f"SELECT count() FROM system.mutations WHERE database = {lit(self.db)}"
-                " AND is_done = 0"
-            )
-            if not int(rows[0][0]):
-                return True
-            time.sleep(0.05)
-        return False
+        for conn in self.servers():
+            while True:
+                rows = conn.query(
+                    f"SELECT count() FROM system.mutations WHERE database = {lit(self.db)}"
+                    " AND is_done = 0"
+                )
+                if not int(rows[0][0]):
+                    break
+                if time.monotonic() >= end:
+                    return False
+                time.sleep(0.05)
+        return True
 
     def close(self) -> None:
         if self.spool is not None and len(self.spool):
             self.drain(force=True)
-        self.conn.close()
+        for conn in [*self.shards, self.conn]:
+            conn.close()
 
 
 def _row(r: list[Any]) -> tuple[Any, ...]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from mamori import config as cfgmod
 from mamori.errors import StoreError
 from mamori.store.base import QueryLogReader, QueryLogStore
+from mamori.store.ch_conn import Conn
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,29 @@ def open_query_store(cfg: cfgmod.Config) -> QueryLogStore:
 
     password = read_password(cfg.store.url, cfg.store.password_file)
     conn = DriverConn(cfg.store.url, password, timeout=5.0)
-    spool = Spool(spool_dir(cfg), cfg.store.spool_size)
-    return QueryLogClickHouse(conn, cfg.server.node_name, spool)
+    spool = Spool(spool_dir(cfg), cfg.store.spool_size, "query log")
+    return QueryLogClickHouse(conn, cfg.server.node_name, spool, True, *_cluster(cfg, password))
+
+
+def _cluster(cfg: cfgmod.Config, password: str) -> tuple[str, Callable[[str, int], Conn] | None]:
+    """(``[store] cluster``, a function opening its shards) for ``QueryLogClickHouse``."""
+    from mamori.store.ch_cluster import shard_connector
+
+    if not cfg.store.cluster or cfg.store.url is None:
+        return "", None
+    return cfg.store.cluster, shard_connector(cfg.store.url, password)
+
+
+def open_admin_store(cfg: cfgmod.Config) -> QueryLogClickHouse:
+    """*cfg*'s ClickHouse query log for an administrator's command (no spool, no schema
+    creation; connects lazily). Raises StoreError."""
+    from mamori.store.ch_conn import DriverConn, read_password
+    from mamori.store.querylog_clickhouse import QueryLogClickHouse
+
+    assert cfg.store.url is not None
+    password = read_password(cfg.store.url, cfg.store.password_file)
+    conn = DriverConn(cfg.store.url, password, timeout=30.0)
+    return QueryLogClickHouse(conn, cfg.server.node_name, None, False, *_cluster(cfg, password))
 
 
 def alert_sink(cfg: cfgmod.Config) -> Callable[[tuple[Any, ...]], None]:
@@ -74,13 +96,13 @@ def alert_sink(cfg: cfgmod.Config) -> Callable[[tuple[Any, ...]], None]:
 
     def put(alert: tuple[Any, ...]) -> None:
         store = QueryLogClickHouse(DriverConn(url, password, timeout=5.0), cfg.server.node_name,
-                                   create=False)  # fmt: skip
+                                   None, False, *_cluster(cfg, password))  # fmt: skip
         try:
             store.put_alert(alert)
         except StoreError as e:
             log.error("alerts: not written to %s: %s", url, e)
         finally:
-            store.conn.close()
+            store.close()
 
     return put
 
@@ -109,19 +131,22 @@ def check(cfg: cfgmod.Config) -> list[str]:
     from mamori.store.querylog_clickhouse import QueryLogClickHouse
 
     url = cfg.store.url
-    conn = DriverConn(url, read_password(url, cfg.store.password_file), timeout=5.0)
+    password = read_password(url, cfg.store.password_file)
+    conn = DriverConn(url, password, timeout=5.0)
+    cluster, connect = _cluster(cfg, password)
+    objects = schema.objects(conn.database, cluster)
+    store = QueryLogClickHouse(conn, cfg.server.node_name, None, False, cluster, connect)
     try:
         version = ".".join(str(x) for x in conn.version())
-        store = QueryLogClickHouse(conn, cfg.server.node_name, create=False)
         known = conn.query(
             f"SELECT count() FROM system.databases WHERE name = {lit(conn.database)}"
         )
         have = store.tables() if int(known[0][0]) else set()
-        missing = [t for t, _ in schema.ddl(conn.database) if t not in have]
+        missing = [t for t, _ in objects if t not in have]
         created = store.ensure_schema() if missing else []
     finally:
-        conn.close()
-    total = len(schema.ddl(conn.database))
+        store.close()
+    total = len(objects)
     return [
         f"store:     ClickHouse {url}, server {version} (node {cfg.server.node_name})",
         f"  schema:  {total - len(missing)} tables present, {len(created)} created",

@@ -274,14 +274,18 @@ class SQLiteQueryReader:
                 " ORDER BY zone, hits DESC"
             ).fetchall()
 
-    def alerts(self, limit: int = 200) -> list[tuple[Any, ...]]:
+    def alerts(self, limit: int = 200, node: str = "") -> list[tuple[Any, ...]]:
+        if node:  # one node's file: its alerts, when it is that node
+            with self._conn() as store:
+                if store is None or not self._node_known(store, node):
+                    return []
         db = connect_ro(self.alerts_path) if self.alerts_path is not None else None
         if db is None:
             return []
         try:
             return db.execute(
-                "SELECT time, rule, severity, subject, message, delivered, failed FROM alerts"
-                " ORDER BY time DESC LIMIT ?",
+                "SELECT time, rule, severity, subject, message, delivered, failed, ''"
+                " FROM alerts ORDER BY time DESC LIMIT ?",
                 (limit,),
             ).fetchall()
         finally:

@@ -482,8 +482,11 @@ class Console:
     async def alerts(self, request: Request) -> Response:
         if not self.session_user(request):
             return self.login_redirect(request)
-        rows = await run_in_threadpool(self.data.alerts)
-        return self.render_page(request, "alerts.html", N_("Alerts"), alerts=rows)
+        node = request.query_params.get("node", "").strip()
+        rows = await run_in_threadpool(self.data.alerts, 200, node)
+        nodes = await run_in_threadpool(self.data.nodes)
+        return self.render_page(request, "alerts.html", N_("Alerts"), alerts=rows, nodes=nodes,
+                                node=node)  # fmt: skip
 
     async def reports(self, request: Request) -> Response:
         if not self.session_user(request):

@@ -180,10 +180,10 @@ class ConsoleData:
             db.close()
         return out
 
-    def alerts(self, limit: int = 200) -> list[tuple[Any, ...]]:
-        """(time, rule, severity, subject, message, delivered, failed), newest first: this
-        node's history, or with ``[store] url`` every node's."""
-        return self.reader.alerts(limit)
+    def alerts(self, limit: int = 200, node: str = "") -> list[tuple[Any, ...]]:
+        """(time, rule, severity, subject, message, delivered, failed, node), newest
+        first: this node's history, or with ``[store] url`` every node's (*node*: one's)."""
+        return self.reader.alerts(limit, node)
 
     def reports(self, limit: int = 200) -> list[tuple[Any, ...]]:
         from mamori.web.blockpage import reports_path

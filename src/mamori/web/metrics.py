@@ -95,7 +95,39 @@ class MamoriCollector(Collector):
                 yield c
             if rt.subs is not None:
                 yield from self._transfers(rt.subs)
+        yield from self._spools(rt)
         yield from self._feeds()
+
+    def _spools(self, rt: Runtime | None) -> Iterator[Metric]:
+        """What waits on this node's disk for ClickHouse (``[store] url``, ``[pdns] url``),
+        read from the spool directories; batches dropped by the running service."""
+        from mamori.store.pdns_open import local_dir
+        from mamori.store.pdns_spool import usage
+        from mamori.store.querylog_open import spool_dir
+
+        where = []
+        if self.cfg.store.url is not None:
+            where.append(("querylog", spool_dir(self.cfg)))
+        if self.cfg.pdns.url is not None:
+            where.append(("pdns", local_dir(self.cfg)))
+        if not where:
+            return
+        s = ["store"]
+        batches = G("mamori_spool_batches", "batches kept on local disk for ClickHouse", labels=s)
+        size = G("mamori_spool_bytes", "bytes of the batches kept on local disk", labels=s)
+        dropped = C("mamori_spool_dropped", "batches dropped: the spool was full (since start)",
+                    labels=s)  # fmt: skip
+        for store, directory in where:
+            n, b = usage(directory)
+            batches.add_metric([store], n)
+            size.add_metric([store], b)
+            spool = rt.spools.get(store) if rt is not None else None
+            if spool is not None:
+                dropped.add_metric([store], int(spool.dropped))
+        yield batches
+        yield size
+        if rt is not None and rt.spools:
+            yield dropped
 
     def _service(self, snaps: list[Any]) -> Iterator[Metric]:
         totals = sum_stats(snaps)

@@ -1,0 +1,94 @@
+"""``mamori store forget-client`` on a ClickHouse query log: the same rows go as on
+SQLite (an address, a network for truncated rows, IPv4-mapped forms), from the query
+log, the blocked clients per hour and the alerts about the client, on one server and on
+every shard of a cluster; "done" means the server has carried the deletes out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from mamori.cli import cli
+from mamori.store.base import QueryFilter
+from mamori.store.forget import forget_client, forget_client_clickhouse
+from mamori.store.querylog_sqlite import SQLiteQueryReader
+from mamori.store.sqlite import SQLiteStore
+from tests.store.test_querylog_contract import T0, open_kind, rows, write
+from tests.support import clickhouse
+
+pytestmark = pytest.mark.skipif(clickhouse.BINARY is None, reason=clickhouse.MISSING)
+
+ALERTS = [
+    (T0, "hits", "warning", "192.0.2.3", "client 192.0.2.3 asked n3.example.", "", ""),
+    (T0 + 1, "hits", "warning", "192.0.2.4", "client 192.0.2.4 asked n4.example.", "", ""),
+    (T0 + 2, "feeds", "critical", "192.0.2.3", "feed 192.0.2.3 failed", "", ""),
+]
+
+
+def _data() -> list[tuple[Any, ...]]:
+    data = rows(300)
+    data += [(T0 + 9000.5, "::ffff:192.0.2.5", *data[1][2:])]  # an IPv4-mapped client
+    data.sort(key=lambda r: r[0])
+    return data
+
+
+def _view(r: Any) -> tuple[list[Any], list[Any]]:
+    return [x[1:] for x in r.queries(QueryFilter(), None, 1000)], r.top_blocked_clients(0, "", 50)
+
+
+@pytest.mark.parametrize("kind", ["clickhouse", "cluster"])
+def test_forget_client_erases_what_sqlite_erases(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    store, reader = open_kind(kind, tmp_path, request)
+    lite = SQLiteStore(tmp_path / "ref.sqlite", "n1")
+    data = _data()
+    write(store, data)
+    write(lite, data)
+    for a in ALERTS:
+        store.put_alert(a)
+    ref = SQLiteQueryReader(tmp_path / "ref.sqlite")
+    before = _view(reader)
+    assert before == _view(ref)
+    db, left = store.db, len(data)
+    for net, gone in (("192.0.2.3", 50), ("192.0.2.4/31", 101)):  # .4, .5 and ::ffff:.5
+        assert forget_client(tmp_path / "ref.sqlite", net)["ref.sqlite"] > gone
+        got = forget_client_clickhouse(store, net, timeout=60)
+        left -= gone
+        assert got[f"{db}.query_log"] == gone
+        assert len(reader.queries(QueryFilter(), None, 1000)) == left
+        assert got[f"{db}.block_clients"] > 0
+        assert _view(reader) == _view(ref)  # done: nothing left to wait for
+    assert _view(reader) != before
+    clients = {r[2] for r in reader.queries(QueryFilter(), None, 1000)}
+    assert clients == {"192.0.2.0", "192.0.2.1", "192.0.2.2"}
+    # the alerts about those clients go; an alert that is not about a client stays
+    assert [(a[3], a[4]) for a in reader.alerts()] == [("192.0.2.3", "feed 192.0.2.3 failed")]
+    with pytest.raises(ValueError):
+        forget_client_clickhouse(store, "not-an-address")
+    for s in (store, lite, reader):
+        s.close()
+
+
+def test_the_command_erases_in_clickhouse_and_says_so(clickhouse_url: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'[upstream]\nservers = ["127.0.0.1:5300"]\n[store]\npath = "{tmp_path / "m.db"}"\n'
+        f'url = "{clickhouse_url}"\n[server]\nnode_name = "n1"\n'
+    )
+    from mamori import config
+    from mamori.store.querylog_open import open_admin_store
+
+    store = open_admin_store(config.load(cfg))
+    store.ensure_schema()
+    write(store, _data())
+    store.close()
+    out = CliRunner().invoke(cli, ["store", "forget-client", "192.0.2.0/30", "--config", str(cfg)])
+    assert out.exit_code == 0, out.output
+    db = clickhouse_url.rsplit("/", 1)[1]
+    assert f"{db}.query_log: 200 rows deleted" in out.output
+    bad = CliRunner().invoke(cli, ["store", "forget-client", "192.0.2.x", "--config", str(cfg)])
+    assert bad.exit_code == 2 and "not an address or a network" in bad.output
