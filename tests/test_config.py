@@ -215,3 +215,20 @@ def test_dot_and_doq_may_share_a_port_and_tcp_off_frees_listen(tmp_path: Path) -
     assert cfg.server.dot == cfg.server.doq
     text = '[server]\ntcp = false\nlisten = ["127.0.0.1:8853"]\ndot = ["127.0.0.1:8853"]\n'
     assert _load(tmp_path, text + TLS).server.dot[0].port == 8853
+
+
+def test_a_config_named_like_the_console_edits_file_is_refused(tmp_path: Path) -> None:
+    """``console.toml`` beside ``[store] path`` is where the console keeps its edits: a
+    config file of that name there would be read twice and overwritten by the console."""
+    path = tmp_path / "console.toml"
+    path.write_text(
+        f'[upstream]\nservers = ["127.0.0.1:9"]\n[store]\npath = "{tmp_path / "m.db"}"\n'
+    )
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert e.value.key == "store.path" and e.value.line == 4
+    assert "where the console keeps its edits" in str(e.value)
+    (tmp_path / "etc").mkdir()
+    moved = tmp_path / "etc" / "console.toml"  # the same name elsewhere: fine
+    moved.write_text(path.read_text())
+    assert config.load(moved).store.path == tmp_path / "m.db"

@@ -131,6 +131,13 @@ def loads(
     return loads_effective(text, path, resolv_conf, resolver)[0]
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
 def loads_effective(
     text: str,
     path: Path,
@@ -144,6 +151,12 @@ def loads_effective(
     ctx, sections = _parse(text, path, resolv_conf)
     store = sections.get("store", StoreConfig())
     opath = overlay_path(store.path.parent)
+    if _same_file(opath, path):
+        raise ConfigError(
+            str(path), ctx.line("store", "path"), "store.path",
+            f"this config file is also where the console keeps its edits ({opath.name} in"
+            " [store] path's directory): name the config file otherwise, or move [store] path",
+        )  # fmt: skip
     prov = Provenance(opath)
     for key, section in (("feeds", "feed"), ("groups", "group"), ("brands", "brand")):
         for i, t in enumerate(sections.get(key, ())):
