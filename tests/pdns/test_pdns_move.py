@@ -293,3 +293,24 @@ def test_query_shows_a_stored_time_no_date_can_show_as_its_number(tmp_path: Path
     out = _run("pdns", "query", "--config", str(conf), "-r", "ms.example.")
     assert ";; record times: 2023-11-14 22:13:20 .. 1700000000123" in out
     assert "ms.example.  A  192.0.2.9" in out
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "clickhouse"])
+def test_the_largest_count_and_time_imported_twice_add_up_exactly(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """count 2**53 - 1 and time_last 2**32 - 1, the import's limits: the same line
+    imported twice exports the exact sum on both stores (no 64-bit wrap, no overflow)."""
+    conf = _conf(tmp_path, "dst")
+    if backend == "clickhouse":
+        url = request.getfixturevalue("clickhouse_url")
+        conf.write_text(f'[store]\npath = "{tmp_path}/m.db"\n[pdns]\nurl = "{url}"\n')
+    line = GOOD.replace('"count":1', f'"count":{2**53 - 1}')
+    line = line.replace('"time_last":2', f'"time_last":{2**32 - 1}')
+    f = tmp_path / "max.json"
+    f.write_text(line + "\n" + line + "\n")
+    for _ in range(2):
+        assert "imported 2 records" in _run("pdns", "import", "--config", str(conf), str(f))
+    out = _run("pdns", "export", "--config", str(conf))
+    (got,) = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    assert (got["time_first"], got["time_last"], got["count"]) == (1, 2**32 - 1, 4 * (2**53 - 1))

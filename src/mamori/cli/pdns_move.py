@@ -138,9 +138,9 @@ def pdns_import(config_path: str, source: str, fmt: str, skip_bad: bool, batch: 
                 lines = _lines(f, fmt, skip_bad, errors, lambda done: report("import", done, size))
                 read = target.import_records(nx.records(lines), batch)
                 nx.flush()
-    except (OSError, ValueError, sqlite3.Error) as e:
+    except (OSError, ValueError, OverflowError, sqlite3.Error) as e:
         fail(MamoriError(f"{source}: {e}"))
-    except MamoriError as e:  # the store cannot answer (ClickHouse away)
+    except MamoriError as e:  # the store cannot answer (ClickHouse away) or refuses
         fail(e)
     finally:
         store.close()
