@@ -109,7 +109,9 @@ def test_import_records_fails_on_a_refused_batch_and_keeps_nothing_of_it(
             store.import_records(records, batch=1)
         assert not isinstance(e.value, ChUnavailable)
         msg = str(e.value)
-        assert msg.startswith("ClickHouse refused a batch of 1 records, nothing of it is imported")
+        assert msg.startswith(
+            "a batch of 1 records is not imported (nothing of it): ClickHouse refused"
+        )
         assert "a value does not fit its column" in msg
         assert store.spool is not None and len(store.spool) == 0  # nothing retried later
         assert len(list((spool / "rejected").glob("*.batch"))) == (1 if waiting else 0)

@@ -314,7 +314,7 @@ class PdnsClickHouse:
                 )  # fmt: skip
                 self.spool.set_aside(path)
                 if bid in self._watched:
-                    self._refused[bid] = str(e)
+                    self._refused[bid] = f"ClickHouse refused it: {e}"
                 continue
             self.spool.remove(path)
 
@@ -718,9 +718,7 @@ class PdnsClickHouse:
         if self._refused:
             bid, why = next(iter(self._refused.items()))
             records = self._watched.get(bid, records)
-            raise StoreError(
-                f"ClickHouse refused a batch of {records} records, nothing of it is imported: {why}"
-            )
+            raise StoreError(f"a batch of {records} records is not imported (nothing of it): {why}")
 
     def _import_batch(self, tuples: Tuples, records: int) -> None:
         batch = self._batch(tuples)
@@ -731,7 +729,7 @@ class PdnsClickHouse:
         except ChUnavailable:
             raise
         except StoreError as e:
-            self._refused[bid] = str(e)
+            self._refused[bid] = f"ClickHouse refused it: {e}"
         self._check_refused(records)
 
     def _import(self, records: Iterable[Record], batch: int) -> int:
