@@ -20,7 +20,7 @@ TUPLES = {
     ("example.com.", 2, "ns1.dns.example.net.", "com."): [T - 9, T + 90, 9],
     ("example.com.", 15, "10 mx.example.com.", ""): [T, T + 80, 4],
     ("xn--bcher-kva.example.", 16, '"bücher \\"quoted\\""', ""): [T, T, 1],
-    ("big.example.", 1, "198.51.100.7", ""): [0, 2**40, 2**40],
+    ("big.example.", 1, "198.51.100.7", ""): [0, 2**32 - 1, 2**40],  # the limits' edges
 }
 
 
@@ -153,6 +153,37 @@ GOOD = (
         ("{not json", "line 2: not JSON"),
         ('{"rrname":"b.example.","rrtype":"A","rdata":"x","time_first":3}', "line 2: missing"),
         (GOOD.replace('"count":1', '"count":-1'), "line 2: count -1 is not a whole number"),
+        # limits both stores keep exactly (docs/howto/move-a-passive-dns-store.md)
+        (GOOD.replace('"count":1', '"count":0'), "line 2: count 0 is not a whole number from 1"),
+        (GOOD.replace('"count":1', f'"count":{2**64}'), f"count {2**64} is not a whole number"),
+        (GOOD.replace('"count":1', f'"count":{2**53}'), "from 1 to 9007199254740991 (2**53 - 1)"),
+        (
+            GOOD.replace('"time_last":2', '"time_last":4294967296'),
+            "line 2: time_last 4294967296 is not a time in UNIX seconds (0 to 4294967295)",
+        ),
+        (
+            GOOD.replace('"time_last":2', '"time_last":1700000000123'),
+            "(milliseconds? 1700000000 would be 2023-11-14 22:13:20 UTC)",
+        ),
+        (GOOD.replace('"time_first":1', '"time_first":-1'), "time_first -1 is not a time"),
+        (GOOD.replace('"time_first":1', '"time_first":1.5'), "time_first 1.5 is not a time"),
+        # names in ASCII presentation form: no space, no control character
+        (GOOD.replace("a.example.", "a\\u0000b.example."), "rrname 'a\\x00b.example.'"),
+        (GOOD.replace("a.example.", "a b.example."), "character ' ' (a space or a control"),
+        (GOOD.replace("a.example.", "a\\tb.example."), "is not a DNS name: character '\\t'"),
+        (
+            GOOD.replace('"count"', '"bailiwick":"ex ample.","count"'),
+            "bailiwick 'ex ample.' is not a DNS name: character ' '",
+        ),
+        (
+            GOOD.replace('"A","rdata":"192.0.2.1"', '"CNAME","rdata":"b\\u0007.example."'),
+            "line 2: CNAME rdata 'b\\x07.example.' is not a DNS name: character '\\x07'",
+        ),
+        (
+            '{"rrname":"a\\u0000b.","rrtype":"A","rcode":"NXDOMAIN","time_first":1,'
+            '"time_last":2,"count":1}',
+            "rrname 'a\\x00b.' is not a DNS name",
+        ),
         (GOOD.replace('"time_first":1', '"time_first":9'), "line 2: time_first 9 is after"),
         (GOOD.replace('"A"', '"NOPE"'), "line 2: unknown rrtype"),
         ("[1, 2]", "line 2: not a JSON object"),
@@ -244,12 +275,42 @@ def test_sqlite_to_clickhouse_and_back_through_the_cli(
     ch.write_text(f'[store]\npath = "{tmp_path}/ch.db"\n[pdns]\nurl = "{url}"\n')
     dump, back = tmp_path / "dump.json", tmp_path / "back.json"
     _run("pdns", "export", "--config", str(source), "-o", str(dump))
-    # (ClickHouse keeps times as 32-bit seconds: the 2^40 edge case is SQLite's only)
-    small = [x for x in dump.read_text().splitlines() if json.loads(x)["time_last"] < 2**32]
-    dump.write_text("".join(x + "\n" for x in small))
+    # the limits' edges too (time 2**32 - 1, count 2**40): both stores keep them exactly
     out = _run("pdns", "import", "--config", str(ch), str(dump))
-    assert f"imported {len(small) - len(NX)} records and {len(NX)} NXDOMAIN rows" in out
-    assert len(small) >= 3 + len(NX)
+    assert f"imported {len(TUPLES)} records and {len(NX)} NXDOMAIN rows" in out
     assert not (tmp_path / "pdns.sqlite").exists() and not list(tmp_path.glob("ch*pdns*"))
     _run("pdns", "export", "--config", str(ch), "-o", str(back))
     assert sorted(back.read_text().splitlines()) == sorted(dump.read_text().splitlines())
+
+
+def test_query_shows_a_stored_time_no_date_can_show_as_its_number(tmp_path: Path) -> None:
+    """A store written before the import limits may hold a millisecond time: the text
+    output shows the number instead of failing on it."""
+    conf = _conf(tmp_path, "q")
+    store = PdnsSQLite(tmp_path / "q-pdns.db")
+    store.write({("ms.example.", 1, "192.0.2.9", ""): [T, 1_700_000_000_123, 2]})
+    store.close()
+    out = _run("pdns", "query", "--config", str(conf), "-r", "ms.example.")
+    assert ";; record times: 2023-11-14 22:13:20 .. 1700000000123" in out
+    assert "ms.example.  A  192.0.2.9" in out
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "clickhouse"])
+def test_the_largest_count_and_time_imported_twice_add_up_exactly(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """count 2**53 - 1 and time_last 2**32 - 1, the import's limits: the same line
+    imported twice exports the exact sum on both stores (no 64-bit wrap, no overflow)."""
+    conf = _conf(tmp_path, "dst")
+    if backend == "clickhouse":
+        url = request.getfixturevalue("clickhouse_url")
+        conf.write_text(f'[store]\npath = "{tmp_path}/m.db"\n[pdns]\nurl = "{url}"\n')
+    line = GOOD.replace('"count":1', f'"count":{2**53 - 1}')
+    line = line.replace('"time_last":2', f'"time_last":{2**32 - 1}')
+    f = tmp_path / "max.json"
+    f.write_text(line + "\n" + line + "\n")
+    for _ in range(2):
+        assert "imported 2 records" in _run("pdns", "import", "--config", str(conf), str(f))
+    out = _run("pdns", "export", "--config", str(conf))
+    (got,) = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    assert (got["time_first"], got["time_last"], got["count"]) == (1, 2**32 - 1, 4 * (2**53 - 1))

@@ -45,11 +45,34 @@ def test_url_forms() -> None:
         ('password_file = "nope.txt"\n', 4, "pdns.password_file", "cannot read"),
         ('url = "clickhouse://h/db"\npath = "p.sqlite"\n', 4, "pdns.url", "not both"),
         ('url = "clickhouse://h/db"\nspool_size = "lots"\n', 5, "pdns.spool_size", "size"),
+        # the server's own databases: mamori's system.query_log would clash with its own
+        ('url = "clickhouse://h/system"\n', 4, "pdns.url", "'system' is ClickHouse's own"),
+        ('url = "clickhouse://h/INFORMATION_SCHEMA"\n', 4, "pdns.url", "ClickHouse's own"),
+        ('url = "clickhouse://h/information_schema"\n', 4, "pdns.url", "ClickHouse's own"),
+        ('[store]\nurl = "clickhouse://h:9000/system"\n', 5, "store.url", "ClickHouse's own"),
+        ('url = "clickhouse://h:0/db"\n', 4, "pdns.url", "port 0"),
+        ('[store]\nurl = "clickhouse://h:0/db"\n', 5, "store.url", "port 0"),
+        # a password in two places: neither silently wins
+        (
+            'url = "clickhouse://u:pw@h/db"\npassword_file = "pw"\n',
+            5,
+            "pdns.password_file",
+            "give the password in the URL or in password_file, not both",
+        ),
+        (
+            '[store]\nurl = "clickhouse://u:pw@h/db"\npassword_file = "pw"\n',
+            6,
+            "store.password_file",
+            "give the password in the URL or in password_file, not both",
+        ),
+        ('password_file = "pw"\n', 4, "pdns.password_file", "needs pdns.url"),
+        ('[store]\npassword_file = "pw"\n', 5, "store.password_file", "needs store.url"),
     ],
 )
 def test_errors_name_file_line_and_key(
     tmp_path: Path, text: str, line: int, key: str, message: str
 ) -> None:
+    (tmp_path / "pw").write_text("s3cret\n")
     with pytest.raises(ConfigError) as e:
         _load(tmp_path, text)
     assert (e.value.line, e.value.key) == (line, key)
@@ -64,6 +87,20 @@ def test_password_file_is_read(tmp_path: Path) -> None:
     from mamori.store.ch_conn import read_password
 
     assert read_password(cfg.pdns.url, cfg.pdns.password_file) == "s3cret"
+
+
+@pytest.mark.parametrize("section", ["pdns", "store"])
+def test_password_file_keeps_spaces_and_drops_only_the_line_end(
+    tmp_path: Path, section: str
+) -> None:
+    from mamori.store.ch_conn import read_password
+
+    (tmp_path / "pw").write_bytes(b" s3cret pw  \r\nsecond line\n")
+    text = 'url = "clickhouse://u@h/db"\npassword_file = "pw"\n'
+    cfg = _load(tmp_path, text if section == "pdns" else "[store]\n" + text)
+    sect = cfg.pdns if section == "pdns" else cfg.store
+    assert sect.url is not None
+    assert read_password(sect.url, sect.password_file) == " s3cret pw  "
 
 
 def test_check_connects_and_reports_version_and_schema(

@@ -4,8 +4,10 @@ COF objects), through the ``PdnsPortable`` seam so that any backend can be eithe
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -126,6 +128,7 @@ def pdns_import(config_path: str, source: str, fmt: str, skip_bad: bool, batch: 
     target: PdnsPortable = store
     stdin: BinaryIO = sys.stdin.buffer
     nx = _NxDiverter(store, batch)
+    started = time.time_ns()
     try:
         already = store.stats()[0]
         with _bar() as report:
@@ -135,12 +138,13 @@ def pdns_import(config_path: str, source: str, fmt: str, skip_bad: bool, batch: 
                 lines = _lines(f, fmt, skip_bad, errors, lambda done: report("import", done, size))
                 read = target.import_records(nx.records(lines), batch)
                 nx.flush()
-    except (OSError, ValueError, sqlite3.Error) as e:
+    except (OSError, ValueError, OverflowError, sqlite3.Error) as e:
         fail(MamoriError(f"{source}: {e}"))
-    except MamoriError as e:  # the store cannot answer (ClickHouse away)
+    except MamoriError as e:  # the store cannot answer (ClickHouse away) or refuses
         fail(e)
     finally:
         store.close()
+    kept = _spooled(store, started)
     if errors and not skip_bad:
         fail(MamoriError(f"{source}: {errors[0]}: stopped there; the {read} records"
                          f"{nx.said()} before it are imported"))  # fmt: skip
@@ -152,7 +156,36 @@ def pdns_import(config_path: str, source: str, fmt: str, skip_bad: bool, batch: 
         first = ", ".join(str(e.line) for e in errors[:10])
         more = " ..." if len(errors) > 10 else ""
         msg += f"; skipped {len(errors)} bad lines (lines {first}{more})"
+    if kept:
+        msg = f"read {read} records{nx.said()} from {source}: {kept}"
     click.echo(msg, err=True)
+
+
+def _spooled(store: PdnsFull, since_ns: int) -> str:
+    """What this import left in ClickHouse's spool ("" for nothing, and for SQLite):
+    batches kept because the server is away (sent when it answers), said in words.
+    Exits 2 when a batch of it was set aside as refused."""
+    from mamori.store.pdns_spool import Spool, written_by
+
+    spool = getattr(store, "spool", None)
+    if not isinstance(spool, Spool):
+        return ""
+    waiting, refused = written_by(spool.dir, os.getpid(), since_ns)
+    if refused:
+        fail(MamoriError(f"ClickHouse refused {len(refused)} batches of this import: set aside"
+                         f" in {spool.dir / 'rejected'} (the log says why)"))  # fmt: skip
+    if not waiting:
+        return ""
+    tuples = nx = 0
+    for path in waiting:
+        try:
+            b = spool.read(path)
+        except (OSError, ValueError):
+            continue
+        tuples, nx = tuples + len(b.get("tuples") or ()), nx + len(b.get("nx") or ())
+    rows = f" and {nx} NXDOMAIN rows" if nx else ""
+    return (f"{tuples} tuples{rows} kept in the spool {spool.dir}, ClickHouse away: sent when"
+            " it answers (by mamori serve, or the next pdns import or ingest)")  # fmt: skip
 
 
 class _NxDiverter:

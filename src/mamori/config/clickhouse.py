@@ -15,6 +15,9 @@ from mamori.config.values import InvalidValueError
 
 DEFAULT_PORT = 9000
 _DB = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# ClickHouse's own databases (any case): mamori's tables there would clash with the
+# server's (its system.query_log)
+RESERVED_DATABASES = frozenset(("system", "information_schema"))
 
 
 @dataclass(frozen=True)
@@ -37,19 +40,25 @@ def parse_clickhouse_url(text: str) -> ClickHouseUrl:
     """``clickhouse://[user[:password]@]host[:port]/database``; ValueError naming what is
     wrong. User and password are percent-decoded. No database (``clickhouse://host:9000``
     or ``.../``) is ClickHouse's ``default`` database, as for clickhouse-client and the
-    clickhouse-driver URLs; ``str()`` of the result always shows it."""
+    clickhouse-driver URLs; ``str()`` of the result always shows it. No port is 9000;
+    port 0 and the server's own databases (``system``, ``information_schema``, in any
+    case) are refused."""
     u = urllib.parse.urlsplit(text)
     if u.scheme != "clickhouse":
         raise ValueError(f'must be "clickhouse://HOST:9000/DATABASE", got {text!r}')
     if not u.hostname:
         raise ValueError(f"no host in {text!r}")
     try:
-        port = u.port or DEFAULT_PORT
+        port = DEFAULT_PORT if u.port is None else u.port
     except ValueError:
         raise ValueError(f"bad port in {text!r}") from None
+    if port == 0:
+        raise ValueError(f"port 0 in {text!r}: give the server's TCP port (1-65535, 9000)")
     db = u.path.lstrip("/") or "default"
     if not _DB.fullmatch(db):
         raise ValueError(f"bad database name {db!r} (letters, digits, _)")
+    if db.lower() in RESERVED_DATABASES:
+        raise ValueError(f"database {db!r} is ClickHouse's own: give a database for mamori")
     if u.query or u.fragment:
         raise ValueError(f"no ?query or #fragment allowed in {text!r}")
     user = urllib.parse.unquote(u.username) if u.username else "default"

@@ -430,12 +430,18 @@ def _cross_checks(ctx: Ctx, cfg: Config, resolver: bool = True) -> None:
         raise ctx.error("pdns", "url", "give path (SQLite) or url (ClickHouse), not both")
     if cfg.pdns.cluster and cfg.pdns.url is None:
         raise ctx.error("pdns", "cluster", "is a ClickHouse cluster: needs pdns.url")
-    if cfg.pdns.password_file is not None and cfg.pdns.url is None:
-        raise ctx.error("pdns", "password_file", "is the ClickHouse password: needs pdns.url")
-    if cfg.pdns.url is not None and cfg.pdns.url.password and cfg.pdns.password_file:
-        raise ctx.error("pdns", "password_file", "the url has a password already: give one")
     if cfg.store.cluster and cfg.store.url is None:
         raise ctx.error("store", "cluster", "is a ClickHouse cluster: needs store.url")
+    for section, url, password_file in (
+        ("pdns", cfg.pdns.url, cfg.pdns.password_file),
+        ("store", cfg.store.url, cfg.store.password_file),
+    ):
+        if password_file is not None and url is None:
+            msg = f"is the ClickHouse password: needs {section}.url"
+            raise ctx.error(section, "password_file", msg)
+        if url is not None and url.password and password_file is not None:
+            msg = "give the password in the URL or in password_file, not both"
+            raise ctx.error(section, "password_file", msg)
     if cfg.server.rate_limit and cfg.server.rate_burst < 1:
         raise ctx.error("server", "rate_burst", "must be at least 1")
     feed_names_known = {f.name for f in cfg.feeds}

@@ -61,7 +61,12 @@ def cof(r: Record) -> dict[str, Any]:
 
 
 def iso(t: int) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    """*t* (UNIX seconds) as ``YYYY-MM-DD HH:MM:SS`` UTC; a time no calendar date can
+    show (a stored millisecond timestamp, a negative one) as its number."""
+    try:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):
+        return str(t)
 
 
 def text(records: list[Record], note: Callable[[Record], str] | None = None) -> str:
@@ -191,11 +196,26 @@ def _nx_record(obj: dict[str, Any]) -> NxRecord:
     return NxRecord(name.lower().rstrip(".") + ".", rtype, first, last, count)
 
 
+# The limits of an imported line, the same for SQLite and ClickHouse (docs/howto/
+# move-a-passive-dns-store.md): times are UNIX seconds that fit 32 bits unsigned
+# (ClickHouse keeps them as UInt32: up to 2106-02-07); a count is at most 2**53 - 1, so
+# that adding up counts stays exact (a 64-bit sum takes over 1000 such lines to overflow;
+# 2**53 - 1 is also the largest integer JSON readers in JavaScript keep exactly).
+TIME_MAX = 2**32 - 1
+COUNT_MAX = 2**53 - 1
+
+
 def _times(obj: dict[str, Any]) -> tuple[int, int, int]:
+    """(time_first, time_last, count) of a line; ValueError naming the key and the limit."""
     first, last, count = obj["time_first"], obj["time_last"], obj["count"]
-    for key, v in (("time_first", first), ("time_last", last), ("count", count)):
-        if not _is_int(v) or v < 0:
-            raise ValueError(f"{key} {v!r} is not a whole number >= 0")
+    for key, v in (("time_first", first), ("time_last", last)):
+        if not _is_int(v) or not 0 <= v <= TIME_MAX:
+            hint = ""
+            if _is_int(v) and 0 < v // 1000 <= TIME_MAX:
+                hint = f" (milliseconds? {v // 1000} would be {iso(v // 1000)} UTC)"
+            raise ValueError(f"{key} {v!r} is not a time in UNIX seconds (0 to {TIME_MAX}){hint}")
+    if not _is_int(count) or not 1 <= count <= COUNT_MAX:
+        raise ValueError(f"count {count!r} is not a whole number from 1 to {COUNT_MAX} (2**53 - 1)")
     if first > last:
         raise ValueError(f"time_first {first} is after time_last {last}")
     return first, last, count
@@ -239,6 +259,9 @@ def _check_name(what: str, name: str) -> None:
     why = ""
     if not name.isascii():
         why = "not ASCII (IDNs are kept in their xn-- form)"
+    elif not all("!" <= c <= "~" for c in name):
+        c = next(c for c in name if not "!" <= c <= "~")
+        why = f"character {c!r} (a space or a control character: write it as \\DDD)"
     else:
         try:
             text_to_name(name if name != "." else "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,14 +70,15 @@ def lit(value: object) -> str:
 
 
 def read_password(url: ClickHouseUrl, password_file: Path | None) -> str:
-    """The password: the first line of *password_file* when given, else the URL's."""
+    """The password: the first line of *password_file* when given (without its line end;
+    spaces are part of it), else the URL's."""
     if password_file is None:
         return url.password
     try:
         lines = password_file.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise StoreError(f"{password_file}: cannot read the ClickHouse password: {e}") from e
-    return lines[0].strip() if lines else ""
+    return lines[0] if lines else ""
 
 
 class DriverConn:
@@ -126,7 +128,12 @@ class DriverConn:
             raise ChUnavailable(f"ClickHouse {self.url}: {self._no_answer(e)}") from e
         except Error as e:
             self._client.disconnect()
+            if type(e).__name__ in _REFUSED_HERE:  # the statement is wrong: never retried
+                raise StoreError(f"ClickHouse {self.url}: {client_cause(e)}") from e
             raise ChUnavailable(f"ClickHouse {self.url}: {self._no_answer(e)}") from e
+        except (struct.error, OverflowError) as e:  # a value the driver cannot encode
+            self._client.disconnect()
+            raise StoreError(f"ClickHouse {self.url}: a value does not fit its column: {e}") from e
 
     def _no_answer(self, e: BaseException) -> str:
         return network_cause(e, self.url, self._args[1])
@@ -190,6 +197,23 @@ _AUTH = {
     516: "unknown user or wrong password",  # AUTHENTICATION_FAILED (20.x on)
 }
 _DB_NAME = re.compile(r"[Dd]atabase `?([A-Za-z0-9_]+)`? (doesn't|does not) exist")
+
+
+# clickhouse-driver errors raised on this side before the server saw the data: a value
+# that does not fit its column type (the statement is wrong; sending it again never helps)
+_REFUSED_HERE = frozenset(
+    ("TypeMismatchError", "CannotParseUuidError", "CannotParseDomainError",
+     "TooLargeStringSize", "UnknownTypeError")
+)  # fmt: skip
+
+
+def client_cause(e: Any) -> str:
+    """One line for a value clickhouse-driver refused to send (*e*: its ``Error``):
+    ``Code: 53. Type mismatch ...`` becomes "a value does not fit its column: ..."."""
+    code = int(getattr(e, "code", 0) or 0)
+    text = _first_line(str(getattr(e, "message", "") or e)).rstrip(".")
+    text = text.split("Repeat query with types_check=True for detailed info. ", 1)[-1]
+    return f"a value does not fit its column: {text} (code {code})"
 
 
 def server_cause(e: Any, url: ClickHouseUrl) -> str:

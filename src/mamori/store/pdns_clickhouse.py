@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from mamori.errors import StoreError
 from mamori.store import pdns_chschema as schema
 from mamori.store.base import WriterMark, WriterRun
 from mamori.store.ch_conn import ChUnavailable, Conn, lit
@@ -86,6 +87,10 @@ class PdnsClickHouse:
         self._runs: dict[int, tuple[int, float, int]] = {}  # run -> (pid, started, lost_before)
         self._spooled_progress: dict[str, tuple[int, bool]] = {}
         self._aside: tuple[ThreadPoolExecutor, Conn] | None = None
+        # batches of the running import_records (id -> records) and the ones the server
+        # refused or the full spool dropped (id -> why)
+        self._watched: dict[str, int] = {}
+        self._refused: dict[str, str] = {}
         if spool is not None:
             for f in spool.files():
                 try:
@@ -119,8 +124,6 @@ class PdnsClickHouse:
         """On every node (the shards and this one): the local tables and the Distributed
         ones. Run by mamori on each node, so no ZooKeeper is needed (``ON CLUSTER`` DDL
         needs it)."""
-        from mamori.errors import StoreError
-
         rows = self.conn.query(
             "SELECT shard_num, host_address, port FROM system.clusters"
             f" WHERE cluster = {lit(self.cluster)} ORDER BY shard_num, replica_num"
@@ -212,8 +215,20 @@ class PdnsClickHouse:
         mark: WriterMark | None = None,
     ) -> None:
         """Merge a batch (see ``PdnsStore.write``). With a spool, a batch ClickHouse does
-        not take is kept on disk and sent later, in order (never raises for that)."""
-        batch: dict[str, Any] = {
+        not take is kept on disk and sent later, in order (never raises for that). Raises
+        StoreError (not ``ChUnavailable``) when the server refuses the batch: it is not
+        kept (sending it again would fail the same way)."""
+        self._put(self._batch(tuples, nx, sensors, progress, mark))
+
+    def _batch(
+        self,
+        tuples: Tuples,
+        nx: NxTuples | None = None,
+        sensors: dict[str, tuple[int, int]] | None = None,
+        progress: FileProgress | None = None,
+        mark: WriterMark | None = None,
+    ) -> dict[str, Any]:
+        return {
             "id": uuid.uuid4().hex,
             "created": int(time.time()),
             "tuples": tuples,  # a dict until it is kept on disk (then lists: _keep)
@@ -226,6 +241,8 @@ class PdnsClickHouse:
             "mark": None if mark is None else [mark.run, mark.received, mark.committed,
                                                mark.failed],
         }  # fmt: skip
+
+    def _put(self, batch: dict[str, Any]) -> None:
         if self.spool is None:
             self._send(batch)
             return
@@ -245,6 +262,8 @@ class PdnsClickHouse:
             batch = {**batch, "tuples": [[*k, *v] for k, v in batch["tuples"].items()]}
         if self.spool.append(batch, len(batch["tuples"])):
             self._note_progress(batch)
+        elif batch["id"] in self._watched:
+            self._refused[batch["id"]] = f"the spool {self.spool.dir} is full: dropped"
 
     def _note_progress(self, batch: dict[str, Any]) -> None:
         p = batch.get("progress")
@@ -281,14 +300,21 @@ class PdnsClickHouse:
                 log.error("passive DNS: kept batch %s is damaged (%s): set aside", path, e)
                 self.spool.set_aside(path)
                 continue
+            bid = str(batch.get("id", ""))
             try:
                 self._send(batch)
             except ChUnavailable as e:
                 self._away(e)
                 break
             except Exception as e:  # refused by the server: never blocks the others
-                log.error("passive DNS: ClickHouse refuses kept batch %s (%s): set aside", path, e)
+                log.error(
+                    "passive DNS: ClickHouse refuses kept batch %s (%s): moved to %s"
+                    " (%d batches set aside since start); the batches behind it go on",
+                    path, e, self.spool.dir / "rejected", self.spool.rejected + 1,
+                )  # fmt: skip
                 self.spool.set_aside(path)
+                if bid in self._watched:
+                    self._refused[bid] = f"ClickHouse refused it: {e}"
                 continue
             self.spool.remove(path)
 
@@ -672,8 +698,42 @@ class PdnsClickHouse:
             yield NxRecord(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]))
 
     def import_records(self, records: Iterable[Record], batch: int = 50_000) -> int:
-        """Merge *records* as ``write`` does, one batch (exactly once) every *batch*."""
-        n = 0
+        """Merge *records* as ``write`` does, one batch (exactly once) every *batch*; the
+        number of records read. Batches the server does not take because it is away are
+        kept in the spool (this process's files there: ``pdns_spool.written_by``). Raises
+        StoreError when the server refuses a batch or the full spool drops it (the reason;
+        the batches before it stay imported or kept), ChUnavailable when the server is
+        away and there is no spool."""
+        self._watched, self._refused = {}, {}
+        try:
+            n = self._import(records, batch)
+            if self.spool is not None and len(self.spool):
+                self.drain(force=True)
+                self._check_refused(n)
+            return n
+        finally:
+            self._watched, self._refused = {}, {}
+
+    def _check_refused(self, records: int) -> None:
+        if self._refused:
+            bid, why = next(iter(self._refused.items()))
+            records = self._watched.get(bid, records)
+            raise StoreError(f"a batch of {records} records is not imported (nothing of it): {why}")
+
+    def _import_batch(self, tuples: Tuples, records: int) -> None:
+        batch = self._batch(tuples)
+        bid = batch["id"]
+        self._watched[bid] = records
+        try:
+            self._put(batch)
+        except ChUnavailable:
+            raise
+        except StoreError as e:
+            self._refused[bid] = f"ClickHouse refused it: {e}"
+        self._check_refused(records)
+
+    def _import(self, records: Iterable[Record], batch: int) -> int:
+        n = done = 0
         tuples: Tuples = {}
         for r in records:
             n += 1
@@ -685,10 +745,10 @@ class PdnsClickHouse:
                 have[0], have[1] = min(have[0], r.time_first), max(have[1], r.time_last)
                 have[2] += r.count
             if len(tuples) >= batch:
-                self.write(tuples)
-                tuples = {}
+                self._import_batch(tuples, n - done)
+                tuples, done = {}, n
         if tuples:
-            self.write(tuples)
+            self._import_batch(tuples, n - done)
         return n
 
 

@@ -4,7 +4,8 @@ One file per batch (``<nanoseconds>-<pid>.batch``: zlib-compressed JSON), writte
 atomically (``atomicfile``): a crash leaves a whole batch or none. Several processes
 may keep batches in one spool (``mamori serve`` and a ``mamori pdns ingest``); only the
 one holding the spool's lock (``flock`` on ``.lock``) sends them, so no batch is in
-flight twice. The directory is bounded
+flight twice. A batch the server refuses is moved to ``rejected/`` (``set_aside``),
+never sent again: it does not hold up the batches behind it. The directory is bounded
 (*limit* bytes): a batch that does not fit is refused, counted and logged, and the
 caller decides (the passive DNS store drops it: DNS is never held up).
 """
@@ -38,6 +39,7 @@ class Spool:
         self.label = label
         self.dropped = 0  # batches refused: the bound was reached
         self.dropped_items = 0  # their tuples
+        self.rejected = 0  # batches the server refused: moved to rejected/ (set_aside)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.bytes = sum(_size(f) for f in self.files())
         self._last = 0
@@ -93,7 +95,10 @@ class Spool:
         path.unlink(missing_ok=True)
 
     def set_aside(self, path: Path) -> None:
-        """Move a batch the server refuses to ``rejected/`` (kept for a person to look at)."""
+        """Move a batch the server refuses (or a damaged one) to ``rejected/``, out of
+        the way of the batches behind it, kept for a person to look at; counted in
+        ``rejected``."""
+        self.rejected += 1
         self.bytes -= _size(path)
         (self.dir / "rejected").mkdir(exist_ok=True)
         path.rename(self.dir / "rejected" / path.name)
@@ -104,6 +109,21 @@ def usage(directory: Path) -> tuple[int, int]:
     read from the disk, so any process of the node sees them."""
     files = [p for p in directory.glob("*" + SUFFIX) if p.stem[:1].isdigit()]
     return len(files), sum(_size(f) for f in files)
+
+
+def written_by(directory: Path, pid: int, since_ns: int) -> tuple[list[Path], list[Path]]:
+    """The batches process *pid* wrote into the spool *directory* at or after *since_ns*
+    (``time.time_ns()``): (still waiting, set aside in ``rejected/``), oldest first."""
+
+    def mine(where: Path) -> list[Path]:
+        out = []
+        for p in sorted(where.glob("*" + SUFFIX)):
+            ns, _, who = p.stem.partition("-")
+            if ns.isdigit() and who == str(pid) and int(ns) >= since_ns:
+                out.append(p)
+        return out
+
+    return mine(directory), mine(directory / "rejected")
 
 
 def _size(path: Path) -> int:
