@@ -13,9 +13,9 @@ API keys, ``/metrics`` its own rule. web/security.py adds the security headers.
 from __future__ import annotations
 
 import csv
-import itertools
 import io
 import ipaddress
+import itertools
 import os
 import secrets
 import time
