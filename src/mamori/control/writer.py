@@ -209,6 +209,7 @@ class EventWriter(threading.Thread):
                 note.update(self.received + self.backlog())
             if time.monotonic() >= due:
                 self.flush_all()
+                self.send_kept()
                 self._maybe_prune()
                 due = time.monotonic() + self.flush_interval
         self.flush_all()  # final drain: everything still queued when asked to stop
@@ -218,6 +219,18 @@ class EventWriter(threading.Thread):
                 self.store.end_run(mark)
             except Exception as e:
                 log.error("query log: cannot mark the writer's clean stop: %s", e)
+
+    def send_kept(self) -> None:
+        """Send the batches a ClickHouse store keeps in its spool, on the timer: an idle
+        node (no events) sends them as soon as the server answers again (the store paces
+        its attempts: one per ``RETRY_AFTER`` seconds while it is away)."""
+        drain = getattr(self.store, "drain", None)  # only a store with a spool has one
+        if drain is None:
+            return
+        try:
+            drain()
+        except Exception as e:  # never stops the writer: the next tick tries again
+            log.error("query log: kept batches not sent: %s", e)
 
     def flush_all(self) -> None:
         for source in self.sources:
