@@ -33,7 +33,7 @@ from mamori.errors import StoreError
 from mamori.store import querylog_chschema as schema
 from mamori.store.base import BLOCKED_OUTCOMES, HitCount, QueryRowTuple, WriterMark, WriterRun
 from mamori.store.ch_cluster import connect_shards, shard_of
-from mamori.store.ch_conn import ChUnavailable, Conn, lit
+from mamori.store.ch_conn import ChRefused, ChUnavailable, Conn, lit
 from mamori.store.pdns_spool import Spool
 from mamori.store.sqlite import label_cutoffs, max_cut
 
@@ -73,6 +73,11 @@ class QueryLogClickHouse:
         try:
             if create:
                 self.ensure_schema()
+        except ChRefused as e:  # a config error: DNS goes on, the batches wait on disk
+            log.error(
+                "query log: %s: the query log is kept in %s until this is fixed"
+                " (`mamori check` tells)", e, self._where(),
+            )  # fmt: skip
         except ChUnavailable as e:
             log.warning("query log: %s (batches are kept in %s)", e, self._where())
 
