@@ -70,6 +70,7 @@ class QueryLogClickHouse:
         self._retry_at = 0.0
         self._last_id = 0
         self._runs: dict[int, tuple[int, float, int]] = {}  # run -> (pid, started, lost)
+        self.replayed = False  # begin_run found batches of a previous run in the spool
         try:
             if create:
                 self.ensure_schema()
@@ -322,6 +323,9 @@ class QueryLogClickHouse:
         server went away meanwhile) count as committed too. Raises StoreError (the
         writer then runs without crash accounting)."""
         self.ensure_schema()
+        # batches kept in this node's spool at start: the previous run was this machine's
+        # (a crash), not another node using the same node_name
+        self.replayed = self.spool is not None and len(self.spool) > 0
         if self.spool is not None and len(self.spool):
             self.last_run()  # the previous run's pid and start, for the kept batches' marks
             self.drain(force=True)
