@@ -307,8 +307,8 @@ def check(config_path: str) -> None:
             store_lines = querylog_open.check(cfg)
         except MamoriError as e:
             errors.append(MamoriError(f"[store] url {cfg.store.url}: {e}"))
-    for e in errors[:-1]:
-        click.echo(f"mamori: error: {e}", err=True)
+    for err in errors[:-1]:
+        click.echo(f"mamori: error: {err}", err=True)
     if errors:
         fail(errors[-1])
     s = cfg.server
