@@ -224,3 +224,32 @@ def test_an_idle_writer_sends_its_spool_when_the_server_is_back(
     finally:
         writer.stop()
         store.close()
+
+
+def test_a_batch_refused_between_its_inserts_is_kept_and_completed(
+    clickhouse_url: str, tmp_path: Path
+) -> None:
+    """The server takes a batch's query-log rows and hourly counts, then refuses an
+    aggregate's INSERT (its table swapped for one without its columns: a real refusal
+    between the INSERTs of one batch): the batch is kept and completed later, so the
+    aggregates equal the log."""
+    conn = DriverConn(parse_clickhouse_url(clickhouse_url))
+    store = QueryLogClickHouse(conn, "n1", Spool(tmp_path / "spool", 1 << 30))
+    db = conn.database
+    conn.query(f"RENAME TABLE {db}.block_counts TO {db}.block_counts_real")
+    conn.query(f"CREATE TABLE {db}.block_counts (hour UInt32, node String) ENGINE = Log")
+    data = rows(40)
+    store.write_queries(data, None, hits(data))  # no exception: kept
+    assert store.spool is not None and len(store.spool) == 1
+    assert int(conn.query(f"SELECT count() FROM {db}.query_log")[0][0]) == 40  # half in
+    conn.query(f"DROP TABLE {db}.block_counts")
+    conn.query(f"RENAME TABLE {db}.block_counts_real TO {db}.block_counts")
+    assert store.drain(force=True) == 0
+    agg, raw = _by_hour(conn)
+    assert agg == raw and sum(q for q, _b in raw.values()) == 40
+    reader = ClickHouseQueryReader(DriverConn(parse_clickhouse_url(clickhouse_url)), settle=0.0)
+    blocked = sum(r[14] in ("blocked", "dropped") for r in data)
+    assert sum(n for _h, _z, n in reader.blocks_by_zone(0)) == blocked
+    assert sum(n for _c, n in reader.top_blocked_clients(0, "", 100)) == blocked
+    for c in (store, reader):
+        c.close()

@@ -166,6 +166,14 @@ class QueryLogClickHouse:
         except ChUnavailable as e:
             self._away(e)
             self._keep(batch)
+        except StoreError as e:
+            # refused midway (too many parts, a table being altered ...): some of its
+            # INSERTs may be in; kept, the rest goes later (the markers skip what is in),
+            # or set aside by ``drain`` if the server refuses it again
+            log.error("query log: ClickHouse refuses a batch now (%s): kept in %s", e,
+                      self._where())  # fmt: skip
+            self._retry_at = time.monotonic() + RETRY_AFTER
+            self._keep(batch)
 
     def _keep(self, batch: dict[str, Any]) -> None:
         """Keep *batch* in the spool. Raises StoreError when it is full (the writer counts
