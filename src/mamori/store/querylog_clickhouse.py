@@ -40,6 +40,7 @@ from mamori.store.sqlite import label_cutoffs, max_cut
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 5.0  # seconds between attempts while ClickHouse is away
+REFUSALS = 3  # a kept batch the server refuses this many times is set aside
 DAY = 86400
 _COLS = [c for c, _t in schema.QUERY_LOG]
 
@@ -71,6 +72,7 @@ class QueryLogClickHouse:
         self._last_id = 0
         self._runs: dict[int, tuple[int, float, int]] = {}  # run -> (pid, started, lost)
         self.replayed = False  # begin_run found batches of a previous run in the spool
+        self._refused: dict[str, int] = {}  # kept batch (file name) -> refusals so far
         try:
             if create:
                 self.ensure_schema()
@@ -207,10 +209,19 @@ class QueryLogClickHouse:
                     except ChUnavailable as e:
                         self._away(e)
                         break
-                    except StoreError as e:  # refused: never blocks the others
+                    except StoreError as e:  # refused: tried again, then set aside
+                        tries = self._refused.get(path.name, 0) + 1
+                        if tries < REFUSALS:  # may be passing (too many parts ...)
+                            self._refused[path.name] = tries
+                            log.error("query log: ClickHouse refuses batch %s (%s): kept,"
+                                      " tried again in %g s", path, e, RETRY_AFTER)  # fmt: skip
+                            self._retry_at = time.monotonic() + RETRY_AFTER
+                            break
                         log.error("query log: ClickHouse refuses batch %s (%s): set aside", path, e)
+                        self._refused.pop(path.name, None)
                         self.spool.set_aside(path)
                         continue
+                    self._refused.pop(path.name, None)
                     self.spool.remove(path)
         return len(self.spool)
 
