@@ -23,7 +23,10 @@ def test_a_refused_clickhouse_user_logs_loudly_and_dns_is_served(
     bad = clickhouse_url.replace("clickhouse://", f"clickhouse://{PW_USER}:wrong@")
     with AuthServer(ZONE, "example.test.") as up:
         m = MamoriProcess(
-            tmp_path, [f"127.0.0.1:{up.port}"], f'[pdns]\nenabled = true\nurl = "{bad}"\n'
+            tmp_path,
+            [f"127.0.0.1:{up.port}"],
+            f'[pdns]\nenabled = true\nurl = "{bad}"\n',
+            node_name="edge-r",
         )
         m.config.write_text(m.config.read_text().replace(
             "flush_interval = 0.05\n", f'flush_interval = 0.05\nurl = "{bad}"\n'
@@ -40,6 +43,7 @@ def test_a_refused_clickhouse_user_logs_loudly_and_dns_is_served(
         assert bad.split("@")[1].split("/")[0] in line and "wrong password" in line, line
         assert f"kept in {tmp_path / 'querylog-spool'} until this is fixed" in line, line
         assert "passive DNS" in err and "authentication failed" in err
+        assert "(sensor resolver:edge-r)" in err  # [pdns] sensor's default: the node's name
         check = subprocess.run(
             [sys.executable, "-m", "mamori", "check", "--config", str(m.config)],
             capture_output=True, text=True, timeout=60,
