@@ -184,8 +184,8 @@ def test_repeated_sigkills_at_random_moments_leave_the_aggregates_equal_to_the_l
     t.start()
     try:
         for _ in range(3):
-            before = written[0]
-            assert until(lambda b=before: written[0] > b + rng.randrange(50, 400), 60)
+            target = written[0] + rng.randrange(50, 400)  # rows: a random moment
+            assert until(lambda t=target: written[0] > t, 60)
             server.kill()
             server.start()
     finally:
