@@ -176,6 +176,10 @@ def test_stats_auth_and_bad_input(web: tuple[str, Path, str, str]) -> None:
     for bad in ("abc", "0", "-3", "100000", "1.5"):
         code, body = _get(f"{url}/api/v1/stats?hours={bad}", {"X-API-Key": key})
         assert code == 400 and body["field"] == "hours", (bad, body)
+    for bad in ("a%00b", "n" * 65):  # node: the checks and texts of /api/v1/queries
+        code, body = _get(f"{url}/api/v1/stats?node={bad}", {"X-API-Key": key})
+        assert code == 422 and body["field"] == "node", (bad, body)
+        assert (code, body) == _get(f"{url}/api/v1/queries?node={bad}", {"X-API-Key": key})
     # a wrong key is refused before the input is looked at
     assert _get(f"{url}/api/v1/stats?hours=abc", {"X-API-Key": "nope"})[0] == 401
 

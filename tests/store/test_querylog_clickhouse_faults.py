@@ -7,6 +7,7 @@ the server is back.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any
 import pytest
 
 from mamori.config.clickhouse import parse_clickhouse_url
+from mamori.control.writer import EventWriter
+from mamori.resolver.events import Event
+from mamori.resolver.query import Outcome
 from mamori.store.base import QueryFilter, WriterMark
 from mamori.store.ch_conn import DriverConn
 from mamori.store.pdns_spool import Spool
@@ -138,3 +142,115 @@ def test_a_batch_sent_again_after_the_server_merged_its_parts_counts_once(
     assert sum(n for _h, _z, n in reader.blocks_by_zone(0)) == blocked
     store.close()
     reader.close()
+
+
+def _by_hour(conn: DriverConn) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
+    """(per hour from the aggregates, per hour from the query log): (queries, blocked)."""
+    db = conn.database
+    agg = conn.query(
+        f"SELECT hour, sum(queries), sum(blocked) FROM {db}.query_counts WHERE hour > 0"
+        " GROUP BY hour"
+    )
+    raw = conn.query(
+        f"SELECT intDiv(toUInt32(ts), 3600) * 3600 AS h, count(),"
+        f" countIf(outcome IN ('blocked', 'dropped')) FROM {db}.query_log GROUP BY h"
+    )
+    return (
+        {int(h): (int(q), int(b)) for h, q, b in agg},
+        {int(h): (int(q), int(b)) for h, q, b in raw},
+    )
+
+
+def test_repeated_sigkills_at_random_moments_leave_the_aggregates_equal_to_the_log(
+    server: clickhouse.ClickHouse, tmp_path: Path
+) -> None:
+    """A writer sends batches without pause while the server is SIGKILLed at random
+    moments (between or inside the INSERTs of one batch) and started again, several
+    times: afterwards the per-hour aggregates equal the query log grouped by hour."""
+    rng = random.Random(16)
+    store = QueryLogClickHouse(_conn(server), "n1", Spool(tmp_path / "spool", 1 << 30))
+    stop = threading.Event()
+    written = [0]
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set() and i < 5000:  # bounded
+            n = 1 + (i * 37) % 60
+            store.write_queries(rows(n, T0 + i * 97.0), None, hits(rows(n, T0 + i * 97.0)))
+            written[0] += n
+            i += 1
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        for _ in range(3):
+            target = written[0] + rng.randrange(50, 400)  # rows: a random moment
+            assert until(lambda t=target: written[0] > t, 60)
+            server.kill()
+            server.start()
+    finally:
+        stop.set()
+        t.join(60)
+    assert until(lambda: store.drain(force=True) == 0, 60)
+    conn = _conn(server)
+    agg, raw = _by_hour(conn)
+    assert sum(q for q, _b in raw.values()) == written[0]
+    assert agg == raw
+    store.close()
+    conn.close()
+
+
+def test_an_idle_writer_sends_its_spool_when_the_server_is_back(
+    server: clickhouse.ClickHouse, tmp_path: Path
+) -> None:
+    """Batches kept while the server was away go out on the writer's timer once it
+    answers again, with no further query arriving."""
+    store = QueryLogClickHouse(_conn(server), "n1", Spool(tmp_path / "spool", 1 << 30))
+    key = b"\x04idle\x07example\x00\x00\x01\x00\x01\x00"
+    pending: list[list[Event]] = []
+    writer = EventWriter([lambda: pending.pop(0) if pending else []], store, 0.05, 0)
+    writer.start()
+    try:
+        server.kill()
+        pending.append([(T0 + i, "192.0.2.1", key, 0, "", 0, "", Outcome.RESOLVED.value, "",
+                         False, None, "") for i in range(5)])  # fmt: skip
+        assert store.spool is not None
+        assert until(lambda: len(store.spool or ()) == 1 and not pending, 30)
+        server.start()  # no more events from here on
+        reader = ClickHouseQueryReader(_conn(server), settle=0.0)
+        assert until(lambda: len(reader.queries(QueryFilter(), None, 100)) == 5, 30)
+        assert len(store.spool) == 0
+        reader.close()
+    finally:
+        writer.stop()
+        store.close()
+
+
+def test_a_batch_refused_between_its_inserts_is_kept_and_completed(
+    clickhouse_url: str, tmp_path: Path
+) -> None:
+    """The server takes a batch's query-log rows and hourly counts, then refuses an
+    aggregate's INSERT (its table swapped for one without its columns: a real refusal
+    between the INSERTs of one batch): the batch is kept and completed later, so the
+    aggregates equal the log."""
+    conn = DriverConn(parse_clickhouse_url(clickhouse_url))
+    store = QueryLogClickHouse(conn, "n1", Spool(tmp_path / "spool", 1 << 30))
+    db = conn.database
+    conn.query(f"RENAME TABLE {db}.block_counts TO {db}.block_counts_real")
+    conn.query(f"CREATE TABLE {db}.block_counts (hour UInt32, node String) ENGINE = Log")
+    data = rows(40)
+    store.write_queries(data, None, hits(data))  # no exception: kept
+    assert store.spool is not None and len(store.spool) == 1
+    assert int(conn.query(f"SELECT count() FROM {db}.query_log")[0][0]) == 40  # half in
+    assert store.drain(force=True) == 1  # refused again: kept (not set aside at once)
+    conn.query(f"DROP TABLE {db}.block_counts")
+    conn.query(f"RENAME TABLE {db}.block_counts_real TO {db}.block_counts")
+    assert store.drain(force=True) == 0
+    agg, raw = _by_hour(conn)
+    assert agg == raw and sum(q for q, _b in raw.values()) == 40
+    reader = ClickHouseQueryReader(DriverConn(parse_clickhouse_url(clickhouse_url)), settle=0.0)
+    blocked = sum(r[14] in ("blocked", "dropped") for r in data)
+    assert sum(n for _h, _z, n in reader.blocks_by_zone(0)) == blocked
+    assert sum(n for _c, n in reader.top_blocked_clients(0, "", 100)) == blocked
+    for c in (store, reader):
+        c.close()

@@ -118,3 +118,5 @@ def test_a_clickhouse_that_does_not_answer_gives_503_not_a_crash(tmp_path: Path)
         assert status == 503 and "cannot connect: connection refused" in page
         status, _h, body = c.request("/api/v1/queries", headers={"X-API-Key": key})
         assert status == 503 and "error" in json.loads(body)
+        status, text = c.get("/queries.csv")  # not an empty 200: the first block is read first
+        assert status == 503 and "cannot connect: connection refused" in text, (status, text)

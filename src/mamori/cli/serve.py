@@ -235,15 +235,14 @@ def _pdns_tap(cfg: config_mod.Config, parts: Any) -> TapWriter | None:
     data plane (in process or from the workers) go through ``parts.tap``."""
     if not cfg.pdns.enabled:
         return None
-    import socket
-
     from mamori.pdns.sensors.resolver_tap import TapWriter
     from mamori.resolver.events import AnswerTap
     from mamori.store.pdns_open import describe, note_path, open_pdns
 
     parts.tap = tap = AnswerTap(cfg.pdns.queue_size)
     store = open_pdns(cfg)
-    sensor = cfg.pdns.sensor or f"resolver:{socket.gethostname()}"
+    # by default the node's name: a fleet's sensors told apart ([server] node_name)
+    sensor = cfg.pdns.sensor or f"resolver:{cfg.server.node_name}"
     writer = TapWriter(
         tap,
         store,
@@ -292,13 +291,14 @@ def check(config_path: str) -> None:
     except MamoriError as e:
         fail(e)
     pdns_lines: list[str] = []
+    errors: list[MamoriError] = []  # both stores are checked: every failing URL is named
     if cfg.pdns.url is not None:  # ClickHouse: connect, say the version and the schema
         from mamori.store import pdns_open
 
         try:
             pdns_lines = pdns_open.check(cfg)
         except MamoriError as e:
-            fail(MamoriError(f"[pdns] url {cfg.pdns.url}: {e}"))
+            errors.append(MamoriError(f"[pdns] url {cfg.pdns.url}: {e}"))
     store_lines = [f"store:     {cfg.store.path} (node {cfg.server.node_name})"]
     if cfg.store.url is not None:  # the query log in ClickHouse: version, schema
         from mamori.store import querylog_open
@@ -306,7 +306,11 @@ def check(config_path: str) -> None:
         try:
             store_lines = querylog_open.check(cfg)
         except MamoriError as e:
-            fail(MamoriError(f"[store] url {cfg.store.url}: {e}"))
+            errors.append(MamoriError(f"[store] url {cfg.store.url}: {e}"))
+    for err in errors[:-1]:
+        click.echo(f"mamori: error: {err}", err=True)
+    if errors:
+        fail(errors[-1])
     s = cfg.server
     click.echo(f"{config_path}: OK")
     click.echo(f"  listen:    {', '.join(str(e) for e in s.listen)} (udp{'+tcp' if s.tcp else ''})")

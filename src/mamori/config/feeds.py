@@ -120,7 +120,7 @@ class PdnsConfig:
 
     enabled: bool = False  # record the answers mamori gets from its upstreams
     path: Path | None = None  # SQLite file; default: pdns.sqlite beside [store] path
-    sensor: str = ""  # this sensor's id; default: the host name
+    sensor: str = ""  # this sensor's id; default: "resolver:" + [server] node_name
     nxdomain: bool = True  # keep NXDOMAIN observations (their own table)
     flush_interval: float = 10.0  # seconds between batched writes
     queue_size: int = 100_000  # answers waiting to be parsed (beyond: dropped, counted)

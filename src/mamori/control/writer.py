@@ -48,7 +48,7 @@ from mamori.config import GroupConfig
 from mamori.dnsutil import wire
 from mamori.resolver.events import DRAIN_MAX, Event, EventQueue
 from mamori.resolver.query import Outcome
-from mamori.store.base import QueryLogStore, WriterMark
+from mamori.store.base import QueryLogStore, WriterMark, WriterRun
 from mamori.store.privacy import masker
 from mamori.store.runs import ReceivedNote
 from mamori.threads import lower_thread_priority
@@ -181,6 +181,8 @@ class EventWriter(threading.Thread):
             return
         if self.received_note is not None:
             self.received_note.start(self.run_id)
+        if last is not None and not last.clean and self._maybe_twin(last):
+            return
         if last is not None and not last.clean:
             self.lost_at_last_crash = last.lost
             log.warning(
@@ -191,6 +193,23 @@ class EventWriter(threading.Thread):
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.updated)),
                 last.lost,
             )
+
+    def _maybe_twin(self, last: WriterRun) -> bool:
+        """Whether the previous run, not marked stopped, looks like another node running
+        now with the same ``[server] node_name`` (a ClickHouse store shared by a fleet: it
+        wrote within two flush intervals + 30 s, and this node's spool held none of its
+        batches); if so, say that (the crash report would be wrong)."""
+        ago = time.time() - last.updated
+        if getattr(self.store, "replayed", True) or ago > 2 * self.flush_interval + 30.0:
+            return False
+        node = getattr(self.store, "node", "?")
+        log.warning(
+            "query log: another node may be running with node_name %s (its run, pid %d,"
+            " wrote %.0f s ago): give each node its own [server] node_name (if that run was"
+            " this node's and crashed just now, its last %d events were not written)",
+            node, last.pid, max(ago, 0.0), last.lost,
+        )  # fmt: skip
+        return True
 
     def mark(self, pending: int = 0) -> WriterMark | None:
         """This run's counts now; *pending*: events taken but not yet counted."""
@@ -209,6 +228,7 @@ class EventWriter(threading.Thread):
                 note.update(self.received + self.backlog())
             if time.monotonic() >= due:
                 self.flush_all()
+                self.send_kept()
                 self._maybe_prune()
                 due = time.monotonic() + self.flush_interval
         self.flush_all()  # final drain: everything still queued when asked to stop
@@ -218,6 +238,18 @@ class EventWriter(threading.Thread):
                 self.store.end_run(mark)
             except Exception as e:
                 log.error("query log: cannot mark the writer's clean stop: %s", e)
+
+    def send_kept(self) -> None:
+        """Send the batches a ClickHouse store keeps in its spool, on the timer: an idle
+        node (no events) sends them as soon as the server answers again (the store paces
+        its attempts: one per ``RETRY_AFTER`` seconds while it is away)."""
+        drain = getattr(self.store, "drain", None)  # only a store with a spool has one
+        if drain is None:
+            return
+        try:
+            drain()
+        except Exception as e:  # never stops the writer: the next tick tries again
+            log.error("query log: kept batches not sent: %s", e)
 
     def flush_all(self) -> None:
         for source in self.sources:

@@ -9,6 +9,7 @@ import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from mamori import csvsafe
 from mamori.discovery.brand_store import StoredMatch
 
 CSV_FIELDS = (
@@ -33,7 +34,7 @@ def to_csv(matches: Sequence[StoredMatch]) -> str:
             elif isinstance(v, list):
                 v = " ".join(str(x) for x in v)
             row.append(v)
-        w.writerow(row)
+        w.writerow(csvsafe.row(row))  # formula-like cells quoted (OWASP)
     return out.getvalue()
 
 

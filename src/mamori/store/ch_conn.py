@@ -48,6 +48,17 @@ class ChUnavailable(StoreError):  # noqa: N818 (a state, not a programming error
     have been carried out."""
 
 
+class ChRefused(ChUnavailable):
+    """The server refuses this connection's user or database (authentication failed, an
+    unknown database, no rights): a configuration error, every request fails the same
+    way until it is fixed. A ``ChUnavailable``: the writers keep their batches in the
+    spool meanwhile (logging must never stop DNS); ``mamori check`` fails on it."""
+
+
+# server error codes meaning the user or the database of the URL is refused
+REFUSED = {192, 193, 194, 195, 516, 81, 164, 291, 497}
+
+
 def lit(value: object) -> str:
     """A SQL literal for *value* (int, str, bytes, None, or a list/tuple of them)."""
     if value is None:
@@ -122,7 +133,8 @@ class DriverConn:
                 return self._client.execute(sql, **kw)
             return self._client.execute(sql, data, **kw)
         except ServerException as e:
-            raise StoreError(f"ClickHouse {self.url}: {server_cause(e, self.url)}") from e
+            cls = ChRefused if int(getattr(e, "code", 0) or 0) in REFUSED else StoreError
+            raise cls(f"ClickHouse {self.url}: {server_cause(e, self.url)}") from e
         except (NetworkError, SocketTimeoutError, OSError, EOFError) as e:
             self._client.disconnect()
             raise ChUnavailable(f"ClickHouse {self.url}: {self._no_answer(e)}") from e
@@ -148,7 +160,8 @@ class DriverConn:
             yield from self._client.execute_iter(sql, settings={"max_block_size": 65536})
         except ServerException as e:
             self._client.disconnect()
-            raise StoreError(f"ClickHouse {self.url}: {server_cause(e, self.url)}") from e
+            cls = ChRefused if int(getattr(e, "code", 0) or 0) in REFUSED else StoreError
+            raise cls(f"ClickHouse {self.url}: {server_cause(e, self.url)}") from e
         except (Error, OSError, EOFError) as e:
             self._client.disconnect()
             raise ChUnavailable(f"ClickHouse {self.url}: {self._no_answer(e)}") from e

@@ -33,13 +33,14 @@ from mamori.errors import StoreError
 from mamori.store import querylog_chschema as schema
 from mamori.store.base import BLOCKED_OUTCOMES, HitCount, QueryRowTuple, WriterMark, WriterRun
 from mamori.store.ch_cluster import connect_shards, shard_of
-from mamori.store.ch_conn import ChUnavailable, Conn, lit
+from mamori.store.ch_conn import ChRefused, ChUnavailable, Conn, lit
 from mamori.store.pdns_spool import Spool
 from mamori.store.sqlite import label_cutoffs, max_cut
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 5.0  # seconds between attempts while ClickHouse is away
+REFUSALS = 3  # a kept batch the server refuses this many times is set aside
 DAY = 86400
 _COLS = [c for c, _t in schema.QUERY_LOG]
 
@@ -70,9 +71,16 @@ class QueryLogClickHouse:
         self._retry_at = 0.0
         self._last_id = 0
         self._runs: dict[int, tuple[int, float, int]] = {}  # run -> (pid, started, lost)
+        self.replayed = False  # begin_run found batches of a previous run in the spool
+        self._refused: dict[str, int] = {}  # kept batch (file name) -> refusals so far
         try:
             if create:
                 self.ensure_schema()
+        except ChRefused as e:  # a config error: DNS goes on, the batches wait on disk
+            log.error(
+                "query log: %s: the query log is kept in %s until this is fixed"
+                " (`mamori check` tells)", e, self._where(),
+            )  # fmt: skip
         except ChUnavailable as e:
             log.warning("query log: %s (batches are kept in %s)", e, self._where())
 
@@ -160,6 +168,14 @@ class QueryLogClickHouse:
         except ChUnavailable as e:
             self._away(e)
             self._keep(batch)
+        except StoreError as e:
+            # refused midway (too many parts, a table being altered ...): some of its
+            # INSERTs may be in; kept, the rest goes later (the markers skip what is in),
+            # or set aside by ``drain`` if the server refuses it again
+            log.error("query log: ClickHouse refuses a batch now (%s): kept in %s", e,
+                      self._where())  # fmt: skip
+            self._retry_at = time.monotonic() + RETRY_AFTER
+            self._keep(batch)
 
     def _keep(self, batch: dict[str, Any]) -> None:
         """Keep *batch* in the spool. Raises StoreError when it is full (the writer counts
@@ -193,10 +209,19 @@ class QueryLogClickHouse:
                     except ChUnavailable as e:
                         self._away(e)
                         break
-                    except StoreError as e:  # refused: never blocks the others
+                    except StoreError as e:  # refused: tried again, then set aside
+                        tries = self._refused.get(path.name, 0) + 1
+                        if tries < REFUSALS:  # may be passing (too many parts ...)
+                            self._refused[path.name] = tries
+                            log.error("query log: ClickHouse refuses batch %s (%s): kept,"
+                                      " tried again in %g s", path, e, RETRY_AFTER)  # fmt: skip
+                            self._retry_at = time.monotonic() + RETRY_AFTER
+                            break
                         log.error("query log: ClickHouse refuses batch %s (%s): set aside", path, e)
+                        self._refused.pop(path.name, None)
                         self.spool.set_aside(path)
                         continue
+                    self._refused.pop(path.name, None)
                     self.spool.remove(path)
         return len(self.spool)
 
@@ -317,6 +342,9 @@ class QueryLogClickHouse:
         server went away meanwhile) count as committed too. Raises StoreError (the
         writer then runs without crash accounting)."""
         self.ensure_schema()
+        # batches kept in this node's spool at start: the previous run was this machine's
+        # (a crash), not another node using the same node_name
+        self.replayed = self.spool is not None and len(self.spool) > 0
         if self.spool is not None and len(self.spool):
             self.last_run()  # the previous run's pid and start, for the kept batches' marks
             self.drain(force=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import ipaddress
+import itertools
 import os
 import secrets
 import time
@@ -40,6 +41,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from mamori import config as cfgmod
+from mamori import csvsafe
 from mamori.discovery.geo import Geo, answer_geo, parse_asn, record_geo, records_on_asn
 from mamori.pdns import formats
 from mamori.pdns.model import type_text
@@ -349,13 +351,17 @@ class Console:
         if not self.session_user(request):
             return PlainTextResponse("log in first\n", 401)
         f, _ = self._filter(request)
+        found = self.data.queries_csv(f)
+        # the first row read before the headers go: a store that does not answer gets
+        # its 503 (app._unavailable), not an empty 200
+        first = await run_in_threadpool(next, found, None)
 
         def rows() -> Iterator[str]:
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")
             w.writerow(QUERY_COLUMNS)
-            for r in self.data.queries_csv(f):
-                w.writerow([_fmt(r[1]) if i == 1 else v for i, v in enumerate(r)])
+            for r in itertools.chain([first] if first is not None else [], found):
+                w.writerow(csvsafe.row(_fmt(r[1]) if i == 1 else v for i, v in enumerate(r)))
                 if buf.tell() > 1 << 16:
                     yield buf.getvalue()
                     buf.seek(0)

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mamori.web.api import str_param
 from mamori.web.apiauth import ApiError, authorize
 from mamori.web.consoledata import ConsoleData
 from mamori.web.keys import KeyStore
@@ -38,11 +39,9 @@ def _hours(request: Request) -> int:
 
 
 def _node(request: Request) -> str:
-    """``node``: one node's figures (its ``[server] node_name``); "" for every node."""
-    node = request.query_params.get("node", "").strip()
-    if len(node) > 64 or "\x00" in node:
-        raise ApiError(400, "node: a [server] node_name (at most 64 characters)", "node")
-    return node
+    """``node``: one node's figures (its ``[server] node_name``); "" for every node.
+    Raises ApiError 422 as ``/api/v1/queries`` does (longer than 64, a NUL)."""
+    return str_param(request, "node", 64)
 
 
 class StatsApi:
@@ -206,7 +205,12 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "content": {"application/json": {"schema": _STATS_SCHEMA}},
                 },
                 "400": {
-                    "description": "bad parameter (field: hours, node)",
+                    "description": "bad parameter (field: hours)",
+                    "content": {"application/json": {"schema": _ERROR}},
+                },
+                "422": {
+                    "description": "node longer than 64 characters or holding a NUL"
+                    " (field: node), as /api/v1/queries",
                     "content": {"application/json": {"schema": _ERROR}},
                 },
                 "401": {

@@ -98,6 +98,7 @@ class TapWriter(threading.Thread):
             self.note.update(self.received + len(self.tap.items))
             if time.monotonic() >= due:
                 self.collect()
+                self._send_kept()
                 self._maybe_compact()
                 due = time.monotonic() + self.flush_interval
         self.collect()
@@ -107,6 +108,17 @@ class TapWriter(threading.Thread):
                 self.store.end_run(mark)
             except Exception as e:
                 log.error("passive DNS: cannot mark the tap's clean stop: %s", e)
+
+    def _send_kept(self) -> None:
+        """A ClickHouse store's spooled batches go out on the timer, also while no
+        answers arrive (the store paces its attempts while the server is away)."""
+        drain = getattr(self.store, "drain", None)  # only a store with a spool has one
+        if drain is None:
+            return
+        try:
+            drain()
+        except Exception as e:  # the next tick tries again
+            log.error("passive DNS: kept batches not sent: %s", e)
 
     def _maybe_compact(self) -> None:
         """Retention: once an hour, drop tuples older than ``retention_days``."""
