@@ -53,8 +53,13 @@ def test_metrics_show_what_waits_on_disk_and_what_was_dropped(tmp_path: Path) ->
     assert values() == {
         ("mamori_spool_batches", "querylog"): 2,
         ("mamori_spool_bytes", "querylog"): spool.bytes,
+        ("mamori_spool_rejected_batches", "querylog"): 0,
         ("mamori_spool_dropped_total", "querylog"): 1,
     }
-    for f in spool.files():
-        spool.remove(f)
+    first, second = spool.files()
+    spool.set_aside(first)  # refused by the server: kept aside, no longer waiting
+    got = values()
+    assert got[("mamori_spool_batches", "querylog")] == 1
+    assert got[("mamori_spool_rejected_batches", "querylog")] == 1
+    spool.remove(second)
     assert values()[("mamori_spool_batches", "querylog")] == 0

@@ -117,15 +117,20 @@ class MamoriCollector(Collector):
         size = G("mamori_spool_bytes", "bytes of the batches kept on local disk", labels=s)
         dropped = C("mamori_spool_dropped", "batches dropped: the spool was full (since start)",
                     labels=s)  # fmt: skip
+        rejected = G("mamori_spool_rejected_batches",
+                     "batches ClickHouse refused, set aside in the spool's rejected/ directory",
+                     labels=s)  # fmt: skip
         for store, directory in where:
             n, b = usage(directory)
             batches.add_metric([store], n)
             size.add_metric([store], b)
+            rejected.add_metric([store], usage(directory / "rejected")[0])
             spool = rt.spools.get(store) if rt is not None else None
             if spool is not None:
                 dropped.add_metric([store], int(spool.dropped))
         yield batches
         yield size
+        yield rejected
         if rt is not None and rt.spools:
             yield dropped
 
