@@ -31,7 +31,7 @@ succeeded, a ClickHouse killed mid-batch).
 
 from __future__ import annotations
 
-MODERN = (20, 1)  # LowCardinality, data skipping indexes: not in 18.16
+MODERN = (20, 1)  # LowCardinality, data skipping indexes, column codecs: not in 18.16
 STRICT_IP = (22, 3)  # IPv4/IPv6StringToNum raise on text that is no address (OrDefault)
 
 AGG = {
@@ -68,11 +68,20 @@ AGGREGATING: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str, str]], 
     ),
 }  # fmt: skip
 _STATE = {"first": "minState", "last": "maxState", "sum": "sumState"}
+# Column codecs (servers >= MODERN; CODEC came in 19.x): by stored type. Names, rdata,
+# keys and the aggregate states (which take only generic codecs: Delta and T64 need a
+# fixed-size type) compress best with ZSTD; the record type too (T64 before ZSTD made
+# it 3x larger: measured). Sizes in docs/performance.md.
+_CODEC = {
+    "String": "ZSTD(3)",
+    "UInt16": "ZSTD(1)",
+    "AggregateFunction": "ZSTD(3)",
+}
 MARKER = "\x00"  # first byte of a batch marker's key (no name, address or sensor has it)
 
 _PLAIN = {
     "pdns_names": (
-        "rrname String, uname String{index}",
+        "rrname String{zstd}, uname String{zstd}{index}",
         "ReplacingMergeTree ORDER BY rrname SETTINGS index_granularity = 1024",
     ),
     "pdns_ingest": (
@@ -86,8 +95,8 @@ _PLAIN = {
     ),
 }
 _KEYWORD_INDEX = (
-    ", INDEX kw_name rrname TYPE ngrambf_v1(3, 65536, 2, 0) GRANULARITY 1"
-    ", INDEX kw_uname uname TYPE ngrambf_v1(3, 16384, 2, 0) GRANULARITY 1"
+    ", INDEX kw_name rrname TYPE ngrambf_v1(3, 8192, 2, 0) GRANULARITY 1"
+    ", INDEX kw_uname uname TYPE ngrambf_v1(3, 4096, 2, 0) GRANULARITY 1"
 )
 
 TABLES = [*AGGREGATING, *_PLAIN]
@@ -130,6 +139,19 @@ def modern(version: tuple[int, ...]) -> bool:
     return version >= MODERN
 
 
+def codec(column_type: str, new: bool) -> str:
+    """The `` CODEC(...)`` clause of a stored column of *column_type* ('' on servers
+    before MODERN, which have no column codecs, and for types without one).
+    ``LowCardinality(String)`` takes ZSTD over its dictionary and indexes."""
+    if not new:
+        return ""
+    base = column_type.split("(", 1)[0]
+    if base == "LowCardinality":
+        base = "String"
+    found = _CODEC.get(base)
+    return f" CODEC({found})" if found else ""
+
+
 def ddl(db: str, version: tuple[int, ...], suffix: str = "") -> list[tuple[str, str]]:
     """(table, CREATE ... IF NOT EXISTS statement) for every object, in creation order.
     *suffix*: ``_shard`` for the local tables of a cluster (``distributed`` adds the
@@ -139,8 +161,8 @@ def ddl(db: str, version: tuple[int, ...], suffix: str = "") -> list[tuple[str, 
     out: list[tuple[str, str]] = []
     for table, (plain, agg, order) in AGGREGATING.items():
         cols = [(c, t.format(lc=lc)) for c, t in plain]
-        defs = ", ".join(f"{c} {t}" for c, t in cols)
-        stored = ", ".join(f"{c} {AGG[kind]}" for c, kind, _t in agg)
+        defs = ", ".join(f"{c} {t}{codec(t, new)}" for c, t in cols)
+        stored = ", ".join(f"{c} {AGG[kind]}{codec(AGG[kind], new)}" for c, kind, _t in agg)
         granule = 1024 if table in ("pdns_rrset", "pdns_rdata") else 8192
         out.append(
             (
@@ -179,7 +201,7 @@ def ddl(db: str, version: tuple[int, ...], suffix: str = "") -> list[tuple[str, 
             )
         )
     for table, (spec, engine) in _PLAIN.items():
-        body = spec.format(index=_KEYWORD_INDEX if new else "")
+        body = spec.format(index=_KEYWORD_INDEX if new else "", zstd=codec("String", new))
         out.append(
             (
                 table + suffix,
@@ -245,6 +267,7 @@ def missing_features(version: tuple[int, ...]) -> list[str]:
     if modern(version):
         return []
     return [
+        "column codecs (ZSTD per column: the server's <compression> method for all)",
         "LowCardinality columns (bailiwick: plain String)",
         "data skipping indexes (keyword search scans pdns_names)",
         "table TTL (retention by `mamori pdns compact` / [pdns] retention_days only)",
