@@ -42,6 +42,25 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 5.0  # seconds between attempts while ClickHouse is away
 REFUSALS = 3  # a kept batch the server refuses this many times is set aside
 DAY = 86400
+# A batch's markers (its exactly-once proof) are deleted with the rows they guard: the
+# aggregates' at their retention, the policy hits' (kept forever) this long after the
+# batch was made. A batch sent again after its markers went would count again: only a
+# batch left in a spool that long (a node down for a month with a batch in flight).
+HITS_MARKER_DAYS = 30
+
+
+def batch_id(now: float) -> str:
+    """A new batch id: its creation time (10 hex digits of UNIX seconds) then 22 random
+    hex digits, so markers sort by age (``prune_queries`` deletes the old ones)."""
+    return f"{int(now):010x}{uuid.uuid4().hex[:22]}"
+
+
+def marker_before(t: float) -> str:
+    """SQL: a marker row's ``node`` is older than *t* (UNIX seconds); real node names
+    never start with the marker byte, so they never match."""
+    return f"node < {lit(schema.MARKER + f'{max(int(t), 0):010x}')}"
+
+
 _COLS = [c for c, _t in schema.QUERY_LOG]
 
 
@@ -149,7 +168,7 @@ class QueryLogClickHouse:
         """Append *rows* with their aggregates, *hits* and *mark*, exactly once. With a
         spool, never raises for a server that is away (the batch waits on disk)."""
         batch = {
-            "id": uuid.uuid4().hex,
+            "id": batch_id(time.time()),
             "node": self.node,
             "rows": [[i, *r] for i, r in zip(self._ids(rows), rows, strict=True)],
             "hits": [list(h) for h in hits],
@@ -437,6 +456,18 @@ class QueryLogClickHouse:
             ]
             for table, old in deletes:
                 self._delete(conn, self.local(table), old + " AND hour > 0")  # never a marker
+            # the markers of batches older than what their rows' retention keeps: a batch
+            # that old sent again would only add rows that the next prune deletes
+            marks = [("query_counts", before), ("block_counts", before)]
+            kept = list((groups or {}).values())  # per-group retention: the longest rules
+            if all(c is not None for c in kept):
+                marks.append(("block_clients", min([before, *(c for c in kept if c is not None)])))
+            for table, t in marks:
+                self._delete(conn, self.local(table), f"hour = 0 AND {marker_before(t)}")
+            self._delete(
+                conn, self.local("policy_hits"),
+                f"zone = '' AND {marker_before(time.time() - HITS_MARKER_DAYS * DAY)}",
+            )  # fmt: skip
         return n
 
     def _delete(self, conn: Conn, table: str, cond: str) -> bool:
