@@ -149,6 +149,13 @@ def test_two_nodes_one_clickhouse_one_console(tmp_path: Path, clickhouse_url: st
         status, page = web.get("/queries?node=edge-b")
         assert status == 200
         assert "host1-edge-b.example.test." in page and "-edge-a.example.test." not in page
+        # the Policy page: the fleet's policy hits (this console serves no zone itself)
+        status, page = web.get("/policy")
+        assert status == 200 and 'id="logged-hits"' in page
+        assert '<td>block.rpz.</td><td class="n">4</td>' in page
+        for name, (_resolved, blocked) in ASKED.items():
+            _s, page = web.get(f"/policy?node={name}")
+            assert f'<td>block.rpz.</td><td class="n">{blocked}</td>' in page
         # passive DNS: what both nodes resolved, from one API
         cof = _get(f"{base}/pdns/query/192.0.2.10", key)
         names = {r["rrname"] for r in cof}

@@ -376,7 +376,9 @@ class Console:
     async def policy(self, request: Request) -> Response:
         if not self.session_user(request):
             return self.login_redirect(request)
-        hits = await run_in_threadpool(self.data.policy_hits)
+        node = request.query_params.get("node", "").strip()[:64]
+        hits = await run_in_threadpool(self.data.policy_hits, node)
+        nodes = await run_in_threadpool(self.data.nodes)
         zones, match = [], None
         rt = self.runtime
         policy = rt.policy if rt is not None else None
@@ -422,8 +424,15 @@ class Console:
                 match = {"action": action, "rule": found.rule.rule_name,
                          "zone": found.rule.zone,
                          "category": self.data.category.get(found.rule.zone, "")}  # fmt: skip
+        # the policy hits in the (fleet's) query log, also of zones this process does not
+        # serve: a console of its own (`mamori web`) serves none
+        served = {z["name"] for z in zones}
+        order = sorted(hits.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        logged = [{"name": z, "hits": n, "last": _fmt(last), "here": z in served}
+                  for z, (n, last) in order]  # fmt: skip
         return self.render_page(request, "policy.html", N_("Policy"), zones=zones, explain=explain,
-                          match=match, client=client, groups=groups)  # fmt: skip
+                          match=match, client=client, groups=groups, logged=logged,
+                          nodes=nodes, node=node)  # fmt: skip
 
     async def pdns_page(self, request: Request) -> Response:
         if not self.session_user(request):

@@ -86,6 +86,7 @@ JA: dict[str, str] = {
     "Device": "デバイス",
     "Node": "ノード",
     "all nodes": "すべてのノード",
+    "Policy hits in the query log": "クエリログ上のポリシーヒット",
     "Hits": "ヒット数",
     "Last": "最終",
     "Names": "名前",
