@@ -90,3 +90,34 @@ def test_botnet_contact_reaches_every_sink_once(
     rows = db.execute("SELECT rule, delivered FROM alerts ORDER BY time").fetchall()
     db.close()
     assert rows == [("infected", "hook,siem,syslog-tcp,mail"), ("ads-burst", "hook")]
+
+
+def test_an_alert_rule_added_by_sighup_fires_without_a_restart(tmp_path: Path) -> None:
+    """A ``[[alert]]`` and its sink added to the config of a running mamori (which had
+    none) apply at the SIGHUP, as every other rule does."""
+    import os
+    import signal
+
+    (tmp_path / "local.rpz").write_text(
+        "$TTL 60\n@ SOA localhost. root.localhost. 1 3600 600 86400 60\n@ NS localhost.\n"
+        "www.example.test CNAME .\n"
+    )
+    hook = Webhook()
+    extra = f'[[rpz]]\nname = "local.rpz"\nfile = "{tmp_path / "local.rpz"}"\n'
+    with AuthServer(ZONE, "example.test.") as up:
+        m = MamoriProcess(tmp_path, [f"127.0.0.1:{up.port}"], extra=extra).start()
+        try:
+            assert m.query("www.example.test").rcode() == 3
+            with m.config.open("a") as f:
+                f.write(
+                    '[[alert]]\nname = "blocked"\nwhen = "hit"\nsinks = ["hook"]\nthrottle = 0\n'
+                    f'[[alert_sink]]\nname = "hook"\ntype = "webhook"\nurl = "{hook.url}"\n'
+                )
+            assert m.proc is not None
+            os.kill(m.proc.pid, signal.SIGHUP)
+            assert until(lambda: "configuration reloaded" in m.stderr(), 20), m.stderr()
+            assert m.query("www.example.test").rcode() == 3
+            assert until(lambda: any(a["alert"] == "blocked" for a in hook.received), 15)
+        finally:
+            assert m.stop() == 0, m.stderr()
+            hook.close()

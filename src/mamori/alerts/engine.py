@@ -67,6 +67,16 @@ class AlertEngine(threading.Thread):
         self._categories = {z: f.category for z, f in cfgmod.zone_feeds(cfg).items()}
         self.client_text = masker(cfg.store.client_addresses)
 
+    def _follow_reloads(self) -> None:
+        """Take the rules, sinks and feeds of the configuration in force (a SIGHUP may
+        have added or changed them; the history's place and the client-address rule
+        stay as started)."""
+        cur = self.runtime.config if self.runtime is not None else None
+        if cur is None or cur is self.cfg:
+            return
+        self.cfg = cur
+        self._categories = {z: f.category for z, f in cfgmod.zone_feeds(cur).items()}
+
     # ------------------------------------------------------------- feeding
     def on_hits(self, hits: list[Hit]) -> None:
         """From the writer thread: never blocks (a full inbox drops and counts)."""
@@ -112,6 +122,7 @@ class AlertEngine(threading.Thread):
                     hits = self.inbox.get(timeout=0.5)
                 except queue.Empty:
                     hits = []
+                self._follow_reloads()
                 for hit in hits:
                     self._hit(hit)
                 while not self.crashes.empty():

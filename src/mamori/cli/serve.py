@@ -143,9 +143,8 @@ def web(config_path: str) -> None:
 
 
 def _alerts(cfg: config_mod.Config, runtime: Any) -> Any:
-    """The alert rules' thread, fed by the query-log writer's policy hits."""
-    if not cfg.alerts:
-        return None
+    """The alert rules' thread, fed by the query-log writer's policy hits (always
+    started: a SIGHUP may add the first ``[[alert]]``)."""
     from mamori.alerts.engine import AlertEngine
 
     engine = AlertEngine(cfg, runtime)
