@@ -239,9 +239,9 @@ def _pdns_tap(cfg: config_mod.Config, parts: Any) -> TapWriter | None:
     from mamori.store.pdns_open import describe, note_path, open_pdns
 
     parts.tap = tap = AnswerTap(cfg.pdns.queue_size)
-    store = open_pdns(cfg)
     # by default the node's name: a fleet's sensors told apart ([server] node_name)
     sensor = cfg.pdns.sensor or f"resolver:{cfg.server.node_name}"
+    store = open_pdns(cfg, sensor=sensor)  # its runs are this sensor's
     writer = TapWriter(
         tap,
         store,

@@ -21,7 +21,11 @@ transposes the batch: deriving them in Python limited ingest):
   n-gram bloom filter skip index on servers that have them: 19.x on; 18.16 scans);
 * ``pdns_nxdomain``, ``pdns_sensors``: aggregated the same way;
 * ``pdns_ingest`` (capture progress) and ``pdns_tap_runs`` (the tap's crash accounting):
-  ``ReplacingMergeTree``, read by their latest version.
+  ``ReplacingMergeTree``, read by their latest version. Tap runs are per sensor (a
+  fleet's nodes share the table): ``ORDER BY (sensor, run)``; a table created before
+  had no ``sensor`` and is ``ORDER BY run``: the column is added (``RUNS_SENSOR``) and
+  run ids are unique across sensors (``pdns_clickhouse.run_base``), so rows of two
+  sensors are never merged as one run.
 
 Batches are written exactly once: every insert into an aggregating table carries a
 marker row whose key is 0x00 + the batch id, in the same block (the same part); a
@@ -89,11 +93,14 @@ _PLAIN = {
         "ReplacingMergeTree(messages) ORDER BY file",
     ),
     "pdns_tap_runs": (
-        "run UInt64, pid UInt32, started Float64, updated Float64, received UInt64,"
-        " committed UInt64, failed UInt64, clean UInt8, lost_before UInt64, version UInt64",
-        "ReplacingMergeTree(version) ORDER BY run",
+        "sensor String, run UInt64, pid UInt32, started Float64, updated Float64,"
+        " received UInt64, committed UInt64, failed UInt64, clean UInt8, lost_before UInt64,"
+        " version UInt64",
+        "ReplacingMergeTree(version) ORDER BY (sensor, run)",
     ),
 }
+# a pdns_tap_runs table of a store created before runs were per sensor: the column added
+RUNS_SENSOR = "ALTER TABLE {table} ADD COLUMN sensor String DEFAULT ''"
 _KEYWORD_INDEX = (
     ", INDEX kw_name rrname TYPE ngrambf_v1(3, 8192, 2, 0) GRANULARITY 1"
     ", INDEX kw_uname uname TYPE ngrambf_v1(3, 4096, 2, 0) GRANULARITY 1"

@@ -70,11 +70,15 @@ class PdnsClickHouse:
         readonly: bool = False,
         cluster: str = "",
         connect: Callable[[str, int], Conn] | None = None,
+        sensor: str = "",
     ) -> None:
         """*cluster*: a name of the server's ``remote_servers``: local ``*_shard`` tables on
         every shard, ``Distributed`` tables over them; *connect(host, port)* opens a shard
-        (each shard's rows are written to it directly, exactly once per shard)."""
+        (each shard's rows are written to it directly, exactly once per shard); *sensor*:
+        whose tap runs ``begin_run``/``end_run`` record and read (a fleet's nodes share
+        the store, each its own runs)."""
         self.conn = conn
+        self.sensor = sensor
         self.cluster = cluster
         self._connect = connect
         self.shards: list[Conn] = []
@@ -117,6 +121,7 @@ class PdnsClickHouse:
             if name not in have:
                 self.conn.query(stmt)
                 created.append(name)
+        self._add_runs_sensor(self.conn, ["pdns_tap_runs"])
         self._schema_ok = True
         return created
 
@@ -148,8 +153,30 @@ class PdnsClickHouse:
                 if name not in have:
                     node.query(stmt)
                     created.append(name)
+            self._add_runs_sensor(node, ["pdns_tap_runs_shard", "pdns_tap_runs"])
         self._schema_ok = True
         return created
+
+    def _add_runs_sensor(self, node: Conn, tables: list[str]) -> None:
+        """A store created before tap runs were per sensor: the ``sensor`` column added to
+        *tables* of *node* (``ALTER TABLE ... ADD COLUMN``, 18.16 on; the local table
+        before the ``Distributed`` one over it). Another node adding it at the same
+        time: its column is as good as ours. Raises StoreError."""
+        for table in tables:
+            if self._has_column(node, table, "sensor"):
+                continue
+            try:
+                node.query(schema.RUNS_SENSOR.format(table=f"{self.dbname}.{table}"))
+            except StoreError:
+                if not self._has_column(node, table, "sensor"):
+                    raise
+
+    def _has_column(self, node: Conn, table: str, column: str) -> bool:
+        rows = node.query(
+            f"SELECT count() FROM system.columns WHERE database = {lit(self.dbname)}"
+            f" AND table = {lit(table)} AND name = {lit(column)}"
+        )
+        return bool(int(rows[0][0]))
 
     def _local(self, table: str) -> str:
         return table + "_shard" if self.cluster else table
@@ -381,7 +408,9 @@ class PdnsClickHouse:
 
     # --------------------------------------------------------- runs, progress
     def _runs_row(self, run: int | None = None) -> WriterRun | None:
-        where = "" if run is None else f" WHERE run = {lit(run)}"
+        """This sensor's run *run* (None: its latest), read by its latest version."""
+        where = f" WHERE sensor = {lit(self.sensor)}"
+        where += "" if run is None else f" AND run = {lit(run)}"
         cols = ", ".join(
             f"argMax({c}, version)"
             for c in ("pid", "started", "updated", "received", "committed", "failed", "clean",
@@ -405,9 +434,9 @@ class PdnsClickHouse:
     def _put_run(self, r: WriterRun, lost_before: int) -> None:
         self._home().insert(
             self._local("pdns_tap_runs"),
-            ["run", "pid", "started", "updated", "received", "committed", "failed", "clean",
-             "lost_before", "version"],
-            [(r.run, r.pid, r.started, r.updated, r.received, r.committed, r.failed,
+            ["sensor", "run", "pid", "started", "updated", "received", "committed", "failed",
+             "clean", "lost_before", "version"],
+            [(self.sensor, r.run, r.pid, r.started, r.updated, r.received, r.committed, r.failed,
               int(r.clean), lost_before, time.time_ns())],
         )  # fmt: skip
 
@@ -420,7 +449,9 @@ class PdnsClickHouse:
     def begin_run(
         self, pid: int, noted: tuple[int, int] | None = None
     ) -> tuple[int, WriterRun | None]:
-        """Record a tap run's start; (its id, the previous run or None). Raises StoreError."""
+        """Record a tap run of this store's sensor; (its id, the sensor's previous run or
+        None). Run ids are ``run_base(sensor)`` + 1, 2, ...: unique across sensors.
+        Raises StoreError."""
         self.ensure_schema()
         last = self._runs_row()
         if (
@@ -432,7 +463,9 @@ class PdnsClickHouse:
             last = WriterRun(last.run, last.pid, last.started, last.updated, noted[1],
                              last.committed, last.failed, last.clean)  # fmt: skip
             self._put_run(last, self._runs[last.run][2])
-        run = (last.run if last else 0) + 1
+        # a run of before the ids were per sensor (a mark replayed from the spool) is
+        # below the base: the next id is in this sensor's range all the same
+        run = max(last.run if last else 0, run_base(self.sensor)) + 1
         now = time.time()
         lost = last.lost if last else 0
         self._runs[run] = (pid, now, lost)
@@ -755,6 +788,18 @@ class PdnsClickHouse:
 PIVOT_TYPES = frozenset((1, 28, *NAME_RDATA))
 _MARKER_KEY = {"pdns_rrset": "rname", "pdns_rdata": "pkey", "pdns_nxdomain": "rrname",
                "pdns_sensors": "sensor"}  # fmt: skip
+
+
+def run_base(sensor: str) -> int:
+    """The run ids of *sensor*'s tap are this + 1, 2, ...: 31 bits of its CRC-32 (never 0)
+    above 32 bits of count, so two sensors' runs do not share an id (unless their CRCs
+    collide: about n**2 / 2**32 for n sensors), which matters in a ``pdns_tap_runs``
+    created before runs were per sensor (``ORDER BY run``: rows of one id are merged as
+    one); a new table is ``ORDER BY (sensor, run)``. The empty sensor (a store opened
+    without one): 0, the ids of before."""
+    if not sensor:
+        return 0
+    return (1 + zlib.crc32(sensor.encode()) % 0x7FFFFFFF) << 32
 
 
 def _tuple_columns(tuples: Any) -> tuple[list[Sequence[Any]], list[str], list[str]]:

@@ -49,11 +49,14 @@ def describe(cfg: cfgmod.Config) -> str:
     return str(cfg.pdns.url) if cfg.pdns.url is not None else str(cfgmod.pdns_path(cfg))
 
 
-def open_pdns(cfg: cfgmod.Config, readonly: bool = False, writer: bool = True) -> PdnsFull:
+def open_pdns(
+    cfg: cfgmod.Config, readonly: bool = False, writer: bool = True, sensor: str = ""
+) -> PdnsFull:
     """The passive DNS store of *cfg*. ClickHouse: connects lazily (a server that is down
     does not stop the caller: writes are kept in the spool); *writer* False (the web app:
-    lookups only): no spool, the writers of this node send what is kept. Raises
-    StoreError."""
+    lookups only): no spool, the writers of this node send what is kept; *sensor*: the
+    resolver tap's, whose runs (crash accounting) the store records (a fleet shares one
+    ClickHouse; a SQLite file is one node's). Raises StoreError."""
     if cfg.pdns.url is None:
         from mamori.store.pdns_sqlite import PdnsSQLite
 
@@ -66,7 +69,8 @@ def open_pdns(cfg: cfgmod.Config, readonly: bool = False, writer: bool = True) -
     password = read_password(url, cfg.pdns.password_file)
     conn = DriverConn(url, password)
     spool = Spool(local_dir(cfg), cfg.pdns.spool_size) if writer and not readonly else None
-    return PdnsClickHouse(conn, spool, readonly, cfg.pdns.cluster, shard_connector(url, password))
+    connect = shard_connector(url, password)
+    return PdnsClickHouse(conn, spool, readonly, cfg.pdns.cluster, connect, sensor)
 
 
 def open_pdns_reader(cfg: cfgmod.Config) -> PdnsFull | None:
