@@ -90,6 +90,7 @@ class QueryLogClickHouse:
         self._retry_at = 0.0
         self._last_id = 0
         self._runs: dict[int, tuple[int, float, int]] = {}  # run -> (pid, started, lost)
+        self._mine: set[int] = set()  # the runs this process started (begin_run)
         self.replayed = False  # begin_run found batches of a previous run in the spool
         self._refused: dict[str, int] = {}  # kept batch (file name) -> refusals so far
         try:
@@ -330,9 +331,27 @@ class QueryLogClickHouse:
         )  # fmt: skip
 
     def _mark(self, m: WriterMark, clean: bool = False) -> None:
-        pid, started, lost_before = self._runs.get(m.run, (0, 0.0, 0))
+        if m.run not in self._mine:
+            # a kept batch of a previous run (this node crashed): that run keeps its pid
+            # and start, and is never marked clean (its crash is reported at start)
+            clean = False
+            self.replayed = True
+            if m.run not in self._runs:
+                self._runs[m.run] = self._run_row(m.run)
+        pid, started, lost_before = self._runs[m.run]
         run = WriterRun(m.run, pid, started, time.time(), m.received, m.committed, m.failed, clean)
         self._put_run(run, lost_before)
+
+    def _run_row(self, run: int) -> tuple[int, float, int]:
+        """Run *run*'s (pid, started, lost_before) as stored; zeros if it has no row."""
+        rows = self.conn.query(
+            "SELECT argMax(pid, version), argMax(started, version),"
+            f" argMax(lost_before, version) FROM {self.db}.writer_runs"
+            f" WHERE node = {lit(self.node)} AND run = {int(run)}"
+        )
+        if not rows or not rows[0]:
+            return (0, 0.0, 0)
+        return (int(rows[0][0]), float(rows[0][1]), int(rows[0][2]))
 
     def last_run(self) -> WriterRun | None:
         """This node's latest writer run."""
@@ -363,7 +382,7 @@ class QueryLogClickHouse:
         self.ensure_schema()
         # batches kept in this node's spool at start: the previous run was this machine's
         # (a crash), not another node using the same node_name
-        self.replayed = self.spool is not None and len(self.spool) > 0
+        self.replayed = self.replayed or (self.spool is not None and len(self.spool) > 0)
         if self.spool is not None and len(self.spool):
             self.last_run()  # the previous run's pid and start, for the kept batches' marks
             self.drain(force=True)
@@ -387,6 +406,7 @@ class QueryLogClickHouse:
         now = time.time()
         lost = last.lost if last else 0
         self._runs[run] = (pid, now, lost)
+        self._mine.add(run)
         self._put_run(WriterRun(run, pid, now, now, 0, 0, 0, False), lost)
         return run, last
 
