@@ -19,19 +19,24 @@ fleet's copy of the alerts are in ClickHouse: the same rows (the same matching o
 addresses) are erased there by ``ALTER TABLE ... DELETE`` mutations, on every shard of
 a ``[store] cluster``, and waited for: when ``forget_client_clickhouse`` returns, the
 server has carried them out (it removes the replaced parts from disk a few minutes
-later: its ``old_parts_lifetime``). The local files are erased as above.
+later: its ``old_parts_lifetime``). The local files are erased as above, and the
+batches waiting in the node's query-log spool (``querylog-spool/``, ``rejected/``
+included) are rewritten without the client's rows (``forget_client_spool``): run the
+command on every node, and once against the fleet's ClickHouse.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mamori.errors import StoreError
 from mamori.store.ch_conn import lit
+from mamori.store.pdns_spool import SUFFIX, Spool
 
 if TYPE_CHECKING:
     from mamori.store.querylog_clickhouse import QueryLogClickHouse
@@ -152,3 +157,48 @@ def forget_client_clickhouse(
             " (see system.mutations; they go on in the background)"
         )
     return out
+
+
+SPOOL_CLIENT = 2  # a kept batch's row: [id, time, client, ...] (querylog_clickhouse)
+
+
+def forget_client_spool(directory: Path, network: str, wait: float = 30.0) -> int | None:
+    """Rewrite the query-log batches waiting in the spool *directory* (and those set
+    aside in its ``rejected/``) without the rows about *network*, each atomically (a
+    new file renamed over the old); the rows deleted, None when there is no spool. The
+    batches' aggregates are computed from their rows when they are sent, so they
+    follow. Holds the spool's sender lock (a running writer sends nothing meanwhile),
+    waiting for it at most *wait* seconds. ValueError for a bad *network*; StoreError
+    (the lock not had in time); OSError (disk)."""
+    net = parse_network(network)
+    if not directory.is_dir():
+        return None
+    spool = Spool(directory, 1 << 62, "query log")
+    deadline = time.monotonic() + wait
+    while True:
+        with spool.sending() as mine:
+            if mine:
+                paths = [*spool.files(), *sorted((directory / "rejected").glob("*" + SUFFIX))]
+                return sum(_forget_in_batch(spool, p, net) for p in paths)
+        if time.monotonic() >= deadline:
+            raise StoreError(
+                f"query-log spool {directory}: busy (the node is sending it) for {wait:.0f} s:"
+                " run the command again"
+            )
+        time.sleep(0.2)
+
+
+def _forget_in_batch(spool: Spool, path: Path, net: IPNetwork) -> int:
+    try:
+        batch = spool.read(path)
+    except FileNotFoundError:
+        return 0  # sent meanwhile
+    except ValueError as e:
+        raise StoreError(f"{path}: damaged, not checked ({e}): look at it or delete it") from e
+    rows = batch.get("rows") or []
+    keep = [r for r in rows if not (isinstance(r[SPOOL_CLIENT], str) and _in(r[SPOOL_CLIENT], net))]
+    if len(keep) == len(rows):
+        return 0
+    batch["rows"] = keep
+    spool.rewrite(path, batch)
+    return len(rows) - len(keep)
