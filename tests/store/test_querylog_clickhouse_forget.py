@@ -18,6 +18,7 @@ from mamori.store.querylog_sqlite import SQLiteQueryReader
 from mamori.store.sqlite import SQLiteStore
 from tests.store.test_querylog_contract import T0, open_kind, rows, write
 from tests.support import clickhouse
+from tests.support.wait import until
 
 pytestmark = pytest.mark.skipif(clickhouse.BINARY is None, reason=clickhouse.MISSING)
 
@@ -133,3 +134,56 @@ def test_the_command_erases_the_rows_waiting_in_the_nodes_spool(
     n = conn.query(f"SELECT count() FROM {db}.query_log")[0][0]
     assert int(n) == len(data) - mine > 0
     node.close()
+
+
+def test_a_shard_down_is_named_and_a_run_again_deletes_the_rest(tmp_path: Path) -> None:
+    from mamori.config.clickhouse import parse_clickhouse_url
+    from mamori.errors import StoreError
+    from mamori.store.ch_cluster import shard_connector
+    from mamori.store.ch_conn import DriverConn
+    from mamori.store.querylog_clickhouse import QueryLogClickHouse
+    from tests.support.clickhouse import CLUSTER, ClickHouse
+
+    a, b = ClickHouse(tmp_path / "a"), ClickHouse(tmp_path / "b")
+    a.shards = b.shards = [("127.0.0.1", a.tcp), ("127.0.0.1", b.tcp)]
+    try:
+        a.start()
+        b.start()
+        url = parse_clickhouse_url(a.url.rsplit("/", 1)[0] + "/q")
+
+        def store() -> QueryLogClickHouse:
+            return QueryLogClickHouse(DriverConn(url, timeout=2.0), "n1", None, True, CLUSTER,
+                                      shard_connector(url, ""))  # fmt: skip
+
+        s = store()
+        data = _data()
+        write(s, data)  # batches spread over both shards (by batch id)
+        s.close()
+
+        def on(ch: ClickHouse) -> int:
+            conn = DriverConn(parse_clickhouse_url(ch.url.rsplit("/", 1)[0] + "/q"))
+            try:
+                return int(conn.query("SELECT count() FROM q.query_log_shard"
+                                      " WHERE client = '192.0.2.3'")[0][0])  # fmt: skip
+            finally:
+                conn.close()
+
+        assert on(a) > 0 and on(b) > 0
+        b.stop()
+        s = store()
+        with pytest.raises(StoreError) as e:
+            forget_client_clickhouse(s, "192.0.2.3", timeout=60)
+        s.close()
+        text = str(e.value)
+        assert f"127.0.0.1:{b.tcp}" in text and "1 of 2 shards did not answer" in text, text
+        assert "shards that answered are done" in text and "run the command again" in text
+        assert until(lambda: on(a) == 0, 60)
+        b.start()
+        assert on(b) > 0
+        s = store()
+        got = forget_client_clickhouse(s, "192.0.2.3", timeout=60)
+        s.close()
+        assert got["q.query_log"] > 0 and on(a) == on(b) == 0
+    finally:
+        a.stop()
+        b.stop()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mamori.errors import StoreError
-from mamori.store.ch_conn import lit
+from mamori.store.ch_conn import ChUnavailable, lit
 from mamori.store.pdns_spool import SUFFIX, Spool
 
 if TYPE_CHECKING:
@@ -136,21 +136,34 @@ def forget_client_clickhouse(
     *network*; StoreError (server away or refusing, deletes not done in time)."""
     net = parse_network(network)
     db = store.db
-    out: dict[str, int] = {}
     have = store.tables()
-    for t in CH_TARGETS:
-        if t.table not in have:
-            continue
-        table = store.local(t.table)
-        deleted = 0
-        for conn in store.servers():
-            sql = f"SELECT DISTINCT {t.column} FROM {db}.{table} WHERE {t.where}"
-            values = sorted(v for (v,) in conn.stream(sql) if isinstance(v, str) and _in(v, net))
-            for i in range(0, len(values), CHUNK):
-                cond = f"{t.column} IN {lit(tuple(values[i : i + CHUNK]))} AND {t.where}"
-                deleted += int(conn.query(f"SELECT count() FROM {db}.{table} WHERE {cond}")[0][0])
-                conn.query(f"ALTER TABLE {db}.{table} DELETE WHERE {cond}")
-        out[f"{db}.{t.table}"] = deleted
+    targets = [t for t in CH_TARGETS if t.table in have]
+    out: dict[str, int] = {f"{db}.{t.table}": 0 for t in targets}
+    down: list[str] = []
+    servers = store.servers()
+    for conn in servers:  # a shard that does not answer: the others are done all the same
+        try:
+            for t in targets:
+                table = store.local(t.table)
+                sql = f"SELECT DISTINCT {t.column} FROM {db}.{table} WHERE {t.where}"
+                values = sorted(
+                    v for (v,) in conn.stream(sql) if isinstance(v, str) and _in(v, net)
+                )
+                for i in range(0, len(values), CHUNK):
+                    cond = f"{t.column} IN {lit(tuple(values[i : i + CHUNK]))} AND {t.where}"
+                    n = conn.query(f"SELECT count() FROM {db}.{table} WHERE {cond}")[0][0]
+                    out[f"{db}.{t.table}"] += int(n)
+                    conn.query(f"ALTER TABLE {db}.{table} DELETE WHERE {cond}")
+        except ChUnavailable as e:
+            if len(servers) == 1:
+                raise
+            down.append(str(e))
+    if down:
+        raise StoreError(
+            f"{len(down)} of {len(servers)} shards did not answer ({'; '.join(down)}): the"
+            " shards that answered are done (their deletes are under way); run the command again when"
+            " every shard answers (it deletes the rest)"
+        )
     if not store.wait_mutations(timeout):
         raise StoreError(
             f"ClickHouse {db}: the deletes were not carried out within {timeout:.0f} s"
