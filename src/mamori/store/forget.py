@@ -161,8 +161,8 @@ def forget_client_clickhouse(
     if down:
         raise StoreError(
             f"{len(down)} of {len(servers)} shards did not answer ({'; '.join(down)}): the"
-            " shards that answered are done (their deletes are under way); run the command again when"
-            " every shard answers (it deletes the rest)"
+            " shards that answered are done (their deletes are under way); run the command"
+            " again when every shard answers (it deletes the rest)"
         )
     if not store.wait_mutations(timeout):
         raise StoreError(

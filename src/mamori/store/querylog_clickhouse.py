@@ -108,20 +108,42 @@ class QueryLogClickHouse:
         return str(self.spool.dir) if self.spool is not None else "memory"
 
     def ensure_schema(self) -> list[str]:
-        """Create what is missing; the objects created. Raises StoreError."""
+        """Create what is missing; the objects created. Raises StoreError (ChRefused: the
+        database is a cluster's and ``[store] cluster`` is not set, or the reverse)."""
         if self._schema_ok:
             return []
         created = []
+        sql = f"SELECT name, engine FROM system.tables WHERE database = {lit(self.db)}"
+        for node in self.nodes():  # first every node's state: refuse before creating
+            self._check_kind({str(r[0]): str(r[1]) for r in node.query(sql)}.get("query_log"))
         for node in self.nodes():
             node.query(f"CREATE DATABASE IF NOT EXISTS {self.db}")
-            rows = node.query(f"SELECT name FROM system.tables WHERE database = {lit(self.db)}")
-            have = {str(r[0]) for r in rows}
+            have = {str(r[0]) for r in node.query(sql)}
             for name, stmt in schema.objects(self.db, self.cluster):
                 if name not in have:
                     node.query(stmt)
                     created.append(name)
         self._schema_ok = True
         return created
+
+    def _check_kind(self, engine: str | None) -> None:
+        """Refuse a database made for the other kind of setup (*engine*: its
+        ``query_log``'s, None: none yet): a cluster's (``Distributed``) without
+        ``[store] cluster``, or a single server's with it. Raises ChRefused."""
+        if engine is None:
+            return
+        if not self.cluster and engine == "Distributed":
+            raise ChRefused(
+                f"ClickHouse database {self.db} holds a cluster's query log (Distributed"
+                " tables) but store.cluster is not set: set [store] cluster to the"
+                " cluster's name (its remote_servers entry)"
+            )
+        if self.cluster and engine != "Distributed":
+            raise ChRefused(
+                f"ClickHouse database {self.db} holds a single server's query log"
+                f" ({engine} tables) but store.cluster = {self.cluster!r} is set: remove"
+                " store.cluster or give the cluster a database of its own"
+            )
 
     def nodes(self) -> list[Conn]:
         """Where the schema lives: the server, and on a cluster every shard too (the DDL
