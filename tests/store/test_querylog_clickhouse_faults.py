@@ -254,3 +254,47 @@ def test_a_batch_refused_between_its_inserts_is_kept_and_completed(
     assert sum(n for _c, n in reader.top_blocked_clients(0, "", 100)) == blocked
     for c in (store, reader):
         c.close()
+
+
+def test_a_writer_started_before_the_server_records_its_run_and_reports_the_crash(
+    server: clickhouse.ClickHouse,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node that crashed with batches in its spool starts while ClickHouse does not
+    answer yet: its writer records its run on the timer once the server answers, before
+    the kept batches go, and reports the crashed run (its pid kept)."""
+    import logging
+    import time
+
+    from mamori.control import writer as writer_mod
+
+    monkeypatch.setattr(writer_mod, "BEGIN_RETRY", 0.2)
+    first = QueryLogClickHouse(_conn(server), "n1", Spool(tmp_path / "spool", 1 << 30))
+    run, _ = first.begin_run(4242)
+    first._retry_at = time.monotonic() + 3600  # the batches wait in the spool
+    first.write_queries(rows(20), WriterMark(run, 20, 20, 0))
+    first.conn.close()  # the crash
+    server.kill()
+    store = QueryLogClickHouse(_conn(server), "n1", Spool(tmp_path / "spool", 1 << 30))
+    writer = EventWriter([], store, 0.05, 0)
+    with caplog.at_level(logging.WARNING, "mamori.control.writer"):
+        writer.begin()
+        assert writer.run_id == 0  # the server does not answer yet
+        writer.start()
+        try:
+            server.start()
+            assert until(lambda: writer.run_id == run + 1, 60)
+        finally:
+            writer.stop()
+    text = caplog.text
+    assert "the last run (pid 4242" in text and "did not stop cleanly" in text, text
+    conn = _conn(server)
+    got = conn.query(
+        "SELECT pid, committed, clean FROM qlog.writer_runs FINAL"
+        f" WHERE node = 'n1' AND run = {run}"
+    )
+    assert [tuple(int(x) for x in r) for r in got] == [(4242, 20, 0)], got
+    conn.close()
+    store.close()

@@ -18,6 +18,7 @@ from mamori.store.querylog_sqlite import SQLiteQueryReader
 from mamori.store.sqlite import SQLiteStore
 from tests.store.test_querylog_contract import T0, open_kind, rows, write
 from tests.support import clickhouse
+from tests.support.wait import until
 
 pytestmark = pytest.mark.skipif(clickhouse.BINARY is None, reason=clickhouse.MISSING)
 
@@ -92,3 +93,97 @@ def test_the_command_erases_in_clickhouse_and_says_so(clickhouse_url: str, tmp_p
     assert f"{db}.query_log: 200 rows deleted" in out.output
     bad = CliRunner().invoke(cli, ["store", "forget-client", "192.0.2.x", "--config", str(cfg)])
     assert bad.exit_code == 2 and "not an address or a network" in bad.output
+
+
+def test_the_command_erases_the_rows_waiting_in_the_nodes_spool(
+    clickhouse_url: str, tmp_path: Path
+) -> None:
+    import time
+
+    from mamori import config
+    from mamori.store.ch_conn import DriverConn
+    from mamori.store.forget import _in, parse_network
+    from mamori.store.pdns_spool import Spool
+    from mamori.store.querylog_clickhouse import QueryLogClickHouse
+    from mamori.store.querylog_open import spool_dir
+
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'[upstream]\nservers = ["127.0.0.1:5300"]\n[store]\npath = "{tmp_path / "m.db"}"\n'
+        f'url = "{clickhouse_url}"\n[server]\nnode_name = "n1"\n'
+    )
+    c = config.load(cfg)
+    conn = DriverConn(c.store.url)  # type: ignore[arg-type]
+    node = QueryLogClickHouse(conn, "n1", Spool(spool_dir(c), 1 << 30, "query log"))
+    node._retry_at = time.monotonic() + 3600  # the server "away": the batches wait
+    data = _data()
+    for i in range(0, len(data), 100):
+        node.write_queries(data[i : i + 100])
+    assert node.spool is not None and len(node.spool) == 4
+    net = parse_network("192.0.2.4/31")
+    mine = sum(1 for r in data if _in(r[1], net))  # .4, .5 and ::ffff:192.0.2.5
+    out = CliRunner().invoke(cli, ["store", "forget-client", "192.0.2.4/31", "--config", str(cfg)])
+    assert out.exit_code == 0, out.output
+    assert f"querylog-spool: {mine} rows deleted" in out.output
+    assert node.drain(force=True) == 0  # the node sends its batches afterwards
+    db = conn.database
+    clients = {str(r[0]) for r in conn.query(f"SELECT DISTINCT client FROM {db}.query_log")}
+    assert clients and not any(_in(a, net) for a in clients), clients
+    blocked = conn.query(f"SELECT DISTINCT client FROM {db}.block_clients WHERE hour > 0")
+    assert blocked and not any(_in(str(a), net) for (a,) in blocked), blocked
+    n = conn.query(f"SELECT count() FROM {db}.query_log")[0][0]
+    assert int(n) == len(data) - mine > 0
+    node.close()
+
+
+def test_a_shard_down_is_named_and_a_run_again_deletes_the_rest(tmp_path: Path) -> None:
+    from mamori.config.clickhouse import parse_clickhouse_url
+    from mamori.errors import StoreError
+    from mamori.store.ch_cluster import shard_connector
+    from mamori.store.ch_conn import DriverConn
+    from mamori.store.querylog_clickhouse import QueryLogClickHouse
+    from tests.support.clickhouse import CLUSTER, ClickHouse
+
+    a, b = ClickHouse(tmp_path / "a"), ClickHouse(tmp_path / "b")
+    a.shards = b.shards = [("127.0.0.1", a.tcp), ("127.0.0.1", b.tcp)]
+    try:
+        a.start()
+        b.start()
+        url = parse_clickhouse_url(a.url.rsplit("/", 1)[0] + "/q")
+
+        def store() -> QueryLogClickHouse:
+            return QueryLogClickHouse(DriverConn(url, timeout=2.0), "n1", None, True, CLUSTER,
+                                      shard_connector(url, ""))  # fmt: skip
+
+        s = store()
+        data = _data()
+        write(s, data)  # batches spread over both shards (by batch id)
+        s.close()
+
+        def on(ch: ClickHouse) -> int:
+            conn = DriverConn(parse_clickhouse_url(ch.url.rsplit("/", 1)[0] + "/q"))
+            try:
+                return int(conn.query("SELECT count() FROM q.query_log_shard"
+                                      " WHERE client = '192.0.2.3'")[0][0])  # fmt: skip
+            finally:
+                conn.close()
+
+        assert on(a) > 0 and on(b) > 0
+        b.stop()
+        s = store()
+        with pytest.raises(StoreError) as e:
+            forget_client_clickhouse(s, "192.0.2.3", timeout=60)
+        s.close()
+        text = str(e.value)
+        assert f"127.0.0.1:{b.tcp}" in text and "1 of 2 shards did not answer" in text, text
+        assert "shards that answered are done" in text and "run the command again" in text
+        assert until(lambda: on(a) == 0, 60)
+        b.start()
+        assert on(b) > 0
+        s = store()
+        got = forget_client_clickhouse(s, "192.0.2.3", timeout=60)
+        s.close()
+        assert got["q.query_log"] > 0 and on(a) == on(b) == 0
+    finally:
+        a.stop()
+        b.stop()

@@ -19,15 +19,22 @@ def store() -> None:
 def store_forget_client(config_path: str, address: str) -> None:
     """Erase the query log rows, block page reports and alerts of ADDRESS (an address,
     or a network such as 192.0.2.0/24 for rows kept truncated). With [store] url: in
-    ClickHouse too (every shard), waiting until the server has done it."""
+    this node's query-log spool and in ClickHouse too (every shard), waiting until the
+    server has done it. Run it on every node (its local files and spool)."""
     from mamori.store.forget import forget_client, forget_client_clickhouse
 
     cfg = load_config(config_path)
     try:
         counts = forget_client(cfg.store.path, address)
         if cfg.store.url is not None:
-            from mamori.store.querylog_open import open_admin_store
+            from mamori.store.forget import forget_client_spool
+            from mamori.store.querylog_open import open_admin_store, spool_dir
 
+            # first the batches waiting on this node, then the server (a batch sent
+            # meanwhile is in ClickHouse by then)
+            kept = forget_client_spool(spool_dir(cfg), address)
+            if kept is not None:
+                counts["querylog-spool"] = kept
             ch = open_admin_store(cfg)
             try:
                 counts.update(forget_client_clickhouse(ch, address))

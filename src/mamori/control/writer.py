@@ -59,6 +59,7 @@ rpz_log = logging.getLogger("mamori.rpz")
 PRUNE_EVERY = 3600.0
 SAMPLE_EVERY = 0.1  # seconds between notes of the events received (crash accounting)
 NAME_MEMO_MAX = 100_000
+BEGIN_RETRY = 5.0  # seconds between attempts to record the run while the store fails
 _LABELS = {o.value: o.label for o in Outcome}
 
 # A policy hit as the alert rules get it: (time, client, qname, zone, trigger, action,
@@ -152,6 +153,8 @@ class EventWriter(threading.Thread):
         self.received = 0  # events taken from the sources since start
         self.committed = 0  # events whose rows are committed
         self.run_id = 0  # this run's writer_runs row (0: none, the store refused)
+        self._begin_failed = 0  # failed begin() calls (retried on the timer)
+        self._begin_at = 0.0  # monotonic time of the next try
         self.lost_at_last_crash = 0  # events the previous run lost (a crash), at start
         self.received_note = ReceivedNote(received_path) if received_path else None
         self._stop_flag = threading.Event()
@@ -176,22 +179,35 @@ class EventWriter(threading.Thread):
         noted = self.received_note.read() if self.received_note else None
         try:
             self.run_id, last = self.store.begin_run(os.getpid(), noted)
-        except Exception as e:
-            log.error("query log: cannot record the writer's run: %s", e)
+        except Exception as e:  # tried again on the timer (a server still starting)
+            if not self._begin_failed:
+                log.error("query log: cannot record the writer's run: %s (tried again)", e)
+            self._begin_failed += 1
+            self._begin_at = time.monotonic() + BEGIN_RETRY
             return
+        if self._begin_failed:
+            log.warning("query log: the writer's run is recorded now")
+            self._begin_failed = 0
         if self.received_note is not None:
             self.received_note.start(self.run_id)
         if last is not None and not last.clean and self._maybe_twin(last):
             return
         if last is not None and not last.clean:
             self.lost_at_last_crash = last.lost
+            node = getattr(self.store, "node", "?")
+            twin = (  # a ClickHouse store (it has a spool to drain): shared by a fleet
+                f" (or another node is running with node_name {node}: give each node its own)"
+                if hasattr(self.store, "drain")
+                else ""
+            )
             log.warning(
                 "query log: the last run (pid %d, last commit %s) did not stop cleanly:"
                 " %d events it had received were not written (lost); events after its"
-                " last commit are not counted",
+                " last commit are not counted%s",
                 last.pid,
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.updated)),
                 last.lost,
+                twin,
             )
 
     def _maybe_twin(self, last: WriterRun) -> bool:
@@ -227,6 +243,8 @@ class EventWriter(threading.Thread):
             if note is not None:
                 note.update(self.received + self.backlog())
             if time.monotonic() >= due:
+                if self._begin_failed and time.monotonic() >= self._begin_at:
+                    self.begin()  # before the kept batches go: the crash is reported
                 self.flush_all()
                 self.send_kept()
                 self._maybe_prune()

@@ -19,19 +19,24 @@ fleet's copy of the alerts are in ClickHouse: the same rows (the same matching o
 addresses) are erased there by ``ALTER TABLE ... DELETE`` mutations, on every shard of
 a ``[store] cluster``, and waited for: when ``forget_client_clickhouse`` returns, the
 server has carried them out (it removes the replaced parts from disk a few minutes
-later: its ``old_parts_lifetime``). The local files are erased as above.
+later: its ``old_parts_lifetime``). The local files are erased as above, and the
+batches waiting in the node's query-log spool (``querylog-spool/``, ``rejected/``
+included) are rewritten without the client's rows (``forget_client_spool``): run the
+command on every node, and once against the fleet's ClickHouse.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mamori.errors import StoreError
-from mamori.store.ch_conn import lit
+from mamori.store.ch_conn import ChUnavailable, lit
+from mamori.store.pdns_spool import SUFFIX, Spool
 
 if TYPE_CHECKING:
     from mamori.store.querylog_clickhouse import QueryLogClickHouse
@@ -131,24 +136,82 @@ def forget_client_clickhouse(
     *network*; StoreError (server away or refusing, deletes not done in time)."""
     net = parse_network(network)
     db = store.db
-    out: dict[str, int] = {}
     have = store.tables()
-    for t in CH_TARGETS:
-        if t.table not in have:
-            continue
-        table = store.local(t.table)
-        deleted = 0
-        for conn in store.servers():
-            sql = f"SELECT DISTINCT {t.column} FROM {db}.{table} WHERE {t.where}"
-            values = sorted(v for (v,) in conn.stream(sql) if isinstance(v, str) and _in(v, net))
-            for i in range(0, len(values), CHUNK):
-                cond = f"{t.column} IN {lit(tuple(values[i : i + CHUNK]))} AND {t.where}"
-                deleted += int(conn.query(f"SELECT count() FROM {db}.{table} WHERE {cond}")[0][0])
-                conn.query(f"ALTER TABLE {db}.{table} DELETE WHERE {cond}")
-        out[f"{db}.{t.table}"] = deleted
+    targets = [t for t in CH_TARGETS if t.table in have]
+    out: dict[str, int] = {f"{db}.{t.table}": 0 for t in targets}
+    down: list[str] = []
+    servers = store.servers()
+    for conn in servers:  # a shard that does not answer: the others are done all the same
+        try:
+            for t in targets:
+                table = store.local(t.table)
+                sql = f"SELECT DISTINCT {t.column} FROM {db}.{table} WHERE {t.where}"
+                values = sorted(
+                    v for (v,) in conn.stream(sql) if isinstance(v, str) and _in(v, net)
+                )
+                for i in range(0, len(values), CHUNK):
+                    cond = f"{t.column} IN {lit(tuple(values[i : i + CHUNK]))} AND {t.where}"
+                    n = conn.query(f"SELECT count() FROM {db}.{table} WHERE {cond}")[0][0]
+                    out[f"{db}.{t.table}"] += int(n)
+                    conn.query(f"ALTER TABLE {db}.{table} DELETE WHERE {cond}")
+        except ChUnavailable as e:
+            if len(servers) == 1:
+                raise
+            down.append(str(e))
+    if down:
+        raise StoreError(
+            f"{len(down)} of {len(servers)} shards did not answer ({'; '.join(down)}): the"
+            " shards that answered are done (their deletes are under way); run the command"
+            " again when every shard answers (it deletes the rest)"
+        )
     if not store.wait_mutations(timeout):
         raise StoreError(
             f"ClickHouse {db}: the deletes were not carried out within {timeout:.0f} s"
             " (see system.mutations; they go on in the background)"
         )
     return out
+
+
+SPOOL_CLIENT = 2  # a kept batch's row: [id, time, client, ...] (querylog_clickhouse)
+
+
+def forget_client_spool(directory: Path, network: str, wait: float = 30.0) -> int | None:
+    """Rewrite the query-log batches waiting in the spool *directory* (and those set
+    aside in its ``rejected/``) without the rows about *network*, each atomically (a
+    new file renamed over the old); the rows deleted, None when there is no spool. The
+    batches' aggregates are computed from their rows when they are sent, so they
+    follow. Holds the spool's sender lock (a running writer sends nothing meanwhile),
+    waiting for it at most *wait* seconds. ValueError for a bad *network*; StoreError
+    (the lock not had in time); OSError (disk)."""
+    net = parse_network(network)
+    if not directory.is_dir():
+        return None
+    spool = Spool(directory, 1 << 62, "query log")
+    deadline = time.monotonic() + wait
+    while True:
+        with spool.sending() as mine:
+            if mine:
+                paths = [*spool.files(), *sorted((directory / "rejected").glob("*" + SUFFIX))]
+                return sum(_forget_in_batch(spool, p, net) for p in paths)
+        if time.monotonic() >= deadline:
+            raise StoreError(
+                f"query-log spool {directory}: busy (the node is sending it) for {wait:.0f} s:"
+                " run the command again"
+            )
+        time.sleep(0.2)
+
+
+def _forget_in_batch(spool: Spool, path: Path, net: IPNetwork) -> int:
+    try:
+        batch = spool.read(path)
+    except FileNotFoundError:
+        return 0  # sent meanwhile
+    except ValueError as e:
+        raise StoreError(f"{path}: damaged, not checked ({e}): look at it or delete it") from e
+    rows = batch.get("rows") or []
+    keep = [r for r in rows if not (isinstance(r[SPOOL_CLIENT], str) and _in(r[SPOOL_CLIENT], net))]
+    if len(keep) == len(rows):
+        return 0
+    batch["rows"] = keep
+    spool.rewrite(path, batch)
+    return len(rows) - len(keep)

@@ -90,6 +90,13 @@ class Spool:
         out: dict[str, Any] = json.loads(zlib.decompress(path.read_bytes()))
         return out
 
+    def rewrite(self, path: Path, batch: dict[str, Any]) -> None:
+        """Replace the kept batch *path* by *batch* (``forget-client``), atomically, in
+        its place in the order. Call holding ``sending()``. Raises OSError."""
+        data = zlib.compress(json.dumps(batch, separators=(",", ":")).encode(), 1)
+        with replacing_bytes(path, 0o600) as f:
+            f.write(data)
+
     def remove(self, path: Path) -> None:
         self.bytes -= _size(path)
         path.unlink(missing_ok=True)

@@ -90,6 +90,7 @@ class QueryLogClickHouse:
         self._retry_at = 0.0
         self._last_id = 0
         self._runs: dict[int, tuple[int, float, int]] = {}  # run -> (pid, started, lost)
+        self._mine: set[int] = set()  # the runs this process started (begin_run)
         self.replayed = False  # begin_run found batches of a previous run in the spool
         self._refused: dict[str, int] = {}  # kept batch (file name) -> refusals so far
         try:
@@ -107,20 +108,42 @@ class QueryLogClickHouse:
         return str(self.spool.dir) if self.spool is not None else "memory"
 
     def ensure_schema(self) -> list[str]:
-        """Create what is missing; the objects created. Raises StoreError."""
+        """Create what is missing; the objects created. Raises StoreError (ChRefused: the
+        database is a cluster's and ``[store] cluster`` is not set, or the reverse)."""
         if self._schema_ok:
             return []
         created = []
+        sql = f"SELECT name, engine FROM system.tables WHERE database = {lit(self.db)}"
+        for node in self.nodes():  # first every node's state: refuse before creating
+            self._check_kind({str(r[0]): str(r[1]) for r in node.query(sql)}.get("query_log"))
         for node in self.nodes():
             node.query(f"CREATE DATABASE IF NOT EXISTS {self.db}")
-            rows = node.query(f"SELECT name FROM system.tables WHERE database = {lit(self.db)}")
-            have = {str(r[0]) for r in rows}
+            have = {str(r[0]) for r in node.query(sql)}
             for name, stmt in schema.objects(self.db, self.cluster):
                 if name not in have:
                     node.query(stmt)
                     created.append(name)
         self._schema_ok = True
         return created
+
+    def _check_kind(self, engine: str | None) -> None:
+        """Refuse a database made for the other kind of setup (*engine*: its
+        ``query_log``'s, None: none yet): a cluster's (``Distributed``) without
+        ``[store] cluster``, or a single server's with it. Raises ChRefused."""
+        if engine is None:
+            return
+        if not self.cluster and engine == "Distributed":
+            raise ChRefused(
+                f"ClickHouse database {self.db} holds a cluster's query log (Distributed"
+                " tables) but store.cluster is not set: set [store] cluster to the"
+                " cluster's name (its remote_servers entry)"
+            )
+        if self.cluster and engine != "Distributed":
+            raise ChRefused(
+                f"ClickHouse database {self.db} holds a single server's query log"
+                f" ({engine} tables) but store.cluster = {self.cluster!r} is set: remove"
+                " store.cluster or give the cluster a database of its own"
+            )
 
     def nodes(self) -> list[Conn]:
         """Where the schema lives: the server, and on a cluster every shard too (the DDL
@@ -330,9 +353,27 @@ class QueryLogClickHouse:
         )  # fmt: skip
 
     def _mark(self, m: WriterMark, clean: bool = False) -> None:
-        pid, started, lost_before = self._runs.get(m.run, (0, 0.0, 0))
+        if m.run not in self._mine:
+            # a kept batch of a previous run (this node crashed): that run keeps its pid
+            # and start, and is never marked clean (its crash is reported at start)
+            clean = False
+            self.replayed = True
+            if m.run not in self._runs:
+                self._runs[m.run] = self._run_row(m.run)
+        pid, started, lost_before = self._runs[m.run]
         run = WriterRun(m.run, pid, started, time.time(), m.received, m.committed, m.failed, clean)
         self._put_run(run, lost_before)
+
+    def _run_row(self, run: int) -> tuple[int, float, int]:
+        """Run *run*'s (pid, started, lost_before) as stored; zeros if it has no row."""
+        rows = self.conn.query(
+            "SELECT argMax(pid, version), argMax(started, version),"
+            f" argMax(lost_before, version) FROM {self.db}.writer_runs"
+            f" WHERE node = {lit(self.node)} AND run = {int(run)}"
+        )
+        if not rows or not rows[0]:
+            return (0, 0.0, 0)
+        return (int(rows[0][0]), float(rows[0][1]), int(rows[0][2]))
 
     def last_run(self) -> WriterRun | None:
         """This node's latest writer run."""
@@ -363,7 +404,7 @@ class QueryLogClickHouse:
         self.ensure_schema()
         # batches kept in this node's spool at start: the previous run was this machine's
         # (a crash), not another node using the same node_name
-        self.replayed = self.spool is not None and len(self.spool) > 0
+        self.replayed = self.replayed or (self.spool is not None and len(self.spool) > 0)
         if self.spool is not None and len(self.spool):
             self.last_run()  # the previous run's pid and start, for the kept batches' marks
             self.drain(force=True)
@@ -387,6 +428,7 @@ class QueryLogClickHouse:
         now = time.time()
         lost = last.lost if last else 0
         self._runs[run] = (pid, now, lost)
+        self._mine.add(run)
         self._put_run(WriterRun(run, pid, now, now, 0, 0, 0, False), lost)
         return run, last
 

@@ -143,7 +143,7 @@ def check(cfg: cfgmod.Config) -> list[str]:
         )
         have = store.tables() if int(known[0][0]) else set()
         missing = [t for t, _ in objects if t not in have]
-        created = store.ensure_schema() if missing else []
+        created = store.ensure_schema()  # also refuses a cluster's database and the reverse
     finally:
         store.close()
     total = len(objects)
