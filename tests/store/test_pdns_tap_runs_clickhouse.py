@@ -141,3 +141,22 @@ def test_a_cluster_of_before_gets_the_column_on_every_node(
     assert last is not None and (last.run, last.pid, last.clean, last.lost) == (b1, 22, False, 6)
     a.close()
     b.close()
+
+
+def test_a_replayed_mark_of_an_earlier_run_keeps_its_pid_and_start(
+    clickhouse_url: str, tmp_path: Path
+) -> None:
+    """A batch a crashed run left in the spool, sent by the next process, updates that
+    run's counts; its pid and start stay as the run recorded them (not 0)."""
+    a = _tap(clickhouse_url, tmp_path, "resolver:fw-7")
+    run, _last = a.begin_run(707)
+    started = a._runs[run][1]
+    a.close()
+    b = _tap(clickhouse_url, tmp_path / "b", "resolver:fw-7")  # another process
+    b.write(dict(ANSWER), mark=WriterMark(run, 9, 9, 0))  # the kept batch, sent now
+    b.close()
+    c = _tap(clickhouse_url, tmp_path / "c", "resolver:fw-7")
+    _run, last = c.begin_run(708)
+    assert last is not None
+    assert (last.run, last.pid, last.started, last.committed) == (run, 707, started, 9)
+    c.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mamori.errors import StoreError
+from mamori.store import ch_runs
 from mamori.store import pdns_chschema as schema
 from mamori.store.base import WriterMark, WriterRun
 from mamori.store.ch_conn import ChUnavailable, Conn, lit
@@ -409,38 +410,26 @@ class PdnsClickHouse:
     # --------------------------------------------------------- runs, progress
     def _runs_row(self, run: int | None = None) -> WriterRun | None:
         """This sensor's run *run* (None: its latest), read by its latest version."""
-        where = f" WHERE sensor = {lit(self.sensor)}"
-        where += "" if run is None else f" AND run = {lit(run)}"
-        cols = ", ".join(
-            f"argMax({c}, version)"
-            for c in ("pid", "started", "updated", "received", "committed", "failed", "clean",
-                      "lost_before")
-        )  # fmt: skip
-        rows = self.conn.query(
-            f"SELECT run, {cols} FROM {self.dbname}.pdns_tap_runs{where}"
-            " GROUP BY run ORDER BY run DESC LIMIT 1"
+        found = ch_runs.read_run(
+            self.conn, f"{self.dbname}.pdns_tap_runs", "sensor", self.sensor, run
         )
-        if not rows:
+        if found is None:
             return None
-        r = rows[0]
-        self._runs.setdefault(int(r[0]), (int(r[1]), float(r[2]), int(r[8])))
-        return WriterRun(int(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4]), int(r[5]),
-                         int(r[6]), bool(r[7]))  # fmt: skip
+        r, lost_before = found
+        self._runs.setdefault(r.run, (r.pid, r.started, lost_before))
+        return r
 
     def _home(self) -> Conn:
         """Where the small tables (capture progress, tap runs) are written: the first shard."""
         return self.shards[0] if self.cluster else self.conn
 
     def _put_run(self, r: WriterRun, lost_before: int) -> None:
-        self._home().insert(
-            self._local("pdns_tap_runs"),
-            ["sensor", "run", "pid", "started", "updated", "received", "committed", "failed",
-             "clean", "lost_before", "version"],
-            [(self.sensor, r.run, r.pid, r.started, r.updated, r.received, r.committed, r.failed,
-              int(r.clean), lost_before, time.time_ns())],
-        )  # fmt: skip
+        ch_runs.put_run(self._home(), self._local("pdns_tap_runs"), "sensor", self.sensor, r,
+                        lost_before)  # fmt: skip
 
     def _mark(self, m: WriterMark, clean: bool = False) -> None:
+        if m.run not in self._runs:  # a kept batch of a previous run: keep its pid, start
+            self._runs_row(m.run)
         pid, started, lost_before = self._runs.get(m.run, (0, 0.0, 0))
         now = time.time()
         run = WriterRun(m.run, pid, started, now, m.received, m.committed, m.failed, clean)
@@ -454,14 +443,9 @@ class PdnsClickHouse:
         Raises StoreError."""
         self.ensure_schema()
         last = self._runs_row()
-        if (
-            last is not None
-            and noted is not None
-            and noted[0] == last.run
-            and (noted[1] > last.received)
-        ):
-            last = WriterRun(last.run, last.pid, last.started, last.updated, noted[1],
-                             last.committed, last.failed, last.clean)  # fmt: skip
+        seen = ch_runs.with_noted(last, noted) if last is not None else None
+        if seen is not None:  # events noted after its last commit
+            last = seen
             self._put_run(last, self._runs[last.run][2])
         # a run of before the ids were per sensor (a mark replayed from the spool) is
         # below the base: the next id is in this sensor's range all the same

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mamori.errors import StoreError
+from mamori.store import ch_runs
 from mamori.store import querylog_chschema as schema
 from mamori.store.base import BLOCKED_OUTCOMES, HitCount, QueryRowTuple, WriterMark, WriterRun
 from mamori.store.ch_cluster import connect_shards, shard_of
@@ -344,13 +345,8 @@ class QueryLogClickHouse:
 
     # ------------------------------------------------------------------ runs
     def _put_run(self, r: WriterRun, lost_before: int) -> None:
-        self._shard(self.node).insert(
-            self.local("writer_runs"),
-            ["node", "run", "pid", "started", "updated", "received", "committed", "failed",
-             "clean", "lost_before", "version"],
-            [(self.node, r.run, r.pid, r.started, r.updated, r.received, r.committed, r.failed,
-              int(r.clean), lost_before, time.time_ns())],
-        )  # fmt: skip
+        ch_runs.put_run(self._shard(self.node), self.local("writer_runs"), "node", self.node, r,
+                        lost_before)  # fmt: skip
 
     def _mark(self, m: WriterMark, clean: bool = False) -> None:
         if m.run not in self._mine:
@@ -366,32 +362,20 @@ class QueryLogClickHouse:
 
     def _run_row(self, run: int) -> tuple[int, float, int]:
         """Run *run*'s (pid, started, lost_before) as stored; zeros if it has no row."""
-        rows = self.conn.query(
-            "SELECT argMax(pid, version), argMax(started, version),"
-            f" argMax(lost_before, version) FROM {self.db}.writer_runs"
-            f" WHERE node = {lit(self.node)} AND run = {int(run)}"
-        )
-        if not rows or not rows[0]:
+        found = ch_runs.read_run(self.conn, f"{self.db}.writer_runs", "node", self.node, run)
+        if found is None:
             return (0, 0.0, 0)
-        return (int(rows[0][0]), float(rows[0][1]), int(rows[0][2]))
+        r, lost_before = found
+        return (r.pid, r.started, lost_before)
 
     def last_run(self) -> WriterRun | None:
         """This node's latest writer run."""
-        cols = ", ".join(
-            f"argMax({c}, version)"
-            for c in ("pid", "started", "updated", "received", "committed", "failed", "clean",
-                      "lost_before")
-        )  # fmt: skip
-        rows = self.conn.query(
-            f"SELECT run, {cols} FROM {self.db}.writer_runs WHERE node = {lit(self.node)}"
-            " GROUP BY run ORDER BY run DESC LIMIT 1"
-        )
-        if not rows:
+        found = ch_runs.read_run(self.conn, f"{self.db}.writer_runs", "node", self.node)
+        if found is None:
             return None
-        r = rows[0]
-        self._runs.setdefault(int(r[0]), (int(r[1]), float(r[2]), int(r[8])))
-        return WriterRun(int(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4]), int(r[5]),
-                         int(r[6]), bool(r[7]))  # fmt: skip
+        r, lost_before = found
+        self._runs.setdefault(r.run, (r.pid, r.started, lost_before))
+        return r
 
     def begin_run(
         self, pid: int, noted: tuple[int, int] | None = None
@@ -415,14 +399,9 @@ class QueryLogClickHouse:
                 last = WriterRun(last.run, last.pid, last.started, last.updated,
                                  max(last.received, kept.received), kept.committed,
                                  max(last.failed, kept.failed), last.clean)  # fmt: skip
-        if (
-            last is not None
-            and noted is not None
-            and noted[:1] == (last.run,)
-            and (noted[1] > last.received)
-        ):
-            last = WriterRun(last.run, last.pid, last.started, last.updated, noted[1],
-                             last.committed, last.failed, last.clean)  # fmt: skip
+        seen = ch_runs.with_noted(last, noted) if last is not None else None
+        if seen is not None:  # events noted after its last commit
+            last = seen
             self._put_run(last, self._runs[last.run][2])
         run = (last.run if last else 0) + 1
         now = time.time()
