@@ -4,7 +4,6 @@ the answers are the single-server ones."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,20 @@ from tests.support import clickhouse
 pytestmark = pytest.mark.skipif(clickhouse.BINARY is None, reason=clickhouse.MISSING)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[clickhouse.ClickHouse]]:
-    root = tmp_path_factory.mktemp("cluster")
-    a, b = clickhouse.ClickHouse(root / "a"), clickhouse.ClickHouse(root / "b")
-    a.shards = b.shards = [("127.0.0.1", a.tcp), ("127.0.0.1", b.tcp)]
-    try:
-        yield [a.start(), b.start()]
-    finally:
-        a.stop()
-        b.stop()
+@pytest.fixture
+def cluster(clickhouse_cluster: list[clickhouse.ClickHouse]) -> list[clickhouse.ClickHouse]:
+    """The session's two-shard cluster (tests/conftest.py); this module's database: ``DB``."""
+    return clickhouse_cluster
+
+
+DB = "pdns_cl"
 
 
 def _store(server: clickhouse.ClickHouse, tmp: Path) -> PdnsClickHouse:
-    url = parse_clickhouse_url(server.url.rsplit("/", 1)[0] + "/pdns")
+    url = parse_clickhouse_url(server.url.rsplit("/", 1)[0] + f"/{DB}")
 
     def connect(host: str, port: int) -> DriverConn:
-        return DriverConn(parse_clickhouse_url(f"clickhouse://{host}:{port}/pdns"))
+        return DriverConn(parse_clickhouse_url(f"clickhouse://{host}:{port}/{DB}"))
 
     return PdnsClickHouse(DriverConn(url), Spool(tmp / "spool", 1 << 30), False,
                           clickhouse.CLUSTER, connect)  # fmt: skip
@@ -53,8 +49,8 @@ def test_two_shards_answer_as_one_server(
         load(s)
     per_shard = []
     for ch in cluster:
-        conn = DriverConn(parse_clickhouse_url(ch.url.rsplit("/", 1)[0] + "/pdns"))
-        sql = "SELECT count() FROM pdns.pdns_rrset_shard WHERE rname >= unhex('01')"
+        conn = DriverConn(parse_clickhouse_url(ch.url.rsplit("/", 1)[0] + f"/{DB}"))
+        sql = f"SELECT count() FROM {DB}.pdns_rrset_shard WHERE rname >= unhex('01')"
         per_shard.append(int(conn.query(sql)[0][0]))
         conn.close()
     assert all(n > 0 for n in per_shard)  # both shards hold tuples
