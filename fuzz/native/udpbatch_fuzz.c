@@ -23,6 +23,7 @@ static int rx4 = -1, tx4 = -1, rx6 = -1, tx6 = -1;
 static struct sockaddr_storage rx4addr, rx6addr;
 static socklen_t rx4len, rx6len;
 static unsigned char payload[70000];
+static unsigned char payload_sink[70000];
 
 static int udp(int family, struct sockaddr_storage *addr, socklen_t *len)
 {
@@ -178,7 +179,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             check_round_trip(&b.addrs[i]);
         }
+        /* Answer every datagram to its sender (the harness's own loopback socket) at
+         * the address the kernel gave, as the server does; then drain those answers. */
+        static struct ub_out back[UB_MAX_COUNT];
+        for (int i = 0; i < got; i++) {
+            size_t len = ub_len(&b, (unsigned)i);
+            if (ub_out_to_sender(&back[i], &b, (unsigned)i, ub_data(&b, (unsigned)i), len) != 0)
+                abort();
+            if (!loopback(&back[i].addr))
+                abort();
+        }
+        if (ub_out_to_sender(&back[0], &b, (unsigned)got, payload, 1) != -EINVAL)
+            abort(); /* past what the last receive returned */
+        unsigned back_errors = 0;
+        int back_err = 0;
+        int answered = ub_send(rx, back, (unsigned)got, &back_errors, &back_err);
+        if (answered < 0 || answered > got)
+            abort();
+        for (int k = 0; k < answered; k++) {
+            if (recv(tx, payload_sink, sizeof(payload_sink), MSG_DONTWAIT) < 0)
+                break;
+        }
     }
+    if (ub_out_to_sender(&out[0], &b, b.received, payload, 1) != -EINVAL)
+        abort();
     ub_batch_free(&b);
     return 0;
 }

@@ -119,10 +119,10 @@ def test_long_queries_are_answered_but_not_remembered_and_over_4096_bytes_droppe
     wire = q.to_wire()
     assert len(wire) > 128
     assert r.handle(wire, ("127.0.0.1", 1), None, False) is not None
-    assert r._memo == {}
+    assert r._memo == ({}, {})
     small = dns.message.make_query("7.100.51.198.bl.test", "A").to_wire()
     r.handle(small, ("127.0.0.1", 1), None, False)
-    assert len(r._memo) == 1
+    assert len(r._memo[0]) == 1 and not r._memo[1]  # the UDP memo
     big_q = dns.message.make_query("7.100.51.198.bl.test", "A", use_edns=0, pad=4500)
     big = big_q.to_wire(max_size=65535)
     assert r.handle(big, ("127.0.0.1", 1), None, False) is None  # UDP: dropped

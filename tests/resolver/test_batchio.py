@@ -179,6 +179,55 @@ def test_ipv6_sender_addresses_are_what_the_socket_module_gives() -> None:
     assert data == b"hello" and addr == b.getsockname()
     assert batch.send(a.fileno(), [(b"back", addr)]) == 1
     assert b.recvfrom(100) == (b"back", a.getsockname())
+    assert batch.answer(a.fileno(), [b"answer"]) == 1  # to the sender as the kernel gave it
+    assert b.recvfrom(100) == (b"answer", a.getsockname())
+    a.close(), b.close()
+
+
+@needs_native
+def test_answer_goes_to_each_datagrams_own_sender_and_none_sends_nothing() -> None:
+    assert native is not None
+    a, b = _pair()
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.bind(("127.0.0.1", 0))
+    for i in range(6):
+        (b if i % 2 else c).sendto(b"q%d" % i, a.getsockname())
+    batch = native.Batch(8, 512)
+    [msgs] = _recv_all(batch, a, 6)
+    assert len(msgs) == 6
+    answers: list[bytes | None] = [b"a" + d if d != b"q4" else None for d, _ in msgs]
+    assert batch.answer(a.fileno(), answers) == 6
+    assert sorted(_drain(b)) == [b"aq1", b"aq3", b"aq5"]
+    assert sorted(_drain(c)) == [b"aq0", b"aq2"]  # q4's None: no answer
+    # The address objects are kept per sender address: the same host string (b and c
+    # share 127.0.0.1), and the same tuple for the same sender port asking again.
+    c.sendto(b"again", a.getsockname())
+    c.sendto(b"and again", a.getsockname())
+    [(_, addr), (_, addr2)] = [m for got in _recv_all(batch, a, 2) for m in got]
+    assert addr == addr2 == c.getsockname() and addr2 is addr
+    assert addr[0] is msgs[0][1][0] is msgs[1][1][0]
+    a.close(), b.close(), c.close()
+
+
+@needs_native
+def test_answer_refuses_more_answers_than_datagrams_and_what_is_not_bytes() -> None:
+    assert native is not None
+    a, b = _pair()
+    batch = native.Batch(4, 512)
+    with pytest.raises(ValueError):  # nothing received yet
+        batch.answer(a.fileno(), [b"x"])
+    b.sendto(b"q", a.getsockname())
+    assert len([m for c in _recv_all(batch, a, 1) for m in c]) == 1
+    with pytest.raises(ValueError):
+        batch.answer(a.fileno(), [b"x", b"y"])
+    with pytest.raises(TypeError):
+        batch.answer(a.fileno(), ["text"])  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        batch.answer(a.fileno(), [b"x"], 2)
+    assert batch.answer(a.fileno(), [b"x"], 1) == 1  # nothing after start: nothing sent
+    assert batch.recv(a.fileno()) == []
+    with pytest.raises(ValueError):  # an empty receive: no sender to answer
+        batch.answer(a.fileno(), [b"x"])
     a.close(), b.close()
 
 

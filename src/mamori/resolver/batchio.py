@@ -108,16 +108,17 @@ class BatchedUdp:
             except OSError as e:
                 log.debug("udp receive error: %s", e)
                 return
-            out = []
+            # answers[i]: the answer to datagram i (None: none now), sent back to its
+            # sender at the address the kernel gave (Batch.answer: nothing parsed)
+            answers: list[bytes | None] = []
+            add = answers.append
             rrl = limits.rrl
             if rrl is None:  # no response rate limiting: the loop as it always was
                 for data, addr in msgs:
                     try:
-                        resp = handle(data, addr, reply, False)
+                        add(handle(data, addr, reply, False))
                     except Exception:
-                        resp = internal_error(data)
-                    if resp is not None:
-                        out.append((resp, addr))
+                        add(internal_error(data))
             else:
                 check = rrl.check
                 for data, addr in msgs:
@@ -125,17 +126,14 @@ class BatchedUdp:
                         resp = handle(data, addr, reply, False)
                     except Exception:
                         resp = internal_error(data)
-                    if resp is not None:
-                        resp = check(resp, addr)
-                        if resp is not None:
-                            out.append((resp, addr))
-            if out:
-                if self.pending:
-                    self._queue(out, 0)
+                    add(None if resp is None else check(resp, addr))
+            if answers:
+                if self.pending:  # answers before these still wait: after them, in order
+                    self._queue(_pairs(answers, msgs, 0), 0)
                 else:
-                    sent = self.batch.send(fd, out)
-                    if sent < len(out):
-                        self._queue(out, sent)
+                    sent = self.batch.answer(fd, answers)
+                    if sent < len(answers):
+                        self._queue(_pairs(answers, msgs, sent), 0)
                 self._count_errors()
             if len(msgs) < BATCH:
                 return
@@ -209,6 +207,13 @@ class BatchedUdp:
 
     def is_closing(self) -> bool:
         return self.closed
+
+
+def _pairs(
+    answers: list[bytes | None], msgs: list[tuple[bytes, Any]], start: int
+) -> list[tuple[bytes, Any]]:
+    """(answer, sender address) for answers[start:] that are not None."""
+    return [(r, msgs[i][1]) for i in range(start, len(answers)) if (r := answers[i]) is not None]
 
 
 async def serve_udp(

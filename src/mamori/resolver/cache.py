@@ -56,6 +56,9 @@ class Entry:
         "size",
         "stale_until",
         "summary",
+        "tail",
+        "tail_age",
+        "tail_of",
         "ttl_offsets",
         "ttls",
     )
@@ -92,6 +95,11 @@ class Entry:
         self.summary = summary
         self.rendered = body
         self.rendered_age = 0
+        # The answer after flags for the last remembered question (pipeline.QuestionMemo,
+        # compared by identity) at tail_age: counts, question, body at that age, OPT.
+        self.tail_of: object = None
+        self.tail = b""
+        self.tail_age = -1
         self.size = len(body) + ENTRY_OVERHEAD
         self.retry_after = 0.0  # serve-stale: do not ask upstream again before this time
         self.policy_version = 0  # policy version under which no rule matched this key

@@ -80,7 +80,13 @@ _PLAIN_OR_EDNS_Q = (_PLAIN_Q, _EDNS_Q)
 _BITS = (b"\x00", b"\x01", b"\x02", b"\x03")  # cache-key byte: DO<<1 | CD
 _CLASS_IN = b"\x00\x01"
 MAX_UDP_QUERY = 4096
+QMEMO_MAX = 16384  # parsed questions remembered (see Pipeline.handle); emptied when full
 _CACHED, _BLOCKED = Outcome.CACHED.value, Outcome.BLOCKED.value  # events hold plain ints
+
+
+# A remembered question: (end of QNAME, end of question, QTYPE+QCLASS bytes, cache keys
+# for CD=0 and CD=1, DO bit, UDP answer limit, OPT record for the answer).
+QuestionMemo = tuple[int, int, bytes, tuple[bytes, bytes], int, int, bytes]
 
 
 class Pipeline:
@@ -117,6 +123,11 @@ class Pipeline:
         self._cache_get = self.cache.data.get
         self._cache_touch = self.cache.data.move_to_end
         self._event_items = events.items
+        # Parsed questions, by the query's bytes from ARCOUNT's low byte on (stages 2, 3
+        # and 5 done once for a question asked again): see handle(). Filled on cache hits
+        # only, so names asked once (misses, random subdomains) never enter it.
+        self._qmemo: dict[bytes, QuestionMemo] = {}
+        self._qmemo_get = self._qmemo.get
         self.configure(cfg)
 
     def configure(self, cfg: Config) -> None:
@@ -136,6 +147,7 @@ class Pipeline:
         self.max_udp = s.max_udp_size
         self.log_queries = cfg.store.query_log
         self.replies.configure(cfg)
+        self._qmemo.clear()  # it holds answer limits and OPT records made from the settings
         self.resolve.configure(cfg)
         self.postcheck.configure(cfg.policy.min_ns_dots)
         self.cache.resize(c.max_entries, c.max_bytes)
@@ -155,6 +167,7 @@ class Pipeline:
         """What goes to the control plane (published zones, transfers, NOTIFY)."""
         self.special.routes = routes
         self._special_types = (*TYPE_XFR, QTYPE_SVCB, *routes.types)
+        self._qmemo.clear()  # a remembered question is one that was not routed
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a slow-path coroutine, kept referenced until done (drained at stop)."""
@@ -183,27 +196,36 @@ class Pipeline:
         if data[2] & 0x78 or data[4:12] not in _PLAIN_OR_EDNS_Q:
             return self.special.unusual(data, addr, reply, tcp, now)
 
-        # Stage 2: the question, inline (this is wire.scan_name without the call).
-        nend = 12
-        while nend < n:
-            ln = data[nend]
-            if ln == 0 or ln > 63:
-                break
-            nend += ln + 1
-        if nend >= n or data[nend] or nend > 266:  # no root label, pointer, > 255 octets
-            return self.special.formerr(data, addr[0], now, tcp)
-        nend += 1
-        qend = nend + 4
-        if qend > n:
-            return self.special.formerr(data, addr[0], now, tcp)
-        qtc = data[nend:qend]
+        # A question asked before, byte for byte from ARCOUNT's low byte on (the header's
+        # other counts are fixed by the check above): stages 2, 3 and 5 gave this result,
+        # which depends on those bytes and the settings only. Stage 4 still runs.
+        qraw = data[11:]
+        qm = self._qmemo_get(qraw)
+        if qm is None:
+            # Stage 2: the question, inline (this is wire.scan_name without the call).
+            nend = 12
+            while nend < n:
+                ln = data[nend]
+                if ln == 0 or ln > 63:
+                    break
+                nend += ln + 1
+            if nend >= n or data[nend] or nend > 266:  # no root label, pointer, > 255 octets
+                return self.special.formerr(data, addr[0], now, tcp)
+            nend += 1
+            qend = nend + 4
+            if qend > n:
+                return self.special.formerr(data, addr[0], now, tcp)
+            qtc = data[nend:qend]
 
-        # Stage 3: zone-transfer traffic and our published zones' apex go to the control plane;
-        # zone transfers are refused when we publish nothing.
-        if qtc[:2] in self._special_types:
-            routed = self.special.question(data, addr, reply, tcp, now, nend, qtc)
-            if routed is not CONTINUE:
-                return routed  # type: ignore[return-value]
+            # Stage 3: zone-transfer traffic and our published zones' apex go to the
+            # control plane; zone transfers are refused when we publish nothing.
+            if qtc[:2] in self._special_types:
+                routed = self.special.question(data, addr, reply, tcp, now, nend, qtc)
+                if routed is not CONTINUE:
+                    return routed  # type: ignore[return-value]
+                qraw = b""  # answered here, but not remembered: routes can change
+        else:
+            nend, qend, qtc, keys, do, limit, opt = qm
 
         # Stage 4: client record -> ACL, then UDP rate limit (token bucket). The record
         # keeps the client's policy slot: the view of the policy for its groups.
@@ -226,39 +248,48 @@ class Pipeline:
                 return self.replies.ratelimited(data)
             cl.tokens = tokens - 1.0
 
-        # Stage 5: OPT record (EDNS0).
         cd = 1 if data[3] & 0x10 else 0
-        if data[11]:
-            if qend + 11 > n:
-                return self.special.formerr(data, ip, now, tcp)
-            root, otype, payload, _ext, version, oflags, rdlen = _OPT.unpack_from(data, qend)
-            if root or otype != 41 or qend + 11 + rdlen != n:
-                return self.special.formerr(data, ip, now, tcp)
-            if version:
-                return self.replies.error(
-                    data, wire.BADVERS, ip, now, tcp, Outcome.ERROR, REASON_BADVERS, None,
-                    cl.slot.label,
-                )  # fmt: skip
-            if rdlen and cl.mac_trusted:  # EDNS options from a trusted LAN forwarder
-                mac = client_mac(data, qend + 11, n)
-                if mac:
-                    cl = self.clients.device(ip, mac, now)
-            do = 1 if oflags & 0x8000 else 0
-            limit = 65535 if tcp else min(max(payload, 512), self.max_udp)
-            opt = self.replies.opt_do if do else self.replies.opt_plain
+        if qm is not None:
+            key = keys[cd]
+            if tcp:
+                limit = 65535
         else:
-            if qend != n:
-                return self.special.formerr(data, ip, now, tcp)
-            do = 0
-            limit = 65535 if tcp else 512
-            opt = b""
-        if qtc[2:] != _CLASS_IN:  # CHAOS, HESIOD, ANY: not forwarded
-            stats.refused += 1
-            return self.replies.error(
-                data, wire.REFUSED, ip, now, tcp, Outcome.REFUSED, REASON_META, wire.EDE_PROHIBITED,
-                cl.slot.label,
-            )  # fmt: skip
-        key = data[12:nend].lower() + qtc + _BITS[do << 1 | cd]
+            # Stage 5: OPT record (EDNS0).
+            if data[11]:
+                if qend + 11 > n:
+                    return self.special.formerr(data, ip, now, tcp)
+                root, otype, payload, _ext, version, oflags, rdlen = _OPT.unpack_from(data, qend)
+                if root or otype != 41 or qend + 11 + rdlen != n:
+                    return self.special.formerr(data, ip, now, tcp)
+                if version:
+                    return self.replies.error(
+                        data, wire.BADVERS, ip, now, tcp, Outcome.ERROR, REASON_BADVERS, None,
+                        cl.slot.label,
+                    )  # fmt: skip
+                if rdlen:  # options (cookies, a client MAC): not remembered
+                    qraw = b""
+                    if cl.mac_trusted:  # EDNS options from a trusted LAN forwarder
+                        mac = client_mac(data, qend + 11, n)
+                        if mac:
+                            cl = self.clients.device(ip, mac, now)
+                do = 1 if oflags & 0x8000 else 0
+                limit = min(max(payload, 512), self.max_udp)
+                opt = self.replies.opt_do if do else self.replies.opt_plain
+            else:
+                if qend != n:
+                    return self.special.formerr(data, ip, now, tcp)
+                do = 0
+                limit = 512
+                opt = b""
+            if qtc[2:] != _CLASS_IN:  # CHAOS, HESIOD, ANY: not forwarded
+                stats.refused += 1
+                return self.replies.error(
+                    data, wire.REFUSED, ip, now, tcp, Outcome.REFUSED, REASON_META,
+                    wire.EDE_PROHIBITED, cl.slot.label,
+                )  # fmt: skip
+            key = data[12:nend].lower() + qtc + _BITS[do << 1 | cd]
+            if tcp:
+                limit = 65535
 
         # Stage 6: policy pre-check (Client-IP, QNAME): index probes, no parsing.
         # When the decision depends on the name only (policy.by_name_only), it is
@@ -330,21 +361,34 @@ class Pipeline:
                 else:
                     self._cache_touch(key)
                     stats.cache_hits += 1
+                if qm is None and qraw and not tcp:  # remember this question (see above)
+                    if len(self._qmemo) >= QMEMO_MAX:
+                        self._qmemo.clear()
+                    keys = (key[:-1] + _BITS[do << 1], key[:-1] + _BITS[do << 1 | 1])
+                    self._qmemo[qraw] = qm = (nend, qend, qtc, keys, do, limit, opt)
                 age = int(now - entry.born)
-                body = entry.rendered if age == entry.rendered_age else entry.render(age)
-                if opt:
-                    resp = (
-                        data[:2]
-                        + entry.flags[data[2] & 1]
-                        + entry.counts_edns
-                        + data[12:qend]
-                        + body
-                        + opt
-                    )
+                if (
+                    qm is not None
+                    and entry.tail_of is qm
+                    and entry.tail_age == age
+                    and not rewritten
+                ):
+                    # The same question at the same age: counts, question, body and OPT as
+                    # the last time.
+                    resp = data[:2] + entry.flags[data[2] & 1] + entry.tail
                 else:
-                    resp = data[:2] + entry.flags[data[2] & 1] + entry.counts + data[12:qend] + body
+                    body = entry.rendered if age == entry.rendered_age else entry.render(age)
+                    if opt:
+                        tail = entry.counts_edns + data[12:qend] + body + opt
+                    else:
+                        tail = entry.counts + data[12:qend] + body
+                    resp = data[:2] + entry.flags[data[2] & 1] + tail
+                    if qm is not None and not rewritten:
+                        entry.tail_of = qm
+                        entry.tail = tail
+                        entry.tail_age = age
                 if len(resp) > limit:
-                    resp = self.replies.fit(entry, data, qend, body, opt, limit)
+                    resp = self.replies.fit(entry, data, qend, entry.render(age), opt, limit)
                 if self.log_queries or hit is not None:
                     if len(self._event_items) < self.events.limit:
                         self._event_items.append(

@@ -8,10 +8,19 @@
  *                                        first message not yet sent (len(msgs)
  *                                        when all went; less when the socket
  *                                        would block)
+ *   .answer(fd, answers, start=0) -> int answers[i] (bytes, or None: no answer)
+ *                                        goes to the sender of datagram i of the
+ *                                        last recv, at the address the kernel
+ *                                        gave (nothing formatted or parsed);
+ *                                        returns the index of the first answer
+ *                                        not yet sent, as send does
  *   .truncated, .send_errors, .last_send_errno   counters
  *
  * addr is what Python's socket module uses: ("a.b.c.d", port) or
- * (host, port, flowinfo, scope_id). Errors: ValueError for a bad count/size,
+ * (host, port, flowinfo, scope_id). The address objects of recent senders are
+ * kept (ADDR_SLOTS, by address): a client asking again gets the same host string
+ * (its hash already computed for the client table) and, from the same port, the
+ * same tuple, instead of formatting and allocating them per datagram. Errors: ValueError for a bad count/size,
  * OSError for a receive error other than EAGAIN, TypeError for a malformed
  * message tuple. A message whose address does not parse, or that the kernel
  * refuses on its own, is dropped and counted in send_errors.
@@ -20,14 +29,30 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "udpbatch_core.h"
 
+#define ADDR_SLOTS 512 /* a power of two */
+
+/* The objects made for one sender address: host string (by address) and the last
+ * (host, port[, flowinfo, scope_id]) tuple made with it. */
+struct addr_slot {
+    sa_family_t family; /* 0: empty */
+    unsigned char ip[16];
+    uint16_t port;
+    uint32_t flowinfo, scope_id;
+    PyObject *host;
+    PyObject *tuple;
+};
+
 typedef struct {
     PyObject_HEAD
     struct ub_batch b;
+    struct addr_slot *slots; /* ADDR_SLOTS, allocated with the first datagram */
     struct ub_out *out;
     Py_ssize_t outcap;
     unsigned long long truncated;
@@ -60,14 +85,27 @@ static int Batch_init(BatchObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+static void clear_slots(BatchObject *self)
+{
+    if (!self->slots)
+        return;
+    for (unsigned i = 0; i < ADDR_SLOTS; i++) {
+        Py_CLEAR(self->slots[i].host);
+        Py_CLEAR(self->slots[i].tuple);
+    }
+    free(self->slots);
+    self->slots = NULL;
+}
+
 static void Batch_dealloc(BatchObject *self)
 {
+    clear_slots(self);
     ub_batch_free(&self->b);
     free(self->out);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *make_addr(const struct sockaddr_storage *sa)
+static PyObject *build_addr(const struct sockaddr_storage *sa)
 {
     char host[UB_HOSTLEN];
     int port;
@@ -79,6 +117,77 @@ static PyObject *make_addr(const struct sockaddr_storage *sa)
         return Py_BuildValue("(siII)", host, port, (unsigned int)flowinfo,
                              (unsigned int)scope_id);
     Py_RETURN_NONE;
+}
+
+/* The address tuple of a sender: from its slot when the same address asked last
+ * from there (the same tuple, or a new one around the kept host string). */
+static PyObject *make_addr(BatchObject *self, const struct sockaddr_storage *sa)
+{
+    struct addr_slot key;
+    memset(&key, 0, sizeof(key));
+    uint32_t h;
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        memcpy(key.ip, &s4->sin_addr, 4);
+        key.port = ntohs(s4->sin_port);
+        uint32_t a;
+        memcpy(&a, &s4->sin_addr, 4);
+        h = a * 2654435761u;
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        memcpy(key.ip, &s6->sin6_addr, 16);
+        key.port = ntohs(s6->sin6_port);
+        key.flowinfo = ntohl(s6->sin6_flowinfo);
+        key.scope_id = s6->sin6_scope_id;
+        h = 2166136261u;
+        for (int k = 0; k < 16; k++)
+            h = (h ^ key.ip[k]) * 16777619u;
+    } else {
+        return build_addr(sa);
+    }
+    key.family = sa->ss_family;
+    if (!self->slots) {
+        self->slots = calloc(ADDR_SLOTS, sizeof(*self->slots));
+        if (!self->slots)
+            return build_addr(sa);
+    }
+    struct addr_slot *slot = &self->slots[(h >> 16 ^ h) & (ADDR_SLOTS - 1)];
+    int same_ip = slot->family == key.family && memcmp(slot->ip, key.ip, 16) == 0;
+    if (same_ip && slot->port == key.port && slot->flowinfo == key.flowinfo &&
+        slot->scope_id == key.scope_id) {
+        Py_INCREF(slot->tuple);
+        return slot->tuple;
+    }
+    PyObject *tuple;
+    if (same_ip) { /* same sender, another port: a new tuple around its host string */
+        PyObject *port = PyLong_FromLong(key.port);
+        if (!port)
+            return NULL;
+        if (key.family == AF_INET) {
+            tuple = PyTuple_Pack(2, slot->host, port);
+        } else {
+            PyObject *fi = PyLong_FromUnsignedLong(key.flowinfo);
+            PyObject *sc = fi ? PyLong_FromUnsignedLong(key.scope_id) : NULL;
+            tuple = sc ? PyTuple_Pack(4, slot->host, port, fi, sc) : NULL;
+            Py_XDECREF(fi);
+            Py_XDECREF(sc);
+        }
+        Py_DECREF(port);
+        if (!tuple)
+            return NULL;
+    } else {
+        tuple = build_addr(sa);
+        if (!tuple || !PyTuple_Check(tuple))
+            return tuple;
+        Py_XSETREF(slot->host, Py_NewRef(PyTuple_GET_ITEM(tuple, 0)));
+    }
+    slot->family = key.family;
+    memcpy(slot->ip, key.ip, 16);
+    slot->port = key.port;
+    slot->flowinfo = key.flowinfo;
+    slot->scope_id = key.scope_id;
+    Py_XSETREF(slot->tuple, Py_NewRef(tuple));
+    return tuple;
 }
 
 static PyObject *Batch_recv(BatchObject *self, PyObject *arg)
@@ -103,17 +212,33 @@ static PyObject *Batch_recv(BatchObject *self, PyObject *arg)
             self->truncated++;
         PyObject *data = PyBytes_FromStringAndSize((const char *)ub_data(&self->b, (unsigned)i),
                                                    (Py_ssize_t)ub_len(&self->b, (unsigned)i));
-        PyObject *addr = data ? make_addr(&self->b.addrs[i]) : NULL;
-        PyObject *item = addr ? PyTuple_Pack(2, data, addr) : NULL;
-        Py_XDECREF(data);
-        Py_XDECREF(addr);
+        PyObject *addr = data ? make_addr(self, &self->b.addrs[i]) : NULL;
+        PyObject *item = addr ? PyTuple_New(2) : NULL;
         if (!item) {
+            Py_XDECREF(data);
+            Py_XDECREF(addr);
             Py_DECREF(list);
             return NULL;
         }
+        PyTuple_SET_ITEM(item, 0, data); /* the references move into the tuple */
+        PyTuple_SET_ITEM(item, 1, addr);
         PyList_SET_ITEM(list, i, item);
     }
     return list;
+}
+
+static int ensure_out(BatchObject *self)
+{
+    if (self->outcap >= UB_MAX_COUNT)
+        return 0;
+    struct ub_out *grown = realloc(self->out, sizeof(*grown) * (size_t)UB_MAX_COUNT);
+    if (!grown) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->out = grown;
+    self->outcap = UB_MAX_COUNT;
+    return 0;
 }
 
 /* Fill *o from a (bytes, addr) tuple. Returns 1 (ok), 0 (bad address: drop it), -1 (TypeError). */
@@ -182,13 +307,8 @@ static PyObject *Batch_send(BatchObject *self, PyObject *args)
     while (pos < total) {
         /* Convert up to UB_MAX_COUNT messages, remembering which list index each is. */
         Py_ssize_t want = total - pos < UB_MAX_COUNT ? total - pos : UB_MAX_COUNT;
-        if (self->outcap < want) {
-            struct ub_out *grown = realloc(self->out, sizeof(*grown) * (size_t)UB_MAX_COUNT);
-            if (!grown)
-                return PyErr_NoMemory();
-            self->out = grown;
-            self->outcap = UB_MAX_COUNT;
-        }
+        if (self->outcap < want && ensure_out(self) < 0)
+            return NULL;
         Py_ssize_t index[UB_MAX_COUNT];
         unsigned n = 0;
         Py_ssize_t scan = pos;
@@ -222,6 +342,57 @@ static PyObject *Batch_send(BatchObject *self, PyObject *args)
     return PyLong_FromSsize_t(total);
 }
 
+static PyObject *Batch_answer(BatchObject *self, PyObject *args)
+{
+    PyObject *fdobj, *answers;
+    Py_ssize_t start = 0;
+    if (!PyArg_ParseTuple(args, "OO!|n", &fdobj, &PyList_Type, &answers, &start))
+        return NULL;
+    int fd = PyObject_AsFileDescriptor(fdobj);
+    if (fd < 0)
+        return NULL;
+    Py_ssize_t total = PyList_GET_SIZE(answers);
+    if (total > (Py_ssize_t)self->b.received) {
+        PyErr_SetString(PyExc_ValueError, "more answers than datagrams received");
+        return NULL;
+    }
+    if (start < 0 || start > total) {
+        PyErr_SetString(PyExc_ValueError, "start out of range");
+        return NULL;
+    }
+    if (ensure_out(self) < 0)
+        return NULL;
+    Py_ssize_t index[UB_MAX_COUNT];
+    unsigned n = 0;
+    for (Py_ssize_t i = start; i < total; i++) {
+        PyObject *resp = PyList_GET_ITEM(answers, i);
+        if (resp == Py_None)
+            continue;
+        if (!PyBytes_Check(resp)) {
+            PyErr_SetString(PyExc_TypeError, "each answer must be bytes or None");
+            return NULL;
+        }
+        if (ub_out_to_sender(&self->out[n], &self->b, (unsigned)i, PyBytes_AS_STRING(resp),
+                             (size_t)PyBytes_GET_SIZE(resp)) < 0) {
+            PyErr_SetString(PyExc_ValueError, "answer index outside the last receive");
+            return NULL;
+        }
+        index[n++] = i;
+    }
+    if (n == 0)
+        return PyLong_FromSsize_t(total);
+    unsigned errors = 0;
+    int err = 0;
+    int done = ub_send(fd, self->out, n, &errors, &err);
+    if (errors) {
+        self->send_errors += errors;
+        self->last_send_errno = err;
+    }
+    if ((unsigned)done < n)
+        return PyLong_FromSsize_t(index[done]); /* would block: resume here */
+    return PyLong_FromSsize_t(total);
+}
+
 static PyObject *Batch_get_truncated(BatchObject *self, void *closure)
 {
     return PyLong_FromUnsignedLongLong(self->truncated);
@@ -252,6 +423,9 @@ static PyMethodDef Batch_methods[] = {
      "recv(fd) -> list of (bytes, addr): the datagrams waiting, at most count; [] if none."},
     {"send", (PyCFunction)Batch_send, METH_VARARGS,
      "send(fd, msgs, start=0) -> int: send msgs[start:]; the index of the first unsent."},
+    {"answer", (PyCFunction)Batch_answer, METH_VARARGS,
+     "answer(fd, answers, start=0) -> int: answers[i] (bytes or None) to the sender of"
+     " datagram i of the last recv; the index of the first unsent."},
     {NULL, NULL, 0, NULL},
 };
 

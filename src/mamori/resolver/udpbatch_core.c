@@ -41,6 +41,7 @@ int ub_recv(int fd, struct ub_batch *b)
 {
     if (b->count == 0)
         return -EINVAL;
+    b->received = 0;
     for (unsigned i = 0; i < b->count; i++) {
         b->iov[i].iov_base = b->bufs + (size_t)i * b->size;
         b->iov[i].iov_len = b->size;
@@ -52,8 +53,10 @@ int ub_recv(int fd, struct ub_batch *b)
     }
     for (;;) {
         int r = recvmmsg(fd, b->hdrs, b->count, MSG_DONTWAIT, NULL);
-        if (r >= 0)
+        if (r >= 0) {
+            b->received = (unsigned)r;
             return r;
+        }
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -98,6 +101,21 @@ int ub_send(int fd, const struct ub_out *out, unsigned n, unsigned *errors, int 
         i++;
     }
     return (int)i;
+}
+
+int ub_out_to_sender(struct ub_out *o, const struct ub_batch *b, unsigned i, const void *data,
+                     size_t len)
+{
+    if (i >= b->received)
+        return -EINVAL;
+    socklen_t alen = b->hdrs[i].msg_hdr.msg_namelen;
+    if (alen > sizeof(o->addr))
+        alen = sizeof(o->addr);
+    memcpy(&o->addr, &b->addrs[i], alen);
+    o->addrlen = alen;
+    o->data = data;
+    o->len = len;
+    return 0;
 }
 
 int ub_addr_format(const struct sockaddr_storage *sa, char host[UB_HOSTLEN], int *port,

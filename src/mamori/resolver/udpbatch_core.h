@@ -26,6 +26,7 @@ struct ub_batch {
     struct mmsghdr *hdrs;           /* count */
     struct iovec *iov;              /* count */
     struct sockaddr_storage *addrs; /* count */
+    unsigned received;              /* datagrams the last ub_recv returned */
 };
 
 /* One datagram to send: its bytes and its destination. */
@@ -68,6 +69,12 @@ static inline int ub_truncated(const struct ub_batch *b, unsigned i)
  * (counted in *errors, the last errno in *last_errno); fewer than n only when the
  * socket would block (EAGAIN: send the rest when it is writable). */
 int ub_send(int fd, const struct ub_out *out, unsigned n, unsigned *errors, int *last_errno);
+
+/* Point *o at `len` bytes of `data`, addressed to the sender of datagram i of the
+ * last ub_recv on b (its address as the kernel gave it: nothing formatted or parsed).
+ * Returns 0, or -EINVAL when i is not one of the datagrams that ub_recv returned. */
+int ub_out_to_sender(struct ub_out *o, const struct ub_batch *b, unsigned i, const void *data,
+                     size_t len);
 
 /* Socket address <-> (numeric host, port, flowinfo, scope id), as Python's socket
  * module gives them for AF_INET ("a.b.c.d", port) and AF_INET6 (host, port,

@@ -24,6 +24,7 @@ import logging
 import struct
 import time
 from pathlib import Path
+from time import monotonic as _monotonic
 from typing import Any
 
 import dns.exception
@@ -75,8 +76,12 @@ class Responder:
         self.checked = time.monotonic()
         self.queries = 0
         self.listed = 0
-        # query bytes after the ID, tcp -> (answer bytes after the ID, 1 if a listing)
-        self._memo: dict[tuple[bytes, bool], tuple[bytes, int]] = {}
+        # query bytes after the ID -> (answer bytes after the ID, 1 if a listing); one
+        # memo for UDP, one for TCP (answers differ in their size limit)
+        self._memo: tuple[dict[bytes, tuple[bytes, int]], dict[bytes, tuple[bytes, int]]] = (
+            {},
+            {},
+        )
 
     def handle(self, wire: bytes, addr: Any, reply: Any, tcp: bool) -> bytes | None:
         """The answer to *wire* (None: no answer). A query asked before, byte for byte but
@@ -84,9 +89,11 @@ class Responder:
         self.queries += 1
         if not tcp and len(wire) > MAX_UDP_QUERY:
             return None
-        self._maybe_reload()
-        key = (wire[2:], tcp)
-        hit = self._memo.get(key)
+        if _monotonic() - self.checked >= RELOAD_CHECK:
+            self._maybe_reload()
+        memo = self._memo[tcp]
+        key = wire[2:]
+        hit = memo.get(key)
         if hit is not None:
             self.listed += hit[1]
             return wire[:2] + hit[0]
@@ -95,9 +102,9 @@ class Responder:
         if fast is None:
             return self._slow(wire, tcp)
         if len(wire) <= MEMO_QUERY_MAX:  # bounded: at most MEMO_MAX small queries
-            if len(self._memo) >= MEMO_MAX:
-                self._memo = {}
-            self._memo[key] = (fast[2:], self.listed - listed)
+            if len(memo) >= MEMO_MAX:
+                memo.clear()
+            memo[key] = (fast[2:], self.listed - listed)
         return fast
 
     # ------------------------------------------------------------ fast path
@@ -318,7 +325,7 @@ class Responder:
                 self.serial = rfc1982.forward(self.serial, _data_serial(self.data))
                 self._soa_rdata = None
                 self._a_memo = {}
-                self._memo = {}
+                self._memo = ({}, {})
                 log.info("dnsbl %s: entries reloaded", self.cfg.zone)
             except (OSError, ValueError) as e:
                 log.error("dnsbl %s: reload failed, previous data serving: %s", self.cfg.zone, e)
