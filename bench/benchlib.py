@@ -1,4 +1,9 @@
-"""Helpers shared by the dnsperf benchmarks: ports, tools, CPU, servers pinned to a CPU."""
+"""Helpers shared by the dnsperf benchmarks: ports, tools, CPU, servers pinned to a CPU.
+
+Each server is measured at steady state: after its port answers ("ready s"), the bench
+waits until the server and its children are idle (a second with < 5% of a CPU), so
+start-up work on the pinned CPU (a policy compiled, feeds loaded) is not measured.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +57,41 @@ def cpu_split(pid: int) -> tuple[float, float]:
     """(utime, stime) of the whole process *pid*, seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def tree_cpu(pid: int) -> float:
+    """utime + stime of *pid* and every process below it, seconds (0 for one gone)."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(d.name))
+        times[int(d.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += times.get(p, 0.0)
+        todo.extend(children.get(p, ()))
+    return total
+
+
+def wait_idle(pid: int, timeout: float = 120.0) -> float:
+    """Wait until *pid* and its children use < 5% of a CPU over a second (start-up work
+    done: a policy compiled, feeds loaded); the seconds waited."""
+    t0 = time.monotonic()
+    before = tree_cpu(pid)
+    while time.monotonic() - t0 < timeout:
+        time.sleep(1.0)
+        now = tree_cpu(pid)
+        if now - before < 0.05:
+            break
+        before = now
+    return time.monotonic() - t0
 
 
 def wait_udp(port: int, timeout: float = 15.0) -> None:
@@ -180,6 +220,7 @@ class Bench:
         p = self.spawn(cmd, log, env=env)
         wait_udp(port, timeout=300)
         ready_s = time.monotonic() - t0
+        wait_idle(p.pid)  # measured at steady state: start-up work on the same CPU is done
         rss = rss_mb(p.pid)
         result = measure(label, p.pid, port, qfile, self.args.duration)
         result["ready_s"] = round(ready_s, 2)

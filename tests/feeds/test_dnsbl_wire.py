@@ -127,3 +127,27 @@ def test_long_queries_are_answered_but_not_remembered_and_over_4096_bytes_droppe
     big = big_q.to_wire(max_size=65535)
     assert r.handle(big, ("127.0.0.1", 1), None, False) is None  # UDP: dropped
     assert r.handle(big, ("127.0.0.1", 1), None, True) is not None  # TCP: answered
+
+
+def test_a_batch_gets_the_answers_and_counts_of_one_query_at_a_time(tmp_path: Path) -> None:
+    """handle_batch (the batched UDP listener's call) = handle per datagram: listed,
+    not listed, asked again (from the memo), other types, malformed, over 4096 bytes."""
+    wires = []
+    for name, rdtype in [("7.100.51.198.bl.test", "A"), ("1.0.0.127.bl.test", "TXT"),
+                         ("9.113.0.203.bl.test", "A"), ("5.5.5.5.bl.test", "A"),
+                         ("bl.test", "SOA"), ("7.100.51.198.bl.test", "MX")]:  # fmt: skip
+        for qid in (1, 2):
+            q = dns.message.make_query(name, rdtype)
+            q.id = qid
+            wires.append(q.to_wire())
+    wires += [b"\x00\x01junk", b"", wires[0][:14]]
+    big = dns.message.make_query("7.100.51.198.bl.test", "A", use_edns=0, pad=4500)
+    wires.append(big.to_wire(max_size=65535))
+    msgs = [(w, ("127.0.0.1", 5300)) for w in wires * 2]
+    one_by_one = _responder(tmp_path, "ip")
+    expected = [one_by_one.handle(w, a, None, False) for w, a in msgs]
+    batched = _responder(tmp_path, "ip")
+    got = batched.handle_batch(msgs, lambda w, a: batched.handle(w, a, None, False))
+    assert got == expected
+    assert (batched.queries, batched.listed) == (one_by_one.queries, one_by_one.listed)
+    assert batched.listed > 0 and any(a is None for a in got)

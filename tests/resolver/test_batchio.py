@@ -296,15 +296,31 @@ def test_the_listener_answers_at_once_and_later_in_either_mode() -> None:
     assert sorted(got) == list(range(1, 201)) and dropped == 0
 
 
-def test_a_bug_in_the_handler_costs_a_servfail_in_either_mode() -> None:
-    class Boom:
-        def handle(self, data: bytes, addr: Any, reply: Any, tcp: bool) -> bytes | None:
-            raise RuntimeError("bug")
+class _Boom:
+    def handle(self, data: bytes, addr: Any, reply: Any, tcp: bool) -> bytes | None:
+        raise RuntimeError("bug")
 
+
+class _BoomBatch(_Boom):
+    """A batch handler (the DNSBL responder's shape) with a bug of its own."""
+
+    def handle_batch(self, msgs: list[Any], one: Any) -> list[bytes | None]:
+        raise RuntimeError("bug")
+
+
+class _BoomOne(_Boom):
+    """A batch handler passing its queries to the listener's guarded one-query call."""
+
+    def handle_batch(self, msgs: list[Any], one: Any) -> list[bytes | None]:
+        return [one(data, addr) for data, addr in msgs]
+
+
+@pytest.mark.parametrize("handler", [_Boom, _BoomBatch, _BoomOne])
+def test_a_bug_in_the_handler_costs_a_servfail_in_either_mode(handler: type[_Boom]) -> None:
     async def go() -> bytes:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("127.0.0.1", 0))
-        server = await batchio.serve_udp(s, Boom())  # type: ignore[arg-type]
+        server = await batchio.serve_udp(s, handler())  # type: ignore[arg-type]
         c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         c.setblocking(False)
         c.sendto(dns.message.make_query("a.example", "A").to_wire(), s.getsockname())

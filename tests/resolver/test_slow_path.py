@@ -209,6 +209,32 @@ def test_policy_swap_overrides_what_was_memoised_for_a_cached_name(tmp_path: Pat
     _run(go())
 
 
+def test_a_query_answered_blocked_then_allowed_carries_no_blocked_ede(tmp_path: Path) -> None:
+    """The pipeline remembers parsed queries with their OPT record: a block's EDE 15
+    (RFC 8914) must not stay with the query once the policy lets the name through."""
+
+    def ede_codes(m: dns.message.Message) -> list[int]:
+        return [o.code for o in m.options if isinstance(o, dns.edns.EDEOption)]
+
+    async def go() -> None:
+        p = Pipeline(_cfg(), EventQueue(1000), FakeUpstream(UPSTREAM_ZONE))
+        p.set_policy(_policy(tmp_path, "www.test CNAME .\n", version=1))
+        c = Client(p)
+        for qid in (1, 2, 3):  # the rule, then its memoised rewrite, twice
+            m = await c.ask("www.test", qid=qid, use_edns=0)
+            assert m.rcode() == dns.rcode.NXDOMAIN and ede_codes(m) == [15]
+        p.set_policy(_policy(tmp_path, "other.example CNAME .\n", version=2))
+        for qid in (1, 2, 3):  # resolved, then cache hits (and the query remembered)
+            m = await c.ask("www.test", qid=qid, use_edns=0)
+            assert m.rcode() == dns.rcode.NOERROR and ede_codes(m) == []
+        p.set_policy(_policy(tmp_path, "www.test CNAME .\n", version=3))
+        for qid in (1, 2):
+            m = await c.ask("www.test", qid=qid, use_edns=0)
+            assert m.rcode() == dns.rcode.NXDOMAIN and ede_codes(m) == [15]
+
+    _run(go())
+
+
 def test_upstream_failure_serves_stale_with_ede_3_then_servfail_without_it() -> None:
     async def go() -> None:
         up = FakeUpstream(UPSTREAM_ZONE)

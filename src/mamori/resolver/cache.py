@@ -57,8 +57,8 @@ class Entry:
         "stale_until",
         "summary",
         "tail",
-        "tail_age",
         "tail_of",
+        "tail_until",
         "ttl_offsets",
         "ttls",
     )
@@ -95,11 +95,12 @@ class Entry:
         self.summary = summary
         self.rendered = body
         self.rendered_age = 0
-        # The answer after flags for the last remembered question (pipeline.QuestionMemo,
-        # compared by identity) at tail_age: counts, question, body at that age, OPT.
-        self.tail_of: object = None
+        # The answer after its flags for the last remembered query (pipeline.QuestionMemo,
+        # compared by identity; never None) until tail_until (UNIX seconds, the end of
+        # the second of age it was made at): counts, question, body at that age, OPT.
+        self.tail_of: object = False
         self.tail = b""
-        self.tail_age = -1
+        self.tail_until = 0.0
         self.size = len(body) + ENTRY_OVERHEAD
         self.retry_after = 0.0  # serve-stale: do not ask upstream again before this time
         self.policy_version = 0  # policy version under which no rule matched this key

@@ -84,9 +84,9 @@ QMEMO_MAX = 16384  # parsed questions remembered (see Pipeline.handle); emptied 
 _CACHED, _BLOCKED = Outcome.CACHED.value, Outcome.BLOCKED.value  # events hold plain ints
 
 
-# A remembered question: (end of QNAME, end of question, QTYPE+QCLASS bytes, cache keys
-# for CD=0 and CD=1, DO bit, UDP answer limit, OPT record for the answer).
-QuestionMemo = tuple[int, int, bytes, tuple[bytes, bytes], int, int, bytes]
+# A remembered query: (end of QNAME, end of question, QTYPE+QCLASS bytes, cache key, CD
+# bit, DO bit, UDP answer limit, OPT record for the answer).
+QuestionMemo = tuple[int, int, bytes, bytes, int, int, int, bytes]
 
 
 class Pipeline:
@@ -123,9 +123,9 @@ class Pipeline:
         self._cache_get = self.cache.data.get
         self._cache_touch = self.cache.data.move_to_end
         self._event_items = events.items
-        # Parsed questions, by the query's bytes from ARCOUNT's low byte on (stages 2, 3
-        # and 5 done once for a question asked again): see handle(). Filled on cache hits
-        # only, so names asked once (misses, random subdomains) never enter it.
+        # Parsed queries, by their bytes after the ID (stages 1, 2, 3 and 5 done once
+        # for a query asked again): see handle(). Filled on cache hits only, so names
+        # asked once (misses, random subdomains) never enter it.
         self._qmemo: dict[bytes, QuestionMemo] = {}
         self._qmemo_get = self._qmemo.get
         self.configure(cfg)
@@ -188,20 +188,20 @@ class Pipeline:
         stats = self.stats
         stats.queries += 1
 
-        # Stage 1: header. Too short, too long for UDP, or a response: dropped.
-        n = len(data)
-        if n < 12 or (n > MAX_UDP_QUERY and not tcp) or data[2] & 0x80:
-            stats.dropped_malformed += 1
-            return None
-        if data[2] & 0x78 or data[4:12] not in _PLAIN_OR_EDNS_Q:
-            return self.special.unusual(data, addr, reply, tcp, now)
-
-        # A question asked before, byte for byte from ARCOUNT's low byte on (the header's
-        # other counts are fixed by the check above): stages 2, 3 and 5 gave this result,
-        # which depends on those bytes and the settings only. Stage 4 still runs.
-        qraw = data[11:]
+        # A query asked before, byte for byte but its ID: stages 1, 2, 3 and 5 gave
+        # this result, which depends on those bytes and the settings only (the memo is
+        # emptied when they change). Stage 4 (the client) still runs for every query.
+        qraw = data[2:]
         qm = self._qmemo_get(qraw)
         if qm is None:
+            # Stage 1: header. Too short, too long for UDP, or a response: dropped.
+            n = len(data)
+            if n < 12 or (n > MAX_UDP_QUERY and not tcp) or data[2] & 0x80:
+                stats.dropped_malformed += 1
+                return None
+            if data[2] & 0x78 or data[4:12] not in _PLAIN_OR_EDNS_Q:
+                return self.special.unusual(data, addr, reply, tcp, now)
+
             # Stage 2: the question, inline (this is wire.scan_name without the call).
             nend = 12
             while nend < n:
@@ -225,7 +225,7 @@ class Pipeline:
                     return routed  # type: ignore[return-value]
                 qraw = b""  # answered here, but not remembered: routes can change
         else:
-            nend, qend, qtc, keys, do, limit, opt = qm
+            nend, qend, qtc, key, cd, do, limit, opt = qm
 
         # Stage 4: client record -> ACL, then UDP rate limit (token bucket). The record
         # keeps the client's policy slot: the view of the policy for its groups.
@@ -248,12 +248,11 @@ class Pipeline:
                 return self.replies.ratelimited(data)
             cl.tokens = tokens - 1.0
 
-        cd = 1 if data[3] & 0x10 else 0
         if qm is not None:
-            key = keys[cd]
             if tcp:
                 limit = 65535
         else:
+            cd = 1 if data[3] & 0x10 else 0
             # Stage 5: OPT record (EDNS0).
             if data[11]:
                 if qend + 11 > n:
@@ -361,22 +360,16 @@ class Pipeline:
                 else:
                     self._cache_touch(key)
                     stats.cache_hits += 1
-                if qm is None and qraw and not tcp:  # remember this question (see above)
+                if qm is None and qraw and not tcp and not rewritten:  # remember (see above)
                     if len(self._qmemo) >= QMEMO_MAX:
                         self._qmemo.clear()
-                    keys = (key[:-1] + _BITS[do << 1], key[:-1] + _BITS[do << 1 | 1])
-                    self._qmemo[qraw] = qm = (nend, qend, qtc, keys, do, limit, opt)
-                age = int(now - entry.born)
-                if (
-                    qm is not None
-                    and entry.tail_of is qm
-                    and entry.tail_age == age
-                    and not rewritten
-                ):
-                    # The same question at the same age: counts, question, body and OPT as
-                    # the last time.
+                    self._qmemo[qraw] = qm = (nend, qend, qtc, key, cd, do, limit, opt)
+                if entry.tail_of is qm and now < entry.tail_until and not rewritten:
+                    # The same query within the same second of the entry's age: counts,
+                    # question, body and OPT as the last time.
                     resp = data[:2] + entry.flags[data[2] & 1] + entry.tail
                 else:
+                    age = int(now - entry.born)
                     body = entry.rendered if age == entry.rendered_age else entry.render(age)
                     if opt:
                         tail = entry.counts_edns + data[12:qend] + body + opt
@@ -386,9 +379,10 @@ class Pipeline:
                     if qm is not None and not rewritten:
                         entry.tail_of = qm
                         entry.tail = tail
-                        entry.tail_age = age
+                        entry.tail_until = entry.born + age + 1
                 if len(resp) > limit:
-                    resp = self.replies.fit(entry, data, qend, entry.render(age), opt, limit)
+                    body = entry.render(int(now - entry.born))
+                    resp = self.replies.fit(entry, data, qend, body, opt, limit)
                 if self.log_queries or hit is not None:
                     if len(self._event_items) < self.events.limit:
                         self._event_items.append(

@@ -36,7 +36,14 @@ _LEN = struct.Struct("!H")
 
 
 class Handler(Protocol):
-    """What the listeners feed: ``Pipeline`` or the control plane's zone-traffic router."""
+    """What the listeners feed: ``Pipeline`` or the control plane's zone-traffic router.
+
+    A handler may also have ``handle_batch(msgs, one) -> answers`` (the DNSBL
+    responder): the batched UDP listener (batchio.py) then gives it each batch of
+    ``(bytes, address)`` datagrams at once and sends ``answers[i]`` (bytes, or None)
+    to the sender of datagram i; *one(data, addr)* is the listener's guarded call of
+    ``handle`` for a datagram it does not answer itself.
+    """
 
     def handle(self, data: bytes, addr: Any, reply: Reply, tcp: bool) -> bytes | None: ...
 
