@@ -25,6 +25,14 @@ int ub_batch_init(struct ub_batch *b, unsigned count, size_t size)
     }
     b->count = count;
     b->size = size;
+    for (unsigned i = 0; i < count; i++) {
+        b->iov[i].iov_base = b->bufs + (size_t)i * size;
+        b->iov[i].iov_len = size;
+        b->hdrs[i].msg_hdr.msg_name = &b->addrs[i];
+        b->hdrs[i].msg_hdr.msg_namelen = sizeof(b->addrs[i]);
+        b->hdrs[i].msg_hdr.msg_iov = &b->iov[i];
+        b->hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
     return 0;
 }
 
@@ -41,16 +49,14 @@ int ub_recv(int fd, struct ub_batch *b)
 {
     if (b->count == 0)
         return -EINVAL;
-    b->received = 0;
-    for (unsigned i = 0; i < b->count; i++) {
-        b->iov[i].iov_base = b->bufs + (size_t)i * b->size;
-        b->iov[i].iov_len = b->size;
-        memset(&b->hdrs[i], 0, sizeof(b->hdrs[i]));
-        b->hdrs[i].msg_hdr.msg_name = &b->addrs[i];
+    /* The headers are set up once (ub_batch_init); a receive changes only the address
+     * length, flags and length of the datagrams it fills: reset those. */
+    for (unsigned i = 0; i < b->received; i++) {
         b->hdrs[i].msg_hdr.msg_namelen = sizeof(b->addrs[i]);
-        b->hdrs[i].msg_hdr.msg_iov = &b->iov[i];
-        b->hdrs[i].msg_hdr.msg_iovlen = 1;
+        b->hdrs[i].msg_hdr.msg_flags = 0;
+        b->hdrs[i].msg_len = 0;
     }
+    b->received = 0;
     for (;;) {
         int r = recvmmsg(fd, b->hdrs, b->count, MSG_DONTWAIT, NULL);
         if (r >= 0) {
