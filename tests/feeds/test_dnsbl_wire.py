@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
+from typing import Any
 
+import dns.flags
 import dns.message
+import dns.opcode
 import dns.rcode
 import pytest
 
@@ -151,3 +156,72 @@ def test_a_batch_gets_the_answers_and_counts_of_one_query_at_a_time(tmp_path: Pa
     assert got == expected
     assert (batched.queries, batched.listed) == (one_by_one.queries, one_by_one.listed)
     assert batched.listed > 0 and any(a is None for a in got)
+
+
+def test_a_reload_within_a_batch_applies_to_the_rest_of_the_batch(tmp_path: Path) -> None:
+    """Found by a fresh-eyes review: a reload done while answering a query the memo did
+    not hold left the rest of the batch answered from the old memo (the old data)."""
+    r = _responder(tmp_path, "ip")
+    listed = dns.message.make_query("7.100.51.198.bl.test", "A").to_wire()
+    fresh = dns.message.make_query("9.9.9.9.bl.test", "A").to_wire()
+    assert dns.message.from_wire(r.handle(listed, None, None, False) or b"").answer  # remembered
+    entries = tmp_path / "ips.entries"
+    entries.write_text("# feed spam-ips category spam\nip\t192.0.2.1\n")  # delisted
+    os.utime(entries, (time.time() + 5, time.time() + 5))
+
+    def one(wire: bytes, addr: Any) -> bytes | None:
+        r.checked -= 3600  # the reload check falls due while this query is answered
+        return r.handle(wire, addr, None, False)
+
+    out = r.handle_batch([(fresh, None), (listed, None)], one)
+    assert dns.message.from_wire(out[1] or b"").rcode() == dns.rcode.NXDOMAIN
+
+
+def _rcode_flags(resp: bytes | None) -> tuple[int, int]:
+    assert resp is not None and len(resp) >= 12
+    m = dns.message.from_wire(resp)
+    return m.rcode(), m.flags
+
+
+@pytest.mark.parametrize("tcp", [False, True])
+def test_what_the_fast_path_leaves_is_answered_as_an_authoritative_server_does(
+    tmp_path: Path, tcp: bool
+) -> None:
+    """Found by a fresh-eyes review: class CH got an IN answer, EDNS version 1 and NOTIFY
+    were answered with the listing, malformed queries got no answer, a REFUSED had AA."""
+    r = _responder(tmp_path, "ip")
+    name = "7.100.51.198.bl.test"
+
+    def ask(wire: bytes) -> bytes | None:
+        return r.handle(wire, ("127.0.0.1", 1), None, tcp)
+
+    ch = dns.message.make_query(name, "A", rdclass="CH")
+    rcode, flags = _rcode_flags(ask(ch.to_wire()))
+    assert rcode == dns.rcode.REFUSED and not dns.message.from_wire(ask(ch.to_wire()) or b"").answer
+    v1 = dns.message.make_query(name, "A", use_edns=1)
+    resp = ask(v1.to_wire())
+    assert resp is not None and dns.message.from_wire(resp).rcode() == dns.rcode.BADVERS
+    assert not dns.message.from_wire(resp).answer
+    notify = dns.message.make_query(name, "A")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    rcode, flags = _rcode_flags(ask(notify.to_wire()))
+    assert rcode == dns.rcode.NOTIMP and not flags & dns.flags.AA
+    good = dns.message.make_query(name, "A").to_wire()
+    two = bytearray(good)
+    two[5] = 2  # QDCOUNT 2 with one question
+    for bad in (bytes(two), good + b"junk", good[:-3]):
+        rcode, flags = _rcode_flags(ask(bad))
+        assert rcode == dns.rcode.FORMERR and not flags & dns.flags.RA
+    assert ask(good[:11]) is None  # no header: nothing to answer
+    response = bytearray(good)
+    response[2] |= 0x80
+    assert ask(bytes(response)) is None  # a response: never answered
+    outside = dns.message.make_query("www.example.org", "A")
+    rcode, flags = _rcode_flags(ask(outside.to_wire()))
+    assert rcode == dns.rcode.REFUSED and not flags & dns.flags.AA
+    apex = dns.message.from_wire(
+        ask(dns.message.make_query("bl.test", "SOA", use_edns=0).to_wire()) or b""
+    )
+    assert apex.flags & dns.flags.AA and apex.answer and apex.payload == 1232  # as the fast path
+    rcode, flags = _rcode_flags(ask(good))  # and the common query still answered
+    assert rcode == dns.rcode.NOERROR and flags & dns.flags.AA

@@ -130,6 +130,7 @@ class Responder:
             else:
                 self.queries -= 1  # handle() counts it
                 add(one(wire, addr))
+                get = self._memo[0].get  # handle() may have reloaded the data: a new memo
         self.listed += listed
         return out
 
@@ -250,19 +251,30 @@ class Responder:
 
     # ------------------------------------------------------------ slow path
     def _slow(self, wire: bytes, tcp: bool) -> bytes | None:
+        """Everything the fast path leaves: as an authoritative server does (RFC 1035,
+        RFC 6891): no header or a response: dropped; an opcode other than QUERY:
+        NOTIMP; malformed or not one question: FORMERR; EDNS version > 0: BADVERS; a
+        class other than IN: REFUSED; a name outside the zone: REFUSED (not AA)."""
+        if len(wire) < 12 or wire[2] & 0x80:
+            return None
+        if wire[2] & 0x78:
+            return _error(wire, dns.rcode.NOTIMP)
         try:
             q = dns.message.from_wire(wire)
         except (dns.exception.DNSException, ValueError):
-            return None
-        if q.flags & dns.flags.QR or len(q.question) != 1:
-            return None
-        r = dns.message.make_response(q)
-        r.flags |= dns.flags.AA
+            return _error(wire, dns.rcode.FORMERR)
+        if len(q.question) != 1:
+            return _error(wire, dns.rcode.FORMERR)
+        r = dns.message.make_response(q, our_payload=EDNS_PAYLOAD)
         r.flags &= ~dns.flags.RA
+        if q.edns > 0:
+            r.set_rcode(dns.rcode.BADVERS)
+            return r.to_wire()
         qname, qtype = q.question[0].name, q.question[0].rdtype
-        if not qname.is_subdomain(self.zone):
+        if q.question[0].rdclass != dns.rdataclass.IN or not qname.is_subdomain(self.zone):
             r.set_rcode(dns.rcode.REFUSED)
             return r.to_wire()
+        r.flags |= dns.flags.AA
         key = qname.relativize(self.zone)
         if key == dns.name.empty:
             self._apex(r, qname, qtype)
@@ -355,6 +367,13 @@ class Responder:
                 log.info("dnsbl %s: entries reloaded", self.cfg.zone)
             except (OSError, ValueError) as e:
                 log.error("dnsbl %s: reload failed, previous data serving: %s", self.cfg.zone, e)
+
+
+def _error(wire: bytes, rcode: int) -> bytes:
+    """A header-only answer to *wire* (at least 12 bytes) with *rcode*: its ID, opcode
+    and RD, QR set, no RA (an authoritative server), no sections."""
+    flags = w.QR | (wire[2] & 0x79) << 8 | (rcode & 0xF)
+    return wire[:2] + _HDR.pack(0, flags, 0, 0, 0, 0)[2:]
 
 
 def _data_serial(data: data_mod.Data) -> int:
