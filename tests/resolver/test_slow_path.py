@@ -235,6 +235,32 @@ def test_a_query_answered_blocked_then_allowed_carries_no_blocked_ede(tmp_path: 
     _run(go())
 
 
+def test_the_cd_bit_is_copied_into_every_answer(tmp_path: Path) -> None:
+    """RFC 4035 section 3.2.2 (found by a fresh-eyes review: answers lacked CD)."""
+
+    async def go() -> None:
+        p = Pipeline(_cfg(), EventQueue(1000), FakeUpstream(UPSTREAM_ZONE))
+        p.set_policy(_policy(tmp_path, "bad-ip.test CNAME .\n"))
+        c = Client(p)
+        for qid, name in enumerate(["www.test", "www.test", "bad-ip.test", "bad-ip.test"], 1):
+            with_cd = dns.message.make_query(name, "A", use_edns=0)
+            with_cd.flags |= dns.flags.CD
+            with_cd.id = qid
+            resp = p.handle(with_cd.to_wire(), ("127.0.0.1", 40000 + qid), c._reply, False)
+            if resp is not None:
+                c.answers.setdefault(qid, []).append(resp)
+            m = await c.wait(qid)  # resolved, cached; blocked, memoised rewrite
+            assert m.flags & dns.flags.CD, (name, qid)
+            plain = await c.ask(name, qid=100 + qid, use_edns=0)
+            assert not plain.flags & dns.flags.CD
+        refused = dns.message.make_query("www.test", "A", rdclass="CH")
+        refused.flags |= dns.flags.CD
+        resp = p.handle(refused.to_wire(), ("127.0.0.1", 40999), c._reply, False)
+        assert resp is not None and dns.message.from_wire(resp).flags & dns.flags.CD
+
+    _run(go())
+
+
 def test_upstream_failure_serves_stale_with_ede_3_then_servfail_without_it() -> None:
     async def go() -> None:
         up = FakeUpstream(UPSTREAM_ZONE)

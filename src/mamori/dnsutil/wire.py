@@ -230,11 +230,13 @@ def error_response(
 ) -> bytes:
     """A header-only (plus question when *qend*) answer to *data* with *rcode*.
 
-    Copies ID, opcode and RD from the query; sets QR and RA.
+    Copies ID, opcode, RD and CD (RFC 4035 section 3.2.2) from the query; sets QR and RA.
     """
     qid = data[0:2] if len(data) >= 2 else b"\x00\x00"
     b2 = data[2] if len(data) > 2 else 0
     flags = QR | RA | ((b2 & 0x79) << 8) | (rcode & 0xF)  # opcode + RD from query
+    if len(data) > 3:
+        flags |= data[3] & CD
     if tc:
         flags |= TC
     qd = 1 if qend else 0

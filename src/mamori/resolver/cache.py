@@ -147,10 +147,13 @@ def entry_from_response(
     max_negative_ttl: int,
     stale_max_age: int,
     keep_ad: bool,
+    cd: bool = False,
 ) -> tuple[Entry, int]:
     """Build an entry from an upstream answer; return it and its cache lifetime.
 
     *question* is the lowercased wire question (name + type + class) we asked.
+    *cd*: the CD bit of the queries the entry answers (part of the cache key): set in
+    its answers, as RFC 4035 section 3.2.2 asks (an upstream need not copy it).
     Lifetime 0 means: relay, do not cache.
     """
     try:
@@ -179,7 +182,7 @@ def entry_from_response(
     for off, ttl in zip(offsets, ttls, strict=True):
         _PACK_I(body, off, ttl)
     an_ns_len = (refs[an + ns - 1].end - qend) if an + ns else 0
-    out_flags = wire.QR | wire.RA | (flags & (wire.CD | wire.AD if keep_ad else wire.CD))
+    out_flags = wire.QR | wire.RA | (flags & wire.AD if keep_ad else 0) | (wire.CD if cd else 0)
     out_flags |= rcode & 0xF
     entry = Entry(
         bytes(body),

@@ -148,7 +148,9 @@ class PolicyAnswers:
         if action in (Action.NXDOMAIN, Action.NODATA) and soa is not None:
             _add_soa(r, self.policy.zones[rule.zone_index].name, soa, cap)
         wire = r.to_wire()
-        entry, _ = entry_from_response(wire, key[:-1], now, 0, cap, cap, 0, keep_ad=False)
+        entry, _ = entry_from_response(
+            wire, key[:-1], now, 0, cap, cap, 0, keep_ad=False, cd=bool(key[-1] & 1)
+        )
         return entry
 
 

@@ -99,6 +99,16 @@ class Stats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+def answer_flags(entry: Entry, data: bytes) -> bytes:
+    """The 2 flag bytes of *entry*'s answer to the query *data*: its RD, and its CD
+    (RFC 4035 section 3.2.2; cached entries have it already, as CD is part of their
+    key; synthesised policy answers shared by all names get it here)."""
+    flags = entry.flags[data[2] & 1]
+    if data[3] & 0x10 and not flags[1] & 0x10:
+        return bytes((flags[0], flags[1] | 0x10))
+    return flags
+
+
 class Replies:
     """Builds answers and logs events. Settings come from ``configure`` (start and SIGHUP)."""
 
@@ -150,7 +160,7 @@ class Replies:
         """Header + question of *q*, *body* of *entry*, *opt*; cut to the client's limit."""
         data = q.data
         counts = entry.counts_edns if opt else entry.counts
-        resp = data[:2] + entry.flags[data[2] & 1] + counts + data[12 : q.qend] + body + opt
+        resp = data[:2] + answer_flags(entry, data) + counts + data[12 : q.qend] + body + opt
         if len(resp) > q.limit:
             resp = self.fit(entry, data, q.qend, body, opt, q.limit)
         return resp
@@ -160,7 +170,7 @@ class Replies:
     ) -> bytes:
         """Make an answer fit *limit*: drop the additional section, else TC=1 (RFC 2181 9)."""
         counts = entry.counts_short_edns if opt else entry.counts_short
-        flags = entry.flags[data[2] & 1]
+        flags = answer_flags(entry, data)
         short = data[:2] + flags + counts + data[12:qend] + body[: entry.an_ns_len] + opt
         if len(short) <= limit:
             return short

@@ -80,6 +80,7 @@ class Resolve:
                 c.max_negative_ttl,
                 c.stale_max_age if c.serve_stale else 0,
                 keep_ad=bool(do),
+                cd=bool(cd),
             )
         except (UpstreamError, UpstreamAnswerError) as e:
             log.debug("resolution of %s failed: %s", wire.name_to_text(key[:-5]), e)
