@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import dns.edns
 import dns.flags
@@ -29,11 +30,16 @@ CLIENT = ("127.0.0.1", 5300)
 
 
 def make_pipeline(extra: str = "") -> Pipeline:
-    return Pipeline(config.loads(CFG.format(extra=extra), Path("memo.toml")), EventQueue(1000))
+    text = CFG.format(extra=extra)
+    if "rate_limit" in extra:
+        text = text.replace("rate_limit = 0\n", "", 1)
+    return Pipeline(config.loads(text, Path("memo.toml")), EventQueue(1000))
 
 
-def cache_answer(p: Pipeline, name: str, addrs: int = 1, cd: int = 0, ttl: int = 300) -> None:
-    """Put NAME/A (``addrs`` addresses, TTL ``ttl``) in the cache for DO=0 and CD=cd."""
+def cache_answer(
+    p: Pipeline | tuple[Pipeline, ...], name: str, addrs: int = 1, cd: int = 0, ttl: int = 300
+) -> None:
+    """Put NAME/A (``addrs`` addresses, TTL ``ttl``) in the cache(s) for DO=0 and CD=cd."""
     q = dns.message.make_query(name, "A")
     question = q.question[0].name.to_wire() + b"\x00\x01\x00\x01"
     r = dns.message.make_response(q)
@@ -41,8 +47,10 @@ def cache_answer(p: Pipeline, name: str, addrs: int = 1, cd: int = 0, ttl: int =
         dns.rrset.from_text_list(q.question[0].name, ttl, "IN", "A",
                                  [f"192.0.2.{i + 1}" for i in range(addrs)])
     )  # fmt: skip
-    e, _ = entry_from_response(r.to_wire(), question.lower(), time.time(), 0, 86400, 3600, 0, False)
-    p.cache.put(question.lower() + bytes([cd]), e)
+    resp, now = r.to_wire(), time.time()
+    for each in p if isinstance(p, tuple) else (p,):
+        e, _ = entry_from_response(resp, question.lower(), now, 0, 86400, 3600, 0, False)
+        each.cache.put(question.lower() + bytes([cd]), e)
 
 
 def ask(
@@ -196,3 +204,74 @@ def test_the_memo_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(p._qmemo) <= 8
     resp = ask(p, query("n3.example.test", 99))  # forgotten at some point: still answered
     assert resp is not None and dns.message.from_wire(resp).answer
+
+
+def _twins(extra: str = "") -> tuple[Pipeline, Pipeline]:
+    a, b = make_pipeline(extra), make_pipeline(extra)
+    for i in range(6):  # the same answer bytes in both caches
+        cache_answer((a, b), f"n{i}.example.test", addrs=40 if i == 5 else 1)
+    return a, b
+
+
+@pytest.mark.parametrize("extra", ["", "rate_limit = 2\nrate_burst = 3\n"])
+def test_a_batch_gets_what_one_query_at_a_time_gets(
+    monkeypatch: pytest.MonkeyPatch, extra: str
+) -> None:
+    """Pipeline.handle_batch (the batched listener's call) = handle per datagram: the
+    answers, counters, events and LRU order, over remembered and new queries, allowed
+    and refused clients, a rate limit, a big answer (TC), EDNS, misses, garbage, an
+    expired entry and a policy that blocks one name."""
+    asyncio.run(_batch_equals_one_by_one(monkeypatch, extra))
+
+
+async def _batch_equals_one_by_one(monkeypatch: pytest.MonkeyPatch, extra: str) -> None:
+    clock = [time.time()]
+    monkeypatch.setattr(pipeline_mod, "_time", lambda: clock[0])
+    one_by_one, batched = _twins(extra)
+    wires = [query(f"n{i}.example.test", i + 1) for i in range(6)]
+    wires += [query("N1.EXAMPLE.test", 7), query("n2.example.test", 8, edns=0)]
+    wires += [query("miss.example.test", 9), b"\x00\x01junk", b"\x12"]
+    clients = [("127.0.0.1", 5300), ("127.0.0.2", 5301), ("192.0.2.9", 5302)]
+    msgs = [(w, c) for w in wires for c in clients]  # the same query from each client
+    passed_on = [0]
+
+    def one(data: bytes, addr: Any) -> bytes | None:
+        passed_on[0] += 1
+        return batched.handle(data, addr, lambda r, x: None, False)
+
+    for rnd in range(8):
+        if rnd == 4:  # one name blocked from now on (a new policy version)
+            policy = _block_policy()
+            one_by_one.set_policy(policy)
+            batched.set_policy(policy)
+        if rnd == 6:  # time passes: TTLs age, n0's entry (TTL 300) expires
+            clock[0] += 301
+        expected = [one_by_one.handle(d, a, lambda r, a: None, False) for d, a in msgs * 3]
+        got = batched.handle_batch(msgs * 3, one)
+        assert got == expected, rnd
+        for name in ("queries", "cache_hits", "cache_misses", "refused", "ratelimited", "rewrites"):
+            assert getattr(batched.stats, name) == getattr(one_by_one.stats, name), (rnd, name)
+        assert batched.events.drain() == one_by_one.events.drain()
+        assert list(batched.cache.data) == list(one_by_one.cache.data)  # LRU order
+        clock[0] += 0.4
+    assert one_by_one.stats.cache_hits > (5 if extra else 50)
+    assert passed_on[0] < 8 * len(msgs) * 3  # some answered in the batch call itself
+    if extra:
+        assert one_by_one.stats.ratelimited > 0
+    for p in (one_by_one, batched):
+        await drop_tasks(p)
+
+
+def _block_policy() -> object:
+    import tempfile
+
+    from mamori.policy import zone as zone_mod
+    from mamori.policy.engine import Policy, ZoneSettings
+
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "block.rpz"
+        f.write_text(
+            "$TTL 60\n@ SOA ns.rpz. host.rpz. 1 3600 600 86400 60\n@ NS ns.rpz.\n"
+            "n3.example.test CNAME .\n"
+        )
+        return Policy.from_loaded([zone_mod.load(f, "rpz.test.")], [ZoneSettings("rpz.test.")], 7)
