@@ -85,8 +85,9 @@ class BatchedUdp:
         self.sock = sock
         self.fd = sock.fileno()
         self.handle = handler.handle
-        # A handler that answers a whole batch at once (the DNSBL responder): one call
-        # per batch instead of one per datagram, when no rate limiting is in force.
+        # A handler that answers a whole batch at once (the pipeline, the DNSBL
+        # responder): one call per batch instead of one per datagram, when no response
+        # rate limiting is in force (with it, every answer passes [rrl] one by one).
         self.handle_batch = getattr(handler, "handle_batch", None)
         self.limits = limits  # response rate limiting: limits.rrl sees every answer
         self.stats = stats

@@ -20,10 +20,12 @@
  * (host, port, flowinfo, scope_id). The address objects of recent senders are
  * kept (ADDR_SLOTS, by address): a client asking again gets the same host string
  * (its hash already computed for the client table) and, from the same port, the
- * same tuple, instead of formatting and allocating them per datagram. Errors: ValueError for a bad count/size,
- * OSError for a receive error other than EAGAIN, TypeError for a malformed
- * message tuple. A message whose address does not parse, or that the kernel
- * refuses on its own, is dropped and counted in send_errors.
+ * same tuple, instead of formatting and allocating them per datagram.
+ * Errors: ValueError for a bad count/size (or, for answer, more answers than
+ * datagrams received, a start out of range), OSError for a receive error other
+ * than EAGAIN, TypeError for a malformed message tuple or an answer that is
+ * neither bytes nor None. A message whose address does not parse, or that the
+ * kernel refuses on its own, is dropped and counted in send_errors.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
