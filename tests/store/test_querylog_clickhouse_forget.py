@@ -155,11 +155,6 @@ def test_a_shard_down_is_named_and_a_run_again_deletes_the_rest(tmp_path: Path) 
             return QueryLogClickHouse(DriverConn(url, timeout=2.0), "n1", None, True, CLUSTER,
                                       shard_connector(url, ""))  # fmt: skip
 
-        s = store()
-        data = _data()
-        write(s, data)  # batches spread over both shards (by batch id)
-        s.close()
-
         def on(ch: ClickHouse) -> int:
             conn = DriverConn(parse_clickhouse_url(ch.url.rsplit("/", 1)[0] + "/q"))
             try:
@@ -168,6 +163,15 @@ def test_a_shard_down_is_named_and_a_run_again_deletes_the_rest(tmp_path: Path) 
             finally:
                 conn.close()
 
+        s = store()
+        data = _data()
+        # Small batches, each to a shard chosen by its random id: written again (new ids)
+        # until the client's rows are on both shards (4 batches once landed on one).
+        for _ in range(10):
+            write(s, data, size=10)
+            if on(a) > 0 and on(b) > 0:
+                break
+        s.close()
         assert on(a) > 0 and on(b) > 0
         b.stop()
         s = store()
