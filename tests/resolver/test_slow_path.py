@@ -261,6 +261,33 @@ def test_the_cd_bit_is_copied_into_every_answer(tmp_path: Path) -> None:
     _run(go())
 
 
+def test_a_local_data_cname_keeps_the_cd_bit_and_caches_its_target_under_it(
+    tmp_path: Path,
+) -> None:
+    """Found by the second fresh-eyes review: the followed answer lacked CD, and the
+    target was fetched without CD yet cached under the CD=1 key."""
+
+    def cd_query(name: str, qid: int) -> bytes:
+        m = dns.message.make_query(name, "A", use_edns=0)
+        m.flags |= dns.flags.CD
+        m.id = qid
+        return m.to_wire()
+
+    async def go() -> None:
+        p = Pipeline(_cfg(), EventQueue(1000), FakeUpstream(UPSTREAM_ZONE))
+        p.set_policy(_policy(tmp_path, "redir.test CNAME www.test.\n"))
+        c = Client(p)
+        for qid, name in ((1, "redir.test"), (2, "www.test"), (3, "www.test")):
+            resp = p.handle(cd_query(name, qid), ("127.0.0.1", 40000 + qid), c._reply, False)
+            if resp is not None:
+                c.answers.setdefault(qid, []).append(resp)
+            m = await c.wait(qid)
+            assert m.flags & dns.flags.CD and m.answer, (name, qid)
+        assert not (await c.ask("www.test", qid=4, use_edns=0)).flags & dns.flags.CD
+
+    _run(go())
+
+
 def test_upstream_failure_serves_stale_with_ede_3_then_servfail_without_it() -> None:
     async def go() -> None:
         up = FakeUpstream(UPSTREAM_ZONE)

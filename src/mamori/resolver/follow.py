@@ -103,7 +103,7 @@ class CnameFollower:
         key, do = q.key, q.do
         query = dns.message.from_wire(q.data, ignore_trailing=True)
         resp = dns.message.make_response(query)
-        resp.flags |= dns.flags.RA
+        resp.flags |= dns.flags.RA | (query.flags & dns.flags.CD)  # RFC 4035 3.2.2
         answers: list[dns.rrset.RRset] = list(prefix)
         rcode = dns.rcode.NOERROR
         authority: list[dns.rrset.RRset] = []  # the last step's, kept for negative answers
@@ -175,7 +175,7 @@ class CnameFollower:
         cached = self.cache.data.get(tkey)
         if cached is not None and now < cached.expires:
             return _message(cached, tkey, now), None
-        result = await self.fetch(tkey, do, 0, None)
+        result = await self.fetch(tkey, do, tkey[-1] & 1, None)  # the key's CD bit
         if result is None:
             return None
         return _message(result[0], tkey, now), None
