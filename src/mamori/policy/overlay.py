@@ -218,6 +218,8 @@ def _empty_nonterminals(
 
     A wildcard new against the base whose parent has other owners below it
     would need its parent's children listed: OverlayUnsupportedError (recompile).
+    So does a new wildcard at the apex (``*``), whose parent's owners ``zone.below``
+    does not count (the apex is not counted): always recompiled.
     An entry whose parent stopped being a wildcard's may stay: it is never probed.
     """
     if zone.below is None:  # changed without delta.commit_steps: count now
@@ -227,7 +229,8 @@ def _empty_nonterminals(
     names: set[bytes] = set()
     for key, wildcard in changed:
         new_wildcard = wildcard and key in zone.wild and base.wild_get(key) is None
-        if new_wildcard and (below.get(key) or 0) > 1:  # more than "*.key" itself below key
+        # more than "*.key" itself below key; the apex ("*", key b"\x00") is not counted
+        if new_wildcard and (key == b"\x00" or (below.get(key) or 0) > 1):
             raise OverlayUnsupportedError(
                 f"zone {zone.name}: a wildcard added above existing names: recompile"
             )
