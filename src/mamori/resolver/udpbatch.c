@@ -291,20 +291,46 @@ static int fill_out(PyObject *item, struct ub_out *o)
     return 1;
 }
 
+/* Parse (fd, list, start=0) for send and answer; 0, or -1 with an exception set. */
+static int parse_send_args(PyObject *args, int *fd, PyObject **list, Py_ssize_t *start)
+{
+    PyObject *fdobj;
+    *start = 0;
+    if (!PyArg_ParseTuple(args, "OO!|n", &fdobj, &PyList_Type, list, start))
+        return -1;
+    *fd = PyObject_AsFileDescriptor(fdobj);
+    if (*fd < 0)
+        return -1;
+    if (*start < 0 || *start > PyList_GET_SIZE(*list)) {
+        PyErr_SetString(PyExc_ValueError, "start out of range");
+        return -1;
+    }
+    return 0;
+}
+
+/* Send self->out[0..n), list index index[k] each, counting what the kernel drops.
+ * Returns the list index of the first message not sent (the socket would block), or
+ * -1 when all went. */
+static Py_ssize_t send_out(BatchObject *self, int fd, unsigned n, const Py_ssize_t *index)
+{
+    unsigned errors = 0;
+    int err = 0;
+    int done = ub_send(fd, self->out, n, &errors, &err);
+    if (errors) {
+        self->send_errors += errors;
+        self->last_send_errno = err;
+    }
+    return (unsigned)done < n ? index[done] : -1;
+}
+
 static PyObject *Batch_send(BatchObject *self, PyObject *args)
 {
-    PyObject *fdobj, *msgs;
-    Py_ssize_t start = 0;
-    if (!PyArg_ParseTuple(args, "OO!|n", &fdobj, &PyList_Type, &msgs, &start))
-        return NULL;
-    int fd = PyObject_AsFileDescriptor(fdobj);
-    if (fd < 0)
+    PyObject *msgs;
+    int fd;
+    Py_ssize_t start;
+    if (parse_send_args(args, &fd, &msgs, &start) < 0)
         return NULL;
     Py_ssize_t total = PyList_GET_SIZE(msgs);
-    if (start < 0 || start > total) {
-        PyErr_SetString(PyExc_ValueError, "start out of range");
-        return NULL;
-    }
     Py_ssize_t pos = start;
     while (pos < total) {
         /* Convert up to UB_MAX_COUNT messages, remembering which list index each is. */
@@ -330,15 +356,9 @@ static PyObject *Batch_send(BatchObject *self, PyObject *args)
             pos = scan;
             continue;
         }
-        unsigned errors = 0;
-        int err = 0;
-        int done = ub_send(fd, self->out, n, &errors, &err);
-        if (errors) {
-            self->send_errors += errors;
-            self->last_send_errno = err;
-        }
-        if ((unsigned)done < n)
-            return PyLong_FromSsize_t(index[done]); /* would block: resume here */
+        Py_ssize_t unsent = send_out(self, fd, n, index);
+        if (unsent >= 0)
+            return PyLong_FromSsize_t(unsent); /* would block: resume here */
         pos = scan;
     }
     return PyLong_FromSsize_t(total);
@@ -346,20 +366,14 @@ static PyObject *Batch_send(BatchObject *self, PyObject *args)
 
 static PyObject *Batch_answer(BatchObject *self, PyObject *args)
 {
-    PyObject *fdobj, *answers;
-    Py_ssize_t start = 0;
-    if (!PyArg_ParseTuple(args, "OO!|n", &fdobj, &PyList_Type, &answers, &start))
-        return NULL;
-    int fd = PyObject_AsFileDescriptor(fdobj);
-    if (fd < 0)
+    PyObject *answers;
+    int fd;
+    Py_ssize_t start;
+    if (parse_send_args(args, &fd, &answers, &start) < 0)
         return NULL;
     Py_ssize_t total = PyList_GET_SIZE(answers);
     if (total > (Py_ssize_t)self->b.received) {
         PyErr_SetString(PyExc_ValueError, "more answers than datagrams received");
-        return NULL;
-    }
-    if (start < 0 || start > total) {
-        PyErr_SetString(PyExc_ValueError, "start out of range");
         return NULL;
     }
     if (ensure_out(self) < 0)
@@ -381,18 +395,8 @@ static PyObject *Batch_answer(BatchObject *self, PyObject *args)
         }
         index[n++] = i;
     }
-    if (n == 0)
-        return PyLong_FromSsize_t(total);
-    unsigned errors = 0;
-    int err = 0;
-    int done = ub_send(fd, self->out, n, &errors, &err);
-    if (errors) {
-        self->send_errors += errors;
-        self->last_send_errno = err;
-    }
-    if ((unsigned)done < n)
-        return PyLong_FromSsize_t(index[done]); /* would block: resume here */
-    return PyLong_FromSsize_t(total);
+    Py_ssize_t unsent = n ? send_out(self, fd, n, index) : -1;
+    return PyLong_FromSsize_t(unsent >= 0 ? unsent : total); /* unsent: resume there */
 }
 
 static PyObject *Batch_get_truncated(BatchObject *self, void *closure)
