@@ -41,6 +41,7 @@ target.evil  A   192.0.2.20
 ok.evil      A   192.0.2.21
 """
 
+CD = dns.flags.RD | dns.flags.CD  # query flags with the CD bit (RFC 4035 3.2.2)
 POLICY_SOA = "$TTL 60\n@ SOA ns.rpz. host.rpz. 1 3600 600 86400 60\n@ NS ns.rpz.\n"
 
 
@@ -243,14 +244,8 @@ def test_the_cd_bit_is_copied_into_every_answer(tmp_path: Path) -> None:
         p.set_policy(_policy(tmp_path, "bad-ip.test CNAME .\n"))
         c = Client(p)
         for qid, name in enumerate(["www.test", "www.test", "bad-ip.test", "bad-ip.test"], 1):
-            with_cd = dns.message.make_query(name, "A", use_edns=0)
-            with_cd.flags |= dns.flags.CD
-            with_cd.id = qid
-            resp = p.handle(with_cd.to_wire(), ("127.0.0.1", 40000 + qid), c._reply, False)
-            if resp is not None:
-                c.answers.setdefault(qid, []).append(resp)
-            m = await c.wait(qid)  # resolved, cached; blocked, memoised rewrite
-            assert m.flags & dns.flags.CD, (name, qid)
+            m = await c.ask(name, qid=qid, use_edns=0, flags=CD)  # resolved, cached;
+            assert m.flags & dns.flags.CD, (name, qid)  # blocked, memoised rewrite
             plain = await c.ask(name, qid=100 + qid, use_edns=0)
             assert not plain.flags & dns.flags.CD
         refused = dns.message.make_query("www.test", "A", rdclass="CH")
@@ -267,21 +262,12 @@ def test_a_local_data_cname_keeps_the_cd_bit_and_caches_its_target_under_it(
     """Found by the second fresh-eyes review: the followed answer lacked CD, and the
     target was fetched without CD yet cached under the CD=1 key."""
 
-    def cd_query(name: str, qid: int) -> bytes:
-        m = dns.message.make_query(name, "A", use_edns=0)
-        m.flags |= dns.flags.CD
-        m.id = qid
-        return m.to_wire()
-
     async def go() -> None:
         p = Pipeline(_cfg(), EventQueue(1000), FakeUpstream(UPSTREAM_ZONE))
         p.set_policy(_policy(tmp_path, "redir.test CNAME www.test.\n"))
         c = Client(p)
         for qid, name in ((1, "redir.test"), (2, "www.test"), (3, "www.test")):
-            resp = p.handle(cd_query(name, qid), ("127.0.0.1", 40000 + qid), c._reply, False)
-            if resp is not None:
-                c.answers.setdefault(qid, []).append(resp)
-            m = await c.wait(qid)
+            m = await c.ask(name, qid=qid, use_edns=0, flags=CD)
             assert m.flags & dns.flags.CD and m.answer, (name, qid)
         assert not (await c.ask("www.test", qid=4, use_edns=0)).flags & dns.flags.CD
 
