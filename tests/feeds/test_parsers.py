@@ -153,6 +153,10 @@ def test_normalisation() -> None:
     for bad in ("com", "a..b", "-x.example", "x" * 64 + ".example", "ex ample.com"):
         with pytest.raises(RejectedError):
             entry(bad)
+    # A URL without a host (found by fuzzing: an IndexError, not a rejection)
+    for hostless in ("http://", "https:///path", "http://user@/x", "http://.", "http://[]/"):
+        with pytest.raises(RejectedError):
+            entry(hostless)
 
 
 def test_a_mostly_garbage_feed_is_refused_with_line_numbers() -> None:

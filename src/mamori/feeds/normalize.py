@@ -55,7 +55,9 @@ def entry(token: str, reason: str = "", reference: str = "") -> Entry:
     if not text:
         raise RejectedError("empty")
     if _URL.match(text):
-        text = url_host(text)
+        text = url_host(text).strip(".")
+        if not text:
+            raise RejectedError(f"URL without a host: {token.strip()!r}")
     ip = _ip(text)
     if ip is not None:
         return Entry(ip.kind, ip.value, reason, reference) if reason or reference else ip
@@ -102,7 +104,7 @@ def name(raw: str) -> str:
 
 
 def _ip(text: str) -> Entry | None:
-    if ":" not in text and not text[-1].isdigit():
+    if not text or (":" not in text and not text[-1].isdigit()):
         return None  # a name (ends with a letter TLD): skip the costly failed parse
     try:
         if "/" not in text:
