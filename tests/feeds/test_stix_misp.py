@@ -300,3 +300,29 @@ def test_taxii_wrong_credentials_without_a_copy_is_refused(tmp_path: Path) -> No
             update(cfg.feeds[0], cfg.store)
     finally:
         srv.close()
+
+
+def test_malformed_json_shapes_are_skipped_or_rejected_not_crashes() -> None:
+    """Properties of the wrong JSON type (found by the threat-json fuzz target)."""
+    pattern = "[domain-name:value = 'ok.example']"
+    objs = [
+        {"type": "indicator", "pattern": pattern, "indicator_types": [{"x": 1}, 7]},
+        {"type": "indicator", "pattern": pattern, "indicator_types": 7},
+        {"type": "indicator", "pattern": pattern, "external_references": 7},
+        {"type": "indicator", "pattern": pattern, "external_references": [{"url": {"a": 1}}]},
+        # a timestamp without a zone is UTC (was: naive/aware comparison TypeError)
+        {"type": "indicator", "pattern": pattern, "valid_until": "2000-01-01T00:00:00"},
+        {"type": "indicator", "pattern": pattern, "valid_until": "2999-01-01T00:00:00"},
+    ]
+    result = stix.parse_objects(objs)
+    assert len(result.entries) == 5 and result.entries[0] == Entry("domain", "ok.example")
+    assert [why.split(" ")[0] for _n, _t, why in result.skipped] == ["expired"]
+    events = [
+        {"Event": {"Attribute": [{"type": {"a": 1}, "value": "x.example", "to_ids": True},
+                                 {"type": ["url"], "value": "x.example", "to_ids": True}]}},
+        {"Event": {"Attribute": 7, "Object": "text"}},
+        {"Event": {"Object": [{"Attribute": 3}, {"Attribute": [{"type": "domain",
+                   "value": "obj.example", "to_ids": True}]}]}},
+    ]  # fmt: skip
+    result = parse_events(events)
+    assert result.entries == [Entry("domain", "obj.example")] and not result.rejected

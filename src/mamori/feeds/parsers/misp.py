@@ -37,7 +37,7 @@ def parse_events(events: Iterable[dict[str, Any]]) -> ParseResult:
             out.lines = no
             kind = attr.get("type")
             value = str(attr.get("value", ""))
-            if kind not in NETWORK:
+            if not isinstance(kind, str) or kind not in NETWORK:
                 continue  # hashes, e-mail addresses ...: not for DNS
             if attr.get("deleted") or not _true(attr.get("to_ids", False)):
                 out.skipped.append((no, value, "deleted" if attr.get("deleted") else "to_ids off"))
@@ -51,14 +51,19 @@ def parse_events(events: Iterable[dict[str, Any]]) -> ParseResult:
 
 
 def _attributes(event: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for attr in event.get("Attribute", []) or []:
+    for attr in _list(event.get("Attribute")):
         if isinstance(attr, dict):
             yield attr
-    for obj in event.get("Object", []) or []:
+    for obj in _list(event.get("Object")):
         if isinstance(obj, dict) and not obj.get("deleted"):
-            for attr in obj.get("Attribute", []) or []:
+            for attr in _list(obj.get("Attribute")):
                 if isinstance(attr, dict):
                     yield attr
+
+
+def _list(value: Any) -> list[Any]:
+    """A JSON array as a list; anything else (an object, a number, null) as empty."""
+    return value if isinstance(value, list) else []
 
 
 def _true(v: Any) -> bool:

@@ -90,9 +90,9 @@ def _indicator(out: ParseResult, no: int, obj: dict[str, Any], now: datetime) ->
     if others:
         out.skipped.append((no, ident, f"needs non-network observables ({', '.join(others)})"))
         return
-    reason = str(obj.get("name") or ", ".join(obj.get("indicator_types", [])))
-    refs = [r.get("url") for r in obj.get("external_references", []) if isinstance(r, dict)]
-    reference = next((r for r in refs if r), ident)
+    reason = str(obj.get("name") or ", ".join(map(str, _list(obj.get("indicator_types")))))
+    refs = [r.get("url") for r in _list(obj.get("external_references")) if isinstance(r, dict)]
+    reference = next((r for r in refs if r and isinstance(r, str)), ident)
     for items in comparisons.values():
         for path, op, literal in items:
             values = _literals(literal)
@@ -148,9 +148,18 @@ def _literals(literal: str) -> list[str]:
 
 
 def _time(text: Any) -> datetime | None:
+    """An RFC 3339 timestamp; one without a zone is taken as UTC (STIX 2.1 3.2
+    requires UTC); None when it is not a timestamp."""
     if not isinstance(text, str):
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def _list(value: Any) -> list[Any]:
+    """A JSON array property as a list; anything else (a string, an object, a
+    number, missing) as an empty one."""
+    return value if isinstance(value, list) else []
