@@ -5,8 +5,12 @@
  * ub_addr_parse from arbitrary bytes, then drained with ub_recv and checked.
  * Traffic stays on loopback: an address that parses to anything but 127.0.0.0/8
  * or ::1 is parsed (and round-tripped through ub_addr_format) but the datagram
- * goes to the harness's own receiver instead. Built and run by
- * scripts/fuzz-native.sh under AddressSanitizer and UBSan.
+ * goes to the harness's own receiver instead. Local addresses (IP_PKTINFO, what a
+ * wildcard socket answers from) are received when the input asks, and arbitrary ones
+ * given to ub_out_local: a source the host does not have is refused by the kernel
+ * (counted); the IPv6 interface index is kept to 0 or 1 (loopback) so nothing is
+ * routed off the host. Built and run by scripts/fuzz-native.sh under AddressSanitizer
+ * and UBSan.
  */
 #include "udpbatch_core.h"
 
@@ -58,6 +62,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     rx6 = udp(AF_INET6, &rx6addr, &rx6len); /* may fail: no IPv6 loopback */
     tx6 = udp(AF_INET6, &ignored, &ignored_len);
     if (rx4 < 0 || tx4 < 0)
+        abort();
+    int on = 1;
+    if (setsockopt(rx4, IPPROTO_IP, IP_PKTINFO, &on, sizeof(on)) < 0)
+        abort();
+    if (rx6 >= 0 && setsockopt(rx6, IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof(on)) < 0)
         abort();
     for (size_t i = 0; i < sizeof(payload); i++)
         payload[i] = (unsigned char)(i * 131 + 7);
@@ -126,6 +135,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
+    int want_local = take(&in, 1) & 1;
+    if (want_local) {
+        int wl = ub_batch_want_local(&b);
+        if (wl != 0 && wl != -ENOMEM)
+            abort();
+        want_local = wl == 0;
+    }
+
     static struct ub_out out[MAX_OUT];
     unsigned n = take(&in, 1) % MAX_OUT;
     unsigned v6 = take(&in, 1) & 1 && tx6 >= 0;
@@ -143,6 +160,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct ub_out *o = &out[i];
         o->data = payload;
         o->len = len;
+        o->ctrllen = 0;
+        unsigned pilen = take(&in, 1);
+        if (pilen < 26) { /* a local address to send from: arbitrary bytes, any length */
+            unsigned char pi[32];
+            for (unsigned k = 0; k < pilen; k++)
+                pi[k] = (unsigned char)take(&in, 1);
+            if (pilen == UB_PKTINFO6) { /* in6_pktinfo: ifindex 0 or loopback only */
+                unsigned int ifindex = pi[16] & 1;
+                memcpy(pi + 16, &ifindex, sizeof(ifindex));
+            }
+            int lr = ub_out_local(o, pi, pilen);
+            int ok = pilen == 0 || pilen == UB_PKTINFO4 || pilen == UB_PKTINFO6;
+            if (lr != (ok ? 0 : -EINVAL) || (ok && pilen && o->ctrllen > UB_CTRL))
+                abort();
+        }
         if (ub_addr_parse(host, hostlen, port, flowinfo, scope, &o->addr, &o->addrlen) == 0) {
             check_round_trip(&o->addr);
             if (loopback(&o->addr))
@@ -178,7 +210,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (ub_truncated(&b, (unsigned)i) && len != b.size) /* cut to the buffer */
                 abort();
             check_round_trip(&b.addrs[i]);
+            unsigned char pi[UB_PKTINFO6];
+            int pl = ub_local_of(&b, (unsigned)i, pi);
+            int fam = b.addrs[i].ss_family;
+            if (want_local ? pl != (fam == AF_INET ? UB_PKTINFO4 : UB_PKTINFO6) : pl != 0)
+                abort(); /* the receivers have IP_PKTINFO / IPV6_RECVPKTINFO on */
+            if (pl == UB_PKTINFO4) {
+                struct in_pktinfo p4;
+                memcpy(&p4, pi, sizeof(p4));
+                if (ntohl(p4.ipi_addr.s_addr) >> 24 != 127)
+                    abort(); /* came to the loopback receiver */
+            }
         }
+        if (ub_local_of(&b, (unsigned)got, (unsigned char[UB_PKTINFO6]){0}) != -EINVAL)
+            abort();
         /* Answer every datagram to its sender (the harness's own loopback socket) at
          * the address the kernel gave, as the server does; then drain those answers. */
         static struct ub_out back[UB_MAX_COUNT];
@@ -186,7 +231,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t len = ub_len(&b, (unsigned)i);
             if (ub_out_to_sender(&back[i], &b, (unsigned)i, ub_data(&b, (unsigned)i), len) != 0)
                 abort();
-            if (!loopback(&back[i].addr))
+            int has_local = back[i].ctrllen != 0;
+            if (!loopback(&back[i].addr) || has_local != want_local)
                 abort();
         }
         if (ub_out_to_sender(&back[0], &b, (unsigned)got, payload, 1) != -EINVAL)

@@ -11,6 +11,15 @@ nothing waits for a batch to fill, so latency at low load is unchanged.
 Without the helper (not built, not Linux, or ``MAMORI_UDP_BATCH=0`` in the
 environment) the listeners are asyncio datagram transports, one datagram per
 callback (``server.UdpServer``). ``describe()`` says which is in use.
+
+A socket bound to a wildcard address (``0.0.0.0``, ``::``) on Linux answers
+from the address each query came to: the socket has ``IP_PKTINFO`` /
+``IPV6_RECVPKTINFO`` on, each datagram's local address is received with it and
+given back to the kernel with its answer (RFC 1122 4.1.3.5: a UDP reply's
+source is the request's destination; a client that sent to 192.0.2.53 ignores
+an answer from 198.51.100.7). The sender's address is then a ``LocalAddr``.
+Without the helper such a socket is read with ``recvmsg``/``sendmsg``, one
+datagram per call (asyncio's transport cannot carry the local address).
 """
 
 from __future__ import annotations
@@ -35,6 +44,9 @@ ROUNDS = 8  # recvmmsg calls per wake-up at most, then other sockets get their t
 DATAGRAM = 4097  # bytes kept per received datagram: one more than the largest UDP query
 # (pipeline.MAX_UDP_QUERY), so a longer one arrives long and is dropped as malformed
 PENDING_MAX = 8192  # answers waiting for the socket to drain; beyond: dropped, counted
+# Linux's IP_PKTINFO (the socket module names it from Python 3.12 on)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+CMSG_ROOM = 64  # ancillary bytes received per datagram (one in6_pktinfo and more)
 
 _native: ModuleType | None
 _why_not = ""
@@ -66,12 +78,112 @@ def describe() -> str:
     return f"one datagram per call (asyncio transport; {why})"
 
 
+class LocalAddr(tuple):  # type: ignore[type-arg]
+    """A sender's address as the socket module gives it (``(host, port)`` or
+    ``(host, port, flowinfo, scope_id)``; indexing and unpacking unchanged) and,
+    in ``local``, the local address its datagram came to: ``struct in_pktinfo``
+    (12 bytes) or ``struct in6_pktinfo`` (20 bytes) as the kernel gave it. Given
+    to handlers by sockets bound to a wildcard address; an answer to it leaves
+    from there."""
+
+    local: bytes
+
+
+def wildcard(sock: socket.socket) -> bool:
+    """True for a UDP socket bound to ``0.0.0.0`` or ``::`` on Linux: its answers
+    need the local address of their query (``IP_PKTINFO``)."""
+    if not sys.platform.startswith("linux") or sock.type != socket.SOCK_DGRAM:
+        return False
+    return bool(sock.getsockname()[0] in ("0.0.0.0", "::"))
+
+
+def receive_local(sock: socket.socket) -> None:
+    """Turn on the reception of each datagram's local address on *sock*.
+
+    Raises OSError when the kernel refuses the option.
+    """
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+
+
+def local_cmsg(local: bytes) -> list[tuple[int, int, bytes]]:
+    """The ancillary data for ``sendmsg`` that makes a datagram leave from *local*
+    (what ``LocalAddr.local`` holds; b"": none). For IPv4 the interface index is
+    cleared (the route back picks the interface), the source is ``ipi_spec_dst``."""
+    if len(local) == 12:
+        return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + local[4:])]
+    if len(local) == 20:
+        return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, local)]
+    return []
+
+
+class SocketBatch:
+    """The ``udpbatch.Batch`` interface over ``recvmsg``/``sendmsg``, one datagram
+    a call: how a wildcard socket is served without the native helper (the
+    local address of each datagram is received and answered from, which
+    asyncio's datagram transport cannot do). Senders are ``LocalAddr``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.truncated = 0
+        self.send_errors = 0
+        self.last_send_errno = 0
+        self.last: list[tuple[bytes, Any]] = []
+        self.local = b""
+
+    def recv(self, fd: Any) -> list[tuple[bytes, Any]]:
+        try:
+            data, anc, flags, addr = self.sock.recvmsg(DATAGRAM, CMSG_ROOM)
+        except (BlockingIOError, InterruptedError):
+            self.last = []
+            return self.last
+        if flags & socket.MSG_TRUNC:
+            self.truncated += 1
+        self.local = b""
+        for level, kind, value in anc:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
+                self.local = value[:12]
+            elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(value) >= 20:
+                self.local = value[:20]
+        la = LocalAddr(addr)
+        la.local = self.local
+        self.last = [(data, la)]
+        return self.last
+
+    def locals(self) -> list[bytes]:
+        return [self.local for _ in self.last]
+
+    def answer(self, fd: Any, answers: list[bytes | None], start: int = 0) -> int:
+        if len(answers) > len(self.last):
+            raise ValueError("more answers than datagrams received")
+        msgs = [(r, self.last[i][1], self.local) for i in range(start, len(answers))
+                if (r := answers[i]) is not None]  # fmt: skip
+        sent = self.send(fd, msgs)
+        return len(answers) if sent == len(msgs) else start + sent
+
+    def send(self, fd: Any, msgs: list[tuple[Any, ...]], start: int = 0) -> int:
+        for i in range(start, len(msgs)):
+            data, addr, *local = msgs[i]
+            try:
+                self.sock.sendmsg([data], local_cmsg(local[0]) if local else [], 0, addr)
+            except (BlockingIOError, InterruptedError):
+                return i
+            except (OSError, TypeError, ValueError) as e:  # dropped, as asyncio's transport does
+                self.send_errors += 1
+                self.last_send_errno = getattr(e, "errno", None) or 22
+        return len(msgs)
+
+
 class BatchedUdp:
     """One UDP listening socket served in batches; ``close()`` stops it.
 
     The socket is non-blocking and stays owned by the caller until ``close``,
     which closes it. Answers given later (``reply``: upstream answers,
-    forwarded messages) are sent at once with ``sendto``.
+    forwarded messages) are sent at once with ``sendto`` (``sendmsg`` from the
+    query's local address on a wildcard socket: *local*, see ``LocalAddr``).
+    *batch* replaces the native helper's buffers (``SocketBatch``).
     """
 
     def __init__(
@@ -80,8 +192,9 @@ class BatchedUdp:
         handler: Handler,
         stats: Stats | None,
         limits: Limits = NO_LIMITS,
+        local: bool = False,
+        batch: Any = None,
     ) -> None:
-        assert _native is not None
         self.sock = sock
         self.fd = sock.fileno()
         self.handle = handler.handle
@@ -91,8 +204,13 @@ class BatchedUdp:
         self.handle_batch = getattr(handler, "handle_batch", None)
         self.limits = limits  # response rate limiting: limits.rrl sees every answer
         self.stats = stats
-        self.batch = _native.Batch(BATCH, DATAGRAM)
-        self.pending: list[tuple[bytes, Any]] = []  # answers waiting for the socket to drain
+        self.local = local  # a wildcard socket: answers leave from the query's local address
+        if batch is None:
+            assert _native is not None
+            batch = _native.Batch(BATCH, DATAGRAM, local=LocalAddr if local else None)
+        self.batch = batch
+        # answers waiting for the socket to drain: (bytes, addr) or (bytes, addr, local)
+        self.pending: list[tuple[Any, ...]] = []
         self.pos = 0  # first unsent of pending
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
@@ -166,19 +284,24 @@ class BatchedUdp:
             if limited is None:
                 return
             resp = limited
+        local = getattr(addr, "local", None) if self.local else None
+        out = (resp, addr) if local is None else (resp, addr, local)
         if self.pending:
-            self._queue([(resp, addr)], 0)
+            self._queue([out], 0)
             return
         try:
-            self.sock.sendto(resp, addr)
+            if local is None:
+                self.sock.sendto(resp, addr)
+            else:
+                self.sock.sendmsg([resp], local_cmsg(local), 0, addr)
         except BlockingIOError:
-            self._queue([(resp, addr)], 0)
+            self._queue([out], 0)
         except OSError as e:
             log.debug("udp send error: %s", e)
             if self.stats is not None:
                 self.stats.udp_send_dropped += 1
 
-    def _queue(self, out: list[tuple[bytes, Any]], start: int) -> None:
+    def _queue(self, out: list[tuple[Any, ...]], start: int) -> None:
         room = PENDING_MAX - (len(self.pending) - self.pos)
         take = out[start : start + max(room, 0)]
         lost = len(out) - start - len(take)
@@ -229,9 +352,16 @@ class BatchedUdp:
 
 def _pairs(
     answers: list[bytes | None], msgs: list[tuple[bytes, Any]], start: int
-) -> list[tuple[bytes, Any]]:
-    """(answer, sender address) for answers[start:] that are not None."""
-    return [(r, msgs[i][1]) for i in range(start, len(answers)) if (r := answers[i]) is not None]
+) -> list[tuple[Any, ...]]:
+    """(answer, sender address) for answers[start:] that are not None; with the
+    local address to answer from, (answer, address, local), for a LocalAddr."""
+    out: list[tuple[Any, ...]] = []
+    for i in range(start, len(answers)):
+        r = answers[i]
+        if r is not None:
+            addr = msgs[i][1]
+            out.append((r, addr) if type(addr) is not LocalAddr else (r, addr, addr.local))
+    return out
 
 
 async def serve_udp(
@@ -243,11 +373,17 @@ async def serve_udp(
     """Serve *handler* on the bound UDP *sock*; the returned object's ``close()`` stops it.
 
     *limits*: where the response rate limiter in force is read (every answer passes it).
+    A socket bound to a wildcard address answers from each query's local address
+    (module docstring); raises OSError when the kernel refuses ``IP_PKTINFO``.
     """
     loop = asyncio.get_running_loop()
-    if native() is not None:
+    local = wildcard(sock)
+    if local:
+        receive_local(sock)
+    if native() is not None or local:
         sock.setblocking(False)
-        server = BatchedUdp(sock, handler, stats, limits)
+        batch = None if native() is not None else SocketBatch(sock)
+        server = BatchedUdp(sock, handler, stats, limits, local=local, batch=batch)
         server.start(loop)
         return server
     tr, _ = await loop.create_datagram_endpoint(lambda: UdpServer(handler, limits), sock=sock)

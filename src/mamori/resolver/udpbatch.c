@@ -1,26 +1,38 @@
 /* mamori.resolver.udpbatch: Python binding of udpbatch_core (recvmmsg/sendmmsg).
  *
- * Batch(count, size)
+ * Batch(count, size, local=None)
  *   .recv(fd) -> list[(bytes, addr)]     whatever is waiting, at most `count`
  *                                        datagrams; [] when none (never waits)
+ *   .locals() -> list[bytes]             with `local` (a socket bound to
+ *                                        0.0.0.0 / :: with IP_PKTINFO /
+ *                                        IPV6_RECVPKTINFO on): the local address
+ *                                        each datagram of the last recv came to,
+ *                                        as struct in_pktinfo (12 bytes) or
+ *                                        in6_pktinfo (20); b"" when none
  *   .send(fd, msgs, start=0) -> int      sends msgs[start:], a list of
- *                                        (bytes, addr); returns the index of the
+ *                                        (bytes, addr) or (bytes, addr, local),
+ *                                        local as locals() gives it (the answer
+ *                                        leaves from there); returns the index of the
  *                                        first message not yet sent (len(msgs)
  *                                        when all went; less when the socket
  *                                        would block)
  *   .answer(fd, answers, start=0) -> int answers[i] (bytes, or None: no answer)
  *                                        goes to the sender of datagram i of the
  *                                        last recv, at the address the kernel
- *                                        gave (nothing formatted or parsed);
+ *                                        gave (nothing formatted or parsed),
+ *                                        from the local address it came to;
  *                                        returns the index of the first answer
  *                                        not yet sent, as send does
  *   .truncated, .send_errors, .last_send_errno   counters
  *
  * addr is what Python's socket module uses: ("a.b.c.d", port) or
- * (host, port, flowinfo, scope_id). The address objects of recent senders are
- * kept (ADDR_SLOTS, by address): a client asking again gets the same host string
- * (its hash already computed for the client table) and, from the same port, the
- * same tuple, instead of formatting and allocating them per datagram.
+ * (host, port, flowinfo, scope_id). With `local` (a class: a tuple subclass whose
+ * instances take attributes), recv's addresses are local(addr) with the attribute
+ * `local` set to what locals() gives for that datagram (b"" when none). The address
+ * objects of recent senders are kept (ADDR_SLOTS, by address): a client asking again
+ * gets the same host string (its hash already computed for the client table) and,
+ * from the same port (and to the same local address), the same tuple (local object),
+ * instead of formatting and allocating them per datagram.
  * Errors: ValueError for a bad count/size (or, for answer, more answers than
  * datagrams received, a start out of range), OSError for a receive error other
  * than EAGAIN, TypeError for a malformed message tuple or an answer that is
@@ -49,12 +61,19 @@ struct addr_slot {
     uint32_t flowinfo, scope_id;
     PyObject *host;
     PyObject *tuple;
+    /* with `local`: the local(tuple) object last made for this slot, the tuple it was
+     * made from (a reference: compared by identity) and its local address */
+    PyObject *laddr;
+    PyObject *laddr_of;
+    int lalen;
+    unsigned char lpi[UB_PKTINFO6];
 };
 
 typedef struct {
     PyObject_HEAD
     struct ub_batch b;
     struct addr_slot *slots; /* ADDR_SLOTS, allocated with the first datagram */
+    PyObject *local;         /* the class of local-address-carrying addresses, or NULL */
     struct ub_out *out;
     Py_ssize_t outcap;
     unsigned long long truncated;
@@ -62,13 +81,21 @@ typedef struct {
     int last_send_errno;
 } BatchObject;
 
+static void clear_slots(BatchObject *self);
+
 static int Batch_init(BatchObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"count", "size", NULL};
+    static char *kwlist[] = {"count", "size", "local", NULL};
     unsigned int count;
     Py_ssize_t size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "In", kwlist, &count, &size))
+    PyObject *local = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "In|O", kwlist, &count, &size, &local))
         return -1;
+    if (local != Py_None && !(PyType_Check(local) &&
+                              PyType_IsSubtype((PyTypeObject *)local, &PyTuple_Type))) {
+        PyErr_SetString(PyExc_TypeError, "local must be None or a subclass of tuple");
+        return -1;
+    }
     if (size <= 0) {
         PyErr_SetString(PyExc_ValueError, "size must be positive");
         return -1;
@@ -84,6 +111,15 @@ static int Batch_init(BatchObject *self, PyObject *args, PyObject *kwds)
                      UB_MAX_SIZE);
         return -1;
     }
+    clear_slots(self);
+    Py_CLEAR(self->local);
+    if (local != Py_None) {
+        if (ub_batch_want_local(&self->b) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->local = Py_NewRef(local);
+    }
     return 0;
 }
 
@@ -94,6 +130,8 @@ static void clear_slots(BatchObject *self)
     for (unsigned i = 0; i < ADDR_SLOTS; i++) {
         Py_CLEAR(self->slots[i].host);
         Py_CLEAR(self->slots[i].tuple);
+        Py_CLEAR(self->slots[i].laddr);
+        Py_CLEAR(self->slots[i].laddr_of);
     }
     free(self->slots);
     self->slots = NULL;
@@ -102,6 +140,7 @@ static void clear_slots(BatchObject *self)
 static void Batch_dealloc(BatchObject *self)
 {
     clear_slots(self);
+    Py_CLEAR(self->local);
     ub_batch_free(&self->b);
     free(self->out);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -123,8 +162,10 @@ static PyObject *build_addr(const struct sockaddr_storage *sa)
 
 /* The address tuple of a sender: from its slot when the same address asked last
  * from there (the same tuple, or a new one around the kept host string). */
-static PyObject *make_addr(BatchObject *self, const struct sockaddr_storage *sa)
+static PyObject *make_addr(BatchObject *self, const struct sockaddr_storage *sa,
+                           struct addr_slot **slot_out)
 {
+    *slot_out = NULL;
     struct addr_slot key;
     memset(&key, 0, sizeof(key));
     uint32_t h;
@@ -158,6 +199,7 @@ static PyObject *make_addr(BatchObject *self, const struct sockaddr_storage *sa)
     if (same_ip && slot->port == key.port && slot->flowinfo == key.flowinfo &&
         slot->scope_id == key.scope_id) {
         Py_INCREF(slot->tuple);
+        *slot_out = slot;
         return slot->tuple;
     }
     PyObject *tuple;
@@ -189,7 +231,38 @@ static PyObject *make_addr(BatchObject *self, const struct sockaddr_storage *sa)
     slot->flowinfo = key.flowinfo;
     slot->scope_id = key.scope_id;
     Py_XSETREF(slot->tuple, Py_NewRef(tuple));
+    *slot_out = slot;
     return tuple;
+}
+
+/* local(addr) with its `local` attribute set to the pktinfo bytes (len 0: none), from
+ * the slot when it made one for this tuple and local address last. Steals addr. */
+static PyObject *make_local_addr(BatchObject *self, PyObject *addr, struct addr_slot *slot,
+                                 const unsigned char *pi, int len)
+{
+    if (slot && slot->laddr && slot->laddr_of == addr && slot->lalen == len &&
+        memcmp(slot->lpi, pi, (size_t)len) == 0) {
+        Py_DECREF(addr);
+        return Py_NewRef(slot->laddr);
+    }
+    PyObject *obj = PyObject_CallOneArg(self->local, addr);
+    PyObject *bytes = obj ? PyBytes_FromStringAndSize((const char *)pi, len) : NULL;
+    if (!bytes || PyObject_SetAttrString(obj, "local", bytes) < 0) {
+        Py_XDECREF(bytes);
+        Py_XDECREF(obj);
+        Py_DECREF(addr);
+        return NULL;
+    }
+    Py_DECREF(bytes);
+    if (slot) {
+        Py_XSETREF(slot->laddr, Py_NewRef(obj));
+        Py_XSETREF(slot->laddr_of, addr); /* the reference moves to the slot */
+        slot->lalen = len;
+        memcpy(slot->lpi, pi, (size_t)len);
+    } else {
+        Py_DECREF(addr);
+    }
+    return obj;
 }
 
 static PyObject *Batch_recv(BatchObject *self, PyObject *arg)
@@ -214,7 +287,13 @@ static PyObject *Batch_recv(BatchObject *self, PyObject *arg)
             self->truncated++;
         PyObject *data = PyBytes_FromStringAndSize((const char *)ub_data(&self->b, (unsigned)i),
                                                    (Py_ssize_t)ub_len(&self->b, (unsigned)i));
-        PyObject *addr = data ? make_addr(self, &self->b.addrs[i]) : NULL;
+        struct addr_slot *slot = NULL;
+        PyObject *addr = data ? make_addr(self, &self->b.addrs[i], &slot) : NULL;
+        if (addr && self->local && PyTuple_Check(addr)) {
+            unsigned char pi[UB_PKTINFO6];
+            int pl = ub_local_of(&self->b, (unsigned)i, pi);
+            addr = make_local_addr(self, addr, slot, pi, pl > 0 ? pl : 0);
+        }
         PyObject *item = addr ? PyTuple_New(2) : NULL;
         if (!item) {
             Py_XDECREF(data);
@@ -224,6 +303,24 @@ static PyObject *Batch_recv(BatchObject *self, PyObject *arg)
         }
         PyTuple_SET_ITEM(item, 0, data); /* the references move into the tuple */
         PyTuple_SET_ITEM(item, 1, addr);
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+static PyObject *Batch_locals(BatchObject *self, PyObject *unused)
+{
+    PyObject *list = PyList_New(self->b.received);
+    if (!list)
+        return NULL;
+    for (unsigned i = 0; i < self->b.received; i++) {
+        unsigned char pi[UB_PKTINFO6];
+        int n = ub_local_of(&self->b, i, pi);
+        PyObject *item = PyBytes_FromStringAndSize((const char *)pi, n > 0 ? n : 0);
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
         PyList_SET_ITEM(list, i, item);
     }
     return list;
@@ -243,11 +340,14 @@ static int ensure_out(BatchObject *self)
     return 0;
 }
 
-/* Fill *o from a (bytes, addr) tuple. Returns 1 (ok), 0 (bad address: drop it), -1 (TypeError). */
+/* Fill *o from a (bytes, addr) or (bytes, addr, local) tuple. Returns 1 (ok), 0 (bad
+ * address or local address: drop it), -1 (TypeError). */
 static int fill_out(PyObject *item, struct ub_out *o)
 {
-    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-        PyErr_SetString(PyExc_TypeError, "each message must be a (bytes, address) tuple");
+    Py_ssize_t items = PyTuple_Check(item) ? PyTuple_GET_SIZE(item) : 0;
+    if (items != 2 && items != 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "each message must be a (bytes, address[, local]) tuple");
         return -1;
     }
     PyObject *data = PyTuple_GET_ITEM(item, 0);
@@ -255,6 +355,16 @@ static int fill_out(PyObject *item, struct ub_out *o)
     if (!PyBytes_Check(data)) {
         PyErr_SetString(PyExc_TypeError, "message data must be bytes");
         return -1;
+    }
+    o->ctrllen = 0;
+    if (items == 3) {
+        PyObject *local = PyTuple_GET_ITEM(item, 2);
+        if (!PyBytes_Check(local)) {
+            PyErr_SetString(PyExc_TypeError, "a message's local address must be bytes");
+            return -1;
+        }
+        if (ub_out_local(o, PyBytes_AS_STRING(local), (size_t)PyBytes_GET_SIZE(local)) < 0)
+            return 0;
     }
     Py_ssize_t alen = PyTuple_Check(addr) ? PyTuple_GET_SIZE(addr) : 0;
     if ((alen != 2 && alen != 4) || !PyUnicode_Check(PyTuple_GET_ITEM(addr, 0))) {
@@ -427,8 +537,12 @@ static PyObject *Batch_get_size(BatchObject *self, void *closure)
 static PyMethodDef Batch_methods[] = {
     {"recv", (PyCFunction)Batch_recv, METH_O,
      "recv(fd) -> list of (bytes, addr): the datagrams waiting, at most count; [] if none."},
+    {"locals", (PyCFunction)Batch_locals, METH_NOARGS,
+     "locals() -> list of bytes: the local address (in_pktinfo / in6_pktinfo) each"
+     " datagram of the last recv came to; b'' for none (Batch(local=True) only)."},
     {"send", (PyCFunction)Batch_send, METH_VARARGS,
-     "send(fd, msgs, start=0) -> int: send msgs[start:]; the index of the first unsent."},
+     "send(fd, msgs, start=0) -> int: send msgs[start:], each (bytes, addr[, local]);"
+     " the index of the first unsent."},
     {"answer", (PyCFunction)Batch_answer, METH_VARARGS,
      "answer(fd, answers, start=0) -> int: answers[i] (bytes or None) to the sender of"
      " datagram i of the last recv; the index of the first unsent."},

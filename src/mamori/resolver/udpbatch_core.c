@@ -42,7 +42,74 @@ void ub_batch_free(struct ub_batch *b)
     free(b->hdrs);
     free(b->iov);
     free(b->addrs);
+    free(b->ctrl);
     memset(b, 0, sizeof(*b));
+}
+
+int ub_batch_want_local(struct ub_batch *b)
+{
+    if (b->count == 0)
+        return -EINVAL;
+    if (b->ctrl)
+        return 0;
+    b->ctrl = calloc(b->count, UB_CTRL);
+    if (!b->ctrl)
+        return -ENOMEM;
+    for (unsigned i = 0; i < b->count; i++) {
+        b->hdrs[i].msg_hdr.msg_control = b->ctrl + (size_t)i * UB_CTRL;
+        b->hdrs[i].msg_hdr.msg_controllen = UB_CTRL;
+    }
+    return 0;
+}
+
+int ub_local_of(const struct ub_batch *b, unsigned i, unsigned char out[UB_PKTINFO6])
+{
+    if (i >= b->received)
+        return -EINVAL;
+    if (!b->ctrl)
+        return 0;
+    /* a copy: the CMSG macros take a non-const header */
+    struct msghdr h = b->hdrs[i].msg_hdr;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
+            c->cmsg_len >= CMSG_LEN(UB_PKTINFO4)) {
+            memcpy(out, CMSG_DATA(c), UB_PKTINFO4);
+            return UB_PKTINFO4;
+        }
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+            c->cmsg_len >= CMSG_LEN(UB_PKTINFO6)) {
+            memcpy(out, CMSG_DATA(c), UB_PKTINFO6);
+            return UB_PKTINFO6;
+        }
+    }
+    return 0;
+}
+
+int ub_out_local(struct ub_out *o, const void *pktinfo, size_t len)
+{
+    if (len == 0) {
+        o->ctrllen = 0;
+        return 0;
+    }
+    if (len != UB_PKTINFO4 && len != UB_PKTINFO6)
+        return -EINVAL;
+    memset(o->ctrl, 0, sizeof(o->ctrl));
+    struct cmsghdr *c = (struct cmsghdr *)o->ctrl;
+    c->cmsg_len = CMSG_LEN(len);
+    if (len == UB_PKTINFO4) {
+        struct in_pktinfo pi;
+        memcpy(&pi, pktinfo, sizeof(pi));
+        pi.ipi_ifindex = 0; /* the route back picks the interface; the source is spec_dst */
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+    } else {
+        c->cmsg_level = IPPROTO_IPV6;
+        c->cmsg_type = IPV6_PKTINFO;
+        memcpy(CMSG_DATA(c), pktinfo, len);
+    }
+    o->ctrllen = CMSG_SPACE(len);
+    return 0;
 }
 
 int ub_recv(int fd, struct ub_batch *b)
@@ -55,6 +122,8 @@ int ub_recv(int fd, struct ub_batch *b)
         b->hdrs[i].msg_hdr.msg_namelen = sizeof(b->addrs[i]);
         b->hdrs[i].msg_hdr.msg_flags = 0;
         b->hdrs[i].msg_len = 0;
+        if (b->ctrl)
+            b->hdrs[i].msg_hdr.msg_controllen = UB_CTRL;
     }
     b->received = 0;
     for (;;) {
@@ -87,6 +156,10 @@ int ub_send(int fd, const struct ub_out *out, unsigned n, unsigned *errors, int 
             hdrs[j].msg_hdr.msg_namelen = o->addrlen;
             hdrs[j].msg_hdr.msg_iov = &iov[j];
             hdrs[j].msg_hdr.msg_iovlen = 1;
+            if (o->ctrllen) {
+                hdrs[j].msg_hdr.msg_control = (void *)o->ctrl;
+                hdrs[j].msg_hdr.msg_controllen = o->ctrllen;
+            }
         }
         int r = sendmmsg(fd, hdrs, k, MSG_DONTWAIT);
         if (r > 0) {
@@ -121,6 +194,13 @@ int ub_out_to_sender(struct ub_out *o, const struct ub_batch *b, unsigned i, con
     o->addrlen = alen;
     o->data = data;
     o->len = len;
+    o->ctrllen = 0;
+    if (b->ctrl) {
+        unsigned char pi[UB_PKTINFO6];
+        int n = ub_local_of(b, i, pi);
+        if (n > 0)
+            ub_out_local(o, pi, (size_t)n);
+    }
     return 0;
 }
 

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE /* struct mmsghdr, recvmmsg, sendmmsg; include this header first */
 #endif
 
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -18,6 +19,11 @@
 #define UB_MAX_COUNT 1024   /* datagrams per batch, upper bound */
 #define UB_MAX_SIZE 65536   /* bytes per datagram buffer, upper bound */
 #define UB_HOSTLEN 64       /* >= INET6_ADDRSTRLEN (46) */
+/* Room for one IP_PKTINFO / IPV6_PKTINFO control message (the larger, IPv6's) and
+ * what else the kernel may add on a socket with other options on. */
+#define UB_CTRL 64
+#define UB_PKTINFO4 12 /* sizeof(struct in_pktinfo) */
+#define UB_PKTINFO6 20 /* sizeof(struct in6_pktinfo) */
 
 struct ub_batch {
     unsigned count;                 /* datagrams per recvmmsg call */
@@ -26,6 +32,7 @@ struct ub_batch {
     struct mmsghdr *hdrs;           /* count */
     struct iovec *iov;              /* count */
     struct sockaddr_storage *addrs; /* count */
+    unsigned char *ctrl;            /* count * UB_CTRL when local addresses are wanted, else NULL */
     unsigned received;              /* datagrams the last ub_recv returned */
 };
 
@@ -35,12 +42,34 @@ struct ub_out {
     size_t len;
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    /* The local address to send from (a socket bound to 0.0.0.0 / ::): one
+     * IP_PKTINFO / IPV6_PKTINFO control message, ctrllen 0 for none. */
+    size_t ctrllen;
+    unsigned char ctrl[UB_CTRL];
 };
 
 /* Allocate a batch of `count` buffers of `size` bytes each.
  * Returns 0, or -EINVAL (count or size 0 or above the bounds), -ENOMEM. */
 int ub_batch_init(struct ub_batch *b, unsigned count, size_t size);
 void ub_batch_free(struct ub_batch *b);
+
+/* Also receive each datagram's local address (the socket has IP_PKTINFO /
+ * IPV6_RECVPKTINFO on: it is bound to a wildcard address). Returns 0, or -ENOMEM,
+ * -EINVAL (b not initialised). */
+int ub_batch_want_local(struct ub_batch *b);
+
+/* The local address datagram i of the last ub_recv was sent to, as the kernel's
+ * pktinfo structure: struct in_pktinfo (UB_PKTINFO4 bytes) or struct in6_pktinfo
+ * (UB_PKTINFO6) copied to out (room for UB_PKTINFO6). Returns its length, 0 when
+ * there is none (local addresses not wanted, or the kernel gave none), or -EINVAL
+ * (i outside the last receive). */
+int ub_local_of(const struct ub_batch *b, unsigned i, unsigned char out[UB_PKTINFO6]);
+
+/* Make *o leave from the local address in `pktinfo` (what ub_local_of gave: its length
+ * says the family; len 0 clears it). For IPv4 the interface index is cleared so the
+ * routing table still picks the interface; the source is ipi_spec_dst, the local
+ * address the query came to. Returns 0, or -EINVAL for another length. */
+int ub_out_local(struct ub_out *o, const void *pktinfo, size_t len);
 
 /* Receive up to b->count datagrams without waiting (MSG_DONTWAIT).
  * Returns how many were received (0 when none was waiting: EAGAIN), or -errno.
@@ -71,7 +100,8 @@ static inline int ub_truncated(const struct ub_batch *b, unsigned i)
 int ub_send(int fd, const struct ub_out *out, unsigned n, unsigned *errors, int *last_errno);
 
 /* Point *o at `len` bytes of `data`, addressed to the sender of datagram i of the
- * last ub_recv on b (its address as the kernel gave it: nothing formatted or parsed).
+ * last ub_recv on b (its address as the kernel gave it: nothing formatted or parsed),
+ * from the local address it was sent to when b wants local addresses.
  * Returns 0, or -EINVAL when i is not one of the datagrams that ub_recv returned. */
 int ub_out_to_sender(struct ub_out *o, const struct ub_batch *b, unsigned i, const void *data,
                      size_t len);
