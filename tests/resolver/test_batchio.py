@@ -79,7 +79,8 @@ def test_without_the_helper_the_asyncio_path_serves_and_says_why() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.startswith(
-        "one datagram per call (asyncio transport; the native helper mamori.resolver.udpbatch"
+        "one datagram per call (asyncio transport, recvmsg/sendmsg on 0.0.0.0 and ::;"
+        " the native helper mamori.resolver.udpbatch"
         " is not built: install mamori again with a C compiler and the Python headers"
     )
 

@@ -159,6 +159,34 @@ def test_local_cmsg_clears_the_ipv4_interface_and_refuses_other_lengths() -> Non
     pi6 = socket.inet_pton(socket.AF_INET6, "fd00::53") + (3).to_bytes(4, "little")
     assert batchio.local_cmsg(pi6) == [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, pi6)]
     assert batchio.local_cmsg(b"") == [] and batchio.local_cmsg(b"x" * 13) == []
+    # a query to a multicast group (ff02::1): the group is no source; the kernel picks
+    group = socket.inet_pton(socket.AF_INET6, "ff02::1") + (1).to_bytes(4, "little")
+    [(_, _, data)] = batchio.local_cmsg(group)
+    assert data == bytes(16) + (1).to_bytes(4, "little")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_PKTINFO: Linux")
+@pytest.mark.parametrize("path", PATHS)
+def test_an_answer_to_a_multicast_query_leaves_from_a_unicast_address(path: str) -> None:
+    """As if asked at ff02::1 (received pktinfo holds the group): still sent."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind(("::", 0))
+    batchio.receive_local(s)
+    c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    c.bind(("::1", 0))
+    c.settimeout(2)
+    group = socket.inet_pton(socket.AF_INET6, "ff02::1") + (1).to_bytes(4, "little")
+    if path == "native":
+        native = batchio.native()
+        assert native is not None
+        batch: Any = native.Batch(4, 512, local=batchio.LocalAddr)
+    else:
+        batch = batchio.SocketBatch(s)
+    assert batch.send(s.fileno(), [(b"answer", c.getsockname(), group)]) == 1
+    assert batch.send_errors == 0
+    data, src = c.recvfrom(100)
+    assert data == b"answer" and src[0] == "::1"
+    s.close(), c.close()
 
 
 @pytest.mark.skipif(batchio.native() is None, reason="pure-Python UDP path in use")

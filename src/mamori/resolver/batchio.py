@@ -75,7 +75,8 @@ def describe() -> str:
     if native() is not None:
         return f"batched (recvmmsg/sendmmsg, up to {BATCH} datagrams per call)"
     why = _why_not or f"turned off by MAMORI_UDP_BATCH={os.environ.get('MAMORI_UDP_BATCH')}"
-    return f"one datagram per call (asyncio transport; {why})"
+    wildcard = ", recvmsg/sendmsg on 0.0.0.0 and ::" if sys.platform.startswith("linux") else ""
+    return f"one datagram per call (asyncio transport{wildcard}; {why})"
 
 
 class LocalAddr(tuple):  # type: ignore[type-arg]
@@ -111,10 +112,14 @@ def receive_local(sock: socket.socket) -> None:
 def local_cmsg(local: bytes) -> list[tuple[int, int, bytes]]:
     """The ancillary data for ``sendmsg`` that makes a datagram leave from *local*
     (what ``LocalAddr.local`` holds; b"": none). For IPv4 the interface index is
-    cleared (the route back picks the interface), the source is ``ipi_spec_dst``."""
+    cleared (the route back picks the interface), the source is ``ipi_spec_dst``
+    (unicast). For IPv6 a multicast address (a query to ``ff02::1``) is replaced by
+    the unspecified one: the kernel picks a unicast source on that interface."""
     if len(local) == 12:
         return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + local[4:])]
     if len(local) == 20:
+        if local[0] == 0xFF:  # a multicast group is no source address
+            local = bytes(16) + local[16:]
         return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, local)]
     return []
 
@@ -158,10 +163,11 @@ class SocketBatch:
     def answer(self, fd: Any, answers: list[bytes | None], start: int = 0) -> int:
         if len(answers) > len(self.last):
             raise ValueError("more answers than datagrams received")
-        msgs = [(r, self.last[i][1], self.local) for i in range(start, len(answers))
-                if (r := answers[i]) is not None]  # fmt: skip
-        sent = self.send(fd, msgs)
-        return len(answers) if sent == len(msgs) else start + sent
+        for i in range(start, len(answers)):
+            r = answers[i]
+            if r is not None and self.send(fd, [(r, self.last[i][1], self.local)]) == 0:
+                return i  # the socket would block: answers[i:] wait
+        return len(answers)
 
     def send(self, fd: Any, msgs: list[tuple[Any, ...]], start: int = 0) -> int:
         for i in range(start, len(msgs)):

@@ -539,7 +539,7 @@ static PyMethodDef Batch_methods[] = {
      "recv(fd) -> list of (bytes, addr): the datagrams waiting, at most count; [] if none."},
     {"locals", (PyCFunction)Batch_locals, METH_NOARGS,
      "locals() -> list of bytes: the local address (in_pktinfo / in6_pktinfo) each"
-     " datagram of the last recv came to; b'' for none (Batch(local=True) only)."},
+     " datagram of the last recv came to; b'' for none (only with Batch(local=...))."},
     {"send", (PyCFunction)Batch_send, METH_VARARGS,
      "send(fd, msgs, start=0) -> int: send msgs[start:], each (bytes, addr[, local]);"
      " the index of the first unsent."},

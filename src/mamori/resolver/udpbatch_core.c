@@ -104,9 +104,15 @@ int ub_out_local(struct ub_out *o, const void *pktinfo, size_t len)
         c->cmsg_type = IP_PKTINFO;
         memcpy(CMSG_DATA(c), &pi, sizeof(pi));
     } else {
+        struct in6_pktinfo pi6;
+        memcpy(&pi6, pktinfo, sizeof(pi6));
+        /* Asked at a multicast group (ff02::1): a group is no source; the unspecified
+         * address lets the kernel pick a unicast one on that interface. */
+        if (IN6_IS_ADDR_MULTICAST(&pi6.ipi6_addr))
+            memset(&pi6.ipi6_addr, 0, sizeof(pi6.ipi6_addr));
         c->cmsg_level = IPPROTO_IPV6;
         c->cmsg_type = IPV6_PKTINFO;
-        memcpy(CMSG_DATA(c), pktinfo, len);
+        memcpy(CMSG_DATA(c), &pi6, sizeof(pi6));
     }
     o->ctrllen = CMSG_SPACE(len);
     return 0;

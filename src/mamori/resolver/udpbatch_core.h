@@ -68,7 +68,9 @@ int ub_local_of(const struct ub_batch *b, unsigned i, unsigned char out[UB_PKTIN
 /* Make *o leave from the local address in `pktinfo` (what ub_local_of gave: its length
  * says the family; len 0 clears it). For IPv4 the interface index is cleared so the
  * routing table still picks the interface; the source is ipi_spec_dst, the local
- * address the query came to. Returns 0, or -EINVAL for another length. */
+ * (unicast) address the query came to. For IPv6 a multicast address (a query to
+ * ff02::1) becomes the unspecified one: the kernel picks a unicast source on the
+ * interface. Returns 0, or -EINVAL for another length. */
 int ub_out_local(struct ub_out *o, const void *pktinfo, size_t len);
 
 /* Receive up to b->count datagrams without waiting (MSG_DONTWAIT).
