@@ -45,7 +45,7 @@ struct ub_out {
     /* The local address to send from (a socket bound to 0.0.0.0 / ::): one
      * IP_PKTINFO / IPV6_PKTINFO control message, ctrllen 0 for none. */
     size_t ctrllen;
-    unsigned char ctrl[UB_CTRL];
+    _Alignas(struct cmsghdr) unsigned char ctrl[UB_CTRL]; /* read as a struct cmsghdr */
 };
 
 /* Allocate a batch of `count` buffers of `size` bytes each.
