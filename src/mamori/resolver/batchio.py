@@ -157,9 +157,6 @@ class SocketBatch:
         self.last = [(data, la)]
         return self.last
 
-    def locals(self) -> list[bytes]:
-        return [self.local for _ in self.last]
-
     def answer(self, fd: Any, answers: list[bytes | None], start: int = 0) -> int:
         if len(answers) > len(self.last):
             raise ValueError("more answers than datagrams received")

@@ -3,16 +3,11 @@
  * Batch(count, size, local=None)
  *   .recv(fd) -> list[(bytes, addr)]     whatever is waiting, at most `count`
  *                                        datagrams; [] when none (never waits)
- *   .locals() -> list[bytes]             with `local` (a socket bound to
- *                                        0.0.0.0 / :: with IP_PKTINFO /
- *                                        IPV6_RECVPKTINFO on): the local address
- *                                        each datagram of the last recv came to,
- *                                        as struct in_pktinfo (12 bytes) or
- *                                        in6_pktinfo (20); b"" when none
  *   .send(fd, msgs, start=0) -> int      sends msgs[start:], a list of
  *                                        (bytes, addr) or (bytes, addr, local),
- *                                        local as locals() gives it (the answer
- *                                        leaves from there); returns the index of the
+ *                                        local as recv's addresses carry it (the
+ *                                        answer leaves from there); returns the
+ *                                        index of the
  *                                        first message not yet sent (len(msgs)
  *                                        when all went; less when the socket
  *                                        would block)
@@ -27,8 +22,10 @@
  *
  * addr is what Python's socket module uses: ("a.b.c.d", port) or
  * (host, port, flowinfo, scope_id). With `local` (a class: a tuple subclass whose
- * instances take attributes), recv's addresses are local(addr) with the attribute
- * `local` set to what locals() gives for that datagram (b"" when none). The address
+ * instances take attributes; for a socket bound to 0.0.0.0 / :: with IP_PKTINFO /
+ * IPV6_RECVPKTINFO on), recv's addresses are local(addr) with the attribute `local`
+ * set to the local address the datagram came to: struct in_pktinfo (12 bytes) or
+ * in6_pktinfo (20) as the kernel gave it, b"" when none. The address
  * objects of recent senders are kept (ADDR_SLOTS, by address): a client asking again
  * gets the same host string (its hash already computed for the client table) and,
  * from the same port (and to the same local address), the same tuple (local object),
@@ -308,24 +305,6 @@ static PyObject *Batch_recv(BatchObject *self, PyObject *arg)
     return list;
 }
 
-static PyObject *Batch_locals(BatchObject *self, PyObject *unused)
-{
-    PyObject *list = PyList_New(self->b.received);
-    if (!list)
-        return NULL;
-    for (unsigned i = 0; i < self->b.received; i++) {
-        unsigned char pi[UB_PKTINFO6];
-        int n = ub_local_of(&self->b, i, pi);
-        PyObject *item = PyBytes_FromStringAndSize((const char *)pi, n > 0 ? n : 0);
-        if (!item) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, item);
-    }
-    return list;
-}
-
 static int ensure_out(BatchObject *self)
 {
     if (self->outcap >= UB_MAX_COUNT)
@@ -537,9 +516,6 @@ static PyObject *Batch_get_size(BatchObject *self, void *closure)
 static PyMethodDef Batch_methods[] = {
     {"recv", (PyCFunction)Batch_recv, METH_O,
      "recv(fd) -> list of (bytes, addr): the datagrams waiting, at most count; [] if none."},
-    {"locals", (PyCFunction)Batch_locals, METH_NOARGS,
-     "locals() -> list of bytes: the local address (in_pktinfo / in6_pktinfo) each"
-     " datagram of the last recv came to; b'' for none (only with Batch(local=...))."},
     {"send", (PyCFunction)Batch_send, METH_VARARGS,
      "send(fd, msgs, start=0) -> int: send msgs[start:], each (bytes, addr[, local]);"
      " the index of the first unsent."},
