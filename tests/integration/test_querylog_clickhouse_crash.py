@@ -42,6 +42,19 @@ def _committed(url: Any) -> int:
     return int(rows[0][0]) if rows else 0
 
 
+def _runs(url: Any) -> list[tuple[int, int, int]]:
+    """The node's writer runs: (run, committed, lost_before), oldest first."""
+    conn = DriverConn(url)
+    try:
+        rows = conn.query(
+            "SELECT run, argMax(committed, version), argMax(lost_before, version)"
+            " FROM qlog.writer_runs WHERE node = 'edge-a' GROUP BY run ORDER BY run"
+        )
+    finally:
+        conn.close()
+    return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+
 def _kept(spool: Path) -> int:
     """Query-log rows waiting in the spool's batches."""
     s = Spool(spool, 1 << 30)
@@ -94,14 +107,12 @@ def test_events_kept_in_the_spool_at_a_crash_are_sent_not_counted_lost(tmp_path:
             m.start()  # sends the kept batches, then counts the crashed run's loss
             try:
                 assert until(lambda: len(reader.queries(QueryFilter(), None, 100)) == 8, 20)
-                got = _scrape(metrics)
-                assert got[("mamori_spool_batches", q)] == got[("mamori_spool_bytes", q)] == 0
-                conn = DriverConn(url)
-                runs = conn.query(
-                    "SELECT run, argMax(committed, version), argMax(lost_before, version)"
-                    " FROM qlog.writer_runs WHERE node = 'edge-a' GROUP BY run ORDER BY run"
-                )
-                conn.close()
+                # the rows are visible before their batch leaves the spool and before the
+                # new run's row goes in (the writer thread does both after the rows)
+                assert until(lambda: _scrape(metrics)[("mamori_spool_batches", q)] == 0, 20)
+                assert _scrape(metrics)[("mamori_spool_bytes", q)] == 0
+                assert until(lambda: len(_runs(url)) == 2, 20)
+                runs = _runs(url)
             finally:
                 assert m.stop() == 0, m.stderr()[-2000:]
             assert [tuple(r) for r in runs] == [(1, 8, 0), (2, 0, 0)], runs
