@@ -39,8 +39,10 @@ lint: venv
 # The whole suite with the native batched UDP helper, then again with the
 # pure-Python path (MAMORI_UDP_BATCH=0) every test that sends DNS over UDP to a
 # listener (the resolver's and the integration tests; not the browser ones, the
-# settings and rules APIs', the crash tests' nor the encrypted upstreams': they
-# do not change with the UDP path); then the fuzz targets, bounded:
+# settings and rules APIs', the crash tests', the encrypted upstreams', the
+# ClickHouse query log's and fleet's, the passive DNS API's, the stats audit's nor
+# the Unbound RPZ replay's: what they test does not change with the UDP path, and
+# the query handler is the same on both); then the fuzz targets, bounded:
 # the native helper's and each parser's (atheris, FUZZ_PY_SECONDS each). All
 # of it stays under 20 minutes on 2 cores; `make fuzz` runs them for longer.
 # The tests mostly wait on real servers: PYTEST_JOBS processes (pytest-xdist; each
@@ -55,7 +57,15 @@ UDP_TESTS := tests/resolver tests/integration \
 	--ignore=tests/integration/test_crash_children.py \
 	--ignore=tests/integration/test_crash_pdns_ingest.py \
 	--ignore=tests/integration/test_rules_api.py \
-	--ignore=tests/integration/test_upstream_tls.py
+	--ignore=tests/integration/test_upstream_tls.py \
+	--ignore=tests/integration/test_brand_browser.py \
+	--ignore=tests/integration/test_fleet.py \
+	--ignore=tests/integration/test_querylog_clickhouse_crash.py \
+	--ignore=tests/integration/test_querylog_clickhouse_fleet.py \
+	--ignore=tests/integration/test_querylog_clickhouse_refused.py \
+	--ignore=tests/integration/test_pdns_api.py \
+	--ignore=tests/integration/test_stats_audit.py \
+	--ignore=tests/integration/test_rpz_replay.py
 test: venv test-deps lint
 	$(PYTEST)
 	MAMORI_UDP_BATCH=0 $(PYTEST) -q $(UDP_TESTS)
