@@ -16,6 +16,7 @@ import pytest
 from tests.integration.test_resolver_service import ZONE
 from tests.support.authserver import AuthServer
 from tests.support.mamori_proc import MamoriProcess
+from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
 
@@ -80,11 +81,18 @@ def test_connections_per_client_address_are_bounded(tmp_path: Path, upstream: Au
         other = connect(m.port, "127.0.0.2")  # another address: its own count
         held.append(other)
         assert ask(other).rcode() == dns.rcode.NOERROR
-        held[0].close()  # one closed: room for one more
-        time.sleep(0.2)
-        again = connect(m.port, "127.0.0.1")
-        held.append(again)
-        assert ask(again).rcode() == dns.rcode.NOERROR
+        held[0].close()  # one closed: room for one more, once the server has seen it
+
+        def one_more() -> bool:
+            again = connect(m.port, "127.0.0.1")
+            held.append(again)
+            try:
+                return ask(again).rcode() == dns.rcode.NOERROR
+            except (ConnectionError, TimeoutError):
+                again.close()  # closed by mamori: the close above not seen yet
+                return False
+
+        assert until(one_more, 15)
         assert "tcp: 127.0.0.1 has 3 connections open (tcp_max_per_client)" in m.stderr()
     finally:
         for s in held:
