@@ -50,7 +50,7 @@ def test_a_stopped_worker_is_killed_and_replaced(tmp_path: Path, auth: AuthServe
         assert _answered(m.port) == 40
         os.kill(pid, signal.SIGSTOP)  # alive, but never answers again
         assert until(lambda: "unresponsive" in m.stderr(), UNRESPONSIVE_AFTER + 5)
-        assert until(lambda: m.stderr().count("worker 1 started") == 2, 5)
+        assert until(lambda: m.stderr().count("worker 1 started") == 2, 15)
         assert f"worker 1 (pid {pid}) killed by SIGKILL: restarting it" in m.stderr()
         assert _answered(m.port) == 40
     finally:
