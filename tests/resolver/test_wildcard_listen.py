@@ -136,6 +136,53 @@ def test_ipv4_wildcard_answers_from_the_address_asked(
     assert host == "127.0.0.1" and port > 0
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_PKTINFO: Linux")
+@pytest.mark.parametrize("path", PATHS)
+def test_a_query_that_came_before_serving_is_answered_from_the_address_asked(
+    path: str,
+) -> None:
+    """A listening socket gets queries as soon as it is bound (a worker's SO_REUSEPORT
+    socket: before the worker runs). Linux notes the address to answer from when a
+    datagram is queued, so ``bind_socket`` turns IP_PKTINFO on before ``bind``: with
+    it on only when serving starts, the first query was answered from 127.0.0.1."""
+    from mamori.config import Endpoint
+    from mamori.resolver.server import bind_socket
+
+    s = bind_socket(Endpoint("0.0.0.0", 0), socket.SOCK_DGRAM, reuse_port=True)
+    port = s.getsockname()[1]
+    c = _client(socket.AF_INET, ("127.0.0.2", port))
+    q = dns.message.make_query("early.example", "A")
+    q.id = 2  # answered at once
+    c.send(q.to_wire())  # queued before anything serves the socket
+    time.sleep(0.05)
+
+    async def go() -> int:
+        old = batchio.native
+        if path == "socket":
+            batchio.native = lambda: None  # type: ignore[assignment]
+        try:
+            server = await batchio.serve_udp(s, _Echo())  # type: ignore[arg-type]
+        finally:
+            batchio.native = old  # type: ignore[assignment]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3
+        try:
+            while loop.time() < deadline:
+                await asyncio.sleep(0.01)
+                try:  # the connected client takes an answer from 127.0.0.2 only
+                    return dns.message.from_wire(c.recv(1000)).id
+                except (BlockingIOError, ConnectionRefusedError):
+                    continue
+            return -1
+        finally:
+            server.close()
+
+    try:
+        assert asyncio.run(go()) == 2
+    finally:
+        c.close()
+
+
 def test_a_socket_bound_to_one_address_keeps_the_plain_path() -> None:
     async def go() -> Any:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -33,7 +33,16 @@ from types import ModuleType
 from typing import Any
 
 from mamori.resolver.reply import Stats
-from mamori.resolver.server import NO_LIMITS, Handler, Limits, UdpServer, internal_error
+from mamori.resolver.server import (
+    IP_PKTINFO,
+    NO_LIMITS,
+    WILDCARD_HOSTS,
+    Handler,
+    Limits,
+    UdpServer,
+    internal_error,
+    receive_local,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +53,6 @@ ROUNDS = 8  # recvmmsg calls per wake-up at most, then other sockets get their t
 DATAGRAM = 4097  # bytes kept per received datagram: one more than the largest UDP query
 # (pipeline.MAX_UDP_QUERY), so a longer one arrives long and is dropped as malformed
 PENDING_MAX = 8192  # answers waiting for the socket to drain; beyond: dropped, counted
-# Linux's IP_PKTINFO (the socket module names it from Python 3.12 on)
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 CMSG_ROOM = 64  # ancillary bytes received per datagram (one in6_pktinfo and more)
 
 _native: ModuleType | None
@@ -95,18 +102,7 @@ def wildcard(sock: socket.socket) -> bool:
     need the local address of their query (``IP_PKTINFO``)."""
     if not sys.platform.startswith("linux") or sock.type != socket.SOCK_DGRAM:
         return False
-    return bool(sock.getsockname()[0] in ("0.0.0.0", "::"))
-
-
-def receive_local(sock: socket.socket) -> None:
-    """Turn on the reception of each datagram's local address on *sock*.
-
-    Raises OSError when the kernel refuses the option.
-    """
-    if sock.family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    return bool(sock.getsockname()[0] in WILDCARD_HOSTS)
 
 
 def local_cmsg(local: bytes) -> list[tuple[int, int, bytes]]:

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -33,6 +34,24 @@ log = logging.getLogger(__name__)
 
 UDP_RCVBUF = 4 * 1024 * 1024
 _LEN = struct.Struct("!H")
+# Linux's IP_PKTINFO (the socket module names it from Python 3.12 on)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+
+
+def receive_local(sock: socket.socket) -> None:
+    """Turn on the reception of each datagram's local address on the UDP *sock*
+    (``IP_PKTINFO`` / ``IPV6_RECVPKTINFO``; batchio.py answers from it).
+
+    Linux fills an IPv4 datagram's ``ipi_spec_dst`` (the address to answer from) when
+    the datagram is queued: one queued before this option was on reads as 0.0.0.0,
+    so a listening socket gets it before ``bind`` (``bind_socket``). Raises OSError
+    when the kernel refuses the option.
+    """
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
 
 
 class Handler(Protocol):
@@ -324,6 +343,10 @@ def bind_socket(ep: Endpoint, kind: int, reuse_port: bool) -> socket.socket:
         if kind == socket.SOCK_DGRAM:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            if ep.host in WILDCARD_HOSTS and sys.platform.startswith("linux"):
+                # before bind: from the first datagram on, the local address is there
+                # (SO_REUSEPORT gives a worker's socket queries before it runs)
+                receive_local(sock)
         sock.bind((ep.host, ep.port))
         if kind == socket.SOCK_STREAM:
             sock.listen(1024)
