@@ -59,6 +59,21 @@ def _client(family: int, dest: tuple[str, int]) -> socket.socket:
     return c
 
 
+async def _serve(path: str, s: socket.socket, handler: _Echo, stats: Stats | None = None) -> Any:
+    """``serve_udp`` on the wildcard socket *s* through *path*: the native helper, or
+    ``SocketBatch`` as without it."""
+    old = batchio.native
+    if path == "socket":
+        batchio.native = lambda: None  # type: ignore[assignment]
+    try:
+        server = await batchio.serve_udp(s, handler, stats)  # type: ignore[arg-type]
+    finally:
+        batchio.native = old  # type: ignore[assignment]
+    assert isinstance(server, batchio.BatchedUdp) and server.batch is not None
+    assert isinstance(server.batch, batchio.SocketBatch) is (path == "socket")
+    return server
+
+
 async def _exchange(
     path: str,
     family: int,
@@ -75,19 +90,7 @@ async def _exchange(
     s.bind((wildcard, 0))
     port = s.getsockname()[1]
     stats = Stats()
-    if path == "socket":
-        old = batchio.native
-        batchio.native = lambda: None  # type: ignore[assignment]
-        try:
-            server = await batchio.serve_udp(s, handler, stats)  # type: ignore[arg-type]
-        finally:
-            batchio.native = old  # type: ignore[assignment]
-        assert isinstance(server, batchio.BatchedUdp)
-        assert isinstance(server.batch, batchio.SocketBatch)
-    else:
-        server = await batchio.serve_udp(s, handler, stats)  # type: ignore[arg-type]
-        assert isinstance(server, batchio.BatchedUdp) and server.batch is not None
-        assert not isinstance(server.batch, batchio.SocketBatch)
+    server = await _serve(path, s, handler, stats)
     assert isinstance(server, batchio.BatchedUdp) and server.local
     if queue_first:  # answers wait for the socket: the later ones queue behind, with local
         server._queue([(b"\x00" * 12, ("127.0.0.1" if family == socket.AF_INET else "::1", 9))], 0)
@@ -157,13 +160,7 @@ def test_a_query_that_came_before_serving_is_answered_from_the_address_asked(
     time.sleep(0.05)
 
     async def go() -> int:
-        old = batchio.native
-        if path == "socket":
-            batchio.native = lambda: None  # type: ignore[assignment]
-        try:
-            server = await batchio.serve_udp(s, _Echo())  # type: ignore[arg-type]
-        finally:
-            batchio.native = old  # type: ignore[assignment]
+        server = await _serve(path, s, _Echo())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 3
         try:

@@ -7,10 +7,9 @@
  *                                        (bytes, addr) or (bytes, addr, local),
  *                                        local as recv's addresses carry it (the
  *                                        answer leaves from there); returns the
- *                                        index of the
- *                                        first message not yet sent (len(msgs)
- *                                        when all went; less when the socket
- *                                        would block)
+ *                                        index of the first message not yet sent
+ *                                        (len(msgs) when all went; less when the
+ *                                        socket would block)
  *   .answer(fd, answers, start=0) -> int answers[i] (bytes, or None: no answer)
  *                                        goes to the sender of datagram i of the
  *                                        last recv, at the address the kernel
