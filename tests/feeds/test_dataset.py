@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mamori import config
 from mamori.errors import ConfigError
-from mamori.feeds.dataset import ALLOW, FeedDB, db_path
+from mamori.feeds.dataset import ALLOW, LIST, FeedDB, db_path
 from mamori.feeds.normalize import Entry
 from mamori.feeds.parsers import FeedError
 from mamori.feeds.sources import compile_datasets, update
 from mamori.policy import zone
+from tests.support.wait import until
 
 DAY = 86400
 T0 = 1_700_000_000
@@ -196,3 +200,73 @@ def test_a_dataset_resolves_its_feeds_rules_together(tmp_path: Path) -> None:
     assert "a.example CNAME ." in lines and "b.example CNAME rpz-passthru." in lines
     owners = [ln.split()[0] for ln in lines]
     assert len(owners) == len(set(owners))
+
+
+def _lock_waiters(lock: Path) -> int:
+    """Processes or threads waiting for the flock on *lock* (Linux /proc/locks)."""
+    st = lock.stat()
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    lines = Path("/proc/locks").read_text().splitlines()
+    return sum(1 for ln in lines if "->" in ln and "FLOCK" in ln and dev in ln)
+
+
+def test_a_dataset_is_written_from_the_newest_entries_whichever_writer_ends_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers at once, as ``mamori serve``'s start-time compile and ``mamori feeds
+    update``: the one that read the entries before the other changed them must not
+    write its older dataset over the newer one (found by the Unbound fleet test: a
+    feed's removed name came back in the published dataset, under a higher serial)."""
+    cfg = _cfg(tmp_path)
+    phish = cfg.feeds[0]
+    (tmp_path / "phish.txt").write_text("login-bank.example\nverify-acct.example\n")
+    update(phish, cfg.store, now=T0)
+    compile_datasets(cfg)
+    read_once, go = threading.Event(), threading.Event()
+    real = FeedDB.listed
+
+    def listed(self: FeedDB, feeds: list[str], rule: int = LIST) -> list[Entry]:
+        rows = real(self, feeds, rule)
+        if threading.current_thread().name == "stale" and not read_once.is_set():
+            read_once.set()  # the stale writer has read the entries: hold it there
+            go.wait(20)
+        return rows
+
+    monkeypatch.setattr(FeedDB, "listed", listed)
+    errors: list[BaseException] = []
+
+    def run(*steps: Callable[[], object]) -> None:
+        try:
+            for step in steps:
+                step()
+        except BaseException as e:
+            errors.append(e)
+
+    stale = threading.Thread(target=run, args=(lambda: compile_datasets(cfg),), name="stale")
+    stale.start()
+    assert read_once.wait(20)
+    (tmp_path / "phish.txt").write_text(
+        "login-bank.example\nverify-acct.example\nnew-phish.example\n"
+    )
+    fresh = threading.Thread(
+        target=run,
+        args=(lambda: update(phish, cfg.store, now=T0 + 60),
+              lambda: compile_datasets(cfg, {"phish"})),
+    )  # fmt: skip
+    fresh.start()
+    lock = db_path(cfg.store.path).with_name(".lock")
+    # the fresh writer either waits for the lock (fixed) or is done (the race)
+    until(lambda: not fresh.is_alive() or _lock_waiters(lock) > 0, 20)
+    go.set()
+    stale.join(20)
+    fresh.join(20)
+    assert not stale.is_alive() and not fresh.is_alive() and not errors, errors
+    ds = config.dataset_zone(cfg.datasets[0], cfg.store).file
+    assert ds is not None
+    assert _rules(ds, "threats.datasets.mamori.") == {
+        "login-bank.example",
+        "verify-acct.example",
+        "new-phish.example",
+    }
+    # and a second compile finds nothing to change: the zone is what the entries say
+    assert compile_datasets(cfg)[0][2] is False

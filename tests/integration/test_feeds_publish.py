@@ -42,8 +42,8 @@ def _names() -> list[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
 
 
-def _serial(port: int) -> int:
-    q = dns.message.make_query(ZONE_NAME, "SOA")
+def _serial(port: int, zone: str = ZONE_NAME) -> int:
+    q = dns.message.make_query(zone, "SOA")
     r = dns.query.udp(q, "127.0.0.1", port=port, timeout=3)
     return int(r.answer[0][0].serial) if r.answer else 0
 
@@ -147,9 +147,14 @@ def test_unbound_secondary_blocks_a_coinblocker_name_from_the_published_dataset(
             # mamori itself does not apply it (enforce = false on both)
             assert m.query("mx1.example.test", "A").rcode() == dns.rcode.NOERROR
             # the feed drops mx1: the update reaches Unbound (NOTIFY + IXFR)
+            old = _serial(m.port, "fleet.datasets.mamori.")
             feed.write_text("\n".join(_names()) + "\n")
             _update(m.config)
-            assert until(lambda: rcode("mx1.example.test") == dns.rcode.NOERROR, 20)
+            # (the message is made only when the assertion fails)
+            assert until(lambda: _serial(m.port, "fleet.datasets.mamori.") > old, 60), m.stderr()
+            assert until(lambda: rcode("mx1.example.test") == dns.rcode.NOERROR, 30), (
+                f"mamori:\n{m.stderr()[-4000:]}\nunbound:\n{ub.log()[-4000:]}"
+            )
             assert rcode(coin) == dns.rcode.NXDOMAIN
         finally:
             ub.stop()

@@ -15,10 +15,17 @@ from tests.support.net import free_port
 
 class Unbound:
     def __init__(
-        self, binary: str, workdir: Path, forward_port: int, extra: str = "", server_extra: str = ""
+        self,
+        binary: str,
+        workdir: Path,
+        forward_port: int,
+        extra: str = "",
+        server_extra: str = "",
+        verbosity: int = 1,
     ) -> None:
         """*extra*: clauses after the forward zone; *server_extra*: lines of the server
-        clause (each indented two spaces, newline-terminated)."""
+        clause (each indented two spaces, newline-terminated); *verbosity*: Unbound's
+        (4 logs each zone transfer step: SOA probes, their timeouts, IXFR/AXFR)."""
         self.binary = binary
         self.server_extra = server_extra
         self.dir = workdir
@@ -26,6 +33,7 @@ class Unbound:
         self.port = free_port()
         self.forward_port = forward_port
         self.extra = extra
+        self.verbosity = verbosity
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, probe: str = ".") -> Unbound:
@@ -34,7 +42,8 @@ class Unbound:
             "server:\n"
             f"  interface: 127.0.0.1@{self.port}\n  num-threads: 1\n  do-daemonize: no\n"
             f'  chroot: ""\n  username: ""\n  directory: "{self.dir}"\n'
-            f'  pidfile: "{self.dir}/unbound.pid"\n  use-syslog: no\n  verbosity: 1\n'
+            f'  pidfile: "{self.dir}/unbound.pid"\n  use-syslog: no\n'
+            f"  verbosity: {self.verbosity}\n"
             "  access-control: 127.0.0.0/8 allow\n  do-not-query-localhost: no\n"
             '  module-config: "respip iterator"\n'
             # test. is one of Unbound's locally served zones (RFC 6761): let it forward.
@@ -72,3 +81,10 @@ class Unbound:
                     self.proc.kill()
                     self.proc.wait()
             self._err.close()
+
+    def log(self) -> str:
+        """What Unbound has written to stderr so far."""
+        try:
+            return (self.dir / "unbound.stderr").read_text(errors="replace")
+        except OSError:
+            return ""

@@ -11,10 +11,17 @@ Expiry: an entry that leaves its source stays listed for the feed's
 ``delist_after`` seconds (0: it goes at once); then it is no longer listed.
 A dataset lists what any of its feeds lists. Rows delisted for more than
 ``HISTORY`` are deleted.
+
+Writers take ``store_lock`` (``<store dir>/feeds/.lock``): a feed's update
+(record, then its zone), the rewrite of the feed and dataset zones, and the
+removal of a feed run one at a time across processes, so a zone is always
+written from the newest entries.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -97,6 +104,28 @@ class Provenance:
 
 def db_path(store_path: Path) -> Path:
     return store_path.parent / "feeds" / "feeds.sqlite"
+
+
+@contextlib.contextmanager
+def store_lock(store_path: Path) -> Iterator[None]:
+    """Hold the feed store's writer lock (``flock`` on ``<store dir>/feeds/.lock``),
+    waiting for it as long as another process holds it.
+
+    Everything that reads entries and writes zones from them (``mamori serve``'s
+    feed children, ``mamori feeds update``, the settings API's feed removal) runs
+    under it: two writers reading the entries, then writing the same dataset
+    zone one after the other, would otherwise let the older entries win (a
+    removed entry listed again, with a higher serial, until the feed's next
+    update). The kernel releases it when its holder exits, however it exits.
+    """
+    path = db_path(store_path).with_name(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class FeedDB:

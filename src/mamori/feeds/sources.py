@@ -22,7 +22,7 @@ from mamori.config import Config, FeedConfig, StoreConfig, dataset_zone, feed_zo
 from mamori.config.feeds import dataset_feeds
 from mamori.dnsutil import textfile
 from mamori.feeds import guard, parsers, remote
-from mamori.feeds.dataset import ALLOW, FeedDB, db_path
+from mamori.feeds.dataset import ALLOW, FeedDB, db_path, store_lock
 from mamori.feeds.modifiers import Modifiers
 from mamori.feeds.normalize import Entry
 from mamori.feeds.parsers import FeedError, FeedUnreachableError, ParseResult
@@ -232,17 +232,18 @@ def _update(
             entries.append(e)
         else:
             out.guarded.append((e.value, why))
-    change = db.record(feed.name, entries, result.exceptions, feed.delist_after, now)
+    zone = feed_zone(feed, store)
+    assert zone.file is not None
+    with store_lock(store.path):  # the entries recorded and the zone written from them
+        change = db.record(feed.name, entries, result.exceptions, feed.delist_after, now)
+        lines_out = rpz_out.rules(change.listed, change.allowed, target(feed.action))
+        out.serial, out.changed = rpz_out.write_zone(zone.file, zone.name, lines_out)
+        if out.changed or not entries_path(feed, store).exists():
+            write_entries(entries_path(feed, store), feed, [e for e in change.listed if _plain(e)])
     out.entries, out.exceptions = len(change.listed), len(change.allowed)
     out.added, out.removed = len(change.added), len(change.removed)
     out.lingering = len(change.listed) - len({(e.kind, e.value, e.modifiers) for e in entries})
     out.rejected, out.skipped = result.rejected, len(result.skipped)
-    zone = feed_zone(feed, store)
-    assert zone.file is not None
-    lines_out = rpz_out.rules(change.listed, change.allowed, target(feed.action))
-    out.serial, out.changed = rpz_out.write_zone(zone.file, zone.name, lines_out)
-    if out.changed or not entries_path(feed, store).exists():
-        write_entries(entries_path(feed, store), feed, [e for e in change.listed if _plain(e)])
     for no, _text, why in result.rejected[:20]:
         log.warning("feed %s: line %d rejected: %s", feed.name, no, why)
     for value, why in out.guarded[:20]:
@@ -270,7 +271,7 @@ def compile_feeds(cfg: Config) -> list[tuple[str, int, bool, int]]:
     only when the rules change. A feed with no zone yet waits for its first update.
     """
     out = []
-    with FeedDB(db_path(cfg.store.path)) as db:
+    with store_lock(cfg.store.path), FeedDB(db_path(cfg.store.path)) as db:
         for feed in cfg.feeds:
             zone = feed_zone(feed, cfg.store)
             assert zone.file is not None
@@ -285,9 +286,11 @@ def compile_feeds(cfg: Config) -> list[tuple[str, int, bool, int]]:
 
 def compile_datasets(cfg: Config, only: set[str] | None = None) -> list[tuple[str, int, bool, int]]:
     """Rewrite the zones of the datasets (uniting feeds in *only*, or all):
-    (name, serial, changed, entries) each."""
+    (name, serial, changed, entries) each. Under the store's writer lock
+    (``dataset.store_lock``), like a feed's update: each zone is written from the
+    newest entries, whichever process writes last."""
     out = []
-    with FeedDB(db_path(cfg.store.path)) as db:
+    with store_lock(cfg.store.path), FeedDB(db_path(cfg.store.path)) as db:
         for ds in cfg.datasets:
             names = [f.name for f in dataset_feeds(ds, cfg.feeds)]
             if only is not None and not only & set(names):

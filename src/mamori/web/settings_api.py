@@ -41,7 +41,7 @@ from mamori.config import overlay
 from mamori.config.feeds import FORMATS
 from mamori.config.load import load_effective
 from mamori.errors import ConfigError
-from mamori.feeds.dataset import FeedDB, db_path
+from mamori.feeds.dataset import FeedDB, db_path, store_lock
 from mamori.feeds.sources import cache_dir
 from mamori.store.audit import AuditLog, audit_path
 from mamori.store.rules import RuleStore
@@ -416,10 +416,10 @@ class Settings:
         zone = cfgmod.feed_zone(cfgmod.FeedConfig(name=name), store).file
         assert zone is not None
         cache = cache_dir(store)  # the HTTP cache of a URL feed (ETag, body)
-        for path in (zone, zone.with_suffix(".entries"), cache / f"{name}.data",
-                     cache / f"{name}.meta"):  # fmt: skip
-            path.unlink(missing_ok=True)
-        with FeedDB(db_path(store.path)) as db:
+        with store_lock(store.path), FeedDB(db_path(store.path)) as db:  # not mid-update
+            for path in (zone, zone.with_suffix(".entries"), cache / f"{name}.data",
+                         cache / f"{name}.meta"):  # fmt: skip
+                path.unlink(missing_ok=True)
             db.forget(name)
         removed = self.runtime.feed_removed if self.runtime is not None else None
         if removed is not None:  # added again later: updated at once, as a new feed
