@@ -37,35 +37,24 @@ lint: venv
 	$(VENV)/bin/lint-imports --no-cache
 
 # The whole suite with the native batched UDP helper, then again with the
-# pure-Python path (MAMORI_UDP_BATCH=0) every test that sends DNS over UDP to a
-# listener (the resolver's and the integration tests; not the browser ones, the
-# settings and rules APIs', the crash tests', the encrypted upstreams', the
-# ClickHouse query log's and fleet's, the passive DNS API's, the stats audit's nor
-# the Unbound RPZ replay's: what they test does not change with the UDP path, and
-# the query handler is the same on both); then the fuzz targets, bounded:
-# the native helper's and each parser's (atheris, FUZZ_PY_SECONDS each). All
-# of it stays under 20 minutes on 2 cores; `make fuzz` runs them for longer.
+# pure-Python path (MAMORI_UDP_BATCH=0) the tests whose subject is how a query
+# datagram comes in and its answer goes out: the resolver's own tests, and the
+# integration tests of the resolver and policy service, workers and their
+# watchdog, zone transfer (SOA, NOTIFY over UDP), RRL, client groups, wildcard
+# listen addresses, the DNSBL (and rbldnsd beside it), Unbound and BIND as peers,
+# metrics and client MACs (EDNS). The others (upstreams, feeds, passive DNS,
+# console, crash tests ...) use the listener the same way on both paths: the
+# query handler is the same. Then the fuzz targets, bounded: the native helper's
+# and each parser's (atheris, FUZZ_PY_SECONDS each). All of it stays under 20
+# minutes on 2 cores; `make fuzz` runs them for longer.
 # The tests mostly wait on real servers: PYTEST_JOBS processes (pytest-xdist; each
 # test module stays in one process, so its servers start once) run them side by side.
 PYTEST_JOBS ?= 2
 PYTEST := $(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadscope
-UDP_TESTS := tests/resolver tests/integration \
-	--ignore=tests/integration/test_console_browser.py \
-	--ignore=tests/integration/test_settings_browser.py \
-	--ignore=tests/integration/test_settings_api.py \
-	--ignore=tests/integration/test_crash_serve.py \
-	--ignore=tests/integration/test_crash_children.py \
-	--ignore=tests/integration/test_crash_pdns_ingest.py \
-	--ignore=tests/integration/test_rules_api.py \
-	--ignore=tests/integration/test_upstream_tls.py \
-	--ignore=tests/integration/test_brand_browser.py \
-	--ignore=tests/integration/test_fleet.py \
-	--ignore=tests/integration/test_querylog_clickhouse_crash.py \
-	--ignore=tests/integration/test_querylog_clickhouse_fleet.py \
-	--ignore=tests/integration/test_querylog_clickhouse_refused.py \
-	--ignore=tests/integration/test_pdns_api.py \
-	--ignore=tests/integration/test_stats_audit.py \
-	--ignore=tests/integration/test_rpz_replay.py
+UDP_TESTS := tests/resolver $(addprefix tests/integration/test_,$(addsuffix .py, \
+	resolver_service rpz_service workers worker_watchdog xfr_primary xfr_secondary \
+	feeds_publish rrl groups wildcard_listen dnsbl dnsbl_rbldnsd rpz_unbound_interop \
+	feeds_qtype_bind metrics dnsmasq_add_mac))
 test: venv test-deps lint
 	$(PYTEST)
 	MAMORI_UDP_BATCH=0 $(PYTEST) -q $(UDP_TESTS)
