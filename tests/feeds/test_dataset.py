@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from mamori import config
-from mamori.errors import ConfigError
-from mamori.feeds.dataset import ALLOW, LIST, FeedDB, db_path
+from mamori.errors import ConfigError, StoreError
+from mamori.feeds.dataset import ALLOW, LIST, FeedDB, db_path, store_lock
 from mamori.feeds.normalize import Entry
 from mamori.feeds.parsers import FeedError
 from mamori.feeds.sources import compile_datasets, update
@@ -270,3 +272,41 @@ def test_a_dataset_is_written_from_the_newest_entries_whichever_writer_ends_last
     }
     # and a second compile finds nothing to change: the zone is what the entries say
     assert compile_datasets(cfg)[0][2] is False
+
+
+def test_the_store_lock_cannot_be_opened_names_the_file(tmp_path: Path) -> None:
+    store = tmp_path / "store" / "mamori.sqlite"
+    store.parent.mkdir()
+    (store.parent / "feeds").write_text("a file where the feeds directory should be\n")
+    lock = store_lock(store)
+    with pytest.raises(StoreError, match=r"cannot open the feed store's lock .*feeds/\.lock"):
+        lock.__enter__()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two users")
+def test_a_lock_file_left_by_root_does_not_lock_the_service_user_out() -> None:
+    """``sudo mamori feeds update`` on the store of a service running as its own user
+    creates the lock file as root (0644): the service must still take the lock."""
+    base = Path(tempfile.mkdtemp(prefix="mamori-lock-"))
+    try:
+        base.chmod(0o755)
+        store = base / "store" / "mamori.sqlite"
+        with store_lock(store):  # as root: creates store/feeds/.lock, root-owned
+            pass
+        for d in (store.parent, store.parent / "feeds"):
+            os.chown(d, 65534, 65534)  # the service user's store
+        pid = os.fork()
+        if pid == 0:  # the service user
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                with store_lock(store):
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        shutil.rmtree(base)

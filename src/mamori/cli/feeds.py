@@ -10,7 +10,7 @@ import click
 from mamori import config as cfgmod
 from mamori.cli.util import config_option, fail, load_config, progress, setup_logging
 from mamori.config.feeds import dataset_feeds
-from mamori.errors import MamoriError
+from mamori.errors import MamoriError, StoreError
 
 
 @click.group()
@@ -41,22 +41,25 @@ def feeds_update(config_path: str, names: tuple[str, ...]) -> None:
         fail(MamoriError(f"unknown feed(s): {', '.join(sorted(unknown))}"))
     failed = 0
     done: set[str] = set()
-    with progress() as report:
-        for feed in cfg.feeds:
-            if (names and feed.name not in names) or (not names and not feed.enabled):
-                continue
-            try:
-                click.echo(update(feed, cfg.store, report).summary())  # type: ignore[arg-type]
-                done.add(feed.name)
-            except FeedUnreachableError as e:
-                failed += 1
-                click.echo(f"{feed.name}: not reachable, skipped: {e}", err=True)
-            except FeedError as e:
-                failed += 1
-                click.echo(f"{feed.name}: refused, last good version kept: {e}", err=True)
-    for name, serial, changed, n in compile_datasets(cfg, done):
-        state = "changed" if changed else "unchanged"
-        click.echo(f"dataset {name}: {n} entries; serial {serial}, {state}")
+    try:
+        with progress() as report:
+            for feed in cfg.feeds:
+                if (names and feed.name not in names) or (not names and not feed.enabled):
+                    continue
+                try:
+                    click.echo(update(feed, cfg.store, report).summary())  # type: ignore[arg-type]
+                    done.add(feed.name)
+                except FeedUnreachableError as e:
+                    failed += 1
+                    click.echo(f"{feed.name}: not reachable, skipped: {e}", err=True)
+                except FeedError as e:
+                    failed += 1
+                    click.echo(f"{feed.name}: refused, last good version kept: {e}", err=True)
+        for name, serial, changed, n in compile_datasets(cfg, done):
+            state = "changed" if changed else "unchanged"
+            click.echo(f"dataset {name}: {n} entries; serial {serial}, {state}")
+    except StoreError as e:  # e.g. the store's lock file cannot be opened
+        fail(e)
     if failed:
         sys.exit(1)
 

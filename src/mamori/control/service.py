@@ -432,6 +432,7 @@ def run(parts: Parts) -> None:
             feed_locks.last.pop(name, None)
 
         rt.feed_removed = feed_removed
+        rt.feed_lock = feed_locks.lock
         dnsbl_servers = await dnsbl.start(cfg, parts.dnsbl_socks) if parts.dnsbl_socks else []
         background = [
             spawn(watch_zone_files(lambda: plane.cfg, plane.zone_files_changed)),

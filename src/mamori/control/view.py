@@ -8,6 +8,7 @@ live (``workers = 1``), or the ones the workers send every second.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,8 @@ class Runtime:
         self.update_feed: Callable[[str], Awaitable[dict[str, Any]]] | None = None
         # A feed was removed (its data deleted): the scheduler forgets when it last ran.
         self.feed_removed: Callable[[str], None] | None = None
+        # The lock an update of a feed holds while it runs (by name): its removal waits.
+        self.feed_lock: Callable[[str], asyncio.Lock] | None = None
         # Run the brand watch now (a [[brand]] was added or changed from the console/API).
         self.brand_wake: Callable[[], None] | None = None
 

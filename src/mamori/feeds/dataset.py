@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mamori.errors import StoreError
 from mamori.feeds.normalize import Entry
 
 HISTORY = 90 * 86400  # keep delisted entries' provenance this long
@@ -117,25 +119,42 @@ def store_lock(store_path: Path) -> Iterator[None]:
     zone one after the other, would otherwise let the older entries win (a
     removed entry listed again, with a higher serial, until the feed's next
     update). The kernel releases it when its holder exits, however it exits.
+
+    Opened read-only (created 0644 if missing): a lock file created by another
+    user (root running ``mamori feeds update`` on the service's store) does not
+    lock the service out. Raises StoreError, naming the file, when it cannot be
+    opened or created.
     """
     path = db_path(store_path).with_name(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise StoreError(f"cannot open the feed store's lock {path}: {e.strerror or e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (closing releases the lock)
 
 
 class FeedDB:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
-        self.db.executescript(_SCHEMA)
+        """Open (or create) the file; StoreError naming it when that fails (a
+        directory that cannot be made, a file the user may not write)."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=30)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open the feed store {path}: {e}") from e
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            self.db.close()
+            raise StoreError(f"cannot open the feed store {path}: {e}") from e
 
     def _migrate(self) -> None:
         """Files written before entries had modifiers: the column joins the key."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from mamori.atomicfile import replacing, write_atomic
 from mamori.config import Config, FeedConfig, StoreConfig, dataset_zone, feed_zone
 from mamori.config.feeds import dataset_feeds
 from mamori.dnsutil import textfile
+from mamori.errors import StoreError
 from mamori.feeds import guard, parsers, remote
 from mamori.feeds.dataset import ALLOW, FeedDB, db_path, store_lock
 from mamori.feeds.modifiers import Modifiers
@@ -202,6 +204,7 @@ def update(
     """One update of *feed*; FeedError leaves the last good compiled zone in place.
 
     The outcome (good or refused) is remembered with the feed's provenance.
+    StoreError when the feed store cannot be opened or written.
     """
     with FeedDB(db_path(store.path)) as db:
         try:
@@ -210,6 +213,9 @@ def update(
             if not getattr(e, "logged", False):
                 db.log_update(feed.name, False, "", str(e), now=now)
             raise
+        except sqlite3.Error as e:  # e.g. a store file another user owns
+            where = db_path(store.path)
+            raise StoreError(f"feed {feed.name}: cannot write the feed store {where}: {e}") from e
 
 
 def _update(

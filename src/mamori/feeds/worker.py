@@ -17,7 +17,7 @@ import json
 import sys
 
 from mamori.config.load import load_effective
-from mamori.errors import ConfigError
+from mamori.errors import ConfigError, StoreError
 from mamori.feeds.parsers import FeedError, FeedUnreachableError
 from mamori.feeds.sources import compile_datasets, compile_feeds, update
 from mamori.logs import setup_logging
@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         out["datasets"] = compile_datasets(cfg, set(names) if names else None)
     except FeedUnreachableError as e:
         out = {"ok": False, "unreachable": True, "error": str(e)}
-    except (FeedError, ConfigError, StopIteration) as e:
+    except (FeedError, ConfigError, StoreError, StopIteration) as e:
         out = {"ok": False, "unreachable": False, "error": str(e) or "no such feed"}
     print(json.dumps(out), flush=True)
     return 0

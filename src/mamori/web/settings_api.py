@@ -22,6 +22,7 @@ of the same feed in progress (``Runtime.update_feed``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -408,15 +409,18 @@ class Settings:
             remove = self._upload_of(gone[0])
             await self._commit(doc, actor, address, "feed.remove", name, {}, remove=remove)
             # no longer in the configuration: its compiled zone and what was kept about
-            # it go too (a feed added again under this name starts empty)
-            await run_in_threadpool(self._forget_feed, name)
+            # it go too (a feed added again under this name starts empty), after an
+            # update of it in progress (which would record its entries again)
+            lock = self.runtime.feed_lock if self.runtime is not None else None
+            async with lock(name) if lock is not None else contextlib.nullcontext():
+                await run_in_threadpool(self._forget_feed, name)
 
     def _forget_feed(self, name: str) -> None:
         store = self.cfg.store
         zone = cfgmod.feed_zone(cfgmod.FeedConfig(name=name), store).file
         assert zone is not None
         cache = cache_dir(store)  # the HTTP cache of a URL feed (ETag, body)
-        with store_lock(store.path), FeedDB(db_path(store.path)) as db:  # not mid-update
+        with store_lock(store.path), FeedDB(db_path(store.path)) as db:  # not mid-write
             for path in (zone, zone.with_suffix(".entries"), cache / f"{name}.data",
                          cache / f"{name}.meta"):  # fmt: skip
                 path.unlink(missing_ok=True)
