@@ -6,7 +6,6 @@ node alone, and the passive DNS APIs answer with what both nodes resolved."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
 import sys
@@ -60,10 +59,7 @@ def _up(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as r:
             return int(r.status) == 200
-    except (OSError, http.client.HTTPException):
-        # HTTPException: before the server listens, a connection to a port in the
-        # ephemeral range can connect to itself (TCP simultaneous open) and read its
-        # own request back
+    except (OSError, urllib.error.HTTPError):
         return False
 
 
